@@ -1,0 +1,1 @@
+//! CRD types and the four reconcilers of the runner scale set controller.

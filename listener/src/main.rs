@@ -1,0 +1,3 @@
+//! Per-scale-set listener: long-polls the Actions service and sets the runner count.
+
+fn main() {}

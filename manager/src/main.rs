@@ -1,0 +1,3 @@
+//! Controller manager running the four reconcilers.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Pure scaling decisions and lifecycle state machines for runner scale sets.

@@ -1,0 +1,1 @@
+//! A stateful emulator of GitHub's REST and Actions service APIs for tests and the demo.

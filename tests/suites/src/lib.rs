@@ -1,0 +1,1 @@
+//! Test suites that cross crates: they live in this package's tests/ folder.

@@ -1,0 +1,1 @@
+//! Test bed: a real local Kubernetes control plane for tests.
