@@ -1,3 +1,6 @@
 //! Project automation: cargo xtask <command>.
 
+#[allow(dead_code)]
+mod helm;
+
 fn main() {}

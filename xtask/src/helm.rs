@@ -1,0 +1,106 @@
+//! Real Helm for the project: a Python virtual environment with helm-python-sdk (Helm v4's engine)
+//! and the `helm-render.py` entry point that templates, lints and installs the charts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// The workspace root (the parent of the xtask package).
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// `xtask/scripts/helm-venv.py`: creates the environment; the single source of truth for the
+/// pinned helm-python-sdk version.
+pub fn venv_script() -> PathBuf {
+    workspace_root().join("xtask/scripts/helm-venv.py")
+}
+
+/// `xtask/scripts/helm-render.py`: `template`, `lint`, `install`, `uninstall` with real Helm.
+pub fn render_script() -> PathBuf {
+    workspace_root().join("xtask/scripts/helm-render.py")
+}
+
+/// The charts shipped by the project.
+pub fn charts() -> [PathBuf; 2] {
+    let root = workspace_root().join("charts");
+    [
+        root.join("gha-runner-scale-set-controller"),
+        root.join("gha-runner-scale-set"),
+    ]
+}
+
+/// Where the environment lives: `$HOME/.cache/arc-rs/helm-venv`.
+pub fn venv_dir() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME")
+        .context("HOME is not set; fix: set HOME so the Helm environment can live under ~/.cache")?;
+    Ok(PathBuf::from(home).join(".cache/arc-rs/helm-venv"))
+}
+
+/// Creates the Helm virtual environment if needed (idempotent; concurrent callers wait on a lock)
+/// and returns the path of its python executable.
+pub fn ensure_venv() -> anyhow::Result<PathBuf> {
+    let dir = venv_dir()?;
+    let script = venv_script();
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(&dir)
+        .output()
+        .with_context(|| {
+            format!(
+                "running python3 {} failed; fix: install Python 3 (Debian: apt-get install python3 python3-venv)",
+                script.display()
+            )
+        })?;
+    if !output.status.success() {
+        bail!(
+            "creating the Helm environment in {} failed: {}",
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let python = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    if !python.is_file() {
+        bail!(
+            "{} reported python at {:?}, which does not exist; fix: delete {} and run again",
+            script.display(),
+            python,
+            dir.display()
+        );
+    }
+    Ok(python)
+}
+
+/// Runs `helm-render.py <args>` with the environment's python and returns its stdout.
+/// Helm failures (a `fail` in a template, a schema violation, a lint error) come back as errors
+/// carrying Helm's message.
+pub fn run(args: &[&str]) -> anyhow::Result<String> {
+    let python = ensure_venv()?;
+    let script = render_script();
+    let output = Command::new(&python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {} {} failed", python.display(), script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "helm {} failed: {}{}",
+            args.first().copied().unwrap_or_default(),
+            String::from_utf8_lossy(&output.stderr).trim(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `helm lint --strict` on both charts.
+pub fn lint_charts() -> anyhow::Result<()> {
+    for chart in charts() {
+        let path = chart.to_string_lossy().into_owned();
+        let report = run(&["lint", &path, "--strict"])?;
+        print!("{report}");
+    }
+    Ok(())
+}
