@@ -1,1 +1,29 @@
 //! Test bed: a real local Kubernetes control plane for tests.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! let cp = testbed::ControlPlane::shared().await?;
+//! let ns = cp.test_namespace("my-test").await?;
+//! let client = cp.client();
+//! let limited = cp.service_account_client(ns.name(), "limited").await?;
+//! # let _ = (client, limited);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A control plane is etcd and kube-apiserver v1.20.2 (built by `cargo xtask controlplane
+//! install`) on free loopback ports, plus kube-controller-manager and kube-scheduler when asked
+//! for. Set `ARC_TEST_KUBECONFIG` to run against an existing cluster instead.
+
+mod binaries;
+mod control_plane;
+mod kubeconfig;
+mod namespace;
+mod pki;
+mod process;
+
+pub use binaries::{KUBERNETES_VERSION, binaries_installed, cache_dir, kubernetes_bin_dir};
+pub use control_plane::{
+    ControlPlane, ControlPlaneOptions, EXISTING_CLUSTER_ENV, client_from_kubeconfig,
+};
+pub use namespace::{TEST_NAMESPACE_LABEL, TestNamespace};
