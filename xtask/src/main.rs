@@ -1,6 +1,55 @@
-//! Project automation: cargo xtask <command>.
+//! Project automation: `cargo xtask <command>`.
+//!
+//! Each command lives in its own module; a module adds one variant to [`Command`] and one arm
+//! to `main`.
 
-#[allow(dead_code)]
+mod controlplane;
 mod helm;
+mod test;
 
-fn main() {}
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "arc-rs project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The local Kubernetes control plane.
+    Controlplane {
+        #[command(subcommand)]
+        command: controlplane::ControlPlaneCommand,
+    },
+    /// Install what is missing, then cargo fmt --check, clippy -D warnings and every test.
+    Test(test::TestArgs),
+    /// Lint the Helm charts with real Helm.
+    HelmLint,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Controlplane { command } => controlplane::run(command),
+        Command::Test(args) => test::run(&args),
+        Command::HelmLint => helm::lint_charts(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of the xtask package).
+pub(crate) fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}

@@ -420,6 +420,14 @@ impl ControlPlane {
         }
     }
 
+    /// Fails, with the end of its log, if a process of a local control plane has exited.
+    pub fn ensure_running(&self) -> anyhow::Result<()> {
+        match &self.local {
+            Some(local) => check_running(local),
+            None => Ok(()),
+        }
+    }
+
     /// Stops and starts kube-apiserver on the same port (etcd keeps the data), and waits until
     /// it is ready again. For fault-injection tests on a control plane they own.
     pub async fn restart_apiserver(&self) -> anyhow::Result<()> {

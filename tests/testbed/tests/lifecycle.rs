@@ -110,3 +110,69 @@ fn processes_mentioning(dir: &std::path::Path) -> Vec<String> {
     }
     found
 }
+
+const CHILD_ENV: &str = "TESTBED_LIFECYCLE_CHILD";
+
+/// Run by [`a_killed_test_process_leaves_no_process_or_directory`] in a child test process:
+/// starts the shared control plane, says where it lives, and waits to be killed.
+#[tokio::test]
+#[ignore = "helper: runs only as the child of a_killed_test_process_leaves_no_process_or_directory"]
+async fn child_holding_a_shared_control_plane() -> anyhow::Result<()> {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return Ok(());
+    }
+    let cp = ControlPlane::shared_with_scheduling().await?;
+    println!("WORKDIR={}", cp.workdir()?.display());
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_test_process_leaves_no_process_or_directory() -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    if std::env::var_os(testbed::EXISTING_CLUSTER_ENV).is_some() {
+        return Ok(());
+    }
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "child_holding_a_shared_control_plane",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let dir = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("WORKDIR=").map(std::path::PathBuf::from))
+    })
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("the child test never reported its control plane"))?;
+    let running = processes_mentioning(&dir);
+    assert_eq!(
+        running.len(),
+        4,
+        "etcd, apiserver, controller-manager, scheduler: {running:?}"
+    );
+    child.kill()?;
+    child.wait()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !processes_mentioning(&dir).is_empty() || dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind after SIGKILL: dir exists {}, processes {:?}",
+            dir.exists(),
+            processes_mentioning(&dir)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
