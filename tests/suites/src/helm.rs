@@ -1,0 +1,239 @@
+//! Real Helm for tests: renders the project's charts with Helm v4's engine (helm-python-sdk, in a
+//! virtual environment made by `xtask/scripts/helm-venv.py`) and returns the objects as JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::Value;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .unwrap_or(manifest)
+        .to_path_buf()
+}
+
+/// The project's two charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chart {
+    /// `charts/gha-runner-scale-set-controller`.
+    Controller,
+    /// `charts/gha-runner-scale-set`.
+    ScaleSet,
+}
+
+impl Chart {
+    /// The chart's directory.
+    pub fn path(self) -> PathBuf {
+        let name = match self {
+            Chart::Controller => "gha-runner-scale-set-controller",
+            Chart::ScaleSet => "gha-runner-scale-set",
+        };
+        workspace_root().join("charts").join(name)
+    }
+}
+
+/// The python of the Helm environment, created on first use (shared by every test of a binary).
+pub fn python() -> anyhow::Result<PathBuf> {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| ensure_venv().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn ensure_venv() -> anyhow::Result<PathBuf> {
+    let script = workspace_root().join("xtask/scripts/helm-venv.py");
+    let home = std::env::var_os("HOME").context("HOME is not set; fix: set HOME")?;
+    let dir = PathBuf::from(home).join(".cache/arc-rs/helm-venv");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&dir)
+        .output()
+        .context("running python3 failed; fix: install python3 and python3-venv")?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// One `helm template` (or cluster-aware render) invocation.
+#[derive(Debug, Clone)]
+pub struct Render {
+    chart: Chart,
+    release: String,
+    namespace: String,
+    values: Value,
+    sets: Vec<(String, String)>,
+    kubeconfig: Option<PathBuf>,
+}
+
+impl Render {
+    /// Renders `chart` as release `release` into `namespace` with no values.
+    pub fn new(chart: Chart, release: &str, namespace: &str) -> Self {
+        Self {
+            chart,
+            release: release.to_string(),
+            namespace: namespace.to_string(),
+            values: Value::Object(Default::default()),
+            sets: Vec::new(),
+            kubeconfig: None,
+        }
+    }
+
+    /// User values (like a `-f` file), given as JSON.
+    pub fn values(mut self, values: Value) -> Self {
+        self.values = values;
+        self
+    }
+
+    /// A `--set key=value` (Helm's own parser: numbers become numbers).
+    pub fn set(mut self, key: &str, value: &str) -> Self {
+        self.sets.push(("--set".into(), format!("{key}={value}")));
+        self
+    }
+
+    /// A `--set-string key=value`.
+    pub fn set_string(mut self, key: &str, value: &str) -> Self {
+        self.sets
+            .push(("--set-string".into(), format!("{key}={value}")));
+        self
+    }
+
+    /// Render against a live cluster, so `lookup` and capabilities come from it.
+    pub fn kubeconfig(mut self, path: &Path) -> Self {
+        self.kubeconfig = Some(path.to_path_buf());
+        self
+    }
+
+    fn output(&self) -> anyhow::Result<std::process::Output> {
+        let mut cmd = Command::new(python()?);
+        cmd.arg(workspace_root().join("xtask/scripts/helm-render.py"))
+            .arg("template")
+            .arg(self.chart.path())
+            .args(["--release", &self.release, "--namespace", &self.namespace])
+            .args(["--output", "json", "--values-json"])
+            .arg(self.values.to_string());
+        for (flag, expr) in &self.sets {
+            cmd.arg(flag).arg(expr);
+        }
+        if let Some(path) = &self.kubeconfig {
+            cmd.arg("--kubeconfig").arg(path);
+        }
+        cmd.output().context("running helm-render.py")
+    }
+
+    /// Renders; a template failure is an error carrying Helm's message.
+    pub fn render(&self) -> anyhow::Result<Rendered> {
+        let out = self.output()?;
+        if !out.status.success() {
+            bail!(
+                "helm template {:?} failed: {}",
+                self.chart,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let doc: Value = serde_json::from_slice(&out.stdout).context("helm-render.py output")?;
+        let objects = doc["manifests"]
+            .as_array()
+            .context("manifests is not a list")?
+            .iter()
+            .map(|m| Manifest {
+                source: m["source"].as_str().unwrap_or_default().to_string(),
+                object: m["object"].clone(),
+            })
+            .collect();
+        Ok(Rendered {
+            manifests: objects,
+            notes: doc["notes"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// Renders expecting failure; returns Helm's error message.
+    pub fn render_err(&self) -> anyhow::Result<String> {
+        let out = self.output()?;
+        if out.status.success() {
+            bail!(
+                "helm template {:?} succeeded but was expected to fail",
+                self.chart
+            );
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let message = stderr
+            .lines()
+            .filter(|l| !l.contains(" INFO funcMap fail "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Ok(message)
+    }
+}
+
+/// One rendered object and the template it came from.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Template path, e.g. `gha-runner-scale-set/templates/manager_role.yaml`.
+    pub source: String,
+    /// The object.
+    pub object: Value,
+}
+
+/// What a render produced.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// Every object in template order.
+    pub manifests: Vec<Manifest>,
+    /// NOTES.txt.
+    pub notes: String,
+}
+
+impl Rendered {
+    /// All objects.
+    pub fn objects(&self) -> impl Iterator<Item = &Value> {
+        self.manifests.iter().map(|m| &m.object)
+    }
+
+    /// Objects of one kind.
+    pub fn of_kind(&self, kind: &str) -> Vec<&Value> {
+        self.objects().filter(|o| o["kind"] == kind).collect()
+    }
+
+    /// The object of `kind` named `name`, if rendered.
+    pub fn find(&self, kind: &str, name: &str) -> Option<&Value> {
+        self.objects()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+    }
+
+    /// The object of `kind` named `name`; an error listing what was rendered otherwise.
+    pub fn get(&self, kind: &str, name: &str) -> anyhow::Result<&Value> {
+        self.find(kind, name).with_context(|| {
+            format!(
+                "{kind}/{name} not rendered; rendered: {:?}",
+                self.objects()
+                    .map(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]))
+                    .collect::<Vec<_>>()
+            )
+        })
+    }
+
+    /// The only object of `kind`.
+    pub fn single(&self, kind: &str) -> anyhow::Result<&Value> {
+        match self.of_kind(kind).as_slice() {
+            [one] => Ok(one),
+            other => bail!("expected one {kind}, rendered {}", other.len()),
+        }
+    }
+
+    /// Whether anything came from a template file whose name ends with `suffix`.
+    pub fn has_source(&self, suffix: &str) -> bool {
+        self.manifests.iter().any(|m| m.source.ends_with(suffix))
+    }
+}
