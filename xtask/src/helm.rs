@@ -34,8 +34,9 @@ pub fn charts() -> [PathBuf; 2] {
 
 /// Where the environment lives: `$HOME/.cache/arc-rs/helm-venv`.
 pub fn venv_dir() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME")
-        .context("HOME is not set; fix: set HOME so the Helm environment can live under ~/.cache")?;
+    let home = std::env::var_os("HOME").context(
+        "HOME is not set; fix: set HOME so the Helm environment can live under ~/.cache",
+    )?;
     Ok(PathBuf::from(home).join(".cache/arc-rs/helm-venv"))
 }
 

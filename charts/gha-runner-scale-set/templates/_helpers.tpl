@@ -299,6 +299,6 @@ controllerServiceAccount if set, else discovered from the controller Deployment'
 {{- else -}}
 {{- $volumes = concat $volumes $userVolumes -}}
 {{- end -}}
-{{- if or $volumes (eq $mode "kubernetes-novolume") }}{{ $_ := set $spec "volumes" $volumes }}{{ end -}}
+{{- if or $volumes (eq $mode "kubernetes-novolume") }}{{ $_ := set $spec "volumes" ($volumes | default list) }}{{ end -}}
 {{- toYaml $spec -}}
 {{- end -}}
