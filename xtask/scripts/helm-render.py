@@ -9,6 +9,7 @@ Run it with the python of the environment made by helm-venv.py.
   helm-render.py lint CHART [-f FILE]... [--set ...] [--strict] [--namespace N]
   helm-render.py install CHART --kubeconfig PATH [--release R] [--namespace N] [values options]
   helm-render.py uninstall --kubeconfig PATH --release R [--namespace N]
+  helm-render.py crds CHART [--output yaml|json]
 
 `template` prints the manifests like `helm template` does (YAML, one `# Source:` comment per
 document) or, with `--output json`, one JSON object
@@ -122,6 +123,21 @@ def cmd_template(args) -> None:
         sys.stdout.write(f"---\n# Source: {m['source']}\n{m['text']}\n")
 
 
+def cmd_crds(args) -> None:
+    """The CRDs Helm installs from the chart's crds/ folder."""
+    with Chart.load(args.chart) as chart:
+        crds = chart.crds
+    docs = []
+    for crd in sorted(crds, key=lambda c: c.get("filename") or c.get("name") or ""):
+        docs.extend(split_documents(crd.get("filename") or crd.get("name") or "", crd.get("data") or ""))
+    if args.output == "json":
+        json.dump({"manifests": [{"source": d["source"], "object": d["object"]} for d in docs]}, sys.stdout)
+        sys.stdout.write("\n")
+        return
+    for d in docs:
+        sys.stdout.write(f"---\n# Source: {d['source']}\n{d['text']}\n")
+
+
 def cmd_lint(args) -> None:
     report = lint(args.chart, user_values(args), strict=args.strict or None, namespace=args.namespace)
     failed = False
@@ -189,8 +205,18 @@ def main() -> None:
     u.add_argument("--kubeconfig", required=True)
     u.add_argument("--timeout", type=int, default=120)
 
+    c = sub.add_parser("crds")
+    c.add_argument("chart")
+    c.add_argument("--output", choices=("yaml", "json"), default="yaml")
+
     args = parser.parse_args()
-    handlers = {"template": cmd_template, "lint": cmd_lint, "install": cmd_install, "uninstall": cmd_uninstall}
+    handlers = {
+        "template": cmd_template,
+        "lint": cmd_lint,
+        "install": cmd_install,
+        "uninstall": cmd_uninstall,
+        "crds": cmd_crds,
+    }
     try:
         handlers[args.command](args)
     except helm_python.HelmError as err:

@@ -237,3 +237,100 @@ impl Rendered {
         self.manifests.iter().any(|m| m.source.ends_with(suffix))
     }
 }
+
+/// The CRDs Helm would install from `chart`'s `crds/` folder.
+pub fn chart_crds(chart: Chart) -> anyhow::Result<Vec<Value>> {
+    let out = Command::new(python()?)
+        .arg(workspace_root().join("xtask/scripts/helm-render.py"))
+        .arg("crds")
+        .arg(chart.path())
+        .args(["--output", "json"])
+        .output()
+        .context("running helm-render.py crds")?;
+    if !out.status.success() {
+        bail!(
+            "reading the CRDs of {:?} failed: {}",
+            chart,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let doc: Value = serde_json::from_slice(&out.stdout).context("helm-render.py crds output")?;
+    Ok(doc["manifests"]
+        .as_array()
+        .context("manifests is not a list")?
+        .iter()
+        .map(|m| m["object"].clone())
+        .collect())
+}
+
+/// `helm install` (real Helm, release stored in the cluster) of `chart` with `values`.
+pub fn install(
+    chart: Chart,
+    release: &str,
+    namespace: &str,
+    values: &Value,
+    kubeconfig: &Path,
+) -> anyhow::Result<Value> {
+    let out = Command::new(python()?)
+        .arg(workspace_root().join("xtask/scripts/helm-render.py"))
+        .arg("install")
+        .arg(chart.path())
+        .args([
+            "--release",
+            release,
+            "--namespace",
+            namespace,
+            "--values-json",
+        ])
+        .arg(values.to_string())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .output()
+        .context("running helm-render.py install")?;
+    if !out.status.success() {
+        bail!(
+            "helm install {release} ({:?}) failed: {}",
+            chart,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("helm-render.py install output")
+}
+
+/// Server-side applies every object (field manager `arc-rs-chart-test`), resolving each kind
+/// through API discovery, so the API server validates them exactly as it would Helm's.
+pub async fn apply(client: &kube::Client, objects: &[Value]) -> anyhow::Result<()> {
+    use kube::api::{Api, DynamicObject, Patch, PatchParams};
+    use kube::core::GroupVersionKind;
+    use kube::discovery::{Scope, pinned_kind};
+
+    let params = PatchParams::apply("arc-rs-chart-test").force();
+    for object in objects {
+        let api_version = object["apiVersion"].as_str().context("apiVersion")?;
+        let kind = object["kind"].as_str().context("kind")?;
+        let name = object["metadata"]["name"]
+            .as_str()
+            .context("metadata.name")?;
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, caps) = pinned_kind(client, &gvk)
+            .await
+            .with_context(|| format!("discovering {api_version} {kind}"))?;
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+            Scope::Namespaced => {
+                let ns = object["metadata"]["namespace"]
+                    .as_str()
+                    .with_context(|| format!("{kind}/{name} has no namespace"))?;
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+        };
+        api.patch(name, &params, &Patch::Apply(object))
+            .await
+            .with_context(|| format!("server-side apply of {kind}/{name} was refused"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! Real Helm against the real API server: `helm install` of the controller chart, then the
+//! scale-set chart finding the controller's ServiceAccount with `lookup` (charts.md §2.5), and
+//! capabilities taken from the cluster.
+//!
+//! One test per binary: discovery lists every Deployment in the cluster, so no other test may
+//! create controller Deployments while it runs.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DeleteParams};
+use serde_json::{Value, json};
+use suites::helm::{self, Chart, Render};
+use testbed::ControlPlane;
+
+fn scale_set_values() -> Value {
+    json!({
+        "githubConfigUrl": "https://github.com/actions",
+        "githubConfigSecret": {"github_token": "gh_token12345"}
+    })
+}
+
+fn subject(rendered: &helm::Rendered, release: &str) -> Value {
+    rendered
+        .get("RoleBinding", &format!("{release}-gha-rs-manager"))
+        .expect("manager role binding")["subjects"][0]
+        .clone()
+}
+
+async fn delete_deployment(client: &kube::Client, ns: &str, name: &str) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    api.delete(name, &DeleteParams::default())
+        .await
+        .expect("delete deployment");
+    for _ in 0..100 {
+        if api.get_opt(name).await.expect("get").is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("deployment {ns}/{name} not gone");
+}
+
+#[tokio::test]
+async fn helm_install_and_controller_discovery() {
+    let cp = ControlPlane::shared().await.expect("control plane");
+    let client = cp.client();
+    let kubeconfig = cp.kubeconfig_path().to_path_buf();
+    let controller_ns = cp.test_namespace("arc-system").await.expect("ns");
+    let runners_ns = cp.test_namespace("arc-runners").await.expect("ns");
+    let watched_ns = cp.test_namespace("arc-watched").await.expect("ns");
+
+    // No controller yet: discovery fails and names the value to set.
+    let err = Render::new(Chart::ScaleSet, "runners", runners_ns.name())
+        .values(scale_set_values())
+        .kubeconfig(&kubeconfig)
+        .render_err()
+        .expect("fails without a controller");
+    assert!(
+        err.contains("No gha-rs-controller deployment found"),
+        "{err}"
+    );
+    assert!(err.contains("controllerServiceAccount.name"), "{err}");
+
+    // helm install of the controller chart, for real.
+    let release = helm::install(
+        Chart::Controller,
+        "arc",
+        controller_ns.name(),
+        &json!({}),
+        &kubeconfig,
+    )
+    .expect("helm install");
+    assert_eq!(release["name"], "arc", "{release}");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), controller_ns.name());
+    let d = deployments
+        .get("arc-gha-rs-controller")
+        .await
+        .expect("installed deployment");
+    let labels = d.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("actions.github.com/controller-service-account-name")
+            .map(String::as_str),
+        Some("arc-gha-rs-controller")
+    );
+
+    // One cluster-wide controller: the scale set binds its manager Role to it.
+    let r = Render::new(Chart::ScaleSet, "runners", runners_ns.name())
+        .values(scale_set_values())
+        .kubeconfig(&kubeconfig)
+        .render()
+        .expect("render with discovery");
+    assert_eq!(
+        subject(&r, "runners"),
+        json!({"kind": "ServiceAccount", "name": "arc-gha-rs-controller", "namespace": controller_ns.name()})
+    );
+
+    // Explicit values win field by field over discovery.
+    let r = Render::new(Chart::ScaleSet, "runners", runners_ns.name())
+        .values(scale_set_values())
+        .set("controllerServiceAccount.name", "explicit")
+        .kubeconfig(&kubeconfig)
+        .render()
+        .expect("render");
+    assert_eq!(
+        subject(&r, "runners"),
+        json!({"kind": "ServiceAccount", "name": "explicit", "namespace": controller_ns.name()})
+    );
+
+    // A second cluster-wide controller makes discovery ambiguous.
+    let second = Render::new(Chart::Controller, "arc2", controller_ns.name())
+        .render()
+        .expect("render second controller");
+    helm::apply(&client, &[second.single("Deployment").expect("d").clone()])
+        .await
+        .expect("apply second controller");
+    let err = Render::new(Chart::ScaleSet, "runners", runners_ns.name())
+        .values(scale_set_values())
+        .kubeconfig(&kubeconfig)
+        .render_err()
+        .expect("ambiguous");
+    assert!(
+        err.contains("More than one gha-rs-controller deployment found"),
+        "{err}"
+    );
+    delete_deployment(&client, controller_ns.name(), "arc2-gha-rs-controller").await;
+
+    // Mixed single-namespace and cluster-wide controllers are refused.
+    let single = Render::new(Chart::Controller, "arc-single", controller_ns.name())
+        .values(json!({"flags": {"watchSingleNamespace": watched_ns.name()}}))
+        .render()
+        .expect("render single-namespace controller");
+    let single_deployment = single.single("Deployment").expect("d").clone();
+    helm::apply(&client, std::slice::from_ref(&single_deployment))
+        .await
+        .expect("apply single-namespace controller");
+    let err = Render::new(Chart::ScaleSet, "runners", watched_ns.name())
+        .values(scale_set_values())
+        .kubeconfig(&kubeconfig)
+        .render_err()
+        .expect("mixed");
+    assert!(
+        err.contains("Found both gha-rs-controller installed"),
+        "{err}"
+    );
+
+    // Only single-namespace controllers: the one watching the chart's namespace is chosen.
+    delete_deployment(&client, controller_ns.name(), "arc-gha-rs-controller").await;
+    let r = Render::new(Chart::ScaleSet, "runners", watched_ns.name())
+        .values(scale_set_values())
+        .kubeconfig(&kubeconfig)
+        .render()
+        .expect("render in the watched namespace");
+    assert_eq!(
+        subject(&r, "runners"),
+        json!({"kind": "ServiceAccount", "name": "arc-single-gha-rs-controller", "namespace": controller_ns.name()})
+    );
+    let err = Render::new(Chart::ScaleSet, "runners", runners_ns.name())
+        .values(scale_set_values())
+        .kubeconfig(&kubeconfig)
+        .render_err()
+        .expect("namespace not watched");
+    assert!(
+        err.contains("No gha-rs-controller deployment that watch this namespace found"),
+        "{err}"
+    );
+    delete_deployment(
+        &client,
+        controller_ns.name(),
+        "arc-single-gha-rs-controller",
+    )
+    .await;
+}
