@@ -73,6 +73,7 @@ pub struct Render {
     release: String,
     namespace: String,
     values: Value,
+    files: Vec<PathBuf>,
     sets: Vec<(String, String)>,
     kubeconfig: Option<PathBuf>,
 }
@@ -85,6 +86,7 @@ impl Render {
             release: release.to_string(),
             namespace: namespace.to_string(),
             values: Value::Object(Default::default()),
+            files: Vec::new(),
             sets: Vec::new(),
             kubeconfig: None,
         }
@@ -93,6 +95,12 @@ impl Render {
     /// User values (like a `-f` file), given as JSON.
     pub fn values(mut self, values: Value) -> Self {
         self.values = values;
+        self
+    }
+
+    /// A values file (`-f`), merged before [`Render::values`] and the `--set`s, as the helm CLI does.
+    pub fn values_file(mut self, path: &Path) -> Self {
+        self.files.push(path.to_path_buf());
         self
     }
 
@@ -123,6 +131,9 @@ impl Render {
             .args(["--release", &self.release, "--namespace", &self.namespace])
             .args(["--output", "json", "--values-json"])
             .arg(self.values.to_string());
+        for file in &self.files {
+            cmd.arg("-f").arg(file);
+        }
         for (flag, expr) in &self.sets {
             cmd.arg(flag).arg(expr);
         }

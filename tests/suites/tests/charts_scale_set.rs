@@ -481,6 +481,26 @@ fn runner_limits_rendered() {
 }
 
 #[test]
+fn runner_limits_from_a_values_file() {
+    let path = std::env::temp_dir().join(format!("arc-rs-values-{}.yaml", std::process::id()));
+    std::fs::write(
+        &path,
+        "minRunners: 5\nmaxRunners: 10\ngithubConfigUrl: https://github.com/actions\n",
+    )
+    .expect("write values file");
+    let r = Render::new(Chart::ScaleSet, RELEASE, NS)
+        .values_file(&path)
+        .set("controllerServiceAccount.name", "arc")
+        .set("controllerServiceAccount.namespace", "arc-system")
+        .set("githubConfigSecret.github_token", "t")
+        .render();
+    let _ = std::fs::remove_file(&path);
+    let spec = ars(&r.expect("render"))["spec"].clone();
+    assert_eq!(spec["minRunners"], 5);
+    assert_eq!(spec["maxRunners"], 10);
+}
+
+#[test]
 fn runner_group() {
     let r = render(with(json!({"runnerGroup": "test-runner-group"})));
     assert_eq!(ars(&r)["spec"]["runnerGroup"], "test-runner-group");
