@@ -210,8 +210,14 @@ controllerServiceAccount if set, else discovered from the controller Deployment'
 
 {{- /* the runner container, rebuilt with what the mode needs */ -}}
 {{- $userContainers := $userSpec.containers | default list -}}
-{{- $userRunner := dict "name" "runner" -}}
+{{- $userRunner := dict -}}
 {{- range $userContainers }}{{ if eq .name "runner" }}{{ $userRunner = . }}{{ end }}{{ end -}}
+{{- if not $userRunner -}}
+{{- fail "template.spec.containers has no container named \"runner\": the controller starts the runner in it; fix: name the runner container \"runner\" (see the chart's default template)" -}}
+{{- end -}}
+{{- if not $userRunner.image -}}
+{{- fail "template.spec.containers: the \"runner\" container has no image; fix: set its image, e.g. ghcr.io/actions/actions-runner:latest" -}}
+{{- end -}}
 {{- $addEnv := list -}}
 {{- $addMounts := list -}}
 {{- if eq $mode "dind" -}}
