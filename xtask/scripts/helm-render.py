@@ -8,6 +8,7 @@ Run it with the python of the environment made by helm-venv.py.
                  [--kubeconfig PATH] [--output yaml|json]
   helm-render.py lint CHART [-f FILE]... [--set ...] [--strict] [--namespace N]
   helm-render.py install CHART --kubeconfig PATH [--release R] [--namespace N] [values options]
+  helm-render.py upgrade CHART --kubeconfig PATH [--release R] [--namespace N] [values options]
   helm-render.py uninstall --kubeconfig PATH --release R [--namespace N]
   helm-render.py crds CHART [--output yaml|json]
 
@@ -161,9 +162,18 @@ def cmd_install(args) -> None:
     sys.stdout.write("\n")
 
 
+def cmd_upgrade(args) -> None:
+    with Chart.load(args.chart) as chart, Config(kubeconfig_path=args.kubeconfig, namespace=args.namespace) as cfg:
+        release = cfg.upgrade(chart, args.release, user_values(args), namespace=args.namespace, timeout=args.timeout)
+    json.dump(release, sys.stdout, default=str)
+    sys.stdout.write("\n")
+
+
 def cmd_uninstall(args) -> None:
     with Config(kubeconfig_path=args.kubeconfig, namespace=args.namespace) as cfg:
-        cfg.uninstall(args.release, timeout=args.timeout)
+        result = cfg.uninstall(args.release, timeout=args.timeout)
+    json.dump(result, sys.stdout, default=str)
+    sys.stdout.write("\n")
 
 
 def values_options(p) -> None:
@@ -199,6 +209,14 @@ def main() -> None:
     i.add_argument("--timeout", type=int, default=120)
     values_options(i)
 
+    g = sub.add_parser("upgrade")
+    g.add_argument("chart")
+    g.add_argument("--release", default="release-name")
+    g.add_argument("--namespace", default="default")
+    g.add_argument("--kubeconfig", required=True)
+    g.add_argument("--timeout", type=int, default=120)
+    values_options(g)
+
     u = sub.add_parser("uninstall")
     u.add_argument("--release", required=True)
     u.add_argument("--namespace", default="default")
@@ -214,6 +232,7 @@ def main() -> None:
         "template": cmd_template,
         "lint": cmd_lint,
         "install": cmd_install,
+        "upgrade": cmd_upgrade,
         "uninstall": cmd_uninstall,
         "crds": cmd_crds,
     }

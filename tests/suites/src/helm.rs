@@ -274,6 +274,38 @@ pub fn chart_crds(chart: Chart) -> anyhow::Result<Vec<Value>> {
         .collect())
 }
 
+fn release_command(
+    action: &str,
+    chart: Option<Chart>,
+    release: &str,
+    namespace: &str,
+    values: Option<&Value>,
+    kubeconfig: &Path,
+) -> anyhow::Result<Value> {
+    let mut cmd = Command::new(python()?);
+    cmd.arg(workspace_root().join("xtask/scripts/helm-render.py"))
+        .arg(action);
+    if let Some(chart) = chart {
+        cmd.arg(chart.path());
+    }
+    cmd.args(["--release", release, "--namespace", namespace])
+        .arg("--kubeconfig")
+        .arg(kubeconfig);
+    if let Some(values) = values {
+        cmd.arg("--values-json").arg(values.to_string());
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("running helm-render.py {action}"))?;
+    if !out.status.success() {
+        bail!(
+            "helm {action} {release} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("helm-render.py {action} output"))
+}
+
 /// `helm install` (real Helm, release stored in the cluster) of `chart` with `values`.
 pub fn install(
     chart: Chart,
@@ -282,30 +314,37 @@ pub fn install(
     values: &Value,
     kubeconfig: &Path,
 ) -> anyhow::Result<Value> {
-    let out = Command::new(python()?)
-        .arg(workspace_root().join("xtask/scripts/helm-render.py"))
-        .arg("install")
-        .arg(chart.path())
-        .args([
-            "--release",
-            release,
-            "--namespace",
-            namespace,
-            "--values-json",
-        ])
-        .arg(values.to_string())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .output()
-        .context("running helm-render.py install")?;
-    if !out.status.success() {
-        bail!(
-            "helm install {release} ({:?}) failed: {}",
-            chart,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    serde_json::from_slice(&out.stdout).context("helm-render.py install output")
+    release_command(
+        "install",
+        Some(chart),
+        release,
+        namespace,
+        Some(values),
+        kubeconfig,
+    )
+}
+
+/// `helm upgrade` of an installed release to `values`.
+pub fn upgrade(
+    chart: Chart,
+    release: &str,
+    namespace: &str,
+    values: &Value,
+    kubeconfig: &Path,
+) -> anyhow::Result<Value> {
+    release_command(
+        "upgrade",
+        Some(chart),
+        release,
+        namespace,
+        Some(values),
+        kubeconfig,
+    )
+}
+
+/// `helm uninstall` of a release.
+pub fn uninstall(release: &str, namespace: &str, kubeconfig: &Path) -> anyhow::Result<Value> {
+    release_command("uninstall", None, release, namespace, None, kubeconfig)
 }
 
 /// Server-side applies every object (field manager `arc-rs-chart-test`), resolving each kind
@@ -344,4 +383,81 @@ pub async fn apply(client: &kube::Client, objects: &[Value]) -> anyhow::Result<(
             .with_context(|| format!("server-side apply of {kind}/{name} was refused"))?;
     }
     Ok(())
+}
+
+/// Which CRDs [`ensure_crds`] installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crds {
+    /// The controller chart's `crds/` (what `helm install` installs).
+    Chart,
+    /// Open-schema stand-ins (same group, kinds, plurals, status subresource), used while the
+    /// chart ships no CRDs yet; they check RBAC and names, not the schema.
+    StandIn,
+}
+
+/// The four `actions.github.com` kinds and their plurals.
+pub const KINDS: [(&str, &str); 4] = [
+    ("AutoscalingRunnerSet", "autoscalingrunnersets"),
+    ("AutoscalingListener", "autoscalinglisteners"),
+    ("EphemeralRunnerSet", "ephemeralrunnersets"),
+    ("EphemeralRunner", "ephemeralrunners"),
+];
+
+fn stand_in_crds() -> Vec<Value> {
+    KINDS
+        .iter()
+        .map(|(kind, plural)| {
+            serde_json::json!({
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": format!("{plural}.actions.github.com")},
+                "spec": {
+                    "group": "actions.github.com",
+                    "scope": "Namespaced",
+                    "names": {
+                        "kind": kind,
+                        "plural": plural,
+                        "singular": kind.to_lowercase(),
+                        "listKind": format!("{kind}List")
+                    },
+                    "versions": [{
+                        "name": "v1alpha1", "served": true, "storage": true,
+                        "subresources": {"status": {}},
+                        "schema": {"openAPIV3Schema": {
+                            "type": "object", "x-kubernetes-preserve-unknown-fields": true
+                        }}
+                    }]
+                }
+            })
+        })
+        .collect()
+}
+
+/// Applies the chart's CRDs (or stand-ins when it ships none) and waits until they serve.
+pub async fn ensure_crds(client: &kube::Client) -> anyhow::Result<Crds> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::Api;
+    use kube::runtime::{conditions, wait::await_condition};
+
+    let mut crds = chart_crds(Chart::Controller)?;
+    let which = if crds.is_empty() {
+        eprintln!("charts/gha-runner-scale-set-controller/crds/ is empty: using stand-in CRDs");
+        crds = stand_in_crds();
+        Crds::StandIn
+    } else {
+        Crds::Chart
+    };
+    apply(client, &crds).await?;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in &crds {
+        let name = crd["metadata"]["name"].as_str().context("CRD name")?;
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            await_condition(api.clone(), name, conditions::is_crd_established()),
+        )
+        .await
+        .with_context(|| format!("CRD {name} not established within 60 s"))?
+        .with_context(|| format!("watching CRD {name}"))?;
+    }
+    Ok(which)
 }

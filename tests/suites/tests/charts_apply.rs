@@ -1,58 +1,11 @@
 //! Every rendered manifest of both charts, for ARC's test value sets, is accepted by a real API
 //! server (server-side apply), together with the CRDs the controller chart ships.
 
-use std::time::Duration;
-
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
-use kube::runtime::{conditions, wait::await_condition};
 use serde_json::{Value, json};
 use suites::helm::{self, Chart, Render};
 use testbed::ControlPlane;
-
-/// Applies the chart's CRDs and waits until they serve; false when the chart ships none yet.
-async fn install_crds(client: &kube::Client) -> bool {
-    let crds = helm::chart_crds(Chart::Controller).expect("read CRDs");
-    if crds.is_empty() {
-        eprintln!(
-            "charts/gha-runner-scale-set-controller/crds/ is empty: AutoscalingRunnerSets are not applied"
-        );
-        return false;
-    }
-    let names: Vec<String> = crds
-        .iter()
-        .map(|c| {
-            c["metadata"]["name"]
-                .as_str()
-                .expect("crd name")
-                .to_string()
-        })
-        .collect();
-    for expected in [
-        "autoscalingrunnersets.actions.github.com",
-        "autoscalinglisteners.actions.github.com",
-        "ephemeralrunnersets.actions.github.com",
-        "ephemeralrunners.actions.github.com",
-    ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} in {names:?}"
-        );
-    }
-    helm::apply(client, &crds).await.expect("apply CRDs");
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in &names {
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            await_condition(api.clone(), name, conditions::is_crd_established()),
-        )
-        .await
-        .expect("CRD established in time")
-        .expect("watch CRD");
-    }
-    true
-}
 
 #[tokio::test]
 async fn controller_chart_manifests_are_accepted() {
@@ -118,7 +71,18 @@ async fn controller_chart_manifests_are_accepted() {
 async fn scale_set_chart_manifests_are_accepted() {
     let cp = ControlPlane::shared().await.expect("control plane");
     let client = cp.client();
-    let with_crds = install_crds(&client).await;
+    let crds = helm::ensure_crds(&client).await.expect("CRDs");
+    if crds == helm::Crds::Chart {
+        let names: Vec<String> = helm::chart_crds(Chart::Controller)
+            .expect("chart CRDs")
+            .iter()
+            .map(|c| c["metadata"]["name"].as_str().expect("name").to_string())
+            .collect();
+        for (_, plural) in helm::KINDS {
+            let expected = format!("{plural}.actions.github.com");
+            assert!(names.contains(&expected), "{expected} in {names:?}");
+        }
+    }
     let ns = cp.test_namespace("arc-runners").await.expect("ns");
 
     let base = json!({
@@ -163,16 +127,12 @@ async fn scale_set_chart_manifests_are_accepted() {
             .values(values)
             .render()
             .unwrap_or_else(|e| panic!("{extra}: {e:#}"));
-        let objects: Vec<Value> = r
-            .objects()
-            .filter(|o| with_crds || o["kind"] != "AutoscalingRunnerSet")
-            .cloned()
-            .collect();
+        let objects: Vec<Value> = r.objects().cloned().collect();
         assert!(objects.len() >= 3, "{extra}");
         helm::apply(&client, &objects)
             .await
             .unwrap_or_else(|e| panic!("{extra}: {e:#}"));
-        if with_crds {
+        {
             let ars = r.single("AutoscalingRunnerSet").expect("ars");
             let name = ars["metadata"]["name"].as_str().expect("name");
             let stored: Value = {

@@ -4,13 +4,11 @@
 //! missing permission fails with 403; so do the calls the design forbids (cluster-wide Secrets,
 //! a listener reading what it should only patch).
 
-use std::time::Duration;
 
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
     WatchParams,
 };
-use kube::runtime::{conditions, wait::await_condition};
 use serde_json::{Value, json};
 use suites::helm::{self, Chart, Render};
 use testbed::ControlPlane;
@@ -112,50 +110,8 @@ fn pod(name: &str, ns: &str, service_account: &str) -> DynamicObject {
     )
 }
 
-/// The CRDs the controller chart ships; stand-ins with open schemas until `crds/` is generated.
 async fn install_crds(client: &kube::Client) {
-    let mut crds = helm::chart_crds(Chart::Controller).expect("chart CRDs");
-    if crds.is_empty() {
-        eprintln!("charts/gha-runner-scale-set-controller/crds/ is empty: using open-schema CRDs");
-        crds = [
-            ("AutoscalingRunnerSet", "autoscalingrunnersets"),
-            ("AutoscalingListener", "autoscalinglisteners"),
-            ("EphemeralRunnerSet", "ephemeralrunnersets"),
-            ("EphemeralRunner", "ephemeralrunners"),
-        ]
-        .iter()
-        .map(|(kind, plural)| {
-            json!({
-                "apiVersion": "apiextensions.k8s.io/v1",
-                "kind": "CustomResourceDefinition",
-                "metadata": {"name": format!("{plural}.{GROUP}")},
-                "spec": {
-                    "group": GROUP,
-                    "scope": "Namespaced",
-                    "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
-                    "versions": [{
-                        "name": "v1alpha1", "served": true, "storage": true,
-                        "subresources": {"status": {}},
-                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
-                    }]
-                }
-            })
-        })
-        .collect();
-    }
-    helm::apply(client, &crds).await.expect("apply CRDs");
-    let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
-    for crd in &crds {
-        let name = crd["metadata"]["name"].as_str().expect("name");
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            await_condition(api.clone(), name, conditions::is_crd_established()),
-        )
-        .await
-        .expect("CRD established in time")
-        .expect("watch CRD");
-    }
+    helm::ensure_crds(client).await.expect("CRDs");
 }
 
 async fn apply_chart(client: &kube::Client, render: Render) -> helm::Rendered {
