@@ -108,11 +108,9 @@ async fn helm_install_and_controller_discovery() {
         json!({"kind": "ServiceAccount", "name": "explicit", "namespace": controller_ns.name()})
     );
 
-    // With the CRDs in the chart (helm install put them in the cluster), install the scale set
-    // for real: discovery, and the dind layout chosen from the cluster's Kubernetes version.
-    if !helm::chart_crds(Chart::Controller)
-        .expect("chart CRDs")
-        .is_empty()
+    // Install the scale set for real: discovery, and the dind layout chosen from the
+    // cluster's Kubernetes version.
+    helm::ensure_crds(&client).await.expect("CRDs");
     {
         helm::install(
             Chart::ScaleSet,
@@ -168,8 +166,6 @@ async fn helm_install_and_controller_discovery() {
         let subject = &rb.subjects.expect("subjects")[0];
         assert_eq!(subject.name, "arc-gha-rs-controller");
         assert_eq!(subject.namespace.as_deref(), Some(controller_ns.name()));
-    } else {
-        eprintln!("no CRDs in the controller chart yet: the scale-set helm install is not run");
     }
 
     // A second cluster-wide controller makes discovery ambiguous.
