@@ -91,12 +91,12 @@ Order: global labels/annotations, then resourceMeta.<resource>, then the chart's
 {{- $labels := dict -}}
 {{- range $k, $v := ($root.Values.labels | default dict) -}}
 {{- if not (or (hasKey $reserved $k) (eq $k "app.kubernetes.io/component") (hasPrefix "actions.github.com/" $k)) -}}
-{{- $_ := set $labels $k ($v | toString) -}}
+{{- $_ := set $labels $k (include "gha-rs.string" $v) -}}
 {{- end -}}
 {{- end -}}
 {{- range $k, $v := ($meta.labels | default dict) -}}
 {{- if or (not $.ars) (not (or (hasKey $reserved $k) (eq $k "app.kubernetes.io/component") (hasPrefix "actions.github.com/" $k))) -}}
-{{- $_ := set $labels $k ($v | toString) -}}
+{{- $_ := set $labels $k (include "gha-rs.string" $v) -}}
 {{- end -}}
 {{- end -}}
 {{- range $k, $v := $reserved }}{{ $_ := set $labels $k ($v | toString) }}{{ end -}}
@@ -105,7 +105,7 @@ Order: global labels/annotations, then resourceMeta.<resource>, then the chart's
 {{- range $source := list ($root.Values.annotations | default dict) ($meta.annotations | default dict) -}}
 {{- range $k, $v := $source -}}
 {{- if or (not $.ars) (not (or (hasPrefix "actions.github.com/cleanup-" $k) (eq $k "actions.github.com/values-hash"))) -}}
-{{- $_ := set $annotations $k ($v | toString) -}}
+{{- $_ := set $annotations $k (include "gha-rs.string" $v) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -173,6 +173,16 @@ controllerServiceAccount if set, else discovered from the controller Deployment'
 {{- $major := regexFind "^[0-9]+" (.Capabilities.KubeVersion.Major | toString) | default "0" | int -}}
 {{- $minor := regexFind "^[0-9]+" (.Capabilities.KubeVersion.Minor | toString) | default "0" | int -}}
 {{- if or (gt $major 1) (and (eq $major 1) (ge $minor 29)) }}true{{ end -}}
+{{- end -}}
+
+{{/* A scalar as a string; whole numbers print as integers (values arrive as float64, which
+     toString would print as 9.8765432e+07). */}}
+{{- define "gha-rs.string" -}}
+{{- if and (kindIs "float64" .) (eq (float64 (int64 .)) .) -}}
+{{- int64 . -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "gha-rs.isNumber" -}}

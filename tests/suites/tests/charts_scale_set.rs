@@ -122,6 +122,24 @@ fn github_app_secret() {
 }
 
 #[test]
+fn numeric_app_ids_keep_every_digit() {
+    // Values reach templates as float64; large ids must not become 9.8765432e+07.
+    let r = render(with(json!({
+        "githubConfigSecret": {"github_app_id": 1234567, "github_app_installation_id": 98765432, "github_app_private_key": "pem"},
+        "labels": {"build": 12345678}
+    })));
+    let s = r
+        .get("Secret", &format!("{FULL}-github-secret"))
+        .expect("secret");
+    assert_eq!(s["data"]["github_app_id"], "MTIzNDU2Nw==", "1234567");
+    assert_eq!(
+        s["data"]["github_app_installation_id"], "OTg3NjU0MzI=",
+        "98765432"
+    );
+    assert_eq!(ars(&r)["metadata"]["labels"]["build"], "12345678");
+}
+
+#[test]
 fn secret_without_token_or_app_fails() {
     let err = render_err(with(json!({"githubConfigSecret": {"github_token": ""}})));
     assert!(
