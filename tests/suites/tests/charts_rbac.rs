@@ -4,7 +4,6 @@
 //! missing permission fails with 403; so do the calls the design forbids (cluster-wide Secrets,
 //! a listener reading what it should only patch).
 
-
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
     WatchParams,
