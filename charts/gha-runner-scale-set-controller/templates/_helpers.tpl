@@ -27,7 +27,9 @@
 {{- end -}}
 
 {{- define "gha-rs-controller.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- $image := .Values.image | default dict -}}
+{{- $repository := required "image.repository is required: the manager image, e.g. ghcr.io/arc-rs/gha-runner-scale-set-controller" $image.repository -}}
+{{- printf "%s:%s" $repository ($image.tag | default .Chart.AppVersion | toString) -}}
 {{- end -}}
 
 {{- define "gha-rs-controller.selectorLabels" -}}
@@ -52,16 +54,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The manager's ServiceAccount name, with ARC's checks. */}}
 {{- define "gha-rs-controller.serviceAccountName" -}}
-{{- if eq (.Values.serviceAccount.name | toString) "default" -}}
+{{- if eq ((.Values.serviceAccount | default dict).name | toString) "default" -}}
 {{- fail "serviceAccount.name cannot be set to 'default'" -}}
 {{- end -}}
-{{- if .Values.serviceAccount.create -}}
-{{- .Values.serviceAccount.name | default (include "gha-rs-controller.fullname" .) -}}
+{{- if (.Values.serviceAccount | default dict).create -}}
+{{- (.Values.serviceAccount | default dict).name | default (include "gha-rs-controller.fullname" .) -}}
 {{- else -}}
-{{- if not .Values.serviceAccount.name -}}
+{{- if not (.Values.serviceAccount | default dict).name -}}
 {{- fail "serviceAccount.name must be set if serviceAccount.create is false" -}}
 {{- end -}}
-{{- .Values.serviceAccount.name -}}
+{{- (.Values.serviceAccount | default dict).name -}}
 {{- end -}}
 {{- end -}}
 

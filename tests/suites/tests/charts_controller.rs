@@ -761,6 +761,42 @@ fn wrong_values_fail_with_the_value_named() {
     }
 }
 
+/// Renders from a YAML values file (as `helm install -f`), cleaning it up afterwards.
+fn render_file(yaml: &str) -> anyhow::Result<Rendered> {
+    let path = std::env::temp_dir().join(format!(
+        "arc-rs-controller-values-{}-{}.yaml",
+        std::process::id(),
+        yaml.len()
+    ));
+    std::fs::write(&path, yaml)?;
+    let result = Render::new(Chart::Controller, RELEASE, NS)
+        .values_file(&path)
+        .render();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+#[test]
+fn values_file_with_empty_keys_renders_like_the_defaults() {
+    // Keys left empty in a values file (as in ARC's own values.yaml, e.g. `env:`) are null.
+    let r = render_file(
+        "labels: {}\nreplicaCount: 1\nenv:\nmetrics:\npprof:\nvolumes:\nnodeSelector:\n\
+         flags:\n  logLevel: debug\n  watchSingleNamespace:\n  excludeLabelPropagationPrefixes:\n\
+         \x20 rateLimiter:\n  healthProbeBindAddress:\n",
+    )
+    .expect("render");
+    let defaults = render(json!({}));
+    assert_eq!(args(&r), args(&defaults));
+    assert_eq!(manager(&r)["env"], manager(&defaults)["env"]);
+    assert!(r.get("ClusterRole", FULLNAME).is_ok());
+}
+
+#[test]
+fn removed_image_block_fails_with_the_fix() {
+    let err = render_err(json!({"image": null}));
+    assert!(err.contains("image.repository is required"), "{err}");
+}
+
 #[test]
 fn notes_name_the_release() {
     let r = render(json!({}));

@@ -519,6 +519,44 @@ fn runner_limits_from_a_values_file() {
 }
 
 #[test]
+fn values_file_with_empty_keys_renders() {
+    // Keys left empty in a values file are null; they must mean "not set".
+    let path = std::env::temp_dir().join(format!("arc-rs-null-values-{}.yaml", std::process::id()));
+    std::fs::write(
+        &path,
+        "githubConfigUrl: https://github.com/actions\nproxy:\n  http:\n  noProxy:\nmaxRunners:\n\
+         minRunners:\nrunnerGroup:\ngithubServerTLS:\n  certificateFrom:\nkeyVault:\n\
+         containerMode:\n  type:\nlistenerTemplate:\nlistenerMetrics:\nlabels:\nannotations:\n\
+         resourceMeta:\ntemplate:\n  spec:\n    containers:\n      - name: runner\n\
+         \x20       image: ghcr.io/actions/actions-runner:latest\n        env:\n        volumeMounts:\n",
+    )
+    .expect("write values file");
+    let r = Render::new(Chart::ScaleSet, RELEASE, NS)
+        .values_file(&path)
+        .set("controllerServiceAccount.name", "arc")
+        .set("controllerServiceAccount.namespace", "arc-system")
+        .set("githubConfigSecret.github_token", "t")
+        .render();
+    let _ = std::fs::remove_file(&path);
+    let spec = ars(&r.expect("render"))["spec"].clone();
+    for absent in [
+        "proxy",
+        "githubServerTLS",
+        "minRunners",
+        "maxRunners",
+        "runnerGroup",
+        "vaultConfig",
+        "listenerTemplate",
+    ] {
+        assert!(spec.get(absent).is_none(), "{absent}: {spec}");
+    }
+    assert_eq!(
+        spec["template"]["spec"]["containers"],
+        json!([{"name": "runner", "image": RUNNER_IMAGE}])
+    );
+}
+
+#[test]
 fn runner_group() {
     let r = render(with(json!({"runnerGroup": "test-runner-group"})));
     assert_eq!(ars(&r)["spec"]["runnerGroup"], "test-runner-group");
