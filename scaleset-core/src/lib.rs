@@ -1,1 +1,13 @@
 //! Pure scaling decisions and lifecycle state machines for runner scale sets.
+//!
+//! Every decision the controller and the listener make lives here as a plain function or a state
+//! machine over observed values. Nothing in this crate performs I/O, reads a clock or depends on
+//! Kubernetes types: callers observe, call in, and carry out what is returned.
+//!
+//! | Module | Decides |
+//! |---|---|
+//! | [`desired`] | listener target count and `patchID` sequence |
+//! | [`time`] | the `Timestamp` value type used for all time inputs |
+
+pub mod desired;
+pub mod time;

@@ -1,0 +1,409 @@
+//! Desired runner count and the EphemeralRunnerSet patch sequence (listener.md section 5).
+//!
+//! `minRunners` is the minimum number of *idle* runners (ADR 2023-11-02): the target is
+//! `min(minRunners + totalAssignedJobs, maxRunners)`. Each step also yields the `patchID` the
+//! listener writes next to `spec.replicas`; `0` means "authoritative: force this state" and is
+//! what allows the EphemeralRunnerSet controller to delete surplus idle runners.
+//!
+//! ```
+//! use scaleset_core::desired::{Bounds, Scaler};
+//! let mut scaler = Scaler::new(Bounds::new(1, 3)?);
+//! let first = scaler.step(0);                  // session start
+//! assert_eq!((first.target, first.patch_id), (1, 0));
+//! let busy = scaler.step(2);                   // two jobs assigned
+//! assert_eq!((busy.target, busy.patch_id), (3, 1));
+//! scaler.mark_dirty();                         // JobCompleted handled
+//! assert_eq!(scaler.step(0).patch_id, 2);
+//! assert_eq!(scaler.step(0).patch_id, 0);      // resting at the floor: force
+//! # Ok::<(), scaleset_core::desired::BoundsError>(())
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// Largest `maxRunners` ARC accepts (`MaxInt32`); also the value used when it is unset.
+pub const MAX_RUNNERS_LIMIT: u32 = i32::MAX as u32;
+
+/// Validated `minRunners` / `maxRunners` pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bounds {
+    min_runners: u32,
+    max_runners: u32,
+}
+
+/// Why a `minRunners` / `maxRunners` pair is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BoundsError {
+    /// `minRunners` is above `maxRunners`.
+    #[error(
+        "minRunners {min} cannot be greater than maxRunners {max}: lower minRunners or raise maxRunners"
+    )]
+    MinAboveMax {
+        /// The `minRunners` value.
+        min: u32,
+        /// The `maxRunners` value.
+        max: u32,
+    },
+    /// A value above 2147483647.
+    #[error("{field} {value} is above 2147483647: use a value between 0 and 2147483647")]
+    TooLarge {
+        /// `minRunners` or `maxRunners`.
+        field: &'static str,
+        /// The rejected value.
+        value: u64,
+    },
+}
+
+impl Bounds {
+    /// Checks `min <= max <= 2^31-1`.
+    pub fn new(min_runners: u32, max_runners: u32) -> Result<Self, BoundsError> {
+        for (field, value) in [("minRunners", min_runners), ("maxRunners", max_runners)] {
+            if value > MAX_RUNNERS_LIMIT {
+                return Err(BoundsError::TooLarge {
+                    field,
+                    value: u64::from(value),
+                });
+            }
+        }
+        if min_runners > max_runners {
+            return Err(BoundsError::MinAboveMax {
+                min: min_runners,
+                max: max_runners,
+            });
+        }
+        Ok(Bounds {
+            min_runners,
+            max_runners,
+        })
+    }
+
+    /// From the optional ARS fields, with ARC's defaults (0 and 2147483647).
+    ///
+    /// ```
+    /// use scaleset_core::desired::Bounds;
+    /// let b = Bounds::from_spec(None, Some(5))?;
+    /// assert_eq!((b.min_runners(), b.max_runners()), (0, 5));
+    /// assert!(Bounds::from_spec(Some(-1), None).is_err());
+    /// # Ok::<(), scaleset_core::desired::BoundsError>(())
+    /// ```
+    pub fn from_spec(
+        min_runners: Option<i64>,
+        max_runners: Option<i64>,
+    ) -> Result<Self, BoundsError> {
+        let conv = |field: &'static str, v: i64| {
+            u32::try_from(v).map_err(|_| BoundsError::TooLarge {
+                field,
+                value: v.unsigned_abs(),
+            })
+        };
+        let min = conv("minRunners", min_runners.unwrap_or(0))?;
+        let max = conv(
+            "maxRunners",
+            max_runners.unwrap_or(i64::from(MAX_RUNNERS_LIMIT)),
+        )?;
+        Bounds::new(min, max)
+    }
+
+    /// Minimum idle runners.
+    pub fn min_runners(self) -> u32 {
+        self.min_runners
+    }
+
+    /// Upper bound on runners.
+    pub fn max_runners(self) -> u32 {
+        self.max_runners
+    }
+}
+
+/// `min(minRunners + assigned, maxRunners)`, saturating.
+///
+/// ```
+/// use scaleset_core::desired::{target_runners, Bounds};
+/// let b = Bounds::new(0, 5)?;
+/// assert_eq!(target_runners(b, 6), 5);
+/// assert_eq!(target_runners(Bounds::new(2, 10)?, 3), 5);
+/// # Ok::<(), scaleset_core::desired::BoundsError>(())
+/// ```
+pub fn target_runners(bounds: Bounds, assigned_jobs: u64) -> u32 {
+    let wanted = u64::from(bounds.min_runners).saturating_add(assigned_jobs);
+    u32::try_from(wanted.min(u64::from(bounds.max_runners))).unwrap_or(bounds.max_runners)
+}
+
+/// One desired-count result: what the listener writes into the EphemeralRunnerSet spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `spec.replicas`.
+    pub target: u32,
+    /// `spec.patchID`; 0 means "authoritative, force the state".
+    pub patch_id: i64,
+}
+
+impl Decision {
+    /// The JSON merge-patch body ARC's listener sends; serialize it with any serde format.
+    ///
+    /// `replicas` is `null` when the target is 0 (ARC omits a zero `replicas`, so the merge
+    /// patch deletes the field), and `patchID` is always present.
+    ///
+    /// ```
+    /// use scaleset_core::desired::{Decision, ErsPatch, ErsPatchSpec};
+    /// let body = Decision { target: 0, patch_id: 4 }.merge_patch();
+    /// assert_eq!(body, ErsPatch { spec: ErsPatchSpec { patch_id: 4, replicas: None } });
+    /// ```
+    pub fn merge_patch(self) -> ErsPatch {
+        ErsPatch {
+            spec: ErsPatchSpec {
+                patch_id: self.patch_id,
+                replicas: (self.target > 0).then_some(self.target),
+            },
+        }
+    }
+}
+
+/// `{"spec":{"patchID":P,"replicas":T|null}}` as a serde value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErsPatch {
+    /// The `spec` object.
+    pub spec: ErsPatchSpec,
+}
+
+/// The `spec` part of [`ErsPatch`]; field order matches ARC's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErsPatchSpec {
+    /// `patchID`, always serialized.
+    #[serde(rename = "patchID")]
+    pub patch_id: i64,
+    /// `replicas`; `None` serializes as `null`, which removes the field (= 0).
+    pub replicas: Option<u32>,
+}
+
+/// The listener's scaler state: last target, patch sequence, and whether job events arrived.
+///
+/// Call [`Scaler::step`] once at session start (initial statistics), after every handled message
+/// batch, and after every empty long poll (with the last known statistics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scaler {
+    bounds: Bounds,
+    last_target: Option<u32>,
+    patch_seq: Option<i64>,
+    dirty: bool,
+}
+
+impl Scaler {
+    /// A scaler before its first step; the first step always yields `patchID` 0.
+    pub fn new(bounds: Bounds) -> Self {
+        Scaler {
+            bounds,
+            last_target: None,
+            patch_seq: None,
+            dirty: false,
+        }
+    }
+
+    /// The bounds in use.
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
+    }
+
+    /// Records that a JobStarted or JobCompleted was handled since the last step.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// The last target, `None` before the first step.
+    pub fn last_target(&self) -> Option<u32> {
+        self.last_target
+    }
+
+    /// One desired-count step with the service's `totalAssignedJobs`.
+    ///
+    /// The patch sequence runs 0, 1, 2, … and wraps from 2147483647 back to 1. The step yields
+    /// patchID 0 instead when nothing happened (not dirty), the target is unchanged, and it
+    /// equals `minRunners`.
+    pub fn step(&mut self, assigned_jobs: u64) -> Decision {
+        let was_dirty = std::mem::take(&mut self.dirty);
+        let seq = match self.patch_seq {
+            None => 0,
+            Some(s) if s >= i64::from(i32::MAX) => 1,
+            Some(s) => s + 1,
+        };
+        self.patch_seq = Some(seq);
+        let target = target_runners(self.bounds, assigned_jobs);
+        let at_rest =
+            !was_dirty && self.last_target == Some(target) && target == self.bounds.min_runners;
+        self.last_target = Some(target);
+        Decision {
+            target,
+            patch_id: if at_rest { 0 } else { seq },
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_patch_seq(&mut self, seq: i64) {
+        self.patch_seq = Some(seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bounds(min: u32, max: u32) -> Bounds {
+        Bounds::new(min, max).expect("valid bounds")
+    }
+
+    /// listener.md section 5 worked example (min=1, max=3).
+    #[test]
+    fn listener_md_worked_example_min1_max3() {
+        let mut s = Scaler::new(bounds(1, 3));
+        assert_eq!(
+            s.step(0),
+            Decision {
+                target: 1,
+                patch_id: 0
+            }
+        );
+        assert_eq!(
+            s.step(2),
+            Decision {
+                target: 3,
+                patch_id: 1
+            }
+        );
+        s.mark_dirty();
+        assert_eq!(
+            s.step(0),
+            Decision {
+                target: 1,
+                patch_id: 2
+            }
+        );
+        assert_eq!(
+            s.step(0),
+            Decision {
+                target: 1,
+                patch_id: 0
+            }
+        );
+    }
+
+    /// listener.md: min=0, max=5, 6 assigned → 5 (never above maxRunners).
+    #[test]
+    fn capped_by_max_runners() {
+        let mut s = Scaler::new(bounds(0, 5));
+        assert_eq!(s.step(6).target, 5);
+    }
+
+    /// ARC#3139 / ADR 2023-11-02: minRunners are idle runners on top of assigned jobs.
+    #[test]
+    fn min_runners_are_idle_on_top_of_assigned() {
+        assert_eq!(target_runners(bounds(2, 100), 3), 5);
+        assert_eq!(target_runners(bounds(2, 4), 3), 4);
+    }
+
+    /// Unchanged target above the floor keeps counting patch ids (not "at rest").
+    #[test]
+    fn unchanged_target_above_min_keeps_sequence() {
+        let mut s = Scaler::new(bounds(0, 10));
+        assert_eq!(s.step(2).patch_id, 0);
+        assert_eq!(s.step(2).patch_id, 1);
+        assert_eq!(s.step(2).patch_id, 2);
+    }
+
+    /// A dirty step at the floor is not forced: the controller must not scale down mid-change.
+    #[test]
+    fn dirty_step_at_floor_is_not_forced() {
+        let mut s = Scaler::new(bounds(0, 10));
+        s.step(0);
+        s.mark_dirty();
+        assert_eq!(s.step(0).patch_id, 1);
+        assert_eq!(s.step(0).patch_id, 0);
+    }
+
+    /// After 2147483647 the sequence restarts at 1, never at 0.
+    #[test]
+    fn patch_sequence_wraps_to_one() {
+        let mut s = Scaler::new(bounds(0, 10));
+        s.step(1);
+        s.set_patch_seq(i64::from(i32::MAX));
+        assert_eq!(s.step(3).patch_id, 1);
+    }
+
+    /// listener.md 5.1: zero target is sent as `replicas: null`; patchID always present.
+    #[test]
+    fn zero_target_patch_has_null_replicas() {
+        let p = Decision {
+            target: 0,
+            patch_id: 0,
+        }
+        .merge_patch();
+        assert_eq!(p.spec.replicas, None);
+        let p = Decision {
+            target: 2,
+            patch_id: 7,
+        }
+        .merge_patch();
+        assert_eq!(p.spec.replicas, Some(2));
+        assert_eq!(p.spec.patch_id, 7);
+    }
+
+    #[test]
+    fn bounds_validation_names_field_and_fix() {
+        let e = Bounds::new(3, 2).expect_err("min above max");
+        assert!(e.to_string().contains("minRunners 3"));
+        assert!(e.to_string().contains("lower minRunners"));
+        let e = Bounds::from_spec(None, Some(i64::from(u32::MAX))).expect_err("too large");
+        assert!(e.to_string().contains("maxRunners"));
+        assert_eq!(
+            Bounds::from_spec(None, None).map(|b| b.max_runners()),
+            Ok(MAX_RUNNERS_LIMIT)
+        );
+    }
+
+    fn any_bounds() -> impl Strategy<Value = Bounds> {
+        (0u32..=MAX_RUNNERS_LIMIT, 0u32..=MAX_RUNNERS_LIMIT)
+            .prop_map(|(a, b)| bounds(a.min(b), a.max(b)))
+    }
+
+    proptest! {
+        #[test]
+        fn never_above_max_and_covers_busy(b in any_bounds(), assigned in any::<u64>()) {
+            let t = target_runners(b, assigned);
+            prop_assert!(t <= b.max_runners());
+            // every assigned (busy or about to be) job gets a runner, up to max
+            prop_assert!(u64::from(t) >= assigned.min(u64::from(b.max_runners())));
+            prop_assert!(t >= b.min_runners());
+        }
+
+        #[test]
+        fn monotone_in_assigned_jobs(b in any_bounds(), x in any::<u64>(), y in any::<u64>()) {
+            let (lo, hi) = (x.min(y), x.max(y));
+            prop_assert!(target_runners(b, lo) <= target_runners(b, hi));
+        }
+
+        #[test]
+        fn patch_ids_valid_and_zero_only_when_forced(
+            b in any_bounds(),
+            steps in proptest::collection::vec((0u64..50, any::<bool>()), 1..40),
+        ) {
+            let mut s = Scaler::new(b);
+            let mut prev: Option<u32> = None;
+            let mut last_nonzero = 0i64;
+            for (i, (assigned, dirty)) in steps.into_iter().enumerate() {
+                if dirty { s.mark_dirty(); }
+                let d = s.step(assigned);
+                prop_assert!(d.target <= b.max_runners());
+                prop_assert!((0..=i64::from(i32::MAX)).contains(&d.patch_id));
+                if i == 0 {
+                    prop_assert_eq!(d.patch_id, 0);
+                } else if d.patch_id == 0 {
+                    prop_assert!(!dirty && prev == Some(d.target) && d.target == b.min_runners());
+                } else {
+                    prop_assert_eq!(d.patch_id, i as i64);
+                    prop_assert!(d.patch_id > last_nonzero);
+                    last_nonzero = d.patch_id;
+                }
+                prev = Some(d.target);
+            }
+        }
+    }
+}
