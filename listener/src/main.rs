@@ -1,3 +1,3 @@
-//! Per-scale-set listener: long-polls the Actions service and sets the runner count.
+//! `listener`: ARC-compatible scale-set listener. Reads `LISTENER_CONFIG_PATH`.
 
 fn main() {}

@@ -1,0 +1,613 @@
+//! The listener's JSON configuration, in the format ARC's controller writes (`config.json`).
+//!
+//! Keys are ARC's; unknown keys are ignored so that files written by either controller load.
+//! A few optional keys of our own (`health_addr`, `liveness_stale_after_seconds`,
+//! `session_conflict_timeout_seconds`) are ignored by ARC's listener.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Environment variable holding the path of the config file.
+pub const CONFIG_PATH_ENV: &str = "LISTENER_CONFIG_PATH";
+
+/// Largest value of `max_runners` (and ARC's default when the scale set sets none).
+pub const MAX_RUNNERS_LIMIT: i64 = i32::MAX as i64;
+
+/// Why a configuration could not be used. Every variant names the key (or file) and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `LISTENER_CONFIG_PATH` is not set.
+    #[error(
+        "{CONFIG_PATH_ENV} environment variable is not set; fix: set it to the path of the listener's config.json"
+    )]
+    PathNotSet,
+    /// The file could not be read.
+    #[error(
+        "cannot read config file {path}: {source}; fix: mount the listener config secret at that path"
+    )]
+    Read {
+        /// The path from `LISTENER_CONFIG_PATH`.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a JSON object.
+    #[error(
+        "config file {path} is not a JSON object: {message}; fix: write one JSON object with ARC's listener keys"
+    )]
+    Json {
+        /// The path from `LISTENER_CONFIG_PATH`.
+        path: String,
+        /// The parser's message (never contains values of secret keys).
+        message: String,
+    },
+    /// One key is wrong.
+    #[error("config key `{key}`: {problem}; fix: {fix}")]
+    Key {
+        /// The JSON key at fault.
+        key: &'static str,
+        /// What is wrong (never contains secret values).
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+}
+
+impl ConfigError {
+    fn key(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key,
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+/// Log level (`log_level`), case-insensitive in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// `debug`
+    Debug,
+    /// `info`
+    Info,
+    /// `warn`
+    Warn,
+    /// `error`
+    Error,
+}
+
+/// Log format (`log_format`), case-sensitive in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// logfmt-like text.
+    Text,
+}
+
+/// Credentials for GitHub.
+#[derive(Debug, Clone)]
+pub enum GitHubCredentials {
+    /// A personal access token (`github_token`).
+    Pat(SecretString),
+    /// A GitHub App (`github_app_id`, `github_app_installation_id`, `github_app_private_key`).
+    App {
+        /// App id or client id (JWT issuer).
+        app_id: String,
+        /// Installation id.
+        installation_id: i64,
+        /// PEM RSA private key.
+        private_key: SecretString,
+    },
+}
+
+/// One counter or gauge entry of the `metrics` object.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct MetricSpec {
+    /// Labels, in order.
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// One histogram entry of the `metrics` object.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct HistogramSpec {
+    /// Labels, in order.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Bucket upper bounds; empty means ARC's defaults.
+    #[serde(default)]
+    pub buckets: Vec<f64>,
+}
+
+/// The `metrics` object (ARS `spec.listenerMetrics`): which metrics to register, with which labels.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct MetricsConfig {
+    /// Counters by full name (`gha_started_jobs_total`, ...).
+    #[serde(default)]
+    pub counters: BTreeMap<String, MetricSpec>,
+    /// Gauges by full name.
+    #[serde(default)]
+    pub gauges: BTreeMap<String, MetricSpec>,
+    /// Histograms by full name.
+    #[serde(default)]
+    pub histograms: BTreeMap<String, HistogramSpec>,
+}
+
+/// The validated listener configuration.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// `configure_url`, trimmed of surrounding `/`.
+    pub configure_url: String,
+    /// Credentials (`github_token` or the three `github_app_*` keys).
+    pub credentials: GitHubCredentials,
+    /// `ephemeral_runner_set_namespace`.
+    pub ephemeral_runner_set_namespace: String,
+    /// `ephemeral_runner_set_name`.
+    pub ephemeral_runner_set_name: String,
+    /// `max_runners` (0..=2^31-1).
+    pub max_runners: i64,
+    /// `min_runners` (minimum idle runners).
+    pub min_runners: i64,
+    /// `runner_scale_set_id` (non-zero).
+    pub runner_scale_set_id: i64,
+    /// `runner_scale_set_name` (informational).
+    pub runner_scale_set_name: String,
+    /// `server_root_ca`: extra PEM CA certificates, if any.
+    pub server_root_ca: Option<String>,
+    /// `log_level`.
+    pub log_level: LogLevel,
+    /// `log_format`.
+    pub log_format: LogFormat,
+    /// `metrics_addr`; `None` means no metrics server and no recording.
+    pub metrics_addr: Option<String>,
+    /// `metrics_endpoint`, `/metrics` when empty.
+    pub metrics_endpoint: String,
+    /// `metrics`; `None` means the default set.
+    pub metrics: Option<MetricsConfig>,
+    /// `health_addr` (ours): `host:port` of `/healthz` and `/readyz`; `None` means no server.
+    pub health_addr: Option<String>,
+    /// `liveness_stale_after_seconds` (ours, default 180): liveness fails when no poll completed for this long.
+    pub liveness_stale_after: Duration,
+    /// `session_conflict_timeout_seconds` (ours, default 300): how long a 409 session conflict is retried.
+    pub session_conflict_timeout: Duration,
+}
+
+/// Parts of `configure_url` used for metric labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigUrlParts {
+    /// Enterprise slug (`…/enterprises/<e>`).
+    pub enterprise: String,
+    /// Organization.
+    pub organization: String,
+    /// Repository.
+    pub repository: String,
+}
+
+impl ListenerConfig {
+    /// Reads the file named by `LISTENER_CONFIG_PATH`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let path = std::env::var_os(CONFIG_PATH_ENV).ok_or(ConfigError::PathNotSet)?;
+        if path.is_empty() {
+            return Err(ConfigError::PathNotSet);
+        }
+        Self::from_file(Path::new(&path))
+    }
+
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_json(&text).map_err(|e| match e {
+            ConfigError::Json { message, .. } => ConfigError::Json {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config JSON text.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let value: Value = serde_json::from_str(text).map_err(|e| ConfigError::Json {
+            path: String::new(),
+            message: e.to_string(),
+        })?;
+        let Value::Object(map) = value else {
+            return Err(ConfigError::Json {
+                path: String::new(),
+                message: "the top level is not an object".into(),
+            });
+        };
+        Self::from_map(&map)
+    }
+
+    fn from_map(map: &Map<String, Value>) -> Result<Self, ConfigError> {
+        let configure_url = string(map, "configure_url")?.trim_matches('/').to_string();
+        if configure_url.is_empty() {
+            return Err(ConfigError::key(
+                "configure_url",
+                "is empty",
+                "set it to the GitHub URL of the enterprise, organization or repository (spec.githubConfigUrl)",
+            ));
+        }
+        parse_config_url(&configure_url)?;
+
+        let namespace = string(map, "ephemeral_runner_set_namespace")?;
+        if namespace.is_empty() {
+            return Err(ConfigError::key(
+                "ephemeral_runner_set_namespace",
+                "is empty",
+                "set it to the namespace of the AutoscalingRunnerSet",
+            ));
+        }
+        let name = string(map, "ephemeral_runner_set_name")?;
+        if name.is_empty() {
+            return Err(ConfigError::key(
+                "ephemeral_runner_set_name",
+                "is empty",
+                "set it to the name of the EphemeralRunnerSet to patch",
+            ));
+        }
+        let runner_scale_set_id = integer(map, "runner_scale_set_id")?.unwrap_or(0);
+        if runner_scale_set_id <= 0 {
+            return Err(ConfigError::key(
+                "runner_scale_set_id",
+                format!("is {runner_scale_set_id}, must be a positive id"),
+                "set it to the scale set id from the AutoscalingRunnerSet annotation runner-scale-set-id",
+            ));
+        }
+        let min_runners = integer(map, "min_runners")?.unwrap_or(0);
+        let max_runners = integer(map, "max_runners")?.unwrap_or(MAX_RUNNERS_LIMIT);
+        if !(0..=MAX_RUNNERS_LIMIT).contains(&min_runners) {
+            return Err(ConfigError::key(
+                "min_runners",
+                format!("is {min_runners}, must be between 0 and {MAX_RUNNERS_LIMIT}"),
+                "set minRunners to a non-negative number",
+            ));
+        }
+        if !(0..=MAX_RUNNERS_LIMIT).contains(&max_runners) {
+            return Err(ConfigError::key(
+                "max_runners",
+                format!("is {max_runners}, must be between 0 and {MAX_RUNNERS_LIMIT}"),
+                format!("set maxRunners within 0..={MAX_RUNNERS_LIMIT}, or leave it unset"),
+            ));
+        }
+        if min_runners > max_runners {
+            return Err(ConfigError::key(
+                "min_runners",
+                format!("({min_runners}) is greater than max_runners ({max_runners})"),
+                "lower minRunners or raise maxRunners",
+            ));
+        }
+
+        let vault_type = string(map, "vault_type")?;
+        let vault_lookup_key = string(map, "vault_lookup_key")?;
+        match vault_type.as_str() {
+            "" => {}
+            "azure_key_vault" => {
+                return Err(ConfigError::key(
+                    "vault_type",
+                    "\"azure_key_vault\" is not supported by this listener",
+                    "store the GitHub credentials in the config secret (githubConfigSecret) instead of a vault",
+                ));
+            }
+            other => {
+                return Err(ConfigError::key(
+                    "vault_type",
+                    format!("unknown vault type {other:?}"),
+                    "use \"\" (credentials in the config) or \"azure_key_vault\"",
+                ));
+            }
+        }
+        if !vault_lookup_key.is_empty() {
+            return Err(ConfigError::key(
+                "vault_lookup_key",
+                "is set but vault_type is empty",
+                "set vault_type, or remove vault_lookup_key",
+            ));
+        }
+        let credentials = credentials(map)?;
+
+        let server_root_ca = string(map, "server_root_ca")?;
+        let server_root_ca = if server_root_ca.trim().is_empty() {
+            None
+        } else {
+            if !server_root_ca.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(ConfigError::key(
+                    "server_root_ca",
+                    "contains no PEM certificate",
+                    "set it to PEM text with one or more -----BEGIN CERTIFICATE----- blocks",
+                ));
+            }
+            Some(server_root_ca)
+        };
+
+        let log_level = match string(map, "log_level")?.to_ascii_lowercase().as_str() {
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            other => {
+                return Err(ConfigError::key(
+                    "log_level",
+                    format!("invalid log level {other:?}"),
+                    "use debug, info, warn or error",
+                ));
+            }
+        };
+        let log_format = match string(map, "log_format")?.as_str() {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            other => {
+                return Err(ConfigError::key(
+                    "log_format",
+                    format!("invalid log format {other:?}"),
+                    "use json or text",
+                ));
+            }
+        };
+
+        let metrics_addr = string(map, "metrics_addr")?;
+        let metrics_addr = if metrics_addr.is_empty() {
+            None
+        } else {
+            check_addr("metrics_addr", &metrics_addr)?;
+            Some(metrics_addr)
+        };
+        let mut metrics_endpoint = string(map, "metrics_endpoint")?;
+        if metrics_endpoint.is_empty() {
+            metrics_endpoint = "/metrics".into();
+        } else if !metrics_endpoint.starts_with('/') {
+            return Err(ConfigError::key(
+                "metrics_endpoint",
+                format!("{metrics_endpoint:?} is not an absolute URL path"),
+                "start it with '/', e.g. /metrics",
+            ));
+        }
+        let metrics = match map.get("metrics") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(MetricsConfig::deserialize(v).map_err(|e| {
+                ConfigError::key(
+                    "metrics",
+                    format!("invalid: {e}"),
+                    "use {\"counters\":{name:{\"labels\":[..]}},\"gauges\":{..},\"histograms\":{name:{\"labels\":[..],\"buckets\":[..]}}}",
+                )
+            })?),
+        };
+        if let Some(m) = &metrics {
+            for (name, h) in &m.histograms {
+                let increasing = h.buckets.windows(2).all(|w| w[0] < w[1]);
+                if !increasing || h.buckets.iter().any(|b| !b.is_finite()) {
+                    return Err(ConfigError::key(
+                        "metrics",
+                        format!("histogram {name}: buckets must be finite and strictly increasing"),
+                        "list bucket upper bounds in increasing order, or omit buckets for the defaults",
+                    ));
+                }
+            }
+        }
+
+        let health_addr = string(map, "health_addr")?;
+        let health_addr = if health_addr.is_empty() {
+            None
+        } else {
+            check_addr("health_addr", &health_addr)?;
+            Some(health_addr)
+        };
+        let liveness_stale_after = seconds(map, "liveness_stale_after_seconds", 180)?;
+        let session_conflict_timeout = seconds(map, "session_conflict_timeout_seconds", 300)?;
+
+        Ok(ListenerConfig {
+            configure_url,
+            credentials,
+            ephemeral_runner_set_namespace: namespace,
+            ephemeral_runner_set_name: name,
+            max_runners,
+            min_runners,
+            runner_scale_set_id,
+            runner_scale_set_name: string(map, "runner_scale_set_name")?,
+            server_root_ca,
+            log_level,
+            log_format,
+            metrics_addr,
+            metrics_endpoint,
+            metrics,
+            health_addr,
+            liveness_stale_after,
+            session_conflict_timeout,
+        })
+    }
+
+    /// Enterprise / organization / repository parsed from `configure_url`.
+    pub fn url_parts(&self) -> ConfigUrlParts {
+        parse_config_url(&self.configure_url).unwrap_or_default()
+    }
+}
+
+fn credentials(map: &Map<String, Value>) -> Result<GitHubCredentials, ConfigError> {
+    let token = secret(map, "github_token")?;
+    let app_id = match map.get("github_app_id") {
+        Some(Value::Number(n)) => n.to_string(),
+        _ => string(map, "github_app_id")?,
+    };
+    let installation_id = integer(map, "github_app_installation_id")?.unwrap_or(0);
+    let private_key = secret(map, "github_app_private_key")?;
+    let app_complete =
+        !app_id.is_empty() && installation_id > 0 && !private_key.expose_secret().is_empty();
+    let has_token = !token.expose_secret().is_empty();
+    if has_token && app_complete {
+        return Err(ConfigError::key(
+            "github_token",
+            "both a PAT and GitHub App credentials are set",
+            "keep either github_token or the github_app_* keys in the config secret, not both",
+        ));
+    }
+    if has_token {
+        return Ok(GitHubCredentials::Pat(token));
+    }
+    if app_complete {
+        return Ok(GitHubCredentials::App {
+            app_id,
+            installation_id,
+            private_key,
+        });
+    }
+    let (key, problem): (&'static str, &str) =
+        if app_id.is_empty() && installation_id == 0 && private_key.expose_secret().is_empty() {
+            (
+                "github_token",
+                "no credentials: github_token and github_app_* are all empty",
+            )
+        } else if app_id.is_empty() {
+            (
+                "github_app_id",
+                "is empty but other github_app_* keys are set",
+            )
+        } else if installation_id <= 0 {
+            (
+                "github_app_installation_id",
+                "must be a positive installation id",
+            )
+        } else {
+            (
+                "github_app_private_key",
+                "is empty but other github_app_* keys are set",
+            )
+        };
+    Err(ConfigError::key(
+        key,
+        problem,
+        "provide github_token, or all of github_app_id, github_app_installation_id and github_app_private_key",
+    ))
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn string(map: &Map<String, Value>, key: &'static str) -> Result<String, ConfigError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(ConfigError::key(
+            key,
+            format!("is {}, expected a string", type_name(other)),
+            format!("write {key} as a JSON string"),
+        )),
+    }
+}
+
+fn secret(map: &Map<String, Value>, key: &'static str) -> Result<SecretString, ConfigError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(SecretString::from(String::new())),
+        Some(Value::String(s)) => Ok(SecretString::from(s.clone())),
+        Some(other) => Err(ConfigError::key(
+            key,
+            format!("is {}, expected a string", type_name(other)),
+            format!("write {key} as a JSON string"),
+        )),
+    }
+}
+
+fn integer(map: &Map<String, Value>, key: &'static str) -> Result<Option<i64>, ConfigError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
+            ConfigError::key(
+                key,
+                format!("{n} is not a whole number in the 64-bit range"),
+                format!("write {key} as a JSON integer"),
+            )
+        }),
+        Some(other) => Err(ConfigError::key(
+            key,
+            format!("is {}, expected an integer", type_name(other)),
+            format!("write {key} as a JSON integer without quotes"),
+        )),
+    }
+}
+
+fn seconds(
+    map: &Map<String, Value>,
+    key: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match integer(map, key)? {
+        None => Ok(Duration::from_secs(default)),
+        Some(s) if s > 0 => Ok(Duration::from_secs(s.unsigned_abs())),
+        Some(s) => Err(ConfigError::key(
+            key,
+            format!("is {s}, must be positive"),
+            format!("set a number of seconds > 0, or remove the key for the default {default}"),
+        )),
+    }
+}
+
+fn check_addr(key: &'static str, addr: &str) -> Result<(), ConfigError> {
+    let port_ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+    if port_ok {
+        Ok(())
+    } else {
+        Err(ConfigError::key(
+            key,
+            format!("{addr:?} is not host:port"),
+            "use host:port, e.g. :8080 or 0.0.0.0:8080",
+        ))
+    }
+}
+
+/// Splits a GitHub config URL into enterprise / organization / repository.
+pub fn parse_config_url(url: &str) -> Result<ConfigUrlParts, ConfigError> {
+    let bad = |problem: String| {
+        ConfigError::key(
+            "configure_url",
+            problem,
+            "point it at an enterprise (https://host/enterprises/<e>), organization (https://host/<org>) or repository (https://host/<org>/<repo>)",
+        )
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| bad(format!("{url:?} is not an http(s) URL")))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if host.is_empty() {
+        return Err(bad(format!("{url:?} has no host")));
+    }
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        ["enterprises", e] => Ok(ConfigUrlParts {
+            enterprise: (*e).into(),
+            ..Default::default()
+        }),
+        [org] => Ok(ConfigUrlParts {
+            organization: (*org).into(),
+            ..Default::default()
+        }),
+        [org, repo] => Ok(ConfigUrlParts {
+            organization: (*org).into(),
+            repository: (*repo).into(),
+            ..Default::default()
+        }),
+        _ => Err(bad(format!(
+            "{url:?} should point to an enterprise, org, or repository"
+        ))),
+    }
+}

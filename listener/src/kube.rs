@@ -1,0 +1,178 @@
+//! Blind JSON merge patches on the EphemeralRunnerSet and EphemeralRunner status: the only
+//! Kubernetes calls the listener makes (its Role grants `patch` and nothing else).
+
+use std::future::Future;
+
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+
+use crate::service::JobMessage;
+
+/// Why a Kubernetes patch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    /// The object does not exist (404).
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// Any other failure (RBAC, transport, server).
+    #[error("patching {kind} {namespace}/{name}: {message}")]
+    Failed {
+        /// Kind of the object.
+        kind: &'static str,
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The API error.
+        message: String,
+    },
+}
+
+/// What the loop writes to Kubernetes.
+pub trait RunnerSetPatcher: Send + Sync + 'static {
+    /// Merge-patches the EphemeralRunnerSet; returns the resulting `spec.replicas`.
+    fn patch_runner_set(
+        &self,
+        body: serde_json::Value,
+    ) -> impl Future<Output = Result<i64, PatchError>> + Send;
+    /// Merge-patches an EphemeralRunner's status.
+    fn patch_runner_status(
+        &self,
+        runner_name: &str,
+        body: serde_json::Value,
+    ) -> impl Future<Output = Result<(), PatchError>> + Send;
+}
+
+/// The status patch ARC's listener sends on JobStarted (empty fields omitted).
+pub fn runner_status_patch(job: &JobMessage) -> serde_json::Value {
+    let mut status = serde_json::Map::new();
+    if !job.job_display_name.is_empty() {
+        status.insert("jobDisplayName".into(), job.job_display_name.clone().into());
+    }
+    if !job.job_id.is_empty() {
+        status.insert("jobId".into(), job.job_id.clone().into());
+    }
+    if !job.owner_name.is_empty() || !job.repository_name.is_empty() {
+        status.insert(
+            "jobRepositoryName".into(),
+            format!("{}/{}", job.owner_name, job.repository_name).into(),
+        );
+    }
+    if job.runner_request_id != 0 {
+        status.insert("jobRequestId".into(), job.runner_request_id.into());
+    }
+    if !job.job_workflow_ref.is_empty() {
+        status.insert("jobWorkflowRef".into(), job.job_workflow_ref.clone().into());
+    }
+    if job.workflow_run_id != 0 {
+        status.insert("workflowRunId".into(), job.workflow_run_id.into());
+    }
+    serde_json::json!({ "status": status })
+}
+
+fn resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("actions.github.com", "v1alpha1", kind),
+        plural,
+    )
+}
+
+/// [`RunnerSetPatcher`] over a kube client, with `DynamicObject` so the listener does not
+/// depend on the CRD types.
+#[derive(Clone)]
+pub struct KubePatcher {
+    runner_sets: Api<DynamicObject>,
+    runners: Api<DynamicObject>,
+    namespace: String,
+    runner_set_name: String,
+}
+
+impl KubePatcher {
+    /// Patches `namespace/runner_set_name` and the EphemeralRunners of `namespace`.
+    pub fn new(client: kube::Client, namespace: &str, runner_set_name: &str) -> Self {
+        let ers = resource("EphemeralRunnerSet", "ephemeralrunnersets");
+        let er = resource("EphemeralRunner", "ephemeralrunners");
+        KubePatcher {
+            runner_sets: Api::namespaced_with(client.clone(), namespace, &ers),
+            runners: Api::namespaced_with(client, namespace, &er),
+            namespace: namespace.to_string(),
+            runner_set_name: runner_set_name.to_string(),
+        }
+    }
+
+    fn error(&self, kind: &'static str, name: &str, e: kube::Error) -> PatchError {
+        match e {
+            kube::Error::Api(status) if status.code == 404 => PatchError::NotFound {
+                kind,
+                namespace: self.namespace.clone(),
+                name: name.to_string(),
+            },
+            other => PatchError::Failed {
+                kind,
+                namespace: self.namespace.clone(),
+                name: name.to_string(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl RunnerSetPatcher for KubePatcher {
+    async fn patch_runner_set(&self, body: serde_json::Value) -> Result<i64, PatchError> {
+        let object = self
+            .runner_sets
+            .patch(
+                &self.runner_set_name,
+                &PatchParams::default(),
+                &Patch::Merge(body),
+            )
+            .await
+            .map_err(|e| self.error("EphemeralRunnerSet", &self.runner_set_name, e))?;
+        Ok(object
+            .data
+            .pointer("/spec/replicas")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0))
+    }
+
+    async fn patch_runner_status(
+        &self,
+        runner_name: &str,
+        body: serde_json::Value,
+    ) -> Result<(), PatchError> {
+        self.runners
+            .patch_status(runner_name, &PatchParams::default(), &Patch::Merge(body))
+            .await
+            .map_err(|e| self.error("EphemeralRunner", runner_name, e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_patch_omits_empty_fields() {
+        let job = JobMessage {
+            message_type: "JobStarted".into(),
+            runner_request_id: 998,
+            owner_name: "octo-org".into(),
+            repository_name: "app".into(),
+            job_id: "77aa".into(),
+            workflow_run_id: 554,
+            ..Default::default()
+        };
+        assert_eq!(
+            runner_status_patch(&job).to_string(),
+            r#"{"status":{"jobId":"77aa","jobRepositoryName":"octo-org/app","jobRequestId":998,"workflowRunId":554}}"#
+        );
+    }
+}

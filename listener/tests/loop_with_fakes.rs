@@ -1,0 +1,331 @@
+//! Narrow tests of the loop's decisions against scripted fakes (the real-service suites live in
+//! tests/suites/tests/listener_*.rs).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use listener::health::Health;
+use listener::kube::{PatchError, RunnerSetPatcher};
+use listener::service::{Message, ScaleSetService, ServiceError, Session, Statistics};
+use listener::{Listener, ListenerError, LoopSettings};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+type Reply<T> = Result<T, ServiceError>;
+
+#[derive(Default)]
+struct Script {
+    create: VecDeque<Reply<Session>>,
+    refresh: VecDeque<Reply<Session>>,
+    poll: VecDeque<Reply<Option<Message>>>,
+    calls: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct FakeService(Arc<Mutex<Script>>);
+
+impl FakeService {
+    fn with(f: impl FnOnce(&mut Script)) -> Self {
+        let s = FakeService::default();
+        f(&mut s.0.lock().expect("lock"));
+        s
+    }
+    fn calls(&self) -> Vec<String> {
+        self.0.lock().expect("lock").calls.clone()
+    }
+    fn log(&self, call: String) {
+        self.0.lock().expect("lock").calls.push(call);
+    }
+}
+
+fn session(id: &str, assigned: i64) -> Session {
+    Session {
+        id: id.into(),
+        message_queue_url: format!("http://queue/{id}"),
+        message_queue_token: SecretString::from("t"),
+        statistics: Some(Statistics {
+            total_assigned_jobs: assigned,
+            ..Default::default()
+        }),
+    }
+}
+
+fn message(id: i64, assigned: i64, body: &str) -> Message {
+    Message {
+        id,
+        statistics: Some(Statistics {
+            total_assigned_jobs: assigned,
+            ..Default::default()
+        }),
+        body: body.into(),
+    }
+}
+
+impl ScaleSetService for FakeService {
+    async fn create_session(&self, owner: &str) -> Reply<Session> {
+        self.log(format!("create {owner}"));
+        let next = self.0.lock().expect("lock").create.pop_front();
+        next.unwrap_or_else(|| Ok(session("s-default", 0)))
+    }
+    async fn refresh_session(&self, s: &Session) -> Reply<Session> {
+        self.log(format!("refresh {}", s.id));
+        let next = self.0.lock().expect("lock").refresh.pop_front();
+        next.unwrap_or_else(|| Ok(session(&s.id, 0)))
+    }
+    async fn delete_session(&self, s: &Session) -> Reply<()> {
+        self.log(format!("delete-session {}", s.id));
+        Ok(())
+    }
+    async fn get_message(&self, s: &Session, last: i64, max: i64) -> Reply<Option<Message>> {
+        let next = self.0.lock().expect("lock").poll.pop_front();
+        match next {
+            Some(r) => {
+                self.log(format!("poll {} last={last} max={max}", s.id));
+                r
+            }
+            None => std::future::pending().await,
+        }
+    }
+    async fn delete_message(&self, s: &Session, id: i64) -> Reply<()> {
+        self.log(format!("ack {} {id}", s.id));
+        Ok(())
+    }
+    async fn acquire_jobs(&self, s: &Session, ids: &[i64]) -> Reply<Vec<i64>> {
+        self.log(format!("acquire {} {ids:?}", s.id));
+        Ok(ids.to_vec())
+    }
+}
+
+#[derive(Clone, Default)]
+struct FakePatcher(Arc<Mutex<Vec<String>>>);
+
+impl FakePatcher {
+    fn patches(&self) -> Vec<String> {
+        self.0.lock().expect("lock").clone()
+    }
+}
+
+impl RunnerSetPatcher for FakePatcher {
+    async fn patch_runner_set(&self, body: serde_json::Value) -> Result<i64, PatchError> {
+        self.0.lock().expect("lock").push(format!("ers {body}"));
+        Ok(body
+            .pointer("/spec/replicas")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0))
+    }
+    async fn patch_runner_status(
+        &self,
+        name: &str,
+        body: serde_json::Value,
+    ) -> Result<(), PatchError> {
+        self.0
+            .lock()
+            .expect("lock")
+            .push(format!("er {name} {body}"));
+        Ok(())
+    }
+}
+
+fn settings(min: i64, max: i64) -> LoopSettings {
+    let mut s = LoopSettings::new(7, min, max, "pod-a".into());
+    s.retry_initial = Duration::from_millis(5);
+    s.retry_max = Duration::from_millis(20);
+    s.session_conflict_timeout = Duration::from_millis(200);
+    s
+}
+
+/// Runs the loop until `done` holds on the fakes (or 20 s pass), then shuts it down.
+async fn run_until(
+    service: FakeService,
+    patcher: FakePatcher,
+    settings: LoopSettings,
+    done: impl Fn(&FakeService, &FakePatcher) -> bool,
+) -> Result<(), ListenerError> {
+    let shutdown = CancellationToken::new();
+    let listener = Listener::new(
+        service.clone(),
+        patcher.clone(),
+        settings,
+        None,
+        Health::new(Duration::from_secs(60)),
+    );
+    let task = tokio::spawn(listener.run(shutdown.clone()));
+    for _ in 0..2000 {
+        if done(&service, &patcher) || task.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    task.await.expect("listener task")
+}
+
+#[tokio::test]
+async fn message_is_acked_then_acquired_then_scaled() {
+    let body = r#"[{"messageType":"JobAvailable","runnerRequestId":11},{"messageType":"JobAvailable","runnerRequestId":12},
+        {"messageType":"JobStarted","runnerRequestId":9,"runnerName":"r-1","jobId":"j9","ownerName":"o","repositoryName":"r"}]"#;
+    let service = FakeService::with(|s| {
+        s.create.push_back(Ok(session("s1", 1)));
+        s.poll.push_back(Ok(Some(message(5, 3, body))));
+        s.poll.push_back(Ok(None));
+    });
+    let patcher = FakePatcher::default();
+    run_until(service.clone(), patcher.clone(), settings(1, 10), |_, p| {
+        p.patches().len() >= 4
+    })
+    .await
+    .expect("clean stop");
+    let calls = service.calls();
+    assert_eq!(
+        calls,
+        vec![
+            "create pod-a",
+            "poll s1 last=0 max=10",
+            "ack s1 5",
+            "acquire s1 [11, 12]",
+            "poll s1 last=5 max=10",
+            "delete-session s1",
+        ]
+    );
+    assert_eq!(
+        patcher.patches(),
+        vec![
+            r#"ers {"spec":{"patchID":0,"replicas":2}}"#.to_string(),
+            r#"er r-1 {"status":{"jobId":"j9","jobRepositoryName":"o/r","jobRequestId":9}}"#
+                .to_string(),
+            r#"ers {"spec":{"patchID":1,"replicas":4}}"#.to_string(),
+            r#"ers {"spec":{"patchID":2,"replicas":4}}"#.to_string(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn session_conflict_is_retried_then_succeeds() {
+    let service = FakeService::with(|s| {
+        for _ in 0..3 {
+            s.create
+                .push_back(Err(ServiceError::SessionConflict("409".into())));
+        }
+        s.create.push_back(Ok(session("s2", 0)));
+    });
+    let patcher = FakePatcher::default();
+    run_until(service.clone(), patcher.clone(), settings(0, 5), |_, p| {
+        !p.patches().is_empty()
+    })
+    .await
+    .expect("clean stop");
+    assert_eq!(
+        service
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("create"))
+            .count(),
+        4
+    );
+    assert_eq!(
+        patcher.patches(),
+        vec![r#"ers {"spec":{"patchID":0,"replicas":null}}"#]
+    );
+}
+
+#[tokio::test]
+async fn session_conflict_gives_up_after_the_bound() {
+    let service = FakeService::with(|s| {
+        for _ in 0..10_000 {
+            s.create
+                .push_back(Err(ServiceError::SessionConflict("409".into())));
+        }
+    });
+    let result = run_until(service, FakePatcher::default(), settings(0, 5), |_, _| {
+        false
+    })
+    .await;
+    match result {
+        Err(ListenerError::SessionConflict { scale_set_id, .. }) => assert_eq!(scale_set_id, 7),
+        other => panic!("expected a session conflict error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dropped_session_is_recreated_and_expired_token_refreshed() {
+    let service = FakeService::with(|s| {
+        s.create.push_back(Ok(session("s1", 0)));
+        s.create.push_back(Ok(session("s2", 2)));
+        s.poll
+            .push_back(Err(ServiceError::QueueTokenExpired("401".into())));
+        s.poll.push_back(Err(ServiceError::Transient("503".into())));
+        s.poll
+            .push_back(Err(ServiceError::SessionGone("404".into())));
+        s.poll.push_back(Ok(None));
+    });
+    let patcher = FakePatcher::default();
+    run_until(service.clone(), patcher.clone(), settings(0, 5), |s, _| {
+        s.calls().iter().any(|c| c.starts_with("poll s2"))
+    })
+    .await
+    .expect("clean stop");
+    let calls = service.calls();
+    assert_eq!(
+        calls,
+        vec![
+            "create pod-a",
+            "poll s1 last=0 max=5",
+            "refresh s1",
+            "poll s1 last=0 max=5",
+            "poll s1 last=0 max=5",
+            "create pod-a",
+            "poll s2 last=0 max=5",
+            "delete-session s2",
+        ]
+    );
+    assert!(
+        patcher
+            .patches()
+            .contains(&r#"ers {"spec":{"patchID":1,"replicas":2}}"#.to_string())
+    );
+}
+
+#[tokio::test]
+async fn permanent_auth_failure_exits_and_deletes_the_session() {
+    let service = FakeService::with(|s| {
+        s.create.push_back(Ok(session("s1", 0)));
+        s.poll.push_back(Err(ServiceError::Unauthorized(
+            "403 bad credentials".into(),
+        )));
+    });
+    let result = run_until(
+        service.clone(),
+        FakePatcher::default(),
+        settings(0, 5),
+        |_, _| false,
+    )
+    .await;
+    assert!(
+        matches!(result, Err(ListenerError::Unauthorized(_))),
+        "{result:?}"
+    );
+    assert_eq!(
+        service.calls().last().map(String::as_str),
+        Some("delete-session s1")
+    );
+}
+
+#[tokio::test]
+async fn malformed_body_is_acked_and_statistics_still_scale() {
+    let service = FakeService::with(|s| {
+        s.create.push_back(Ok(session("s1", 0)));
+        s.poll.push_back(Ok(Some(message(3, 2, "{broken"))));
+    });
+    let patcher = FakePatcher::default();
+    run_until(service.clone(), patcher.clone(), settings(0, 5), |_, p| {
+        p.patches().len() >= 2
+    })
+    .await
+    .expect("clean stop");
+    assert!(service.calls().contains(&"ack s1 3".to_string()));
+    assert_eq!(
+        patcher.patches()[1],
+        r#"ers {"spec":{"patchID":1,"replicas":2}}"#
+    );
+}
