@@ -12,7 +12,7 @@ use tracing::{debug, error, info, warn};
 use crate::health::Health;
 use crate::kube::{PatchError, RunnerSetPatcher, runner_status_patch};
 use crate::metrics::{JobStages, Metrics};
-use crate::scaler::{Scaler, ers_patch_body};
+use crate::scaler::{Bounds, Scaler, ers_patch_body};
 use crate::service::{
     JobMessage, JobMessageKind, Message, ScaleSetService, ServiceError, Session, Statistics,
     parse_body,
@@ -23,10 +23,8 @@ use crate::service::{
 pub struct LoopSettings {
     /// `runner_scale_set_id`
     pub scale_set_id: i64,
-    /// `min_runners`
-    pub min_runners: i64,
-    /// `max_runners`; also sent as `X-ScaleSetMaxCapacity`.
-    pub max_runners: i64,
+    /// `min_runners` and `max_runners` (the latter is also sent as `X-ScaleSetMaxCapacity`).
+    pub bounds: Bounds,
     /// Session owner name (the pod's hostname).
     pub owner: String,
     /// How long a 409 session conflict is retried before giving up.
@@ -41,11 +39,10 @@ pub struct LoopSettings {
 
 impl LoopSettings {
     /// Settings with the default timings.
-    pub fn new(scale_set_id: i64, min_runners: i64, max_runners: i64, owner: String) -> Self {
+    pub fn new(scale_set_id: i64, bounds: Bounds, owner: String) -> Self {
         LoopSettings {
             scale_set_id,
-            min_runners,
-            max_runners,
+            bounds,
             owner,
             session_conflict_timeout: Duration::from_secs(300),
             retry_initial: Duration::from_secs(1),
@@ -140,7 +137,7 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         metrics: Option<Arc<Metrics>>,
         health: Health,
     ) -> Self {
-        let scaler = Scaler::new(settings.min_runners, settings.max_runners);
+        let scaler = Scaler::new(settings.bounds);
         Listener {
             service,
             patcher,
@@ -158,7 +155,10 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
     /// Runs until `shutdown` (returns `Ok`) or a fatal error; the session is deleted either way.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ListenerError> {
         if let Some(m) = &self.metrics {
-            m.record_bounds(self.settings.min_runners, self.settings.max_runners);
+            m.record_bounds(
+                self.settings.bounds.min_runners().into(),
+                self.settings.bounds.max_runners().into(),
+            );
         }
         let result = self.run_loop(&shutdown).await;
         self.health.set_ready(false);
@@ -192,7 +192,7 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
             let poll = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
-                r = self.service.get_message(&session, self.last_message_id, self.settings.max_runners) => r,
+                r = self.service.get_message(&session, self.last_message_id, self.settings.bounds.max_runners().into()) => r,
             };
             match poll {
                 Ok(None) => {
@@ -531,7 +531,7 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
     /// The desired-count step and the EphemeralRunnerSet patch. Patch failures are retried a few
     /// times, then left to the next poll (which re-applies the count).
     async fn apply(&mut self, assigned: i64, record: bool) {
-        let decision = self.scaler.step(assigned);
+        let decision = self.scaler.step(assigned.max(0).unsigned_abs());
         info!(
             assigned,
             target = decision.target,
@@ -539,7 +539,7 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
             "calculated target runner count"
         );
         if let (true, Some(m)) = (record, &self.metrics) {
-            m.record_desired(decision.target);
+            m.record_desired(decision.target.into());
         }
         let body = ers_patch_body(decision);
         let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);

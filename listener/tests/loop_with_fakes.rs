@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use listener::health::Health;
 use listener::kube::{PatchError, RunnerSetPatcher};
+use listener::scaler::Bounds;
 use listener::service::{Message, ScaleSetService, ServiceError, Session, Statistics};
 use listener::{Listener, ListenerError, LoopSettings};
 use secrecy::SecretString;
@@ -127,8 +128,9 @@ impl RunnerSetPatcher for FakePatcher {
     }
 }
 
-fn settings(min: i64, max: i64) -> LoopSettings {
-    let mut s = LoopSettings::new(7, min, max, "pod-a".into());
+fn settings(min: u32, max: u32) -> LoopSettings {
+    let bounds = Bounds::new(min, max).expect("bounds");
+    let mut s = LoopSettings::new(7, bounds, "pod-a".into());
     s.retry_initial = Duration::from_millis(5);
     s.retry_max = Duration::from_millis(20);
     s.session_conflict_timeout = Duration::from_millis(200);
