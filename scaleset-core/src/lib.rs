@@ -7,7 +7,9 @@
 //! | Module | Decides |
 //! |---|---|
 //! | [`desired`] | listener target count and `patchID` sequence |
+//! | [`runner_set`] | EphemeralRunnerSet creates, scale-down candidates, cleanup, status |
 //! | [`time`] | the `Timestamp` value type used for all time inputs |
 
 pub mod desired;
+pub mod runner_set;
 pub mod time;

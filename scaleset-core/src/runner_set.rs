@@ -1,0 +1,481 @@
+//! EphemeralRunnerSet scaling: which runners to create and which to delete (controllers.md 6.3-6.7).
+//!
+//! The reconciler lists the set's EphemeralRunners, turns each into an [`ObservedRunner`], and
+//! calls [`plan`] with the set's `spec.replicas` and `spec.patchID`. It then carries out the plan:
+//! create [`ScalePlan::create`] runners stamped with [`ScalePlan::stamp_patch_id`], delete the
+//! runners in [`ScalePlan::delete`], and walk [`ScaleDown::candidates`] in order, removing each
+//! from the service (when it has a runner id) and deleting it, until [`ScaleDown::count`]
+//! removals succeeded. A `JobStillRunning` answer means "skip this one, it is busy".
+//!
+//! Rules kept from ARC:
+//! * the `patchID` protocol: act only when `patchID == 0` or it differs from the newest
+//!   `actions.github.com/patch-id` among the runners;
+//! * live runners are deleted for scale-down only when `patchID == 0` (authoritative); with a
+//!   positive `patchID` surplus runners drain as their jobs finish;
+//! * a runner with a job is never chosen.
+//!
+//! Differences (anchors.md pain points 8 and 10):
+//! * failed runners do not count against `replicas` (and so not against `maxRunners`) unless
+//!   [`SetPolicy::count_failed`] asks for ARC's behaviour; they are deleted after
+//!   [`SetPolicy::failed_ttl`], and creation pauses while [`SetPolicy::pause_after_failed`] or
+//!   more are failed, so a broken pod template does not spin;
+//! * never-registered runners are preferred for scale-down (no service call is needed);
+//! * a spec whose `patchID` is older than a runner's stamp is a stale read: nothing is done.
+//!
+//! ```
+//! use scaleset_core::runner_set::{plan, ObservedRunner, Outcome, RunnerPhase, SetPolicy, SetSpec};
+//! use scaleset_core::time::Timestamp;
+//! let now = Timestamp::from_unix_seconds(1_000);
+//! let idle = ObservedRunner::new("rs-runner-a", RunnerPhase::Running, Timestamp::from_unix_seconds(10))
+//!     .with_runner_id(11)
+//!     .with_patch_id(3);
+//! let busy = ObservedRunner::new("rs-runner-b", RunnerPhase::Running, Timestamp::from_unix_seconds(5))
+//!     .with_runner_id(12)
+//!     .with_patch_id(3)
+//!     .with_job(true);
+//! let p = plan(SetSpec { replicas: 0, patch_id: 0 }, &[idle, busy], now, &SetPolicy::default());
+//! assert_eq!(p.outcome, Outcome::ScaleDown);
+//! assert_eq!(p.scale_down.count, 2);
+//! // only the idle runner is a candidate; the busy one keeps its job
+//! assert_eq!(p.scale_down.candidates.len(), 1);
+//! assert_eq!(p.scale_down.candidates[0].name, "rs-runner-a");
+//! ```
+
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// `EphemeralRunner.status.phase` as the set controller sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RunnerPhase {
+    /// Empty, `Pending`, or any unknown value.
+    Pending,
+    /// `Running`.
+    Running,
+    /// `Succeeded` (finished).
+    Succeeded,
+    /// `Failed` (terminal).
+    Failed,
+    /// `Outdated`: the runner version is deprecated (exit code 7).
+    Outdated,
+}
+
+impl RunnerPhase {
+    /// Parses the status string; unknown values and `""` are [`RunnerPhase::Pending`] as in ARC.
+    ///
+    /// ```
+    /// use scaleset_core::runner_set::RunnerPhase;
+    /// assert_eq!(RunnerPhase::parse("Running"), RunnerPhase::Running);
+    /// assert_eq!(RunnerPhase::parse("Unknown"), RunnerPhase::Pending);
+    /// assert_eq!(RunnerPhase::parse(""), RunnerPhase::Pending);
+    /// ```
+    pub fn parse(phase: &str) -> Self {
+        match phase {
+            "Running" => RunnerPhase::Running,
+            "Succeeded" => RunnerPhase::Succeeded,
+            "Failed" => RunnerPhase::Failed,
+            "Outdated" => RunnerPhase::Outdated,
+            _ => RunnerPhase::Pending,
+        }
+    }
+
+    /// The status string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerPhase::Pending => "Pending",
+            RunnerPhase::Running => "Running",
+            RunnerPhase::Succeeded => "Succeeded",
+            RunnerPhase::Failed => "Failed",
+            RunnerPhase::Outdated => "Outdated",
+        }
+    }
+}
+
+/// One EphemeralRunner as observed by the set controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedRunner {
+    /// `metadata.name` (also the runner name registered with the service).
+    pub name: String,
+    /// `status.phase`.
+    pub phase: RunnerPhase,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// The parsed `actions.github.com/patch-id` annotation; `None` if missing or unparsable.
+    pub patch_id: Option<i64>,
+    /// `status.runnerId`; 0 means the runner never registered.
+    pub runner_id: u64,
+    /// `status.jobId` (or `jobRequestId`) is set: the runner has a job.
+    pub has_job: bool,
+    /// `metadata.creationTimestamp`.
+    pub created_at: Timestamp,
+    /// When the runner entered `Failed`, if known; `created_at` is used otherwise.
+    pub failed_at: Option<Timestamp>,
+}
+
+impl ObservedRunner {
+    /// A live, unregistered runner without job or patch id.
+    pub fn new(name: impl Into<String>, phase: RunnerPhase, created_at: Timestamp) -> Self {
+        ObservedRunner {
+            name: name.into(),
+            phase,
+            deleting: false,
+            patch_id: None,
+            runner_id: 0,
+            has_job: false,
+            created_at,
+            failed_at: None,
+        }
+    }
+
+    /// Sets `runner_id`.
+    pub fn with_runner_id(mut self, id: u64) -> Self {
+        self.runner_id = id;
+        self
+    }
+
+    /// Sets `patch_id`.
+    pub fn with_patch_id(mut self, id: i64) -> Self {
+        self.patch_id = Some(id);
+        self
+    }
+
+    /// Sets `has_job`.
+    pub fn with_job(mut self, has_job: bool) -> Self {
+        self.has_job = has_job;
+        self
+    }
+
+    /// Sets `deleting`.
+    pub fn deleting(mut self) -> Self {
+        self.deleting = true;
+        self
+    }
+
+    fn bucket(&self) -> Bucket {
+        if self.deleting {
+            return Bucket::Deleting;
+        }
+        match self.phase {
+            RunnerPhase::Pending => Bucket::Pending,
+            RunnerPhase::Running => Bucket::Running,
+            RunnerPhase::Succeeded => Bucket::Finished,
+            RunnerPhase::Failed => Bucket::Failed,
+            RunnerPhase::Outdated => Bucket::Outdated,
+        }
+    }
+
+    fn is_idle_candidate(&self) -> bool {
+        !self.has_job && matches!(self.bucket(), Bucket::Pending | Bucket::Running)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bucket {
+    Deleting,
+    Pending,
+    Running,
+    Finished,
+    Failed,
+    Outdated,
+}
+
+/// The set's `spec.replicas` (missing = 0) and `spec.patchID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetSpec {
+    /// Desired runners.
+    pub replicas: u32,
+    /// The listener's patch id; 0 = authoritative.
+    pub patch_id: i64,
+}
+
+/// Tunables of the set controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPolicy {
+    /// Count failed runners toward `replicas` as ARC does (ARC#3700). Default `false`.
+    pub count_failed: bool,
+    /// Delete failed runners this long after they failed. `None` keeps them (ARC).
+    pub failed_ttl: Option<Duration>,
+    /// Pause creating runners while this many or more are failed (a broken template).
+    /// `None` never pauses. Only used when `count_failed` is `false`.
+    pub pause_after_failed: Option<u32>,
+}
+
+impl Default for SetPolicy {
+    fn default() -> Self {
+        SetPolicy {
+            count_failed: false,
+            failed_ttl: Some(Duration::from_secs(15 * 60)),
+            pause_after_failed: Some(5),
+        }
+    }
+}
+
+impl SetPolicy {
+    /// ARC's behaviour: failed runners hold a slot until a cleanup, no TTL, no pause.
+    pub fn arc() -> Self {
+        SetPolicy {
+            count_failed: true,
+            failed_ttl: None,
+            pause_after_failed: None,
+        }
+    }
+}
+
+/// What the pass decided, for logs and events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The spec's `patchID` was already acted on; wait for the next patch.
+    AlreadyApplied,
+    /// The spec's `patchID` is older than a runner's stamp (stale read); wait.
+    StaleSpec,
+    /// Create runners.
+    ScaleUp,
+    /// Delete surplus idle runners (only with `patchID` 0).
+    ScaleDown,
+    /// Surplus runners, but `patchID > 0`: they drain as their jobs complete.
+    Draining,
+    /// Creation paused because too many runners failed.
+    CreationPaused,
+    /// The count matches.
+    Steady,
+}
+
+/// A runner picked for scale-down or cleanup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// EphemeralRunner name.
+    pub name: String,
+    /// Runner id to remove from the service first; `None` when it never registered (delete the
+    /// EphemeralRunner only; its finalizer handles a registration minted meanwhile).
+    pub runner_id: Option<u64>,
+}
+
+/// Scale-down work: remove candidates in order until `count` removals succeeded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleDown {
+    /// How many runners to remove.
+    pub count: u32,
+    /// Idle runners in preference order: never registered, then pending, then running; oldest
+    /// first within each group. Never contains a runner with a job.
+    pub candidates: Vec<Candidate>,
+}
+
+/// Status counters written to `EphemeralRunnerSet.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SetStatus {
+    /// `currentReplicas`: pending + running (+ failed with [`SetPolicy::count_failed`]).
+    pub current_replicas: u32,
+    /// `pendingEphemeralRunners`.
+    pub pending: u32,
+    /// `runningEphemeralRunners`.
+    pub running: u32,
+    /// `failedEphemeralRunners`.
+    pub failed: u32,
+    /// Any runner is `Outdated`: the set phase becomes `Outdated`.
+    pub outdated: bool,
+}
+
+/// Everything one set reconcile should do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScalePlan {
+    /// Why.
+    pub outcome: Outcome,
+    /// Highest `patch-id` stamp among all runners (0 with none).
+    pub latest_patch_id: i64,
+    /// Runners to create.
+    pub create: u32,
+    /// `actions.github.com/patch-id` for the new runners (= `spec.patchID`).
+    pub stamp_patch_id: i64,
+    /// Runners to delete without a service call: finished, and failed past their TTL.
+    pub delete: Vec<String>,
+    /// Idle runners to remove for scale-down.
+    pub scale_down: ScaleDown,
+    /// Status counters, from the runners as observed at the start of the pass.
+    pub status: SetStatus,
+}
+
+/// Counts the runners into the status buckets.
+pub fn status(runners: &[ObservedRunner], policy: &SetPolicy) -> SetStatus {
+    let mut s = SetStatus::default();
+    for r in runners {
+        match r.bucket() {
+            Bucket::Pending => s.pending += 1,
+            Bucket::Running => s.running += 1,
+            Bucket::Failed => s.failed += 1,
+            Bucket::Outdated => s.outdated = true,
+            Bucket::Deleting | Bucket::Finished => {}
+        }
+    }
+    s.current_replicas = s.pending + s.running + if policy.count_failed { s.failed } else { 0 };
+    s
+}
+
+/// Highest parsed `patch-id` among all runners, including deleting ones; 0 with none.
+pub fn latest_patch_id(runners: &[ObservedRunner]) -> i64 {
+    runners
+        .iter()
+        .filter_map(|r| r.patch_id)
+        .max()
+        .unwrap_or(0)
+        .max(0)
+}
+
+/// Decides creates and deletes for one pass. See the module docs.
+pub fn plan(
+    spec: SetSpec,
+    runners: &[ObservedRunner],
+    now: Timestamp,
+    policy: &SetPolicy,
+) -> ScalePlan {
+    let status = status(runners, policy);
+    let latest = latest_patch_id(runners);
+    let mut plan = ScalePlan {
+        outcome: Outcome::Steady,
+        latest_patch_id: latest,
+        create: 0,
+        stamp_patch_id: spec.patch_id,
+        delete: Vec::new(),
+        scale_down: ScaleDown::default(),
+        status,
+    };
+    plan.delete = expired_failed(runners, now, policy);
+    if spec.patch_id != 0 && spec.patch_id == latest {
+        plan.outcome = Outcome::AlreadyApplied;
+        return plan;
+    }
+    if spec.patch_id > 0 && spec.patch_id < latest {
+        plan.outcome = Outcome::StaleSpec;
+        return plan;
+    }
+    plan.delete.extend(
+        runners
+            .iter()
+            .filter(|r| r.bucket() == Bucket::Finished)
+            .map(|r| r.name.clone()),
+    );
+    let total = status.current_replicas;
+    if total < spec.replicas {
+        let failed_now =
+            status
+                .failed
+                .saturating_sub(count_in(&plan.delete, runners, Bucket::Failed));
+        let paused = !policy.count_failed
+            && policy
+                .pause_after_failed
+                .is_some_and(|limit| failed_now >= limit);
+        if paused {
+            plan.outcome = Outcome::CreationPaused;
+        } else {
+            plan.create = spec.replicas - total;
+            plan.outcome = Outcome::ScaleUp;
+        }
+    } else if total > spec.replicas {
+        if spec.patch_id == 0 {
+            plan.scale_down = ScaleDown {
+                count: total - spec.replicas,
+                candidates: idle_candidates(runners),
+            };
+            plan.outcome = Outcome::ScaleDown;
+        } else {
+            plan.outcome = Outcome::Draining;
+        }
+    }
+    plan
+}
+
+fn count_in(names: &[String], runners: &[ObservedRunner], bucket: Bucket) -> u32 {
+    let n = runners
+        .iter()
+        .filter(|r| r.bucket() == bucket && names.contains(&r.name))
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn expired_failed(runners: &[ObservedRunner], now: Timestamp, policy: &SetPolicy) -> Vec<String> {
+    let Some(ttl) = policy.failed_ttl else {
+        return Vec::new();
+    };
+    runners
+        .iter()
+        .filter(|r| r.bucket() == Bucket::Failed)
+        .filter(|r| now.saturating_duration_since(r.failed_at.unwrap_or(r.created_at)) >= ttl)
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// Idle, live runners in scale-down preference order.
+fn idle_candidates(runners: &[ObservedRunner]) -> Vec<Candidate> {
+    let mut idle: Vec<&ObservedRunner> = runners.iter().filter(|r| r.is_idle_candidate()).collect();
+    idle.sort_by_key(|r| {
+        let group = match (r.runner_id, r.bucket()) {
+            (0, _) => 0,
+            (_, Bucket::Pending) => 1,
+            _ => 2,
+        };
+        (group, r.created_at, r.name.clone())
+    });
+    idle.into_iter().map(candidate).collect()
+}
+
+fn candidate(r: &ObservedRunner) -> Candidate {
+    Candidate {
+        name: r.name.clone(),
+        runner_id: (r.runner_id != 0).then_some(r.runner_id),
+    }
+}
+
+/// Work for emptying the set (deletion, spec change, outdated runners; controllers.md 6.6).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupPlan {
+    /// Finished, failed and outdated runners: delete them (they are already off the service or
+    /// their controller removed them).
+    pub delete: Vec<String>,
+    /// Pending and idle running runners: remove from the service (when registered), then delete.
+    /// `JobStillRunning` means skip.
+    pub remove_then_delete: Vec<Candidate>,
+    /// Runners with a job: left alone until the job ends.
+    pub waiting_for_jobs: Vec<String>,
+    /// No runners remain at all: the set may drop its finalizer.
+    pub done: bool,
+}
+
+/// Plans the cleanup of every runner of the set. Busy runners are never interrupted.
+///
+/// ```
+/// use scaleset_core::runner_set::{cleanup, ObservedRunner, RunnerPhase};
+/// use scaleset_core::time::Timestamp;
+/// let t = Timestamp::from_unix_seconds(0);
+/// let runners = [
+///     ObservedRunner::new("a", RunnerPhase::Failed, t),
+///     ObservedRunner::new("b", RunnerPhase::Running, t).with_runner_id(5).with_job(true),
+///     ObservedRunner::new("c", RunnerPhase::Pending, t),
+/// ];
+/// let c = cleanup(&runners);
+/// assert_eq!(c.delete, vec!["a".to_string()]);
+/// assert_eq!(c.waiting_for_jobs, vec!["b".to_string()]);
+/// assert_eq!(c.remove_then_delete[0].name, "c");
+/// assert!(!c.done);
+/// assert!(cleanup(&[]).done);
+/// ```
+pub fn cleanup(runners: &[ObservedRunner]) -> CleanupPlan {
+    let mut plan = CleanupPlan {
+        done: runners.is_empty(),
+        ..CleanupPlan::default()
+    };
+    for r in runners {
+        match r.bucket() {
+            Bucket::Deleting => {}
+            Bucket::Finished | Bucket::Failed | Bucket::Outdated => {
+                plan.delete.push(r.name.clone())
+            }
+            Bucket::Pending | Bucket::Running if r.has_job => {
+                plan.waiting_for_jobs.push(r.name.clone())
+            }
+            Bucket::Pending | Bucket::Running => plan.remove_then_delete.push(candidate(r)),
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests;
