@@ -324,13 +324,10 @@ proptest! {
             let live_before = world.iter().filter(|r| matches!(r.phase, RunnerPhase::Pending | RunnerPhase::Running)).count();
             let p = plan(spec(d.target, d.patch_id), &world, t(clock), &policy);
             world.retain(|r| !p.delete.contains(&r.name));
-            let mut removed = 0;
-            for c in &p.scale_down.candidates {
-                if removed == p.scale_down.count { break; }
+            for c in p.scale_down.candidates.iter().take(p.scale_down.count as usize) {
                 let i = world.iter().position(|r| r.name == c.name).expect("candidate exists");
                 prop_assert!(!world[i].has_job, "busy runner {} chosen", c.name);
                 world.remove(i);
-                removed += 1;
             }
             for _ in 0..p.create {
                 world.push(ObservedRunner::new(format!("n{next}"), RunnerPhase::Pending, t(clock))
