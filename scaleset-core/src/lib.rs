@@ -7,9 +7,11 @@
 //! | Module | Decides |
 //! |---|---|
 //! | [`desired`] | listener target count and `patchID` sequence |
+//! | [`ephemeral_runner`] | runner lifecycle: pod states, retry budget, JIT re-registration, finalizer |
 //! | [`runner_set`] | EphemeralRunnerSet creates, scale-down candidates, cleanup, status |
 //! | [`time`] | the `Timestamp` value type used for all time inputs |
 
 pub mod desired;
+pub mod ephemeral_runner;
 pub mod runner_set;
 pub mod time;

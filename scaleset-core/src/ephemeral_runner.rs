@@ -1,0 +1,668 @@
+//! EphemeralRunner lifecycle: what each observation of the runner and its pod means and what to do
+//! next (controllers.md 7.2-7.9, anchors.md pain points 8, 9 and 25).
+//!
+//! The reconciler builds a [`RunnerState`] from the EphemeralRunner status (and whether the JIT
+//! Secret exists), a [`PodObservation`] from the pod (or `None` when there is no pod), and calls
+//! [`decide`]. It carries out the returned [`Action`] and reconciles again on the next event or
+//! after the returned delay.
+//!
+//! Rules:
+//! * Retry budget ([`RetryPolicy`], ARC default 5 retries with backoff 0/5/10/20/40/80 s): only
+//!   failures that are the runner's fault (non-zero exit, failed init container, OOMKilled, an
+//!   image name that can never work) are charged. Cluster faults (eviction, `OutOf*`, node
+//!   shutdown or loss, preemption, a pod that vanished) reschedule without charging.
+//! * A JIT config is single-use: once the runner container has started, any pod loss means the
+//!   registration is spent, so the old runner is removed from the service and a new JIT config is
+//!   minted ([`Retry::fresh_registration`]). Before start, the same config is reused.
+//! * A runner that had a job when its pod was lost is deleted (the job is gone with it); ARC
+//!   does the same.
+//! * Exit code 0 is success (the EphemeralRunner is deleted), exit code 7 means the runner
+//!   version is deprecated (`Outdated`).
+//!
+//! ```
+//! use scaleset_core::ephemeral_runner::*;
+//! use scaleset_core::runner_set::RunnerPhase;
+//! use scaleset_core::time::Timestamp;
+//! let runner = RunnerState { jit_secret: true, runner_id: 7, ..RunnerState::default() };
+//! let now = Timestamp::from_unix_seconds(100);
+//! let policy = RetryPolicy::default();
+//! assert_eq!(decide(&runner, None, now, &policy), Action::CreatePod);
+//! let evicted = PodObservation { phase: PodPhase::Failed, reason: "Evicted".into(), ..PodObservation::default() };
+//! match decide(&runner, Some(&evicted), now, &policy) {
+//!     Action::RetryPod(r) => assert!(!r.charged && !r.fresh_registration),
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
+
+use crate::runner_set::RunnerPhase;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Pod-failure retry budget and backoff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Charged failures allowed before the runner is deleted (ARC: 5, i.e. 6 pod attempts).
+    pub max_failures: u32,
+    /// Wait after the n-th charged failure, indexed by the number of failures recorded; the last
+    /// entry repeats (ARC: 0, 5, 10, 20, 40, 80 s).
+    pub backoff: Vec<Duration>,
+    /// A pod-create rejection by quota or admission is retried this long, then the runner is
+    /// deleted so that it is recreated fresh (ARC: 10 min).
+    pub create_retry_window: Duration,
+    /// How long a deletion waits on `JobStillRunning` once the pod is gone before it gives up
+    /// on the registration (the service expires the orphaned job itself).
+    pub orphaned_job_grace: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_failures: 5,
+            backoff: [0, 5, 10, 20, 40, 80]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            create_retry_window: Duration::from_secs(600),
+            orphaned_job_grace: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Wait after `failures` charged failures.
+    ///
+    /// ```
+    /// use scaleset_core::ephemeral_runner::RetryPolicy;
+    /// use std::time::Duration;
+    /// let p = RetryPolicy::default();
+    /// assert_eq!(p.backoff_for(0), Duration::ZERO);
+    /// assert_eq!(p.backoff_for(3), Duration::from_secs(20));
+    /// assert_eq!(p.backoff_for(99), Duration::from_secs(80));
+    /// ```
+    pub fn backoff_for(&self, failures: u32) -> Duration {
+        let idx = usize::try_from(failures).unwrap_or(usize::MAX);
+        self.backoff
+            .get(idx)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// What the EphemeralRunner controller knows about the runner itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerState {
+    /// `status.phase`.
+    pub phase: RunnerPhase,
+    /// `status.ready`.
+    pub ready: bool,
+    /// The JIT Secret exists.
+    pub jit_secret: bool,
+    /// `status.runnerId` (0 = not recorded yet).
+    pub runner_id: u64,
+    /// `status.jobId` / `jobRequestId` is set.
+    pub has_job: bool,
+    /// Number of charged failures (`len(status.failures)`).
+    pub failures: u32,
+    /// The latest charged failure.
+    pub last_failure: Option<Timestamp>,
+    /// `metadata.creationTimestamp`.
+    pub created_at: Timestamp,
+}
+
+impl Default for RunnerState {
+    fn default() -> Self {
+        RunnerState {
+            phase: RunnerPhase::Pending,
+            ready: false,
+            jit_secret: false,
+            runner_id: 0,
+            has_job: false,
+            failures: 0,
+            last_failure: None,
+            created_at: Timestamp::default(),
+        }
+    }
+}
+
+/// Pod `status.phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PodPhase {
+    /// `Pending` (or empty).
+    #[default]
+    Pending,
+    /// `Running`.
+    Running,
+    /// `Succeeded`.
+    Succeeded,
+    /// `Failed`.
+    Failed,
+    /// `Unknown` (node unreachable).
+    Unknown,
+}
+
+impl PodPhase {
+    /// Parses the pod phase string; empty is `Pending`.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "Running" => PodPhase::Running,
+            "Succeeded" => PodPhase::Succeeded,
+            "Failed" => PodPhase::Failed,
+            "Unknown" => PodPhase::Unknown,
+            _ => PodPhase::Pending,
+        }
+    }
+}
+
+/// State of the container named `runner` (or of a failed init container).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ContainerState {
+    /// Not reported yet.
+    #[default]
+    Absent,
+    /// Waiting, with its reason (`ContainerCreating`, `ImagePullBackOff`, `InvalidImageName`…).
+    Waiting {
+        /// `state.waiting.reason`.
+        reason: String,
+    },
+    /// Running.
+    Running,
+    /// Terminated.
+    Terminated {
+        /// `state.terminated.exitCode`.
+        exit_code: i32,
+        /// `state.terminated.reason` (`Completed`, `Error`, `OOMKilled`…).
+        reason: String,
+    },
+}
+
+/// What the reconciler observed of the runner pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PodObservation {
+    /// `status.phase`.
+    pub phase: PodPhase,
+    /// `status.reason` (`Evicted`, `OutOfcpu`, `NodeShutdown`…).
+    pub reason: String,
+    /// `status.message`.
+    pub message: String,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// The `runner` container.
+    pub runner: ContainerState,
+    /// The first init container that terminated with a non-zero exit code, if any:
+    /// `(name, exit code)`.
+    pub failed_init: Option<(String, i32)>,
+    /// The `Ready` condition with the latest transition is true.
+    pub ready: bool,
+}
+
+/// Whose fault a pod failure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fault {
+    /// The runner or its image/template: charged to the retry budget.
+    Runner,
+    /// The cluster (eviction, `OutOf*`, node loss, preemption, pod vanished): not charged.
+    Cluster,
+}
+
+/// Classifies a pod `status.reason` of a failed pod.
+///
+/// ```
+/// use scaleset_core::ephemeral_runner::{pod_reason_fault, Fault};
+/// assert_eq!(pod_reason_fault("Evicted"), Fault::Cluster);
+/// assert_eq!(pod_reason_fault("OutOfmemory"), Fault::Cluster);
+/// assert_eq!(pod_reason_fault("DeadlineExceeded"), Fault::Runner);
+/// ```
+pub fn pod_reason_fault(reason: &str) -> Fault {
+    const CLUSTER: &[&str] = &[
+        "Evicted",
+        "Preempting",
+        "Preempted",
+        "NodeShutdown",
+        "Shutdown",
+        "Terminated",
+        "NodeLost",
+        "NodeAffinity",
+        "UnexpectedAdmissionError",
+        "Deleted",
+    ];
+    if reason.starts_with("OutOf") || CLUSTER.contains(&reason) {
+        Fault::Cluster
+    } else {
+        Fault::Runner
+    }
+}
+
+/// Container waiting reasons that can never resolve on their own.
+const HOPELESS_WAITING: &[&str] = &["InvalidImageName", "ErrImageNeverPull"];
+
+/// How to reach the service when a runner goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceRemoval {
+    /// `RemoveRunner(runnerId)` before the Kubernetes change; an error is returned.
+    Before,
+    /// Delete first, then `RemoveRunner` best effort (errors only logged); the finalizer
+    /// retries anyway.
+    BestEffortAfter,
+    /// Nothing to remove (never registered, or the finalizer will do it).
+    None,
+}
+
+/// Why a runner is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeleteCause {
+    /// The runner container exited 0: its job is done.
+    Completed,
+    /// The pod was lost or failed while the runner had a job.
+    JobLost,
+    /// The retry budget is spent.
+    TooManyFailures,
+    /// Pod creation was rejected by quota or admission for longer than the retry window.
+    CreateRejected,
+    /// The JIT name is registered by another scale set.
+    NameTaken,
+}
+
+/// A pod retry (the pod is deleted, then recreated on a later pass).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    /// Record `failures[<pod uid>] = now` (runner's fault). Cluster faults are not recorded.
+    pub charged: bool,
+    /// The JIT config was used: `RemoveRunner(runnerId)` (tolerating not-found), delete the JIT
+    /// Secret, reset `runnerId`, `runnerName` and `phase`, so that a new config is minted.
+    pub fresh_registration: bool,
+    /// `status.reason`.
+    pub reason: String,
+    /// `status.message`.
+    pub message: String,
+}
+
+/// What the EphemeralRunner reconciler does next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Nothing now; reconcile again after the delay, or on the next event when `None`.
+    Wait(Option<Duration>),
+    /// Terminal phase (`Failed`, `Outdated`, `Succeeded`): delete the pod and the JIT Secret if
+    /// present; the set deletes the runner.
+    CleanupTerminal,
+    /// No JIT Secret: generate a JIT config (see [`on_runner_exists`] for a name conflict).
+    RequestJitConfig,
+    /// The JIT Secret exists but `status.runnerId` is not recorded: copy it from the Secret.
+    RecordRunnerId,
+    /// Create the runner pod.
+    CreatePod,
+    /// Copy phase, ready, reason and message from the pod into the status.
+    MirrorStatus {
+        /// New `status.phase`.
+        phase: RunnerPhase,
+        /// New `status.ready`.
+        ready: bool,
+    },
+    /// Delete the pod and retry.
+    RetryPod(Retry),
+    /// Delete the EphemeralRunner.
+    DeleteRunner {
+        /// Why.
+        cause: DeleteCause,
+        /// Service removal ordering.
+        removal: ServiceRemoval,
+    },
+    /// `phase=Outdated, reason=Outdated, message="Runner is deprecated"`, then `RemoveRunner`.
+    MarkOutdated,
+    /// `phase=Failed` with the reason and message, then `RemoveRunner`.
+    MarkFailed {
+        /// `status.reason` (e.g. `InvalidPod`).
+        reason: String,
+        /// `status.message`.
+        message: String,
+    },
+}
+
+/// The JIT config has been used: the runner container started at some point.
+fn jit_used(runner: &RunnerState, pod: Option<&PodObservation>) -> bool {
+    runner.phase == RunnerPhase::Running
+        || pod.is_some_and(|p| {
+            matches!(
+                p.runner,
+                ContainerState::Running | ContainerState::Terminated { .. }
+            )
+        })
+}
+
+/// Decides the next step for a runner that is not being deleted.
+pub fn decide(
+    runner: &RunnerState,
+    pod: Option<&PodObservation>,
+    now: Timestamp,
+    policy: &RetryPolicy,
+) -> Action {
+    if matches!(
+        runner.phase,
+        RunnerPhase::Succeeded | RunnerPhase::Failed | RunnerPhase::Outdated
+    ) {
+        return Action::CleanupTerminal;
+    }
+    if runner.failures > policy.max_failures {
+        return delete(DeleteCause::TooManyFailures, ServiceRemoval::Before);
+    }
+    let Some(pod) = pod else {
+        return without_pod(runner, now, policy);
+    };
+    if pod.deleting {
+        return Action::Wait(None);
+    }
+    let used = jit_used(runner, Some(pod));
+    if let ContainerState::Terminated { exit_code, reason } = &pod.runner {
+        return match exit_code {
+            0 => delete(DeleteCause::Completed, ServiceRemoval::None),
+            7 => Action::MarkOutdated,
+            code => {
+                let fault = if pod.phase == PodPhase::Failed {
+                    pod_reason_fault(&pod.reason)
+                } else {
+                    Fault::Runner
+                };
+                let why = format!("runner container exited with code {code} ({reason})");
+                failure(
+                    runner,
+                    fault,
+                    used,
+                    reason_or(&pod.reason, reason),
+                    why,
+                    policy,
+                )
+            }
+        };
+    }
+    if pod.phase == PodPhase::Failed {
+        let why = if pod.message.is_empty() {
+            "pod failed before the runner container terminated".to_string()
+        } else {
+            pod.message.clone()
+        };
+        let reason = reason_or(&pod.reason, "PodFailed");
+        return failure(
+            runner,
+            pod_reason_fault(&pod.reason),
+            used,
+            reason,
+            why,
+            policy,
+        );
+    }
+    if let Some((name, code)) = &pod.failed_init {
+        let why = format!("init container {name} exited with code {code}");
+        return failure(
+            runner,
+            Fault::Runner,
+            used,
+            "InitContainerFailed".into(),
+            why,
+            policy,
+        );
+    }
+    match &pod.runner {
+        ContainerState::Absent => Action::Wait(None),
+        ContainerState::Waiting { reason } if HOPELESS_WAITING.contains(&reason.as_str()) => {
+            let why = format!("runner container cannot start: {reason}");
+            failure(runner, Fault::Runner, used, reason.clone(), why, policy)
+        }
+        _ => mirror(runner, pod),
+    }
+}
+
+fn reason_or(reason: &str, fallback: &str) -> String {
+    if reason.is_empty() { fallback } else { reason }.to_string()
+}
+
+fn delete(cause: DeleteCause, removal: ServiceRemoval) -> Action {
+    Action::DeleteRunner { cause, removal }
+}
+
+fn without_pod(runner: &RunnerState, now: Timestamp, policy: &RetryPolicy) -> Action {
+    if !runner.jit_secret {
+        return Action::RequestJitConfig;
+    }
+    if runner.runner_id == 0 {
+        return Action::RecordRunnerId;
+    }
+    if jit_used(runner, None) {
+        // The pod vanished after the runner started (node loss, manual delete).
+        return failure(
+            runner,
+            Fault::Cluster,
+            true,
+            "PodVanished".into(),
+            "the runner pod disappeared after the runner started".into(),
+            policy,
+        );
+    }
+    if let Some(last) = runner.last_failure {
+        let ready_at = last + policy.backoff_for(runner.failures);
+        if now < ready_at {
+            return Action::Wait(Some(ready_at.saturating_duration_since(now)));
+        }
+    }
+    Action::CreatePod
+}
+
+fn failure(
+    runner: &RunnerState,
+    fault: Fault,
+    jit_used: bool,
+    reason: String,
+    message: String,
+    policy: &RetryPolicy,
+) -> Action {
+    if runner.has_job {
+        return delete(DeleteCause::JobLost, ServiceRemoval::BestEffortAfter);
+    }
+    let charged = fault == Fault::Runner;
+    if charged && runner.failures >= policy.max_failures {
+        return delete(DeleteCause::TooManyFailures, ServiceRemoval::Before);
+    }
+    Action::RetryPod(Retry {
+        charged,
+        fresh_registration: jit_used,
+        reason,
+        message,
+    })
+}
+
+fn mirror(runner: &RunnerState, pod: &PodObservation) -> Action {
+    let phase = match pod.phase {
+        PodPhase::Running => RunnerPhase::Running,
+        PodPhase::Pending | PodPhase::Unknown => RunnerPhase::Pending,
+        PodPhase::Succeeded | PodPhase::Failed => return Action::Wait(None),
+    };
+    if phase == runner.phase && pod.ready == runner.ready {
+        Action::Wait(None)
+    } else {
+        Action::MirrorStatus {
+            phase,
+            ready: pod.ready,
+        }
+    }
+}
+
+/// Kinds of pod-create rejection, classified from the API error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodCreateError {
+    /// 409 AlreadyExists.
+    AlreadyExists,
+    /// 422 Invalid: the template is wrong.
+    Invalid,
+    /// 403 with `exceeded quota:`.
+    QuotaExceeded,
+    /// Rejected by an admission webhook (`admission webhook … denied the request`).
+    AdmissionDenied,
+    /// Any other 403 (e.g. unknown PriorityClass).
+    Forbidden,
+    /// Anything else (transport, 5xx).
+    Other,
+}
+
+impl PodCreateError {
+    /// Classifies an API error by HTTP status code and message.
+    ///
+    /// ```
+    /// use scaleset_core::ephemeral_runner::PodCreateError;
+    /// assert_eq!(PodCreateError::classify(403, "pods \"x\" is forbidden: exceeded quota: q"), PodCreateError::QuotaExceeded);
+    /// assert_eq!(PodCreateError::classify(422, "spec.containers: Required value"), PodCreateError::Invalid);
+    /// ```
+    pub fn classify(code: u16, message: &str) -> Self {
+        match code {
+            409 => PodCreateError::AlreadyExists,
+            422 => PodCreateError::Invalid,
+            403 if message.contains("exceeded quota:") => PodCreateError::QuotaExceeded,
+            400 | 403 if message.contains("admission webhook") => PodCreateError::AdmissionDenied,
+            403 => PodCreateError::Forbidden,
+            _ => PodCreateError::Other,
+        }
+    }
+}
+
+/// What to do when creating the pod failed. `Other` errors are returned by the reconciler
+/// (rate-limited requeue); this yields `Wait(None)` for them.
+pub fn on_pod_create_error(
+    error: PodCreateError,
+    message: &str,
+    runner: &RunnerState,
+    now: Timestamp,
+    policy: &RetryPolicy,
+) -> Action {
+    match error {
+        PodCreateError::AlreadyExists => Action::Wait(Some(Duration::from_secs(5))),
+        PodCreateError::Invalid | PodCreateError::Forbidden => Action::MarkFailed {
+            reason: "InvalidPod".into(),
+            message: format!("Failed to create the pod: {message}"),
+        },
+        PodCreateError::QuotaExceeded | PodCreateError::AdmissionDenied => {
+            if now.saturating_duration_since(runner.created_at) >= policy.create_retry_window {
+                delete(DeleteCause::CreateRejected, ServiceRemoval::None)
+            } else {
+                Action::Wait(Some(Duration::from_secs(30)))
+            }
+        }
+        PodCreateError::Other => Action::Wait(None),
+    }
+}
+
+/// A runner of the same name found after `RunnerExists` from the JIT request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExistingRunner {
+    /// Its runner id.
+    pub id: u64,
+    /// The scale set it belongs to.
+    pub scale_set_id: u64,
+}
+
+/// What to do about a JIT name conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JitConflict {
+    /// Retry the JIT request later (rate-limited).
+    Retry,
+    /// Remove the stale registration (ours), then retry.
+    RemoveThenRetry {
+        /// Runner id to remove.
+        runner_id: u64,
+    },
+    /// The name belongs to another scale set: delete this EphemeralRunner.
+    Delete,
+}
+
+/// Decides on `RunnerExists` from `generatejitconfig` after looking the name up.
+///
+/// ```
+/// use scaleset_core::ephemeral_runner::{on_runner_exists, ExistingRunner, JitConflict};
+/// let mine = ExistingRunner { id: 4, scale_set_id: 9 };
+/// assert_eq!(on_runner_exists(Some(mine), 9), JitConflict::RemoveThenRetry { runner_id: 4 });
+/// assert_eq!(on_runner_exists(Some(mine), 8), JitConflict::Delete);
+/// assert_eq!(on_runner_exists(None, 9), JitConflict::Retry);
+/// ```
+pub fn on_runner_exists(existing: Option<ExistingRunner>, own_scale_set_id: u64) -> JitConflict {
+    match existing {
+        None => JitConflict::Retry,
+        Some(r) if r.scale_set_id == own_scale_set_id => {
+            JitConflict::RemoveThenRetry { runner_id: r.id }
+        }
+        Some(_) => JitConflict::Delete,
+    }
+}
+
+/// Result of `RemoveRunner` during deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoveResult {
+    /// 204 or 404: the registration is gone.
+    Removed,
+    /// `JobStillRunning`.
+    JobStillRunning,
+    /// Any other error.
+    Failed,
+}
+
+/// The next step of the deletion finalizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinalizerStep {
+    /// Call `RemoveRunner(runner_id)` and feed the result to [`after_remove`].
+    RemoveFromService {
+        /// The runner id.
+        runner_id: u64,
+    },
+    /// Drop the registration finalizer, delete pod, JIT Secret and hook resources, then drop the
+    /// main finalizer.
+    Release,
+    /// Try again after the delay.
+    RetryAfter(Duration),
+    /// Return the error (rate-limited requeue).
+    Error,
+}
+
+/// First finalizer step: a runner id of 0 (never registered) has nothing to remove.
+///
+/// `runner_id` should be `status.runnerId`, or the id in the JIT Secret when the status was not
+/// written yet.
+pub fn finalizer_start(registration_finalizer: bool, runner_id: u64) -> FinalizerStep {
+    if registration_finalizer && runner_id != 0 {
+        FinalizerStep::RemoveFromService { runner_id }
+    } else {
+        FinalizerStep::Release
+    }
+}
+
+/// Handles the `RemoveRunner` result during deletion.
+///
+/// `JobStillRunning` waits 30 s while the runner container is alive (a real job). Once the pod
+/// is gone nothing can finish the job, so the wait is bounded by
+/// [`RetryPolicy::orphaned_job_grace`] counted from the deletion request.
+///
+/// ```
+/// use scaleset_core::ephemeral_runner::*;
+/// use std::time::Duration;
+/// let p = RetryPolicy::default();
+/// let busy = after_remove(RemoveResult::JobStillRunning, true, Duration::from_secs(3600), &p);
+/// assert_eq!(busy, FinalizerStep::RetryAfter(Duration::from_secs(30)));
+/// let orphan = after_remove(RemoveResult::JobStillRunning, false, Duration::from_secs(3600), &p);
+/// assert_eq!(orphan, FinalizerStep::Release);
+/// ```
+pub fn after_remove(
+    result: RemoveResult,
+    runner_alive: bool,
+    deleting_for: Duration,
+    policy: &RetryPolicy,
+) -> FinalizerStep {
+    match result {
+        RemoveResult::Removed => FinalizerStep::Release,
+        RemoveResult::Failed => FinalizerStep::Error,
+        RemoveResult::JobStillRunning
+            if !runner_alive && deleting_for >= policy.orphaned_job_grace =>
+        {
+            FinalizerStep::Release
+        }
+        RemoveResult::JobStillRunning => FinalizerStep::RetryAfter(Duration::from_secs(30)),
+    }
+}
+
+#[cfg(test)]
+mod tests;
