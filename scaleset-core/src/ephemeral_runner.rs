@@ -549,6 +549,24 @@ pub fn on_pod_create_error(
     }
 }
 
+/// The JIT request's `workFolder`: the `workingDir` of the container named `runner`, or empty.
+///
+/// The work folder is not a property of the service-side scale set; a change to it is a runner
+/// template change, which reaches new runners through the EphemeralRunnerSet spec
+/// (see `autoscaling_runner_set::on_spec_drift`).
+///
+/// ```
+/// use scaleset_core::ephemeral_runner::jit_work_folder;
+/// assert_eq!(jit_work_folder(Some(" /home/runner/_work ")), "/home/runner/_work");
+/// assert_eq!(jit_work_folder(None), "");
+/// ```
+pub fn jit_work_folder(runner_working_dir: Option<&str>) -> String {
+    runner_working_dir
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// A runner of the same name found after `RunnerExists` from the JIT request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExistingRunner {

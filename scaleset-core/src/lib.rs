@@ -6,11 +6,13 @@
 //!
 //! | Module | Decides |
 //! |---|---|
+//! | [`autoscaling_runner_set`] | scale set create/adopt/update/re-create, URL change refusal, version gate, deletion order |
 //! | [`desired`] | listener target count and `patchID` sequence |
 //! | [`ephemeral_runner`] | runner lifecycle: pod states, retry budget, JIT re-registration, finalizer |
 //! | [`runner_set`] | EphemeralRunnerSet creates, scale-down candidates, cleanup, status |
 //! | [`time`] | the `Timestamp` value type used for all time inputs |
 
+pub mod autoscaling_runner_set;
 pub mod desired;
 pub mod ephemeral_runner;
 pub mod runner_set;

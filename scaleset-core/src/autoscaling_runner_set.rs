@@ -1,0 +1,522 @@
+//! AutoscalingRunnerSet decisions: the service-side scale set (create, adopt, update, re-create,
+//! refuse a moved URL), the version gate, spec-drift draining, and the deletion order of ADR
+//! 2022-10-27 (controllers.md 3.5, 4.2-4.9; anchors.md pain points 7 and 20).
+//!
+//! Scale-set sync: the reconciler builds a [`DesiredScaleSet`] from the spec, a [`Recorded`]
+//! from the ARS annotations, and a [`ServiceView`] from `GetRunnerScaleSetById` (404 or `null`
+//! = [`ServiceView::Missing`]), then calls [`sync_scale_set`].
+//!
+//! ```
+//! use scaleset_core::autoscaling_runner_set::*;
+//! let desired = DesiredScaleSet::from_spec("arc", None, None, &["gpu".into()], "https://github.com/org");
+//! let recorded = Recorded { id: Some(7), config_url: Some("https://github.com/org".into()) };
+//! let service = ServiceScaleSet { id: 7, name: "arc".into(), runner_group_id: 1,
+//!     runner_group_name: "Default".into(), labels: vec!["arc".into()] };
+//! match sync_scale_set(&desired, &recorded, &ServiceView::Found(service)) {
+//!     SyncStep::Update(u) => assert_eq!(u.labels, Some(vec!["arc".to_string(), "gpu".to_string()])),
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
+//!
+//! Deletion: observe the listener, the EphemeralRunnerSet, the recorded scale-set id and the
+//! chart's cleanup targets into a [`DeletionObservation`] and perform one [`DeletionStep`] per
+//! pass, from [`deletion_step`], until it returns [`DeletionStep::RemoveFinalizer`].
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Id of the default runner group.
+pub const DEFAULT_RUNNER_GROUP_ID: i64 = 1;
+
+/// What the spec asks of the service-side scale set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredScaleSet {
+    /// `spec.runnerScaleSetName`, or the ARS name when empty.
+    pub name: String,
+    /// `spec.runnerGroup`; `None` (empty) is the default group.
+    pub runner_group: Option<String>,
+    /// The name label first, then `spec.runnerScaleSetLabels` in order, without duplicates
+    /// (case-insensitive) or blanks.
+    pub labels: Vec<String>,
+    /// `spec.githubConfigUrl`.
+    pub config_url: String,
+}
+
+impl DesiredScaleSet {
+    /// Builds the desired scale set from the ARS name and spec fields.
+    pub fn from_spec(
+        ars_name: &str,
+        scale_set_name: Option<&str>,
+        runner_group: Option<&str>,
+        extra_labels: &[String],
+        config_url: &str,
+    ) -> Self {
+        let name = scale_set_name
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .unwrap_or(ars_name)
+            .to_string();
+        DesiredScaleSet {
+            labels: scale_set_labels(&name, extra_labels),
+            name,
+            runner_group: runner_group
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_string),
+            config_url: config_url.to_string(),
+        }
+    }
+}
+
+/// The scale set's labels: its name, then the extra labels; duplicates and blanks dropped.
+///
+/// ```
+/// use scaleset_core::autoscaling_runner_set::scale_set_labels;
+/// let l = scale_set_labels("linux-x64", &["gpu".into(), "Linux-X64".into(), " ".into()]);
+/// assert_eq!(l, ["linux-x64", "gpu"]);
+/// ```
+pub fn scale_set_labels(name: &str, extra: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for label in std::iter::once(name).chain(extra.iter().map(String::as_str)) {
+        let label = label.trim();
+        if !label.is_empty() && !out.iter().any(|l| l.eq_ignore_ascii_case(label)) {
+            out.push(label.to_string());
+        }
+    }
+    out
+}
+
+/// What the ARS annotations record about the scale set this ARS owns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// `runner-scale-set-id`, when present and a positive integer (see [`parse_scale_set_id`]).
+    pub id: Option<i64>,
+    /// The `githubConfigUrl` the scale set was created under, when recorded.
+    pub config_url: Option<String>,
+}
+
+/// Parses the `runner-scale-set-id` annotation; missing, unparsable or ≤ 0 is `None`.
+///
+/// ```
+/// use scaleset_core::autoscaling_runner_set::parse_scale_set_id;
+/// assert_eq!(parse_scale_set_id(Some("42")), Some(42));
+/// assert_eq!(parse_scale_set_id(Some("0")), None);
+/// assert_eq!(parse_scale_set_id(Some("x")), None);
+/// ```
+pub fn parse_scale_set_id(annotation: Option<&str>) -> Option<i64> {
+    annotation?.trim().parse::<i64>().ok().filter(|id| *id > 0)
+}
+
+/// A scale set as the service returned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceScaleSet {
+    /// `id`.
+    pub id: i64,
+    /// `name`.
+    pub name: String,
+    /// `runnerGroupId`.
+    pub runner_group_id: i64,
+    /// `runnerGroupName`.
+    pub runner_group_name: String,
+    /// Label names.
+    pub labels: Vec<String>,
+}
+
+/// The service's answer for the recorded id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceView {
+    /// The scale set exists.
+    Found(ServiceScaleSet),
+    /// 404 / `null`: the service lost it (e.g. deleted after 7 days unseen, ARC#4370).
+    Missing,
+}
+
+/// Changes to push with `UpdateRunnerScaleSet`; `None` fields are unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleSetUpdate {
+    /// New name.
+    pub name: Option<String>,
+    /// Move to this group; `Some(None)` means the default group (id 1).
+    pub runner_group: Option<Option<String>>,
+    /// New label list.
+    pub labels: Option<Vec<String>>,
+}
+
+impl ScaleSetUpdate {
+    /// No field changes.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.runner_group.is_none() && self.labels.is_none()
+    }
+}
+
+/// The githubConfigUrl changed after the scale set was created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error(
+    "spec.githubConfigUrl changed from {recorded:?} to {desired:?} after the runner scale set was created; \
+     a scale set cannot move between organizations, repositories or enterprises: set githubConfigUrl back \
+     to {recorded:?}, or delete this AutoscalingRunnerSet and create a new one for {desired:?}"
+)]
+pub struct ConfigUrlChanged {
+    /// The URL recorded at creation.
+    pub recorded: String,
+    /// The URL in the spec now.
+    pub desired: String,
+}
+
+/// The next scale-set action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncStep {
+    /// No scale set recorded: look it up by group and name (`GetRunnerScaleSet`) and adopt it
+    /// ([`on_lookup`]), or create it; then record id, name, group and config URL.
+    FindOrCreate,
+    /// The recorded scale set is gone on the service: drop the id annotation, then find or
+    /// create it again (the listener and runners pick up the new id).
+    Recreate {
+        /// The lost id.
+        lost_id: i64,
+    },
+    /// Record the config URL (set adopted from an installation that did not record it).
+    RecordConfigUrl,
+    /// Push these changes.
+    Update(ScaleSetUpdate),
+    /// Refuse: set the error state with this message and do nothing else.
+    Refuse(ConfigUrlChanged),
+    /// Nothing to do.
+    InSync,
+}
+
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim()
+        .trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim().trim_end_matches('/'))
+}
+
+fn same_labels(a: &[String], b: &[String]) -> bool {
+    let covers = |x: &[String], y: &[String]| {
+        x.iter()
+            .all(|l| y.iter().any(|m| m.eq_ignore_ascii_case(l)))
+    };
+    covers(a, b) && covers(b, a)
+}
+
+/// Decides the scale-set step for a live (not deleting) ARS.
+pub fn sync_scale_set(
+    desired: &DesiredScaleSet,
+    recorded: &Recorded,
+    service: &ServiceView,
+) -> SyncStep {
+    let Some(id) = recorded.id else {
+        return SyncStep::FindOrCreate;
+    };
+    match &recorded.config_url {
+        Some(url) if !same_url(url, &desired.config_url) => {
+            return SyncStep::Refuse(ConfigUrlChanged {
+                recorded: url.clone(),
+                desired: desired.config_url.clone(),
+            });
+        }
+        Some(_) => {}
+        None => return SyncStep::RecordConfigUrl,
+    }
+    let found = match service {
+        ServiceView::Missing => return SyncStep::Recreate { lost_id: id },
+        ServiceView::Found(s) => s,
+    };
+    let update = diff(desired, found);
+    if update.is_empty() {
+        SyncStep::InSync
+    } else {
+        SyncStep::Update(update)
+    }
+}
+
+fn diff(desired: &DesiredScaleSet, found: &ServiceScaleSet) -> ScaleSetUpdate {
+    let group_differs = match &desired.runner_group {
+        None => found.runner_group_id != DEFAULT_RUNNER_GROUP_ID,
+        Some(g) => !g.eq_ignore_ascii_case(&found.runner_group_name),
+    };
+    ScaleSetUpdate {
+        name: (!desired.name.eq_ignore_ascii_case(&found.name)).then(|| desired.name.clone()),
+        runner_group: group_differs.then(|| desired.runner_group.clone()),
+        labels: (!same_labels(&desired.labels, &found.labels)).then(|| desired.labels.clone()),
+    }
+}
+
+/// After an update: which requested changes the service did not apply. A non-empty result
+/// should become a status condition, not a retry loop (GHES without multi-label drops extra
+/// labels silently, ARC#4579).
+///
+/// ```
+/// use scaleset_core::autoscaling_runner_set::*;
+/// let asked = ScaleSetUpdate { labels: Some(vec!["a".into(), "gpu".into()]), ..Default::default() };
+/// let got = ServiceScaleSet { id: 1, name: "a".into(), runner_group_id: 1,
+///     runner_group_name: "Default".into(), labels: vec!["a".into()] };
+/// assert_eq!(not_applied(&asked, &got), ScaleSetUpdate { labels: asked.labels.clone(), ..Default::default() });
+/// ```
+pub fn not_applied(asked: &ScaleSetUpdate, returned: &ServiceScaleSet) -> ScaleSetUpdate {
+    ScaleSetUpdate {
+        name: asked
+            .name
+            .clone()
+            .filter(|n| !n.eq_ignore_ascii_case(&returned.name)),
+        runner_group: asked.runner_group.clone().filter(|g| match g {
+            None => returned.runner_group_id != DEFAULT_RUNNER_GROUP_ID,
+            Some(g) => !g.eq_ignore_ascii_case(&returned.runner_group_name),
+        }),
+        labels: asked
+            .labels
+            .clone()
+            .filter(|l| !same_labels(l, &returned.labels)),
+    }
+}
+
+/// Result of looking a scale set up by group and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Lookup {
+    /// Adopt this id (then sync on the next pass).
+    Adopt(i64),
+    /// Create a scale set with the desired name, group and labels (`disableUpdate: true`).
+    Create,
+}
+
+/// Adopt an existing scale set of the same name in the group, or create one.
+pub fn on_lookup(found: Option<&ServiceScaleSet>) -> Lookup {
+    match found {
+        Some(s) if s.id > 0 => Lookup::Adopt(s.id),
+        _ => Lookup::Create,
+    }
+}
+
+/// What to do when the runner pod spec of the ARS changed (controllers.md 4.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpecDrift {
+    /// Runners are still pending or running: stop the listener, wait (requeue 1 s).
+    Drain,
+    /// No active runners: patch the EphemeralRunnerSet spec in place.
+    PatchInPlace,
+}
+
+/// ARC's drain rule for an EphemeralRunnerSet spec change.
+pub fn on_spec_drift(pending_runners: u32, running_runners: u32) -> SpecDrift {
+    if pending_runners + running_runners > 0 {
+        SpecDrift::Drain
+    } else {
+        SpecDrift::PatchInPlace
+    }
+}
+
+/// The version gate (controllers.md 3.5): may this controller build manage an ARS with this
+/// `app.kubernetes.io/version` label? A refused ARS is deleted.
+///
+/// ```
+/// use scaleset_core::autoscaling_runner_set::version_allowed;
+/// assert!(version_allowed(Some("0.11.0"), "dev"));
+/// assert!(version_allowed(Some("0.11.1"), "0.11.0"));
+/// assert!(!version_allowed(Some("0.11.0"), "0.10.0"));
+/// assert!(!version_allowed(None, "0.14.2"));
+/// assert!(version_allowed(Some("abc"), "abc"));
+/// ```
+pub fn version_allowed(resource_version: Option<&str>, build_version: &str) -> bool {
+    if build_version == "dev" || build_version.starts_with("canary-") {
+        return true;
+    }
+    let Some(resource) = resource_version else {
+        return false;
+    };
+    if resource == build_version {
+        return true;
+    }
+    match (major_minor(resource), major_minor(build_version)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn major_minor(v: &str) -> Option<(u64, u64)> {
+    fn num(s: &str) -> Option<u64> {
+        let ok = !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && (s == "0" || !s.starts_with('0'));
+        ok.then(|| s.parse().ok()).flatten()
+    }
+    let mut parts = v.splitn(3, '.');
+    let major = num(parts.next()?)?;
+    let minor = match parts.next() {
+        None => 0,
+        Some(m) => num(m)?,
+    };
+    if let Some(rest) = parts.next() {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        num(&digits)?;
+    }
+    Some((major, minor))
+}
+
+/// Existence of a dependent object during deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Presence {
+    /// Not found.
+    Absent,
+    /// Exists, not being deleted.
+    Present,
+    /// Exists with a deletion timestamp.
+    Terminating,
+}
+
+/// Chart-created objects whose `actions.github.com/cleanup-protection` finalizer the ARS
+/// removes last, in this order (controllers.md 4.9 step 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum CleanupTarget {
+    /// `cleanup-kubernetes-mode-role-binding-name`.
+    KubernetesModeRoleBinding,
+    /// `cleanup-kubernetes-mode-role-name`.
+    KubernetesModeRole,
+    /// `cleanup-kubernetes-mode-service-account-name`.
+    KubernetesModeServiceAccount,
+    /// `cleanup-no-permission-service-account-name`.
+    NoPermissionServiceAccount,
+    /// `cleanup-github-secret-name`.
+    GithubSecret,
+    /// `cleanup-manager-role-binding`.
+    ManagerRoleBinding,
+    /// `cleanup-manager-role-name`.
+    ManagerRole,
+}
+
+impl CleanupTarget {
+    /// All targets in removal order.
+    pub const ORDER: [CleanupTarget; 7] = [
+        CleanupTarget::KubernetesModeRoleBinding,
+        CleanupTarget::KubernetesModeRole,
+        CleanupTarget::KubernetesModeServiceAccount,
+        CleanupTarget::NoPermissionServiceAccount,
+        CleanupTarget::GithubSecret,
+        CleanupTarget::ManagerRoleBinding,
+        CleanupTarget::ManagerRole,
+    ];
+}
+
+/// What the ARS reconciler observed during deletion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionObservation {
+    /// The AutoscalingListener (found by name or by the scale-set labels).
+    pub listener: Presence,
+    /// The EphemeralRunnerSet.
+    pub runner_set: Presence,
+    /// The EphemeralRunnerSet's `spec.replicas` is 0 and `spec.patchID` is 0.
+    pub runner_set_at_zero: bool,
+    /// The recorded scale-set id.
+    pub scale_set_id: Option<i64>,
+    /// Cleanup targets whose object still carries the cleanup-protection finalizer (objects
+    /// that are missing, or a forbidden GitHub Secret, are simply not listed).
+    pub protected: Vec<CleanupTarget>,
+}
+
+/// One deletion step; perform it, then reconcile again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeletionStep {
+    /// 1. Delete the listener so nothing patches the runner set any more.
+    StopListener,
+    /// Wait for the listener to go.
+    WaitForListener(Duration),
+    /// 2. Patch the runner set to `replicas: 0, patchID: 0` so no runner is created.
+    ScaleToZero,
+    /// 3. Delete the runner set; its finalizer stops idle runners, busy ones finish their job.
+    StopRunners,
+    /// 4. Wait for the runner set (and its runners) to go.
+    WaitForRunners(Duration),
+    /// 5. `DeleteRunnerScaleSet(id)`, then patch the id annotation away.
+    DeleteScaleSet(i64),
+    /// 6. Remove the cleanup-protection finalizer from this object.
+    RemoveCleanupFinalizer(CleanupTarget),
+    /// 7. Remove the ARS finalizer (not-found ignored). Deletion is complete.
+    RemoveFinalizer,
+}
+
+impl DeletionStep {
+    /// Position in the ADR 2022-10-27 order; steps never go backwards within one deletion.
+    pub fn stage(self) -> u8 {
+        match self {
+            DeletionStep::StopListener | DeletionStep::WaitForListener(_) => 1,
+            DeletionStep::ScaleToZero => 2,
+            DeletionStep::StopRunners | DeletionStep::WaitForRunners(_) => 3,
+            DeletionStep::DeleteScaleSet(_) => 4,
+            DeletionStep::RemoveCleanupFinalizer(_) => 5,
+            DeletionStep::RemoveFinalizer => 6,
+        }
+    }
+}
+
+/// Requeue while waiting for the listener or the runners during deletion (ARC: 5 s).
+pub const DELETION_WAIT: Duration = Duration::from_secs(5);
+
+/// Next deletion step: stop listener, scale to zero, stop runners, wait, delete the scale set,
+/// release chart objects, remove the finalizer.
+///
+/// ```
+/// use scaleset_core::autoscaling_runner_set::*;
+/// let mut o = DeletionObservation { listener: Presence::Present, runner_set: Presence::Present,
+///     runner_set_at_zero: false, scale_set_id: Some(3), protected: vec![CleanupTarget::GithubSecret] };
+/// assert_eq!(deletion_step(&o), DeletionStep::StopListener);
+/// o.listener = Presence::Absent;
+/// assert_eq!(deletion_step(&o), DeletionStep::ScaleToZero);
+/// o.runner_set_at_zero = true;
+/// assert_eq!(deletion_step(&o), DeletionStep::StopRunners);
+/// o.runner_set = Presence::Absent;
+/// assert_eq!(deletion_step(&o), DeletionStep::DeleteScaleSet(3));
+/// o.scale_set_id = None;
+/// assert_eq!(deletion_step(&o), DeletionStep::RemoveCleanupFinalizer(CleanupTarget::GithubSecret));
+/// o.protected.clear();
+/// assert_eq!(deletion_step(&o), DeletionStep::RemoveFinalizer);
+/// ```
+pub fn deletion_step(o: &DeletionObservation) -> DeletionStep {
+    match o.listener {
+        Presence::Present => return DeletionStep::StopListener,
+        Presence::Terminating => return DeletionStep::WaitForListener(DELETION_WAIT),
+        Presence::Absent => {}
+    }
+    match o.runner_set {
+        Presence::Present if !o.runner_set_at_zero => return DeletionStep::ScaleToZero,
+        Presence::Present => return DeletionStep::StopRunners,
+        Presence::Terminating => return DeletionStep::WaitForRunners(DELETION_WAIT),
+        Presence::Absent => {}
+    }
+    if let Some(id) = o.scale_set_id {
+        return DeletionStep::DeleteScaleSet(id);
+    }
+    CleanupTarget::ORDER
+        .into_iter()
+        .find(|t| o.protected.contains(t))
+        .map_or(
+            DeletionStep::RemoveFinalizer,
+            DeletionStep::RemoveCleanupFinalizer,
+        )
+}
+
+/// ARS `status.phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArsPhase {
+    /// The spec changed and is being applied.
+    Pending,
+    /// Converged.
+    Running,
+    /// Runners are deprecated (exit code 7).
+    Outdated,
+    /// A configuration error the controller refuses to act on (e.g. [`ConfigUrlChanged`]).
+    Failed,
+}
+
+impl ArsPhase {
+    /// The status string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArsPhase::Pending => "Pending",
+            ArsPhase::Running => "Running",
+            ArsPhase::Outdated => "Outdated",
+            ArsPhase::Failed => "Failed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

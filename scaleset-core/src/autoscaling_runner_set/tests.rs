@@ -1,0 +1,299 @@
+use super::*;
+use proptest::prelude::*;
+
+const URL: &str = "https://github.com/org";
+
+fn desired() -> DesiredScaleSet {
+    DesiredScaleSet::from_spec("arc", None, None, &[], URL)
+}
+
+fn recorded() -> Recorded {
+    Recorded {
+        id: Some(7),
+        config_url: Some(URL.into()),
+    }
+}
+
+fn service() -> ServiceScaleSet {
+    ServiceScaleSet {
+        id: 7,
+        name: "arc".into(),
+        runner_group_id: 1,
+        runner_group_name: "Default".into(),
+        labels: vec!["arc".into()],
+    }
+}
+
+fn found(s: ServiceScaleSet) -> ServiceView {
+    ServiceView::Found(s)
+}
+
+/// controllers.md 14.1: a new ARS creates (or adopts) its scale set.
+#[test]
+fn missing_id_finds_or_creates() {
+    assert_eq!(
+        sync_scale_set(&desired(), &Recorded::default(), &ServiceView::Missing),
+        SyncStep::FindOrCreate
+    );
+    assert_eq!(on_lookup(Some(&service())), Lookup::Adopt(7));
+    assert_eq!(on_lookup(None), Lookup::Create);
+}
+
+#[test]
+fn in_sync_when_service_matches() {
+    assert_eq!(
+        sync_scale_set(&desired(), &recorded(), &found(service())),
+        SyncStep::InSync
+    );
+    // case differences are not drift
+    let mut s = service();
+    s.name = "ARC".into();
+    s.labels = vec!["Arc".into()];
+    assert_eq!(
+        sync_scale_set(&desired(), &recorded(), &found(s)),
+        SyncStep::InSync
+    );
+}
+
+/// controllers.md 14.6: runnerScaleSetName and runnerGroup changes are pushed to the service.
+#[test]
+fn rename_and_regroup_are_updates() {
+    let d = DesiredScaleSet::from_spec("arc", Some("arc-v2"), Some("gpu-group"), &[], URL);
+    let SyncStep::Update(u) = sync_scale_set(&d, &recorded(), &found(service())) else {
+        panic!("expected an update");
+    };
+    assert_eq!(u.name.as_deref(), Some("arc-v2"));
+    assert_eq!(u.runner_group, Some(Some("gpu-group".into())));
+    assert_eq!(u.labels, Some(vec!["arc-v2".to_string()]));
+}
+
+/// ARC quirk (controllers.md 4.4): emptying runnerGroup does not move back; here it does.
+#[test]
+fn empty_group_moves_back_to_default() {
+    let mut s = service();
+    s.runner_group_id = 9;
+    s.runner_group_name = "gpu".into();
+    let SyncStep::Update(u) = sync_scale_set(&desired(), &recorded(), &found(s)) else {
+        panic!("expected an update");
+    };
+    assert_eq!(u.runner_group, Some(None));
+}
+
+/// ARC#2445 / #4408: label edits after creation are pushed (ARC never pushes them).
+#[test]
+fn label_change_is_an_update() {
+    let d = DesiredScaleSet::from_spec("arc", None, None, &["gpu".into()], URL);
+    let SyncStep::Update(u) = sync_scale_set(&d, &recorded(), &found(service())) else {
+        panic!("expected an update");
+    };
+    assert_eq!(
+        u,
+        ScaleSetUpdate {
+            labels: Some(vec!["arc".into(), "gpu".into()]),
+            ..Default::default()
+        }
+    );
+}
+
+/// ARC#4579: labels silently dropped by the server are reported, not retried forever.
+#[test]
+fn dropped_labels_are_reported() {
+    let asked = ScaleSetUpdate {
+        labels: Some(vec!["arc".into(), "gpu".into()]),
+        ..Default::default()
+    };
+    assert_eq!(not_applied(&asked, &service()).labels, asked.labels);
+    let mut ok = service();
+    ok.labels.push("GPU".into());
+    assert!(not_applied(&asked, &ok).is_empty());
+}
+
+/// Quirk Q5 / ADR 2022-10-27: a changed githubConfigUrl is refused with a fix in the message.
+#[test]
+fn changed_config_url_is_refused() {
+    let d = DesiredScaleSet::from_spec("arc", None, None, &[], "https://github.com/other-org");
+    let SyncStep::Refuse(e) = sync_scale_set(&d, &recorded(), &found(service())) else {
+        panic!("expected a refusal");
+    };
+    let msg = e.to_string();
+    assert!(msg.contains("spec.githubConfigUrl"));
+    assert!(msg.contains("https://github.com/other-org"));
+    assert!(msg.contains("set githubConfigUrl back"));
+    // trailing slash and case are not a change
+    let d = DesiredScaleSet::from_spec("arc", None, None, &[], "https://GitHub.com/org/");
+    assert_eq!(
+        sync_scale_set(&d, &recorded(), &found(service())),
+        SyncStep::InSync
+    );
+}
+
+#[test]
+fn unrecorded_config_url_is_recorded_first() {
+    let r = Recorded {
+        id: Some(7),
+        config_url: None,
+    };
+    assert_eq!(
+        sync_scale_set(&desired(), &r, &found(service())),
+        SyncStep::RecordConfigUrl
+    );
+}
+
+/// ARC#4370 / #3935: the service lost the scale set: re-create it.
+#[test]
+fn lost_scale_set_is_recreated() {
+    assert_eq!(
+        sync_scale_set(&desired(), &recorded(), &ServiceView::Missing),
+        SyncStep::Recreate { lost_id: 7 }
+    );
+}
+
+/// controllers.md 4.6: drain while runners are active.
+#[test]
+fn spec_drift_drains_active_runners() {
+    assert_eq!(on_spec_drift(1, 0), SpecDrift::Drain);
+    assert_eq!(on_spec_drift(0, 2), SpecDrift::Drain);
+    assert_eq!(on_spec_drift(0, 0), SpecDrift::PatchInPlace);
+}
+
+/// controllers.md 3.5 table.
+#[test]
+fn version_gate_table() {
+    let cases = [
+        (Some("0.11.0"), "dev", true),
+        (Some("dev"), "0.11.0", false),
+        (Some("0.11.0"), "NA", false),
+        (Some("0.11.0"), "1.11.0", false),
+        (Some("0.11.0"), "0.10.0", false),
+        (Some("0.11.1"), "0.11.0", true),
+        (Some("abc"), "abc", true),
+        (None, "0.14.2", false),
+        (Some("0.11.0-rc1"), "0.11.3", true),
+        (Some("v0.11.0"), "0.11.0", false),
+        (Some("01.1.0"), "1.1.0", false),
+        (Some("1"), "1.0.5", true),
+        (Some("0.14.2"), "canary-abc", true),
+    ];
+    for (resource, build, want) in cases {
+        assert_eq!(
+            version_allowed(resource, build),
+            want,
+            "{resource:?} vs {build}"
+        );
+    }
+}
+
+/// controllers.md 14.2: deletion works without a recorded scale-set id.
+#[test]
+fn deletion_without_scale_set_id() {
+    let o = DeletionObservation {
+        listener: Presence::Absent,
+        runner_set: Presence::Absent,
+        runner_set_at_zero: false,
+        scale_set_id: None,
+        protected: vec![],
+    };
+    assert_eq!(deletion_step(&o), DeletionStep::RemoveFinalizer);
+}
+
+/// controllers.md 4.9 step 4 order.
+#[test]
+fn cleanup_finalizers_in_order() {
+    let o = DeletionObservation {
+        listener: Presence::Absent,
+        runner_set: Presence::Absent,
+        runner_set_at_zero: true,
+        scale_set_id: None,
+        protected: vec![
+            CleanupTarget::ManagerRole,
+            CleanupTarget::GithubSecret,
+            CleanupTarget::KubernetesModeRole,
+        ],
+    };
+    assert_eq!(
+        deletion_step(&o),
+        DeletionStep::RemoveCleanupFinalizer(CleanupTarget::KubernetesModeRole)
+    );
+}
+
+fn presence() -> impl Strategy<Value = Presence> {
+    prop_oneof![
+        Just(Presence::Absent),
+        Just(Presence::Present),
+        Just(Presence::Terminating)
+    ]
+}
+
+fn targets() -> impl Strategy<Value = Vec<CleanupTarget>> {
+    proptest::sample::subsequence(CleanupTarget::ORDER.to_vec(), 0..=7)
+}
+
+proptest! {
+    /// Deletion-order invariants for any observation.
+    #[test]
+    fn deletion_order_invariants(
+        listener in presence(), runner_set in presence(), at_zero in any::<bool>(),
+        id in proptest::option::of(1i64..100), protected in targets(),
+    ) {
+        let o = DeletionObservation { listener, runner_set, runner_set_at_zero: at_zero, scale_set_id: id, protected: protected.clone() };
+        let step = deletion_step(&o);
+        if listener != Presence::Absent {
+            prop_assert_eq!(step.stage(), 1);
+        }
+        if matches!(step, DeletionStep::ScaleToZero | DeletionStep::StopRunners | DeletionStep::WaitForRunners(_)) {
+            prop_assert_eq!(listener, Presence::Absent);
+        }
+        if matches!(step, DeletionStep::StopRunners) {
+            prop_assert!(at_zero);
+        }
+        if let DeletionStep::DeleteScaleSet(_) = step {
+            prop_assert!(listener == Presence::Absent && runner_set == Presence::Absent);
+        }
+        if let DeletionStep::RemoveCleanupFinalizer(_) = step {
+            prop_assert!(id.is_none() && runner_set == Presence::Absent);
+        }
+        if step == DeletionStep::RemoveFinalizer {
+            prop_assert!(listener == Presence::Absent && runner_set == Presence::Absent);
+            prop_assert!(id.is_none() && protected.is_empty());
+        }
+    }
+
+    /// Carrying out each step in a simulated cluster terminates, never goes backwards, and ends
+    /// with the finalizer removed.
+    #[test]
+    fn deletion_runs_to_completion_in_order(
+        listener in presence(), runner_set in presence(), at_zero in any::<bool>(),
+        id in proptest::option::of(1i64..100), protected in targets(), slow in 0u8..4,
+    ) {
+        let mut o = DeletionObservation { listener, runner_set, runner_set_at_zero: at_zero, scale_set_id: id, protected };
+        let mut stage = 0;
+        let mut waits = 0u8;
+        for _ in 0..40 {
+            let step = deletion_step(&o);
+            prop_assert!(step.stage() >= stage, "went back from {} to {:?}", stage, step);
+            stage = step.stage();
+            match step {
+                DeletionStep::StopListener => o.listener = Presence::Terminating,
+                DeletionStep::WaitForListener(_) => { waits += 1; if waits > slow { o.listener = Presence::Absent; } }
+                DeletionStep::ScaleToZero => o.runner_set_at_zero = true,
+                DeletionStep::StopRunners => o.runner_set = Presence::Terminating,
+                DeletionStep::WaitForRunners(_) => { waits += 1; if waits > slow * 2 { o.runner_set = Presence::Absent; } }
+                DeletionStep::DeleteScaleSet(_) => o.scale_set_id = None,
+                DeletionStep::RemoveCleanupFinalizer(t) => o.protected.retain(|x| *x != t),
+                DeletionStep::RemoveFinalizer => return Ok(()),
+            }
+        }
+        prop_assert!(false, "deletion did not finish");
+    }
+
+    /// Label lists are deduplicated, start with the name, and never contain blanks.
+    #[test]
+    fn labels_normalized(name in "[a-z]{1,8}", extra in proptest::collection::vec("[a-zA-Z ]{0,6}", 0..6)) {
+        let l = scale_set_labels(&name, &extra);
+        prop_assert_eq!(&l[0], &name);
+        for (i, a) in l.iter().enumerate() {
+            prop_assert!(!a.trim().is_empty());
+            prop_assert!(!l[i + 1..].iter().any(|b| b.eq_ignore_ascii_case(a)));
+        }
+    }
+}
