@@ -9,11 +9,13 @@
 //! | [`autoscaling_runner_set`] | scale set create/adopt/update/re-create, URL change refusal, version gate, deletion order |
 //! | [`desired`] | listener target count and `patchID` sequence |
 //! | [`ephemeral_runner`] | runner lifecycle: pod states, retry budget, JIT re-registration, finalizer |
+//! | [`listener_lifecycle`] | listener error handling in process, pod (re)creation with backoff by error class |
 //! | [`runner_set`] | EphemeralRunnerSet creates, scale-down candidates, cleanup, status |
 //! | [`time`] | the `Timestamp` value type used for all time inputs |
 
 pub mod autoscaling_runner_set;
 pub mod desired;
 pub mod ephemeral_runner;
+pub mod listener_lifecycle;
 pub mod runner_set;
 pub mod time;

@@ -1,0 +1,286 @@
+use super::*;
+use proptest::prelude::*;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_unix_seconds(secs)
+}
+
+fn p() -> LifecyclePolicy {
+    LifecyclePolicy::default()
+}
+
+/// ARC#4656: bad credentials must not restart the listener in a tight loop.
+#[test]
+fn bad_credentials_back_off_long_and_growing() {
+    let policy = p();
+    let mut h = ListenerHistory::default();
+    let mut now = 0;
+    let mut last_delay = Duration::ZERO;
+    for _ in 0..8 {
+        h = h.record(ExitClass::Auth, Duration::from_secs(3), t(now), &policy);
+        let at = h.next_start(&policy).expect("next start");
+        let delay = at.saturating_duration_since(t(now));
+        assert!(delay >= Duration::from_secs(60));
+        assert!(delay >= last_delay);
+        assert!(delay <= policy.restart_max);
+        assert!(matches!(
+            decide(&ListenerPod::Missing, true, &h, t(now + 1), &policy),
+            ListenerAction::Wait(Some(_))
+        ));
+        assert_eq!(
+            decide(&ListenerPod::Missing, true, &h, at, &policy),
+            ListenerAction::Create
+        );
+        last_delay = delay;
+        now = at.unix_millis() / 1000 + 3;
+    }
+    assert_eq!(last_delay, policy.restart_max);
+}
+
+/// controllers.md 14.10: a terminated or evicted listener is deleted and recreated (ARC#4331).
+#[test]
+fn terminated_and_evicted_pods_are_replaced() {
+    let h = ListenerHistory::default();
+    let term = ListenerPod::Terminated {
+        class: ExitClass::Transient,
+        ran_for: Duration::from_secs(5),
+    };
+    assert_eq!(
+        decide(&term, true, &h, t(0), &p()),
+        ListenerAction::Delete {
+            record: Some(ExitClass::Transient),
+            reset_history: false
+        }
+    );
+    assert_eq!(
+        decide(&ListenerPod::ClusterLost, true, &h, t(0), &p()),
+        ListenerAction::Delete {
+            record: None,
+            reset_history: false
+        }
+    );
+    // first transient failure: recreate at once (ARC parity)
+    let h = h.record(ExitClass::Transient, Duration::from_secs(5), t(0), &p());
+    assert_eq!(
+        decide(&ListenerPod::Missing, true, &h, t(0), &p()),
+        ListenerAction::Create
+    );
+}
+
+/// A configuration change (e.g. rotated credentials) recreates at once and clears the backoff.
+#[test]
+fn config_change_resets_backoff() {
+    let h = ListenerHistory::default().record(ExitClass::Auth, Duration::ZERO, t(0), &p());
+    assert_eq!(
+        decide(&ListenerPod::Running, false, &h, t(1), &p()),
+        ListenerAction::Delete {
+            record: None,
+            reset_history: true
+        }
+    );
+    assert_eq!(
+        decide(
+            &ListenerPod::Missing,
+            true,
+            &ListenerHistory::default(),
+            t(1),
+            &p()
+        ),
+        ListenerAction::Create
+    );
+}
+
+#[test]
+fn stable_run_restarts_count_and_shutdown_is_not_a_failure() {
+    let policy = p();
+    let h = ListenerHistory {
+        consecutive_failures: 6,
+        last_failure: Some(t(0)),
+        last_class: Some(ExitClass::Transient),
+    };
+    let h2 = h.record(
+        ExitClass::Transient,
+        Duration::from_secs(3600),
+        t(10),
+        &policy,
+    );
+    assert_eq!(h2.consecutive_failures, 1);
+    assert_eq!(
+        h.record(ExitClass::Shutdown, Duration::ZERO, t(10), &policy),
+        h
+    );
+}
+
+#[test]
+fn running_is_healthy_and_pending_waits() {
+    let h = ListenerHistory::default();
+    assert_eq!(
+        decide(&ListenerPod::Running, true, &h, t(0), &p()),
+        ListenerAction::Healthy
+    );
+    assert_eq!(
+        decide(&ListenerPod::Pending, true, &h, t(0), &p()),
+        ListenerAction::Wait(None)
+    );
+    assert_eq!(
+        decide(&ListenerPod::Deleting, false, &h, t(0), &p()),
+        ListenerAction::Wait(None)
+    );
+}
+
+/// ARC#3209 / #4285: 409 session conflict is retried (10 × 30 s like the old listener), then exits.
+#[test]
+fn session_conflict_retries_then_exits() {
+    let policy = p();
+    for n in 1..=10 {
+        assert_eq!(
+            on_error(ErrorClass::SessionConflict, n, &policy),
+            InProcess::RetryAfter(Duration::from_secs(30))
+        );
+    }
+    assert_eq!(
+        on_error(ErrorClass::SessionConflict, 11, &policy),
+        InProcess::Exit(ExitClass::Conflict)
+    );
+}
+
+/// ARC#4356 / scaleset#123: refresh 404 re-creates the session instead of crashing.
+#[test]
+fn session_not_found_recreates_session() {
+    assert_eq!(
+        on_error(ErrorClass::SessionNotFound, 1, &p()),
+        InProcess::RecreateSession
+    );
+    assert_eq!(
+        on_error(ErrorClass::SessionNotFound, 2, &p()),
+        InProcess::RecreateSession
+    );
+    assert!(matches!(
+        on_error(ErrorClass::SessionNotFound, 3, &p()),
+        InProcess::RetryAfter(_)
+    ));
+}
+
+/// listener.md 4.3: 401 on a queue call refreshes the session once.
+#[test]
+fn queue_token_expired_refreshes_once() {
+    assert_eq!(
+        on_error(ErrorClass::QueueTokenExpired, 1, &p()),
+        InProcess::RefreshSession
+    );
+    assert!(matches!(
+        on_error(ErrorClass::QueueTokenExpired, 2, &p()),
+        InProcess::RetryAfter(_)
+    ));
+}
+
+/// ARC#3591 / #3529: transient protocol errors are retried in process with backoff.
+#[test]
+fn transient_errors_back_off_then_exit() {
+    let policy = p();
+    assert_eq!(
+        on_error(ErrorClass::Transient, 1, &policy),
+        InProcess::RetryAfter(Duration::from_secs(1))
+    );
+    assert_eq!(
+        on_error(ErrorClass::Transient, 3, &policy),
+        InProcess::RetryAfter(Duration::from_secs(4))
+    );
+    assert_eq!(
+        on_error(ErrorClass::Transient, 10, &policy),
+        InProcess::RetryAfter(Duration::from_secs(60))
+    );
+    assert_eq!(
+        on_error(ErrorClass::Transient, 11, &policy),
+        InProcess::Exit(ExitClass::Transient)
+    );
+    assert_eq!(
+        on_error(
+            ErrorClass::RateLimited(Some(Duration::from_secs(90))),
+            1,
+            &policy
+        ),
+        InProcess::RetryAfter(Duration::from_secs(90))
+    );
+}
+
+#[test]
+fn deterministic_errors_exit_with_their_class() {
+    assert_eq!(
+        on_error(ErrorClass::InvalidConfig, 1, &p()),
+        InProcess::Exit(ExitClass::Config)
+    );
+    assert_eq!(
+        on_error(ErrorClass::ScaleSetNotFound, 1, &p()),
+        InProcess::Exit(ExitClass::ScaleSetMissing)
+    );
+    assert_eq!(
+        on_error(ErrorClass::Shutdown, 1, &p()),
+        InProcess::Exit(ExitClass::Shutdown)
+    );
+    assert!(ExitClass::Auth.is_deterministic() && !ExitClass::Transient.is_deterministic());
+}
+
+#[test]
+fn termination_messages_round_trip() {
+    for (class, _) in ExitClass::TOKENS {
+        let m = class.termination_message("detail: with colon");
+        assert_eq!(ExitClass::from_termination_message(&m), class);
+    }
+    assert_eq!(
+        ExitClass::from_termination_message(""),
+        ExitClass::Transient
+    );
+}
+
+fn any_class() -> impl Strategy<Value = ExitClass> {
+    proptest::sample::select(
+        ExitClass::TOKENS
+            .iter()
+            .map(|(c, _)| *c)
+            .collect::<Vec<_>>(),
+    )
+}
+
+proptest! {
+    /// Restart delays never shrink while failures continue, never exceed the cap, and a
+    /// deterministic failure always waits at least the deterministic base.
+    #[test]
+    fn restart_delay_monotone_and_capped(class in any_class(), n in 1u32..100) {
+        let policy = p();
+        let d = restart_delay(class, n, &policy);
+        prop_assert!(d <= policy.restart_max);
+        prop_assert!(restart_delay(class, n + 1, &policy) >= d);
+        if class.is_deterministic() {
+            prop_assert!(d >= policy.deterministic_base);
+        }
+    }
+
+    /// Any sequence of in-process errors ends in an exit or keeps retrying with bounded delays;
+    /// deterministic errors exit immediately.
+    #[test]
+    fn in_process_steps_bounded(attempt in 1u32..50, kind in 0u8..9) {
+        let class = match kind {
+            0 => ErrorClass::Transient,
+            1 => ErrorClass::RateLimited(None),
+            2 => ErrorClass::SessionConflict,
+            3 => ErrorClass::SessionNotFound,
+            4 => ErrorClass::QueueTokenExpired,
+            5 => ErrorClass::Unauthorized,
+            6 => ErrorClass::ScaleSetNotFound,
+            7 => ErrorClass::InvalidConfig,
+            _ => ErrorClass::Shutdown,
+        };
+        let policy = p();
+        match on_error(class, attempt, &policy) {
+            InProcess::RetryAfter(d) => {
+                prop_assert!(d <= policy.transient_max.max(policy.conflict_interval));
+                prop_assert!(attempt <= policy.transient_attempts.max(policy.conflict_attempts));
+            }
+            InProcess::Exit(_) | InProcess::RefreshSession | InProcess::RecreateSession => {}
+        }
+        if kind >= 5 {
+            prop_assert!(matches!(on_error(class, attempt, &policy), InProcess::Exit(_)));
+        }
+    }
+}
