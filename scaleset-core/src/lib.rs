@@ -10,6 +10,7 @@
 //! | [`desired`] | listener target count and `patchID` sequence |
 //! | [`ephemeral_runner`] | runner lifecycle: pod states, retry budget, JIT re-registration, finalizer |
 //! | [`listener_lifecycle`] | listener error handling in process, pod (re)creation with backoff by error class |
+//! | [`naming`] | ARC listener name hash, derived names, label values, config URL parsing |
 //! | [`runner_set`] | EphemeralRunnerSet creates, scale-down candidates, cleanup, status |
 //! | [`time`] | the `Timestamp` value type used for all time inputs |
 
@@ -17,5 +18,6 @@ pub mod autoscaling_runner_set;
 pub mod desired;
 pub mod ephemeral_runner;
 pub mod listener_lifecycle;
+pub mod naming;
 pub mod runner_set;
 pub mod time;
