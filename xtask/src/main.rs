@@ -4,6 +4,7 @@
 //! to `main`.
 
 mod controlplane;
+mod crds;
 mod helm;
 mod test;
 
@@ -30,6 +31,8 @@ enum Command {
     Test(test::TestArgs),
     /// Lint the Helm charts with real Helm.
     HelmLint,
+    /// Regenerate the controller chart's CRD YAML from the Rust types.
+    Crds,
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Controlplane { command } => controlplane::run(command),
         Command::Test(args) => test::run(&args),
         Command::HelmLint => helm::lint_charts(),
+        Command::Crds => crds::generate(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,149 @@
+//! The four custom resources of group `actions.github.com/v1alpha1`, field for field ARC's.
+//!
+//! [`all`] lists their definitions; [`file_name`] gives ARC's CRD file name for each.
+
+// kube's `printcolumn(type_ = ..)` repeats keys across columns, which this lint misreads.
+#![allow(clippy::duplicated_attributes)]
+
+mod autoscaling_listener;
+mod autoscaling_runner_set;
+mod common;
+mod ephemeral_runner;
+mod ephemeral_runner_set;
+
+pub use autoscaling_listener::{
+    AutoscalingListener, AutoscalingListenerSpec, AutoscalingListenerStatus,
+};
+pub use autoscaling_runner_set::{
+    AutoscalingRunnerSet, AutoscalingRunnerSetSpec, AutoscalingRunnerSetStatus,
+};
+pub use common::{
+    AzureKeyVaultConfig, CounterMetric, GaugeMetric, HistogramMetric, MetricsConfig, ProxyConfig,
+    ProxyServerConfig, ResourceMeta, TlsCertificateSource, TlsConfig, VaultConfig,
+};
+pub use ephemeral_runner::{EphemeralRunner, EphemeralRunnerSpec, EphemeralRunnerStatus};
+pub use ephemeral_runner_set::{
+    EphemeralRunnerSet, EphemeralRunnerSetSpec, EphemeralRunnerSetStatus,
+};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// API group of the four kinds.
+pub const GROUP: &str = "actions.github.com";
+/// API version of the four kinds.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of the four kinds.
+pub const API_VERSION: &str = "actions.github.com/v1alpha1";
+
+/// The four CustomResourceDefinitions, ready to install on Kubernetes 1.20 and later.
+///
+/// Like ARC's controller-gen output, the schemas carry no `default` values: schemars derives
+/// them from `#[serde(default)]`, and the API server would then write zero values into objects.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    vec![
+        AutoscalingListener::crd(),
+        AutoscalingRunnerSet::crd(),
+        EphemeralRunnerSet::crd(),
+        EphemeralRunner::crd(),
+    ]
+    .into_iter()
+    .map(without_defaults)
+    .collect()
+}
+
+fn without_defaults(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            strip_defaults(schema);
+        }
+    }
+    crd
+}
+
+fn strip_defaults(
+    schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
+) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray;
+    schema.default = None;
+    for props in [
+        &mut schema.properties,
+        &mut schema.pattern_properties,
+        &mut schema.definitions,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        props.values_mut().for_each(strip_defaults);
+    }
+    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of]
+        .into_iter()
+        .flatten()
+    {
+        list.iter_mut().for_each(strip_defaults);
+    }
+    if let Some(not) = schema.not.as_mut() {
+        strip_defaults(not);
+    }
+    match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(s)) => strip_defaults(s),
+        Some(JSONSchemaPropsOrArray::Schemas(list)) => list.iter_mut().for_each(strip_defaults),
+        None => {}
+    }
+    if let Some(
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrBool::Schema(s),
+    ) = schema.additional_properties.as_mut()
+    {
+        strip_defaults(s);
+    }
+}
+
+/// ARC's file name for a CRD: `actions.github.com_<plural>.yaml`.
+pub fn file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
+}
+
+/// Each CRD as ARC's file name and YAML text, in the order of [`all`].
+///
+/// This is what `cargo xtask crds` writes into `charts/gha-runner-scale-set-controller/crds/`.
+pub fn render_yaml() -> Result<Vec<(String, String)>, serde_saphyr::SerializeError> {
+    all()
+        .iter()
+        .map(|crd| {
+            let yaml = serde_saphyr::to_string(crd)?;
+            Ok((file_name(crd), format!("---\n{yaml}")))
+        })
+        .collect()
+}
+
+/// Installs (server-side apply, field manager `arc-rs-crds`) the four CRDs and waits until the
+/// API server reports each of them Established.
+pub async fn install(client: &kube::Client, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use kube::api::{Api, Patch, PatchParams};
+    use kube::runtime::{conditions, wait::await_condition};
+
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply("arc-rs-crds").force();
+    for crd in all() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        if let Err(e) = api.patch(&name, &params, &Patch::Apply(&crd)).await {
+            anyhow::bail!("installing CRD {name}: {e:?}");
+        }
+    }
+    for crd in all() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        tokio::time::timeout(
+            timeout,
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .with_context(|| format!("CRD {name} not Established within {timeout:?}"))?
+        .with_context(|| format!("watching CRD {name}"))?;
+    }
+    Ok(())
+}
