@@ -290,7 +290,8 @@ pub struct ScalePlan {
     pub delete: Vec<String>,
     /// Idle runners to remove for scale-down.
     pub scale_down: ScaleDown,
-    /// Status counters, from the runners as observed at the start of the pass.
+    /// Status counters over the runners this pass keeps (as observed at its start, without
+    /// the expired failed runners it deletes).
     pub status: SetStatus,
 }
 
@@ -327,18 +328,23 @@ pub fn plan(
     now: Timestamp,
     policy: &SetPolicy,
 ) -> ScalePlan {
-    let status = status(runners, policy);
     let latest = latest_patch_id(runners);
+    let expired = expired_failed(runners, now, policy);
+    let kept: Vec<ObservedRunner> = runners
+        .iter()
+        .filter(|r| !expired.contains(&r.name))
+        .cloned()
+        .collect();
+    let status = status(&kept, policy);
     let mut plan = ScalePlan {
         outcome: Outcome::Steady,
         latest_patch_id: latest,
         create: 0,
         stamp_patch_id: spec.patch_id,
-        delete: Vec::new(),
+        delete: expired,
         scale_down: ScaleDown::default(),
         status,
     };
-    plan.delete = expired_failed(runners, now, policy);
     if spec.patch_id != 0 && spec.patch_id == latest {
         plan.outcome = Outcome::AlreadyApplied;
         return plan;
@@ -348,21 +354,16 @@ pub fn plan(
         return plan;
     }
     plan.delete.extend(
-        runners
-            .iter()
+        kept.iter()
             .filter(|r| r.bucket() == Bucket::Finished)
             .map(|r| r.name.clone()),
     );
     let total = status.current_replicas;
     if total < spec.replicas {
-        let failed_now =
-            status
-                .failed
-                .saturating_sub(count_in(&plan.delete, runners, Bucket::Failed));
         let paused = !policy.count_failed
             && policy
                 .pause_after_failed
-                .is_some_and(|limit| failed_now >= limit);
+                .is_some_and(|limit| status.failed >= limit);
         if paused {
             plan.outcome = Outcome::CreationPaused;
         } else {
@@ -373,7 +374,7 @@ pub fn plan(
         if spec.patch_id == 0 {
             plan.scale_down = ScaleDown {
                 count: total - spec.replicas,
-                candidates: idle_candidates(runners),
+                candidates: idle_candidates(&kept),
             };
             plan.outcome = Outcome::ScaleDown;
         } else {
@@ -381,14 +382,6 @@ pub fn plan(
         }
     }
     plan
-}
-
-fn count_in(names: &[String], runners: &[ObservedRunner], bucket: Bucket) -> u32 {
-    let n = runners
-        .iter()
-        .filter(|r| r.bucket() == bucket && names.contains(&r.name))
-        .count();
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn expired_failed(runners: &[ObservedRunner], now: Timestamp, policy: &SetPolicy) -> Vec<String> {

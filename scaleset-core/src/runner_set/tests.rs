@@ -254,7 +254,16 @@ fn any_runners() -> impl Strategy<Value = Vec<ObservedRunner>> {
 }
 
 fn any_policy() -> impl Strategy<Value = SetPolicy> {
-    prop_oneof![Just(SetPolicy::default()), Just(SetPolicy::arc())]
+    (
+        any::<bool>(),
+        proptest::option::of(0u64..NOW as u64),
+        proptest::option::of(0u32..6),
+    )
+        .prop_map(|(count_failed, ttl, pause)| SetPolicy {
+            count_failed,
+            failed_ttl: ttl.map(Duration::from_secs),
+            pause_after_failed: pause,
+        })
 }
 
 proptest! {
@@ -278,6 +287,12 @@ proptest! {
         if patch > 0 {
             prop_assert!(p.scale_down.candidates.is_empty() && p.scale_down.count == 0);
         }
+        // no runner is both deleted and kept: the counts cover exactly the runners not deleted
+        let kept: Vec<ObservedRunner> =
+            runners.iter().filter(|r| !p.delete.contains(&r.name)).cloned().collect();
+        let mut expected = status(&kept, &policy);
+        expected.failed = kept.iter().filter(|r| r.phase == RunnerPhase::Failed && !r.deleting).count() as u32;
+        prop_assert_eq!(p.status, expected);
         // creation never overshoots the desired count
         prop_assert!(p.create == 0 || p.status.current_replicas + p.create == replicas);
         prop_assert!(p.create == 0 || p.scale_down.count == 0);
