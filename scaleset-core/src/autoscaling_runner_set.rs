@@ -292,16 +292,36 @@ pub fn on_lookup(found: Option<&ServiceScaleSet>) -> Lookup {
 pub enum SpecDrift {
     /// Runners are still pending or running: stop the listener, wait (requeue 1 s).
     Drain,
-    /// No active runners: patch the EphemeralRunnerSet spec in place.
+    /// Patch the EphemeralRunnerSet spec in place.
     PatchInPlace,
 }
 
-/// ARC's drain rule for an EphemeralRunnerSet spec change.
-pub fn on_spec_drift(pending_runners: u32, running_runners: u32) -> SpecDrift {
-    if pending_runners + running_runners > 0 {
-        SpecDrift::Drain
-    } else {
-        SpecDrift::PatchInPlace
+/// How an ARS spec change reaches existing runners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DriftPolicy {
+    /// ARC: delete the listener and wait until no runner is pending or running, then patch.
+    /// With `minRunners > 0` idle runners never drain and the listener stays down
+    /// (ARC#4432, #4200).
+    Drain,
+    /// Patch the EphemeralRunnerSet spec at once and leave its integrity-hash annotation to the
+    /// set controller, which then replaces idle and pending runners (busy ones finish on the
+    /// old spec). The listener keeps running.
+    #[default]
+    Replace,
+}
+
+/// Decides how to roll out an EphemeralRunnerSet spec change.
+///
+/// ```
+/// use scaleset_core::autoscaling_runner_set::{on_spec_drift, DriftPolicy, SpecDrift};
+/// assert_eq!(on_spec_drift(0, 3, DriftPolicy::Drain), SpecDrift::Drain);
+/// assert_eq!(on_spec_drift(0, 0, DriftPolicy::Drain), SpecDrift::PatchInPlace);
+/// assert_eq!(on_spec_drift(0, 3, DriftPolicy::Replace), SpecDrift::PatchInPlace);
+/// ```
+pub fn on_spec_drift(pending_runners: u32, running_runners: u32, policy: DriftPolicy) -> SpecDrift {
+    match policy {
+        DriftPolicy::Drain if pending_runners + running_runners > 0 => SpecDrift::Drain,
+        DriftPolicy::Drain | DriftPolicy::Replace => SpecDrift::PatchInPlace,
     }
 }
 

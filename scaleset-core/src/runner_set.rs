@@ -22,6 +22,10 @@
 //! * never-registered runners are preferred for scale-down (no service call is needed);
 //! * a spec whose `patchID` is older than a runner's stamp is a stale read: nothing is done.
 //!
+//! [`cleanup`] serves the set's deletion, an `Outdated` runner, and a change of
+//! `spec.ephemeralRunnerSpec` (integrity hash differs): run it once, then store the new hash;
+//! idle and pending runners are replaced on the new spec and busy ones finish on the old one.
+//!
 //! ```
 //! use scaleset_core::runner_set::{plan, ObservedRunner, Outcome, RunnerPhase, SetPolicy, SetSpec};
 //! use scaleset_core::time::Timestamp;

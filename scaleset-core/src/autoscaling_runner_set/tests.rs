@@ -148,12 +148,25 @@ fn lost_scale_set_is_recreated() {
     );
 }
 
-/// controllers.md 4.6: drain while runners are active.
+/// controllers.md 4.6 / 14.7: ARC drains while runners are active.
 #[test]
-fn spec_drift_drains_active_runners() {
-    assert_eq!(on_spec_drift(1, 0), SpecDrift::Drain);
-    assert_eq!(on_spec_drift(0, 2), SpecDrift::Drain);
-    assert_eq!(on_spec_drift(0, 0), SpecDrift::PatchInPlace);
+fn arc_spec_drift_drains_active_runners() {
+    assert_eq!(on_spec_drift(1, 0, DriftPolicy::Drain), SpecDrift::Drain);
+    assert_eq!(on_spec_drift(0, 2, DriftPolicy::Drain), SpecDrift::Drain);
+    assert_eq!(
+        on_spec_drift(0, 0, DriftPolicy::Drain),
+        SpecDrift::PatchInPlace
+    );
+}
+
+/// ARC#4432 / #4200: with idle minRunners the drain never ends; the default replaces instead.
+#[test]
+fn default_spec_drift_never_blocks_on_idle_runners() {
+    assert_eq!(DriftPolicy::default(), DriftPolicy::Replace);
+    assert_eq!(
+        on_spec_drift(0, 5, DriftPolicy::default()),
+        SpecDrift::PatchInPlace
+    );
 }
 
 /// controllers.md 3.5 table.
