@@ -99,8 +99,8 @@ pub struct RunnerState {
     pub ready: bool,
     /// The JIT Secret exists.
     pub jit_secret: bool,
-    /// `status.runnerId` (0 = not recorded yet).
-    pub runner_id: u64,
+    /// `status.runnerId` (0 or less = not recorded yet).
+    pub runner_id: i64,
     /// `status.jobId` / `jobRequestId` is set.
     pub has_job: bool,
     /// Number of charged failures (`len(status.failures)`).
@@ -424,7 +424,7 @@ fn without_pod(runner: &RunnerState, now: Timestamp, policy: &RetryPolicy) -> Ac
     if !runner.jit_secret {
         return Action::RequestJitConfig;
     }
-    if runner.runner_id == 0 {
+    if runner.runner_id <= 0 {
         return Action::RecordRunnerId;
     }
     if jit_used(runner, None) {
@@ -571,9 +571,9 @@ pub fn jit_work_folder(runner_working_dir: Option<&str>) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExistingRunner {
     /// Its runner id.
-    pub id: u64,
+    pub id: i64,
     /// The scale set it belongs to.
-    pub scale_set_id: u64,
+    pub scale_set_id: i64,
 }
 
 /// What to do about a JIT name conflict.
@@ -584,7 +584,7 @@ pub enum JitConflict {
     /// Remove the stale registration (ours), then retry.
     RemoveThenRetry {
         /// Runner id to remove.
-        runner_id: u64,
+        runner_id: i64,
     },
     /// The name belongs to another scale set: delete this EphemeralRunner.
     Delete,
@@ -599,7 +599,7 @@ pub enum JitConflict {
 /// assert_eq!(on_runner_exists(Some(mine), 8), JitConflict::Delete);
 /// assert_eq!(on_runner_exists(None, 9), JitConflict::Retry);
 /// ```
-pub fn on_runner_exists(existing: Option<ExistingRunner>, own_scale_set_id: u64) -> JitConflict {
+pub fn on_runner_exists(existing: Option<ExistingRunner>, own_scale_set_id: i64) -> JitConflict {
     match existing {
         None => JitConflict::Retry,
         Some(r) if r.scale_set_id == own_scale_set_id => {
@@ -626,7 +626,7 @@ pub enum FinalizerStep {
     /// Call `RemoveRunner(runner_id)` and feed the result to [`after_remove`].
     RemoveFromService {
         /// The runner id.
-        runner_id: u64,
+        runner_id: i64,
     },
     /// Drop the registration finalizer, delete pod, JIT Secret and hook resources, then drop the
     /// main finalizer.
@@ -641,8 +641,8 @@ pub enum FinalizerStep {
 ///
 /// `runner_id` should be `status.runnerId`, or the id in the JIT Secret when the status was not
 /// written yet.
-pub fn finalizer_start(registration_finalizer: bool, runner_id: u64) -> FinalizerStep {
-    if registration_finalizer && runner_id != 0 {
+pub fn finalizer_start(registration_finalizer: bool, runner_id: i64) -> FinalizerStep {
+    if registration_finalizer && runner_id > 0 {
         FinalizerStep::RemoveFromService { runner_id }
     } else {
         FinalizerStep::Release

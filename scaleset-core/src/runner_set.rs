@@ -106,8 +106,8 @@ pub struct ObservedRunner {
     pub deleting: bool,
     /// The parsed `actions.github.com/patch-id` annotation; `None` if missing or unparsable.
     pub patch_id: Option<i64>,
-    /// `status.runnerId`; 0 means the runner never registered.
-    pub runner_id: u64,
+    /// `status.runnerId`; 0 or less means the runner never registered.
+    pub runner_id: i64,
     /// `status.jobId` (or `jobRequestId`) is set: the runner has a job.
     pub has_job: bool,
     /// `metadata.creationTimestamp`.
@@ -132,7 +132,7 @@ impl ObservedRunner {
     }
 
     /// Sets `runner_id`.
-    pub fn with_runner_id(mut self, id: u64) -> Self {
+    pub fn with_runner_id(mut self, id: i64) -> Self {
         self.runner_id = id;
         self
     }
@@ -251,7 +251,7 @@ pub struct Candidate {
     pub name: String,
     /// Runner id to remove from the service first; `None` when it never registered (delete the
     /// EphemeralRunner only; its finalizer handles a registration minted meanwhile).
-    pub runner_id: Option<u64>,
+    pub runner_id: Option<i64>,
 }
 
 /// Scale-down work: remove candidates in order until `count` removals succeeded.
@@ -405,7 +405,7 @@ fn idle_candidates(runners: &[ObservedRunner]) -> Vec<Candidate> {
     let mut idle: Vec<&ObservedRunner> = runners.iter().filter(|r| r.is_idle_candidate()).collect();
     idle.sort_by_key(|r| {
         let group = match (r.runner_id, r.bucket()) {
-            (0, _) => 0,
+            (id, _) if id <= 0 => 0,
             (_, Bucket::Pending) => 1,
             _ => 2,
         };
@@ -417,7 +417,7 @@ fn idle_candidates(runners: &[ObservedRunner]) -> Vec<Candidate> {
 fn candidate(r: &ObservedRunner) -> Candidate {
     Candidate {
         name: r.name.clone(),
-        runner_id: (r.runner_id != 0).then_some(r.runner_id),
+        runner_id: (r.runner_id > 0).then_some(r.runner_id),
     }
 }
 

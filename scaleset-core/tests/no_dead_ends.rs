@@ -22,7 +22,7 @@ fn key(r: &RunnerState) -> Key {
         r.phase,
         r.ready,
         r.jit_secret,
-        r.runner_id != 0,
+        r.runner_id > 0,
         r.has_job,
         r.failures,
     )

@@ -462,7 +462,7 @@ fn any_runner() -> impl Strategy<Value = RunnerState> {
         ],
         any::<bool>(),
         any::<bool>(),
-        0u64..3,
+        -1i64..3,
         any::<bool>(),
         0u32..8,
     )

@@ -228,7 +228,7 @@ fn any_runners() -> impl Strategy<Value = Vec<ObservedRunner>> {
             any_phase(),
             any::<bool>(),
             proptest::option::of(0i64..6),
-            0u64..4,
+            -1i64..4,
             any::<bool>(),
             0i64..NOW,
         ),
@@ -276,7 +276,7 @@ proptest! {
             let r = runners.iter().find(|r| r.name == c.name).expect("candidate is a runner");
             prop_assert!(!r.has_job && !r.deleting);
             prop_assert!(matches!(r.phase, RunnerPhase::Pending | RunnerPhase::Running));
-            prop_assert_eq!(c.runner_id.unwrap_or(0), r.runner_id);
+            prop_assert_eq!(c.runner_id, (r.runner_id > 0).then_some(r.runner_id));
         }
         for name in &p.delete {
             let r = runners.iter().find(|r| &r.name == name).expect("deleted is a runner");
@@ -329,7 +329,7 @@ proptest! {
             clock += 30;
             // the world moves: a runner registers / starts / takes a job / fails / finishes
             if let Some(r) = world.get_mut(pick) {
-                if r.runner_id == 0 { r.runner_id = u64::from(next) + 100; }
+                if r.runner_id <= 0 { r.runner_id = i64::from(next) + 100; }
                 else if r.phase == RunnerPhase::Pending { r.phase = RunnerPhase::Running; }
                 else if fail { r.phase = RunnerPhase::Failed; r.failed_at = Some(t(clock)); }
                 else if !r.has_job { r.has_job = true; scaler.mark_dirty(); }
