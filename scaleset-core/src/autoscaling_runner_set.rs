@@ -540,3 +540,154 @@ impl ArsPhase {
 
 #[cfg(test)]
 mod tests;
+
+/// Everything the ARS reconciler observed, reduced to what orders its work (controllers.md 4.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArsObservation {
+    /// `deletionTimestamp` is set.
+    pub deleting: bool,
+    /// The ARS finalizer is present.
+    pub finalizer: bool,
+    /// [`version_allowed`] for the ARS version label.
+    pub version_allowed: bool,
+    /// The `integrity-hash` annotation equals hash(spec + labels).
+    pub spec_hash_current: bool,
+    /// Result of [`sync_scale_set`] (pass [`SyncStep::InSync`] when nothing is due).
+    pub scale_set: SyncStep,
+    /// The EphemeralRunnerSet.
+    pub runner_set: Presence,
+    /// Its `ephemeralRunnerSpec` matches the desired one.
+    pub runner_set_spec_current: bool,
+    /// Its labels, annotations and `ephemeralRunnerMetadata` include the desired ones.
+    pub runner_set_metadata_current: bool,
+    /// Pending + running runners, from its status.
+    pub active_runners: u32,
+    /// Its runners report a deprecated runner version (`Outdated`).
+    pub runner_set_outdated: bool,
+    /// The ARS status phase is already `Outdated`; it stays so until the spec changes.
+    pub phase_outdated: bool,
+    /// The AutoscalingListener (by name, or by the scale-set labels).
+    pub listener: Presence,
+    /// The listener's spec, labels and annotations match the desired ones (pull secrets
+    /// included, see quirk Q3).
+    pub listener_current: bool,
+    /// The ARS status already shows phase `Running` and the set's counters.
+    pub status_current: bool,
+}
+
+/// The one thing an ARS reconcile pass does next; carry it out, then reconcile again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArsStep {
+    /// The version gate refused this ARS: delete it.
+    DeleteSelf,
+    /// Deleting: this step of the deletion order (see [`deletion_step`]).
+    Deletion(DeletionObservationNeeded),
+    /// Add the ARS finalizer.
+    AddFinalizer,
+    /// Store the new integrity hash and set phase `Pending`.
+    MarkPending,
+    /// Scale-set work (find/create, re-create, update, record URL).
+    ScaleSet(SyncStep),
+    /// Set phase `Failed` with the error; nothing else happens until the spec changes.
+    Refuse(ConfigUrlChanged),
+    /// Runners report a deprecated version: set phase `Outdated`, stop the listener and scale
+    /// the runner set to zero (`replicas: 0, patchID: 0`) until the spec changes, which sets
+    /// phase `Pending` again (quirk Q6; ARC#4242). Without the sticky phase, deleting the
+    /// outdated runners would restart the listener and the cycle.
+    HoldOutdated {
+        /// The listener still exists and must be deleted.
+        stop_listener: bool,
+    },
+    /// Create the EphemeralRunnerSet.
+    CreateRunnerSet,
+    /// Roll out the runner spec.
+    RolloutRunnerSet(SpecDrift),
+    /// Merge the desired labels, annotations and `ephemeralRunnerMetadata` into the set.
+    PatchRunnerSetMetadata,
+    /// Create the listener.
+    CreateListener,
+    /// Delete the listener (stale spec); the next pass creates it again.
+    ReplaceListener,
+    /// Wait for the listener or runner set to finish terminating.
+    Wait(Duration),
+    /// Write phase `Running` and copy all counters from the runner set (quirk Q2).
+    UpdateStatus,
+    /// Converged.
+    Done,
+}
+
+/// Marker: during deletion, build a [`DeletionObservation`] and call [`deletion_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionObservationNeeded;
+
+/// Orders the ARS reconcile (controllers.md 4.2, with quirks Q1-Q3 and Q5-Q6 resolved).
+///
+/// ```
+/// use scaleset_core::autoscaling_runner_set::*;
+/// let mut o = ArsObservation {
+///     deleting: false, finalizer: true, version_allowed: true, spec_hash_current: true,
+///     scale_set: SyncStep::InSync, runner_set: Presence::Absent, runner_set_spec_current: false,
+///     runner_set_metadata_current: false, active_runners: 0, runner_set_outdated: false,
+///     phase_outdated: false,
+///     listener: Presence::Absent, listener_current: false, status_current: false,
+/// };
+/// assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::CreateRunnerSet);
+/// o.runner_set = Presence::Present;
+/// o.runner_set_spec_current = true;
+/// o.runner_set_metadata_current = true;
+/// assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::CreateListener);
+/// ```
+pub fn ars_step(o: &ArsObservation, drift: DriftPolicy) -> ArsStep {
+    if o.deleting {
+        return if o.finalizer {
+            ArsStep::Deletion(DeletionObservationNeeded)
+        } else {
+            ArsStep::Done
+        };
+    }
+    if !o.version_allowed {
+        return ArsStep::DeleteSelf;
+    }
+    if !o.finalizer {
+        return ArsStep::AddFinalizer;
+    }
+    if !o.spec_hash_current {
+        return ArsStep::MarkPending;
+    }
+    match &o.scale_set {
+        SyncStep::InSync => {}
+        SyncStep::Refuse(e) => return ArsStep::Refuse(e.clone()),
+        other => return ArsStep::ScaleSet(other.clone()),
+    }
+    match o.runner_set {
+        Presence::Absent => return ArsStep::CreateRunnerSet,
+        Presence::Terminating => return ArsStep::Wait(DELETION_WAIT),
+        Presence::Present => {}
+    }
+    if !o.runner_set_spec_current {
+        let rollout = on_spec_drift(o.active_runners, 0, drift);
+        if rollout == SpecDrift::Drain && o.listener == Presence::Present {
+            return ArsStep::ReplaceListener;
+        }
+        return ArsStep::RolloutRunnerSet(rollout);
+    }
+    if o.runner_set_outdated || o.phase_outdated {
+        return ArsStep::HoldOutdated {
+            stop_listener: o.listener == Presence::Present,
+        };
+    }
+    if !o.runner_set_metadata_current {
+        return ArsStep::PatchRunnerSetMetadata;
+    }
+    match o.listener {
+        Presence::Absent => return ArsStep::CreateListener,
+        Presence::Terminating => return ArsStep::Wait(DELETION_WAIT),
+        Presence::Present if !o.listener_current => return ArsStep::ReplaceListener,
+        Presence::Present => {}
+    }
+    if o.status_current {
+        ArsStep::Done
+    } else {
+        ArsStep::UpdateStatus
+    }
+}

@@ -6,7 +6,7 @@
 //!
 //! | Module | Decides |
 //! |---|---|
-//! | [`autoscaling_runner_set`] | scale set create/adopt/update/re-create, URL change refusal, version gate, deletion order |
+//! | [`autoscaling_runner_set`] | reconcile order (`ars_step`), scale set create/adopt/update/re-create, URL change refusal, version gate, spec rollout, deletion order |
 //! | [`desired`] | listener target count and `patchID` sequence |
 //! | [`ephemeral_runner`] | runner lifecycle: pod states, retry budget, JIT re-registration, finalizer |
 //! | [`listener_lifecycle`] | listener error handling in process, pod (re)creation with backoff by error class |

@@ -310,3 +310,217 @@ proptest! {
         }
     }
 }
+
+fn converged() -> ArsObservation {
+    ArsObservation {
+        deleting: false,
+        finalizer: true,
+        version_allowed: true,
+        spec_hash_current: true,
+        scale_set: SyncStep::InSync,
+        runner_set: Presence::Present,
+        runner_set_spec_current: true,
+        runner_set_metadata_current: true,
+        active_runners: 0,
+        runner_set_outdated: false,
+        phase_outdated: false,
+        listener: Presence::Present,
+        listener_current: true,
+        status_current: true,
+    }
+}
+
+/// controllers.md 14.3: steady state is stable.
+#[test]
+fn converged_ars_does_nothing() {
+    assert_eq!(
+        ars_step(&converged(), DriftPolicy::default()),
+        ArsStep::Done
+    );
+    let o = ArsObservation {
+        status_current: false,
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::UpdateStatus);
+}
+
+/// controllers.md 4.2 order: deletion, version gate, finalizer, hash, scale set.
+#[test]
+fn ars_step_order() {
+    let d = DriftPolicy::default();
+    let o = ArsObservation {
+        deleting: true,
+        version_allowed: false,
+        ..converged()
+    };
+    assert_eq!(
+        ars_step(&o, d),
+        ArsStep::Deletion(DeletionObservationNeeded)
+    );
+    let o = ArsObservation {
+        deleting: true,
+        finalizer: false,
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, d), ArsStep::Done);
+    let o = ArsObservation {
+        version_allowed: false,
+        finalizer: false,
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, d), ArsStep::DeleteSelf);
+    let o = ArsObservation {
+        finalizer: false,
+        spec_hash_current: false,
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, d), ArsStep::AddFinalizer);
+    let o = ArsObservation {
+        spec_hash_current: false,
+        scale_set: SyncStep::FindOrCreate,
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, d), ArsStep::MarkPending);
+    let o = ArsObservation {
+        scale_set: SyncStep::FindOrCreate,
+        runner_set: Presence::Absent,
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, d), ArsStep::ScaleSet(SyncStep::FindOrCreate));
+}
+
+/// Q5: a refused URL change stops everything else.
+#[test]
+fn refused_url_change_is_terminal_until_spec_changes() {
+    let e = ConfigUrlChanged {
+        recorded: "a".into(),
+        desired: "b".into(),
+    };
+    let o = ArsObservation {
+        scale_set: SyncStep::Refuse(e.clone()),
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::Refuse(e));
+}
+
+/// controllers.md 14.7 (ARC drain) versus the default in-place rollout (ARC#4432).
+#[test]
+fn spec_change_rollout() {
+    let o = ArsObservation {
+        runner_set_spec_current: false,
+        active_runners: 2,
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, DriftPolicy::Drain), ArsStep::ReplaceListener);
+    let gone = ArsObservation {
+        listener: Presence::Absent,
+        ..o.clone()
+    };
+    assert_eq!(
+        ars_step(&gone, DriftPolicy::Drain),
+        ArsStep::RolloutRunnerSet(SpecDrift::Drain)
+    );
+    assert_eq!(
+        ars_step(&o, DriftPolicy::Replace),
+        ArsStep::RolloutRunnerSet(SpecDrift::PatchInPlace)
+    );
+}
+
+/// controllers.md 14.4: a stale listener is replaced; Q6 / ARC#4242: outdated runners hold.
+#[test]
+fn listener_replacement_and_outdated_hold() {
+    let o = ArsObservation {
+        listener_current: false,
+        ..converged()
+    };
+    assert_eq!(
+        ars_step(&o, DriftPolicy::default()),
+        ArsStep::ReplaceListener
+    );
+    let o = ArsObservation {
+        runner_set_outdated: true,
+        ..converged()
+    };
+    assert_eq!(
+        ars_step(&o, DriftPolicy::default()),
+        ArsStep::HoldOutdated {
+            stop_listener: true
+        }
+    );
+    // the exit: a new runner template changes the spec hash
+    let o = ArsObservation {
+        runner_set_outdated: true,
+        spec_hash_current: false,
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::MarkPending);
+}
+
+fn any_obs() -> impl Strategy<Value = ArsObservation> {
+    (
+        proptest::collection::vec(any::<bool>(), 9),
+        prop_oneof![
+            Just(SyncStep::InSync),
+            Just(SyncStep::FindOrCreate),
+            Just(SyncStep::Recreate { lost_id: 3 }),
+            Just(SyncStep::RecordConfigUrl),
+            Just(SyncStep::Update(ScaleSetUpdate {
+                name: Some("x".into()),
+                ..Default::default()
+            })),
+        ],
+        presence(),
+        presence(),
+        0u32..3,
+    )
+        .prop_map(
+            |(b, scale_set, runner_set, listener, active)| ArsObservation {
+                deleting: false,
+                finalizer: b[0],
+                version_allowed: true,
+                spec_hash_current: b[1],
+                scale_set,
+                runner_set,
+                runner_set_spec_current: b[2],
+                runner_set_metadata_current: b[3],
+                active_runners: active,
+                runner_set_outdated: false,
+                phase_outdated: false,
+                listener,
+                listener_current: b[4],
+                status_current: b[5],
+            },
+        )
+}
+
+proptest! {
+    /// Carrying out each step in a simulated cluster converges to Done for either drift policy.
+    #[test]
+    fn ars_reconcile_converges(start in any_obs(), drain in any::<bool>()) {
+        let drift = if drain { DriftPolicy::Drain } else { DriftPolicy::Replace };
+        let mut o = start;
+        for _ in 0..40 {
+            let step = ars_step(&o, drift);
+            match step {
+                ArsStep::Done => return Ok(()),
+                ArsStep::AddFinalizer => o.finalizer = true,
+                ArsStep::MarkPending => { o.spec_hash_current = true; o.status_current = false; }
+                ArsStep::ScaleSet(_) => o.scale_set = SyncStep::InSync,
+                ArsStep::CreateRunnerSet => { o.runner_set = Presence::Present; o.runner_set_spec_current = true; o.runner_set_metadata_current = true; }
+                ArsStep::RolloutRunnerSet(SpecDrift::PatchInPlace) => o.runner_set_spec_current = true,
+                // draining: busy runners finish over time
+                ArsStep::RolloutRunnerSet(SpecDrift::Drain) => o.active_runners = o.active_runners.saturating_sub(1),
+                ArsStep::PatchRunnerSetMetadata => o.runner_set_metadata_current = true,
+                ArsStep::CreateListener => { o.listener = Presence::Present; o.listener_current = true; }
+                ArsStep::ReplaceListener => o.listener = Presence::Terminating,
+                ArsStep::Wait(_) => {
+                    if o.listener == Presence::Terminating { o.listener = Presence::Absent; }
+                    if o.runner_set == Presence::Terminating { o.runner_set = Presence::Absent; }
+                }
+                ArsStep::UpdateStatus => o.status_current = true,
+                other => prop_assert!(false, "unexpected step {:?}", other),
+            }
+        }
+        prop_assert!(false, "did not converge: {:?}", o);
+    }
+}
