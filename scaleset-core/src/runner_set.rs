@@ -474,5 +474,56 @@ pub fn cleanup(runners: &[ObservedRunner]) -> CleanupPlan {
     plan
 }
 
+/// What the EphemeralRunnerSet reconciler observed about the set itself (controllers.md 6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetObservation {
+    /// `deletionTimestamp` is set.
+    pub deleting: bool,
+    /// The set finalizer is present.
+    pub finalizer: bool,
+    /// The `integrity-hash` annotation equals hash(`spec.ephemeralRunnerSpec`).
+    pub spec_hash_current: bool,
+}
+
+/// The kind of work one EphemeralRunnerSet pass does; the runner-level work comes from
+/// [`cleanup`] or [`plan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetStep {
+    /// Deleting: carry out [`cleanup`]; when it reports `done`, delete the proxy Secret, then
+    /// remove the finalizer.
+    Finalize,
+    /// Add the set finalizer.
+    AddFinalizer,
+    /// The runner spec changed: carry out [`cleanup`] once, reconcile the proxy Secret, then
+    /// store the new hash.
+    ReplaceRunners,
+    /// Some runner is outdated: carry out [`cleanup`] (status phase `Outdated`).
+    CleanupOutdated,
+    /// Normal pass: reconcile the proxy Secret, carry out [`plan`], write its status.
+    Scale,
+}
+
+/// Orders the EphemeralRunnerSet reconcile.
+///
+/// ```
+/// use scaleset_core::runner_set::{set_step, SetObservation, SetStep};
+/// let o = SetObservation { deleting: false, finalizer: true, spec_hash_current: true };
+/// assert_eq!(set_step(&o, false), SetStep::Scale);
+/// assert_eq!(set_step(&o, true), SetStep::CleanupOutdated);
+/// ```
+pub fn set_step(o: &SetObservation, any_runner_outdated: bool) -> SetStep {
+    if o.deleting {
+        SetStep::Finalize
+    } else if !o.finalizer {
+        SetStep::AddFinalizer
+    } else if !o.spec_hash_current {
+        SetStep::ReplaceRunners
+    } else if any_runner_outdated {
+        SetStep::CleanupOutdated
+    } else {
+        SetStep::Scale
+    }
+}
+
 #[cfg(test)]
 mod tests;

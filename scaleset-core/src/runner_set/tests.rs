@@ -212,6 +212,30 @@ fn cleanup_partitions() {
     assert!(!c.done);
 }
 
+/// controllers.md 6.2 order: deletion, finalizer, spec change, outdated, scale.
+#[test]
+fn set_step_order() {
+    let all = |deleting, finalizer, spec_hash_current| SetObservation {
+        deleting,
+        finalizer,
+        spec_hash_current,
+    };
+    assert_eq!(set_step(&all(true, false, false), true), SetStep::Finalize);
+    assert_eq!(
+        set_step(&all(false, false, false), true),
+        SetStep::AddFinalizer
+    );
+    assert_eq!(
+        set_step(&all(false, true, false), true),
+        SetStep::ReplaceRunners
+    );
+    assert_eq!(
+        set_step(&all(false, true, true), true),
+        SetStep::CleanupOutdated
+    );
+    assert_eq!(set_step(&all(false, true, true), false), SetStep::Scale);
+}
+
 fn any_phase() -> impl Strategy<Value = RunnerPhase> {
     prop_oneof![
         Just(RunnerPhase::Pending),
