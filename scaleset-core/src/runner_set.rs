@@ -20,7 +20,8 @@
 //!   [`SetPolicy::failed_ttl`], and creation pauses while [`SetPolicy::pause_after_failed`] or
 //!   more are failed, so a broken pod template does not spin;
 //! * never-registered runners are preferred for scale-down (no service call is needed);
-//! * a spec whose `patchID` is older than a runner's stamp is a stale read: nothing is done.
+//! * a `patchID` lower than the newest runner stamp is acted on like any other (the listener
+//!   restarted and its sequence began again at 0);
 //!
 //! [`cleanup`] serves the set's deletion, an `Outdated` runner, and a change of
 //! `spec.ephemeralRunnerSpec` (integrity hash differs): run it once, then store the new hash;
@@ -230,8 +231,6 @@ impl SetPolicy {
 pub enum Outcome {
     /// The spec's `patchID` was already acted on; wait for the next patch.
     AlreadyApplied,
-    /// The spec's `patchID` is older than a runner's stamp (stale read); wait.
-    StaleSpec,
     /// Create runners.
     ScaleUp,
     /// Delete surplus idle runners (only with `patchID` 0).
@@ -351,10 +350,6 @@ pub fn plan(
     };
     if spec.patch_id != 0 && spec.patch_id == latest {
         plan.outcome = Outcome::AlreadyApplied;
-        return plan;
-    }
-    if spec.patch_id > 0 && spec.patch_id < latest {
-        plan.outcome = Outcome::StaleSpec;
         return plan;
     }
     plan.delete.extend(

@@ -137,12 +137,16 @@ fn arc_policy_keeps_failed_runners() {
     assert!(p.delete.is_empty());
 }
 
-/// A spec read older than the newest runner stamp is stale: do nothing.
+/// After a listener restart the sequence starts again (0, 1, 2, …) below the stamps of older
+/// runners; those lower patch ids must still scale up.
 #[test]
-fn stale_spec_does_nothing() {
-    let runners = [run("a", RunnerPhase::Running, 1).with_patch_id(7)];
-    let p = plan_default(spec(5, 6), &runners);
-    assert_eq!((p.outcome, p.create), (Outcome::StaleSpec, 0));
+fn lower_patch_id_after_listener_restart_still_scales() {
+    let runners = [run("a", RunnerPhase::Running, 1).with_patch_id(57)];
+    let p = plan_default(spec(5, 3), &runners);
+    assert_eq!(
+        (p.outcome, p.create, p.stamp_patch_id),
+        (Outcome::ScaleUp, 4, 3)
+    );
 }
 
 /// Listener restart sends patchID 0 even though runners carry higher stamps: authoritative.
