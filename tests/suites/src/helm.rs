@@ -461,3 +461,54 @@ pub async fn ensure_crds(client: &kube::Client) -> anyhow::Result<Crds> {
     }
     Ok(which)
 }
+
+/// ARC's chart-test value sets for the scale-set chart (every container mode with and without
+/// the runner TLS mount, both secret forms, limits, proxy, listener template and metrics, custom
+/// runner template, kube-mode claim and extra rules, labels/annotations/resourceMeta, key vault),
+/// each complete (URL, token, controller ServiceAccount) so it renders offline.
+pub fn scale_set_value_sets() -> Vec<Value> {
+    use serde_json::json;
+    let base = json!({
+        "githubConfigUrl": "https://github.com/actions/",
+        "githubConfigSecret": {"github_token": "gh_token12345"},
+        "controllerServiceAccount": {"name": "arc", "namespace": "arc-system"}
+    });
+    let tls = json!({"certificateFrom": {"configMapKeyRef": {"name": "ca", "key": "ca.crt"}}, "runnerMountPath": "/usr/local/share/ca-certificates/"});
+    let mut value_sets = Vec::new();
+    for mode in ["", "dind", "kubernetes", "kubernetes-novolume"] {
+        value_sets.push(json!({"containerMode": {"type": mode}}));
+        value_sets.push(json!({"containerMode": {"type": mode}, "githubServerTLS": tls}));
+    }
+    value_sets.extend([
+        json!({"githubConfigSecret": {"github_token": "", "github_app_id": "123", "github_app_installation_id": "456", "github_app_private_key": "-----BEGIN RSA PRIVATE KEY-----\nabc\n-----END RSA PRIVATE KEY-----\n"}}),
+        json!({"githubConfigSecret": "pre-defined-secret"}),
+        json!({"minRunners": 1, "maxRunners": 5, "runnerGroup": "group", "runnerScaleSetName": "named-set", "scaleSetLabels": ["linux", "x64"]}),
+        json!({"proxy": {"http": {"url": "http://proxy:3128", "credentialSecretRef": "proxy-auth"}, "https": {"url": "http://proxy:3128"}, "noProxy": ["example.com"]}}),
+        json!({"listenerTemplate": {"metadata": {"labels": {"l": "1"}}, "spec": {"containers": [{"name": "listener", "securityContext": {"runAsUser": 1000}}, {"name": "side-car", "image": "busybox"}]}}}),
+        json!({"listenerMetrics": {"counters": {"gha_started_jobs_total": {"labels": ["repository"]}}, "histograms": {"gha_job_startup_duration_seconds": {"labels": ["repository"], "buckets": [1.0, 5.0, 10.0]}}}}),
+        json!({"template": {"metadata": {"labels": {"t": "1"}}, "spec": {"serviceAccountName": "custom", "nodeSelector": {"kubernetes.io/os": "linux"},
+               "containers": [{"name": "runner", "image": "ghcr.io/actions/actions-runner:latest", "command": ["/home/runner/run.sh"], "resources": {"limits": {"cpu": "2"}}}, {"name": "other", "image": "busybox"}]}}}),
+        json!({"containerMode": {"type": "kubernetes", "kubernetesModeWorkVolumeClaim": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard", "resources": {"requests": {"storage": "2Gi"}}},
+               "kubernetesModeAdditionalRoleRules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]}}),
+        json!({"labels": {"team": "ci"}, "annotations": {"note": "x"}, "resourceMeta": {
+            "autoscalingRunnerSet": {"labels": {"a": "1"}}, "githubConfigSecret": {"annotations": {"b": "2"}},
+            "managerRole": {"labels": {"c": "3"}}, "managerRoleBinding": {"labels": {"d": "4"}},
+            "noPermissionServiceAccount": {"labels": {"e": "5"}}, "ephemeralRunner": {"labels": {"f": "6"}},
+            "autoscalingListener": {"annotations": {"g": "7"}}}}),
+    ]);
+
+    value_sets.push(json!({"githubConfigSecret": "vault-secret", "keyVault": {"type": "azure_key_vault",
+        "azureKeyVault": {"url": "https://vault.example", "tenantId": "t", "clientId": "c", "certificatePath": "/cert.pem"}}}));
+    value_sets
+        .into_iter()
+        .map(|extra| {
+            let mut values = base.clone();
+            if let (Some(b), Some(e)) = (values.as_object_mut(), extra.as_object()) {
+                for (k, v) in e {
+                    b.insert(k.clone(), v.clone());
+                }
+            }
+            values
+        })
+        .collect()
+}
