@@ -11,7 +11,7 @@
 //!   [`ListenerHistory`] and returns a [`ListenerAction`]. A pod that exits for a deterministic
 //!   reason (bad credentials, invalid configuration, scale set gone) is recreated after a long,
 //!   growing delay instead of in a tight loop (ARC#4656); a configuration change (new integrity
-//!   hash) resets the history and recreates at once.
+//!   hash, e.g. rotated credentials) voids the history and recreates at once.
 //!
 //! ```
 //! use scaleset_core::listener_lifecycle::*;
@@ -22,11 +22,14 @@
 //! // the listener exited with bad credentials
 //! let pod = ListenerPod::Terminated { class: ExitClass::Auth, ran_for: Duration::from_secs(2) };
 //! let history = ListenerHistory::default();
-//! let ListenerAction::Delete { record: Some(class), .. } = decide(&pod, true, &history, t0, &policy) else { panic!() };
-//! let history = history.record(class, Duration::from_secs(2), t0, &policy);
+//! let ListenerAction::Delete { record: Some(class) } = decide(&pod, "h1", "h1", &history, t0, &policy) else { panic!() };
+//! let history = history.record(class, Duration::from_secs(2), "h1", t0, &policy);
 //! // the next pass does not recreate it right away
-//! let wait = decide(&ListenerPod::Missing, true, &history, t0 + Duration::from_secs(1), &policy);
+//! let later = t0 + Duration::from_secs(1);
+//! let wait = decide(&ListenerPod::Missing, "", "h1", &history, later, &policy);
 //! assert!(matches!(wait, ListenerAction::Wait(Some(d)) if d >= Duration::from_secs(30)));
+//! // fixed credentials change the configuration hash: recreate at once
+//! assert_eq!(decide(&ListenerPod::Missing, "", "h2", &history, later, &policy), ListenerAction::Create);
 //! ```
 
 use crate::time::Timestamp;
@@ -249,7 +252,7 @@ pub enum ListenerPod {
 }
 
 /// Restart history kept by the controller (e.g. in the AutoscalingListener status).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerHistory {
     /// Consecutive failed runs.
     pub consecutive_failures: u32,
@@ -257,22 +260,27 @@ pub struct ListenerHistory {
     pub last_failure: Option<Timestamp>,
     /// Its class.
     pub last_class: Option<ExitClass>,
+    /// Integrity hash of the listener configuration the failures happened with; a different
+    /// current hash (e.g. rotated credentials) voids the history.
+    pub config_hash: String,
 }
 
 impl ListenerHistory {
-    /// Records an exit. Shutdown exits are not failures; a run longer than
-    /// [`LifecyclePolicy::stable_after`] starts the count afresh.
+    /// Records an exit of a listener that ran with configuration `config_hash`. Shutdown exits
+    /// are not failures; a run longer than [`LifecyclePolicy::stable_after`], or a different
+    /// configuration, starts the count afresh.
     pub fn record(
         self,
         class: ExitClass,
         ran_for: Duration,
+        config_hash: &str,
         now: Timestamp,
         policy: &LifecyclePolicy,
     ) -> ListenerHistory {
         if class == ExitClass::Shutdown {
             return self;
         }
-        let previous = if ran_for >= policy.stable_after {
+        let previous = if ran_for >= policy.stable_after || self.config_hash != config_hash {
             0
         } else {
             self.consecutive_failures
@@ -281,11 +289,15 @@ impl ListenerHistory {
             consecutive_failures: previous.saturating_add(1),
             last_failure: Some(now),
             last_class: Some(class),
+            config_hash: config_hash.to_string(),
         }
     }
 
-    /// When a new listener may be created.
-    pub fn next_start(&self, policy: &LifecyclePolicy) -> Option<Timestamp> {
+    /// When a listener with configuration `config_hash` may be created; `None` = now.
+    pub fn next_start(&self, config_hash: &str, policy: &LifecyclePolicy) -> Option<Timestamp> {
+        if self.config_hash != config_hash {
+            return None;
+        }
         let last = self.last_failure?;
         Some(last + restart_delay(self.last_class?, self.consecutive_failures, policy))
     }
@@ -320,13 +332,11 @@ pub fn restart_delay(class: ExitClass, failures: u32, policy: &LifecyclePolicy) 
 pub enum ListenerAction {
     /// Create the pod (its Secrets and RBAC exist).
     Create,
-    /// Delete the pod. With `record`, store [`ListenerHistory::record`] first; with
-    /// `reset_history`, clear the history (configuration changed).
+    /// Delete the pod. With `record`, store [`ListenerHistory::record`] first (with the
+    /// pod's configuration hash).
     Delete {
         /// Exit to record as a failure.
         record: Option<ExitClass>,
-        /// Clear the history.
-        reset_history: bool,
     },
     /// Nothing now; reconcile again after the delay, or on the next event.
     Wait(Option<Duration>),
@@ -334,33 +344,27 @@ pub enum ListenerAction {
     Healthy,
 }
 
-/// Controller-side decision. `hash_matches` is whether the pod's integrity hash equals the
-/// desired one.
+/// Controller-side decision. `desired_hash` is the integrity hash of the listener pod the
+/// controller would build now; `pod_hash` the one on the live pod.
 pub fn decide(
     pod: &ListenerPod,
-    hash_matches: bool,
+    pod_hash: &str,
+    desired_hash: &str,
     history: &ListenerHistory,
     now: Timestamp,
     policy: &LifecyclePolicy,
 ) -> ListenerAction {
     match pod {
         ListenerPod::Deleting => ListenerAction::Wait(None),
-        ListenerPod::Missing => match history.next_start(policy) {
+        ListenerPod::Missing => match history.next_start(desired_hash, policy) {
             Some(at) if now < at => ListenerAction::Wait(Some(at.saturating_duration_since(now))),
             _ => ListenerAction::Create,
         },
-        _ if !hash_matches => ListenerAction::Delete {
-            record: None,
-            reset_history: true,
-        },
+        _ if pod_hash != desired_hash => ListenerAction::Delete { record: None },
         ListenerPod::Terminated { class, .. } => ListenerAction::Delete {
             record: Some(*class),
-            reset_history: false,
         },
-        ListenerPod::ClusterLost => ListenerAction::Delete {
-            record: None,
-            reset_history: false,
-        },
+        ListenerPod::ClusterLost => ListenerAction::Delete { record: None },
         ListenerPod::Pending => ListenerAction::Wait(None),
         ListenerPod::Running => ListenerAction::Healthy,
     }

@@ -9,6 +9,10 @@ fn p() -> LifecyclePolicy {
     LifecyclePolicy::default()
 }
 
+fn missing(h: &ListenerHistory, hash: &str, now: i64) -> ListenerAction {
+    decide(&ListenerPod::Missing, "", hash, h, t(now), &p())
+}
+
 /// ARC#4656: bad credentials must not restart the listener in a tight loop.
 #[test]
 fn bad_credentials_back_off_long_and_growing() {
@@ -17,23 +21,30 @@ fn bad_credentials_back_off_long_and_growing() {
     let mut now = 0;
     let mut last_delay = Duration::ZERO;
     for _ in 0..8 {
-        h = h.record(ExitClass::Auth, Duration::from_secs(3), t(now), &policy);
-        let at = h.next_start(&policy).expect("next start");
+        h = h.record(
+            ExitClass::Auth,
+            Duration::from_secs(3),
+            "h",
+            t(now),
+            &policy,
+        );
+        let at = h.next_start("h", &policy).expect("next start");
         let delay = at.saturating_duration_since(t(now));
         assert!(delay >= Duration::from_secs(60));
         assert!(delay >= last_delay);
         assert!(delay <= policy.restart_max);
         assert!(matches!(
-            decide(&ListenerPod::Missing, true, &h, t(now + 1), &policy),
+            missing(&h, "h", now + 1),
             ListenerAction::Wait(Some(_))
         ));
         assert_eq!(
-            decide(&ListenerPod::Missing, true, &h, at, &policy),
+            decide(&ListenerPod::Missing, "", "h", &h, at, &policy),
             ListenerAction::Create
         );
         last_delay = delay;
         now = at.unix_millis() / 1000 + 3;
     }
+    assert_eq!(h.consecutive_failures, 8);
     assert_eq!(last_delay, policy.restart_max);
 }
 
@@ -46,48 +57,43 @@ fn terminated_and_evicted_pods_are_replaced() {
         ran_for: Duration::from_secs(5),
     };
     assert_eq!(
-        decide(&term, true, &h, t(0), &p()),
+        decide(&term, "h", "h", &h, t(0), &p()),
         ListenerAction::Delete {
-            record: Some(ExitClass::Transient),
-            reset_history: false
+            record: Some(ExitClass::Transient)
         }
     );
     assert_eq!(
-        decide(&ListenerPod::ClusterLost, true, &h, t(0), &p()),
-        ListenerAction::Delete {
-            record: None,
-            reset_history: false
-        }
+        decide(&ListenerPod::ClusterLost, "h", "h", &h, t(0), &p()),
+        ListenerAction::Delete { record: None }
     );
     // first transient failure: recreate at once (ARC parity)
-    let h = h.record(ExitClass::Transient, Duration::from_secs(5), t(0), &p());
-    assert_eq!(
-        decide(&ListenerPod::Missing, true, &h, t(0), &p()),
-        ListenerAction::Create
+    let h = h.record(
+        ExitClass::Transient,
+        Duration::from_secs(5),
+        "h",
+        t(0),
+        &p(),
     );
+    assert_eq!(missing(&h, "h", 0), ListenerAction::Create);
 }
 
-/// A configuration change (e.g. rotated credentials) recreates at once and clears the backoff.
+/// A configuration change (e.g. rotated credentials) recreates at once and voids the backoff,
+/// whether the old pod still runs or is already gone.
 #[test]
-fn config_change_resets_backoff() {
-    let h = ListenerHistory::default().record(ExitClass::Auth, Duration::ZERO, t(0), &p());
+fn config_change_voids_backoff() {
+    let h = ListenerHistory::default().record(ExitClass::Auth, Duration::ZERO, "old", t(0), &p());
+    assert!(matches!(
+        missing(&h, "old", 1),
+        ListenerAction::Wait(Some(_))
+    ));
+    assert_eq!(missing(&h, "new", 1), ListenerAction::Create);
     assert_eq!(
-        decide(&ListenerPod::Running, false, &h, t(1), &p()),
-        ListenerAction::Delete {
-            record: None,
-            reset_history: true
-        }
+        decide(&ListenerPod::Running, "old", "new", &h, t(1), &p()),
+        ListenerAction::Delete { record: None }
     );
-    assert_eq!(
-        decide(
-            &ListenerPod::Missing,
-            true,
-            &ListenerHistory::default(),
-            t(1),
-            &p()
-        ),
-        ListenerAction::Create
-    );
+    // a failure under the new configuration counts from one
+    let h2 = h.record(ExitClass::Auth, Duration::ZERO, "new", t(2), &p());
+    assert_eq!(h2.consecutive_failures, 1);
 }
 
 #[test]
@@ -97,16 +103,27 @@ fn stable_run_restarts_count_and_shutdown_is_not_a_failure() {
         consecutive_failures: 6,
         last_failure: Some(t(0)),
         last_class: Some(ExitClass::Transient),
+        config_hash: "h".into(),
     };
-    let h2 = h.record(
+    let h2 = h.clone().record(
         ExitClass::Transient,
         Duration::from_secs(3600),
+        "h",
         t(10),
         &policy,
     );
     assert_eq!(h2.consecutive_failures, 1);
+    let h3 = h.clone().record(
+        ExitClass::Transient,
+        Duration::from_secs(3),
+        "h",
+        t(10),
+        &policy,
+    );
+    assert_eq!(h3.consecutive_failures, 7);
     assert_eq!(
-        h.record(ExitClass::Shutdown, Duration::ZERO, t(10), &policy),
+        h.clone()
+            .record(ExitClass::Shutdown, Duration::ZERO, "h", t(10), &policy),
         h
     );
 }
@@ -115,15 +132,15 @@ fn stable_run_restarts_count_and_shutdown_is_not_a_failure() {
 fn running_is_healthy_and_pending_waits() {
     let h = ListenerHistory::default();
     assert_eq!(
-        decide(&ListenerPod::Running, true, &h, t(0), &p()),
+        decide(&ListenerPod::Running, "h", "h", &h, t(0), &p()),
         ListenerAction::Healthy
     );
     assert_eq!(
-        decide(&ListenerPod::Pending, true, &h, t(0), &p()),
+        decide(&ListenerPod::Pending, "h", "h", &h, t(0), &p()),
         ListenerAction::Wait(None)
     );
     assert_eq!(
-        decide(&ListenerPod::Deleting, false, &h, t(0), &p()),
+        decide(&ListenerPod::Deleting, "x", "h", &h, t(0), &p()),
         ListenerAction::Wait(None)
     );
 }
