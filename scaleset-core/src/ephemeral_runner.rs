@@ -343,9 +343,6 @@ pub fn decide(
     ) {
         return Action::CleanupTerminal;
     }
-    if runner.failures > policy.max_failures {
-        return delete(DeleteCause::TooManyFailures, ServiceRemoval::Before);
-    }
     let Some(pod) = pod else {
         return without_pod(runner, now, policy);
     };
@@ -421,6 +418,10 @@ fn delete(cause: DeleteCause, removal: ServiceRemoval) -> Action {
 }
 
 fn without_pod(runner: &RunnerState, now: Timestamp, policy: &RetryPolicy) -> Action {
+    // Checked only between pods, so that a lowered budget never interrupts a running job.
+    if runner.failures > policy.max_failures {
+        return delete(DeleteCause::TooManyFailures, ServiceRemoval::Before);
+    }
     if !runner.jit_secret {
         return Action::RequestJitConfig;
     }

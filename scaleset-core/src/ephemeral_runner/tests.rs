@@ -259,6 +259,27 @@ fn budget_exhaustion_deletes_runner() {
     );
 }
 
+/// A lowered budget never interrupts a runner that is running (possibly a job).
+#[test]
+fn lowered_budget_does_not_kill_running_runner() {
+    let strict = RetryPolicy {
+        max_failures: 1,
+        ..RetryPolicy::default()
+    };
+    let r = RunnerState {
+        failures: 4,
+        has_job: true,
+        ..started()
+    };
+    let pod = PodObservation {
+        phase: PodPhase::Running,
+        runner: ContainerState::Running,
+        ready: true,
+        ..PodObservation::default()
+    };
+    assert_eq!(decide(&r, Some(&pod), t(0), &strict), Action::Wait(None));
+}
+
 /// ARC backoff 0/5/10/20/40/80 s counted from the last failure.
 #[test]
 fn backoff_before_recreating_pod() {
