@@ -9,7 +9,7 @@
 //! | [`autoscaling_runner_set`] | reconcile order (`ars_step`), scale set create/adopt/update/re-create, URL change refusal, version gate, spec rollout, deletion order |
 //! | [`desired`] | listener target count and `patchID` sequence |
 //! | [`ephemeral_runner`] | runner lifecycle: pod states, retry budget, JIT re-registration, finalizer |
-//! | [`listener_lifecycle`] | listener error handling in process, pod (re)creation with backoff by error class |
+//! | [`listener_lifecycle`] | listener error handling in process; AutoscalingListener reconcile order (`listener_step`); pod (re)creation with backoff by error class |
 //! | [`naming`] | ARC listener name hash, derived names, label values, config URL parsing |
 //! | [`runner_set`] | EphemeralRunnerSet creates, scale-down candidates, cleanup, status |
 //! | [`time`] | the `Timestamp` value type used for all time inputs |

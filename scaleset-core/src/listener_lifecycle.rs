@@ -370,5 +370,120 @@ pub fn decide(
     }
 }
 
+/// State of one object the AutoscalingListener owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Child {
+    /// Not found.
+    Missing,
+    /// Exists but its labels, annotations or content differ from the desired object.
+    Stale,
+    /// Exists as desired.
+    Current,
+}
+
+/// The objects the listener needs before its pod, in creation order (controllers.md 5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ListenerChild {
+    /// ServiceAccount `<AL>` in the controller namespace.
+    ServiceAccount,
+    /// Role `<AL>` in the ARS namespace.
+    Role,
+    /// RoleBinding `<AL>` in the ARS namespace.
+    RoleBinding,
+    /// Secret `<AL>-proxy` (only with a proxy).
+    ProxySecret,
+    /// Secret `<AL>-config`; its data is refreshed too (quirk Q7: rotated credentials).
+    ConfigSecret,
+}
+
+/// What the AutoscalingListener reconciler observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerObservation {
+    /// `deletionTimestamp` is set.
+    pub deleting: bool,
+    /// The listener finalizer is present.
+    pub finalizer: bool,
+    /// The AutoscalingRunnerSet it serves exists.
+    pub ars_exists: bool,
+    /// The ServiceAccount.
+    pub service_account: Child,
+    /// The Role.
+    pub role: Child,
+    /// The RoleBinding.
+    pub role_binding: Child,
+    /// The proxy Secret; `None` when no proxy is configured.
+    pub proxy_secret: Option<Child>,
+    /// The config Secret.
+    pub config_secret: Child,
+    /// The listener pod exists (in any state).
+    pub pod_exists: bool,
+}
+
+/// One AutoscalingListener reconcile step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListenerStep {
+    /// Deleting: delete every child that still exists (pod, config Secret, proxy Secret,
+    /// RoleBinding, Role, ServiceAccount) and requeue after 1 s.
+    DeleteChildren,
+    /// Deleting and nothing is left: remove the finalizer.
+    RemoveFinalizer,
+    /// Add the finalizer.
+    AddFinalizer,
+    /// The ARS is gone: delete this AutoscalingListener.
+    DeleteSelf,
+    /// Create this child.
+    Create(ListenerChild),
+    /// Update this child (merge labels and annotations, replace rules or data).
+    Update(ListenerChild),
+    /// All children are in place: handle the pod with [`decide`].
+    Pod,
+}
+
+/// Orders the AutoscalingListener reconcile.
+///
+/// ```
+/// use scaleset_core::listener_lifecycle::*;
+/// let o = ListenerObservation {
+///     deleting: false, finalizer: true, ars_exists: true, service_account: Child::Current,
+///     role: Child::Missing, role_binding: Child::Missing, proxy_secret: None,
+///     config_secret: Child::Missing, pod_exists: false,
+/// };
+/// assert_eq!(listener_step(&o), ListenerStep::Create(ListenerChild::Role));
+/// ```
+pub fn listener_step(o: &ListenerObservation) -> ListenerStep {
+    let children = [
+        (ListenerChild::ServiceAccount, Some(o.service_account)),
+        (ListenerChild::Role, Some(o.role)),
+        (ListenerChild::RoleBinding, Some(o.role_binding)),
+        (ListenerChild::ProxySecret, o.proxy_secret),
+        (ListenerChild::ConfigSecret, Some(o.config_secret)),
+    ];
+    if o.deleting {
+        let any_left = o.pod_exists
+            || children
+                .iter()
+                .any(|(_, c)| c.is_some_and(|c| c != Child::Missing));
+        return if any_left {
+            ListenerStep::DeleteChildren
+        } else {
+            ListenerStep::RemoveFinalizer
+        };
+    }
+    if !o.finalizer {
+        return ListenerStep::AddFinalizer;
+    }
+    if !o.ars_exists {
+        return ListenerStep::DeleteSelf;
+    }
+    for (kind, state) in children {
+        match state {
+            Some(Child::Missing) => return ListenerStep::Create(kind),
+            Some(Child::Stale) => return ListenerStep::Update(kind),
+            Some(Child::Current) | None => {}
+        }
+    }
+    ListenerStep::Pod
+}
+
 #[cfg(test)]
 mod tests;

@@ -145,6 +145,86 @@ fn running_is_healthy_and_pending_waits() {
     );
 }
 
+fn al(deleting: bool, children: Child, proxy: Option<Child>, pod: bool) -> ListenerObservation {
+    ListenerObservation {
+        deleting,
+        finalizer: true,
+        ars_exists: true,
+        service_account: children,
+        role: children,
+        role_binding: children,
+        proxy_secret: proxy,
+        config_secret: children,
+        pod_exists: pod,
+    }
+}
+
+/// controllers.md 14.9: children in order SA, Role, RoleBinding, (proxy), config, then the pod.
+#[test]
+fn listener_children_in_order() {
+    let mut o = al(false, Child::Missing, Some(Child::Missing), false);
+    let mut seen = Vec::new();
+    loop {
+        match listener_step(&o) {
+            ListenerStep::Create(c) => {
+                seen.push(c);
+                match c {
+                    ListenerChild::ServiceAccount => o.service_account = Child::Current,
+                    ListenerChild::Role => o.role = Child::Current,
+                    ListenerChild::RoleBinding => o.role_binding = Child::Current,
+                    ListenerChild::ProxySecret => o.proxy_secret = Some(Child::Current),
+                    ListenerChild::ConfigSecret => o.config_secret = Child::Current,
+                }
+            }
+            ListenerStep::Pod => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ListenerChild::ServiceAccount,
+            ListenerChild::Role,
+            ListenerChild::RoleBinding,
+            ListenerChild::ProxySecret,
+            ListenerChild::ConfigSecret
+        ]
+    );
+    // Q7: a stale config Secret (rotated credentials) is updated
+    o.config_secret = Child::Stale;
+    assert_eq!(
+        listener_step(&o),
+        ListenerStep::Update(ListenerChild::ConfigSecret)
+    );
+}
+
+/// controllers.md 5.2 step 4 and 5.9.
+#[test]
+fn listener_deletion_and_orphan() {
+    let o = ListenerObservation {
+        ars_exists: false,
+        ..al(false, Child::Current, None, true)
+    };
+    assert_eq!(listener_step(&o), ListenerStep::DeleteSelf);
+    assert_eq!(
+        listener_step(&al(true, Child::Current, None, false)),
+        ListenerStep::DeleteChildren
+    );
+    assert_eq!(
+        listener_step(&al(true, Child::Missing, None, true)),
+        ListenerStep::DeleteChildren
+    );
+    assert_eq!(
+        listener_step(&al(true, Child::Missing, Some(Child::Missing), false)),
+        ListenerStep::RemoveFinalizer
+    );
+    let o = ListenerObservation {
+        finalizer: false,
+        ..al(false, Child::Missing, None, false)
+    };
+    assert_eq!(listener_step(&o), ListenerStep::AddFinalizer);
+}
+
 /// ARC#3209 / #4285: 409 session conflict is retried (10 × 30 s like the old listener), then exits.
 #[test]
 fn session_conflict_retries_then_exits() {
