@@ -32,6 +32,9 @@ pub mod annotations {
     /// Written by the chart: the no-permission ServiceAccount to unprotect on deletion.
     pub const CLEANUP_NO_PERMISSION_SERVICE_ACCOUNT_NAME: &str =
         "actions.github.com/cleanup-no-permission-service-account-name";
+    /// The `githubConfigUrl` the scale set was created under (an arc-rs addition): a later
+    /// change of the URL is refused with a Condition instead of silently keeping the old set.
+    pub const GITHUB_CONFIG_URL: &str = "actions.github.com/github-config-url";
     /// Written by the chart (sha256 of the values); not read.
     pub const VALUES_HASH: &str = "actions.github.com/values-hash";
 }
@@ -98,52 +101,10 @@ pub const RUNNER_CONTAINER: &str = "runner";
 /// Name of the listener container in listener pods.
 pub const LISTENER_CONTAINER: &str = "listener";
 
-/// ARC's short hash (controllers.md 10.1): FNV-1a 32 over the input, in decimal, each digit
-/// mapped through Kubernetes' safe-encoding alphabet, at most 8 characters.
-pub fn h8(input: &str) -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in input.as_bytes() {
-        hash ^= u32::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash.to_string()
-        .bytes()
-        .take(8)
-        .map(|digit| char::from(ALPHABET[usize::from(digit) % ALPHABET.len()]))
-        .collect()
-}
-
-/// AutoscalingListener name: `<ars>-<h8(namespace@runnerGroup@githubConfigUrl)>-listener`.
-pub fn listener_name(
-    ars_name: &str,
-    ars_namespace: &str,
-    runner_group: &str,
-    config_url: &str,
-) -> String {
-    let hash = h8(&format!("{ars_namespace}@{runner_group}@{config_url}"));
-    format!("{ars_name}-{hash}-listener")
-}
-
-/// EphemeralRunnerSet proxy Secret name: `<ers>-<h8(namespace)>-runner-proxy`.
-pub fn runner_proxy_secret_name(ers_name: &str, ers_namespace: &str) -> String {
-    format!("{ers_name}-{}-runner-proxy", h8(ers_namespace))
-}
-
-/// Listener config Secret name: `<al>-config`.
-pub fn listener_config_secret_name(listener_name: &str) -> String {
-    format!("{listener_name}-config")
-}
-
-/// Listener proxy Secret name: `<al>-proxy`.
-pub fn listener_proxy_secret_name(listener_name: &str) -> String {
-    format!("{listener_name}-proxy")
-}
-
-/// `generateName` prefix of EphemeralRunners: `<ers>-runner-`.
-pub fn runner_generate_name(ers_name: &str) -> String {
-    format!("{ers_name}-runner-")
-}
+pub use scaleset_core::naming::{
+    listener_config_secret_name, listener_name, listener_proxy_secret_name, runner_generate_name,
+    runner_proxy_secret_name, short_hash as h8,
+};
 
 #[cfg(test)]
 mod tests {

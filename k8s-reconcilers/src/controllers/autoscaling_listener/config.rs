@@ -1,0 +1,206 @@
+//! The listener's `config.json` (controllers.md 5.5, listener.md 2.2), with ARC's keys in
+//! ARC's order.
+
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use crate::crd::{AutoscalingListener, MetricsConfig};
+use crate::error::Error;
+use crate::github::Credentials;
+use crate::options::ManagerOptions;
+
+#[derive(Serialize)]
+struct ListenerConfig<'a> {
+    configure_url: &'a str,
+    vault_type: &'a str,
+    vault_lookup_key: &'a str,
+    github_app_id: &'a str,
+    github_app_installation_id: i64,
+    github_app_private_key: &'a str,
+    github_token: &'a str,
+    ephemeral_runner_set_namespace: &'a str,
+    ephemeral_runner_set_name: &'a str,
+    max_runners: i32,
+    min_runners: i32,
+    runner_scale_set_id: i64,
+    runner_scale_set_name: &'a str,
+    server_root_ca: &'a str,
+    log_level: &'a str,
+    log_format: &'a str,
+    metrics_addr: &'a str,
+    metrics_endpoint: &'a str,
+    metrics: Option<&'a MetricsConfig>,
+}
+
+/// Builds and validates `config.json` (one JSON document and a newline).
+pub fn config_json(
+    al: &AutoscalingListener,
+    credentials: &Credentials,
+    root_ca: Option<&str>,
+    options: &ManagerOptions,
+) -> Result<String, Error> {
+    let spec = &al.spec;
+    let (token, app_id, installation_id, key) = match credentials {
+        Credentials::Pat(t) => (t.expose_secret(), "", 0, ""),
+        Credentials::App {
+            app_id,
+            installation_id,
+            private_key,
+        } => (
+            "",
+            app_id.as_str(),
+            *installation_id,
+            private_key.expose_secret(),
+        ),
+    };
+    let (metrics_addr, metrics_endpoint) = if options.listener_metrics_addr.is_empty() {
+        ("", "")
+    } else {
+        (
+            options.listener_metrics_addr.as_str(),
+            options.listener_metrics_endpoint.as_str(),
+        )
+    };
+    let config = ListenerConfig {
+        configure_url: spec.github_config_url.as_deref().unwrap_or_default(),
+        vault_type: "",
+        vault_lookup_key: "",
+        github_app_id: app_id,
+        github_app_installation_id: installation_id,
+        github_app_private_key: key,
+        github_token: token,
+        ephemeral_runner_set_namespace: spec
+            .autoscaling_runner_set_namespace
+            .as_deref()
+            .unwrap_or_default(),
+        ephemeral_runner_set_name: spec
+            .ephemeral_runner_set_name
+            .as_deref()
+            .unwrap_or_default(),
+        max_runners: spec.max_runners.unwrap_or(i32::MAX),
+        min_runners: spec.min_runners.unwrap_or(0),
+        runner_scale_set_id: spec.runner_scale_set_id.unwrap_or(0),
+        runner_scale_set_name: spec
+            .autoscaling_runner_set_name
+            .as_deref()
+            .unwrap_or_default(),
+        server_root_ca: root_ca.unwrap_or_default(),
+        log_level: &options.listener_log_level,
+        log_format: &options.listener_log_format,
+        metrics_addr,
+        metrics_endpoint,
+        metrics: spec.metrics.as_ref(),
+    };
+    validate(&config)?;
+    let mut json = serde_json::to_string(&config).map_err(|source| Error::Serialize {
+        what: "listener config.json",
+        source,
+    })?;
+    json.push('\n');
+    Ok(json)
+}
+
+fn validate(c: &ListenerConfig<'_>) -> Result<(), Error> {
+    let fail = |m: String| Err(Error::Config(format!("listener config: {m}")));
+    if c.configure_url.is_empty() {
+        return fail("GitHubConfigUrl is not provided; set spec.githubConfigUrl".into());
+    }
+    if c.ephemeral_runner_set_namespace.is_empty() || c.ephemeral_runner_set_name.is_empty() {
+        return fail(format!(
+            "EphemeralRunnerSetNamespace {:?} or EphemeralRunnerSetName {:?} is missing",
+            c.ephemeral_runner_set_namespace, c.ephemeral_runner_set_name
+        ));
+    }
+    if c.runner_scale_set_id == 0 {
+        return fail("RunnerScaleSetId \"0\" is missing".into());
+    }
+    if c.max_runners < c.min_runners {
+        return fail(format!(
+            "MinRunners \"{}\" cannot be greater than MaxRunners \"{}\"; set spec.minRunners <= spec.maxRunners",
+            c.min_runners, c.max_runners
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::AutoscalingListenerSpec;
+    use secrecy::SecretString;
+
+    fn listener() -> AutoscalingListener {
+        AutoscalingListener::new(
+            "l",
+            AutoscalingListenerSpec {
+                github_config_url: Some("https://github.com/org/repo".into()),
+                runner_scale_set_id: Some(5),
+                autoscaling_runner_set_namespace: Some("arc-runners".into()),
+                autoscaling_runner_set_name: Some("my-set".into()),
+                ephemeral_runner_set_name: Some("my-set".into()),
+                max_runners: Some(10),
+                min_runners: Some(1),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn options() -> ManagerOptions {
+        struct NoConnector;
+        impl crate::github::Connector for NoConnector {
+            fn connect(
+                &self,
+                _: crate::github::ServiceConfig,
+            ) -> futures::future::BoxFuture<
+                '_,
+                Result<
+                    std::sync::Arc<dyn crate::github::ActionsService>,
+                    crate::github::ServiceError,
+                >,
+            > {
+                Box::pin(async {
+                    Err(crate::github::ServiceError::new(
+                        crate::github::ServiceErrorKind::Configuration,
+                        "connect",
+                        "unused in this test",
+                    ))
+                })
+            }
+        }
+        let mut o = ManagerOptions::new("ctrl", "img", std::sync::Arc::new(NoConnector));
+        o.listener_metrics_addr = ":8080".into();
+        o.listener_metrics_endpoint = "/metrics".into();
+        o
+    }
+
+    #[test]
+    fn arc_example_shape() -> Result<(), Error> {
+        let pat = Credentials::Pat(SecretString::from("ghp_x".to_owned()));
+        let json = config_json(&listener(), &pat, None, &options())?;
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"configure_url":"https://github.com/org/repo","vault_type":"","vault_lookup_key":"","#,
+                r#""github_app_id":"","github_app_installation_id":0,"github_app_private_key":"","github_token":"ghp_x","#,
+                r#""ephemeral_runner_set_namespace":"arc-runners","ephemeral_runner_set_name":"my-set","#,
+                r#""max_runners":10,"min_runners":1,"runner_scale_set_id":5,"runner_scale_set_name":"my-set","#,
+                r#""server_root_ca":"","log_level":"debug","log_format":"text","metrics_addr":":8080","#,
+                r#""metrics_endpoint":"/metrics","metrics":null}"#,
+                "\n"
+            )
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn min_above_max_is_refused_with_the_fix() {
+        let mut al = listener();
+        al.spec.min_runners = Some(11);
+        let pat = Credentials::Pat(SecretString::from("t".to_owned()));
+        let err = config_json(&al, &pat, None, &options()).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("MinRunners \"11\" cannot be greater than MaxRunners \"10\"")
+        );
+    }
+}

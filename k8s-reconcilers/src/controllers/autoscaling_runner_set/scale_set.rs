@@ -1,0 +1,239 @@
+//! The service-side scale set of an AutoscalingRunnerSet: observe, ask scaleset-core, apply.
+
+use std::sync::Arc;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use scaleset_core::autoscaling_runner_set::{
+    self as core, ConfigUrlChanged, DesiredScaleSet, Lookup, Recorded, ServiceScaleSet,
+    ServiceView, SyncStep,
+};
+use serde_json::json;
+
+use crate::Context;
+use crate::crd::AutoscalingRunnerSet;
+use crate::error::Error;
+use crate::github::{ActionsService, NewScaleSet, ScaleSet, ScaleSetPatch};
+use crate::names::annotations;
+
+use super::desired::url_labels;
+
+/// Result of one scale-set sync.
+#[derive(Debug)]
+pub enum Synced {
+    /// The scale set exists and the ARS records it.
+    Ready(i64),
+    /// The ARS was patched; the resulting watch event continues the work.
+    Patched,
+    /// The config URL moved after creation: refuse.
+    Refused(ConfigUrlChanged),
+}
+
+fn to_core(s: &ScaleSet) -> ServiceScaleSet {
+    ServiceScaleSet {
+        id: s.id,
+        name: s.name.clone(),
+        runner_group_id: s.runner_group_id,
+        runner_group_name: s.runner_group_name.clone(),
+        labels: s.labels.clone(),
+    }
+}
+
+fn service_err(e: crate::github::ServiceError) -> Error {
+    Error::Service(e)
+}
+
+/// Brings the service-side scale set in line with the ARS.
+pub async fn sync(
+    ars: &AutoscalingRunnerSet,
+    ctx: &Context,
+    service: &Arc<dyn ActionsService>,
+) -> Result<Synced, Error> {
+    let spec = &ars.spec;
+    let config_url = spec.github_config_url.clone().unwrap_or_default();
+    let desired = DesiredScaleSet::from_spec(
+        &ars.name_any(),
+        spec.runner_scale_set_name.as_deref(),
+        spec.runner_group.as_deref(),
+        spec.runner_scale_set_labels.as_deref().unwrap_or_default(),
+        &config_url,
+    );
+    let recorded = Recorded {
+        id: core::parse_scale_set_id(
+            ars.annotations()
+                .get(annotations::RUNNER_SCALE_SET_ID)
+                .map(String::as_str),
+        ),
+        config_url: ars
+            .annotations()
+            .get(annotations::GITHUB_CONFIG_URL)
+            .cloned(),
+    };
+    let view = match recorded.id {
+        Some(id) => match service
+            .get_runner_scale_set_by_id(id)
+            .await
+            .map_err(service_err)?
+        {
+            Some(found) => ServiceView::Found(to_core(&found)),
+            None => ServiceView::Missing,
+        },
+        None => ServiceView::Missing,
+    };
+    let api: Api<AutoscalingRunnerSet> =
+        Api::namespaced(ctx.client.clone(), &super::namespace(ars)?);
+    let name = ars.name_any();
+
+    match core::sync_scale_set(&desired, &recorded, &view) {
+        SyncStep::FindOrCreate => {
+            let group_id = group_id(service, desired.runner_group.as_deref()).await?;
+            let found = service
+                .get_runner_scale_set(group_id, &desired.name)
+                .await
+                .map_err(service_err)?;
+            let set = match core::on_lookup(found.as_ref().map(to_core).as_ref()) {
+                Lookup::Adopt(_) => found.ok_or_else(|| {
+                    Error::Config("service returned a scale set without an id".into())
+                })?,
+                Lookup::Create => service
+                    .create_runner_scale_set(NewScaleSet {
+                        name: desired.name.clone(),
+                        runner_group_id: group_id,
+                        labels: desired.labels.clone(),
+                    })
+                    .await
+                    .map_err(service_err)?,
+            };
+            tracing::info!(ars = %name, id = set.id, scale_set = %set.name, "runner scale set ready on the service");
+            let mut patch = json!({
+                "metadata": {
+                    "annotations": {
+                        annotations::RUNNER_SCALE_SET_ID: set.id.to_string(),
+                        annotations::RUNNER_SCALE_SET_NAME: set.name,
+                        annotations::RUNNER_GROUP_NAME: set.runner_group_name,
+                        annotations::GITHUB_CONFIG_URL: config_url,
+                    },
+                    "labels": url_labels(&config_url),
+                }
+            });
+            if spec
+                .runner_scale_set_name
+                .as_deref()
+                .is_none_or(|n| n.trim().is_empty())
+            {
+                patch["spec"] = json!({ "runnerScaleSetName": desired.name });
+            }
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            Ok(Synced::Patched)
+        }
+        SyncStep::Recreate { lost_id } => {
+            tracing::warn!(ars = %name, lost_id, "the service lost the runner scale set; creating it again");
+            ctx.publish(
+                &ars.object_ref(&()),
+                EventType::Warning,
+                "RunnerScaleSetLost",
+                &format!(
+                    "runner scale set {lost_id} no longer exists on the service; creating it again"
+                ),
+            )
+            .await;
+            let patch =
+                json!({"metadata": {"annotations": {annotations::RUNNER_SCALE_SET_ID: null}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            Ok(Synced::Patched)
+        }
+        SyncStep::RecordConfigUrl => {
+            let patch =
+                json!({"metadata": {"annotations": {annotations::GITHUB_CONFIG_URL: config_url}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            Ok(Synced::Patched)
+        }
+        SyncStep::Refuse(changed) => Ok(Synced::Refused(changed)),
+        SyncStep::Update(update) => {
+            let id = recorded.id.unwrap_or_default();
+            let runner_group_id = match &update.runner_group {
+                None => None,
+                Some(group) => Some(group_id(service, group.as_deref()).await?),
+            };
+            let updated = service
+                .update_runner_scale_set(
+                    id,
+                    ScaleSetPatch {
+                        name: update.name.clone(),
+                        runner_group_id,
+                        labels: update.labels.clone(),
+                    },
+                )
+                .await
+                .map_err(service_err)?;
+            let missing = core::not_applied(&update, &to_core(&updated));
+            if !missing.is_empty() {
+                ctx.publish(
+                    &ars.object_ref(&()),
+                    EventType::Warning,
+                    "RunnerScaleSetUpdateNotApplied",
+                    &format!("the service did not apply these scale set changes: {missing:?}"),
+                )
+                .await;
+            }
+            record_names(&api, ars, &updated).await
+        }
+        SyncStep::InSync => {
+            let ServiceView::Found(found) = view else {
+                return Err(Error::Config("scale set in sync but not found".into()));
+            };
+            let id = found.id;
+            let found = ScaleSet {
+                id: found.id,
+                name: found.name,
+                runner_group_id: found.runner_group_id,
+                runner_group_name: found.runner_group_name,
+                labels: found.labels,
+            };
+            match record_names(&api, ars, &found).await? {
+                Synced::Patched => Ok(Synced::Patched),
+                _ => Ok(Synced::Ready(id)),
+            }
+        }
+    }
+}
+
+async fn group_id(service: &Arc<dyn ActionsService>, group: Option<&str>) -> Result<i64, Error> {
+    match group.map(str::trim).filter(|g| !g.is_empty()) {
+        None => Ok(core::DEFAULT_RUNNER_GROUP_ID),
+        Some(name) => Ok(service
+            .get_runner_group_by_name(name)
+            .await
+            .map_err(service_err)?
+            .id),
+    }
+}
+
+/// Copies the service's scale-set and group names into the ARS annotations when they differ.
+async fn record_names(
+    api: &Api<AutoscalingRunnerSet>,
+    ars: &AutoscalingRunnerSet,
+    set: &ScaleSet,
+) -> Result<Synced, Error> {
+    let a = ars.annotations();
+    if a.get(annotations::RUNNER_SCALE_SET_NAME) == Some(&set.name)
+        && a.get(annotations::RUNNER_GROUP_NAME) == Some(&set.runner_group_name)
+    {
+        return Ok(Synced::Ready(set.id));
+    }
+    let patch = json!({"metadata": {"annotations": {
+        annotations::RUNNER_SCALE_SET_NAME: set.name,
+        annotations::RUNNER_GROUP_NAME: set.runner_group_name,
+    }}});
+    api.patch(
+        &ars.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(Synced::Patched)
+}

@@ -1,0 +1,42 @@
+//! One reconciler per kind.
+//!
+//! Every controller module exposes the same entry point, which [`crate::run`] calls with a
+//! [`Context`](crate::Context) built for that controller:
+//!
+//! ```ignore
+//! pub async fn run(ctx: std::sync::Arc<crate::Context>) -> anyhow::Result<()>
+//! ```
+//!
+//! It builds a `kube::runtime::Controller` (watching `ctx.options.watch_namespace` or all
+//! namespaces), runs it with `Context::error_policy`, and returns when the stream ends.
+//! Shared plumbing for all of them: [`crate::crd`], [`crate::names`], [`crate::meta`]
+//! (merging, integrity hash), [`crate::github`] (`ctx.github.for_object(..)`), [`crate::metrics`].
+
+pub mod autoscaling_listener;
+pub mod autoscaling_runner_set;
+
+use kube::Api;
+use kube::api::ObjectMeta;
+
+use crate::Context;
+
+/// `Api` for a namespaced kind in the watched namespace (all namespaces when none is set).
+pub fn watched_api<K>(ctx: &Context) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match &ctx.options.watch_namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    }
+}
+
+/// Namespace of an object, or an error naming it.
+pub(crate) fn namespace_of(meta: &ObjectMeta) -> Result<String, crate::Error> {
+    meta.namespace.clone().ok_or_else(|| {
+        crate::Error::Config(format!(
+            "object {:?} has no namespace",
+            meta.name.as_deref().unwrap_or_default()
+        ))
+    })
+}

@@ -1,0 +1,151 @@
+//! Controller metrics (controllers.md 8.2): reconcile counts, errors and durations per
+//! controller, runner gauges per scale set, listener gauge.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a reconcile outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// Controller name.
+    pub controller: String,
+    /// `success` or an error class.
+    pub result: String,
+}
+
+/// Labels of a reconcile duration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    /// Controller name.
+    pub controller: String,
+}
+
+/// ARC's scale-set labels of the `gha_controller_*` gauges.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScaleSetLabels {
+    /// Scale set (or listener) name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Repository from the config URL.
+    pub repository: String,
+    /// Organization from the config URL.
+    pub organization: String,
+    /// Enterprise from the config URL.
+    pub enterprise: String,
+}
+
+impl ScaleSetLabels {
+    /// Labels for `name`/`namespace` with the parts of `config_url` (empty when it does not parse).
+    pub fn new(name: &str, namespace: &str, config_url: &str) -> Self {
+        use scaleset_core::naming::{ConfigUrl, Scope};
+        let mut labels = ScaleSetLabels {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            ..Default::default()
+        };
+        if let Ok(url) = ConfigUrl::parse(config_url) {
+            match url.scope {
+                Scope::Enterprise(e) => labels.enterprise = e,
+                Scope::Organization(o) => labels.organization = o,
+                Scope::Repository {
+                    organization,
+                    repository,
+                } => {
+                    labels.organization = organization;
+                    labels.repository = repository;
+                }
+            }
+        }
+        labels
+    }
+}
+
+/// Labels of an Actions service call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceCallLabels {
+    /// Operation name.
+    pub operation: String,
+    /// `ok` or an error class.
+    pub outcome: String,
+}
+
+/// All controller metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Reconciles by controller and result.
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Reconcile durations by controller.
+    pub reconcile_duration: Family<ControllerLabel, Histogram>,
+    /// `gha_controller_pending_ephemeral_runners`.
+    pub pending_runners: Family<ScaleSetLabels, Gauge>,
+    /// `gha_controller_running_ephemeral_runners`.
+    pub running_runners: Family<ScaleSetLabels, Gauge>,
+    /// `gha_controller_failed_ephemeral_runners`.
+    pub failed_runners: Family<ScaleSetLabels, Gauge>,
+    /// `gha_controller_running_listeners`.
+    pub running_listeners: Family<ScaleSetLabels, Gauge>,
+    /// Actions service calls by operation and outcome.
+    pub service_calls: Family<ServiceCallLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Family::default(),
+            reconcile_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            }),
+            pending_runners: Family::default(),
+            running_runners: Family::default(),
+            failed_runners: Family::default(),
+            running_listeners: Family::default(),
+            service_calls: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers every metric in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "arc_controller_reconciles",
+            "Reconciles by controller and result",
+            self.reconciles.clone(),
+        );
+        registry.register(
+            "arc_controller_reconcile_duration_seconds",
+            "Reconcile durations by controller",
+            self.reconcile_duration.clone(),
+        );
+        registry.register(
+            "gha_controller_pending_ephemeral_runners",
+            "Number of ephemeral runners in a pending state",
+            self.pending_runners.clone(),
+        );
+        registry.register(
+            "gha_controller_running_ephemeral_runners",
+            "Number of ephemeral runners in a running state",
+            self.running_runners.clone(),
+        );
+        registry.register(
+            "gha_controller_failed_ephemeral_runners",
+            "Number of ephemeral runners in a failed state",
+            self.failed_runners.clone(),
+        );
+        registry.register(
+            "gha_controller_running_listeners",
+            "Number of listeners in a running state",
+            self.running_listeners.clone(),
+        );
+        registry.register(
+            "arc_actions_service_calls",
+            "Actions service calls by operation and outcome",
+            self.service_calls.clone(),
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! Settings of a manager run, shared by the four controllers.
+
+use std::sync::Arc;
+
+use crate::github::Connector;
+
+/// What [`crate::run`] needs besides a Kubernetes client. The manager binary builds it from
+/// ARC-compatible flags and env vars (controllers.md 8.1).
+#[derive(Clone)]
+pub struct ManagerOptions {
+    /// Controller namespace (`CONTROLLER_MANAGER_POD_NAMESPACE`): listeners live here.
+    pub controller_namespace: String,
+    /// Listener image (`CONTROLLER_MANAGER_CONTAINER_IMAGE`).
+    pub listener_image: String,
+    /// Listener container command (`LISTENER_ENTRYPOINT`, default `/ghalistener`).
+    pub listener_entrypoint: String,
+    /// `--auto-scaler-image-pull-secrets`.
+    pub listener_image_pull_secrets: Vec<String>,
+    /// `--watch-single-namespace`: only AutoscalingRunnerSets (and runners) of this namespace.
+    pub watch_namespace: Option<String>,
+    /// Log level written into listener configs (`debug`, `info`, `warn`, `error`).
+    pub listener_log_level: String,
+    /// Log format written into listener configs (`text`, `json`).
+    pub listener_log_format: String,
+    /// `--listener-metrics-addr`; empty disables listener metrics.
+    pub listener_metrics_addr: String,
+    /// `--listener-metrics-endpoint`.
+    pub listener_metrics_endpoint: String,
+    /// Whether the controller publishes its runner gauges (`--metrics-addr` not `0`).
+    pub publish_metrics: bool,
+    /// `--runner-max-concurrent-reconciles` (EphemeralRunner workers).
+    pub runner_max_concurrent_reconciles: u16,
+    /// `--exclude-label-propagation-prefix`.
+    pub exclude_label_propagation_prefixes: Vec<String>,
+    /// Build version for the version gate (`dev` accepts every ARS).
+    pub build_version: String,
+    /// Builds Actions service clients.
+    pub connector: Arc<dyn Connector>,
+    /// Name reported on Kubernetes Events.
+    pub event_reporter: String,
+    /// How a runner spec change reaches existing runners (`--update-strategy`).
+    pub drift_policy: scaleset_core::autoscaling_runner_set::DriftPolicy,
+    /// Metrics the controllers update; register them with [`crate::metrics::Metrics::register`].
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl std::fmt::Debug for ManagerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerOptions")
+            .field("controller_namespace", &self.controller_namespace)
+            .field("listener_image", &self.listener_image)
+            .field("watch_namespace", &self.watch_namespace)
+            .field("build_version", &self.build_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManagerOptions {
+    /// Options with ARC's defaults for everything but the namespace, image and connector.
+    pub fn new(
+        controller_namespace: impl Into<String>,
+        listener_image: impl Into<String>,
+        connector: Arc<dyn Connector>,
+    ) -> Self {
+        Self {
+            controller_namespace: controller_namespace.into(),
+            listener_image: listener_image.into(),
+            listener_entrypoint: "/ghalistener".into(),
+            listener_image_pull_secrets: Vec::new(),
+            watch_namespace: None,
+            listener_log_level: "debug".into(),
+            listener_log_format: "text".into(),
+            listener_metrics_addr: String::new(),
+            listener_metrics_endpoint: String::new(),
+            publish_metrics: true,
+            runner_max_concurrent_reconciles: 2,
+            exclude_label_propagation_prefixes: Vec::new(),
+            build_version: "dev".into(),
+            connector,
+            event_reporter: "gha-runner-scale-set-controller".into(),
+            drift_policy: Default::default(),
+            metrics: Arc::default(),
+        }
+    }
+}
