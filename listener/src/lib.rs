@@ -4,6 +4,8 @@
 //!
 //! The binary is a thin wrapper around [`app::main_exit_code`].
 
+pub mod actions;
+pub mod app;
 pub mod config;
 pub mod health;
 pub mod kube;
