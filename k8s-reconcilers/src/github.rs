@@ -6,6 +6,7 @@
 //! [`ServiceConfig`]. [`ActionsClientConnector`] is the production connector over
 //! `actions_client::ActionsClient`.
 
+pub mod memory;
 pub mod resolve;
 mod service;
 

@@ -37,6 +37,8 @@ pub const CONTROLLER: &str = "autoscalingrunnerset";
 pub const READY_CONDITION: &str = "Ready";
 /// Requeue while draining runners before a spec change (ARC: 1 s).
 const DRAIN_WAIT: Duration = Duration::from_secs(1);
+/// Steady-state re-check: finds a scale set the service lost without waiting for an event.
+const RECHECK: Duration = Duration::from_secs(300);
 /// Requeue while the listener or the runner set is being replaced (ARC: 5 s).
 const REPLACE_WAIT: Duration = Duration::from_secs(5);
 
@@ -346,7 +348,7 @@ async fn apply_inner(ars: &AutoscalingRunnerSet, ctx: &Context) -> Result<Action
         None,
     )
     .await?;
-    Ok(Action::await_change())
+    Ok(Action::requeue(RECHECK))
 }
 
 /// Deletes every listener of `ars`; `true` once none is left.

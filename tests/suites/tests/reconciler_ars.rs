@@ -1,0 +1,470 @@
+//! AutoscalingRunnerSet reconciler against the real API server (controllers.md 14, behaviours
+//! 1, 2, 4, 6, 8 and the arc-rs additions: refused URL change, lost scale set, bad input).
+
+#[path = "reconciler_ars_support/mod.rs"]
+mod support;
+
+use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_reconcilers::crd::{AutoscalingListener, AutoscalingRunnerSet, EphemeralRunnerSet};
+use k8s_reconcilers::names::{annotations, finalizers, labels, listener_name};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::{Harness, spec, wait_for};
+
+async fn ready_ars(h: &Harness, name: &str) -> anyhow::Result<AutoscalingRunnerSet> {
+    let api = h.api::<AutoscalingRunnerSet>(h.ns());
+    wait_for("the ARS to be Running", || async {
+        let ars = api.get(name).await?;
+        Ok(ars
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase == "Running")
+            .then_some(ars))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn new_ars_gets_scale_set_runner_set_and_listener() -> anyhow::Result<()> {
+    let h = Harness::start("ars-new").await?;
+    h.pat_secret("gh", "ghp_test").await?;
+    let url = "https://github.example.com/my-org/my-repo";
+    let mut s = spec(url, "gh");
+    s["runnerScaleSetLabels"] = json!(["linux", "gpu"]);
+    h.create_ars("arc", s).await?;
+    let ars = ready_ars(&h, "arc").await?;
+
+    assert!(
+        ars.finalizers()
+            .iter()
+            .any(|f| f == finalizers::AUTOSCALING_RUNNER_SET)
+    );
+    let a = ars.annotations();
+    let id: i64 = a[annotations::RUNNER_SCALE_SET_ID].parse()?;
+    assert_eq!(a[annotations::RUNNER_SCALE_SET_NAME], "arc");
+    assert_eq!(a[annotations::RUNNER_GROUP_NAME], "Default");
+    assert_eq!(ars.labels()[labels::ORGANIZATION], "my-org");
+    assert_eq!(ars.labels()[labels::REPOSITORY], "my-repo");
+    assert_eq!(
+        ars.spec.runner_scale_set_name.as_deref(),
+        Some("arc"),
+        "defaulted name is persisted"
+    );
+
+    let set = h
+        .service
+        .with(|s| s.scale_sets.get(&id).cloned())
+        .expect("scale set on the service");
+    assert_eq!(set.name, "arc");
+    assert_eq!(set.labels, ["arc", "linux", "gpu"]);
+
+    let ers = h.api::<EphemeralRunnerSet>(h.ns()).get("arc").await?;
+    assert_eq!(ers.spec.ephemeral_runner_spec.runner_scale_set_id, id);
+    assert_eq!(ers.spec.ephemeral_runner_spec.github_config_url, url);
+    assert_eq!(ers.owner_references()[0].name, "arc");
+    assert_eq!(ers.labels()[labels::COMPONENT], "runner-set");
+    assert!(ers.annotations().contains_key(annotations::INTEGRITY_HASH));
+
+    let al_name = listener_name("arc", h.ns(), "", url);
+    let al = h.api::<AutoscalingListener>(h.ctrl()).get(&al_name).await?;
+    assert_eq!(al.spec.runner_scale_set_id, Some(id));
+    assert_eq!(al.spec.max_runners, Some(5));
+    assert_eq!(al.spec.autoscaling_runner_set_name.as_deref(), Some("arc"));
+    assert_eq!(al.labels()[labels::COMPONENT], "runner-scale-set-listener");
+
+    // Steady state: the listener is left alone.
+    let uid = al.uid();
+    let rv = al.resource_version();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let again = h.api::<AutoscalingListener>(h.ctrl()).get(&al_name).await?;
+    assert_eq!(
+        (again.uid(), again.resource_version()),
+        (uid, rv),
+        "steady state touches nothing"
+    );
+    assert!(h.running());
+    Ok(())
+}
+
+#[tokio::test]
+async fn listener_only_change_recreates_only_the_listener() -> anyhow::Result<()> {
+    let h = Harness::start("ars-change").await?;
+    h.pat_secret("gh", "t").await?;
+    let url = "https://github.example.com/org";
+    h.create_ars("arc", spec(url, "gh")).await?;
+    ready_ars(&h, "arc").await?;
+    let al_name = listener_name("arc", h.ns(), "", url);
+    let als = h.api::<AutoscalingListener>(h.ctrl());
+    let old = wait_for("the listener", || async {
+        Ok(als.get_opt(&al_name).await?)
+    })
+    .await?;
+    let ers_uid = h.api::<EphemeralRunnerSet>(h.ns()).get("arc").await?.uid();
+
+    let ars_api = h.api::<AutoscalingRunnerSet>(h.ns());
+    ars_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"maxRunners": 9}})),
+        )
+        .await?;
+    let new = wait_for("a new listener with maxRunners 9", || async {
+        Ok(als
+            .get_opt(&al_name)
+            .await?
+            .filter(|l| l.uid() != old.uid() && l.spec.max_runners == Some(9)))
+    })
+    .await?;
+    assert_eq!(new.spec.max_runners, Some(9));
+    assert_eq!(
+        h.api::<EphemeralRunnerSet>(h.ns()).get("arc").await?.uid(),
+        ers_uid
+    );
+
+    // A runner image change patches the EphemeralRunnerSet in place.
+    let mut s = spec(url, "gh");
+    s["template"]["spec"]["containers"][0]["image"] = json!("runner:v2");
+    ars_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": s["template"]}})),
+        )
+        .await?;
+    let ers_api = h.api::<EphemeralRunnerSet>(h.ns());
+    let ers = wait_for("the runner set to carry the new image", || async {
+        let ers = ers_api.get("arc").await?;
+        let image = ers
+            .spec
+            .ephemeral_runner_spec
+            .pod_template
+            .spec
+            .as_ref()
+            .and_then(|p| p.containers[0].image.clone());
+        Ok((image.as_deref() == Some("runner:v2")).then_some(ers))
+    })
+    .await?;
+    assert_eq!(ers.uid(), ers_uid, "patched in place");
+
+    // Labels on the ARS propagate to the runner set.
+    ars_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "ci"}}})),
+        )
+        .await?;
+    wait_for("the label on the runner set", || async {
+        Ok(ers_api
+            .get("arc")
+            .await?
+            .labels()
+            .get("team")
+            .filter(|v| *v == "ci")
+            .map(|_| ()))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn deletion_removes_listener_runner_set_scale_set_and_protection() -> anyhow::Result<()> {
+    let h = Harness::start("ars-delete").await?;
+    h.pat_secret("gh", "t").await?;
+    // A chart-made object protected by the cleanup finalizer.
+    let protected = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("protected".into()),
+            finalizers: Some(vec![finalizers::CLEANUP_PROTECTION.into()]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    h.api::<Secret>(h.ns())
+        .create(&PostParams::default(), &protected)
+        .await?;
+    let url = "https://github.example.com/org";
+    h.create_ars("arc", spec(url, "gh")).await?;
+    let ars_api = h.api::<AutoscalingRunnerSet>(h.ns());
+    ars_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {annotations::CLEANUP_GITHUB_SECRET_NAME: "protected"}}})),
+        )
+        .await?;
+    let ars = ready_ars(&h, "arc").await?;
+    let id: i64 = ars.annotations()[annotations::RUNNER_SCALE_SET_ID].parse()?;
+    let al_name = listener_name("arc", h.ns(), "", url);
+    wait_for("the listener", || async {
+        Ok(h.api::<AutoscalingListener>(h.ctrl())
+            .get_opt(&al_name)
+            .await?)
+    })
+    .await?;
+
+    ars_api.delete("arc", &DeleteParams::default()).await?;
+    wait_for("the ARS to be gone", || async {
+        Ok(ars_api.get_opt("arc").await?.is_none().then_some(()))
+    })
+    .await?;
+    assert!(
+        h.api::<AutoscalingListener>(h.ctrl())
+            .get_opt(&al_name)
+            .await?
+            .is_none()
+    );
+    assert!(
+        h.api::<EphemeralRunnerSet>(h.ns())
+            .get_opt("arc")
+            .await?
+            .is_none()
+    );
+    assert!(
+        h.service.with(|s| !s.scale_sets.contains_key(&id)),
+        "scale set deleted on the service"
+    );
+    let secret = h.api::<Secret>(h.ns()).get("protected").await?;
+    assert!(
+        !secret
+            .finalizers()
+            .iter()
+            .any(|f| f == finalizers::CLEANUP_PROTECTION)
+    );
+    // Order: the scale set was deleted after the listener was gone.
+    let calls = h.service.with(|s| s.calls.clone());
+    assert_eq!(calls.last(), Some(&"delete_runner_scale_set"), "{calls:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn deletion_without_a_scale_set_id_completes() -> anyhow::Result<()> {
+    let h = Harness::start("ars-noid").await?;
+    // No credentials Secret: the scale set is never created.
+    h.create_ars("arc", spec("https://github.example.com/org", "missing"))
+        .await?;
+    let ars_api = h.api::<AutoscalingRunnerSet>(h.ns());
+    wait_for("the finalizer", || async {
+        let ars = ars_api.get("arc").await?;
+        Ok(ars
+            .finalizers()
+            .iter()
+            .any(|f| f == finalizers::AUTOSCALING_RUNNER_SET)
+            .then_some(()))
+    })
+    .await?;
+    ars_api.delete("arc", &DeleteParams::default()).await?;
+    wait_for("the ARS to be gone", || async {
+        Ok(ars_api.get_opt("arc").await?.is_none().then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn missing_secret_gets_a_condition_and_event_then_recovers() -> anyhow::Result<()> {
+    let h = Harness::start("ars-badsecret").await?;
+    h.create_ars("arc", spec("https://github.example.com/org", "gh"))
+        .await?;
+    let ars_api = h.api::<AutoscalingRunnerSet>(h.ns());
+    let message = wait_for("a Ready=False condition", || async {
+        let ars = ars_api.get("arc").await?;
+        Ok(ars
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|c| {
+                c.into_iter()
+                    .find(|c| c.type_ == "Ready" && c.status == "False")
+            })
+            .map(|c| (c.reason, c.message)))
+    })
+    .await?;
+    assert_eq!(message.0, "InvalidConfiguration");
+    assert!(
+        message.1.contains("Secret") && message.1.contains("gh") && message.1.contains("not found"),
+        "{}",
+        message.1
+    );
+    let events = h.api::<Event>(h.ns());
+    wait_for("a Warning Event naming the Secret", || async {
+        let list = events.list(&ListParams::default()).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("InvalidConfiguration")
+                    && e.message.as_deref().is_some_and(|m| m.contains("gh"))
+            })
+            .map(|_| ()))
+    })
+    .await?;
+
+    // A Secret without usable keys is named with the fix.
+    let bad = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("gh".into()),
+            ..Default::default()
+        },
+        string_data: Some([("github_app_id".to_owned(), "1".to_owned())].into()),
+        ..Default::default()
+    };
+    h.api::<Secret>(h.ns())
+        .create(&PostParams::default(), &bad)
+        .await?;
+    wait_for("a condition about the missing keys", || async {
+        let ars = ars_api.get("arc").await?;
+        Ok(ars
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|c| {
+                c.into_iter()
+                    .find(|c| c.message.contains("no credentials provided"))
+            })
+            .map(|_| ()))
+    })
+    .await?;
+
+    h.api::<Secret>(h.ns())
+        .delete("gh", &DeleteParams::default())
+        .await?;
+    h.pat_secret("gh", "t").await?;
+    let ars = ready_ars(&h, "arc").await?;
+    let ready = ars.status.and_then(|s| s.conditions).unwrap_or_default();
+    wait_for("Ready=True", || async {
+        let ars = ars_api.get("arc").await?;
+        Ok(ars
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|c| {
+                c.into_iter()
+                    .find(|c| c.type_ == "Ready" && c.status == "True")
+            })
+            .map(|_| ()))
+    })
+    .await?;
+    let _ = ready;
+    assert!(h.running(), "no crash");
+    Ok(())
+}
+
+#[tokio::test]
+async fn changed_config_url_is_refused_with_a_condition() -> anyhow::Result<()> {
+    let h = Harness::start("ars-url").await?;
+    h.pat_secret("gh", "t").await?;
+    h.create_ars("arc", spec("https://github.example.com/org-a", "gh"))
+        .await?;
+    let ars = ready_ars(&h, "arc").await?;
+    let id = ars.annotations()[annotations::RUNNER_SCALE_SET_ID].clone();
+    let ars_api = h.api::<AutoscalingRunnerSet>(h.ns());
+    ars_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"githubConfigUrl": "https://github.example.com/org-b"}})),
+        )
+        .await?;
+    let condition = wait_for("a ConfigUrlChanged condition", || async {
+        let ars = ars_api.get("arc").await?;
+        let phase = ars
+            .status
+            .as_ref()
+            .map(|s| s.phase.clone())
+            .unwrap_or_default();
+        Ok(ars
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|c| c.into_iter().find(|c| c.reason == "ConfigUrlChanged"))
+            .map(|c| (c, phase)))
+    })
+    .await?;
+    assert_eq!(condition.0.status, "False");
+    assert_eq!(condition.1, "Failed");
+    assert!(condition.0.message.contains("org-a") && condition.0.message.contains("org-b"));
+    let ars = ars_api.get("arc").await?;
+    assert_eq!(
+        ars.annotations()[annotations::RUNNER_SCALE_SET_ID],
+        id,
+        "scale set kept"
+    );
+    assert_eq!(
+        h.service.with(|s| s.scale_sets.len()),
+        1,
+        "no second scale set"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn lost_scale_set_is_created_again() -> anyhow::Result<()> {
+    let h = Harness::start("ars-lost").await?;
+    h.pat_secret("gh", "t").await?;
+    h.create_ars("arc", spec("https://github.example.com/org", "gh"))
+        .await?;
+    let ars = ready_ars(&h, "arc").await?;
+    let old: i64 = ars.annotations()[annotations::RUNNER_SCALE_SET_ID].parse()?;
+    h.service.with(|s| s.scale_sets.clear());
+    // Any event makes the controller look again (a periodic check does so in steady state).
+    h.api::<AutoscalingRunnerSet>(h.ns())
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"poke": "1"}}})),
+        )
+        .await?;
+    let ers_api = h.api::<EphemeralRunnerSet>(h.ns());
+    let new = wait_for("a new scale set id on the runner set", || async {
+        let ers = ers_api.get("arc").await?;
+        let id = ers.spec.ephemeral_runner_spec.runner_scale_set_id;
+        Ok((id != old && id > 0).then_some(id))
+    })
+    .await?;
+    assert!(h.service.with(|s| s.scale_sets.contains_key(&new)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn runner_group_is_looked_up_and_recorded() -> anyhow::Result<()> {
+    let h = Harness::start("ars-group").await?;
+    h.pat_secret("gh", "t").await?;
+    let group_id = h.service.add_group("my-group");
+    let mut s = spec("https://github.example.com/org", "gh");
+    s["runnerGroup"] = json!("my-group");
+    h.create_ars("arc", s).await?;
+    let ars = ready_ars(&h, "arc").await?;
+    assert_eq!(
+        ars.annotations()[annotations::RUNNER_GROUP_NAME],
+        "my-group"
+    );
+    let id: i64 = ars.annotations()[annotations::RUNNER_SCALE_SET_ID].parse()?;
+    assert_eq!(
+        h.service.with(|s| s.scale_sets[&id].runner_group_id),
+        group_id
+    );
+
+    // Renaming the scale set updates the service and the annotation.
+    h.api::<AutoscalingRunnerSet>(h.ns())
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"runnerScaleSetName": "renamed"}})),
+        )
+        .await?;
+    let api = h.api::<AutoscalingRunnerSet>(h.ns());
+    wait_for("the new name annotation", || async {
+        let ars = api.get("arc").await?;
+        Ok((ars
+            .annotations()
+            .get(annotations::RUNNER_SCALE_SET_NAME)
+            .map(String::as_str)
+            == Some("renamed"))
+        .then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        h.service.with(|s| s.scale_sets[&id].name.clone()),
+        "renamed"
+    );
+    Ok(())
+}
