@@ -1,0 +1,560 @@
+//! EphemeralRunner reconciler (controllers.md 7): JIT config, JIT Secret and runner pod in one
+//! pass, status mirrored from the pod, the retry budget, and removal from the service before
+//! anything is deleted.
+//!
+//! Each pass observes the runner, its JIT Secret and its pod, asks
+//! [`scaleset_core::ephemeral_runner::decide`] what to do, carries that out, and observes again
+//! while the step made progress that the next step builds on (JIT → Secret → runner id → pod).
+
+pub mod observe;
+pub mod resources;
+
+mod deletion;
+mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{self, Action as Requeue, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use scaleset_core::ephemeral_runner::{
+    Action, DeleteCause, ExistingRunner, JitConflict, PodCreateError, RetryPolicy, ServiceRemoval,
+    decide, on_pod_create_error, on_runner_exists,
+};
+use serde_json::json;
+
+use crate::Context;
+use crate::controllers::{namespace_of, watched_api};
+use crate::crd::EphemeralRunner;
+use crate::error::Error;
+use crate::names::{finalizers, labels};
+
+/// Controller name (metrics label, Event source).
+pub const CONTROLLER: &str = "ephemeralrunner";
+
+/// Most steps one pass carries out before it yields (JIT, Secret, runner id, pod and slack).
+const MAX_STEPS: usize = 8;
+
+/// Tunables of the EphemeralRunner controller.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Pod retry budget and backoff (ARC's defaults).
+    pub retry: RetryPolicy,
+}
+
+struct State {
+    ctx: Arc<Context>,
+    settings: Settings,
+}
+
+/// Runs the EphemeralRunner controller with ARC's defaults until its stream ends.
+pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
+    run_with(ctx, Settings::default()).await
+}
+
+/// Runs the EphemeralRunner controller with `settings` (tests shorten the backoff).
+pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<()> {
+    let runners: Api<EphemeralRunner> = watched_api(&ctx);
+    let pods: Api<Pod> = watched_api(&ctx);
+    let concurrency = ctx.options.runner_max_concurrent_reconciles.max(1);
+    let pod_selector = format!("{}=True", labels::EPHEMERAL_RUNNER);
+    let state = Arc::new(State { ctx, settings });
+    Controller::new(runners, watcher::Config::default())
+        .owns(pods, watcher::Config::default().labels(&pod_selector))
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .run(reconcile, error_policy, state)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(controller = CONTROLLER, error = %e, "reconcile dispatch");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn error_policy(er: Arc<EphemeralRunner>, error: &Error, state: Arc<State>) -> Requeue {
+    Context::error_policy(er, error, state.ctx.clone())
+}
+
+async fn reconcile(er: Arc<EphemeralRunner>, state: Arc<State>) -> Result<Requeue, Error> {
+    let ctx = state.ctx.clone();
+    ctx.instrumented(&*er, async {
+        let ns = namespace_of(&er.metadata)?;
+        let api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &ns);
+        let pass = Pass::new(&state, &ns);
+        finalizer(
+            &api,
+            finalizers::EPHEMERAL_RUNNER,
+            er.clone(),
+            |event| async {
+                match event {
+                    Finalizer::Apply(er) => pass.apply((*er).clone()).await,
+                    Finalizer::Cleanup(er) => pass.cleanup(&er).await,
+                }
+            },
+        )
+        .await
+        .map_err(unwrap_finalizer_error)
+    })
+    .await
+}
+
+/// Errors of the reconcile itself pass through the finalizer helper unchanged, so that the
+/// error policy sees `Waiting` and configuration errors as such.
+pub(crate) fn unwrap_finalizer_error(e: kube::runtime::finalizer::Error<Error>) -> Error {
+    use kube::runtime::finalizer::Error as F;
+    match e {
+        F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+        other => Error::Finalizer(Box::new(other)),
+    }
+}
+
+/// Whether a kube error is a 404.
+pub(crate) fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Deletes `name`, treating not-found as done.
+pub(crate) async fn delete_ignoring_missing<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One reconcile pass over one runner.
+struct Pass<'a> {
+    ctx: &'a Context,
+    policy: &'a RetryPolicy,
+    runners: Api<EphemeralRunner>,
+    pods: Api<Pod>,
+    secrets: Api<Secret>,
+}
+
+/// Whether the pass goes on observing or is finished.
+enum Next {
+    Again(Box<EphemeralRunner>),
+    Done(Requeue),
+}
+
+impl<'a> Pass<'a> {
+    fn new(state: &'a State, ns: &str) -> Self {
+        let client = state.ctx.client.clone();
+        Self {
+            ctx: &state.ctx,
+            policy: &state.settings.retry,
+            runners: Api::namespaced(client.clone(), ns),
+            pods: Api::namespaced(client.clone(), ns),
+            secrets: Api::namespaced(client, ns),
+        }
+    }
+
+    async fn apply(&self, mut er: EphemeralRunner) -> Result<Requeue, Error> {
+        let terminal = matches!(
+            er.status.as_ref().map(|s| s.phase.as_str()),
+            Some("Succeeded" | "Failed" | "Outdated")
+        );
+        if !terminal
+            && !er
+                .finalizers()
+                .iter()
+                .any(|f| f == finalizers::RUNNER_REGISTRATION)
+        {
+            er = self.add_registration_finalizer(&er).await?;
+        }
+        for _ in 0..MAX_STEPS {
+            let name = er.name_any();
+            let secret = self.secrets.get_opt(&name).await?;
+            let pod = self.pods.get_opt(&name).await?;
+            let runner = observe::runner_state(&er, secret.is_some());
+            let observed = pod.as_ref().map(observe::pod_observation);
+            let action = decide(&runner, observed.as_ref(), observe::now(), self.policy);
+            tracing::debug!(runner = %name, ?action, "ephemeral runner step");
+            match self.carry_out(action, er, secret, pod).await? {
+                Next::Again(updated) => er = *updated,
+                Next::Done(requeue) => return Ok(requeue),
+            }
+        }
+        Ok(Requeue::requeue(Duration::from_secs(1)))
+    }
+
+    async fn carry_out(
+        &self,
+        action: Action,
+        er: EphemeralRunner,
+        secret: Option<Secret>,
+        pod: Option<Pod>,
+    ) -> Result<Next, Error> {
+        let done = |r: Requeue| Ok(Next::Done(r));
+        match action {
+            Action::Wait(Some(after)) => done(Requeue::requeue(after)),
+            Action::Wait(None) => done(Requeue::await_change()),
+            Action::CleanupTerminal => {
+                let name = er.name_any();
+                if pod.is_some() {
+                    delete_ignoring_missing(&self.pods, &name).await?;
+                }
+                if secret.is_some() {
+                    delete_ignoring_missing(&self.secrets, &name).await?;
+                }
+                done(Requeue::await_change())
+            }
+            Action::RequestJitConfig => self.request_jit_config(er).await,
+            Action::RecordRunnerId => {
+                let Some(secret) = secret else {
+                    return Ok(Next::Again(Box::new(er)));
+                };
+                match resources::registration(&secret) {
+                    Ok(reg) => {
+                        let patch = json!({"status": {
+                            "runnerId": reg.runner_id,
+                            "runnerName": reg.runner_name,
+                        }});
+                        Ok(Next::Again(Box::new(self.patch_status(&er, patch).await?)))
+                    }
+                    Err(problem) => {
+                        delete_ignoring_missing(&self.secrets, &er.name_any()).await?;
+                        Err(Error::Config(format!(
+                            "JIT Secret {}: {problem}; it was deleted and a new JIT config will be requested",
+                            er.name_any()
+                        )))
+                    }
+                }
+            }
+            Action::CreatePod => self.create_pod(er, secret).await,
+            Action::MirrorStatus { phase, ready } => {
+                let status = pod.and_then(|p| p.status).unwrap_or_default();
+                let patch = json!({"status": {
+                    "phase": phase.as_str(),
+                    "ready": ready,
+                    "reason": status.reason.unwrap_or_default(),
+                    "message": status.message.unwrap_or_default(),
+                }});
+                self.patch_status(&er, patch).await?;
+                done(Requeue::await_change())
+            }
+            Action::RetryPod(retry) => {
+                let name = er.name_any();
+                let service = if retry.fresh_registration {
+                    Some(self.service(&er).await?)
+                } else {
+                    None
+                };
+                let mut status = json!({
+                    "ready": false,
+                    "reason": retry.reason,
+                    "message": retry.message,
+                });
+                if let Some(service) = service {
+                    let id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();
+                    if id > 0 {
+                        service::remove_or_wait(&*service, id).await?;
+                    }
+                    delete_ignoring_missing(&self.secrets, &name).await?;
+                    status["runnerId"] = serde_json::Value::Null;
+                    status["runnerName"] = serde_json::Value::Null;
+                    status["phase"] = serde_json::Value::Null;
+                }
+                let uid = pod.as_ref().and_then(|p| p.metadata.uid.clone());
+                if let (true, Some(uid)) = (retry.charged, uid) {
+                    status["failures"] = json!({ uid: observe::now_rfc3339() });
+                }
+                self.patch_status(&er, json!({ "status": status })).await?;
+                if pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) {
+                    delete_ignoring_missing(&self.pods, &name).await?;
+                }
+                self.event(
+                    &er,
+                    EventType::Warning,
+                    "RunnerPodFailed",
+                    &format!(
+                        "pod {name} failed ({}): {}; {}",
+                        retry.reason,
+                        retry.message,
+                        if retry.charged {
+                            "charged to the retry budget"
+                        } else {
+                            "cluster fault, not charged"
+                        }
+                    ),
+                )
+                .await;
+                done(Requeue::await_change())
+            }
+            Action::DeleteRunner { cause, removal } => {
+                self.delete_runner(&er, cause, removal).await?;
+                done(Requeue::await_change())
+            }
+            Action::MarkOutdated => {
+                let patch = json!({"status": {
+                    "phase": "Outdated",
+                    "reason": "Outdated",
+                    "message": "Runner is deprecated",
+                }});
+                let er = self.patch_status(&er, patch).await?;
+                self.remove_from_service(&er).await?;
+                done(Requeue::await_change())
+            }
+            Action::MarkFailed { reason, message } => {
+                self.mark_failed(&er, &reason, &message).await
+            }
+        }
+    }
+
+    async fn request_jit_config(&self, er: EphemeralRunner) -> Result<Next, Error> {
+        let service = self.service(&er).await?;
+        let name = er.name_any();
+        let scale_set = er.spec.runner_scale_set_id;
+        let work_folder = resources::work_folder(&er);
+        match service
+            .generate_jit_runner_config(scale_set, &name, &work_folder)
+            .await
+        {
+            Ok(jit) => {
+                let secret = resources::jit_secret(
+                    &er,
+                    &jit,
+                    &self.ctx.options.exclude_label_propagation_prefixes,
+                );
+                match self.secrets.create(&PostParams::default(), &secret).await {
+                    Ok(_) => Ok(Next::Again(Box::new(er))),
+                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(Next::Again(Box::new(er))),
+                    Err(e) => {
+                        // The registration cannot be handed to a pod; do not leave it behind.
+                        if let Err(remove) = service.remove_runner(jit.runner.id).await {
+                            tracing::warn!(runner = %name, error = %remove, "removing an unused registration failed");
+                        }
+                        Err(e.into())
+                    }
+                }
+            }
+            Err(e) if e.is_runner_exists() => {
+                let existing = service
+                    .get_runner_by_name(&name)
+                    .await
+                    .map_err(Error::Service)?
+                    .map(|r| ExistingRunner {
+                        id: r.id,
+                        scale_set_id: r.runner_scale_set_id,
+                    });
+                match on_runner_exists(existing, scale_set) {
+                    JitConflict::Retry => Err(Error::Waiting {
+                        what: format!("runner name {name} to be free on the service"),
+                        retry_after: Duration::from_secs(1),
+                    }),
+                    JitConflict::RemoveThenRetry { runner_id } => {
+                        service::remove_or_wait(&*service, runner_id).await?;
+                        Ok(Next::Again(Box::new(er)))
+                    }
+                    JitConflict::Delete => {
+                        self.event(&er, EventType::Warning, "RunnerNameTaken", &format!(
+                            "runner name {name} is registered in another scale set; deleting this EphemeralRunner"
+                        ))
+                        .await;
+                        delete_ignoring_missing(&self.runners, &name).await?;
+                        Ok(Next::Done(Requeue::await_change()))
+                    }
+                }
+            }
+            Err(e) => Err(Error::Service(e)),
+        }
+    }
+
+    async fn create_pod(&self, er: EphemeralRunner, secret: Option<Secret>) -> Result<Next, Error> {
+        let Some(secret) = secret else {
+            return Ok(Next::Again(Box::new(er)));
+        };
+        let registration = match resources::registration(&secret) {
+            Ok(r) => r,
+            Err(problem) => {
+                delete_ignoring_missing(&self.secrets, &er.name_any()).await?;
+                return Err(Error::Config(format!(
+                    "JIT Secret {}: {problem}",
+                    er.name_any()
+                )));
+            }
+        };
+        let pod = match resources::runner_pod(&er, &registration, &self.ctx.options.build_version) {
+            Ok(pod) => pod,
+            Err(problem) => {
+                return self
+                    .mark_failed(
+                        &er,
+                        "InvalidPod",
+                        &format!("Failed to create the pod: {problem}"),
+                    )
+                    .await;
+            }
+        };
+        match self.pods.create(&PostParams::default(), &pod).await {
+            Ok(_) => Ok(Next::Done(Requeue::await_change())),
+            Err(kube::Error::Api(status)) => {
+                let kind = PodCreateError::classify(status.code, &status.message);
+                if kind == PodCreateError::Other {
+                    return Err(kube::Error::Api(status).into());
+                }
+                let runner = observe::runner_state(&er, true);
+                let action = on_pod_create_error(
+                    kind,
+                    &status.message,
+                    &runner,
+                    observe::now(),
+                    self.policy,
+                );
+                if !matches!(action, Action::Wait(_)) {
+                    self.event(
+                        &er,
+                        EventType::Warning,
+                        "RunnerPodRejected",
+                        &format!("creating pod {}: {}", er.name_any(), status.message),
+                    )
+                    .await;
+                }
+                Box::pin(self.carry_out(action, er, Some(secret), None)).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn mark_failed(
+        &self,
+        er: &EphemeralRunner,
+        reason: &str,
+        message: &str,
+    ) -> Result<Next, Error> {
+        let patch = json!({"status": {"phase": "Failed", "reason": reason, "message": message}});
+        let er = self.patch_status(er, patch).await?;
+        self.event(&er, EventType::Warning, reason, message).await;
+        self.remove_from_service(&er).await?;
+        Ok(Next::Done(Requeue::await_change()))
+    }
+
+    async fn delete_runner(
+        &self,
+        er: &EphemeralRunner,
+        cause: DeleteCause,
+        removal: ServiceRemoval,
+    ) -> Result<(), Error> {
+        if removal == ServiceRemoval::Before {
+            self.remove_from_service(er).await?;
+        }
+        let (kind, reason) = match cause {
+            DeleteCause::Completed => (EventType::Normal, "RunnerCompleted"),
+            DeleteCause::JobLost => (EventType::Warning, "RunnerJobLost"),
+            DeleteCause::TooManyFailures => (EventType::Warning, "TooManyPodFailures"),
+            DeleteCause::CreateRejected => (EventType::Warning, "PodCreateRejected"),
+            DeleteCause::NameTaken => (EventType::Warning, "RunnerNameTaken"),
+        };
+        self.event(
+            er,
+            kind,
+            reason,
+            &format!("deleting EphemeralRunner {} ({cause:?})", er.name_any()),
+        )
+        .await;
+        delete_ignoring_missing(&self.runners, &er.name_any()).await?;
+        if removal == ServiceRemoval::BestEffortAfter {
+            let id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();
+            if id > 0 {
+                match self.service(er).await {
+                    Ok(service) => {
+                        if let Err(e) = service.remove_runner(id).await {
+                            tracing::info!(runner = %er.name_any(), error = %e, "best-effort runner removal failed; the finalizer retries");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::info!(runner = %er.name_any(), error = %e, "no service client for a best-effort removal")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `RemoveRunner(status.runnerId)` when the runner is registered; a missing registration
+    /// counts as removed.
+    async fn remove_from_service(&self, er: &EphemeralRunner) -> Result<(), Error> {
+        let id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();
+        if id <= 0 {
+            return Ok(());
+        }
+        let service = self.service(er).await?;
+        service::remove_or_wait(&*service, id).await
+    }
+
+    async fn service(
+        &self,
+        er: &EphemeralRunner,
+    ) -> Result<Arc<dyn crate::github::ActionsService>, Error> {
+        service::for_runner(self.ctx, er).await
+    }
+
+    async fn patch_status(
+        &self,
+        er: &EphemeralRunner,
+        patch: serde_json::Value,
+    ) -> Result<EphemeralRunner, Error> {
+        Ok(self
+            .runners
+            .patch_status(
+                &er.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?)
+    }
+
+    async fn add_registration_finalizer(
+        &self,
+        er: &EphemeralRunner,
+    ) -> Result<EphemeralRunner, Error> {
+        let current = er.finalizers().to_vec();
+        let ops = if er.metadata.finalizers.is_none() {
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": [finalizers::RUNNER_REGISTRATION]},
+            ])
+        } else {
+            json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": current},
+                {"op": "add", "path": "/metadata/finalizers/-", "value": finalizers::RUNNER_REGISTRATION},
+            ])
+        };
+        let patch = serde_json::from_value(ops).map_err(|source| Error::Serialize {
+            what: "finalizer patch",
+            source,
+        })?;
+        Ok(self
+            .runners
+            .patch(
+                &er.name_any(),
+                &PatchParams::default(),
+                &Patch::<()>::Json(patch),
+            )
+            .await?)
+    }
+
+    async fn event(&self, er: &EphemeralRunner, kind: EventType, reason: &str, note: &str) {
+        self.ctx
+            .publish(&er.object_ref(&()), kind, reason, note)
+            .await;
+    }
+}
+
+/// `RemoveRunner(id)` with not-found counted as removed and `JobStillRunning` reported as such.
+pub(crate) async fn service_remove(
+    service: &dyn crate::github::ActionsService,
+    id: i64,
+) -> Result<scaleset_core::ephemeral_runner::RemoveResult, crate::github::ServiceError> {
+    service::remove(service, id).await
+}

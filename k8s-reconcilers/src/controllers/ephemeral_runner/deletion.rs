@@ -1,0 +1,151 @@
+//! Deletion of an EphemeralRunner (controllers.md 7.9): the registration first, then the pod,
+//! the JIT Secret and container-hook resources; nothing is left behind.
+
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use scaleset_core::ephemeral_runner::{FinalizerStep, after_remove, finalizer_start};
+use serde_json::json;
+
+use super::{Pass, delete_ignoring_missing, observe, resources, service};
+use crate::crd::EphemeralRunner;
+use crate::error::Error;
+use crate::names::{finalizers, labels};
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+
+impl Pass<'_> {
+    /// Runs while the main finalizer is present on a deleting runner; returning `Ok` lets the
+    /// finalizer helper drop it.
+    pub(super) async fn cleanup(&self, er: &EphemeralRunner) -> Result<Requeue, Error> {
+        let name = er.name_any();
+        if er
+            .finalizers()
+            .iter()
+            .any(|f| f == finalizers::RUNNER_REGISTRATION)
+        {
+            self.release_registration(er).await?;
+        }
+        delete_ignoring_missing(&self.pods, &name).await?;
+        delete_ignoring_missing(&self.secrets, &name).await?;
+        if resources::uses_container_hooks(er) {
+            self.delete_hook_resources(&name).await?;
+        }
+        Ok(Requeue::await_change())
+    }
+
+    /// Removes the runner from the service (waiting while its job runs), then drops the
+    /// registration finalizer.
+    async fn release_registration(&self, er: &EphemeralRunner) -> Result<(), Error> {
+        let name = er.name_any();
+        let pod = self.pods.get_opt(&name).await?;
+        let mut runner_id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();
+        if runner_id <= 0
+            && let Some(secret) = self.secrets.get_opt(&name).await?
+        {
+            runner_id = resources::registration(&secret)
+                .map(|r| r.runner_id)
+                .unwrap_or_default();
+        }
+        let service = self.service(er).await?;
+        if runner_id <= 0 {
+            // A JIT config may have been issued without being recorded (a restart between
+            // the service call and the Secret write): look the name up.
+            runner_id = service
+                .get_runner_by_name(&name)
+                .await
+                .map_err(Error::Service)?
+                .filter(|r| r.runner_scale_set_id == er.spec.runner_scale_set_id)
+                .map(|r| r.id)
+                .unwrap_or_default();
+        }
+        if let FinalizerStep::RemoveFromService { runner_id } = finalizer_start(true, runner_id) {
+            let result = service::remove(&*service, runner_id)
+                .await
+                .map_err(Error::Service)?;
+            let deleting_for = er
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .map(|t| observe::now().saturating_duration_since(observe::timestamp(t)))
+                .unwrap_or_default();
+            let alive = observe::runner_alive(pod.as_ref());
+            match after_remove(result, alive, deleting_for, self.policy) {
+                FinalizerStep::Release | FinalizerStep::RemoveFromService { .. } => {}
+                FinalizerStep::RetryAfter(after) => {
+                    return Err(Error::Waiting {
+                        what: format!("the job of runner {name} (id {runner_id}) to finish"),
+                        retry_after: after,
+                    });
+                }
+                FinalizerStep::Error => {
+                    return Err(Error::Waiting {
+                        what: format!("runner {name} (id {runner_id}) removal from the service"),
+                        retry_after: service::JOB_STILL_RUNNING_RETRY,
+                    });
+                }
+            }
+        }
+        self.remove_finalizer(er, finalizers::RUNNER_REGISTRATION)
+            .await
+    }
+
+    async fn remove_finalizer(&self, er: &EphemeralRunner, finalizer: &str) -> Result<(), Error> {
+        let Some(index) = er.finalizers().iter().position(|f| f == finalizer) else {
+            return Ok(());
+        };
+        let path = format!("/metadata/finalizers/{index}");
+        let patch = serde_json::from_value(json!([
+            {"op": "test", "path": path, "value": finalizer},
+            {"op": "remove", "path": path},
+        ]))
+        .map_err(|source| Error::Serialize {
+            what: "finalizer patch",
+            source,
+        })?;
+        match self
+            .runners
+            .patch(
+                &er.name_any(),
+                &PatchParams::default(),
+                &Patch::<()>::Json(patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if super::is_not_found(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Job pods and Secrets that the container hooks labelled `runner-pod=<runner>`.
+    async fn delete_hook_resources(&self, runner: &str) -> Result<(), Error> {
+        let selector = ListParams::default().labels(&format!("{}={runner}", labels::RUNNER_POD));
+        delete_labelled(&self.pods, &selector).await?;
+        delete_labelled(&self.secrets, &selector).await
+    }
+}
+
+async fn delete_labelled<K>(api: &Api<K>, selector: &ListParams) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut errors = Vec::new();
+    for object in api.list(selector).await? {
+        if object.meta().deletion_timestamp.is_some() {
+            continue;
+        }
+        let name = object.meta().name.clone().unwrap_or_default();
+        if let Err(e) = delete_ignoring_missing(api, &name).await {
+            errors.push(format!("{name}: {e}"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "deleting container-hook resources: {}",
+            errors.join("; ")
+        )))
+    }
+}

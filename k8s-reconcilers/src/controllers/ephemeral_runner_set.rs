@@ -1,0 +1,402 @@
+//! EphemeralRunnerSet reconciler (controllers.md 6): scales the set's EphemeralRunners to
+//! `spec.replicas` under the patchID rules, never removes a runner with a job, keeps the status
+//! counters, and empties the set before it goes.
+//!
+//! The decisions come from `scaleset_core::runner_set` ([`set_step`], [`plan`], [`cleanup`]);
+//! this module observes the runners and carries the decisions out. It never writes the set's
+//! spec (the listener owns `replicas` and `patchID`): only its finalizer, its
+//! `integrity-hash` annotation and its status.
+
+pub mod proxy;
+pub mod runners;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use scaleset_core::runner_set::{
+    Candidate, CleanupPlan, ObservedRunner, RunnerPhase, SetObservation, SetPolicy, SetSpec,
+    SetStatus, SetStep, cleanup, plan, set_step, status,
+};
+use serde_json::json;
+
+use crate::Context;
+use crate::controllers::ephemeral_runner::observe::now;
+use crate::controllers::ephemeral_runner::{delete_ignoring_missing, unwrap_finalizer_error};
+use crate::controllers::{namespace_of, watched_api};
+use crate::crd::{EphemeralRunner, EphemeralRunnerSet};
+use crate::error::Error;
+use crate::github::{ActionsService, ObjectSettings};
+use crate::meta::integrity_hash;
+use crate::metrics::ScaleSetLabels;
+use crate::names::{annotations, finalizers};
+use scaleset_core::ephemeral_runner::RemoveResult;
+
+/// Controller name (metrics label, Event source).
+pub const CONTROLLER: &str = "ephemeralrunnerset";
+
+/// How often a deleting set looks at its runners when no runner event arrives.
+const CLEANUP_POLL: Duration = Duration::from_secs(30);
+
+/// Tunables of the EphemeralRunnerSet controller.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Failed-runner accounting (`SetPolicy::arc()` restores ARC's).
+    pub policy: SetPolicy,
+}
+
+struct State {
+    ctx: Arc<Context>,
+    settings: Settings,
+}
+
+/// Runs the EphemeralRunnerSet controller with the default policy until its stream ends.
+pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
+    run_with(ctx, Settings::default()).await
+}
+
+/// Runs the EphemeralRunnerSet controller with `settings`.
+pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<()> {
+    let sets: Api<EphemeralRunnerSet> = watched_api(&ctx);
+    let runners: Api<EphemeralRunner> = watched_api(&ctx);
+    let state = Arc::new(State { ctx, settings });
+    Controller::new(sets, watcher::Config::default())
+        .owns(runners, watcher::Config::default())
+        .run(reconcile, error_policy, state)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(controller = CONTROLLER, error = %e, "reconcile dispatch");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn error_policy(set: Arc<EphemeralRunnerSet>, error: &Error, state: Arc<State>) -> Requeue {
+    Context::error_policy(set, error, state.ctx.clone())
+}
+
+async fn reconcile(set: Arc<EphemeralRunnerSet>, state: Arc<State>) -> Result<Requeue, Error> {
+    let ctx = state.ctx.clone();
+    ctx.instrumented(&*set, async {
+        let ns = namespace_of(&set.metadata)?;
+        let pass = Pass {
+            ctx: &state.ctx,
+            policy: &state.settings.policy,
+            sets: Api::namespaced(ctx.client.clone(), &ns),
+            runners: Api::namespaced(ctx.client.clone(), &ns),
+        };
+        finalizer(
+            &pass.sets,
+            finalizers::EPHEMERAL_RUNNER_SET,
+            set.clone(),
+            |event| async {
+                match event {
+                    Finalizer::Apply(set) => pass.apply(&set).await,
+                    Finalizer::Cleanup(set) => pass.finalize(&set).await,
+                }
+            },
+        )
+        .await
+        .map_err(unwrap_finalizer_error)
+    })
+    .await
+}
+
+struct Pass<'a> {
+    ctx: &'a Context,
+    policy: &'a SetPolicy,
+    sets: Api<EphemeralRunnerSet>,
+    runners: Api<EphemeralRunner>,
+}
+
+impl Pass<'_> {
+    async fn apply(&self, set: &EphemeralRunnerSet) -> Result<Requeue, Error> {
+        let owned = self.owned_runners(set).await?;
+        let observed: Vec<ObservedRunner> = owned.iter().map(runners::observed).collect();
+        let hash = integrity_hash(&set.spec.ephemeral_runner_spec);
+        let observation = SetObservation {
+            deleting: false,
+            finalizer: true,
+            spec_hash_current: set.annotations().get(annotations::INTEGRITY_HASH) == Some(&hash),
+        };
+        let current_phase = set
+            .status
+            .as_ref()
+            .map(|s| s.phase.clone())
+            .unwrap_or_default();
+        let any_outdated = current_phase == "Outdated"
+            || observed
+                .iter()
+                .any(|r| r.phase == RunnerPhase::Outdated && !r.deleting);
+        match set_step(&observation, any_outdated) {
+            SetStep::Finalize | SetStep::AddFinalizer => Ok(Requeue::await_change()),
+            SetStep::ReplaceRunners => {
+                tracing::info!(set = %set.name_any(), "runner spec changed: replacing idle runners");
+                self.carry_out_cleanup(set, &cleanup(&observed)).await?;
+                proxy::reconcile(&self.ctx.client, set).await?;
+                let patch =
+                    json!({"metadata": {"annotations": {annotations::INTEGRITY_HASH: hash}}});
+                self.sets
+                    .patch(
+                        &set.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await?;
+                Ok(Requeue::await_change())
+            }
+            SetStep::CleanupOutdated => {
+                let counts = SetStatus {
+                    outdated: true,
+                    ..status(&observed, self.policy)
+                };
+                self.write_status(set, &counts).await?;
+                self.carry_out_cleanup(set, &cleanup(&observed)).await?;
+                Ok(Requeue::await_change())
+            }
+            SetStep::Scale => self.scale(set, &observed).await,
+        }
+    }
+
+    async fn scale(
+        &self,
+        set: &EphemeralRunnerSet,
+        observed: &[ObservedRunner],
+    ) -> Result<Requeue, Error> {
+        if proxy::reconcile(&self.ctx.client, set).await? == proxy::ProxyOutcome::Updated {
+            return Ok(Requeue::requeue(Duration::from_secs(1)));
+        }
+        let spec = SetSpec {
+            replicas: u32::try_from(set.spec.replicas).unwrap_or(0),
+            patch_id: i64::from(set.spec.patch_id),
+        };
+        let decision = plan(spec, observed, now(), self.policy);
+        tracing::debug!(set = %set.name_any(), ?decision, "scale plan");
+        self.publish_gauges(set, &decision.status);
+        let mut errors = Vec::new();
+        for name in &decision.delete {
+            if let Err(e) = delete_ignoring_missing(&self.runners, name).await {
+                tracing::warn!(set = %set.name_any(), runner = %name, error = %e, "deleting a finished runner");
+            }
+        }
+        for _ in 0..decision.create {
+            let runner = runners::new_runner(
+                set,
+                decision.stamp_patch_id,
+                &self.ctx.options.exclude_label_propagation_prefixes,
+            );
+            if let Err(e) = self.runners.create(&PostParams::default(), &runner).await {
+                errors.push(format!("creating a runner: {e}"));
+            }
+        }
+        if decision.scale_down.count > 0 {
+            let removed = self
+                .remove_idle(
+                    set,
+                    &decision.scale_down.candidates,
+                    decision.scale_down.count,
+                    &mut errors,
+                )
+                .await?;
+            tracing::info!(set = %set.name_any(), wanted = decision.scale_down.count, removed, "scaled down");
+        }
+        self.write_status(set, &decision.status).await?;
+        if errors.is_empty() {
+            Ok(Requeue::await_change())
+        } else {
+            Err(Error::Config(format!(
+                "EphemeralRunnerSet {}: {}",
+                set.name_any(),
+                errors.join("; ")
+            )))
+        }
+    }
+
+    /// Walks `candidates` in order until `count` of them are removed from the service and
+    /// deleted; a runner whose job is running is skipped.
+    async fn remove_idle(
+        &self,
+        set: &EphemeralRunnerSet,
+        candidates: &[Candidate],
+        count: u32,
+        errors: &mut Vec<String>,
+    ) -> Result<u32, Error> {
+        let mut removed = 0;
+        let mut service: Option<Arc<dyn ActionsService>> = None;
+        for candidate in candidates {
+            if removed >= count {
+                break;
+            }
+            if let Some(id) = candidate.runner_id {
+                let client = match &service {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = self.service(set).await?;
+                        service = Some(s.clone());
+                        s
+                    }
+                };
+                match crate::controllers::ephemeral_runner::service_remove(&*client, id).await {
+                    Ok(RemoveResult::Removed) => {}
+                    Ok(RemoveResult::JobStillRunning) => continue,
+                    Ok(RemoveResult::Failed) => continue,
+                    Err(e) => {
+                        errors.push(format!("removing runner {} (id {id}): {e}", candidate.name));
+                        continue;
+                    }
+                }
+            }
+            match delete_ignoring_missing(&self.runners, &candidate.name).await {
+                Ok(()) => removed += 1,
+                Err(e) => errors.push(format!("deleting runner {}: {e}", candidate.name)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Runs one cleanup plan: terminal runners deleted, idle ones removed from the service and
+    /// deleted, busy ones left to finish.
+    async fn carry_out_cleanup(
+        &self,
+        set: &EphemeralRunnerSet,
+        work: &CleanupPlan,
+    ) -> Result<(), Error> {
+        let mut errors = Vec::new();
+        for name in &work.delete {
+            if let Err(e) = delete_ignoring_missing(&self.runners, name).await {
+                errors.push(format!("deleting runner {name}: {e}"));
+            }
+        }
+        let count = u32::try_from(work.remove_then_delete.len()).unwrap_or(u32::MAX);
+        if count > 0 {
+            self.remove_idle(set, &work.remove_then_delete, count, &mut errors)
+                .await?;
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "EphemeralRunnerSet {}: {}",
+                set.name_any(),
+                errors.join("; ")
+            )))
+        }
+    }
+
+    async fn finalize(&self, set: &EphemeralRunnerSet) -> Result<Requeue, Error> {
+        let owned = self.owned_runners(set).await?;
+        let observed: Vec<ObservedRunner> = owned.iter().map(runners::observed).collect();
+        let work = cleanup(&observed);
+        if !work.done {
+            self.carry_out_cleanup(set, &work).await?;
+            if !work.waiting_for_jobs.is_empty() {
+                self.ctx
+                    .publish(
+                        &set.object_ref(&()),
+                        EventType::Normal,
+                        "WaitingForJobs",
+                        &format!(
+                            "deletion waits for {} runner(s) with a running job: {}",
+                            work.waiting_for_jobs.len(),
+                            work.waiting_for_jobs.join(", ")
+                        ),
+                    )
+                    .await;
+            }
+            return Err(Error::Waiting {
+                what: format!("{} runner(s) of {} to go", observed.len(), set.name_any()),
+                retry_after: CLEANUP_POLL,
+            });
+        }
+        if proxy::delete(&self.ctx.client, set).await? {
+            return Err(Error::Waiting {
+                what: format!("proxy Secret {} to go", proxy::secret_name(set)),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        Ok(Requeue::await_change())
+    }
+
+    async fn owned_runners(&self, set: &EphemeralRunnerSet) -> Result<Vec<EphemeralRunner>, Error> {
+        Ok(self
+            .runners
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|er| runners::owned_by(er, set))
+            .collect())
+    }
+
+    async fn write_status(
+        &self,
+        set: &EphemeralRunnerSet,
+        counts: &SetStatus,
+    ) -> Result<(), Error> {
+        let current = set.status.clone().unwrap_or_default();
+        let target = runners::set_status(counts, &current.phase);
+        if target == current && set.status.is_some() {
+            return Ok(());
+        }
+        let patch = json!({ "status": target });
+        self.sets
+            .patch_status(
+                &set.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn publish_gauges(&self, set: &EphemeralRunnerSet, counts: &SetStatus) {
+        if !self.ctx.options.publish_metrics {
+            return;
+        }
+        let url = &set.spec.ephemeral_runner_spec.github_config_url;
+        if scaleset_core::naming::ConfigUrl::parse(url).is_err() {
+            return;
+        }
+        let labels =
+            ScaleSetLabels::new(&set.name_any(), &set.namespace().unwrap_or_default(), url);
+        let metrics = &self.ctx.metrics;
+        metrics
+            .pending_runners
+            .get_or_create(&labels)
+            .set(i64::from(counts.pending));
+        metrics
+            .running_runners
+            .get_or_create(&labels)
+            .set(i64::from(counts.running));
+        metrics
+            .failed_runners
+            .get_or_create(&labels)
+            .set(i64::from(counts.failed));
+    }
+
+    async fn service(&self, set: &EphemeralRunnerSet) -> Result<Arc<dyn ActionsService>, Error> {
+        let namespace = set.namespace().unwrap_or_default();
+        let spec = &set.spec.ephemeral_runner_spec;
+        self.ctx
+            .github
+            .for_object(
+                &self.ctx.client,
+                ObjectSettings {
+                    namespace: &namespace,
+                    config_url: &spec.github_config_url,
+                    secret: &spec.github_config_secret,
+                    proxy: spec.proxy.as_ref(),
+                    tls: spec.github_server_tls.as_ref(),
+                    vault: spec.vault_config.as_ref(),
+                },
+            )
+            .await
+    }
+}

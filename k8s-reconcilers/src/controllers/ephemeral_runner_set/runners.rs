@@ -1,0 +1,219 @@
+//! The EphemeralRunnerSet's view of its runners: which EphemeralRunners it owns, their
+//! observation for `scaleset_core::runner_set`, and the construction of new ones
+//! (controllers.md 6.3, 6.5, 6.7).
+
+use kube::api::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use scaleset_core::runner_set::{ObservedRunner, RunnerPhase, SetStatus};
+
+use crate::controllers::ephemeral_runner::observe::{has_job, timestamp};
+use crate::crd::{EphemeralRunner, EphemeralRunnerSet, EphemeralRunnerSetStatus};
+use crate::meta::{merge_annotations, merge_labels};
+use crate::names::{
+    annotations, finalizers, labels, runner_generate_name, runner_proxy_secret_name,
+};
+
+/// Whether `er` is controlled by `set` (owner reference with the set's UID).
+pub fn owned_by(er: &EphemeralRunner, set: &EphemeralRunnerSet) -> bool {
+    let Some(uid) = set.meta().uid.as_deref() else {
+        return false;
+    };
+    er.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "EphemeralRunnerSet")
+}
+
+/// An EphemeralRunner as `scaleset_core::runner_set` sees it.
+pub fn observed(er: &EphemeralRunner) -> ObservedRunner {
+    let status = er.status.clone().unwrap_or_default();
+    ObservedRunner {
+        name: er.name_any(),
+        phase: RunnerPhase::parse(&status.phase),
+        deleting: er.metadata.deletion_timestamp.is_some(),
+        patch_id: er
+            .annotations()
+            .get(annotations::PATCH_ID)
+            .and_then(|v| v.trim().parse::<i64>().ok()),
+        runner_id: status.runner_id,
+        has_job: has_job(er),
+        created_at: er
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(timestamp)
+            .unwrap_or_default(),
+        failed_at: None,
+    }
+}
+
+/// The set status for the counters of a pass; `phase` is `Outdated` when any runner is,
+/// otherwise the current phase, or `Running` when none is set.
+pub fn set_status(counts: &SetStatus, current_phase: &str) -> EphemeralRunnerSetStatus {
+    let as_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    let phase = if counts.outdated {
+        "Outdated"
+    } else if current_phase.is_empty() {
+        "Running"
+    } else {
+        current_phase
+    };
+    EphemeralRunnerSetStatus {
+        current_replicas: as_i32(counts.current_replicas),
+        pending_ephemeral_runners: as_i32(counts.pending),
+        running_ephemeral_runners: as_i32(counts.running),
+        failed_ephemeral_runners: as_i32(counts.failed),
+        phase: phase.to_owned(),
+    }
+}
+
+/// A new EphemeralRunner of `set` stamped with `patch_id`.
+pub fn new_runner(
+    set: &EphemeralRunnerSet,
+    patch_id: i64,
+    excluded_prefixes: &[String],
+) -> EphemeralRunner {
+    let extra = set
+        .spec
+        .ephemeral_runner_metadata
+        .clone()
+        .unwrap_or_default();
+    let mut own_labels = set.labels().clone();
+    own_labels.insert(labels::COMPONENT.into(), labels::COMPONENT_RUNNER.into());
+    let mut own_annotations = set.annotations().clone();
+    own_annotations.insert(annotations::PATCH_ID.into(), patch_id.to_string());
+    let namespace = set.namespace().unwrap_or_default();
+    let mut spec = set.spec.ephemeral_runner_spec.clone();
+    if spec.proxy.is_some() {
+        spec.proxy_secret_ref = Some(runner_proxy_secret_name(&set.name_any(), &namespace));
+    }
+    EphemeralRunner {
+        metadata: ObjectMeta {
+            generate_name: Some(runner_generate_name(&set.name_any())),
+            namespace: Some(namespace),
+            labels: Some(merge_labels(
+                extra.labels.as_ref(),
+                Some(&own_labels),
+                excluded_prefixes,
+            )),
+            annotations: Some(merge_annotations(
+                extra.annotations.as_ref(),
+                Some(&own_annotations),
+            )),
+            finalizers: Some(vec![
+                finalizers::EPHEMERAL_RUNNER.into(),
+                finalizers::RUNNER_REGISTRATION.into(),
+            ]),
+            owner_references: set.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set() -> EphemeralRunnerSet {
+        serde_json::from_value(json!({
+            "apiVersion": "actions.github.com/v1alpha1",
+            "kind": "EphemeralRunnerSet",
+            "metadata": {
+                "name": "arc", "namespace": "ns", "uid": "set-uid",
+                "labels": {"app.kubernetes.io/component": "runner-set", "team": "a", "skip.me/x": "1"},
+                "annotations": {"actions.github.com/integrity-hash": "h"}
+            },
+            "spec": {
+                "replicas": 2,
+                "patchID": 7,
+                "ephemeralRunnerMetadata": {"labels": {"team": "meta", "m": "1"}, "annotations": {"n": "1"}},
+                "ephemeralRunnerSpec": {
+                    "githubConfigUrl": "https://github.com/org",
+                    "githubConfigSecret": "creds",
+                    "runnerScaleSetId": 3,
+                    "proxy": {"http": {"url": "http://p:1"}},
+                    "spec": {"containers": [{"name": "runner", "image": "r"}]}
+                }
+            }
+        }))
+        .expect("set json")
+    }
+
+    #[test]
+    fn new_runner_follows_arc() {
+        let s = set();
+        let er = new_runner(&s, 7, &["skip.me/".into()]);
+        let meta = &er.metadata;
+        assert_eq!(meta.generate_name.as_deref(), Some("arc-runner-"));
+        let labels = meta.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/component")
+                .map(String::as_str),
+            Some("runner")
+        );
+        assert_eq!(
+            labels.get("team").map(String::as_str),
+            Some("a"),
+            "set labels win"
+        );
+        assert_eq!(labels.get("m").map(String::as_str), Some("1"));
+        assert!(!labels.contains_key("skip.me/x"));
+        let ann = meta.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            ann.get(annotations::PATCH_ID).map(String::as_str),
+            Some("7")
+        );
+        assert_eq!(
+            ann.get(annotations::INTEGRITY_HASH).map(String::as_str),
+            Some("h")
+        );
+        assert_eq!(ann.get("n").map(String::as_str), Some("1"));
+        assert_eq!(meta.finalizers.clone().unwrap_or_default().len(), 2);
+        assert!(owned_by(&er, &s));
+        assert_eq!(er.spec.runner_scale_set_id, 3);
+        assert_eq!(
+            er.spec.proxy_secret_ref,
+            Some(runner_proxy_secret_name("arc", "ns"))
+        );
+    }
+
+    #[test]
+    fn observation_and_status() {
+        let s = set();
+        let mut er = new_runner(&s, 4, &[]);
+        er.metadata.name = Some("arc-runner-x".into());
+        er.status = Some(crate::crd::EphemeralRunnerStatus {
+            phase: "Running".into(),
+            runner_id: 12,
+            job_id: "j".into(),
+            ..Default::default()
+        });
+        let o = observed(&er);
+        assert_eq!((o.patch_id, o.runner_id, o.has_job), (Some(4), 12, true));
+        assert_eq!(o.phase, RunnerPhase::Running);
+        let counts = SetStatus {
+            current_replicas: 3,
+            pending: 1,
+            running: 2,
+            failed: 1,
+            outdated: false,
+        };
+        let st = set_status(&counts, "");
+        assert_eq!(
+            (
+                st.current_replicas,
+                st.failed_ephemeral_runners,
+                st.phase.as_str()
+            ),
+            (3, 1, "Running")
+        );
+        let outdated = SetStatus {
+            outdated: true,
+            ..counts
+        };
+        assert_eq!(set_status(&outdated, "Running").phase, "Outdated");
+    }
+}
