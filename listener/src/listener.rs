@@ -46,7 +46,7 @@ impl LoopSettings {
             owner,
             session_conflict_timeout: Duration::from_secs(300),
             retry_initial: Duration::from_secs(1),
-            retry_max: Duration::from_secs(30),
+            retry_max: Duration::from_secs(15),
             session_delete_timeout: Duration::from_secs(30),
         }
     }
