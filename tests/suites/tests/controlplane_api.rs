@@ -15,28 +15,6 @@ use testbed::{ControlPlane, Recorded, WatchRecorder};
 const TIMEOUT: Duration = Duration::from_secs(60);
 const GROUP: &str = "testbed.arc-rs.dev";
 
-/// Deletes a cluster-scoped CRD when the test ends, however it ends.
-struct CrdGuard(kube::Client, String);
-
-impl Drop for CrdGuard {
-    fn drop(&mut self) {
-        let (client, name) = (self.0.clone(), self.1.clone());
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let crds: Api<CustomResourceDefinition> = Api::all(client);
-                crds.delete(&name, &DeleteParams::default())
-                    .await
-                    .map(|_| ())
-            })?;
-            anyhow::Ok(())
-        })
-        .join();
-    }
-}
-
 #[tokio::test]
 async fn crd_server_side_apply_status_subresource_and_watch() -> anyhow::Result<()> {
     let begin = Instant::now();
@@ -87,7 +65,7 @@ async fn crd_server_side_apply_status_subresource_and_watch() -> anyhow::Result<
         },
     });
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let _guard = CrdGuard(client.clone(), crd_name.clone());
+    let _guard = cp.delete_on_drop::<CustomResourceDefinition>(&crd_name);
     crds.patch(
         &crd_name,
         &PatchParams::apply("testbed-suite"),
@@ -105,7 +83,7 @@ async fn crd_server_side_apply_status_subresource_and_watch() -> anyhow::Result<
         &plural,
     );
     let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns.name(), &resource);
-    let recorder = WatchRecorder::start(widgets.clone(), watcher::Config::default());
+    let recorder = WatchRecorder::start(widgets.clone(), watcher::Config::default()).await?;
 
     let manifest = |size: i64, status_phase: Option<&str>| {
         let mut object = json!({

@@ -248,6 +248,11 @@ impl ControlPlane {
         TestNamespace::create(self.config.clone(), prefix).await
     }
 
+    /// Deletes the cluster-scoped object `name` of kind `K` when the returned guard drops.
+    pub fn delete_on_drop<K: crate::ClusterObject>(&self, name: &str) -> crate::DeleteOnDrop<K> {
+        crate::DeleteOnDrop::new(self.config.clone(), name)
+    }
+
     /// A kubeconfig that authenticates as ServiceAccount `namespace/name` (created if missing)
     /// with a token from the TokenRequest API, so RBAC applies to it for real.
     pub async fn service_account_kubeconfig(

@@ -16,14 +16,18 @@
 //! for. Set `ARC_TEST_KUBECONFIG` to run against an existing cluster instead.
 
 mod binaries;
+mod cleanup;
 mod control_plane;
 mod kubeconfig;
 mod namespace;
 mod pki;
 mod process;
+mod watch;
 
 pub use binaries::{KUBERNETES_VERSION, binaries_installed, cache_dir, kubernetes_bin_dir};
+pub use cleanup::{ClusterObject, DeleteOnDrop};
 pub use control_plane::{
     ControlPlane, ControlPlaneOptions, EXISTING_CLUSTER_ENV, client_from_kubeconfig,
 };
 pub use namespace::{TEST_NAMESPACE_LABEL, TestNamespace};
+pub use watch::{Recorded, WatchRecorder};
