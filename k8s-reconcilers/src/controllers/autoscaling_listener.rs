@@ -45,6 +45,9 @@ pub const CONTROLLER: &str = "autoscalinglistener";
 pub const RESTART_HISTORY_ANNOTATION: &str = "actions.github.com/listener-restart-history";
 /// Field manager of server-side applies.
 const FIELD_MANAGER: &str = "gha-runner-scale-set-controller";
+/// Steady-state re-check: Secrets are not watched, so rotated credentials reach the config
+/// Secret (and restart the listener) within this time.
+const RECHECK: Duration = Duration::from_secs(120);
 /// Requeue while deleting children (ARC: 1 s).
 const CLEANUP_WAIT: Duration = Duration::from_secs(1);
 
@@ -256,10 +259,10 @@ async fn apply(al: &AutoscalingListener, ctx: &Context) -> Result<Action, Error>
             Ok(Action::await_change())
         }
         ListenerAction::Wait(Some(d)) => Ok(Action::requeue(d)),
-        ListenerAction::Wait(None) => Ok(Action::await_change()),
+        ListenerAction::Wait(None) => Ok(Action::requeue(RECHECK)),
         ListenerAction::Healthy => {
             gauge.set(1);
-            Ok(Action::await_change())
+            Ok(Action::requeue(RECHECK))
         }
     }
 }
