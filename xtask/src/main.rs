@@ -39,12 +39,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Controlplane { command } => controlplane::run(command),
-        Command::Test(args) => test::run(&args),
+        Command::Test(args) => return exit(test::run(&args)),
         Command::HelmLint => helm::lint_charts(),
         Command::Crds => crds::generate(),
     };
+    exit(result.map(|()| ExitCode::SUCCESS))
+}
+
+fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

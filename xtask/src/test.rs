@@ -1,9 +1,9 @@
 //! `cargo xtask test`: install what is missing, then fmt, clippy and the whole test suite.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 
 use crate::{controlplane, helm, workspace_root};
@@ -64,8 +64,9 @@ impl std::fmt::Display for Totals {
     }
 }
 
-/// Runs the whole check; fails if any step fails.
-pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+/// Runs the whole check. The last line printed is the summary; the exit code is a failure if
+/// any step failed.
+pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     install_prerequisites()?;
     let mut failures = Vec::new();
     if !args.no_lint {
@@ -88,14 +89,14 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         failures.push("cargo test --workspace");
     }
     for failure in &failures {
-        eprintln!("xtask test: FAILED: {failure}");
+        println!("xtask test: FAILED: {failure}");
     }
     println!("{totals}");
-    if failures.is_empty() {
-        Ok(())
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
     } else {
-        bail!("{} step(s) failed", failures.len())
-    }
+        ExitCode::FAILURE
+    })
 }
 
 fn install_prerequisites() -> anyhow::Result<()> {
