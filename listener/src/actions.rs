@@ -14,13 +14,13 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::config::{GitHubCredentials, ListenerConfig};
+use crate::proxy::ProxyConnector;
 use crate::service::{Message, ScaleSetService, ServiceError, Session, Statistics};
 
 const API_VERSION: &str = "6.0-preview";
@@ -52,7 +52,8 @@ struct Admin {
 }
 
 struct Inner {
-    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: Client<HttpsConnector<ProxyConnector>, Full<Bytes>>,
+    proxy: ProxyConnector,
     config_url: String,
     api_base: String,
     registration_path: String,
@@ -279,11 +280,12 @@ impl ActionsService {
         .map_err(|e| ConnectError::Tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        let proxy = ProxyConnector::from_env();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(proxy.clone());
         let http = Client::builder(TokioExecutor::new()).build(connector);
         let app_key = match &config.credentials {
             GitHubCredentials::App { private_key, .. } => Some(
@@ -301,6 +303,7 @@ impl ActionsService {
         Ok(ActionsService {
             inner: Arc::new(Inner {
                 http,
+                proxy,
                 config_url: config.configure_url.clone(),
                 api_base: api_base(&config.configure_url).map_err(ConnectError::Url)?,
                 registration_path: registration_path(&config.configure_url)
@@ -327,6 +330,13 @@ impl ActionsService {
             .method(method)
             .uri(url)
             .header(header::USER_AGENT, &self.inner.user_agent);
+        if let Some(auth) = url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| self.inner.proxy.forward_auth(&u))
+        {
+            builder = builder.header(header::PROXY_AUTHORIZATION, auth);
+        }
         for (name, value) in headers {
             let mut value = HeaderValue::from_str(value)
                 .map_err(|_| ServiceError::Malformed(format!("{what}: invalid header {name}")))?;

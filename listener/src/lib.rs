@@ -12,6 +12,7 @@ pub mod kube;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod proxy;
 pub mod scaler;
 pub mod service;
 

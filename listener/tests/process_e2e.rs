@@ -259,7 +259,15 @@ fn config(fake: &FakeActions, ns: &str, min: i64, max: i64) -> Value {
 }
 
 impl Proc {
-    async fn start(mut config: Value, kubeconfig: &Path) -> anyhow::Result<Self> {
+    async fn start(config: Value, kubeconfig: &Path) -> anyhow::Result<Self> {
+        Self::start_with_env(config, kubeconfig, &[]).await
+    }
+
+    async fn start_with_env(
+        mut config: Value,
+        kubeconfig: &Path,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let dir = TempDir::new()?;
         let (health, metrics) = (free_port()?, free_port()?);
         config["health_addr"] = json!(format!("127.0.0.1:{health}"));
@@ -270,6 +278,7 @@ impl Proc {
             .env("LISTENER_CONFIG_PATH", &path)
             .env("KUBECONFIG", kubeconfig)
             .env_remove("RUST_LOG")
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.clone())))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -537,5 +546,90 @@ async fn bad_config_exits_2_naming_the_key() -> anyhow::Result<()> {
         .await?;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("LISTENER_CONFIG_PATH"));
+    Ok(())
+}
+
+/// A forward proxy (absolute-form requests and CONNECT) that records each request line it sees
+/// first on a connection.
+async fn start_proxy() -> anyhow::Result<(u16, Arc<Mutex<Vec<String>>>)> {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = socket.local_addr()?.port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = socket.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match client.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let line = text.lines().next().unwrap_or_default().to_string();
+                log.lock().expect("lock").push(line.clone());
+                let target = line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let connect = line.starts_with("CONNECT ");
+                let authority = if connect {
+                    target
+                } else {
+                    target
+                        .trim_start_matches("http://")
+                        .split('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(authority).await else {
+                    return;
+                };
+                if connect {
+                    if client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                } else if upstream.write_all(&head).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    Ok((port, seen))
+}
+
+#[tokio::test]
+async fn actions_calls_go_through_the_proxy_from_the_environment() -> anyhow::Result<()> {
+    let cluster = Cluster::new().await?;
+    let fake = FakeActions::start(HOLD).await?;
+    let (port, seen) = start_proxy().await?;
+    let proxy = format!("http://127.0.0.1:{port}");
+    let env = [
+        ("HTTP_PROXY", proxy.clone()),
+        ("HTTPS_PROXY", proxy),
+        ("NO_PROXY", String::new()),
+    ];
+    let mut p =
+        Proc::start_with_env(config(&fake, cluster.ns(), 2, 4), &cluster.kubeconfig, &env).await?;
+    p.wait_ready().await?;
+    cluster.wait_replicas(2).await?;
+    let lines = seen.lock().expect("lock").clone();
+    let registration = format!(
+        "POST {}/api/v3/orgs/octo-org/actions/runners/registration-token HTTP/1.1",
+        fake.url
+    );
+    assert!(lines.contains(&registration), "the proxy saw {lines:?}");
+    let (code, _) = p.terminate().await?;
+    assert_eq!(code, 0);
     Ok(())
 }
