@@ -1,0 +1,140 @@
+//! Fault injection: per endpoint, N times or at a rate.
+
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// A fault to inject into matching calls.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fault {
+    /// Endpoint name (see [`crate::Endpoint::as_str`]); `None` matches every GitHub, Actions
+    /// service and message-queue endpoint (never the runner side or the control API).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// What happens.
+    pub kind: FaultKind,
+    /// Fire this many times, then disappear; `None` = until cleared.
+    #[serde(default)]
+    pub times: Option<u32>,
+    /// Probability per matching call (0.0 to 1.0); `None` = always.
+    #[serde(default)]
+    pub rate: Option<f64>,
+}
+
+impl Fault {
+    /// A fault on one endpoint that fires `times` times.
+    pub fn on(endpoint: crate::Endpoint, kind: FaultKind, times: u32) -> Self {
+        Self {
+            endpoint: Some(endpoint.as_str().to_owned()),
+            kind,
+            times: Some(times),
+            rate: None,
+        }
+    }
+}
+
+/// The kinds of fault.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum FaultKind {
+    /// Answer with this status instead of handling the call. With `typeKey`, the body is a VSS
+    /// exception; otherwise it is empty (`Content-Length: 0`). `retryAfter` sets `Retry-After`.
+    #[serde(rename_all = "camelCase")]
+    Status {
+        /// HTTP status, e.g. 500, 503, 429, 401, 403, 404, 409.
+        status: u16,
+        /// `Retry-After` header value (seconds or HTTP date).
+        #[serde(default)]
+        retry_after: Option<String>,
+        /// VSS exception type key for the body.
+        #[serde(default)]
+        type_key: Option<String>,
+        /// Exception message.
+        #[serde(default)]
+        message: Option<String>,
+    },
+    /// Answer with exactly this status, content type and body (malformed bodies, text/plain
+    /// errors, count/value mismatches, unknown message types, …).
+    #[serde(rename_all = "camelCase")]
+    Respond {
+        /// HTTP status.
+        status: u16,
+        /// `Content-Type` header; none when absent.
+        #[serde(default)]
+        content_type: Option<String>,
+        /// Raw body.
+        body: String,
+    },
+    /// Wait this long, then handle the call normally.
+    #[serde(rename_all = "camelCase")]
+    Delay {
+        /// Milliseconds.
+        ms: u64,
+    },
+    /// Send the status line and headers, then break the connection mid-body.
+    DropConnection,
+    /// Handle normally but prefix the body with a UTF-8 BOM.
+    BomPrefix,
+}
+
+/// An installed fault.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultEntry {
+    /// Id for removal.
+    pub id: u64,
+    /// The fault.
+    pub fault: Fault,
+    /// How many times it has fired.
+    pub fired: u32,
+}
+
+/// What a request has to do because of faults.
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    /// Total delay before anything else.
+    pub delay: Duration,
+    /// A replacement answer (first matching terminal fault).
+    pub terminal: Option<FaultKind>,
+    /// Prefix the real body with a BOM.
+    pub bom: bool,
+}
+
+/// Evaluates the installed faults for one call, consuming `times` budgets. Faults without an
+/// endpoint match only when `wildcard` is true (the runner side opts out).
+pub fn plan(entries: &mut Vec<FaultEntry>, endpoint: &str, wildcard: bool) -> FaultPlan {
+    let mut plan = FaultPlan::default();
+    let mut rng = rand::rng();
+    for entry in entries.iter_mut() {
+        match entry.fault.endpoint.as_deref() {
+            Some(e) if e != endpoint => continue,
+            None if !wildcard => continue,
+            _ => {}
+        }
+        if entry.fault.times.is_some_and(|t| entry.fired >= t) {
+            continue;
+        }
+        if let Some(rate) = entry.fault.rate
+            && rng.random::<f64>() >= rate
+        {
+            continue;
+        }
+        match &entry.fault.kind {
+            FaultKind::Delay { ms } => {
+                plan.delay += Duration::from_millis(*ms);
+            }
+            FaultKind::BomPrefix => plan.bom = true,
+            kind => {
+                if plan.terminal.is_some() {
+                    continue;
+                }
+                plan.terminal = Some(kind.clone());
+            }
+        }
+        entry.fired += 1;
+    }
+    entries.retain(|e| e.fault.times.is_none_or(|t| e.fired < t));
+    plan
+}
