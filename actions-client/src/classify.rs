@@ -1,0 +1,275 @@
+//! Turning an unexpected response into an [`Error`] (actions-protocol.md §7.2, §7.3).
+
+use http::{StatusCode, header};
+
+use crate::error::{Error, ErrorInfo};
+use crate::json;
+use crate::retry::retry_after;
+use crate::transport::{Call, Reply};
+use crate::wire::Exception;
+
+/// What the failed endpoint is about; decides what a bare 404 or 409 means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// GitHub REST (credential exchange).
+    GitHub,
+    /// A scale set.
+    ScaleSet,
+    /// A runner group.
+    RunnerGroup,
+    /// Session create.
+    SessionCreate,
+    /// Session refresh or delete.
+    Session,
+    /// Message queue calls and acquire jobs (mq token).
+    Queue,
+    /// A runner.
+    Runner,
+}
+
+const MAX_TEXT: usize = 1000;
+
+fn truncate(text: &str) -> String {
+    let text = text.trim();
+    if text.len() <= MAX_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+fn header_text(reply: &Reply, name: &str) -> Option<String> {
+    reply
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The context of a failed response: status, ids, exception name and message.
+pub(crate) fn info(call: &Call, reply: &Reply) -> ErrorInfo {
+    let mut info = call.info(String::new());
+    info.status = Some(reply.status.as_u16());
+    info.activity_id = header_text(reply, "ActivityId");
+    info.request_id = header_text(reply, "X-GitHub-Request-Id");
+    let empty_declared = reply
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0");
+    let body = json::strip_bom(&reply.body);
+    let text = String::from_utf8_lossy(body);
+    let is_text = reply
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/plain"));
+    info.message = if empty_declared || text.trim().is_empty() {
+        "unknown error".to_owned()
+    } else if is_text {
+        truncate(&text)
+    } else {
+        match json::decode::<Exception>(body) {
+            Ok(e) => {
+                if !e.type_name.is_empty() {
+                    info.exception = Some(e.type_name);
+                }
+                truncate(&e.message)
+            }
+            Err(_) => format!("unreadable error body: {}", truncate(&text)),
+        }
+    };
+    info.message = call.redact(info.message);
+    info
+}
+
+/// Classifies a response whose status the call did not expect.
+pub(crate) fn error(call: &Call, reply: &Reply, target: Target) -> Error {
+    let info = info(call, reply);
+    let status = reply.status;
+    let exception = info.exception.clone().unwrap_or_default();
+    let boxed = Box::new(info);
+    if target == Target::Queue && status == StatusCode::UNAUTHORIZED {
+        return Error::TokenExpired(boxed);
+    }
+    if exception.contains("AgentExistsException") {
+        return Error::RunnerExists(boxed);
+    }
+    if exception.contains("AgentNotFoundException") {
+        return Error::RunnerNotFound(boxed);
+    }
+    if exception.contains("JobStillRunningException") {
+        return Error::JobStillRunning(boxed);
+    }
+    if exception.contains("SessionConflictException") {
+        return Error::SessionConflict(boxed);
+    }
+    if exception.contains("Session")
+        && ["Expired", "Deleted", "NotFound"]
+            .iter()
+            .any(|w| exception.contains(w))
+    {
+        return Error::SessionNotFound(boxed);
+    }
+    if exception.contains("RunnerScaleSetNotFound") {
+        return Error::ScaleSetNotFound(boxed);
+    }
+    if exception.contains("RunnerGroupNotFound") {
+        return Error::RunnerGroupNotFound(boxed);
+    }
+    match status.as_u16() {
+        401 | 403 => Error::AuthFailed(boxed),
+        404 if exception.contains("MessageNotFound") => Error::Rejected(boxed),
+        404 => match target {
+            Target::ScaleSet => Error::ScaleSetNotFound(boxed),
+            Target::Session | Target::Queue => Error::SessionNotFound(boxed),
+            Target::Runner => Error::RunnerNotFound(boxed),
+            Target::RunnerGroup => Error::RunnerGroupNotFound(boxed),
+            Target::GitHub | Target::SessionCreate => Error::Rejected(boxed),
+        },
+        409 if target == Target::SessionCreate => Error::SessionConflict(boxed),
+        429 => Error::RateLimited {
+            retry_after: retry_after(status, &reply.headers),
+            info: boxed,
+        },
+        500..=599 => Error::Server(boxed),
+        _ => Error::Rejected(boxed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, Method};
+    use secrecy::SecretString;
+
+    fn reply(status: u16, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: map,
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    fn call() -> Call {
+        Call::new("remove runner", Method::DELETE, "http://s/x".into())
+            .bearer(&SecretString::from("sekret-token"))
+    }
+
+    fn exc(type_name: &str) -> String {
+        format!(
+            r#"{{"$id":"1","typeName":"{type_name}, GitHub.DistributedTask.WebApi","message":"m"}}"#
+        )
+    }
+
+    #[test]
+    fn substring_rules_win_over_status() {
+        let e = error(
+            &call(),
+            &reply(
+                404,
+                &[],
+                &exc("GitHub.DistributedTask.WebApi.TaskAgentNotFoundException"),
+            ),
+            Target::Runner,
+        );
+        assert!(matches!(e, Error::RunnerNotFound(_)), "{e}");
+        let e = error(
+            &call(),
+            &reply(400, &[], &exc("TaskAgentJobStillRunningException")),
+            Target::Runner,
+        );
+        assert!(matches!(e, Error::JobStillRunning(_)), "{e}");
+        let e = error(
+            &call(),
+            &reply(409, &[], &exc("TaskAgentExistsException")),
+            Target::Runner,
+        );
+        assert!(matches!(e, Error::RunnerExists(_)), "{e}");
+        let e = error(
+            &call(),
+            &reply(409, &[], &exc("TaskAgentSessionConflictException")),
+            Target::SessionCreate,
+        );
+        assert!(matches!(e, Error::SessionConflict(_)), "{e}");
+        let e = error(
+            &call(),
+            &reply(400, &[], &exc("TaskAgentSessionExpiredException")),
+            Target::Queue,
+        );
+        assert!(matches!(e, Error::SessionNotFound(_)), "{e}");
+        let e = error(
+            &call(),
+            &reply(404, &[], &exc("TaskAgentMessageNotFoundException")),
+            Target::Queue,
+        );
+        assert!(matches!(e, Error::Rejected(_)), "{e}");
+        let e = error(&call(), &reply(401, &[], &exc("Whatever")), Target::Queue);
+        assert!(matches!(e, Error::TokenExpired(_)), "{e}");
+    }
+
+    #[test]
+    fn body_variants() {
+        let e = error(
+            &call(),
+            &reply(
+                500,
+                &[("content-type", "text/plain"), ("ActivityId", "act-1")],
+                "boom sekret-token",
+            ),
+            Target::Runner,
+        );
+        let text = e.to_string();
+        assert!(matches!(e, Error::Server(_)));
+        assert!(text.contains("boom [REDACTED]"), "{text}");
+        assert!(text.contains("act-1"), "{text}");
+        assert!(!text.contains("sekret-token"));
+        let e = error(
+            &call(),
+            &reply(502, &[("content-length", "0")], ""),
+            Target::Runner,
+        );
+        assert_eq!(e.info().unwrap().message, "unknown error");
+        let e = error(
+            &call(),
+            &reply(400, &[], "<html>proxy</html>"),
+            Target::Runner,
+        );
+        assert!(
+            e.to_string().contains("unreadable error body: <html>"),
+            "{e}"
+        );
+        let e = error(
+            &call(),
+            &reply(
+                401,
+                &[("X-GitHub-Request-Id", "GH1")],
+                "\u{feff}{\"message\":\"Bad credentials\",\"documentation_url\":\"x\"}",
+            ),
+            Target::GitHub,
+        );
+        assert!(matches!(e, Error::AuthFailed(_)));
+        assert_eq!(e.info().unwrap().message, "Bad credentials");
+        assert_eq!(e.info().unwrap().request_id.as_deref(), Some("GH1"));
+        assert_eq!(e.status(), Some(401));
+        let e = error(
+            &call(),
+            &reply(429, &[("retry-after", "9")], ""),
+            Target::Runner,
+        );
+        assert!(matches!(e, Error::RateLimited { retry_after: Some(d), .. } if d.as_secs() == 9));
+        let e = error(&call(), &reply(404, &[], ""), Target::ScaleSet);
+        assert!(matches!(e, Error::ScaleSetNotFound(_)));
+    }
+}

@@ -1,0 +1,255 @@
+//! Runner groups, scale sets, JIT configs and runners (actions-protocol.md §6.2, §6.3, §6.7).
+
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::classify::Target;
+use crate::client::{ActionsClient, ServiceRequest};
+use crate::error::{Error, ErrorInfo, Result};
+use crate::json;
+use crate::types::{
+    JitConfig, JitSetting, NewRunnerScaleSet, RunnerGroup, RunnerReference, RunnerScaleSet,
+    RunnerScaleSetUpdate,
+};
+use crate::wire::{self, Found, List};
+
+const SCALE_SETS: &str = "/_apis/runtime/runnerscalesets";
+const AGENTS: &str = "/_apis/distributedtask/pools/0/agents";
+
+impl ActionsClient {
+    /// A1: the runner group named `name`. No group, or several, is an error. The default group
+    /// ([`crate::DEFAULT_RUNNER_GROUP_ID`]) needs no lookup.
+    pub async fn get_runner_group_by_name(&self, name: &str) -> Result<RunnerGroup> {
+        let req = ServiceRequest::new(
+            "get runner group by name",
+            Method::GET,
+            "/_apis/runtime/runnergroups/",
+            StatusCode::OK,
+            Target::RunnerGroup,
+        )
+        .param("groupName", name);
+        let (call, reply) = self.service(req).await?;
+        let list: List = json::from_value(Self::value(&call, &reply)?)
+            .map_err(|e| Self::bad(&call, &reply, format!("runner group list: {e}")))?;
+        match wire::one::<RunnerGroup>(list, "runner groups")
+            .map_err(|e| Self::bad(&call, &reply, e))?
+        {
+            Found::One(group) => Ok(group),
+            Found::None => Err(Error::RunnerGroupNotFound(Box::new(
+                call.info(format!("no runner group found with name {name:?}")),
+            ))),
+            Found::Many(n) => Err(Self::bad(
+                &call,
+                &reply,
+                format!("{n} runner groups found with name {name:?}"),
+            )),
+        }
+    }
+
+    /// A2: the scale set named `name` in runner group `runner_group_id`; `None` when there is none.
+    pub async fn get_runner_scale_set(
+        &self,
+        runner_group_id: i64,
+        name: &str,
+    ) -> Result<Option<RunnerScaleSet>> {
+        let gid = runner_group_id.to_string();
+        let req = ServiceRequest::new(
+            "get runner scale set by name",
+            Method::GET,
+            SCALE_SETS,
+            StatusCode::OK,
+            Target::ScaleSet,
+        )
+        .param("runnerGroupId", &gid)
+        .param("name", name);
+        let (call, reply) = self.service(req).await?;
+        let list: List = json::from_value(Self::value(&call, &reply)?)
+            .map_err(|e| Self::bad(&call, &reply, format!("scale set list: {e}")))?;
+        match wire::one::<RunnerScaleSet>(list, "runner scale sets")
+            .map_err(|e| Self::bad(&call, &reply, e))?
+        {
+            Found::One(set) => Ok(Some(set)),
+            Found::None => Ok(None),
+            Found::Many(n) => Err(Self::bad(
+                &call,
+                &reply,
+                format!("{n} runner scale sets found with name {name:?}"),
+            )),
+        }
+    }
+
+    /// A3: the scale set with `id`; `None` for a `null` body or a not-found answer.
+    pub async fn get_runner_scale_set_by_id(&self, id: i64) -> Result<Option<RunnerScaleSet>> {
+        let req = ServiceRequest::new(
+            "get runner scale set",
+            Method::GET,
+            format!("{SCALE_SETS}/{id}"),
+            StatusCode::OK,
+            Target::ScaleSet,
+        );
+        let (call, reply) = match self.service(req).await {
+            Ok(ok) => ok,
+            Err(Error::ScaleSetNotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if json::strip_bom(&reply.body)
+            .iter()
+            .all(u8::is_ascii_whitespace)
+        {
+            return Ok(None);
+        }
+        match Self::value(&call, &reply)? {
+            Value::Null => Ok(None),
+            value => json::from_value(value)
+                .map(Some)
+                .map_err(|e| Self::bad(&call, &reply, format!("scale set: {e}"))),
+        }
+    }
+
+    /// A4: creates a scale set. Without labels the name is the only label; a scale set with
+    /// neither a name nor labels is rejected before anything is sent.
+    pub async fn create_runner_scale_set(&self, new: &NewRunnerScaleSet) -> Result<RunnerScaleSet> {
+        let body = wire::create_body(new).ok_or_else(|| {
+            Error::config(
+                "runner scale set",
+                "<no name, no labels>",
+                "runner scale set must have a name or at least one label",
+            )
+        })?;
+        let req = ServiceRequest::new(
+            "create runner scale set",
+            Method::POST,
+            SCALE_SETS,
+            StatusCode::OK,
+            Target::ScaleSet,
+        )
+        .json(body);
+        self.scale_set_reply(req).await
+    }
+
+    /// A5: patches a scale set (name, runner group, labels); absent fields are unchanged.
+    pub async fn update_runner_scale_set(
+        &self,
+        id: i64,
+        update: &RunnerScaleSetUpdate,
+    ) -> Result<RunnerScaleSet> {
+        let req = ServiceRequest::new(
+            "update runner scale set",
+            Method::PATCH,
+            format!("{SCALE_SETS}/{id}"),
+            StatusCode::OK,
+            Target::ScaleSet,
+        )
+        .json(wire::update_body(update));
+        self.scale_set_reply(req).await
+    }
+
+    async fn scale_set_reply(&self, req: ServiceRequest<'_>) -> Result<RunnerScaleSet> {
+        let (call, reply) = self.service(req).await?;
+        let set: RunnerScaleSet = json::from_value(Self::value(&call, &reply)?)
+            .map_err(|e| Self::bad(&call, &reply, format!("scale set: {e}")))?;
+        if set.id <= 0 {
+            return Err(Self::bad(&call, &reply, "scale set has no id".to_owned()));
+        }
+        Ok(set)
+    }
+
+    /// A6: deletes a scale set (exactly 204; a missing one is [`Error::ScaleSetNotFound`]).
+    pub async fn delete_runner_scale_set(&self, id: i64) -> Result<()> {
+        let req = ServiceRequest::new(
+            "delete runner scale set",
+            Method::DELETE,
+            format!("{SCALE_SETS}/{id}"),
+            StatusCode::NO_CONTENT,
+            Target::ScaleSet,
+        );
+        self.service(req).await.map(|_| ())
+    }
+
+    /// A11: registers a just-in-time runner in the scale set. A duplicate name is
+    /// [`Error::RunnerExists`].
+    pub async fn generate_jit_config(
+        &self,
+        scale_set_id: i64,
+        setting: &JitSetting,
+    ) -> Result<JitConfig> {
+        let body = serde_json::to_vec(setting).map_err(|e| {
+            Error::bad_response(ErrorInfo::new("generate JIT config", e.to_string()))
+        })?;
+        let req = ServiceRequest::new(
+            "generate JIT config",
+            Method::POST,
+            format!("{SCALE_SETS}/{scale_set_id}/generatejitconfig"),
+            StatusCode::OK,
+            Target::ScaleSet,
+        )
+        .json(body);
+        let (call, reply) = self.service(req).await?;
+        wire::jit(Self::value(&call, &reply)?)
+            .map_err(|e| Self::bad(&call, &reply, format!("JIT config: {e}")))
+    }
+
+    /// A12: the runner with `id`; `None` when it does not exist.
+    pub async fn get_runner(&self, id: i64) -> Result<Option<RunnerReference>> {
+        let req = ServiceRequest::new(
+            "get runner",
+            Method::GET,
+            format!("{AGENTS}/{id}"),
+            StatusCode::OK,
+            Target::Runner,
+        );
+        let (call, reply) = match self.service(req).await {
+            Ok(ok) => ok,
+            Err(Error::RunnerNotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match Self::value(&call, &reply)? {
+            Value::Null => Ok(None),
+            value => json::from_value(value)
+                .map(Some)
+                .map_err(|e| Self::bad(&call, &reply, format!("runner: {e}"))),
+        }
+    }
+
+    /// A13: the runner named `name`; `None` when there is none.
+    pub async fn get_runner_by_name(&self, name: &str) -> Result<Option<RunnerReference>> {
+        let req = ServiceRequest::new(
+            "get runner by name",
+            Method::GET,
+            AGENTS,
+            StatusCode::OK,
+            Target::Runner,
+        )
+        .param("agentName", name);
+        let (call, reply) = self.service(req).await?;
+        let list: List = json::from_value(Self::value(&call, &reply)?)
+            .map_err(|e| Self::bad(&call, &reply, format!("runner list: {e}")))?;
+        match wire::one::<RunnerReference>(list, "runners")
+            .map_err(|e| Self::bad(&call, &reply, e))?
+        {
+            Found::One(runner) => Ok(Some(runner)),
+            Found::None => Ok(None),
+            Found::Many(n) => Err(Self::bad(
+                &call,
+                &reply,
+                format!("{n} runners found with name {name:?}"),
+            )),
+        }
+    }
+
+    /// A14: removes a runner. A runner that does not exist counts as removed; a busy one is
+    /// [`Error::JobStillRunning`] (try again later).
+    pub async fn remove_runner(&self, id: i64) -> Result<()> {
+        let req = ServiceRequest::new(
+            "remove runner",
+            Method::DELETE,
+            format!("{AGENTS}/{id}"),
+            StatusCode::NO_CONTENT,
+            Target::Runner,
+        );
+        match self.service(req).await {
+            Ok(_) | Err(Error::RunnerNotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Request bodies as the Go client serializes them, and decoding of the composite responses.
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::json;
+use crate::types::{
+    JobAssigned, JobAvailable, JobCompleted, JobInfo, JobMessage, JobStarted, Label,
+    MessageSession, NewRunnerScaleSet, RunnerReference, RunnerScaleSet, RunnerScaleSetUpdate,
+    ScaleSetMessage, Statistics,
+};
+
+/// Go's zero time, always sent as `createdOn`.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+/// The nil UUID sent as `sessionId` on create.
+pub const NIL_SESSION_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+#[derive(Serialize)]
+struct SettingBody {
+    #[serde(rename = "disableUpdate", skip_serializing_if = "is_false")]
+    disable_update: bool,
+}
+
+#[derive(Serialize)]
+struct ScaleSetBody<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    #[serde(rename = "runnerGroupId", skip_serializing_if = "is_zero")]
+    runner_group_id: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    labels: Vec<Label>,
+    #[serde(rename = "RunnerSetting")]
+    runner_setting: SettingBody,
+    #[serde(rename = "createdOn")]
+    created_on: &'static str,
+}
+
+fn default_types(labels: &[Label]) -> Vec<Label> {
+    labels
+        .iter()
+        .map(|l| Label {
+            label_type: if l.label_type.is_empty() {
+                "System".to_owned()
+            } else {
+                l.label_type.clone()
+            },
+            name: l.name.clone(),
+        })
+        .collect()
+}
+
+/// The create body; `None` when there is neither a name nor a label (rejected locally).
+pub fn create_body(new: &NewRunnerScaleSet) -> Option<Vec<u8>> {
+    let labels = if new.labels.is_empty() {
+        if new.name.is_empty() {
+            return None;
+        }
+        vec![Label::system(new.name.clone())]
+    } else {
+        default_types(&new.labels)
+    };
+    serde_json::to_vec(&ScaleSetBody {
+        name: &new.name,
+        runner_group_id: new.runner_group_id,
+        labels,
+        runner_setting: SettingBody {
+            disable_update: new.disable_update,
+        },
+        created_on: ZERO_TIME,
+    })
+    .ok()
+}
+
+/// The PATCH body: zero values omitted, `RunnerSetting` and `createdOn` always sent.
+pub fn update_body(update: &RunnerScaleSetUpdate) -> Vec<u8> {
+    serde_json::to_vec(&ScaleSetBody {
+        name: update.name.as_deref().unwrap_or_default(),
+        runner_group_id: update.runner_group_id.unwrap_or_default(),
+        labels: update
+            .labels
+            .as_deref()
+            .map(default_types)
+            .unwrap_or_default(),
+        runner_setting: SettingBody {
+            disable_update: update.disable_update,
+        },
+        created_on: ZERO_TIME,
+    })
+    .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct SessionBody<'a> {
+    #[serde(rename = "sessionId")]
+    session_id: &'static str,
+    #[serde(rename = "ownerName")]
+    owner_name: &'a str,
+}
+
+/// The session-create body.
+pub fn session_body(owner: &str) -> Vec<u8> {
+    serde_json::to_vec(&SessionBody {
+        session_id: NIL_SESSION_ID,
+        owner_name: owner,
+    })
+    .unwrap_or_default()
+}
+
+/// The runner-registration body: no HTML escaping (serde_json never escapes), trailing newline.
+pub fn registration_body(config_url: &str) -> Vec<u8> {
+    let mut body = serde_json::to_vec(&serde_json::json!({
+        "url": config_url,
+        "runner_event": "register",
+    }))
+    .unwrap_or_default();
+    body.push(b'\n');
+    body
+}
+
+/// `{"count": n, "value": [...]}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct List {
+    /// `count` (what clients decide on).
+    pub count: i64,
+    /// `value`.
+    pub value: Vec<Value>,
+}
+
+/// Outcome of a "by name" list.
+pub enum Found<T> {
+    /// `count == 0`.
+    None,
+    /// `count == 1`.
+    One(T),
+    /// `count > 1`.
+    Many(i64),
+}
+
+/// Applies the `count` rule (§13 case 8); `count 1` with no item is an error.
+pub fn one<T: serde::de::DeserializeOwned>(list: List, what: &str) -> Result<Found<T>, String> {
+    if list.count as usize != list.value.len() {
+        tracing::warn!(
+            what,
+            count = list.count,
+            items = list.value.len(),
+            "list count and value disagree; deciding on count"
+        );
+    }
+    match list.count {
+        c if c <= 0 => Ok(Found::None),
+        1 => {
+            let first = list
+                .value
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("{what}: count is 1 but value is empty"))?;
+            json::from_value(first).map(Found::One)
+        }
+        c => Ok(Found::Many(c)),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct SessionWire {
+    session_id: String,
+    owner_name: String,
+    runner_scale_set: Option<RunnerScaleSet>,
+    message_queue_url: String,
+    message_queue_access_token: String,
+    statistics: Option<Statistics>,
+}
+
+/// Decodes a session; `previous` fills fields a partial refresh object left out.
+pub fn session(value: Value, previous: Option<&MessageSession>) -> Result<MessageSession, String> {
+    let w: SessionWire = json::from_value(value)?;
+    let keep = |new: String, old: Option<&str>| {
+        if new.is_empty() {
+            old.unwrap_or_default().to_owned()
+        } else {
+            new
+        }
+    };
+    let token = if w.message_queue_access_token.is_empty() {
+        match previous {
+            Some(p) => p.message_queue_access_token.clone(),
+            None => SecretString::from(String::new()),
+        }
+    } else {
+        SecretString::from(w.message_queue_access_token)
+    };
+    let session = MessageSession {
+        session_id: keep(w.session_id, previous.map(|p| p.session_id.as_str())),
+        owner_name: keep(w.owner_name, previous.map(|p| p.owner_name.as_str())),
+        runner_scale_set: w
+            .runner_scale_set
+            .or_else(|| previous.and_then(|p| p.runner_scale_set.clone())),
+        message_queue_url: keep(
+            w.message_queue_url,
+            previous.map(|p| p.message_queue_url.as_str()),
+        ),
+        message_queue_access_token: token,
+        statistics: w.statistics.or_else(|| previous.and_then(|p| p.statistics)),
+    };
+    if session.session_id.is_empty() {
+        return Err("session has no sessionId".to_owned());
+    }
+    if session.message_queue_url.is_empty() {
+        return Err("session has no messageQueueUrl".to_owned());
+    }
+    if secrecy::ExposeSecret::expose_secret(&session.message_queue_access_token).is_empty() {
+        return Err("session has no messageQueueAccessToken".to_owned());
+    }
+    Ok(session)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct JitWire {
+    runner: RunnerReference,
+    #[serde(rename = "encodedJITConfig")]
+    encoded_jit_config: String,
+}
+
+/// Decodes a JIT config; the encoded config must be present.
+pub fn jit(value: Value) -> Result<crate::types::JitConfig, String> {
+    let w: JitWire = json::from_value(value)?;
+    if w.encoded_jit_config.is_empty() {
+        return Err("encodedJITConfig is missing".to_owned());
+    }
+    Ok(crate::types::JitConfig {
+        runner: w.runner,
+        encoded_jit_config: SecretString::from(w.encoded_jit_config),
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct EnvelopeWire {
+    message_id: i64,
+    message_type: String,
+    statistics: Option<Statistics>,
+    body: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Extras {
+    message_type: String,
+    acquire_job_url: String,
+    runner_id: i64,
+    runner_name: String,
+    result: String,
+}
+
+/// Decodes a GET-message envelope (§5.6, §5.7). Unknown envelope and element types are
+/// tolerated: they are logged and yield no jobs.
+pub fn message(value: Value) -> Result<ScaleSetMessage, String> {
+    let w: EnvelopeWire = json::from_value(value)?;
+    let mut message = ScaleSetMessage {
+        message_id: w.message_id,
+        message_type: w.message_type,
+        statistics: w.statistics,
+        jobs: Vec::new(),
+        skipped: Vec::new(),
+    };
+    if message.message_type != crate::types::JOB_MESSAGES_TYPE {
+        tracing::warn!(
+            message_id = message.message_id,
+            message_type = %message.message_type,
+            "message of an unknown type carries no jobs"
+        );
+        return Ok(message);
+    }
+    let items = match w.body {
+        None => return Ok(message),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(message),
+        Some(Value::String(s)) => match json::first_value(s.as_bytes())? {
+            Value::Array(items) => items,
+            other => return Err(format!("message body is not a JSON array but {other}")),
+        },
+        Some(Value::Array(items)) => {
+            tracing::warn!(
+                message_id = message.message_id,
+                "message body is an array, not a JSON string; accepted"
+            );
+            items
+        }
+        Some(other) => {
+            return Err(format!(
+                "message body is neither a JSON string nor an array: {other}"
+            ));
+        }
+    };
+    for (index, item) in items.into_iter().enumerate() {
+        match job(item) {
+            Ok(Some(job)) => message.jobs.push(job),
+            Ok(None) => {}
+            Err(problem) => {
+                let problem = format!("job message #{index}: {problem}");
+                tracing::warn!(message_id = message.message_id, %problem, "job message skipped");
+                message.skipped.push(problem);
+            }
+        }
+    }
+    Ok(message)
+}
+
+fn job(item: Value) -> Result<Option<JobMessage>, String> {
+    let extras: Extras = json::from_value(item.clone())?;
+    let info: JobInfo = json::from_value(item)?;
+    Ok(Some(match extras.message_type.as_str() {
+        "JobAvailable" => JobMessage::Available(JobAvailable {
+            job: info,
+            acquire_job_url: extras.acquire_job_url,
+        }),
+        "JobAssigned" => JobMessage::Assigned(JobAssigned { job: info }),
+        "JobStarted" => JobMessage::Started(JobStarted {
+            job: info,
+            runner_id: extras.runner_id,
+            runner_name: extras.runner_name,
+        }),
+        "JobCompleted" => JobMessage::Completed(JobCompleted {
+            job: info,
+            result: extras.result,
+            runner_id: extras.runner_id,
+            runner_name: extras.runner_name,
+        }),
+        other => {
+            tracing::info!(message_type = %other, "unknown job message type skipped");
+            return Ok(None);
+        }
+    }))
+}
+
+/// An Actions service exception or GitHub REST error body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Exception {
+    /// `typeName`.
+    pub type_name: String,
+    /// `message`.
+    pub message: String,
+}
