@@ -26,7 +26,7 @@ pub struct Totals {
     pub passed: u64,
     /// Tests that failed.
     pub failed: u64,
-    /// Tests that were ignored.
+    /// Tests that were ignored (reported as skipped).
     pub ignored: u64,
 }
 
@@ -58,7 +58,7 @@ impl std::fmt::Display for Totals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} passed, {} failed, {} ignored",
+            "{} passed, {} failed, {} skipped",
             self.passed, self.failed, self.ignored
         )
     }
@@ -177,6 +177,6 @@ mod tests {
                 ignored: 1
             }
         );
-        assert_eq!(totals.to_string(), "5 passed, 1 failed, 1 ignored");
+        assert_eq!(totals.to_string(), "5 passed, 1 failed, 1 skipped");
     }
 }
