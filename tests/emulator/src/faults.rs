@@ -33,6 +33,90 @@ impl Fault {
             rate: None,
         }
     }
+
+    /// A fault on one endpoint that fires on every call until removed.
+    pub fn always(endpoint: crate::Endpoint, kind: FaultKind) -> Self {
+        Self {
+            endpoint: Some(endpoint.as_str().to_owned()),
+            kind,
+            times: None,
+            rate: None,
+        }
+    }
+
+    /// A fault on every GitHub, Actions service and message-queue endpoint until removed.
+    pub fn everywhere(kind: FaultKind) -> Self {
+        Self {
+            endpoint: None,
+            kind,
+            times: None,
+            rate: None,
+        }
+    }
+
+    /// Fires only with this probability (0.0 to 1.0) per matching call.
+    pub fn with_rate(mut self, rate: f64) -> Self {
+        self.rate = Some(rate.clamp(0.0, 1.0));
+        self
+    }
+}
+
+impl FaultKind {
+    /// A bare status with an empty body (`Content-Length: 0`): 500, 503, 401 (token expiry), …
+    pub fn status(status: u16) -> Self {
+        FaultKind::Status {
+            status,
+            retry_after: None,
+            type_key: None,
+            message: None,
+        }
+    }
+
+    /// A status with `Retry-After: {seconds}` (429, 503, 403 rate limits).
+    pub fn retry_after(status: u16, seconds: u64) -> Self {
+        FaultKind::Status {
+            status,
+            retry_after: Some(seconds.to_string()),
+            type_key: None,
+            message: None,
+        }
+    }
+
+    /// A status with a VSS exception body, e.g. `(404, "TaskAgentSessionExpiredException")` or
+    /// `(409, "TaskAgentSessionConflictException")`.
+    pub fn exception(status: u16, type_key: &str, message: &str) -> Self {
+        FaultKind::Status {
+            status,
+            retry_after: None,
+            type_key: Some(type_key.to_owned()),
+            message: Some(message.to_owned()),
+        }
+    }
+
+    /// A 200 whose JSON body is cut off.
+    pub fn malformed_body() -> Self {
+        FaultKind::Respond {
+            status: 200,
+            content_type: Some("application/json".to_owned()),
+            body: "{\"count\":1,\"value\":[{".to_owned(),
+        }
+    }
+
+    /// A `text/plain` error body.
+    pub fn text(status: u16, body: &str) -> Self {
+        FaultKind::Respond {
+            status,
+            content_type: Some("text/plain; charset=utf-8".to_owned()),
+            body: body.to_owned(),
+        }
+    }
+
+    /// Handle the call normally after a delay.
+    pub fn slow(delay: Duration) -> Self {
+        FaultKind::Delay {
+            ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
 }
 
 /// The kinds of fault.
