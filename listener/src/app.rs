@@ -5,14 +5,14 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span};
 
-use crate::actions::ActionsService;
 use crate::config::ListenerConfig;
 use crate::health::{self, Health};
 use crate::kube::KubePatcher;
-use crate::listener::{Listener, LoopSettings};
+use crate::listener::{Listener, ListenerError, LoopSettings};
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::scaler::Bounds;
+use crate::service::ActionsService;
 
 /// Exit code after a clean shutdown (SIGTERM or SIGINT).
 pub const EXIT_OK: i32 = 0;
@@ -135,10 +135,11 @@ async fn run_in_span(config: ListenerConfig) -> i32 {
         &config.ephemeral_runner_set_namespace,
         &config.ephemeral_runner_set_name,
     );
-    let service = match ActionsService::connect(&config).await {
+    let service = match ActionsService::connect(&config) {
         Ok(s) => s,
         Err(e) => {
             error!(error = %e, "cannot build the Actions client");
+            eprintln!("listener: cannot build the Actions client: {e}");
             return EXIT_CONFIG;
         }
     };
@@ -155,7 +156,10 @@ async fn run_in_span(config: ListenerConfig) -> i32 {
         Err(e) => {
             error!(error = %e, "listener failed");
             eprintln!("listener: {e}");
-            EXIT_RUNTIME
+            match e {
+                ListenerError::Fatal(actions_client::Error::Config { .. }) => EXIT_CONFIG,
+                _ => EXIT_RUNTIME,
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 
-use crate::service::JobMessage;
+use actions_client::JobStarted;
 
 /// Why a Kubernetes patch failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,8 @@ pub trait RunnerSetPatcher: Send + Sync + 'static {
 }
 
 /// The status patch ARC's listener sends on JobStarted (empty fields omitted).
-pub fn runner_status_patch(job: &JobMessage) -> serde_json::Value {
+pub fn runner_status_patch(started: &JobStarted) -> serde_json::Value {
+    let job = &started.job;
     let mut status = serde_json::Map::new();
     if !job.job_display_name.is_empty() {
         status.insert("jobDisplayName".into(), job.job_display_name.clone().into());
@@ -158,16 +159,20 @@ impl RunnerSetPatcher for KubePatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actions_client::JobInfo;
 
     #[test]
     fn status_patch_omits_empty_fields() {
-        let job = JobMessage {
-            message_type: "JobStarted".into(),
-            runner_request_id: 998,
-            owner_name: "octo-org".into(),
-            repository_name: "app".into(),
-            job_id: "77aa".into(),
-            workflow_run_id: 554,
+        let job = JobStarted {
+            job: JobInfo {
+                runner_request_id: 998,
+                owner_name: "octo-org".into(),
+                repository_name: "app".into(),
+                job_id: "77aa".into(),
+                workflow_run_id: 554,
+                ..Default::default()
+            },
+            runner_name: "runner-a".into(),
             ..Default::default()
         };
         assert_eq!(

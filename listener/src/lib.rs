@@ -4,7 +4,6 @@
 //!
 //! The binary is a thin wrapper around [`app::main_exit_code`].
 
-pub mod actions;
 pub mod app;
 pub mod config;
 pub mod health;
@@ -12,7 +11,6 @@ pub mod kube;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
-pub mod proxy;
 pub mod scaler;
 pub mod service;
 

@@ -9,14 +9,13 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use actions_client::{Error, JobMessage, JobStarted, MessageSession, Statistics};
+
 use crate::health::Health;
 use crate::kube::{PatchError, RunnerSetPatcher, runner_status_patch};
 use crate::metrics::{JobStages, Metrics};
 use crate::scaler::{Bounds, Scaler, ers_patch_body};
-use crate::service::{
-    JobMessage, JobMessageKind, Message, ScaleSetService, ServiceError, Session, Statistics,
-    parse_body,
-};
+use crate::service::{Message, Reaction, ScaleSetService, reaction};
 
 /// Loop settings (from the config, plus timings tests may shorten).
 #[derive(Debug, Clone)]
@@ -52,17 +51,26 @@ impl LoopSettings {
     }
 }
 
+/// Consecutive credential rejections (each after a fresh credential exchange) before the
+/// listener gives up.
+const MAX_AUTH_FAILURES: u32 = 3;
+
+/// Attempts of one queue call (ack, acquire) before it is left to the service's redelivery.
+const QUEUE_CALL_ATTEMPTS: u32 = 4;
+
 /// Why the loop stopped for good.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
-    /// The credentials were rejected.
+    /// The credentials were rejected, also after a fresh credential exchange.
     #[error(
         "{0}; fix: check the GitHub credentials in the config secret (token scopes, app installation)"
     )]
-    Unauthorized(ServiceError),
-    /// The scale set does not exist on the service.
-    #[error("{0}; fix: the controller must re-create the scale set and update runner_scale_set_id")]
-    ScaleSetNotFound(ServiceError),
+    Unauthorized(Error),
+    /// Something only a new configuration can fix (unknown scale set, unusable settings).
+    #[error(
+        "{0}; fix: the controller must re-create the scale set and update runner_scale_set_id, or correct the config"
+    )]
+    Fatal(Error),
     /// Another session held the scale set for longer than allowed.
     #[error(
         "another message session for scale set {scale_set_id} stayed active for {waited_secs}s ({last}); fix: stop the other listener for this scale set (another cluster or a duplicate AutoscalingListener), or wait for its session to expire"
@@ -73,7 +81,7 @@ pub enum ListenerError {
         /// How long it was retried.
         waited_secs: u64,
         /// The last conflict error.
-        last: ServiceError,
+        last: Error,
     },
 }
 
@@ -119,8 +127,9 @@ pub struct Listener<S, P> {
     health: Health,
     scaler: Scaler,
     latest: Option<Statistics>,
-    session: Option<Session>,
+    session: Option<MessageSession>,
     last_message_id: i64,
+    auth_failures: u32,
 }
 
 enum Step {
@@ -149,6 +158,7 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
             latest: None,
             session: None,
             last_message_id: 0,
+            auth_failures: 0,
         }
     }
 
@@ -163,14 +173,15 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         let result = self.run_loop(&shutdown).await;
         self.health.set_ready(false);
         if let Some(session) = self.session.take() {
+            let id = session.session_id.clone();
             let deadline = self.settings.session_delete_timeout;
             match tokio::time::timeout(deadline, self.service.delete_session(&session)).await {
-                Ok(Ok(())) => info!(session_id = %session.id, "deleted message session"),
+                Ok(Ok(())) => info!(session_id = %id, "deleted message session"),
                 Ok(Err(e)) => {
-                    warn!(session_id = %session.id, error = %e, "could not delete message session")
+                    warn!(session_id = %id, error = %e, "could not delete message session")
                 }
                 Err(_) => {
-                    warn!(session_id = %session.id, timeout_secs = deadline.as_secs(), "deleting the message session timed out")
+                    warn!(session_id = %id, timeout_secs = deadline.as_secs(), "deleting the message session timed out")
                 }
             }
         }
@@ -189,10 +200,11 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                 }
                 return Ok(());
             };
+            let max_capacity = self.settings.bounds.max_runners().into();
             let poll = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
-                r = self.service.get_message(&session, self.last_message_id, self.settings.bounds.max_runners().into()) => r,
+                r = self.service.get_message(&session, self.last_message_id, max_capacity) => r,
             };
             match poll {
                 Ok(None) => {
@@ -206,7 +218,7 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                 Ok(Some(message)) => {
                     self.poll_done();
                     backoff.reset();
-                    self.last_message_id = message.id;
+                    self.last_message_id = message.message_id;
                     self.handle_message(message).await?;
                 }
                 Err(e) => {
@@ -218,42 +230,61 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         }
     }
 
-    fn poll_done(&self) {
+    fn poll_done(&mut self) {
+        self.auth_failures = 0;
         self.health.progress();
         if let Some(m) = &self.metrics {
             m.record_poll();
         }
     }
 
+    /// Counts a credential rejection and forgets the admin token; fatal after
+    /// [`MAX_AUTH_FAILURES`] in a row.
+    fn auth_failed(&mut self, e: Error) -> Result<(), ListenerError> {
+        self.auth_failures += 1;
+        if self.auth_failures >= MAX_AUTH_FAILURES {
+            return Err(ListenerError::Unauthorized(e));
+        }
+        warn!(error = %e, attempt = self.auth_failures, "credentials rejected; exchanging them again");
+        self.service.reauthenticate();
+        Ok(())
+    }
+
     /// Handles a failed poll. Fatal errors end the loop; everything else is retried.
     async fn recover(
         &mut self,
-        e: ServiceError,
+        e: Error,
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<Step, ListenerError> {
-        match e {
-            ServiceError::QueueTokenExpired(_) => {
+        let retry_after = match reaction(&e) {
+            Reaction::RefreshToken => {
                 info!("message queue token expired; refreshing the session");
-                if !self.refresh_session().await? {
-                    let d = backoff.delay();
-                    if !pause(d, shutdown).await {
-                        return Ok(Step::Stop);
-                    }
-                }
+                !self.refresh_session().await?
             }
-            ServiceError::SessionGone(reason) => {
-                warn!(%reason, "the service dropped the message session; creating a new one");
+            Reaction::SessionGone | Reaction::Conflict => {
+                warn!(error = %e, "the service dropped the message session; creating a new one");
                 self.session = None;
+                false
             }
-            ServiceError::Unauthorized(_) => return Err(ListenerError::Unauthorized(e)),
-            ServiceError::ScaleSetNotFound(_) => return Err(ListenerError::ScaleSetNotFound(e)),
-            other => {
-                let d = backoff.delay();
-                warn!(error = %other, retry_in_ms = d.as_millis() as u64, "polling for messages failed; retrying");
-                if !pause(d, shutdown).await {
-                    return Ok(Step::Stop);
-                }
+            Reaction::Reauthenticate => {
+                self.auth_failed(e)?;
+                true
+            }
+            Reaction::Fatal => return Err(ListenerError::Fatal(e)),
+            Reaction::Retry => {
+                warn!(error = %e, "polling for messages failed; retrying");
+                true
+            }
+        };
+        if retry_after {
+            let d = backoff.delay();
+            debug!(
+                retry_in_ms = d.as_millis() as u64,
+                "waiting before the next poll"
+            );
+            if !pause(d, shutdown).await {
+                return Ok(Step::Stop);
             }
         }
         Ok(Step::Continue)
@@ -267,21 +298,26 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         };
         match self.service.refresh_session(&session).await {
             Ok(fresh) => {
+                info!(session_id = %fresh.session_id, "refreshed the message queue token");
                 self.session = Some(fresh);
                 Ok(true)
             }
-            Err(ServiceError::SessionGone(reason))
-            | Err(ServiceError::QueueTokenExpired(reason)) => {
-                warn!(%reason, "session refresh failed; creating a new session");
-                self.session = None;
-                Ok(true)
-            }
-            Err(e @ ServiceError::Unauthorized(_)) => Err(ListenerError::Unauthorized(e)),
-            Err(e @ ServiceError::ScaleSetNotFound(_)) => Err(ListenerError::ScaleSetNotFound(e)),
-            Err(e) => {
-                warn!(error = %e, "session refresh failed; retrying");
-                Ok(false)
-            }
+            Err(e) => match reaction(&e) {
+                Reaction::SessionGone | Reaction::RefreshToken | Reaction::Conflict => {
+                    warn!(error = %e, "session refresh failed; creating a new session");
+                    self.session = None;
+                    Ok(true)
+                }
+                Reaction::Reauthenticate => {
+                    self.auth_failed(e)?;
+                    Ok(false)
+                }
+                Reaction::Fatal => Err(ListenerError::Fatal(e)),
+                Reaction::Retry => {
+                    warn!(error = %e, "session refresh failed; retrying");
+                    Ok(false)
+                }
+            },
         }
     }
 
@@ -299,9 +335,10 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                 _ = shutdown.cancelled() => return Ok(false),
                 r = self.service.create_session(&self.settings.owner) => r,
             };
-            match attempt {
+            let e = match attempt {
                 Ok(session) => {
-                    info!(session_id = %session.id, owner = %self.settings.owner, "created message session");
+                    info!(session_id = %session.session_id, owner = %self.settings.owner, "created message session");
+                    self.auth_failures = 0;
                     self.health.progress();
                     self.health.set_ready(true);
                     self.last_message_id = 0;
@@ -318,7 +355,10 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                     }
                     return Ok(true);
                 }
-                Err(e @ ServiceError::SessionConflict(_)) => {
+                Err(e) => e,
+            };
+            match reaction(&e) {
+                Reaction::Conflict => {
                     self.health.progress();
                     let since = *conflict_since.get_or_insert_with(Instant::now);
                     let waited = since.elapsed();
@@ -329,27 +369,26 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                             last: e,
                         });
                     }
-                    let d = backoff.delay();
-                    warn!(error = %e, waited_secs = waited.as_secs(), retry_in_ms = d.as_millis() as u64,
+                    warn!(error = %e, waited_secs = waited.as_secs(),
                         "another session exists for this scale set; retrying");
-                    if !pause(d, shutdown).await {
-                        return Ok(false);
-                    }
                 }
-                Err(e @ ServiceError::Unauthorized(_)) => {
-                    return Err(ListenerError::Unauthorized(e));
-                }
-                Err(e @ ServiceError::ScaleSetNotFound(_)) => {
-                    return Err(ListenerError::ScaleSetNotFound(e));
-                }
-                Err(e) => {
+                Reaction::Reauthenticate => {
                     conflict_since = None;
-                    let d = backoff.delay();
-                    warn!(error = %e, retry_in_ms = d.as_millis() as u64, "creating the message session failed; retrying");
-                    if !pause(d, shutdown).await {
-                        return Ok(false);
-                    }
+                    self.auth_failed(e)?;
                 }
+                Reaction::Fatal => return Err(ListenerError::Fatal(e)),
+                Reaction::SessionGone | Reaction::RefreshToken | Reaction::Retry => {
+                    conflict_since = None;
+                    warn!(error = %e, "creating the message session failed; retrying");
+                }
+            }
+            let d = backoff.delay();
+            debug!(
+                retry_in_ms = d.as_millis() as u64,
+                "waiting before creating the session again"
+            );
+            if !pause(d, shutdown).await {
+                return Ok(false);
             }
         }
     }
@@ -369,46 +408,52 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         op: F,
     ) -> Result<Option<T>, ListenerError>
     where
-        F: Fn(S, Session) -> Fut,
-        Fut: Future<Output = Result<T, ServiceError>>,
+        F: Fn(S, MessageSession) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
     {
         let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
-        for _ in 0..4 {
+        for _ in 0..QUEUE_CALL_ATTEMPTS {
             let Some(session) = self.session.clone() else {
                 return Ok(None);
             };
-            match op(self.service.clone(), session).await {
+            let e = match op(self.service.clone(), session).await {
                 Ok(v) => return Ok(Some(v)),
-                Err(ServiceError::QueueTokenExpired(_)) => {
-                    if !self.refresh_session().await? {
-                        tokio::time::sleep(backoff.delay()).await;
+                Err(e) => e,
+            };
+            match reaction(&e) {
+                Reaction::RefreshToken => {
+                    if self.refresh_session().await? {
+                        continue;
                     }
                 }
-                Err(ServiceError::SessionGone(reason)) => {
-                    warn!(%reason, operation = what, "session gone; a new one will be created");
+                Reaction::SessionGone | Reaction::Conflict => {
+                    warn!(error = %e, operation = what, "session gone; a new one will be created");
                     self.session = None;
                     return Ok(None);
                 }
-                Err(e @ ServiceError::Unauthorized(_)) => {
-                    return Err(ListenerError::Unauthorized(e));
+                Reaction::Reauthenticate => self.auth_failed(e)?,
+                Reaction::Fatal => return Err(ListenerError::Fatal(e)),
+                Reaction::Retry if matches!(e, Error::Rejected(_)) => {
+                    error!(error = %e, operation = what, "the service rejected the call");
+                    return Ok(None);
                 }
-                Err(e) => {
-                    let d = backoff.delay();
-                    warn!(error = %e, operation = what, retry_in_ms = d.as_millis() as u64, "retrying");
-                    tokio::time::sleep(d).await;
-                }
+                Reaction::Retry => warn!(error = %e, operation = what, "retrying"),
             }
+            tokio::time::sleep(backoff.delay()).await;
         }
-        error!(operation = what, "giving up after 4 attempts");
+        error!(
+            operation = what,
+            attempts = QUEUE_CALL_ATTEMPTS,
+            "giving up on this call"
+        );
         Ok(None)
     }
 
     /// One message, in ARC's order: statistics, ack, acquire, started, completed, desired count.
     /// It is not interrupted by shutdown.
     async fn handle_message(&mut self, message: Message) -> Result<(), ListenerError> {
-        let message_id = message.id;
-        let (jobs, problems) = parse_body(&message.body);
-        for problem in &problems {
+        let message_id = message.message_id;
+        for problem in &message.skipped {
             error!(message_id, %problem, "skipping unreadable part of a message");
         }
         match message.statistics {
@@ -418,7 +463,7 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                 "message without statistics; keeping the previous ones"
             ),
         }
-        debug!(message_id, jobs = jobs.len(), "handling message");
+        debug!(message_id, jobs = message.jobs.len(), "handling message");
 
         self.queue_call("delete message", |svc, s| async move {
             svc.delete_message(&s, message_id).await
@@ -426,28 +471,32 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         .await?;
 
         let now = Utc::now();
-        let available: Vec<i64> = jobs
-            .iter()
-            .filter(|j| j.kind() == Some(JobMessageKind::Available))
-            .map(|j| j.runner_request_id)
-            .collect();
-        for job in jobs.iter() {
-            match job.kind() {
-                Some(JobMessageKind::Available) => {
-                    info!(message_id, runner_request_id = job.runner_request_id, job_id = %job.job_id, "job available");
+        for job in &message.jobs {
+            let info = job.job();
+            match job {
+                JobMessage::Available(_) => {
+                    info!(message_id, runner_request_id = info.runner_request_id, job_id = %info.job_id, "job available");
                     if let Some(m) = &self.metrics {
-                        self.stages.available(m, job, now);
+                        self.stages.available(m, info, now);
                     }
                 }
-                Some(JobMessageKind::Assigned) => {
-                    info!(message_id, runner_request_id = job.runner_request_id, job_id = %job.job_id, "job assigned");
+                JobMessage::Assigned(_) => {
+                    info!(message_id, runner_request_id = info.runner_request_id, job_id = %info.job_id, "job assigned");
                     if let Some(m) = &self.metrics {
-                        self.stages.assigned(m, job, now);
+                        self.stages.assigned(m, info, now);
                     }
                 }
-                _ => {}
+                JobMessage::Started(_) | JobMessage::Completed(_) => {}
             }
         }
+        let available: Vec<i64> = message
+            .jobs
+            .iter()
+            .filter_map(|j| match j {
+                JobMessage::Available(a) => Some(a.job.runner_request_id),
+                _ => None,
+            })
+            .collect();
         if !available.is_empty() {
             let ids = available.clone();
             let acquired = self
@@ -468,17 +517,16 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                 }
             }
         }
-        for job in jobs
-            .iter()
-            .filter(|j| j.kind() == Some(JobMessageKind::Started))
-        {
-            self.job_started(message_id, job).await;
+        for job in &message.jobs {
+            if let JobMessage::Started(job) = job {
+                self.job_started(message_id, job).await;
+            }
         }
-        for job in jobs
-            .iter()
-            .filter(|j| j.kind() == Some(JobMessageKind::Completed))
-        {
-            info!(message_id, runner_request_id = job.runner_request_id, job_id = %job.job_id,
+        for job in message.jobs.iter().filter_map(|j| match j {
+            JobMessage::Completed(c) => Some(c),
+            _ => None,
+        }) {
+            info!(message_id, runner_request_id = job.job.runner_request_id, job_id = %job.job.job_id,
                 runner_name = %job.runner_name, result = %job.result, "job completed");
             if let Some(m) = &self.metrics {
                 m.record_job_completed(job);
@@ -492,16 +540,16 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         Ok(())
     }
 
-    async fn job_started(&mut self, message_id: i64, job: &JobMessage) {
-        info!(message_id, runner_request_id = job.runner_request_id, job_id = %job.job_id,
+    async fn job_started(&mut self, message_id: i64, job: &JobStarted) {
+        info!(message_id, runner_request_id = job.job.runner_request_id, job_id = %job.job.job_id,
             runner_name = %job.runner_name, "job started");
         if let Some(m) = &self.metrics {
             m.record_job_started(job);
-            self.stages.started(m, job, Utc::now());
+            self.stages.started(m, &job.job, Utc::now());
         }
         self.scaler.mark_dirty();
         if job.runner_name.is_empty() {
-            warn!(runner_request_id = job.runner_request_id, job_id = %job.job_id, "JobStarted without runnerName; no status patch");
+            warn!(runner_request_id = job.job.runner_request_id, job_id = %job.job.job_id, "JobStarted without runnerName; no status patch");
             return;
         }
         let body = runner_status_patch(job);
@@ -514,15 +562,15 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
             {
                 Ok(()) => return,
                 Err(PatchError::NotFound { .. }) => {
-                    info!(runner_name = %job.runner_name, job_id = %job.job_id, "ephemeral runner not found, skipping the job status patch");
+                    info!(runner_name = %job.runner_name, job_id = %job.job.job_id, "ephemeral runner not found, skipping the job status patch");
                     return;
                 }
                 Err(e) if attempt < 3 => {
-                    warn!(error = %e, job_id = %job.job_id, "patching the ephemeral runner status failed; retrying");
+                    warn!(error = %e, job_id = %job.job.job_id, "patching the ephemeral runner status failed; retrying");
                     tokio::time::sleep(backoff.delay()).await;
                 }
                 Err(e) => {
-                    error!(error = %e, job_id = %job.job_id, "could not patch the ephemeral runner status")
+                    error!(error = %e, job_id = %job.job.job_id, "could not patch the ephemeral runner status")
                 }
             }
         }

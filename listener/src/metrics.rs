@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::config::{ConfigUrlParts, HistogramSpec, MetricSpec, MetricsConfig};
-use crate::service::{JobMessage, Statistics};
+use actions_client::{JobCompleted, JobInfo, JobStarted, Statistics};
 
 type Labels = Vec<(String, String)>;
 
@@ -132,13 +132,14 @@ struct LabelValues<'a> {
     repository: &'a str,
     name: &'a str,
     namespace: &'a str,
-    job: Option<&'a JobMessage>,
+    job: Option<&'a JobInfo>,
+    result: &'a str,
 }
 
 impl LabelValues<'_> {
     fn get(&self, label: &str) -> String {
         let job = self.job;
-        let field = |f: fn(&JobMessage) -> &str| job.map(f).unwrap_or_default().to_string();
+        let field = |f: fn(&JobInfo) -> &str| job.map(f).unwrap_or_default().to_string();
         match label {
             "enterprise" => self.enterprise.into(),
             "organization" => job
@@ -152,7 +153,7 @@ impl LabelValues<'_> {
             "job_name" => field(|j| &j.job_display_name),
             "job_workflow_ref" => field(|j| &j.job_workflow_ref),
             "event_name" => field(|j| &j.event_name),
-            "job_result" => field(|j| &j.result),
+            "job_result" => self.result.into(),
             "job_workflow_name" => job
                 .map(|j| workflow_ref_parts(&j.job_workflow_ref).0)
                 .unwrap_or_default(),
@@ -338,7 +339,7 @@ impl Metrics {
         }
     }
 
-    fn values<'a>(&'a self, job: Option<&'a JobMessage>) -> LabelValues<'a> {
+    fn values<'a>(&'a self, job: Option<&'a JobInfo>, result: &'a str) -> LabelValues<'a> {
         LabelValues {
             enterprise: &self.url.enterprise,
             organization: &self.url.organization,
@@ -346,13 +347,14 @@ impl Metrics {
             name: if job.is_some() { "" } else { &self.name },
             namespace: if job.is_some() { "" } else { &self.namespace },
             job,
+            result,
         }
     }
 
     fn set_gauge(&self, name: &str, value: i64) {
         if let Some(g) = self.gauges.get(name) {
             g.family
-                .get_or_create(&self.values(None).labels(&g.labels))
+                .get_or_create(&self.values(None, "").labels(&g.labels))
                 .set(value);
         }
     }
@@ -377,41 +379,48 @@ impl Metrics {
         self.set_gauge("gha_desired_runners", desired);
     }
 
-    fn observe(&self, name: &str, job: &JobMessage, seconds: f64) {
+    fn observe(&self, name: &str, job: &JobInfo, result: &str, seconds: f64) {
         if let Some(h) = self.histograms.get(name) {
             h.family
-                .get_or_create(&self.values(Some(job)).labels(&h.labels))
+                .get_or_create(&self.values(Some(job), result).labels(&h.labels))
                 .observe(seconds);
         }
     }
 
-    fn inc(&self, name: &str, job: &JobMessage) {
+    fn inc(&self, name: &str, job: &JobInfo, result: &str) {
         if let Some(c) = self.counters.get(name) {
             c.family
-                .get_or_create(&self.values(Some(job)).labels(&c.labels))
+                .get_or_create(&self.values(Some(job), result).labels(&c.labels))
                 .inc();
         }
     }
 
     /// A JobStarted: counter and startup duration (whole seconds, as ARC).
-    pub fn record_job_started(&self, job: &JobMessage) {
-        self.inc("gha_started_jobs_total", job);
+    pub fn record_job_started(&self, started: &JobStarted) {
+        let job = &started.job;
+        self.inc("gha_started_jobs_total", job, "");
         if let (Some(assigned), Some(started)) = (job.scale_set_assign_time, job.runner_assign_time)
         {
             let secs = started.timestamp() - assigned.timestamp();
-            self.observe("gha_job_startup_duration_seconds", job, secs as f64);
+            self.observe("gha_job_startup_duration_seconds", job, "", secs as f64);
         }
     }
 
     /// A JobCompleted: counted only when a runner was assigned, as ARC.
-    pub fn record_job_completed(&self, job: &JobMessage) {
+    pub fn record_job_completed(&self, completed: &JobCompleted) {
+        let job = &completed.job;
         let Some(started) = job.runner_assign_time else {
             return;
         };
-        self.inc("gha_completed_jobs_total", job);
+        self.inc("gha_completed_jobs_total", job, &completed.result);
         if let Some(finished) = job.finish_time {
             let secs = finished.timestamp() - started.timestamp();
-            self.observe("gha_job_execution_duration_seconds", job, secs as f64);
+            self.observe(
+                "gha_job_execution_duration_seconds",
+                job,
+                &completed.result,
+                secs as f64,
+            );
         }
     }
 
@@ -469,7 +478,7 @@ impl JobStages {
     }
 
     /// A JobAvailable was seen now.
-    pub fn available(&self, metrics: &Metrics, job: &JobMessage, now: DateTime<Utc>) {
+    pub fn available(&self, metrics: &Metrics, job: &JobInfo, now: DateTime<Utc>) {
         self.with(job.runner_request_id, |t| t.available = Some(now));
         if let Some(queued) = job.queue_time {
             metrics.record_stage(Stage::QueuedToAvailable, seconds(queued, now));
@@ -489,7 +498,7 @@ impl JobStages {
     }
 
     /// A JobAssigned was seen now.
-    pub fn assigned(&self, metrics: &Metrics, job: &JobMessage, now: DateTime<Utc>) {
+    pub fn assigned(&self, metrics: &Metrics, job: &JobInfo, now: DateTime<Utc>) {
         if let Some(acquired) = self.with(job.runner_request_id, |t| {
             t.assigned = Some(now);
             t.acquired
@@ -499,7 +508,7 @@ impl JobStages {
     }
 
     /// A JobStarted was seen now.
-    pub fn started(&self, metrics: &Metrics, job: &JobMessage, now: DateTime<Utc>) {
+    pub fn started(&self, metrics: &Metrics, job: &JobInfo, now: DateTime<Utc>) {
         let assigned = self.with(job.runner_request_id, |t| {
             t.started = Some(now);
             t.assigned
@@ -516,7 +525,8 @@ impl JobStages {
     }
 
     /// A JobCompleted was seen now; the job is forgotten.
-    pub fn completed(&self, metrics: &Metrics, job: &JobMessage, now: DateTime<Utc>) {
+    pub fn completed(&self, metrics: &Metrics, completed: &JobCompleted, now: DateTime<Utc>) {
+        let job = &completed.job;
         let times = {
             let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
             jobs.remove(&job.runner_request_id).unwrap_or_default()
@@ -550,22 +560,32 @@ mod tests {
             ..Default::default()
         });
         m.record_bounds(0, 10);
-        let job = JobMessage {
+        let job = JobInfo {
             job_display_name: "build".into(),
             event_name: "push".into(),
             owner_name: "octo".into(),
             repository_name: "app".into(),
+            ..Default::default()
+        };
+        m.record_job_started(&JobStarted {
+            job: job.clone(),
+            ..Default::default()
+        });
+        let completed = JobCompleted {
+            job: JobInfo {
+                runner_assign_time: DateTime::from_timestamp(100, 0),
+                finish_time: DateTime::from_timestamp(160, 0),
+                ..job.clone()
+            },
             result: "succeeded".into(),
             ..Default::default()
         };
-        m.record_job_started(&job);
-        let completed = JobMessage {
-            runner_assign_time: DateTime::from_timestamp(100, 0),
-            finish_time: DateTime::from_timestamp(160, 0),
-            ..job.clone()
-        };
         m.record_job_completed(&completed);
-        m.record_job_completed(&job);
+        m.record_job_completed(&JobCompleted {
+            job,
+            result: "succeeded".into(),
+            ..Default::default()
+        });
         let text = m.encode().expect("encode");
         assert!(text.contains("# TYPE gha_assigned_jobs gauge"), "{text}");
         assert!(text.contains(r#"gha_completed_jobs_total{enterprise="",organization="octo",repository="app",job_name="build",event_name="push",job_result="succeeded"} 1"#), "{text}");
@@ -593,10 +613,13 @@ mod tests {
         let m = Metrics::new(Some(&config), parts(), "set", "ns");
         m.record_desired(4);
         m.record_statistics(&Statistics::default());
-        let job = JobMessage {
-            job_workflow_ref: "octo/app/.github/workflows/ci-cd.yml@refs/pull/12/merge".into(),
-            scale_set_assign_time: DateTime::from_timestamp(100, 0),
-            runner_assign_time: DateTime::from_timestamp(103, 0),
+        let job = JobStarted {
+            job: JobInfo {
+                job_workflow_ref: "octo/app/.github/workflows/ci-cd.yml@refs/pull/12/merge".into(),
+                scale_set_assign_time: DateTime::from_timestamp(100, 0),
+                runner_assign_time: DateTime::from_timestamp(103, 0),
+                ..Default::default()
+            },
             ..Default::default()
         };
         m.record_job_started(&job);

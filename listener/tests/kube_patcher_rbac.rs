@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
+use actions_client::{JobInfo, JobStarted};
 use anyhow::Context;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::runtime::{conditions, wait::await_condition};
 use listener::kube::{KubePatcher, PatchError, RunnerSetPatcher, runner_status_patch};
 use listener::scaler::{Decision, ers_patch_body};
-use listener::service::JobMessage;
 use serde_json::{Value, json};
 use testbed::ControlPlane;
 
@@ -157,17 +157,19 @@ async fn patches_work_with_only_the_listener_role() -> anyhow::Result<()> {
         stored.data
     );
 
-    let job = JobMessage {
-        message_type: "JobStarted".into(),
-        runner_request_id: 77,
-        job_id: "job-77".into(),
-        owner_name: "octo".into(),
-        repository_name: "app".into(),
-        job_workflow_ref: "octo/app/.github/workflows/ci.yml@refs/heads/main".into(),
-        job_display_name: "build".into(),
-        workflow_run_id: 9,
+    let job = JobStarted {
+        job: JobInfo {
+            runner_request_id: 77,
+            job_id: "job-77".into(),
+            owner_name: "octo".into(),
+            repository_name: "app".into(),
+            job_workflow_ref: "octo/app/.github/workflows/ci.yml@refs/heads/main".into(),
+            job_display_name: "build".into(),
+            workflow_run_id: 9,
+            ..Default::default()
+        },
+        runner_id: 1,
         runner_name: "runner-1".into(),
-        ..Default::default()
     };
     patcher
         .patch_runner_status("runner-1", runner_status_patch(&job))

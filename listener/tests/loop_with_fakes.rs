@@ -5,15 +5,23 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actions_client::{
+    Error, ErrorInfo, JobAvailable, JobInfo, JobMessage, JobStarted, MessageSession, Statistics,
+};
 use listener::health::Health;
 use listener::kube::{PatchError, RunnerSetPatcher};
 use listener::scaler::Bounds;
-use listener::service::{Message, ScaleSetService, ServiceError, Session, Statistics};
+use listener::service::{Message, ScaleSetService};
 use listener::{Listener, ListenerError, LoopSettings};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-type Reply<T> = Result<T, ServiceError>;
+type Reply<T> = Result<T, Error>;
+type Session = MessageSession;
+
+fn info(text: &str) -> Box<ErrorInfo> {
+    Box::new(ErrorInfo::new("fake", text))
+}
 
 #[derive(Default)]
 struct Script {
@@ -42,9 +50,11 @@ impl FakeService {
 
 fn session(id: &str, assigned: i64) -> Session {
     Session {
-        id: id.into(),
+        session_id: id.into(),
+        owner_name: "pod-a".into(),
+        runner_scale_set: None,
         message_queue_url: format!("http://queue/{id}"),
-        message_queue_token: SecretString::from("t"),
+        message_queue_access_token: SecretString::from("t"),
         statistics: Some(Statistics {
             total_assigned_jobs: assigned,
             ..Default::default()
@@ -52,15 +62,26 @@ fn session(id: &str, assigned: i64) -> Session {
     }
 }
 
-fn message(id: i64, assigned: i64, body: &str) -> Message {
+fn message(id: i64, assigned: i64, jobs: Vec<JobMessage>) -> Message {
     Message {
-        id,
+        message_id: id,
         statistics: Some(Statistics {
             total_assigned_jobs: assigned,
             ..Default::default()
         }),
-        body: body.into(),
+        jobs,
+        skipped: Vec::new(),
     }
+}
+
+fn available(id: i64) -> JobMessage {
+    JobMessage::Available(JobAvailable {
+        job: JobInfo {
+            runner_request_id: id,
+            ..Default::default()
+        },
+        acquire_job_url: String::new(),
+    })
 }
 
 impl ScaleSetService for FakeService {
@@ -70,31 +91,34 @@ impl ScaleSetService for FakeService {
         next.unwrap_or_else(|| Ok(session("s-default", 0)))
     }
     async fn refresh_session(&self, s: &Session) -> Reply<Session> {
-        self.log(format!("refresh {}", s.id));
+        self.log(format!("refresh {}", s.session_id));
         let next = self.0.lock().expect("lock").refresh.pop_front();
-        next.unwrap_or_else(|| Ok(session(&s.id, 0)))
+        next.unwrap_or_else(|| Ok(session(&s.session_id, 0)))
     }
     async fn delete_session(&self, s: &Session) -> Reply<()> {
-        self.log(format!("delete-session {}", s.id));
+        self.log(format!("delete-session {}", s.session_id));
         Ok(())
     }
     async fn get_message(&self, s: &Session, last: i64, max: i64) -> Reply<Option<Message>> {
         let next = self.0.lock().expect("lock").poll.pop_front();
         match next {
             Some(r) => {
-                self.log(format!("poll {} last={last} max={max}", s.id));
+                self.log(format!("poll {} last={last} max={max}", s.session_id));
                 r
             }
             None => std::future::pending().await,
         }
     }
     async fn delete_message(&self, s: &Session, id: i64) -> Reply<()> {
-        self.log(format!("ack {} {id}", s.id));
+        self.log(format!("ack {} {id}", s.session_id));
         Ok(())
     }
     async fn acquire_jobs(&self, s: &Session, ids: &[i64]) -> Reply<Vec<i64>> {
-        self.log(format!("acquire {} {ids:?}", s.id));
+        self.log(format!("acquire {} {ids:?}", s.session_id));
         Ok(ids.to_vec())
+    }
+    fn reauthenticate(&self) {
+        self.log("reauthenticate".into());
     }
 }
 
@@ -165,8 +189,18 @@ async fn run_until(
 
 #[tokio::test]
 async fn message_is_acked_then_acquired_then_scaled() {
-    let body = r#"[{"messageType":"JobAvailable","runnerRequestId":11},{"messageType":"JobAvailable","runnerRequestId":12},
-        {"messageType":"JobStarted","runnerRequestId":9,"runnerName":"r-1","jobId":"j9","ownerName":"o","repositoryName":"r"}]"#;
+    let started = JobMessage::Started(JobStarted {
+        job: JobInfo {
+            runner_request_id: 9,
+            job_id: "j9".into(),
+            owner_name: "o".into(),
+            repository_name: "r".into(),
+            ..Default::default()
+        },
+        runner_id: 3,
+        runner_name: "r-1".into(),
+    });
+    let body = vec![available(11), available(12), started];
     let service = FakeService::with(|s| {
         s.create.push_back(Ok(session("s1", 1)));
         s.poll.push_back(Ok(Some(message(5, 3, body))));
@@ -206,8 +240,7 @@ async fn message_is_acked_then_acquired_then_scaled() {
 async fn session_conflict_is_retried_then_succeeds() {
     let service = FakeService::with(|s| {
         for _ in 0..3 {
-            s.create
-                .push_back(Err(ServiceError::SessionConflict("409".into())));
+            s.create.push_back(Err(Error::SessionConflict(info("409"))));
         }
         s.create.push_back(Ok(session("s2", 0)));
     });
@@ -235,8 +268,7 @@ async fn session_conflict_is_retried_then_succeeds() {
 async fn session_conflict_gives_up_after_the_bound() {
     let service = FakeService::with(|s| {
         for _ in 0..10_000 {
-            s.create
-                .push_back(Err(ServiceError::SessionConflict("409".into())));
+            s.create.push_back(Err(Error::SessionConflict(info("409"))));
         }
     });
     let result = run_until(service, FakePatcher::default(), settings(0, 5), |_, _| {
@@ -254,11 +286,9 @@ async fn dropped_session_is_recreated_and_expired_token_refreshed() {
     let service = FakeService::with(|s| {
         s.create.push_back(Ok(session("s1", 0)));
         s.create.push_back(Ok(session("s2", 2)));
-        s.poll
-            .push_back(Err(ServiceError::QueueTokenExpired("401".into())));
-        s.poll.push_back(Err(ServiceError::Transient("503".into())));
-        s.poll
-            .push_back(Err(ServiceError::SessionGone("404".into())));
+        s.poll.push_back(Err(Error::TokenExpired(info("401"))));
+        s.poll.push_back(Err(Error::Server(info("503"))));
+        s.poll.push_back(Err(Error::SessionNotFound(info("404"))));
         s.poll.push_back(Ok(None));
     });
     let patcher = FakePatcher::default();
@@ -292,9 +322,10 @@ async fn dropped_session_is_recreated_and_expired_token_refreshed() {
 async fn permanent_auth_failure_exits_and_deletes_the_session() {
     let service = FakeService::with(|s| {
         s.create.push_back(Ok(session("s1", 0)));
-        s.poll.push_back(Err(ServiceError::Unauthorized(
-            "403 bad credentials".into(),
-        )));
+        for _ in 0..3 {
+            s.poll
+                .push_back(Err(Error::AuthFailed(info("403 bad credentials"))));
+        }
     });
     let result = run_until(
         service.clone(),
@@ -307,17 +338,42 @@ async fn permanent_auth_failure_exits_and_deletes_the_session() {
         matches!(result, Err(ListenerError::Unauthorized(_))),
         "{result:?}"
     );
+    let calls = service.calls();
     assert_eq!(
-        service.calls().last().map(String::as_str),
-        Some("delete-session s1")
+        calls.iter().filter(|c| *c == "reauthenticate").count(),
+        2,
+        "a fresh credential exchange before each retry: {calls:?}"
     );
+    assert_eq!(calls.last().map(String::as_str), Some("delete-session s1"));
 }
 
 #[tokio::test]
-async fn malformed_body_is_acked_and_statistics_still_scale() {
+async fn one_rejected_admin_token_is_survived() {
     let service = FakeService::with(|s| {
         s.create.push_back(Ok(session("s1", 0)));
-        s.poll.push_back(Ok(Some(message(3, 2, "{broken"))));
+        s.poll.push_back(Err(Error::AuthFailed(info("401"))));
+        s.poll.push_back(Err(Error::AuthFailed(info("401"))));
+        s.poll.push_back(Ok(None));
+        s.poll.push_back(Err(Error::AuthFailed(info("401"))));
+        s.poll.push_back(Err(Error::AuthFailed(info("401"))));
+        s.poll.push_back(Ok(Some(message(1, 1, Vec::new()))));
+    });
+    let patcher = FakePatcher::default();
+    run_until(service.clone(), patcher.clone(), settings(0, 5), |_, p| {
+        p.patches().len() >= 3
+    })
+    .await
+    .expect("two rejections in a row are retried, and a completed poll resets the count");
+}
+
+#[tokio::test]
+async fn unreadable_parts_are_acked_and_statistics_still_scale() {
+    let mut broken = message(3, 2, Vec::new());
+    broken.skipped.push("job message #0: invalid type".into());
+    let service = FakeService::with(|s| {
+        s.create.push_back(Ok(session("s1", 0)));
+        s.poll.push_back(Err(Error::BadResponse(info("not JSON"))));
+        s.poll.push_back(Ok(Some(broken)));
     });
     let patcher = FakePatcher::default();
     run_until(service.clone(), patcher.clone(), settings(0, 5), |_, p| {
