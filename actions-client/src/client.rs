@@ -206,17 +206,39 @@ impl ActionsClient {
     }
 
     /// Sends an Actions-service request (admin-token precheck first) and checks the status.
+    ///
+    /// A 401 on an admin-token call (the token was revoked, or `S` moved) refreshes the admin
+    /// token once and retries; the Go client does not, and stays stuck until the token expires.
     pub(crate) async fn service(&self, req: ServiceRequest<'_>) -> Result<(Call, Reply)> {
         let admin = self.inner.admin.get(|| self.chain()).await?;
+        match self.attempt(&req, &admin).await {
+            Err(Error::AuthFailed(info)) if req.token.is_none() && info.status == Some(401) => {
+                tracing::info!(
+                    operation = req.operation,
+                    "admin token rejected; refreshing it once"
+                );
+                self.inner.admin.invalidate_if(&admin.token);
+                let admin = self.inner.admin.get(|| self.chain()).await?;
+                self.attempt(&req, &admin).await
+            }
+            other => other,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        req: &ServiceRequest<'_>,
+        admin: &crate::github::AdminToken,
+    ) -> Result<(Call, Reply)> {
         let url = urls::service_url(&admin.service_url, &req.path, &req.params)
             .map_err(|e| Error::bad_response(crate::error::ErrorInfo::new(req.operation, e)))?;
         let token = req.token.unwrap_or(&admin.token);
-        let mut call = Call::new(req.operation, req.method, url)
+        let mut call = Call::new(req.operation, req.method.clone(), url)
             .bearer(token)
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::USER_AGENT, &self.user_agent());
-        if let Some(body) = req.body {
-            call = call.body(body);
+        if let Some(body) = &req.body {
+            call = call.body(body.clone());
         }
         let reply = self.inner.transport.send(&call).await?;
         if reply.status != req.expect {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use http::{Method, StatusCode, header};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::classify::{self, Target};
@@ -213,6 +213,18 @@ impl AdminTokens {
     pub(crate) fn service_url(&self) -> Option<String> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.current.as_ref().map(|t| t.service_url.clone())
+    }
+
+    /// Drops the cached token if it is still `token` (so that a newer one is kept).
+    pub(crate) fn invalidate_if(&self, token: &SecretString) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|c| c.token.expose_secret() == token.expose_secret())
+        {
+            state.current = None;
+        }
     }
 
     /// Drops the cached token so that the next call refreshes.

@@ -117,10 +117,15 @@ pub fn session_body(owner: &str) -> Vec<u8> {
 
 /// The runner-registration body: no HTML escaping (serde_json never escapes), trailing newline.
 pub fn registration_body(config_url: &str) -> Vec<u8> {
-    let mut body = serde_json::to_vec(&serde_json::json!({
-        "url": config_url,
-        "runner_event": "register",
-    }))
+    #[derive(Serialize)]
+    struct Registration<'a> {
+        url: &'a str,
+        runner_event: &'static str,
+    }
+    let mut body = serde_json::to_vec(&Registration {
+        url: config_url,
+        runner_event: "register",
+    })
     .unwrap_or_default();
     body.push(b'\n');
     body
@@ -351,4 +356,220 @@ pub struct Exception {
     pub type_name: String,
     /// `message`.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::types::{JobMessageKind, RunnerScaleSetUpdate};
+    use secrecy::ExposeSecret;
+
+    fn value(text: &str) -> Value {
+        json::first_value(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn message_fixture() {
+        let m = message(value(include_str!("../tests/fixtures/message.json"))).unwrap();
+        assert_eq!(m.message_id, 17);
+        assert_eq!(m.statistics.unwrap().total_assigned_jobs, 2);
+        let kinds: Vec<_> = m.jobs.iter().map(JobMessage::kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                JobMessageKind::Available,
+                JobMessageKind::Started,
+                JobMessageKind::Assigned,
+                JobMessageKind::Completed
+            ]
+        );
+        assert_eq!(m.available_request_ids(), [1001]);
+        let JobMessage::Available(a) = &m.jobs[0] else {
+            panic!()
+        };
+        assert_eq!(a.job.request_labels, ["linux-x64"]);
+        assert!(a.job.queue_time.is_some());
+        assert_eq!(a.job.runner_assign_time, None, "zero date is unset");
+        assert!(a.acquire_job_url.ends_with("/1001"));
+        let started: Vec<_> = m.started().collect();
+        assert_eq!(started[0].runner_id, 314);
+        assert_eq!(started[0].runner_name, "runner-1a2b3c4d");
+        let completed: Vec<_> = m.completed().collect();
+        assert_eq!(completed[0].result, "canceled");
+        assert_eq!(
+            completed[0].job.runner_request_id, 997,
+            "keys are case-insensitive"
+        );
+        assert_eq!(completed[0].job.runner_assign_time, None);
+        assert_eq!(
+            completed[0].job.finish_time.unwrap().to_rfc3339(),
+            "2026-01-01T09:01:00.500+00:00"
+        );
+        assert_eq!(m.skipped.len(), 1, "{:?}", m.skipped);
+        assert!(m.skipped[0].contains("#5"), "{:?}", m.skipped);
+    }
+
+    #[test]
+    fn message_quirks() {
+        let m = message(value(
+            r#"{"messageId":3,"messageType":"RunnerScaleSetJobMessages"}"#,
+        ))
+        .unwrap();
+        assert!(m.jobs.is_empty());
+        assert!(m.statistics.is_none(), "missing statistics does not fail");
+        let m = message(value(
+            r#"{"messageId":3,"messageType":"RunnerScaleSetJobMessages","body":""}"#,
+        ))
+        .unwrap();
+        assert!(m.jobs.is_empty());
+        let m = message(value(
+            r#"{"messageId":4,"messageType":"SomethingNew","body":"[{}]"}"#,
+        ))
+        .unwrap();
+        assert_eq!(m.message_type, "SomethingNew");
+        assert!(m.jobs.is_empty());
+        let m = message(value(r#"{"messageId":5,"messageType":"RunnerScaleSetJobMessages","body":[{"messageType":"JobAssigned","runnerRequestId":9}]}"#)).unwrap();
+        assert_eq!(m.jobs.len(), 1);
+        assert!(
+            message(value(
+                r#"{"messageId":6,"messageType":"RunnerScaleSetJobMessages","body":{"a":1}}"#
+            ))
+            .is_err()
+        );
+        assert!(
+            message(value(
+                r#"{"messageId":6,"messageType":"RunnerScaleSetJobMessages","body":"{not json"}"#
+            ))
+            .is_err()
+        );
+        assert!(
+            message(value(
+                r#"{"messageId":6,"messageType":"RunnerScaleSetJobMessages","body":"{\"a\":1}"}"#
+            ))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn session_fixture_and_partial_refresh() {
+        let s = session(value(include_str!("../tests/fixtures/session.json")), None).unwrap();
+        assert_eq!(s.session_id, "5f0c3c43-3a77-4a53-9d55-6f4b1a2d9c10");
+        assert!(s.message_queue_url.contains("?sessionId="));
+        assert_eq!(
+            s.message_queue_access_token.expose_secret(),
+            "eyJ0eXAiOi-queue-token"
+        );
+        assert_eq!(s.statistics.unwrap().total_assigned_jobs, 3);
+        assert_eq!(s.runner_scale_set.as_ref().unwrap().id, 42);
+        assert!(!format!("{s:?}").contains("queue-token"));
+        let refreshed = session(
+            value(r#"{"messageQueueAccessToken":"new-token"}"#),
+            Some(&s),
+        )
+        .unwrap();
+        assert_eq!(refreshed.message_queue_url, s.message_queue_url);
+        assert_eq!(refreshed.session_id, s.session_id);
+        assert_eq!(
+            refreshed.message_queue_access_token.expose_secret(),
+            "new-token"
+        );
+        assert!(session(value(r#"{"sessionId":"x"}"#), None).is_err());
+    }
+
+    #[test]
+    fn scale_set_fixtures() {
+        let s: RunnerScaleSet =
+            json::from_value(value(include_str!("../tests/fixtures/scale_set.json"))).unwrap();
+        assert_eq!(s.id, 42);
+        assert_eq!(s.label_names(), ["linux-x64", "gpu"]);
+        assert!(s.runner_setting.disable_update);
+        assert!(s.created_on.is_some());
+        assert!(s.statistics.is_none());
+        let odd: RunnerScaleSet =
+            json::decode(include_bytes!("../tests/fixtures/scale_set_odd.json")).unwrap();
+        assert_eq!(odd.id, 7);
+        assert_eq!(odd.name, "odd");
+        assert_eq!(odd.runner_group_id, 3);
+        assert_eq!(odd.runner_group_name, "");
+        assert!(odd.labels.is_empty());
+        assert!(odd.runner_setting.disable_update);
+        assert_eq!(odd.created_on, None);
+        assert_eq!(odd.statistics.unwrap().total_assigned_jobs, 4);
+    }
+
+    #[test]
+    fn jit_and_lists() {
+        let j = jit(value(include_str!("../tests/fixtures/jit.json"))).unwrap();
+        assert_eq!(j.runner.id, 314);
+        assert_eq!(j.runner.runner_scale_set_id, 42);
+        assert!(!format!("{j:?}").contains("jit-secret"));
+        assert!(jit(value(r#"{"runner":{"id":1}}"#)).is_err());
+        let list: List =
+            json::from_value(value(include_str!("../tests/fixtures/runner_list.json"))).unwrap();
+        assert!(
+            matches!(one::<RunnerReference>(list, "runners").unwrap(), Found::One(r) if r.id == 314)
+        );
+        let zero_with_items: List =
+            json::from_value(value(r#"{"count":0,"value":[{"id":1}]}"#)).unwrap();
+        assert!(matches!(
+            one::<RunnerReference>(zero_with_items, "runners").unwrap(),
+            Found::None
+        ));
+        let two: List =
+            json::from_value(value(r#"{"count":2,"value":[{"id":1},{"id":2}]}"#)).unwrap();
+        assert!(matches!(
+            one::<RunnerReference>(two, "runners").unwrap(),
+            Found::Many(2)
+        ));
+        let lying: List = json::from_value(value(r#"{"count":1,"value":[]}"#)).unwrap();
+        assert!(one::<RunnerReference>(lying, "runners").is_err());
+        let null_value: List = json::from_value(value(r#"{"count":0,"value":null}"#)).unwrap();
+        assert!(matches!(
+            one::<RunnerReference>(null_value, "runners").unwrap(),
+            Found::None
+        ));
+    }
+
+    #[test]
+    fn request_bodies_match_go() {
+        let new = NewRunnerScaleSet::new("linux-x64", 1).with_labels(["linux-x64", "gpu"]);
+        assert_eq!(
+            String::from_utf8(create_body(&new).unwrap()).unwrap(),
+            r#"{"name":"linux-x64","runnerGroupId":1,"labels":[{"type":"System","name":"linux-x64"},{"type":"System","name":"gpu"}],"RunnerSetting":{"disableUpdate":true},"createdOn":"0001-01-01T00:00:00Z"}"#
+        );
+        let bare = NewRunnerScaleSet {
+            disable_update: false,
+            ..NewRunnerScaleSet::new("n", 0)
+        };
+        assert_eq!(
+            String::from_utf8(create_body(&bare).unwrap()).unwrap(),
+            r#"{"name":"n","labels":[{"type":"System","name":"n"}],"RunnerSetting":{},"createdOn":"0001-01-01T00:00:00Z"}"#
+        );
+        assert!(create_body(&NewRunnerScaleSet::default()).is_none());
+        let rename = RunnerScaleSetUpdate {
+            name: Some("linux-x64-v2".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            String::from_utf8(update_body(&rename)).unwrap(),
+            r#"{"name":"linux-x64-v2","RunnerSetting":{},"createdOn":"0001-01-01T00:00:00Z"}"#
+        );
+        let regroup = RunnerScaleSetUpdate {
+            runner_group_id: Some(7),
+            ..Default::default()
+        };
+        assert_eq!(
+            String::from_utf8(update_body(&regroup)).unwrap(),
+            r#"{"runnerGroupId":7,"RunnerSetting":{},"createdOn":"0001-01-01T00:00:00Z"}"#
+        );
+        assert_eq!(
+            String::from_utf8(session_body("arc-listener")).unwrap(),
+            r#"{"sessionId":"00000000-0000-0000-0000-000000000000","ownerName":"arc-listener"}"#
+        );
+        assert_eq!(
+            String::from_utf8(registration_body("https://github.com/a&b<c>")).unwrap(),
+            "{\"url\":\"https://github.com/a&b<c>\",\"runner_event\":\"register\"}\n"
+        );
+    }
 }
