@@ -16,7 +16,7 @@ struct PollGuard<'a> {
 impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
         self.shared
-            .read(|st, now| st.poll_in_flight(&self.session, -1, now));
+            .mutate(|st, now| st.poll_in_flight(&self.session, -1, now));
     }
 }
 

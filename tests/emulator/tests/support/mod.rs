@@ -142,30 +142,13 @@ impl Client {
             builder = builder.header("host", format!("{host}:{port}"));
         }
         let req = builder.body(Full::new(body))?;
-        let resp = match &self.tls {
-            None => {
-                let (mut send, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(conn);
-                send.send_request(req).await?
-            }
+        match &self.tls {
+            None => exchange(stream, req).await,
             Some(tls) => {
                 let name = rustls::pki_types::ServerName::try_from(host.clone())?;
-                let stream = tls.connect(name, stream).await?;
-                let (mut send, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(conn);
-                send.send_request(req).await?
+                exchange(tls.connect(name, stream).await?, req).await
             }
-        };
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Raw {
-            status,
-            headers,
-            body,
-        })
+        }
     }
 
     /// Sends one request; panics on transport failure.
@@ -179,6 +162,34 @@ impl Client {
         self.try_send(method.clone(), url, headers, body)
             .await
             .unwrap_or_else(|e| panic!("{method} {url}: {e:#}"))
+    }
+}
+
+/// One request on a connection driven in the same task, so dropping the future (or aborting
+/// its task) closes the connection like a client going away.
+async fn exchange<S>(stream: S, req: Request<Full<Bytes>>) -> anyhow::Result<Raw>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let mut conn = std::pin::pin!(conn);
+    let mut exchange = std::pin::pin!(async move {
+        let resp = send.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        anyhow::Ok(Raw {
+            status,
+            headers,
+            body,
+        })
+    });
+    tokio::select! {
+        r = &mut exchange => r,
+        c = &mut conn => {
+            c?;
+            exchange.await
+        }
     }
 }
 
