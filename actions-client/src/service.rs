@@ -78,6 +78,40 @@ impl ActionsClient {
         }
     }
 
+    /// P1 (an unmerged proposal of the Go library, not in the protocol's core set): every scale
+    /// set, or those of one runner group. A service without it answers with an error. Elements
+    /// that cannot be decoded are skipped with a warning.
+    pub async fn list_runner_scale_sets(
+        &self,
+        runner_group_id: Option<i64>,
+    ) -> Result<Vec<RunnerScaleSet>> {
+        let gid = runner_group_id.map(|g| g.to_string());
+        let mut req = ServiceRequest::new(
+            "list runner scale sets",
+            Method::GET,
+            SCALE_SETS,
+            StatusCode::OK,
+            Target::ScaleSet,
+        );
+        if let Some(gid) = &gid {
+            req = req.param("runnerGroupId", gid);
+        }
+        let (call, reply) = self.service(req).await?;
+        let list: List = json::from_value(Self::value(&call, &reply)?)
+            .map_err(|e| Self::bad(&call, &reply, format!("scale set list: {e}")))?;
+        Ok(list
+            .value
+            .into_iter()
+            .filter_map(|v| match json::from_value::<RunnerScaleSet>(v) {
+                Ok(set) => Some(set),
+                Err(e) => {
+                    tracing::warn!(problem = %e, "undecodable scale set in a list skipped");
+                    None
+                }
+            })
+            .collect())
+    }
+
     /// A3: the scale set with `id`; `None` for a `null` body or a not-found answer.
     pub async fn get_runner_scale_set_by_id(&self, id: i64) -> Result<Option<RunnerScaleSet>> {
         let req = ServiceRequest::new(

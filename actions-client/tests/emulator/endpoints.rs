@@ -102,6 +102,20 @@ async fn every_endpoint_with_a_pat() {
     assert_eq!(regrouped.runner_group_id, 2);
     assert_eq!(regrouped.runner_group_name, "gpu-pool");
     assert_eq!(regrouped.name, "set-b", "a regroup keeps the name");
+    let all = client.list_runner_scale_sets(None).await.unwrap();
+    assert!(all.iter().any(|s| s.id == created.id));
+    let in_group = client.list_runner_scale_sets(Some(group.id)).await.unwrap();
+    assert_eq!(
+        in_group.iter().map(|s| s.id).collect::<Vec<_>>(),
+        [created.id]
+    );
+    assert!(
+        client
+            .list_runner_scale_sets(Some(DEFAULT_RUNNER_GROUP_ID))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A11 – A14
     let jit = client

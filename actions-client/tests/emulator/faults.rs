@@ -327,6 +327,15 @@ async fn message_faults() {
     assert_eq!(m.jobs.len(), 1, "unknown element types are skipped");
     assert_eq!(m.statistics.unwrap().total_assigned_jobs, 3);
 
+    emu.inject(Fault::on(Endpoint::GetMessage, respond(200, Some("application/json"), r#"{"messageId":10,"messageType":"RunnerScaleSetJobMessages","body":"[]","statistics":{"totalAssignedJobs":1,"totalFancyRunners":4},"someFutureField":true}"#), 1));
+    let m = client.get_message(&session, 0, 5).await.unwrap().unwrap();
+    assert_eq!(m.statistics.unwrap().total_assigned_jobs, 1);
+    let log = support::log_text();
+    assert!(
+        log.contains("someFutureField") && log.contains("totalFancyRunners"),
+        "unknown fields are logged"
+    );
+
     emu.inject(Fault::on(
         Endpoint::GetMessage,
         respond(

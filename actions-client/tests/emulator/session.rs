@@ -269,3 +269,38 @@ async fn statistics_follow_the_latest_message() {
     assert!(capacity.iter().all(|c| c == "2"), "{capacity:?}");
     session.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_cancelled_long_poll_still_lets_close_delete_the_session() {
+    let emu = support::emulator(|c| c.long_poll_hold = Duration::from_secs(50)).await;
+    let client = support::pat_client(&emu, &emu.org_url("octo-org"), support::transport(|_| {}));
+    let set = client
+        .create_runner_scale_set(&NewRunnerScaleSet::new("cancel", DEFAULT_RUNNER_GROUP_ID))
+        .await
+        .unwrap();
+    let session = ScaleSetSession::open(client, set.id, "helper", quick())
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let polling = async {
+        tokio::select! {
+            r = session.get_message(0, 1) => Some(r),
+            _ = stopped => None,
+        }
+    };
+    let waiter = async {
+        emu.wait_until(Duration::from_secs(60), |s| {
+            s.sessions
+                .iter()
+                .any(|x| x.scale_set_id == set.id && x.polls_in_flight > 0)
+        })
+        .await
+        .unwrap();
+        let _ = stop.send(());
+    };
+    let (outcome, ()) = tokio::join!(polling, waiter);
+    assert!(outcome.is_none(), "the poll was cancelled, not answered");
+    session.close().await.unwrap();
+    assert_eq!(emu.count(Endpoint::DeleteSession), 1);
+    assert_eq!(active(&emu, set.id), 0);
+}
