@@ -123,11 +123,11 @@ impl ProxyRules {
                         format!("not a URL ({e}); write it as http://[user:password@]host:port"),
                     )
                 })?;
-                if !matches!(parsed.scheme(), "http" | "https") {
+                if parsed.scheme() != "http" {
                     return Err(Error::config(
                         field,
-                        parsed.scheme().to_owned(),
-                        "only http:// and https:// proxies are supported",
+                        format!("{}://…", parsed.scheme()),
+                        "only http:// proxies are supported (HTTPS destinations are tunnelled with CONNECT); write the proxy URL as http://host:port",
                     ));
                 }
             }
@@ -377,6 +377,12 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(err.contains("HTTPS_PROXY"), "{err}");
+        assert!(err.contains("socks5://"), "{err}");
+        let tls_proxy = ProxyRules::new(&ProxyConfig {
+            https: Some(SecretString::from("https://proxy:443")),
+            ..ProxyConfig::default()
+        });
+        assert!(tls_proxy.is_err());
         assert!(!err.contains("secretpw"), "{err}");
         assert!(!ProxyConfig::none().is_enabled());
     }
