@@ -6,6 +6,7 @@
 //! [`ServiceConfig`]. [`ActionsClientConnector`] is the production connector over
 //! `actions_client::ActionsClient`.
 
+mod instrumented;
 pub mod memory;
 pub mod resolve;
 mod service;
@@ -24,6 +25,7 @@ use crate::error::Error;
 /// Cache of service clients, keyed by [`ServiceConfig::cache_key`].
 pub struct GithubClients {
     connector: Arc<dyn Connector>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     cache: Mutex<HashMap<String, Arc<dyn ActionsService>>>,
 }
 
@@ -32,7 +34,19 @@ impl GithubClients {
     pub fn new(connector: Arc<dyn Connector>) -> Self {
         Self {
             connector,
+            metrics: None,
             cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A cache whose clients count their calls in `metrics`.
+    pub fn with_metrics(
+        connector: Arc<dyn Connector>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..Self::new(connector)
         }
     }
 
@@ -47,6 +61,10 @@ impl GithubClients {
             .connect(config.clone())
             .await
             .map_err(Error::Service)?;
+        let client: Arc<dyn ActionsService> = match &self.metrics {
+            Some(metrics) => Arc::new(instrumented::Instrumented::new(client, metrics.clone())),
+            None => client,
+        };
         self.lock().insert(key, client.clone());
         Ok(client)
     }

@@ -26,14 +26,24 @@ pub use options::ManagerOptions;
 
 use std::sync::Arc;
 
-/// Runs the controllers until one of them stops (its watch streams end or it fails).
+/// Runs the four controllers and the orphaned-registration sweep.
 ///
-/// Each controller gets its own [`Context`]; they share the Actions client cache and metrics.
-/// Stop them by dropping the returned future (e.g. on SIGTERM or lost leadership).
+/// They share the Actions client cache and metrics; each controller gets its own [`Context`].
+/// When `options.shutdown` fires, the controllers stop taking work, finish the reconciles in
+/// flight and this returns `Ok`. If one of them stops before that, this returns an error (the
+/// manager then exits and is restarted). Dropping the future stops everything at once (lost
+/// leadership).
 pub async fn run(client: kube::Client, options: ManagerOptions) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use futures::future::BoxFuture;
+    use futures::stream::FuturesUnordered;
+
     let options = Arc::new(options);
-    let github = Arc::new(github::GithubClients::new(options.connector.clone()));
     let metrics = options.metrics.clone();
+    let github = Arc::new(github::GithubClients::with_metrics(
+        options.connector.clone(),
+        metrics.clone(),
+    ));
     let ctx = |name: &'static str| {
         Context::new(
             name,
@@ -44,8 +54,53 @@ pub async fn run(client: kube::Client, options: ManagerOptions) -> anyhow::Resul
         )
     };
     tracing::info!(namespace = %options.controller_namespace, watch = ?options.watch_namespace, "starting controllers");
-    tokio::select! {
-        r = controllers::autoscaling_runner_set::run(ctx(controllers::autoscaling_runner_set::CONTROLLER)) => r,
-        r = controllers::autoscaling_listener::run(ctx(controllers::autoscaling_listener::CONTROLLER)) => r,
+    let tasks: Vec<(&str, BoxFuture<'static, anyhow::Result<()>>)> = vec![
+        (
+            controllers::autoscaling_runner_set::CONTROLLER,
+            Box::pin(controllers::autoscaling_runner_set::run(ctx(
+                controllers::autoscaling_runner_set::CONTROLLER,
+            ))),
+        ),
+        (
+            controllers::autoscaling_listener::CONTROLLER,
+            Box::pin(controllers::autoscaling_listener::run(ctx(
+                controllers::autoscaling_listener::CONTROLLER,
+            ))),
+        ),
+        (
+            controllers::ephemeral_runner_set::CONTROLLER,
+            Box::pin(controllers::ephemeral_runner_set::run(ctx(
+                controllers::ephemeral_runner_set::CONTROLLER,
+            ))),
+        ),
+        (
+            controllers::ephemeral_runner::CONTROLLER,
+            Box::pin(controllers::ephemeral_runner::run(ctx(
+                controllers::ephemeral_runner::CONTROLLER,
+            ))),
+        ),
+        (
+            controllers::orphaned_registrations::CONTROLLER,
+            Box::pin(controllers::orphaned_registrations::run(ctx(
+                controllers::orphaned_registrations::CONTROLLER,
+            ))),
+        ),
+    ];
+    let mut running: FuturesUnordered<_> = tasks
+        .into_iter()
+        .map(|(name, task)| async move { (name, task.await) })
+        .collect();
+    while let Some((name, result)) = running.next().await {
+        if !options.shutdown.triggered() {
+            return match result {
+                Ok(()) => Err(anyhow::anyhow!("{name} stopped unexpectedly")),
+                Err(e) => Err(e.context(format!("{name} failed"))),
+            };
+        }
+        if let Err(e) = result {
+            tracing::warn!(controller = name, error = %e, "controller failed while stopping");
+        }
+        tracing::info!(controller = name, "stopped");
     }
+    Ok(())
 }

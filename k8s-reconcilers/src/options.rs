@@ -1,8 +1,47 @@
 //! Settings of a manager run, shared by the four controllers.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 
 use crate::github::Connector;
+
+pub use scaleset_core::autoscaling_runner_set::DriftPolicy;
+
+/// A shutdown trigger shared by the controllers: once it fires they stop taking work, finish
+/// the reconciles in flight and return.
+#[derive(Clone)]
+pub struct Shutdown(Shared<BoxFuture<'static, ()>>);
+
+impl Shutdown {
+    /// A trigger that never fires.
+    pub fn never() -> Self {
+        Self::on(futures::future::pending())
+    }
+
+    /// Fires when `signal` completes.
+    pub fn on(signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(signal.boxed().shared())
+    }
+
+    /// A future that completes when the trigger fires.
+    pub fn signal(&self) -> Shared<BoxFuture<'static, ()>> {
+        self.0.clone()
+    }
+
+    /// Whether the trigger has fired.
+    pub fn triggered(&self) -> bool {
+        self.0.peek().is_some()
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::never()
+    }
+}
 
 /// What [`crate::run`] needs besides a Kubernetes client. The manager binary builds it from
 /// ARC-compatible flags and env vars (controllers.md 8.1).
@@ -30,6 +69,15 @@ pub struct ManagerOptions {
     pub publish_metrics: bool,
     /// `--runner-max-concurrent-reconciles` (EphemeralRunner workers).
     pub runner_max_concurrent_reconciles: u16,
+    /// EphemeralRunnerSet workers.
+    pub runner_set_max_concurrent_reconciles: u16,
+    /// Image for a `runner` container whose template leaves `image` empty.
+    pub default_runner_image: Option<String>,
+    /// Interval of the sweep that removes registrations without an EphemeralRunner (it also
+    /// runs at start-up).
+    pub orphan_cleanup_interval: Duration,
+    /// Stops the controllers gracefully.
+    pub shutdown: Shutdown,
     /// `--exclude-label-propagation-prefix`.
     pub exclude_label_propagation_prefixes: Vec<String>,
     /// Build version for the version gate (`dev` accepts every ARS).
@@ -39,7 +87,7 @@ pub struct ManagerOptions {
     /// Name reported on Kubernetes Events.
     pub event_reporter: String,
     /// How a runner spec change reaches existing runners (`--update-strategy`).
-    pub drift_policy: scaleset_core::autoscaling_runner_set::DriftPolicy,
+    pub drift_policy: DriftPolicy,
     /// Metrics the controllers update; register them with [`crate::metrics::Metrics::register`].
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -74,6 +122,10 @@ impl ManagerOptions {
             listener_metrics_endpoint: String::new(),
             publish_metrics: true,
             runner_max_concurrent_reconciles: 2,
+            runner_set_max_concurrent_reconciles: 2,
+            default_runner_image: None,
+            orphan_cleanup_interval: Duration::from_secs(600),
+            shutdown: Shutdown::never(),
             exclude_label_propagation_prefixes: Vec::new(),
             build_version: "dev".into(),
             connector,

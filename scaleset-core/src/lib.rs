@@ -10,6 +10,7 @@
 //! | [`desired`] | listener target count and `patchID` sequence |
 //! | [`ephemeral_runner`] | runner lifecycle: pod states, retry budget, JIT re-registration, finalizer |
 //! | [`listener_lifecycle`] | listener error handling in process; AutoscalingListener reconcile order (`listener_step`); pod (re)creation with backoff by error class |
+//! | [`registrations`] | which runner registrations on the service have no EphemeralRunner behind them |
 //! | [`naming`] | ARC listener name hash, derived names, label values, config URL parsing |
 //! | [`runner_set`] | EphemeralRunnerSet creates, scale-down candidates, cleanup, status |
 //! | [`time`] | the `Timestamp` value type used for all time inputs |
@@ -19,5 +20,6 @@ pub mod desired;
 pub mod ephemeral_runner;
 pub mod listener_lifecycle;
 pub mod naming;
+pub mod registrations;
 pub mod runner_set;
 pub mod time;

@@ -69,6 +69,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         .owns(accounts, watcher::Config::default())
         .watches(roles, selector.clone(), |r: Role| by_labels(r.labels()))
         .watches(bindings, selector, |r: RoleBinding| by_labels(r.labels()))
+        .graceful_shutdown_on(ctx.options.shutdown.signal())
         .run(reconcile, Context::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

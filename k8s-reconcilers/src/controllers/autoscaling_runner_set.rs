@@ -55,6 +55,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             let name = al.spec.autoscaling_runner_set_name.clone()?;
             Some(ObjectRef::<AutoscalingRunnerSet>::new(&name).within(&ns))
         })
+        .graceful_shutdown_on(ctx.options.shutdown.signal())
         .run(reconcile, Context::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

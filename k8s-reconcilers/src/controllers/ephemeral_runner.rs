@@ -64,10 +64,12 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
     let pods: Api<Pod> = watched_api(&ctx);
     let concurrency = ctx.options.runner_max_concurrent_reconciles.max(1);
     let pod_selector = format!("{}=True", labels::EPHEMERAL_RUNNER);
+    let shutdown = ctx.options.shutdown.signal();
     let state = Arc::new(State { ctx, settings });
     Controller::new(runners, watcher::Config::default())
         .owns(pods, watcher::Config::default().labels(&pod_selector))
         .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -237,8 +239,8 @@ impl<'a> Pass<'a> {
                 let patch = json!({"status": {
                     "phase": phase.as_str(),
                     "ready": ready,
-                    "reason": status.reason.unwrap_or_default(),
-                    "message": status.message.unwrap_or_default(),
+                    "reason": text_or_delete(status.reason),
+                    "message": text_or_delete(status.message),
                 }});
                 self.patch_status(&er, patch).await?;
                 done(Requeue::await_change())
@@ -385,7 +387,12 @@ impl<'a> Pass<'a> {
             }
         };
         let pod = match resources::runner_pod(&er, &registration, &self.ctx.options.build_version) {
-            Ok(pod) => pod,
+            Ok(mut pod) => {
+                if let Some(image) = &self.ctx.options.default_runner_image {
+                    resources::fill_default_image(&mut pod, image);
+                }
+                pod
+            }
             Err(problem) => {
                 return self
                     .mark_failed(
@@ -548,6 +555,15 @@ impl<'a> Pass<'a> {
         self.ctx
             .publish(&er.object_ref(&()), kind, reason, note)
             .await;
+    }
+}
+
+/// A merge-patch value for an optional status text: empty text deletes the key (the API
+/// server's CRD validation refuses an empty string decoded as `null` by some versions).
+fn text_or_delete(text: Option<String>) -> serde_json::Value {
+    match text {
+        Some(t) if !t.is_empty() => serde_json::Value::String(t),
+        _ => serde_json::Value::Null,
     }
 }
 

@@ -14,6 +14,9 @@
 
 pub mod autoscaling_listener;
 pub mod autoscaling_runner_set;
+pub mod ephemeral_runner;
+pub mod ephemeral_runner_set;
+pub mod orphaned_registrations;
 
 use kube::Api;
 use kube::api::ObjectMeta;

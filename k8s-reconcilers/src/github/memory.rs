@@ -262,6 +262,20 @@ impl ActionsService for MemoryService {
         });
         Box::pin(async move { r })
     }
+
+    fn list_runners(
+        &self,
+        scale_set_id: i64,
+    ) -> BoxFuture<'_, Result<Vec<RunnerInfo>, ServiceError>> {
+        let r = self.call("list_runners", |s| {
+            Ok(s.runners
+                .values()
+                .filter(|r| r.runner_scale_set_id == scale_set_id)
+                .cloned()
+                .collect())
+        });
+        Box::pin(async move { r })
+    }
 }
 
 impl Connector for MemoryService {

@@ -179,6 +179,12 @@ pub trait ActionsService: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<RunnerInfo>, ServiceError>>;
     /// `RemoveRunner`.
     fn remove_runner(&self, id: i64) -> BoxFuture<'_, Result<(), ServiceError>>;
+    /// The runners registered in scale set `scale_set_id` (A13 without `agentName` lists
+    /// every runner of the scope; the result is filtered by `runnerScaleSetId`).
+    fn list_runners(
+        &self,
+        scale_set_id: i64,
+    ) -> BoxFuture<'_, Result<Vec<RunnerInfo>, ServiceError>>;
 }
 
 /// Builds a service client from resolved settings.

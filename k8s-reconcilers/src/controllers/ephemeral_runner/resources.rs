@@ -196,6 +196,20 @@ pub fn runner_pod(
     })
 }
 
+/// Gives the `runner` container `image` when the template left its image empty
+/// (`--runner-image`).
+pub fn fill_default_image(pod: &mut Pod, image: &str) {
+    let runner = pod
+        .spec
+        .as_mut()
+        .and_then(|s| s.containers.iter_mut().find(|c| c.name == RUNNER_CONTAINER));
+    if let Some(runner) = runner
+        && runner.image.as_deref().is_none_or(str::is_empty)
+    {
+        runner.image = Some(image.to_owned());
+    }
+}
+
 /// `workingDir` of the runner container in the template: the JIT work folder.
 pub fn work_folder(er: &EphemeralRunner) -> String {
     let dir = er
@@ -256,6 +270,29 @@ mod tests {
             runner_name: "set-runner-abcde".into(),
             scale_set_id: 9,
         }
+    }
+
+    #[test]
+    fn default_image_fills_only_an_empty_runner_image() {
+        let er = runner(json!({"spec": {"containers": [
+            {"name": "dind", "image": ""},
+            {"name": "runner"}
+        ]}}));
+        let mut pod = runner_pod(&er, &sample(), "dev").expect("pod");
+        fill_default_image(&mut pod, "ghcr.io/actions/actions-runner:2");
+        let spec = pod.spec.clone().unwrap_or_default();
+        assert_eq!(spec.containers[0].image.as_deref(), Some(""));
+        assert_eq!(
+            spec.containers[1].image.as_deref(),
+            Some("ghcr.io/actions/actions-runner:2")
+        );
+        let er = runner(json!({"spec": {"containers": [{"name": "runner", "image": "mine:1"}]}}));
+        let mut pod = runner_pod(&er, &sample(), "dev").expect("pod");
+        fill_default_image(&mut pod, "other");
+        assert_eq!(
+            pod.spec.unwrap_or_default().containers[0].image.as_deref(),
+            Some("mine:1")
+        );
     }
 
     #[test]

@@ -1,0 +1,167 @@
+//! The sweep that removes runner registrations without an EphemeralRunner behind them: at
+//! start-up and then every `orphan_cleanup_interval`, for every EphemeralRunnerSet in the
+//! watched namespaces. The decision is `scaleset_core::registrations::orphaned`; a runner
+//! that is still running a job (`JobStillRunning`) is kept and retried on the next sweep.
+
+use std::sync::Arc;
+
+use kube::api::ListParams;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use scaleset_core::registrations::{KnownRunner, Registration, orphaned};
+
+use crate::Context;
+use crate::controllers::watched_api;
+use crate::crd::{EphemeralRunner, EphemeralRunnerSet};
+use crate::error::Error;
+use crate::github::ObjectSettings;
+
+/// Name used for this task's context (metrics, Events).
+pub const CONTROLLER: &str = "orphaned-registrations";
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Registrations removed, by runner id.
+    pub removed: Vec<i64>,
+    /// Registrations kept because their job is still running.
+    pub busy: Vec<i64>,
+    /// Scale sets that could not be swept, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Sweeps at start-up and then every interval until shutdown.
+pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
+    let mut shutdown = ctx.options.shutdown.signal();
+    let interval = ctx.options.orphan_cleanup_interval;
+    loop {
+        let report = sweep(&ctx).await;
+        if !report.removed.is_empty() || !report.failed.is_empty() {
+            tracing::info!(removed = ?report.removed, busy = ?report.busy, failed = ?report.failed,
+                "orphaned registration sweep");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
+}
+
+/// One sweep over every EphemeralRunnerSet in the watched namespaces.
+pub async fn sweep(ctx: &Context) -> SweepReport {
+    let mut report = SweepReport::default();
+    let sets: Api<EphemeralRunnerSet> = watched_api(ctx);
+    let sets = match sets.list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            report
+                .failed
+                .push(("(listing EphemeralRunnerSets)".into(), e.to_string()));
+            return report;
+        }
+    };
+    for set in sets {
+        if set.meta().deletion_timestamp.is_some()
+            || set.spec.ephemeral_runner_spec.runner_scale_set_id <= 0
+        {
+            continue;
+        }
+        if let Err(e) = sweep_set(ctx, &set, &mut report).await {
+            let name = format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any());
+            report.failed.push((name, e.to_string()));
+        }
+    }
+    report
+}
+
+async fn sweep_set(
+    ctx: &Context,
+    set: &EphemeralRunnerSet,
+    report: &mut SweepReport,
+) -> Result<(), Error> {
+    let namespace = set.namespace().unwrap_or_default();
+    let spec = &set.spec.ephemeral_runner_spec;
+    let scale_set_id = spec.runner_scale_set_id;
+    let service = ctx
+        .github
+        .for_object(
+            &ctx.client,
+            ObjectSettings {
+                namespace: &namespace,
+                config_url: &spec.github_config_url,
+                secret: &spec.github_config_secret,
+                proxy: spec.proxy.as_ref(),
+                tls: spec.github_server_tls.as_ref(),
+                vault: spec.vault_config.as_ref(),
+            },
+        )
+        .await?;
+    // Registrations first, runners second (see scaleset_core::registrations).
+    let registered: Vec<Registration> = service
+        .list_runners(scale_set_id)
+        .await
+        .map_err(Error::Service)?
+        .into_iter()
+        .map(|r| Registration {
+            id: r.id,
+            name: r.name,
+        })
+        .collect();
+    if registered.is_empty() {
+        return Ok(());
+    }
+    let runners: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &namespace);
+    let known: Vec<KnownRunner> = runners
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|er| er.spec.runner_scale_set_id == scale_set_id)
+        .map(|er| KnownRunner {
+            runner_id: er.status.as_ref().map_or(0, |s| s.runner_id),
+            name: er.name_any(),
+        })
+        .collect();
+    for id in orphaned(&registered, &known) {
+        let name = registered
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| r.name.clone())
+            .unwrap_or_default();
+        match service.remove_runner(id).await {
+            Ok(()) => {
+                tracing::info!(scale_set_id, runner_id = id, runner = %name,
+                    "removed a registration without an EphemeralRunner");
+                ctx.publish(
+                    &set.object_ref(&()),
+                    EventType::Normal,
+                    "OrphanedRegistrationRemoved",
+                    &format!(
+                        "removed runner {name:?} (id {id}) from scale set {scale_set_id}: no EphemeralRunner had it"
+                    ),
+                )
+                .await;
+                report.removed.push(id);
+            }
+            Err(e) if e.is_not_found() => report.removed.push(id),
+            Err(e) if e.is_job_still_running() => {
+                tracing::debug!(
+                    runner_id = id,
+                    "orphaned registration still runs a job; kept"
+                );
+                report.busy.push(id);
+            }
+            Err(e) => {
+                ctx.publish(
+                    &set.object_ref(&()),
+                    EventType::Warning,
+                    "OrphanedRegistrationRemovalFailed",
+                    &format!("removing runner {name:?} (id {id}) from the service failed: {e}"),
+                )
+                .await;
+                return Err(Error::Service(e));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! EphemeralRunner reconciler against a real kube-apiserver: JIT Secret and pod in one pass,
+//! status mirrored from the pod, the retry budget, and removal from the service before the
+//! runner's resources go (controllers.md 14, behaviours 13-15).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "reconciler_ers_support.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+
+use k8s_reconcilers::crd::EphemeralRunner;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+use support::*;
+
+async fn create_runner(
+    h: &Harness,
+    name: &str,
+    spec: serde_json::Value,
+) -> anyhow::Result<EphemeralRunner> {
+    let er: EphemeralRunner = serde_json::from_value(json!({
+        "apiVersion": "actions.github.com/v1alpha1",
+        "kind": "EphemeralRunner",
+        "metadata": {
+            "name": name,
+            "labels": {"from-runner": "yes"},
+            "finalizers": [
+                "ephemeralrunner.actions.github.com/finalizer",
+                "ephemeralrunner.actions.github.com/runner-registration-finalizer"
+            ]
+        },
+        "spec": spec
+    }))?;
+    Ok(h.runners().create(&PostParams::default(), &er).await?)
+}
+
+async fn runner_with_pod(h: &Harness, name: &str) -> anyhow::Result<(EphemeralRunner, String)> {
+    let uid = eventually("the runner pod", WAIT, || async {
+        Ok(h.pods().get_opt(name).await?.and_then(|p| p.metadata.uid))
+    })
+    .await?;
+    Ok((h.runners().get(name).await?, uid))
+}
+
+#[tokio::test]
+async fn creates_secret_and_pod_with_jit_env_and_mirrors_pod_status() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("k8s_reconcilers=debug,kube_runtime=debug")
+        .with_test_writer()
+        .try_init();
+    let h = Harness::start("er-create", 5).await?;
+    create_runner(&h, "r-create", h.runner_spec()).await?;
+    let (_, _) = runner_with_pod(&h, "r-create").await?;
+
+    let er = eventually("runnerId in status", WAIT, || async {
+        let er = h.runners().get("r-create").await?;
+        Ok(er.status.clone().filter(|s| s.runner_id > 0).map(|_| er))
+    })
+    .await?;
+    let status = er.status.clone().unwrap();
+    assert_eq!(status.runner_name, "r-create");
+    assert_eq!(h.service.runners().get("r-create"), Some(&status.runner_id));
+
+    let secret = h.secrets().get("r-create").await?;
+    let data = secret.data.clone().unwrap();
+    let keys: BTreeSet<&str> = data.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["jitToken", "runnerId", "runnerName", "scaleSetId"])
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&data["runnerId"].0),
+        status.runner_id.to_string()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&data["scaleSetId"].0),
+        SCALE_SET_ID.to_string()
+    );
+    assert_eq!(secret.owner_references()[0].uid, er.uid().unwrap());
+
+    let pod = h.pods().get("r-create").await?;
+    assert_eq!(pod.owner_references()[0].uid, er.uid().unwrap());
+    let labels = pod.labels();
+    assert_eq!(
+        labels.get("actions-ephemeral-runner").map(String::as_str),
+        Some("True")
+    );
+    assert_eq!(labels.get("from-template").map(String::as_str), Some("yes"));
+    assert_eq!(labels.get("from-runner").map(String::as_str), Some("yes"));
+    let runner = &pod.spec.clone().unwrap().containers[0];
+    let env = runner.env.clone().unwrap();
+    let jit = env
+        .iter()
+        .find(|e| e.name == "ACTIONS_RUNNER_INPUT_JITCONFIG")
+        .expect("JIT env");
+    let key = jit
+        .value_from
+        .as_ref()
+        .and_then(|v| v.secret_key_ref.clone())
+        .expect("secretKeyRef");
+    assert_eq!(
+        (key.name.as_str(), key.key.as_str()),
+        ("r-create", "jitToken")
+    );
+    assert!(
+        env.iter()
+            .any(|e| e.name == "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE")
+    );
+
+    // No runner container status yet: the phase is not written.
+    assert!(
+        h.runners()
+            .get("r-create")
+            .await?
+            .status
+            .unwrap()
+            .phase
+            .is_empty()
+    );
+    h.set_pod_status("r-create", running_status()).await?;
+    eventually("phase Running and ready", WAIT, || async {
+        let s = h
+            .runners()
+            .get("r-create")
+            .await?
+            .status
+            .unwrap_or_default();
+        Ok((s.phase == "Running" && s.ready).then_some(()))
+    })
+    .await?;
+
+    // A pod-level Succeeded without a terminated runner container does not change the phase.
+    h.set_pod_status("r-create", json!({"phase": "Succeeded"}))
+        .await?;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        h.runners().get("r-create").await?.status.unwrap().phase,
+        "Running"
+    );
+    assert_eq!(h.service.runners().len(), 1, "exactly one registration");
+    Ok(())
+}
+
+#[tokio::test]
+async fn runner_failures_are_retried_with_fresh_registrations_until_the_budget_is_spent()
+-> anyhow::Result<()> {
+    let h = Harness::start("er-retry", 2).await?;
+    create_runner(&h, "r-retry", h.runner_spec()).await?;
+    let mut seen_pods = BTreeSet::new();
+    let mut seen_ids = BTreeSet::new();
+    for attempt in 0..3u32 {
+        let (_, uid) = eventually("a new runner pod", WAIT, || async {
+            let pod = h.pods().get_opt("r-retry").await?;
+            let er = h.runners().get("r-retry").await?;
+            let id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();
+            Ok(pod
+                .and_then(|p| p.metadata.uid)
+                .filter(|uid| !seen_pods.contains(uid) && id > 0)
+                .map(|uid| (er, uid)))
+        })
+        .await?;
+        seen_pods.insert(uid.clone());
+        let er = h.runners().get("r-retry").await?;
+        let status = er.status.unwrap();
+        assert_eq!(
+            status.failures.len(),
+            attempt as usize,
+            "one charged failure per failed pod"
+        );
+        assert!(
+            seen_ids.insert(status.runner_id),
+            "a used JIT config is never reused"
+        );
+        // The runner started and exited non-zero.
+        h.set_pod_status("r-retry", exited_status(1)).await?;
+    }
+    // The third failure exceeds the budget of 2: the runner is deleted and unregistered.
+    eventually("the runner to be deleted", WAIT, || async {
+        Ok(h.runners()
+            .get_opt("r-retry")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    eventually("pod and Secret to be gone", WAIT, || async {
+        let pod = h.pods().get_opt("r-retry").await?;
+        let secret = h.secrets().get_opt("r-retry").await?;
+        Ok((pod.is_none() && secret.is_none()).then_some(()))
+    })
+    .await?;
+    assert!(
+        h.service.runners().is_empty(),
+        "no registration left: {:?}",
+        h.service.runners()
+    );
+    let removed: BTreeSet<i64> = h.service.removed().into_iter().collect();
+    assert_eq!(removed, seen_ids, "every registration was removed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn eviction_reschedules_without_charging_the_budget() -> anyhow::Result<()> {
+    let h = Harness::start("er-evict", 1).await?;
+    create_runner(&h, "r-evict", h.runner_spec()).await?;
+    let (_, first) = runner_with_pod(&h, "r-evict").await?;
+    let id = eventually("runnerId", WAIT, || async {
+        Ok(h.runners()
+            .get("r-evict")
+            .await?
+            .status
+            .map(|s| s.runner_id)
+            .filter(|id| *id > 0))
+    })
+    .await?;
+    // Evicted before the runner container ever started.
+    h.set_pod_status(
+        "r-evict",
+        json!({"phase": "Failed", "reason": "Evicted", "message": "node pressure"}),
+    )
+    .await?;
+    let second = eventually("a replacement pod", WAIT, || async {
+        Ok(h.pods()
+            .get_opt("r-evict")
+            .await?
+            .and_then(|p| p.metadata.uid)
+            .filter(|u| *u != first))
+    })
+    .await?;
+    assert_ne!(first, second);
+    let status = h.runners().get("r-evict").await?.status.unwrap();
+    assert!(
+        status.failures.is_empty(),
+        "evictions are not charged: {:?}",
+        status.failures
+    );
+    assert_eq!(status.runner_id, id, "the unused JIT config is kept");
+    assert_eq!(status.reason, "Evicted");
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_pod_marks_the_runner_failed() -> anyhow::Result<()> {
+    let h = Harness::start("er-invalid", 5).await?;
+    let mut spec = h.runner_spec();
+    // Valid for the CRD, refused by pod validation: a mount of a volume that does not exist.
+    spec["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "missing", "mountPath": "/x"}]);
+    create_runner(&h, "r-invalid", spec).await?;
+    let status = eventually("phase Failed", WAIT, || async {
+        Ok(h.runners()
+            .get("r-invalid")
+            .await?
+            .status
+            .filter(|s| s.phase == "Failed"))
+    })
+    .await?;
+    assert_eq!(status.reason, "InvalidPod");
+    assert!(
+        status.message.starts_with("Failed to create the pod: "),
+        "{}",
+        status.message
+    );
+    eventually("registration and JIT Secret removed", WAIT, || async {
+        let secret = h.secrets().get_opt("r-invalid").await?;
+        Ok((h.service.runners().is_empty() && secret.is_none()).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn deletion_waits_for_the_job_then_removes_registration_secret_and_pod() -> anyhow::Result<()>
+{
+    let h = Harness::start("er-delete", 5).await?;
+    let mut spec = h.runner_spec();
+    spec["spec"]["containers"][0]["env"] =
+        json!([{"name": "ACTIONS_RUNNER_CONTAINER_HOOKS", "value": "/home/runner/k8s/index.js"}]);
+    create_runner(&h, "r-delete", spec).await?;
+    runner_with_pod(&h, "r-delete").await?;
+    let id = eventually("runnerId", WAIT, || async {
+        Ok(h.runners()
+            .get("r-delete")
+            .await?
+            .status
+            .map(|s| s.runner_id)
+            .filter(|id| *id > 0))
+    })
+    .await?;
+    h.set_pod_status("r-delete", running_status()).await?;
+    h.assign_job("r-delete").await?;
+    h.service.set_busy(id, true);
+    // A job pod made by the container hooks.
+    let hook_pod = serde_json::from_value(json!({
+        "metadata": {"name": "r-delete-workflow", "labels": {"runner-pod": "r-delete"}},
+        "spec": {"containers": [{"name": "job", "image": "alpine"}]}
+    }))?;
+    h.pods().create(&PostParams::default(), &hook_pod).await?;
+
+    h.runners()
+        .delete("r-delete", &DeleteParams::default())
+        .await?;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let er = h.runners().get("r-delete").await?;
+    assert!(er.metadata.deletion_timestamp.is_some());
+    assert!(
+        h.pods().get_opt("r-delete").await?.is_some(),
+        "a busy runner keeps its pod"
+    );
+    assert_eq!(h.service.runners().get("r-delete"), Some(&id));
+
+    h.service.set_busy(id, false);
+    // The finalizer retries after JobStillRunning on its own schedule (30 s).
+    eventually("the runner to be gone", WAIT * 2, || async {
+        Ok(h.runners()
+            .get_opt("r-delete")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    assert!(h.service.runners().is_empty());
+    assert!(h.pods().get_opt("r-delete").await?.is_none());
+    assert!(h.secrets().get_opt("r-delete").await?.is_none());
+    assert!(
+        h.pods().get_opt("r-delete-workflow").await?.is_none(),
+        "hook pods are cleaned up"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unrecorded_registration_is_adopted_on_retry_and_removed_on_deletion() -> anyhow::Result<()>
+{
+    let h = Harness::start("er-orphan", 5).await?;
+    // A JIT config was issued under this name but the manager died before writing the Secret.
+    let stale = h.service.register("r-orphan", SCALE_SET_ID);
+    create_runner(&h, "r-orphan", h.runner_spec()).await?;
+    runner_with_pod(&h, "r-orphan").await?;
+    let id = eventually("runnerId", WAIT, || async {
+        Ok(h.runners()
+            .get("r-orphan")
+            .await?
+            .status
+            .map(|s| s.runner_id)
+            .filter(|id| *id > 0))
+    })
+    .await?;
+    assert_ne!(id, stale);
+    assert_eq!(
+        h.service.removed(),
+        vec![stale],
+        "the stale registration was removed"
+    );
+    assert_eq!(h.service.runners().len(), 1, "no duplicate registration");
+
+    // A runner deleted before it recorded anything still takes its registration along.
+    let early = h.service.register("r-early", SCALE_SET_ID);
+    let mut spec = h.runner_spec();
+    spec["githubConfigSecret"] = json!("missing-until-later");
+    create_runner(&h, "r-early", spec).await?;
+    h.runners()
+        .delete("r-early", &DeleteParams::default())
+        .await?;
+    // Without credentials nothing can be removed: the runner waits in deletion.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(h.runners().get_opt("r-early").await?.is_some());
+    let creds: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "missing-until-later"},
+        "stringData": {"github_token": "ghp_fake"}
+    }))?;
+    h.secrets().create(&PostParams::default(), &creds).await?;
+    eventually("the early runner to be gone", WAIT * 2, || async {
+        Ok(h.runners()
+            .get_opt("r-early")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    assert!(h.service.removed().contains(&early));
+    Ok(())
+}
+
+#[tokio::test]
+async fn exit_zero_deletes_the_runner() -> anyhow::Result<()> {
+    let h = Harness::start("er-done", 5).await?;
+    create_runner(&h, "r-done", h.runner_spec()).await?;
+    runner_with_pod(&h, "r-done").await?;
+    eventually("runnerId", WAIT, || async {
+        Ok(h.runners()
+            .get("r-done")
+            .await?
+            .status
+            .map(|s| s.runner_id)
+            .filter(|id| *id > 0))
+    })
+    .await?;
+    h.set_pod_status("r-done", exited_status(0)).await?;
+    eventually("the runner to be gone", WAIT, || async {
+        Ok(h.runners().get_opt("r-done").await?.is_none().then_some(()))
+    })
+    .await?;
+    assert!(h.service.runners().is_empty());
+    assert!(h.pods().get_opt("r-done").await?.is_none());
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! Shared harness of the EphemeralRunnerSet / EphemeralRunner reconciler suites, included by
+//! them with `#[path]`; as a test target of its own it has nothing to run.
+//!
+//! The harness runs both controllers against the shared real kube-apiserver, confined to a
+//! fresh namespace, and plays the kubelet by writing pod status through the status
+//! subresource. The Actions service is [`FakeService`], an in-memory registry of runners
+//! behind the reconcilers' `Connector` seam (the actions-client connector to the emulator was
+//! not available when these suites were written).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_reconcilers::controllers::{ephemeral_runner, ephemeral_runner_set};
+use k8s_reconcilers::crd::{EphemeralRunner, EphemeralRunnerSet};
+use k8s_reconcilers::github::{
+    ActionsService, Connector, GithubClients, JitConfig, NewScaleSet, RunnerGroup, RunnerInfo,
+    ScaleSet, ScaleSetPatch, ServiceConfig, ServiceError, ServiceErrorKind,
+};
+use k8s_reconcilers::metrics::Metrics;
+use k8s_reconcilers::{Context, ManagerOptions};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, ServiceError>> + Send + 'a>>;
+
+/// Scale set id every runner of these suites belongs to.
+pub const SCALE_SET_ID: i64 = 42;
+
+#[derive(Default)]
+struct Registry {
+    next_id: i64,
+    runners: BTreeMap<i64, RunnerInfo>,
+    busy: BTreeSet<i64>,
+    removed: Vec<i64>,
+}
+
+/// An in-memory Actions service: runner registrations by JIT config, `RunnerExists` on a
+/// taken name, `JobStillRunning` for runners marked busy, 404 for unknown runners.
+#[derive(Clone, Default)]
+pub struct FakeService {
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl FakeService {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap()
+    }
+
+    /// Registered runners by name.
+    pub fn runners(&self) -> BTreeMap<String, i64> {
+        self.lock()
+            .runners
+            .values()
+            .map(|r| (r.name.clone(), r.id))
+            .collect()
+    }
+
+    /// Runner ids removed so far, in order.
+    pub fn removed(&self) -> Vec<i64> {
+        self.lock().removed.clone()
+    }
+
+    /// Marks a runner as running a job (`RemoveRunner` answers `JobStillRunning`).
+    pub fn set_busy(&self, id: i64, busy: bool) {
+        let mut r = self.lock();
+        if busy {
+            r.busy.insert(id);
+        } else {
+            r.busy.remove(&id);
+        }
+    }
+
+    /// Registers a runner directly (as if a JIT config was issued and never recorded).
+    pub fn register(&self, name: &str, scale_set_id: i64) -> i64 {
+        let mut r = self.lock();
+        r.next_id += 1;
+        let id = 1000 + r.next_id;
+        r.runners.insert(
+            id,
+            RunnerInfo {
+                id,
+                name: name.to_owned(),
+                runner_scale_set_id: scale_set_id,
+            },
+        );
+        id
+    }
+}
+
+fn unsupported<T>(operation: &'static str) -> Result<T, ServiceError> {
+    Err(ServiceError::new(
+        ServiceErrorKind::Invalid,
+        operation,
+        "not used by the runner controllers",
+    ))
+}
+
+impl ActionsService for FakeService {
+    fn get_runner_group_by_name<'a>(&'a self, _: &'a str) -> Fut<'a, RunnerGroup> {
+        Box::pin(async { unsupported("GetRunnerGroupByName") })
+    }
+    fn get_runner_scale_set<'a>(&'a self, _: i64, _: &'a str) -> Fut<'a, Option<ScaleSet>> {
+        Box::pin(async { unsupported("GetRunnerScaleSet") })
+    }
+    fn get_runner_scale_set_by_id(&self, _: i64) -> Fut<'_, Option<ScaleSet>> {
+        Box::pin(async { unsupported("GetRunnerScaleSetById") })
+    }
+    fn create_runner_scale_set(&self, _: NewScaleSet) -> Fut<'_, ScaleSet> {
+        Box::pin(async { unsupported("CreateRunnerScaleSet") })
+    }
+    fn update_runner_scale_set(&self, _: i64, _: ScaleSetPatch) -> Fut<'_, ScaleSet> {
+        Box::pin(async { unsupported("UpdateRunnerScaleSet") })
+    }
+    fn delete_runner_scale_set(&self, _: i64) -> Fut<'_, ()> {
+        Box::pin(async { unsupported("DeleteRunnerScaleSet") })
+    }
+    fn generate_jit_runner_config<'a>(
+        &'a self,
+        scale_set_id: i64,
+        name: &'a str,
+        _work_folder: &'a str,
+    ) -> Fut<'a, JitConfig> {
+        Box::pin(async move {
+            if self.lock().runners.values().any(|r| r.name == name) {
+                return Err(ServiceError::new(
+                    ServiceErrorKind::RunnerExists,
+                    "GenerateJitRunnerConfig",
+                    format!("AgentExistsException: runner {name} exists"),
+                ));
+            }
+            let id = self.register(name, scale_set_id);
+            Ok(JitConfig {
+                runner: RunnerInfo {
+                    id,
+                    name: name.to_owned(),
+                    runner_scale_set_id: scale_set_id,
+                },
+                encoded_jit_config: format!("jit-for-{name}-{id}").into(),
+            })
+        })
+    }
+    fn get_runner_by_name<'a>(&'a self, name: &'a str) -> Fut<'a, Option<RunnerInfo>> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .runners
+                .values()
+                .find(|r| r.name == name)
+                .cloned())
+        })
+    }
+    fn remove_runner(&self, id: i64) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let mut r = self.lock();
+            if r.busy.contains(&id) {
+                return Err(ServiceError::new(
+                    ServiceErrorKind::JobStillRunning,
+                    "RemoveRunner",
+                    "JobStillRunningException",
+                ));
+            }
+            match r.runners.remove(&id) {
+                Some(_) => {
+                    r.removed.push(id);
+                    Ok(())
+                }
+                None => Err(ServiceError::new(
+                    ServiceErrorKind::NotFound,
+                    "RemoveRunner",
+                    "404",
+                )),
+            }
+        })
+    }
+    fn list_runners(&self, scale_set_id: i64) -> Fut<'_, Vec<RunnerInfo>> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .runners
+                .values()
+                .filter(|r| r.runner_scale_set_id == scale_set_id)
+                .cloned()
+                .collect())
+        })
+    }
+}
+
+struct FakeConnector(FakeService);
+
+impl Connector for FakeConnector {
+    fn connect(&self, _: ServiceConfig) -> Fut<'_, Arc<dyn ActionsService>> {
+        let service: Arc<dyn ActionsService> = Arc::new(self.0.clone());
+        Box::pin(async move { Ok(service) })
+    }
+}
+
+/// Both runner controllers running in one namespace of the shared control plane.
+pub struct Harness {
+    pub client: kube::Client,
+    pub ns: testbed::TestNamespace,
+    pub service: FakeService,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Harness {
+    /// Starts the controllers with test timings (20 ms pod backoff, `max_failures` budget).
+    pub async fn start(prefix: &str, max_failures: u32) -> anyhow::Result<Self> {
+        let cp = testbed::ControlPlane::shared().await?;
+        let client = cp.client();
+        k8s_reconcilers::crd::install(&client, Duration::from_secs(60)).await?;
+        let ns = cp.test_namespace(prefix).await?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+        let creds: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "creds"},
+            "stringData": {"github_token": "ghp_fake"}
+        }))?;
+        secrets.create(&PostParams::default(), &creds).await?;
+        let service = FakeService::default();
+        let connector: Arc<dyn Connector> = Arc::new(FakeConnector(service.clone()));
+        let mut options = ManagerOptions::new(ns.name(), "listener:test", connector.clone());
+        options.watch_namespace = Some(ns.name().to_owned());
+        let options = Arc::new(options);
+        let github = Arc::new(GithubClients::new(connector));
+        let metrics = Arc::new(Metrics::default());
+        let ers_ctx = Context::new(
+            ephemeral_runner_set::CONTROLLER,
+            client.clone(),
+            options.clone(),
+            github.clone(),
+            metrics.clone(),
+        );
+        let er_ctx = Context::new(
+            ephemeral_runner::CONTROLLER,
+            client.clone(),
+            options,
+            github,
+            metrics,
+        );
+        let mut retry = scaleset_core::ephemeral_runner::RetryPolicy::default();
+        retry.max_failures = max_failures;
+        retry.backoff = vec![Duration::from_millis(20)];
+        let tasks = vec![
+            tokio::spawn(async move {
+                let _ = ephemeral_runner_set::run(ers_ctx).await;
+            }),
+            tokio::spawn(async move {
+                let _ =
+                    ephemeral_runner::run_with(er_ctx, ephemeral_runner::Settings { retry }).await;
+            }),
+        ];
+        Ok(Self {
+            client,
+            ns,
+            service,
+            tasks,
+        })
+    }
+
+    pub fn runners(&self) -> Api<EphemeralRunner> {
+        Api::namespaced(self.client.clone(), self.ns.name())
+    }
+
+    pub fn sets(&self) -> Api<EphemeralRunnerSet> {
+        Api::namespaced(self.client.clone(), self.ns.name())
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), self.ns.name())
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), self.ns.name())
+    }
+
+    /// The EphemeralRunner spec used by the suites: PAT secret `creds`, one `runner` container.
+    pub fn runner_spec(&self) -> serde_json::Value {
+        json!({
+            "githubConfigUrl": "https://github.com/org/repo",
+            "githubConfigSecret": "creds",
+            "runnerScaleSetId": SCALE_SET_ID,
+            "metadata": {"labels": {"from-template": "yes"}},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "runner",
+                    "image": "ghcr.io/actions/actions-runner:latest",
+                    "command": ["/home/runner/run.sh"]
+                }]
+            }
+        })
+    }
+
+    /// Plays the kubelet: writes the pod's status.
+    pub async fn set_pod_status(
+        &self,
+        name: &str,
+        status: serde_json::Value,
+    ) -> anyhow::Result<Pod> {
+        Ok(self
+            .pods()
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": status})),
+            )
+            .await?)
+    }
+
+    /// Plays the listener: marks the runner busy with a job.
+    pub async fn assign_job(&self, runner: &str) -> anyhow::Result<()> {
+        let patch = json!({"status": {"jobId": "job-1", "jobRequestId": 7, "jobRepositoryName": "org/repo"}});
+        self.runners()
+            .patch_status(runner, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+}
+
+/// A runner container status in the given state.
+pub fn runner_container(state: serde_json::Value) -> serde_json::Value {
+    json!({
+        "name": "runner",
+        "image": "ghcr.io/actions/actions-runner:latest",
+        "imageID": "",
+        "ready": state.get("running").is_some(),
+        "restartCount": 0,
+        "state": state
+    })
+}
+
+/// A running, ready runner pod status.
+pub fn running_status() -> serde_json::Value {
+    json!({
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}],
+        "containerStatuses": [runner_container(json!({"running": {"startedAt": "2024-01-01T00:00:00Z"}}))]
+    })
+}
+
+/// A failed pod whose runner container exited with `code`.
+pub fn exited_status(code: i32) -> serde_json::Value {
+    json!({
+        "phase": "Failed",
+        "containerStatuses": [runner_container(json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }}}))]
+    })
+}
+
+/// Polls `check` until it returns `Some`, for at most `timeout`.
+pub async fn eventually<T, F, Fu>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fu,
+    Fu: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "timed out after {timeout:?} waiting for {what} (last error: {last_error:?})"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Generous limit for a condition the controllers should reach.
+pub const WAIT: Duration = Duration::from_secs(60);
