@@ -174,6 +174,12 @@ enum Attempt {
 impl Transport {
     /// Builds a transport; fails on a bad CA bundle or proxy URL.
     pub fn new(config: TransportConfig) -> Result<Self> {
+        if config.long_poll_timeout < Duration::from_secs(60) {
+            tracing::warn!(
+                long_poll_timeout = ?config.long_poll_timeout,
+                "long-poll timeout is shorter than the service's ~50 s hold; idle polls will time out and be retried"
+            );
+        }
         let tls = tls_config(&config)?;
         let rules = Arc::new(ProxyRules::new(&config.proxy)?);
         let mut http = HttpConnector::new();
