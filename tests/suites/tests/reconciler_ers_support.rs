@@ -205,6 +205,8 @@ pub struct Harness {
     pub client: kube::Client,
     pub ns: testbed::TestNamespace,
     pub service: FakeService,
+    options: Arc<ManagerOptions>,
+    github: Arc<GithubClients>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -246,8 +248,8 @@ impl Harness {
         let er_ctx = Context::new(
             ephemeral_runner::CONTROLLER,
             client.clone(),
-            options,
-            github,
+            options.clone(),
+            github.clone(),
             metrics,
         );
         let mut retry = scaleset_core::ephemeral_runner::RetryPolicy::default();
@@ -266,8 +268,21 @@ impl Harness {
             client,
             ns,
             service,
+            options,
+            github,
             tasks,
         })
+    }
+
+    /// A further context over the same client, options and service (for the sweep).
+    pub fn context(&self, name: &'static str) -> Arc<Context> {
+        Context::new(
+            name,
+            self.client.clone(),
+            self.options.clone(),
+            self.github.clone(),
+            Arc::new(Metrics::default()),
+        )
     }
 
     pub fn runners(&self) -> Api<EphemeralRunner> {

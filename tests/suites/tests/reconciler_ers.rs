@@ -1,0 +1,252 @@
+//! EphemeralRunnerSet reconciler against a real kube-apiserver (controllers.md 14, behaviours
+//! 11 and 12): scale 0→N→0 with busy runners protected, the patchID rules, status counters,
+//! spec rollout that leaves busy runners alone, and the sweep that removes registrations
+//! without an EphemeralRunner.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "reconciler_ers_support.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use k8s_reconcilers::controllers::orphaned_registrations;
+use k8s_reconcilers::crd::{EphemeralRunner, EphemeralRunnerSet};
+use k8s_reconcilers::names::annotations;
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::*;
+
+async fn create_set(h: &Harness, name: &str, replicas: i32, patch_id: i32) -> anyhow::Result<()> {
+    let set: EphemeralRunnerSet = serde_json::from_value(json!({
+        "apiVersion": "actions.github.com/v1alpha1",
+        "kind": "EphemeralRunnerSet",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "patchID": patch_id, "ephemeralRunnerSpec": h.runner_spec()}
+    }))?;
+    h.sets().create(&PostParams::default(), &set).await?;
+    Ok(())
+}
+
+async fn scale(h: &Harness, name: &str, replicas: i32, patch_id: i32) -> anyhow::Result<()> {
+    let patch = json!({"spec": {"replicas": replicas, "patchID": patch_id}});
+    h.sets()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Live (not deleting) runners of the namespace.
+async fn live(h: &Harness) -> anyhow::Result<Vec<EphemeralRunner>> {
+    Ok(h.runners()
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| r.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+/// Waits until exactly `n` live runners exist, each registered (runnerId > 0).
+async fn registered_runners(h: &Harness, n: usize) -> anyhow::Result<Vec<EphemeralRunner>> {
+    eventually(&format!("{n} registered runners"), WAIT, || async {
+        let runners = live(h).await?;
+        let registered = runners
+            .iter()
+            .all(|r| r.status.as_ref().is_some_and(|s| s.runner_id > 0));
+        Ok((runners.len() == n && registered).then_some(runners))
+    })
+    .await
+}
+
+fn names(runners: &[EphemeralRunner]) -> BTreeSet<String> {
+    runners.iter().map(|r| r.name_any()).collect()
+}
+
+#[tokio::test]
+async fn scale_up_then_to_zero_keeps_the_busy_runner_until_its_job_ends() -> anyhow::Result<()> {
+    let h = Harness::start("ers-scale", 5).await?;
+    create_set(&h, "set", 3, 0).await?;
+    let runners = registered_runners(&h, 3).await?;
+    assert_eq!(h.service.runners().len(), 3, "one registration per runner");
+    for r in &runners {
+        assert_eq!(r.owner_references()[0].name, "set");
+        h.set_pod_status(&r.name_any(), running_status()).await?;
+    }
+    let busy = runners[0].name_any();
+    let busy_id = runners[0].status.as_ref().unwrap().runner_id;
+    h.assign_job(&busy).await?;
+    h.service.set_busy(busy_id, true);
+
+    eventually("status with 3 running", WAIT, || async {
+        let s = h.sets().get("set").await?.status.unwrap_or_default();
+        Ok((s.running_ephemeral_runners == 3 && s.current_replicas == 3).then_some(()))
+    })
+    .await?;
+
+    scale(&h, "set", 0, 0).await?;
+    let left = eventually("only the busy runner left", WAIT, || async {
+        let runners = live(&h).await?;
+        Ok((h.service.runners().len() == 1 && runners.len() == 1).then_some(runners))
+    })
+    .await?;
+    assert_eq!(left[0].name_any(), busy, "the busy runner is never chosen");
+    assert_eq!(h.service.runners().get(&busy), Some(&busy_id));
+
+    // The job ends: the runner exits 0 and goes, registration and all.
+    h.service.set_busy(busy_id, false);
+    h.set_pod_status(&busy, exited_status(0)).await?;
+    eventually("no runner and no registration", WAIT, || async {
+        let empty = h
+            .runners()
+            .list(&Default::default())
+            .await?
+            .items
+            .is_empty();
+        Ok((empty && h.service.runners().is_empty()).then_some(()))
+    })
+    .await?;
+    let s = eventually("status back to 0", WAIT, || async {
+        let s = h.sets().get("set").await?.status.unwrap_or_default();
+        Ok((s.current_replicas == 0).then_some(s))
+    })
+    .await?;
+    assert_eq!(s.running_ephemeral_runners, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn patch_id_rules_for_scale_up_and_down() -> anyhow::Result<()> {
+    let h = Harness::start("ers-patch", 5).await?;
+    create_set(&h, "set", 1, 0).await?;
+    let first = registered_runners(&h, 1).await?;
+
+    // A new patchID scales up; runners carry the stamp.
+    scale(&h, "set", 3, 1).await?;
+    let three = registered_runners(&h, 3).await?;
+    assert!(names(&first).is_subset(&names(&three)));
+    let stamped = three
+        .iter()
+        .filter(|r| {
+            r.annotations()
+                .get(annotations::PATCH_ID)
+                .map(String::as_str)
+                == Some("1")
+        })
+        .count();
+    assert_eq!(stamped, 2, "the two new runners carry patch id 1");
+
+    // A lower replicas with patchID > 0 removes nothing.
+    scale(&h, "set", 1, 2).await?;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        live(&h).await?.len(),
+        3,
+        "patchID > 0 never deletes live runners"
+    );
+
+    // With patchID 0 the surplus idle registered runners go.
+    scale(&h, "set", 1, 0).await?;
+    let one = registered_runners(&h, 1).await?;
+    eventually("registrations follow", WAIT, || async {
+        Ok((h.service.runners().len() == 1).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        h.service.runners().keys().cloned().collect::<BTreeSet<_>>(),
+        names(&one)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn spec_change_replaces_idle_runners_and_leaves_busy_ones() -> anyhow::Result<()> {
+    let h = Harness::start("ers-spec", 5).await?;
+    create_set(&h, "set", 2, 0).await?;
+    let before = registered_runners(&h, 2).await?;
+    let busy = before[0].name_any();
+    let idle = before[1].name_any();
+    h.set_pod_status(&busy, running_status()).await?;
+    h.assign_job(&busy).await?;
+    h.service
+        .set_busy(before[0].status.as_ref().unwrap().runner_id, true);
+
+    let mut spec = h.runner_spec();
+    spec["spec"]["containers"][0]["image"] = json!("ghcr.io/actions/actions-runner:2.330.0");
+    let patch = json!({"spec": {"ephemeralRunnerSpec": spec}});
+    h.sets()
+        .patch("set", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+
+    let after = eventually("the idle runner replaced", WAIT, || async {
+        let runners = live(&h).await?;
+        let n = names(&runners);
+        Ok((runners.len() == 2 && n.contains(&busy) && !n.contains(&idle)).then_some(runners))
+    })
+    .await?;
+    for r in after {
+        let image = r.spec.pod_template.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap_or_default();
+        if r.name_any() == busy {
+            assert_eq!(
+                image, "ghcr.io/actions/actions-runner:latest",
+                "busy runner keeps its spec"
+            );
+        } else {
+            assert_eq!(
+                image, "ghcr.io/actions/actions-runner:2.330.0",
+                "new runner gets the new spec"
+            );
+        }
+    }
+    assert!(
+        !h.service.runners().contains_key(&idle),
+        "the replaced runner's registration was removed"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sweep_removes_registrations_without_a_runner_and_keeps_busy_ones() -> anyhow::Result<()> {
+    let h = Harness::start("ers-sweep", 5).await?;
+    create_set(&h, "set", 1, 0).await?;
+    let runners = registered_runners(&h, 1).await?;
+    let kept = runners[0].name_any();
+    let ghost = h.service.register("set-runner-ghost", SCALE_SET_ID);
+    let busy_ghost = h.service.register("set-runner-busy-ghost", SCALE_SET_ID);
+    h.service.set_busy(busy_ghost, true);
+    let other_set = h.service.register("elsewhere", SCALE_SET_ID + 1);
+
+    let ctx = h.context(orphaned_registrations::CONTROLLER);
+    let report = orphaned_registrations::sweep(&ctx).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.removed, vec![ghost]);
+    assert_eq!(report.busy, vec![busy_ghost]);
+    let left = h.service.runners();
+    assert!(
+        left.contains_key(&kept),
+        "a runner's own registration stays"
+    );
+    assert_eq!(left.get("set-runner-busy-ghost"), Some(&busy_ghost));
+    assert_eq!(
+        left.get("elsewhere"),
+        Some(&other_set),
+        "other scale sets are not touched"
+    );
+    assert!(!left.contains_key("set-runner-ghost"));
+
+    // Once its job ends, the next sweep removes the busy one too.
+    h.service.set_busy(busy_ghost, false);
+    let report = orphaned_registrations::sweep(&Arc::clone(&ctx)).await;
+    assert_eq!(report.removed, vec![busy_ghost]);
+    assert_eq!(
+        live(&h).await?.len(),
+        1,
+        "the sweep never touches EphemeralRunners"
+    );
+    Ok(())
+}
