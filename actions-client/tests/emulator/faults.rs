@@ -373,12 +373,12 @@ async fn message_faults() {
     let impatient = support::pat_client(
         &emu,
         &emu.org_url("octo-org"),
-        support::transport(|c| c.long_poll_timeout = Duration::from_millis(700)),
+        support::transport(|c| c.long_poll_timeout = Duration::from_millis(2000)),
     );
     emu.reset_counters();
     emu.inject(Fault::on(
         Endpoint::GetMessage,
-        FaultKind::Delay { ms: 3000 },
+        FaultKind::Delay { ms: 8000 },
         1,
     ));
     assert!(
