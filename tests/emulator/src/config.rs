@@ -114,6 +114,9 @@ pub struct EmulatorConfig {
     /// (`api.github.com`, `api.github.localhost`, `api.*.ghe.com` in `Host`), at `/api/v3` only
     /// for every other host (GHES). `false` serves both prefixes on every host.
     pub strict_github_hosts: bool,
+    /// Offer no more jobs to a scale set than the last `X-ScaleSetMaxCapacity` it sent (0 = none)
+    /// [inferred: the header's exact server semantics are not public].
+    pub respect_max_capacity: bool,
     /// Acquired jobs become assigned after this delay.
     pub assign_delay: Duration,
     /// Jobs that are available but never acquired get acquired by the service after this delay;
@@ -152,6 +155,7 @@ impl Default for EmulatorConfig {
             require_api_version: true,
             require_json_content_type: true,
             strict_github_hosts: true,
+            respect_max_capacity: true,
             assign_delay: Duration::ZERO,
             auto_acquire_after: None,
             runner_pickup_timeout: Duration::from_secs(600),

@@ -11,6 +11,7 @@
 mod config;
 mod endpoint;
 mod faults;
+mod jit;
 mod model;
 mod routes;
 mod scope;
@@ -34,6 +35,7 @@ pub use config::{
 };
 pub use endpoint::{Endpoint, Family};
 pub use faults::{Fault, FaultEntry, FaultKind};
+pub use jit::{JitInfo, decode_jit_config};
 pub use model::{
     JobPhase, JobRecord, JobResult, JobSpec, RunnerConnection, RunnerGroupRecord, RunnerJob,
     RunnerRecord, ScaleSetRecord, SessionRecord, SessionState, StateSnapshot, Statistics,

@@ -712,6 +712,9 @@ impl State {
                 found = true;
             }
         }
+        for s in self.sessions.values_mut().filter(|s| ids.contains(&s.id)) {
+            s.token_expires_at = now;
+        }
         found
     }
 
@@ -1092,7 +1095,10 @@ impl State {
                 .scale_sets
                 .values()
                 .filter(|ss| Self::matches(ss, &labels))
-                .filter(|ss| ss.max_capacity.is_none_or(|c| self.load(ss.id) < c))
+                .filter(|ss| {
+                    !self.cfg.respect_max_capacity
+                        || ss.max_capacity.is_none_or(|c| self.load(ss.id) < c)
+                })
                 .map(|ss| {
                     let has_session = self
                         .sessions
@@ -1291,6 +1297,7 @@ impl State {
             "Ephemeral": true,
             "DisableUpdate": ss.disable_update,
             "RunnerScaleSetId": ss.id,
+            "EmulatorRunnerApiUrl": format!("{}/_runner/", self.base_url),
         });
         let credentials = json!({
             "Scheme": "OAuth",
@@ -1459,7 +1466,12 @@ impl State {
         };
         if job.phase == JobPhase::PickedUp {
             job.started_at = Some(now);
+            job.phase = JobPhase::Running;
+            self.emit_job("JobStarted", job_id);
         }
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return Err(ApiError::not_found());
+        };
         job.phase = JobPhase::Completed;
         job.result = Some(result.unwrap_or(job.spec.result));
         job.completed_at = Some(now);

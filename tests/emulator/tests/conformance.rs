@@ -800,6 +800,13 @@ async fn jit_config_and_runners() {
             .unwrap();
     assert_eq!(runner["AgentId"], rid.to_string());
     assert_eq!(runner["AgentName"], "runner-1a2b3c4d");
+    let info =
+        actions_emulator::decode_jit_config(v["encodedJITConfig"].as_str().unwrap()).unwrap();
+    assert_eq!(info.runner_id, rid);
+    assert_eq!(info.scale_set_id, ss);
+    assert_eq!(info.server_url, admin.s);
+    assert_eq!(info.runner_api_url, format!("{}/_runner/", emu.url()));
+    assert!(actions_emulator::decode_jit_config("bm9wZQ==").is_err());
 
     // duplicate name
     admin
