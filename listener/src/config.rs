@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use actions_client::{GitHubConfig, Scope};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -574,40 +575,33 @@ fn check_addr(key: &'static str, addr: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Splits a GitHub config URL into enterprise / organization / repository.
+/// Splits a GitHub config URL into enterprise / organization / repository (the rules are
+/// `actions_client::GitHubConfig`'s, so the listener accepts exactly what its client can use).
 pub fn parse_config_url(url: &str) -> Result<ConfigUrlParts, ConfigError> {
-    let bad = |problem: String| {
+    let config = GitHubConfig::parse(url).map_err(|e| {
+        let problem = match e {
+            actions_client::Error::Config { value, reason, .. } => format!("{value:?}: {reason}"),
+            other => other.to_string(),
+        };
         ConfigError::key(
             "configure_url",
             problem,
             "point it at an enterprise (https://host/enterprises/<e>), organization (https://host/<org>) or repository (https://host/<org>/<repo>)",
         )
-    };
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| bad(format!("{url:?} is not an http(s) URL")))?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    if host.is_empty() {
-        return Err(bad(format!("{url:?} has no host")));
-    }
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    match segments.as_slice() {
-        ["enterprises", e] => Ok(ConfigUrlParts {
-            enterprise: (*e).into(),
+    })?;
+    Ok(match config.scope() {
+        Scope::Enterprise { enterprise } => ConfigUrlParts {
+            enterprise: enterprise.clone(),
             ..Default::default()
-        }),
-        [org] => Ok(ConfigUrlParts {
-            organization: (*org).into(),
+        },
+        Scope::Organization { organization } => ConfigUrlParts {
+            organization: organization.clone(),
             ..Default::default()
-        }),
-        [org, repo] => Ok(ConfigUrlParts {
-            organization: (*org).into(),
-            repository: (*repo).into(),
+        },
+        Scope::Repository { owner, repository } => ConfigUrlParts {
+            organization: owner.clone(),
+            repository: repository.clone(),
             ..Default::default()
-        }),
-        _ => Err(bad(format!(
-            "{url:?} should point to an enterprise, org, or repository"
-        ))),
-    }
+        },
+    })
 }

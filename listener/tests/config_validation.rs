@@ -62,7 +62,17 @@ fn configure_url() {
         "{e}"
     );
     let e = error_of(with("configure_url", json!("github.com/org")));
-    assert!(e.contains("not an http(s) URL"), "{e}");
+    assert!(
+        e.starts_with("config key `configure_url`: \"github.com/org\": not a URL"),
+        "{e}"
+    );
+    let e = error_of(with("configure_url", json!("ftp://github.com/org")));
+    assert!(e.contains("scheme must be http or https"), "{e}");
+    let e = error_of(with("configure_url", json!(7)));
+    assert!(
+        e.starts_with("config key `configure_url`: is a number, expected a string"),
+        "{e}"
+    );
     let c = ListenerConfig::from_json(
         &with(
             "configure_url",
@@ -266,4 +276,86 @@ fn file_level_errors() {
             .starts_with("cannot read config file /nonexistent/config.json"),
         "{e}"
     );
+}
+
+#[test]
+fn every_key_rejects_the_wrong_json_type() {
+    let strings = [
+        "configure_url",
+        "vault_type",
+        "vault_lookup_key",
+        "github_app_id",
+        "github_app_private_key",
+        "github_token",
+        "ephemeral_runner_set_namespace",
+        "ephemeral_runner_set_name",
+        "runner_scale_set_name",
+        "server_root_ca",
+        "log_level",
+        "log_format",
+        "metrics_addr",
+        "metrics_endpoint",
+        "health_addr",
+    ];
+    for key in strings {
+        let e = error_of(with(key, json!(true)));
+        assert_eq!(
+            e,
+            format!(
+                "config key `{key}`: is a boolean, expected a string; fix: write {key} as a JSON string"
+            )
+        );
+    }
+    let integers = [
+        "github_app_installation_id",
+        "max_runners",
+        "min_runners",
+        "runner_scale_set_id",
+        "liveness_stale_after_seconds",
+        "session_conflict_timeout_seconds",
+    ];
+    for key in integers {
+        let e = error_of(with(key, json!([1])));
+        assert_eq!(
+            e,
+            format!(
+                "config key `{key}`: is an array, expected an integer; fix: write {key} as a JSON integer without quotes"
+            )
+        );
+    }
+    let e = error_of(with("metrics", json!("all")));
+    assert!(e.starts_with("config key `metrics`: invalid: "), "{e}");
+}
+
+#[test]
+fn exact_messages_of_the_remaining_checks() {
+    assert_eq!(
+        error_of(with("vault_lookup_key", json!("k"))),
+        "config key `vault_lookup_key`: is set but vault_type is empty; fix: set vault_type, or remove vault_lookup_key"
+    );
+    assert_eq!(
+        error_of(with("metrics_endpoint", json!("metrics"))),
+        "config key `metrics_endpoint`: \"metrics\" is not an absolute URL path; fix: start it with '/', e.g. /metrics"
+    );
+    assert_eq!(
+        error_of(with("log_format", json!(""))),
+        "config key `log_format`: invalid log format \"\"; fix: use json or text"
+    );
+    assert_eq!(
+        error_of(with("runner_scale_set_id", json!(-3))),
+        "config key `runner_scale_set_id`: is -3, must be a positive id; fix: set it to the scale set id from the AutoscalingRunnerSet annotation runner-scale-set-id"
+    );
+    let c = ListenerConfig::from_json(&with("runner_scale_set_name", json!("")).to_string())
+        .expect("the name is informational");
+    assert_eq!(c.runner_scale_set_name, "");
+    let mut v = with("liveness_stale_after_seconds", json!(45));
+    v["session_conflict_timeout_seconds"] = json!(60);
+    v["health_addr"] = json!(":8081");
+    let c = ListenerConfig::from_json(&v.to_string()).expect("our keys");
+    assert_eq!(c.liveness_stale_after.as_secs(), 45);
+    assert_eq!(c.session_conflict_timeout.as_secs(), 60);
+    assert_eq!(c.health_addr.as_deref(), Some(":8081"));
+    let c = ListenerConfig::from_json(&base().to_string()).expect("defaults");
+    assert_eq!(c.liveness_stale_after.as_secs(), 180);
+    assert_eq!(c.session_conflict_timeout.as_secs(), 300);
 }
