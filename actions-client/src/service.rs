@@ -112,7 +112,8 @@ impl ActionsClient {
             .collect())
     }
 
-    /// A3: the scale set with `id`; `None` for a `null` body or a not-found answer.
+    /// A3: the scale set with `id`; `None` for a `null` body or a not-found exception (a bare
+    /// 404 without one stays an error: it may come from a stale service URL).
     pub async fn get_runner_scale_set_by_id(&self, id: i64) -> Result<Option<RunnerScaleSet>> {
         let req = ServiceRequest::new(
             "get runner scale set",
@@ -123,7 +124,7 @@ impl ActionsClient {
         );
         let (call, reply) = match self.service(req).await {
             Ok(ok) => ok,
-            Err(Error::ScaleSetNotFound(_)) => return Ok(None),
+            Err(Error::ScaleSetNotFound(i)) if i.exception.is_some() => return Ok(None),
             Err(e) => return Err(e),
         };
         if json::strip_bom(&reply.body)
@@ -223,7 +224,7 @@ impl ActionsClient {
             .map_err(|e| Self::bad(&call, &reply, format!("JIT config: {e}")))
     }
 
-    /// A12: the runner with `id`; `None` when it does not exist.
+    /// A12: the runner with `id`; `None` when the service says it does not exist.
     pub async fn get_runner(&self, id: i64) -> Result<Option<RunnerReference>> {
         let req = ServiceRequest::new(
             "get runner",
@@ -234,7 +235,7 @@ impl ActionsClient {
         );
         let (call, reply) = match self.service(req).await {
             Ok(ok) => ok,
-            Err(Error::RunnerNotFound(_)) => return Ok(None),
+            Err(Error::RunnerNotFound(i)) if i.exception.is_some() => return Ok(None),
             Err(e) => return Err(e),
         };
         match Self::value(&call, &reply)? {
@@ -271,7 +272,8 @@ impl ActionsClient {
         }
     }
 
-    /// A14: removes a runner. A runner that does not exist counts as removed; a busy one is
+    /// A14: removes a runner. A runner the service reports unknown (204, or a not-found
+    /// exception) counts as removed; a busy one is
     /// [`Error::JobStillRunning`] (try again later).
     pub async fn remove_runner(&self, id: i64) -> Result<()> {
         let req = ServiceRequest::new(
@@ -282,7 +284,8 @@ impl ActionsClient {
             Target::Runner,
         );
         match self.service(req).await {
-            Ok(_) | Err(Error::RunnerNotFound(_)) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(Error::RunnerNotFound(i)) if i.exception.is_some() => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -279,6 +279,9 @@ async fn admin_token_problems() {
 
     // S moves: the next refresh picks the new URL up.
     let new_s = emu.rotate_actions_url();
+    // Until then the old S answers a bare 404, which is an error, not "no such scale set".
+    let stale = client.get_runner_scale_set_by_id(1).await.unwrap_err();
+    assert_eq!(stale.status(), Some(404), "{stale}");
     client.invalidate_admin_token();
     client.get_runner_scale_set(1, "x").await.unwrap();
     assert_eq!(client.service_url().unwrap(), new_s);
@@ -371,4 +374,23 @@ async fn registration_token_is_exposed_for_embedders() {
     assert!(!token.expose_secret().is_empty());
     assert!(!format!("{token:?}").contains(token.expose_secret()));
     assert_no_secrets(&[], &[token.expose_secret()]);
+}
+
+#[tokio::test]
+async fn fifty_callers_hitting_a_revoked_token_share_one_refresh() {
+    let emu = support::emulator(|_| {}).await;
+    let client = support::pat_client(&emu, &emu.org_url("octo-org"), support::transport(|_| {}));
+    client.get_runner_scale_set_by_id(1).await.unwrap();
+    emu.expire_admin_tokens();
+    emu.reset_counters();
+    let calls = (0..50).map(|_| client.get_runner_scale_set_by_id(1));
+    for result in futures::future::join_all(calls).await {
+        assert!(result.unwrap().is_none());
+    }
+    assert_eq!(emu.count(Endpoint::RunnerRegistration), 1);
+    assert_eq!(
+        emu.count(Endpoint::GetScaleSet),
+        100,
+        "50 refused, 50 retried"
+    );
 }
