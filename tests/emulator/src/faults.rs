@@ -207,7 +207,7 @@ pub fn plan(entries: &mut Vec<FaultEntry>, endpoint: &str, wildcard: bool) -> Fa
         }
         match &entry.fault.kind {
             FaultKind::Delay { ms } => {
-                plan.delay += Duration::from_millis(*ms);
+                plan.delay = plan.delay.saturating_add(Duration::from_millis(*ms));
             }
             FaultKind::BomPrefix => plan.bom = true,
             kind => {

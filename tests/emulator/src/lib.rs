@@ -164,7 +164,7 @@ impl Emulator {
         timeout: Duration,
         mut pred: impl FnMut(&StateSnapshot) -> bool,
     ) -> anyhow::Result<StateSnapshot> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = state::deadline_in(timeout);
         let found = self
             .shared
             .wait_for(deadline, |st, _| {
@@ -292,7 +292,7 @@ impl Emulator {
         conn: &RunnerConnection,
         wait: Duration,
     ) -> Result<Option<RunnerJob>, ApiError> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = state::deadline_in(wait);
         let found = self
             .shared
             .wait_for(deadline, |st, _| match st.runner_job(&conn.runner_token) {

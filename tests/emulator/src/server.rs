@@ -80,14 +80,15 @@ impl Shared {
 
     /// The emulator's clock: wall time plus the offset from [`Shared::advance_clock`].
     pub(crate) fn now(&self) -> DateTime<Utc> {
-        Utc::now() + *lock(&self.offset)
+        let now = Utc::now();
+        now.checked_add_signed(*lock(&self.offset)).unwrap_or(now)
     }
 
     /// Moves the emulator's clock forward and runs the due transitions.
     pub(crate) fn advance_clock(&self, by: Duration) {
         {
             let mut o = lock(&self.offset);
-            *o += crate::state::td(by);
+            *o = o.checked_add(&crate::state::td(by)).unwrap_or(*o);
         }
         self.mutate(|_, _| ());
     }

@@ -19,9 +19,23 @@ use crate::scope::{Scope, parse_config_url};
 use crate::tokens::{self, AdminClaims, AdminTokenError};
 use crate::wire::{ApiError, get_ci, list, ts, ts_opt};
 
-/// Converts a std duration to chrono, saturating.
+/// Converts a std duration to chrono, saturating at 100 years (so sums never overflow).
 pub fn td(d: Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+    const CAP: TimeDelta = TimeDelta::days(36_500);
+    TimeDelta::from_std(d).map_or(CAP, |t| t.min(CAP))
+}
+
+/// `t + d`, saturating at the latest representable time.
+pub fn later(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(td(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// A tokio deadline `d` from now, saturating far in the future.
+pub fn deadline_in(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
 }
 
 struct ExpiringToken<T> {
@@ -149,7 +163,7 @@ impl State {
             return Err(ApiError::github(404, "Not Found"));
         }
         let token = tokens::opaque("ghs_");
-        let expires_at = now + td(self.cfg.installation_token_lifetime);
+        let expires_at = later(now, self.cfg.installation_token_lifetime);
         self.installation_tokens.insert(
             token.clone(),
             ExpiringToken {
@@ -184,7 +198,7 @@ impl State {
     ) -> Result<Value, ApiError> {
         self.check_github_token(bearer, now)?;
         let token = tokens::opaque("AABF");
-        let expires_at = now + td(self.cfg.registration_token_lifetime);
+        let expires_at = later(now, self.cfg.registration_token_lifetime);
         self.registration_tokens.insert(
             token.clone(),
             ExpiringToken {
@@ -235,7 +249,7 @@ impl State {
             aud: scope.to_string(),
             iat,
             nbf: iat,
-            exp: iat + td(self.cfg.admin_token_lifetime).num_seconds(),
+            exp: iat.saturating_add(td(self.cfg.admin_token_lifetime).num_seconds()),
             generation: self.admin_generation,
         };
         let token = tokens::mint_admin(&self.admin_key, &claims).map_err(|e| ApiError::Plain {
@@ -579,7 +593,7 @@ impl State {
             token.clone(),
             ExpiringToken {
                 value: session_id.to_owned(),
-                expires_at: now + td(self.cfg.message_queue_token_lifetime),
+                expires_at: later(now, self.cfg.message_queue_token_lifetime),
             },
         );
         token
@@ -625,7 +639,7 @@ impl State {
             state: SessionState::Active,
             created_at: now,
             last_seen: now,
-            token_expires_at: now + td(self.cfg.message_queue_token_lifetime),
+            token_expires_at: later(now, self.cfg.message_queue_token_lifetime),
             refreshes: 0,
             polls_in_flight: 0,
         };
@@ -656,7 +670,7 @@ impl State {
             return Err(self.session_gone(session_id));
         }
         let token = self.new_mq_token(session_id, now);
-        let expires = now + td(self.cfg.message_queue_token_lifetime);
+        let expires = later(now, self.cfg.message_queue_token_lifetime);
         let record = match self.sessions.get_mut(session_id) {
             Some(s) => {
                 s.last_seen = now;

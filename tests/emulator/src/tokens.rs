@@ -145,13 +145,13 @@ pub fn verify_app_jwt<'a>(
     validation.required_spec_claims = HashSet::new();
     jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
         .map_err(|_| "A JSON web token could not be decoded".to_owned())?;
-    if iat > now + clock_skew {
+    if iat > now.saturating_add(clock_skew) {
         return Err("'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued".to_owned());
     }
     if exp <= now {
         return Err("'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires".to_owned());
     }
-    if exp - iat > max_lifetime {
+    if exp.saturating_sub(iat) > max_lifetime {
         return Err("'Expiration time' claim ('exp') is too far in the future".to_owned());
     }
     Ok(app)

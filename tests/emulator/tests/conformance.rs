@@ -80,6 +80,17 @@ async fn github_app_installation_token() {
             .await
             .assert_github_error(401);
     }
+    // extreme claims are refused, not overflowed
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(TEST_APP_PRIVATE_KEY_PEM.as_bytes()).unwrap();
+    let extreme = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &json!({"iss": TEST_APP_CLIENT_ID, "iat": i64::MIN, "exp": i64::MAX}),
+        &key,
+    )
+    .unwrap();
+    post_empty(&http, &url, &format!("Bearer {extreme}"))
+        .await
+        .assert_github_error(401);
     // wrong installation
     let other = format!("{}/app/installations/999/access_tokens", emu.api_base());
     post_empty(

@@ -1,7 +1,6 @@
 //! Message queue (Q1 long-poll get, Q2 delete), authenticated with the message-queue token.
 
 use axum::response::Response;
-use tokio::time::Instant;
 
 use crate::endpoint::Endpoint;
 use crate::server::{Req, Shared};
@@ -77,7 +76,7 @@ pub(crate) async fn handle(shared: &Shared, req: &Req) -> Result<Response, ApiEr
                 session: session.clone(),
             };
             let hold = shared.read(|st, _| st.cfg.long_poll_hold);
-            let deadline = Instant::now() + hold;
+            let deadline = crate::state::deadline_in(hold);
             let found = shared
                 .wait_for(deadline, |st, now| {
                     if !st.session_is_active(&session, now) {

@@ -6,7 +6,6 @@ use std::time::Duration;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::time::Instant;
 
 use crate::endpoint::Endpoint;
 use crate::model::JobResult;
@@ -64,7 +63,7 @@ pub(crate) async fn handle(shared: &Shared, req: &Req) -> Result<Response, ApiEr
                     ))
                 })?),
             };
-            let deadline = Instant::now() + wait.min(MAX_JOB_WAIT);
+            let deadline = crate::state::deadline_in(wait.min(MAX_JOB_WAIT));
             let found = shared
                 .wait_for(deadline, |st, _| match st.runner_job(&token) {
                     Ok(Some(job)) => Some(Ok(job)),
