@@ -5,6 +5,7 @@
 
 mod controlplane;
 mod crds;
+mod demo;
 mod helm;
 mod test;
 
@@ -33,6 +34,8 @@ enum Command {
     HelmLint,
     /// Regenerate the controller chart's CRD YAML from the Rust types.
     Crds,
+    /// The whole system on one machine with live progress (control plane, emulator, nodes).
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Test(args) => return exit(test::run(&args)),
         Command::HelmLint => helm::lint_charts(),
         Command::Crds => crds::generate(),
+        Command::Demo(args) => demo::run(&args),
     };
     exit(result.map(|()| ExitCode::SUCCESS))
 }

@@ -20,6 +20,9 @@ use crate::runner::{self, HttpClient};
 use crate::token::ApiServer;
 use crate::{FaultError, SimulatorConfig, node};
 
+/// A program to run and its extra environment.
+pub(crate) type Program = (PathBuf, Vec<(String, String)>);
+
 /// State shared by the simulator's tasks.
 pub(crate) struct Ctx {
     pub client: kube::Client,
@@ -53,6 +56,29 @@ impl Ctx {
         lock(&self.armed)
             .get(&(namespace.to_owned(), pod.to_owned(), container.to_owned()))
             .copied()
+    }
+
+    /// The program and extra environment for a process container; `Some(Err)` when it is a
+    /// listener but no listener binary is configured.
+    pub(crate) fn process_for(&self, name: &str, image: &str) -> Option<Result<Program, String>> {
+        if self.config.listener_matcher.matches(name, image) {
+            return Some(
+                self.config
+                    .listener_binary
+                    .clone()
+                    .map(|b| (b, self.config.listener_env.clone()))
+                    .ok_or_else(|| {
+                        format!(
+                            "image {image:?}: the node simulator has no listener binary; fix: set SimulatorConfig::listener_binary"
+                        )
+                    }),
+            );
+        }
+        self.config
+            .process_rules
+            .iter()
+            .find(|r| r.matcher.matches(name, image))
+            .map(|r| Ok((r.binary.clone(), r.env.clone())))
     }
 
     fn sender(&self, namespace: &str, name: &str) -> Option<mpsc::UnboundedSender<PodEvent>> {
@@ -99,6 +125,14 @@ impl NodeSimulator {
                 "SimulatorConfig::listener_binary {} is not a file; fix: build it with `cargo build -p listener`",
                 bin.display()
             );
+        }
+        for rule in &config.process_rules {
+            if !rule.binary.is_file() {
+                anyhow::bail!(
+                    "SimulatorConfig::process_rules: binary {} is not a file; fix: build it first",
+                    rule.binary.display()
+                );
+            }
         }
         let (workdir, tempdir) = match &config.workdir {
             Some(dir) => {

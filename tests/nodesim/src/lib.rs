@@ -113,6 +113,19 @@ impl ContainerMatcher {
     }
 }
 
+/// Containers to run as a given binary (besides the listener), e.g. the manager pod of the
+/// controller chart (container `manager`). The container's `args` are passed; its `command`
+/// (the image's entrypoint) is replaced by `binary`.
+#[derive(Clone, Debug)]
+pub struct ProcessRule {
+    /// Which containers.
+    pub matcher: ContainerMatcher,
+    /// The program to run.
+    pub binary: PathBuf,
+    /// Extra environment, after the pod's.
+    pub env: Vec<(String, String)>,
+}
+
 /// What the simulator does.
 #[derive(Clone, Debug)]
 pub struct SimulatorConfig {
@@ -126,6 +139,8 @@ pub struct SimulatorConfig {
     pub listener_matcher: ContainerMatcher,
     /// Extra environment for listener processes (e.g. `RUST_LOG`), after the pod's.
     pub listener_env: Vec<(String, String)>,
+    /// Other containers run as processes, checked in order after the listener matcher.
+    pub process_rules: Vec<ProcessRule>,
     /// Where pod files live (volumes, tokens, logs); a temporary directory when `None`.
     pub workdir: Option<PathBuf>,
     /// How often the Node Lease is renewed (a kubelet: 10 s).
@@ -147,6 +162,7 @@ impl SimulatorConfig {
             listener_binary: None,
             listener_matcher: ContainerMatcher::default(),
             listener_env: Vec::new(),
+            process_rules: Vec::new(),
             workdir: None,
             lease_interval: Duration::from_secs(10),
             status_interval: Duration::from_secs(60),

@@ -298,43 +298,34 @@ impl PodTask {
         for container in &spec.containers {
             let mounts = resolve::mounts(container, &volumes);
             let env = resolve::environment(&self.pod, container, &mut sources, &mounts).await?;
-            let launch = if self
-                .ctx
-                .config
-                .listener_matcher
-                .matches(&container.name, image(container))
-            {
-                let program = self.ctx.config.listener_binary.clone().ok_or_else(|| {
-                    NotReady::Image(format!(
-                        "image {:?}: the node simulator has no listener binary; fix: set SimulatorConfig::listener_binary",
-                        image(container)
-                    ))
-                })?;
-                if kubeconfig.is_none() && spec.automount_service_account_token != Some(false) {
-                    kubeconfig = Some(self.service_account_kubeconfig(&namespace).await?);
-                }
-                self.process_launch(program, container, env, kubeconfig.as_ref())
-            } else if container.name == RUNNER_CONTAINER {
-                let jit = env
-                    .iter()
-                    .find(|(k, _)| k == JIT_ENV)
-                    .map(|(_, v)| SecretString::from(v.clone()));
-                let extra_ca = env
-                    .iter()
-                    .find(|(k, _)| k == "NODE_EXTRA_CA_CERTS")
-                    .map(|(_, v)| PathBuf::from(v));
-                let http = match extra_ca {
-                    Some(path) => runner::http_client(Some(&path))
-                        .map_err(|e| NotReady::Mount(format!("{e:#}")))?,
-                    None => self.ctx.http.clone(),
+            let launch =
+                if let Some(process) = self.ctx.process_for(&container.name, image(container)) {
+                    let (program, extra) = process.map_err(NotReady::Image)?;
+                    if kubeconfig.is_none() && spec.automount_service_account_token != Some(false) {
+                        kubeconfig = Some(self.service_account_kubeconfig(&namespace).await?);
+                    }
+                    self.process_launch(program, container, env, extra, kubeconfig.as_ref())
+                } else if container.name == RUNNER_CONTAINER {
+                    let jit = env
+                        .iter()
+                        .find(|(k, _)| k == JIT_ENV)
+                        .map(|(_, v)| SecretString::from(v.clone()));
+                    let extra_ca = env
+                        .iter()
+                        .find(|(k, _)| k == "NODE_EXTRA_CA_CERTS")
+                        .map(|(_, v)| PathBuf::from(v));
+                    let http = match extra_ca {
+                        Some(path) => runner::http_client(Some(&path))
+                            .map_err(|e| NotReady::Mount(format!("{e:#}")))?,
+                        None => self.ctx.http.clone(),
+                    };
+                    Launch::Runner {
+                        http: Box::new(http),
+                        jit,
+                    }
+                } else {
+                    Launch::Idle
                 };
-                Launch::Runner {
-                    http: Box::new(http),
-                    jit,
-                }
-            } else {
-                Launch::Idle
-            };
             launches.push(launch);
         }
         Ok(launches)
@@ -364,6 +355,7 @@ impl PodTask {
         program: PathBuf,
         container: &Container,
         mut env: Vec<(String, String)>,
+        extra: Vec<(String, String)>,
         kubeconfig: Option<&PathBuf>,
     ) -> Launch {
         let host = |k: &str| std::env::var(k).ok().map(|v| (k.to_owned(), v));
@@ -380,7 +372,7 @@ impl PodTask {
             base.push(("KUBECONFIG".to_owned(), k.display().to_string()));
         }
         base.append(&mut env);
-        base.extend(self.ctx.config.listener_env.iter().cloned());
+        base.extend(extra);
         Launch::Process {
             program,
             args: container.args.clone().unwrap_or_default(),
