@@ -289,6 +289,28 @@ async fn error_bodies_are_classified() {
         "create must answer exactly 200: {err}"
     );
 
+    // A call slower than the request timeout fails as a transport error (here without retries).
+    let strict = support::pat_client(
+        &emu,
+        &emu.org_url("octo-org"),
+        support::transport(|c| {
+            c.request_timeout = Duration::from_millis(1500);
+            c.retry = actions_client::RetryPolicy::none();
+        }),
+    );
+    strict.get_runner_scale_set_by_id(id).await.unwrap();
+    emu.inject(Fault::on(
+        Endpoint::GetScaleSet,
+        FaultKind::Delay { ms: 6000 },
+        1,
+    ));
+    let err = strict.get_runner_scale_set_by_id(id).await.unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err}");
+    assert!(
+        err.to_string().contains("no complete response within"),
+        "{err}"
+    );
+
     // A dropped connection is retried.
     emu.reset_counters();
     emu.inject(Fault::on(

@@ -304,3 +304,29 @@ async fn a_cancelled_long_poll_still_lets_close_delete_the_session() {
     assert_eq!(emu.count(Endpoint::DeleteSession), 1);
     assert_eq!(active(&emu, set.id), 0);
 }
+
+#[tokio::test]
+async fn a_scale_set_deleted_behind_our_back_is_reported() {
+    let (emu, client, id) = setup("vanishing").await;
+    let session = ScaleSetSession::open(client.clone(), id, "helper", quick())
+        .await
+        .unwrap();
+    assert!(emu.delete_scale_set_behind_back(id));
+    let err = session.get_message(0, 1).await.unwrap_err();
+    assert!(
+        matches!(err, Error::ScaleSetNotFound(_) | Error::SessionNotFound(_)),
+        "{err}"
+    );
+    assert!(
+        emu.count(Endpoint::CreateSession) <= 2,
+        "no re-creation loop"
+    );
+    assert!(
+        client
+            .get_runner_scale_set_by_id(id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    session.close().await.unwrap();
+}
