@@ -126,7 +126,7 @@ async fn run_in_span(config: ListenerConfig) -> i32 {
     let kube_client = match ::kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
-            error!(error = %e, "no Kubernetes configuration; fix: run in a pod with a service account, or set KUBECONFIG");
+            error!(error = %e, "cannot configure the Kubernetes client; fix: run in a pod with a service account, or set KUBECONFIG (with a kubeconfig, leave HTTPS_PROXY unset: the client does not support proxies)");
             return EXIT_CONFIG;
         }
     };
