@@ -67,6 +67,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 mod classify;
 mod client;
 mod config;
