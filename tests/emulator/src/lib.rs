@@ -321,10 +321,11 @@ impl Emulator {
             .mutate(|st, now| st.runner_completed(&conn.runner_token, result, now))
     }
 
-    /// Runner side: the runner goes away; a job it picked up but did not start is reassigned.
+    /// Runner side: the runner goes away; a job it picked up but did not start is reassigned,
+    /// a running one fails.
     pub fn runner_disconnect(&self, conn: &RunnerConnection) -> Result<(), ApiError> {
         self.shared
-            .mutate(|st, _| st.runner_disconnect(&conn.runner_token))
+            .mutate(|st, now| st.runner_disconnect(&conn.runner_token, now))
     }
 
     /// Stops the server (also done by `Drop`).

@@ -1494,17 +1494,30 @@ impl State {
         Ok(())
     }
 
-    /// The runner goes away without (finishing) a job; a picked-up job goes back to assigned.
-    pub fn runner_disconnect(&mut self, token: &str) -> Result<(), ApiError> {
+    /// The runner goes away without finishing its job: a picked-up job goes back to assigned, a
+    /// running one fails (`JobCompleted{result:"failed"}`, as when GitHub loses a runner). The
+    /// runner stays registered, offline, until removed (A14).
+    pub fn runner_disconnect(&mut self, token: &str, now: DateTime<Utc>) -> Result<(), ApiError> {
         let rid = self.runner_for_token(token)?;
-        if let Some(job_id) = self.runners.get(&rid).and_then(|r| r.job)
+        let job_id = self.runners.get(&rid).and_then(|r| r.job);
+        if let Some(job_id) = job_id
             && let Some(job) = self.jobs.get_mut(&job_id)
-            && job.phase == JobPhase::PickedUp
         {
-            job.phase = JobPhase::Assigned;
-            job.runner_id = None;
-            job.runner_name = None;
-            job.runner_assigned_at = None;
+            match job.phase {
+                JobPhase::PickedUp => {
+                    job.phase = JobPhase::Assigned;
+                    job.runner_id = None;
+                    job.runner_name = None;
+                    job.runner_assigned_at = None;
+                }
+                JobPhase::Running => {
+                    job.phase = JobPhase::Completed;
+                    job.result = Some(JobResult::Failed);
+                    job.completed_at = Some(now);
+                    self.emit_job("JobCompleted", job_id);
+                }
+                _ => {}
+            }
         }
         if let Some(r) = self.runners.get_mut(&rid) {
             r.job = None;
@@ -1657,3 +1670,7 @@ impl ScaleSetFields {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -98,7 +98,7 @@ pub(crate) async fn handle(shared: &Shared, req: &Req) -> Result<Response, ApiEr
         }
         Endpoint::RunnerDisconnect => {
             let token = runner_token(req)?;
-            shared.mutate(|st, _| st.runner_disconnect(token))?;
+            shared.mutate(|st, now| st.runner_disconnect(token, now))?;
             Ok(empty_response(204))
         }
         _ => Err(ApiError::not_found()),
