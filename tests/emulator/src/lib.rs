@@ -42,7 +42,7 @@ pub use model::{
 };
 pub use routes::control::ConfigPatch;
 pub use scope::{Scope, parse_config_url};
-pub use server::CallRecord;
+pub use server::{CallRecord, UNMATCHED};
 pub use wire::{ApiError, vss_body};
 
 use server::Shared;

@@ -27,6 +27,9 @@ use crate::routes;
 use crate::state::State;
 use crate::wire::{ApiError, empty_response, text_response, vss_body};
 
+/// Counter and call-log name of requests that matched no endpoint (wrong path or method).
+pub const UNMATCHED: &str = "unmatched";
+
 /// Calls kept in the call log.
 const CALL_LOG_LIMIT: usize = 10_000;
 /// Largest request body accepted.
@@ -332,13 +335,25 @@ async fn dispatch(
     let strict = shared.read(|st, _| st.cfg.strict_github_hosts);
     let route = match route(&parts.method, path, &host, strict) {
         Ok(r) => r,
-        Err(RouteError::NotFound) => {
-            let mut resp = text_response(404, "Not Found".to_owned());
-            resp.headers_mut().insert("ActivityId", activity_id());
-            return resp;
-        }
-        Err(RouteError::MethodNotAllowed) => {
-            let mut resp = text_response(405, "Method Not Allowed".to_owned());
+        Err(e) => {
+            let (status, text) = match e {
+                RouteError::NotFound => (404, "Not Found"),
+                RouteError::MethodNotAllowed => (405, "Method Not Allowed"),
+            };
+            tracing::debug!(method = %parts.method, path, status, "unmatched request");
+            shared.read(|st, _| *st.counters.entry(UNMATCHED.to_owned()).or_insert(0) += 1);
+            shared.record_call(CallRecord {
+                endpoint: UNMATCHED.to_owned(),
+                method: parts.method.to_string(),
+                uri: parts.uri.to_string(),
+                status,
+                auth_scheme: None,
+                content_type: None,
+                user_agent: None,
+                max_capacity: None,
+                at: shared.now(),
+            });
+            let mut resp = text_response(status, text.to_owned());
             resp.headers_mut().insert("ActivityId", activity_id());
             return resp;
         }
@@ -396,6 +411,7 @@ async fn dispatch(
             .insert("X-GitHub-Request-Id", activity_id());
     }
     call.status = resp.status().as_u16();
+    tracing::debug!(endpoint = %endpoint, method = %call.method, status = call.status, "request");
     shared.record_call(call);
     resp
 }

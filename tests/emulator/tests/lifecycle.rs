@@ -238,4 +238,28 @@ async fn library_runner_api_and_wait_until() {
     );
     assert!(emu.runner_connect(&jit).is_err(), "JIT config reused");
     let _ = m1;
+
+    // a runner lost mid-job fails the job and stays registered (offline) until removed
+    let job2 = emu.queue_job(JobSpec::with_labels(["lib-set"]));
+    emu.wait_until(WAIT, |s| {
+        s.job(job2).is_some_and(|j| j.phase == JobPhase::Available)
+    })
+    .await
+    .unwrap();
+    session.acquire(&http, &admin.s, &format!("[{job2}]")).await;
+    let (rid2, jit2) = admin.jit(ss, "lib-runner-2").await;
+    let conn2 = emu.runner_connect(&jit2).unwrap();
+    emu.runner_job(&conn2, WAIT).await.unwrap().unwrap();
+    emu.runner_started(&conn2).unwrap();
+    emu.runner_disconnect(&conn2).unwrap();
+    let snap = emu.snapshot();
+    let rec = snap.job(job2).unwrap();
+    assert_eq!(rec.phase, JobPhase::Completed);
+    assert_eq!(rec.result, Some(actions_emulator::JobResult::Failed));
+    let runner = snap.runners.iter().find(|r| r.id == rid2).unwrap();
+    assert!(runner.job.is_none() && runner.connected_at.is_none());
+    assert!(
+        emu.runner_started(&conn2).is_err(),
+        "the runner token died with the runner"
+    );
 }
