@@ -58,8 +58,12 @@ fn build_listener() -> anyhow::Result<PathBuf> {
         .and_then(Path::parent)
         .context("test executable is not in target/<profile>/deps")?;
     let root = suites::helm::workspace_root();
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "-p", "listener", "--bin", "listener"])
+    let mut build = std::process::Command::new(env!("CARGO"));
+    build.args(["build", "-p", "listener", "--bin", "listener"]);
+    if profile_dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let status = build
         .current_dir(&root)
         .status()
         .context("running cargo build -p listener")?;
