@@ -45,6 +45,21 @@ impl AppConfig {
     }
 }
 
+/// The shape of admin tokens runner-registration hands out (spec §3.6, §13.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AdminTokenStyle {
+    /// A normal JWT with `exp` (what the real service issues).
+    #[default]
+    Standard,
+    /// No `exp` claim (the Go client crashes); the emulator accepts it until revoked.
+    WithoutExp,
+    /// Header, claims and signature base64url **with** `=` padding (a Go parse error).
+    PaddedBase64,
+    /// A header without `alg` (a Go parse error).
+    WithoutAlg,
+}
+
 /// An error the service answers with: status and VSS exception type key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorSpec {
@@ -78,6 +93,8 @@ pub struct EmulatorConfig {
     pub runner_groups: Vec<String>,
     /// Lifetime (`exp - iat`) of admin JWTs returned by runner-registration.
     pub admin_token_lifetime: Duration,
+    /// Shape of admin tokens (fault knob for client tests).
+    pub admin_token_style: AdminTokenStyle,
     /// Lifetime of installation access tokens.
     pub installation_token_lifetime: Duration,
     /// Lifetime of registration tokens.
@@ -138,6 +155,7 @@ impl Default for EmulatorConfig {
             apps: vec![AppConfig::test_app()],
             runner_groups: Vec::new(),
             admin_token_lifetime: Duration::from_secs(3600),
+            admin_token_style: AdminTokenStyle::Standard,
             installation_token_lifetime: Duration::from_secs(3600),
             registration_token_lifetime: Duration::from_secs(3600),
             message_queue_token_lifetime: Duration::from_secs(3600),

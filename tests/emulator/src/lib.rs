@@ -30,8 +30,8 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    AppConfig, DEFAULT_PAT, EmulatorConfig, ErrorSpec, TEST_APP_CLIENT_ID, TEST_APP_ID,
-    TEST_APP_INSTALLATION_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
+    AdminTokenStyle, AppConfig, DEFAULT_PAT, EmulatorConfig, ErrorSpec, TEST_APP_CLIENT_ID,
+    TEST_APP_ID, TEST_APP_INSTALLATION_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
 };
 pub use endpoint::{Endpoint, Family};
 pub use faults::{Fault, FaultEntry, FaultKind};

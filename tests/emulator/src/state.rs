@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 
+use crate::config::AdminTokenStyle;
 use crate::config::EmulatorConfig;
 use crate::faults::FaultEntry;
 use crate::model::{
@@ -16,7 +17,7 @@ use crate::model::{
     RunnerRecord, ScaleSetRecord, SessionRecord, SessionState, StateSnapshot, Statistics,
 };
 use crate::scope::{Scope, parse_config_url};
-use crate::tokens::{self, AdminClaims, AdminTokenError};
+use crate::tokens::{self, AdminClaims};
 use crate::wire::{ApiError, get_ci, list, ts, ts_opt};
 
 /// Converts a std duration to chrono, saturating at 100 years (so sums never overflow).
@@ -62,6 +63,7 @@ pub struct State {
     tenant: u64,
     admin_key: [u8; 32],
     admin_generation: u64,
+    admin_tokens: HashMap<String, AdminClaims>,
     installation_tokens: HashMap<String, ExpiringToken<i64>>,
     registration_tokens: HashMap<String, ExpiringToken<Scope>>,
     groups: Vec<RunnerGroupRecord>,
@@ -110,6 +112,7 @@ impl State {
             tenant: 1,
             admin_key: tokens::random_key(),
             admin_generation: 0,
+            admin_tokens: HashMap::new(),
             installation_tokens: HashMap::new(),
             registration_tokens: HashMap::new(),
             groups,
@@ -249,29 +252,33 @@ impl State {
             aud: scope.to_string(),
             iat,
             nbf: iat,
-            exp: iat.saturating_add(td(self.cfg.admin_token_lifetime).num_seconds()),
+            exp: (self.cfg.admin_token_style != AdminTokenStyle::WithoutExp)
+                .then(|| iat.saturating_add(td(self.cfg.admin_token_lifetime).num_seconds())),
             generation: self.admin_generation,
         };
-        let token = tokens::mint_admin(&self.admin_key, &claims).map_err(|e| ApiError::Plain {
-            status: 500,
-            body: format!("minting admin token failed: {e}"),
-        })?;
+        let token = tokens::mint_admin(&self.admin_key, &claims, self.cfg.admin_token_style)
+            .map_err(|e| ApiError::Plain {
+                status: 500,
+                body: format!("minting admin token failed: {e}"),
+            })?;
+        let generation = self.admin_generation;
+        self.admin_tokens
+            .retain(|_, c| c.generation >= generation && c.exp.is_none_or(|exp| exp > iat));
+        self.admin_tokens.insert(token.clone(), claims);
         Ok(json!({"url": self.actions_url(), "token": token, "token_schema": "OAuthAccessToken"}))
     }
 
     /// Checks `Authorization: Bearer {admin}` on Actions service calls.
     pub fn check_admin(&self, bearer: Option<&str>, now: DateTime<Utc>) -> Result<(), ApiError> {
         let token = bearer.ok_or(ApiError::Unauthorized)?;
-        match tokens::verify_admin(
-            &self.admin_key,
-            token,
-            now.timestamp(),
-            self.admin_generation,
-        ) {
-            Ok(_) => Ok(()),
-            Err(AdminTokenError::Invalid | AdminTokenError::Expired | AdminTokenError::Revoked) => {
-                Err(ApiError::Unauthorized)
+        match self.admin_tokens.get(token) {
+            Some(c)
+                if c.generation >= self.admin_generation
+                    && c.exp.is_none_or(|exp| exp > now.timestamp()) =>
+            {
+                Ok(())
             }
+            _ => Err(ApiError::Unauthorized),
         }
     }
 

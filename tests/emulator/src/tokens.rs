@@ -8,7 +8,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::AppConfig;
+use crate::config::{AdminTokenStyle, AppConfig};
 
 /// Claims of admin tokens the emulator issues.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -21,8 +21,9 @@ pub struct AdminClaims {
     pub iat: i64,
     /// Not before (seconds).
     pub nbf: i64,
-    /// Expiry (seconds).
-    pub exp: i64,
+    /// Expiry (seconds); absent only with [`AdminTokenStyle::WithoutExp`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
     /// Revocation generation; tokens below the current generation are rejected.
     pub generation: u64,
 }
@@ -45,52 +46,39 @@ pub fn random_key() -> [u8; 32] {
     key
 }
 
-/// Mints an admin JWT signed with the emulator key.
-pub fn mint_admin(key: &[u8], claims: &AdminClaims) -> anyhow::Result<String> {
+/// Mints an admin JWT (HS256 with the emulator key) in the configured shape.
+pub fn mint_admin(
+    key: &[u8],
+    claims: &AdminClaims,
+    style: AdminTokenStyle,
+) -> anyhow::Result<String> {
     let mut header = Header::new(Algorithm::HS256);
     header.typ = Some("JWT".to_owned());
-    Ok(jsonwebtoken::encode(
-        &header,
-        claims,
-        &EncodingKey::from_secret(key),
-    )?)
-}
-
-/// Why an admin token was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum AdminTokenError {
-    /// Not a JWT signed by this emulator.
-    #[error("admin token is not a valid emulator JWT")]
-    Invalid,
-    /// `exp` is in the past.
-    #[error("admin token expired")]
-    Expired,
-    /// Revoked through the control API.
-    #[error("admin token revoked")]
-    Revoked,
-}
-
-/// Verifies an admin JWT: signature, `exp` (no leeway) and revocation generation.
-pub fn verify_admin(
-    key: &[u8],
-    token: &str,
-    now: i64,
-    generation: u64,
-) -> Result<AdminClaims, AdminTokenError> {
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.validate_exp = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims = HashSet::new();
-    let data =
-        jsonwebtoken::decode::<AdminClaims>(token, &DecodingKey::from_secret(key), &validation)
-            .map_err(|_| AdminTokenError::Invalid)?;
-    if data.claims.exp <= now {
-        return Err(AdminTokenError::Expired);
-    }
-    if data.claims.generation < generation {
-        return Err(AdminTokenError::Revoked);
-    }
-    Ok(data.claims)
+    let standard = jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(key))?;
+    Ok(match style {
+        AdminTokenStyle::Standard | AdminTokenStyle::WithoutExp => standard,
+        AdminTokenStyle::PaddedBase64 => {
+            let padded = |b64: &str| {
+                let mut s = b64.to_owned();
+                while !s.len().is_multiple_of(4) {
+                    s.push('=');
+                }
+                s
+            };
+            standard
+                .split('.')
+                .map(padded)
+                .collect::<Vec<_>>()
+                .join(".")
+        }
+        AdminTokenStyle::WithoutAlg => {
+            let mut parts = standard.split('.').map(str::to_owned).collect::<Vec<_>>();
+            if let Some(h) = parts.first_mut() {
+                *h = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT"}"#);
+            }
+            parts.join(".")
+        }
+    })
 }
 
 #[derive(Debug, Deserialize)]

@@ -603,3 +603,60 @@ async fn e10_runner_races_and_lost_scale_set() {
     let _ = json!({});
     let _ = api;
 }
+
+/// §13.1 (token shapes): admin tokens without `exp`, with padded base64, or without `alg`, for
+/// client tests; the emulator itself accepts each of them.
+#[tokio::test]
+async fn e01_admin_token_shapes() {
+    use actions_emulator::AdminTokenStyle;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let emu = emulator().await;
+    let http = Client::http();
+    for style in [
+        AdminTokenStyle::WithoutExp,
+        AdminTokenStyle::PaddedBase64,
+        AdminTokenStyle::WithoutAlg,
+        AdminTokenStyle::Standard,
+    ] {
+        emu.update_config(|c| c.admin_token_style = style);
+        let admin = Admin::login(&emu, &http).await;
+        let parts: Vec<&str> = admin.token.split('.').collect();
+        assert_eq!(parts.len(), 3, "{style:?}");
+        let decode = |p: &str| -> serde_json::Value {
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).unwrap())
+                .unwrap()
+        };
+        let (header, claims) = (decode(parts[0]), decode(parts[1]));
+        match style {
+            AdminTokenStyle::WithoutExp => assert!(claims.get("exp").is_none()),
+            AdminTokenStyle::PaddedBase64 => {
+                assert!(admin.token.contains('='), "padded: {}", admin.token)
+            }
+            AdminTokenStyle::WithoutAlg => assert!(header.get("alg").is_none()),
+            AdminTokenStyle::Standard => {
+                assert!(claims["exp"].is_i64() && header["alg"] == "HS256")
+            }
+        }
+        let r = admin
+            .call(
+                Method::GET,
+                "_apis/runtime/runnergroups/?groupName=Default",
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{style:?}");
+    }
+    // a token without exp lives until revoked
+    emu.update_config(|c| c.admin_token_style = AdminTokenStyle::WithoutExp);
+    let forever = Admin::login(&emu, &http).await;
+    emu.advance_clock(Duration::from_secs(86_400 * 30));
+    let groups = "_apis/runtime/runnergroups/?groupName=Default";
+    assert_eq!(forever.call(Method::GET, groups, "").await.status, 200);
+    emu.expire_admin_tokens();
+    forever
+        .call(Method::GET, groups, "")
+        .await
+        .assert_empty(401);
+}
