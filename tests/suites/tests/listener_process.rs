@@ -16,7 +16,7 @@ use actions_emulator::{
     Emulator, EmulatorConfig, Endpoint, Fault, FaultKind, JobPhase, JobSpec, SessionState,
 };
 use anyhow::{Context, bail};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use testbed::ControlPlane;
@@ -230,6 +230,18 @@ impl Cluster {
             || async { Ok((self.replicas().await?.0 == want).then_some(())) },
         )
         .await
+    }
+
+    /// Sets the replicas as an admin, to see the listener write its count again.
+    async fn scribble_replicas(&self, replicas: i64) -> anyhow::Result<()> {
+        Api::<DynamicObject>::namespaced_with(self.admin.clone(), self.ns(), &ers())
+            .patch(
+                RUNNER_SET,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn wait_job_status(&self, runner: &str, request_id: i64) -> anyhow::Result<Value> {
@@ -534,6 +546,11 @@ async fn jobs_scale_the_runner_set_and_job_started_marks_the_runner() -> anyhow:
 
     let first = service.queue(3);
     cluster.wait_replicas(4).await?;
+    let (_, patch_id) = cluster.replicas().await?;
+    assert!(
+        patch_id > 0,
+        "a scale-up carries a fresh patchID, not {patch_id}"
+    );
     service.wait_acquired(&first).await?;
     let more = service.queue(4);
     cluster.wait_replicas(5).await?;
@@ -803,6 +820,8 @@ async fn liveness_fails_when_the_service_stops_answering_polls() -> anyhow::Resu
     let mut listener = ListenerProcess::start(config, &cluster.listener_kubeconfig).await?;
     listener.wait_ready().await?;
     assert!(listener.live().await?, "live while polls complete");
+    cluster.scribble_replicas(3).await?;
+    cluster.wait_replicas(0).await?;
     service.emu.inject(Fault {
         endpoint: Some(Endpoint::GetMessage.as_str().to_owned()),
         kind: FaultKind::Delay { ms: 600_000 },
