@@ -6,11 +6,13 @@
 //! [`ServiceConfig`]. [`ActionsClientConnector`] is the production connector over
 //! `actions_client::ActionsClient`.
 
+mod actions;
 mod instrumented;
 pub mod memory;
 pub mod resolve;
 mod service;
 
+pub use actions::ActionsClientConnector;
 pub use resolve::{Credentials, ProxySettings, ServiceConfig, resolve_service_config};
 pub use service::{
     ActionsService, Connector, JitConfig, NewScaleSet, RunnerGroup, RunnerInfo, ScaleSet,

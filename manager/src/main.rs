@@ -1,3 +1,41 @@
-//! Controller manager running the four reconcilers.
+//! `manager`: the gha-runner-scale-set controller manager (see the `manager` library).
 
-fn main() {}
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use k8s_reconcilers::github::ActionsClientConnector;
+use manager::cli::{BUILD_VERSION, Cli};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::parse_from_args(std::env::args()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let settings = match cli.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("manager: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    manager::init_logging(&settings);
+    tracing::info!(version = BUILD_VERSION, namespace = %settings.controller_namespace,
+        watch = ?settings.watch_namespace, leader_election = settings.leader_election.is_some(),
+        "starting the controller manager");
+    let connector = Arc::new(ActionsClientConnector::new(BUILD_VERSION));
+    match manager::run(settings, connector).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "manager failed");
+            ExitCode::from(1)
+        }
+    }
+}

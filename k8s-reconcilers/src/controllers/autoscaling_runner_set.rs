@@ -127,6 +127,11 @@ async fn apply(ars: &AutoscalingRunnerSet, ctx: &Context) -> Result<Action, Erro
 
 async fn apply_inner(ars: &AutoscalingRunnerSet, ctx: &Context) -> Result<Action, Error> {
     let ns = namespace(ars)?;
+    scaleset_core::desired::Bounds::from_spec(
+        ars.spec.min_runners.map(i64::from),
+        ars.spec.max_runners.map(i64::from),
+    )
+    .map_err(|e| Error::Config(format!("spec: {e}")))?;
     let name = ars.name_any();
     let api: Api<AutoscalingRunnerSet> = Api::namespaced(ctx.client.clone(), &ns);
     let status = ars.status.clone().unwrap_or_default();

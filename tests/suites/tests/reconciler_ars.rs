@@ -468,3 +468,100 @@ async fn runner_group_is_looked_up_and_recorded() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The `Ready=False` condition message once its reason is `InvalidConfiguration`.
+async fn invalid_condition(h: &Harness, name: &str) -> anyhow::Result<String> {
+    let api = h.api::<AutoscalingRunnerSet>(h.ns());
+    wait_for("an InvalidConfiguration condition", || async {
+        let ars = api.get(name).await?;
+        Ok(ars
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|c| {
+                c.into_iter().find(|c| {
+                    c.type_ == "Ready" && c.status == "False" && c.reason == "InvalidConfiguration"
+                })
+            })
+            .map(|c| c.message))
+    })
+    .await
+}
+
+async fn warning_event(h: &Harness, object: &str, needle: &str) -> anyhow::Result<()> {
+    let events = h.api::<Event>(h.ns());
+    wait_for(
+        &format!("a Warning Event on {object} saying {needle:?}"),
+        || async {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(list
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.type_.as_deref() == Some("Warning")
+                        && e.involved_object.name.as_deref() == Some(object)
+                        && e.message.as_deref().is_some_and(|m| m.contains(needle))
+                })
+                .map(|_| ()))
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn invalid_fields_get_a_condition_and_an_event_without_a_crash_loop() -> anyhow::Result<()> {
+    let h = Harness::start("ars-invalid").await?;
+    h.pat_secret("gh", "t").await?;
+
+    let mut bounds = spec("https://github.example.com/org", "gh");
+    bounds["minRunners"] = json!(5);
+    bounds["maxRunners"] = json!(2);
+    h.create_ars("bounds", bounds).await?;
+    let message = invalid_condition(&h, "bounds").await?;
+    assert!(
+        message.contains("minRunners 5 cannot be greater than maxRunners 2")
+            && message.contains("lower minRunners or raise maxRunners"),
+        "{message}"
+    );
+    warning_event(&h, "bounds", "minRunners 5").await?;
+
+    h.create_ars("url", spec("github.example.com/org", "gh"))
+        .await?;
+    let message = invalid_condition(&h, "url").await?;
+    assert!(
+        message.contains("github.example.com/org") && message.contains("https://"),
+        "the message names the value and the fix: {message}"
+    );
+    warning_event(&h, "url", "github.example.com/org").await?;
+
+    for name in ["bounds", "url"] {
+        let ars = h.api::<AutoscalingRunnerSet>(h.ns()).get(name).await?;
+        assert!(
+            !ars.annotations()
+                .contains_key(annotations::RUNNER_SCALE_SET_ID),
+            "no scale set is created from invalid input"
+        );
+    }
+    assert!(
+        h.service.with(|s| s.scale_sets.is_empty()),
+        "nothing reached the service"
+    );
+
+    // Fixed input recovers without a restart.
+    let api = h.api::<AutoscalingRunnerSet>(h.ns());
+    api.patch(
+        "bounds",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"minRunners": 1}})),
+    )
+    .await?;
+    api.patch(
+        "url",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"githubConfigUrl": "https://github.example.com/org"}})),
+    )
+    .await?;
+    ready_ars(&h, "bounds").await?;
+    ready_ars(&h, "url").await?;
+    assert!(h.running(), "the controllers never stopped");
+    Ok(())
+}

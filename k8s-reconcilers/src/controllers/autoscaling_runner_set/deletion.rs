@@ -35,8 +35,7 @@ pub async fn cleanup(ars: &AutoscalingRunnerSet, ctx: &Context) -> Result<(), Er
         let runner_set = Api::<EphemeralRunnerSet>::namespaced(ctx.client.clone(), &ns)
             .get_opt(&ars.name_any())
             .await?;
-        let mut protected = protected_targets(ars, ctx, &ns).await?;
-        protected.retain(|t| !released.contains(t));
+        let protected = protected_targets(ars, ctx, &ns, &released).await?;
         let observation = DeletionObservation {
             listener: presence(
                 listeners
@@ -206,13 +205,20 @@ fn target_annotation(target: CleanupTarget) -> &'static str {
     }
 }
 
+/// Targets still carrying the cleanup-protection finalizer. Targets released in this pass are
+/// not looked at again: once the manager RoleBinding is gone the controller may no longer read
+/// the others.
 async fn protected_targets(
     ars: &AutoscalingRunnerSet,
     ctx: &Context,
     ns: &str,
+    released: &[CleanupTarget],
 ) -> Result<Vec<CleanupTarget>, Error> {
     let mut out = Vec::new();
     for target in CleanupTarget::ORDER {
+        if released.contains(&target) {
+            continue;
+        }
         let Some(name) = ars.annotations().get(target_annotation(target)) else {
             continue;
         };
@@ -249,12 +255,34 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    Ok(api
-        .get_opt(name)
+    Ok(find::<K>(ctx, ns, name)
         .await?
         .map(|o| o.finalizers().to_vec())
         .unwrap_or_default())
+}
+
+/// Reads one object by listing with a name field selector: the controller chart's ClusterRole
+/// grants `list` (not `get`) on ServiceAccounts, Roles and RoleBindings, which is all that is
+/// left once the scale-set chart's manager RoleBinding is gone. Secrets are read with `get`
+/// (the manager Role grants it; there is no cluster-wide Secret access).
+async fn find<K>(ctx: &Context, ns: &str, name: &str) -> Result<Option<K>, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    if K::kind(&()) == "Secret" {
+        return Ok(api.get_opt(name).await?);
+    }
+    let selector = format!("metadata.name={name}");
+    Ok(api
+        .list(&ListParams::default().fields(&selector))
+        .await?
+        .items
+        .into_iter()
+        .next())
 }
 
 async fn release(
@@ -291,7 +319,7 @@ where
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(obj) = api.get_opt(name).await? else {
+    let Some(obj) = find::<K>(ctx, ns, name).await? else {
         return Ok(());
     };
     let remaining: Vec<&String> = obj
