@@ -11,9 +11,12 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use actions_client::{ActionsClient, Credentials, JitSetting, NewRunnerScaleSet};
+use actions_client::{
+    ActionsClient, Credentials, JitSetting, NewRunnerScaleSet, Transport, TransportConfig,
+};
 use actions_emulator::{
     Emulator, EmulatorConfig, Endpoint, Fault, FaultKind, JobPhase, JobSpec, SessionState,
+    TEST_APP_ID, TEST_APP_INSTALLATION_ID, TEST_APP_PRIVATE_KEY_PEM,
 };
 use anyhow::{Context, bail};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
@@ -439,14 +442,28 @@ struct Service {
 
 impl Service {
     async fn start() -> anyhow::Result<Self> {
+        Self::start_with(false).await
+    }
+
+    /// With `tls`, the emulator serves HTTPS with its own CA ([`Emulator::ca_pem`]).
+    async fn start_with(tls: bool) -> anyhow::Result<Self> {
         let config = EmulatorConfig {
             long_poll_hold: Duration::from_secs(2),
             ..EmulatorConfig::default()
         };
-        let emu = Emulator::start(config).await?;
+        let emu = if tls {
+            Emulator::start_tls(config).await?
+        } else {
+            Emulator::start(config).await?
+        };
         let config_url = emu.org_url("octo-org");
-        let client =
-            ActionsClient::builder(config_url.clone(), Credentials::pat(emu.pat())?).build()?;
+        let transport = Transport::new(TransportConfig {
+            root_ca_pem: emu.ca_pem().map(str::to_owned),
+            ..TransportConfig::default()
+        })?;
+        let client = ActionsClient::builder(config_url.clone(), Credentials::pat(emu.pat())?)
+            .transport(transport)
+            .build()?;
         let set = client
             .create_runner_scale_set(&NewRunnerScaleSet::new(RUNNER_SET, 1))
             .await?;
@@ -855,6 +872,35 @@ async fn rejected_credentials_exit_1_with_the_fix() -> anyhow::Result<()> {
         "{out}"
     );
     assert!(!out.contains("ghp_revokedToken"), "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn github_app_over_https_with_server_root_ca() -> anyhow::Result<()> {
+    let cluster = Cluster::new("listener-app").await?;
+    let service = Service::start_with(true).await?;
+    cluster
+        .create_runner_set(&service.config_url, service.scale_set_id)
+        .await?;
+    let mut config = service.config(cluster.ns(), 1, 3);
+    config["github_token"] = json!("");
+    config["github_app_id"] = json!(TEST_APP_ID.to_string());
+    config["github_app_installation_id"] = json!(TEST_APP_INSTALLATION_ID);
+    config["github_app_private_key"] = json!(TEST_APP_PRIVATE_KEY_PEM);
+    config["server_root_ca"] = json!(service.emu.ca_pem().context("TLS emulator CA")?);
+    let mut listener = ListenerProcess::start(config, &cluster.listener_kubeconfig).await?;
+    listener.wait_ready().await?;
+    cluster.wait_replicas(1).await?;
+    let jobs = service.queue(1);
+    cluster.wait_replicas(2).await?;
+    service.wait_acquired(&jobs).await?;
+    assert!(
+        service.emu.count(Endpoint::InstallationToken) >= 1,
+        "the App's installation token was used"
+    );
+    let (code, out) = listener.terminate().await?;
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("PRIVATE KEY"), "the App key leaked: {out}");
     Ok(())
 }
 
