@@ -14,6 +14,7 @@ mod faults;
 mod jit;
 mod model;
 mod routes;
+mod runner_client;
 mod scope;
 mod server;
 mod state;
@@ -41,6 +42,7 @@ pub use model::{
     RunnerRecord, ScaleSetRecord, SessionRecord, SessionState, StateSnapshot, Statistics,
 };
 pub use routes::control::ConfigPatch;
+pub use runner_client::RunnerClient;
 pub use scope::{Scope, parse_config_url};
 pub use server::{CallRecord, UNMATCHED};
 pub use wire::{ApiError, vss_body};
