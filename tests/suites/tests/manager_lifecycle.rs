@@ -1,0 +1,277 @@
+//! The real manager binary against the real kube-apiserver and the Actions-service emulator
+//! over HTTP: a scale set from creation to deletion (controllers.md 14, behaviours 1, 2, 13 and
+//! 15), its metrics and health endpoints, and a graceful SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "manager_support.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+
+use actions_emulator::{Emulator, EmulatorConfig};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_reconcilers::crd::{
+    AutoscalingListener, AutoscalingRunnerSet, EphemeralRunner, EphemeralRunnerSet,
+};
+use k8s_reconcilers::names::annotations;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use support::*;
+use testbed::ControlPlane;
+
+#[tokio::test]
+async fn a_scale_set_from_creation_to_deletion() -> anyhow::Result<()> {
+    let cp = ControlPlane::shared().await?;
+    let admin = cp.client();
+    k8s_reconcilers::crd::install(&admin, std::time::Duration::from_secs(60)).await?;
+    let ctrl = cp.test_namespace("mgr-ctrl").await?;
+    let run = cp.test_namespace("mgr-run").await?;
+    let (c, r) = (ctrl.name(), run.name());
+    let emu = Emulator::start(EmulatorConfig::default()).await?;
+    pat_secret(&admin, r, "gh", &emu).await?;
+
+    let mut manager = Manager::start(cp.kubeconfig_path(), c, r, &[])?;
+    eventually("readyz", WAIT, || async {
+        Ok((manager.health("/readyz").await.ok() == Some(200)).then_some(()))
+    })
+    .await?;
+    assert_eq!(manager.health("/healthz").await?, 200);
+
+    let url = emu.org_url("octo-org");
+    create_ars(&admin, r, "arc", &url, "gh").await?;
+    let ars_api: Api<AutoscalingRunnerSet> = Api::namespaced(admin.clone(), r);
+    let id: i64 = eventually("the scale set id", WAIT, || async {
+        let ars = ars_api.get("arc").await?;
+        Ok(ars
+            .annotations()
+            .get(annotations::RUNNER_SCALE_SET_ID)
+            .and_then(|v| v.parse().ok()))
+    })
+    .await?;
+    let set = emu
+        .snapshot()
+        .scale_set(id)
+        .cloned()
+        .expect("scale set on the emulator");
+    assert_eq!(set.name, "arc");
+    assert!(set.disable_update, "created with disableUpdate");
+    assert!(set.labels.contains(&"arc".to_owned()));
+
+    let ers_api: Api<EphemeralRunnerSet> = Api::namespaced(admin.clone(), r);
+    eventually("the EphemeralRunnerSet", WAIT, || async {
+        ers_api.get_opt("arc").await.map_err(Into::into)
+    })
+    .await?;
+    let al_api: Api<AutoscalingListener> = Api::namespaced(admin.clone(), c);
+    let listener = eventually("the AutoscalingListener", WAIT, || async {
+        Ok(al_api
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .next())
+    })
+    .await?;
+    assert_eq!(listener.spec.runner_scale_set_id, Some(id));
+    let pods_c: Api<Pod> = Api::namespaced(admin.clone(), c);
+    eventually("the listener pod", WAIT, || async {
+        pods_c
+            .get_opt(&listener.name_any())
+            .await
+            .map_err(Into::into)
+    })
+    .await?;
+
+    // Play the listener: two runners wanted.
+    ers_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 2, "patchID": 1}})),
+        )
+        .await?;
+    let er_api: Api<EphemeralRunner> = Api::namespaced(admin.clone(), r);
+    let runners = eventually("two registered runners", WAIT, || async {
+        let list = er_api.list(&Default::default()).await?.items;
+        let registered = list
+            .iter()
+            .all(|e| e.status.as_ref().is_some_and(|s| s.runner_id > 0));
+        Ok((list.len() == 2 && registered).then_some(list))
+    })
+    .await?;
+    let names: BTreeSet<String> = runners.iter().map(|r| r.name_any()).collect();
+    let snapshot = emu.snapshot();
+    let registered: BTreeSet<String> = snapshot
+        .runners
+        .iter()
+        .filter(|r| r.scale_set_id == id)
+        .map(|r| r.name.clone())
+        .collect();
+    assert_eq!(
+        registered, names,
+        "one registration per EphemeralRunner, named after it"
+    );
+
+    // The JIT config in the runner's Secret is one the service accepts.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), r);
+    let first = runners[0].name_any();
+    let jit = secrets.get(&first).await?.data.unwrap()["jitToken"]
+        .0
+        .clone();
+    let conn = emu
+        .runner_connect(std::str::from_utf8(&jit)?)
+        .map_err(|e| anyhow::anyhow!("JIT config refused: {e:?}"))?;
+    assert_eq!(
+        conn.runner_id,
+        runners[0].status.as_ref().unwrap().runner_id
+    );
+
+    // Play the kubelet: both pods run.
+    let pods_r: Api<Pod> = Api::namespaced(admin.clone(), r);
+    for name in &names {
+        eventually("the runner pod", WAIT, || async {
+            pods_r.get_opt(name).await.map_err(Into::into)
+        })
+        .await?;
+        let status = json!({"status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}],
+            "containerStatuses": [{"name": "runner", "image": "x", "imageID": "", "ready": true,
+                "restartCount": 0, "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}}]
+        }});
+        pods_r
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+    }
+    let metrics = eventually("runner gauges and service call counters", WAIT, || async {
+        let m = manager.metrics().await?;
+        let running = sample(
+            &m,
+            "gha_controller_running_ephemeral_runners",
+            &[("name", "arc"), ("organization", "octo-org")],
+        );
+        Ok((running == Some(2.0)).then_some(m))
+    })
+    .await?;
+    assert_eq!(
+        sample(
+            &metrics,
+            "arc_actions_service_calls_total",
+            &[("operation", "GenerateJitRunnerConfig"), ("outcome", "ok")]
+        ),
+        Some(2.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            "arc_controller_reconciles_total",
+            &[("controller", "ephemeralrunner"), ("result", "success")]
+        )
+        .is_some_and(|n| n > 0.0)
+    );
+    assert!(metrics.contains("arc_controller_reconcile_duration_seconds_bucket"));
+
+    // The first runner's job ends: it exits 0, is removed from the service, and goes.
+    let done = json!({"status": {"phase": "Succeeded", "containerStatuses": [{"name": "runner", "image": "x",
+        "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}});
+    pods_r
+        .patch_status(&first, &PatchParams::default(), &Patch::Merge(&done))
+        .await?;
+    eventually("the finished runner gone everywhere", WAIT, || async {
+        let gone = er_api.get_opt(&first).await?.is_none();
+        let unregistered = !emu.snapshot().runners.iter().any(|r| r.name == first);
+        Ok((gone && unregistered).then_some(()))
+    })
+    .await?;
+
+    // Deletion: listener, runners, scale set, then the ARS itself.
+    ars_api.delete("arc", &DeleteParams::default()).await?;
+    eventually("the AutoscalingRunnerSet gone", WAIT, || async {
+        Ok(ars_api.get_opt("arc").await?.is_none().then_some(()))
+    })
+    .await?;
+    assert!(
+        al_api.list(&Default::default()).await?.items.is_empty(),
+        "listener gone"
+    );
+    assert!(ers_api.get_opt("arc").await?.is_none(), "runner set gone");
+    assert!(
+        er_api.list(&Default::default()).await?.items.is_empty(),
+        "runners gone"
+    );
+    let snapshot = emu.snapshot();
+    assert!(
+        snapshot.scale_set(id).is_none(),
+        "scale set deleted on the service"
+    );
+    assert!(
+        !snapshot.runners.iter().any(|r| r.scale_set_id == id),
+        "no registration left: {:?}",
+        snapshot.runners
+    );
+
+    manager.signal("TERM")?;
+    let status = manager
+        .wait_exit(std::time::Duration::from_secs(30))
+        .await?;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "graceful exit; log:\n{}",
+        manager.logs()
+    );
+    let logs = manager.logs();
+    assert!(logs.contains("SIGTERM received"), "{logs}");
+    assert!(
+        !logs.contains(secrecy::ExposeSecret::expose_secret(&emu.pat())),
+        "the PAT never reaches the logs"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_flags_exit_2_naming_the_flag_and_the_fix() -> anyhow::Result<()> {
+    let binary = manager_binary()?;
+    let run = |args: &[&str]| {
+        std::process::Command::new(&binary)
+            .args(args)
+            .env("CONTROLLER_MANAGER_POD_NAMESPACE", "arc-systems")
+            .env("CONTROLLER_MANAGER_CONTAINER_IMAGE", "img")
+            .output()
+    };
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--auto-scaling-runner-set-only", "--log-format=yaml"],
+            "--log-format: unknown format \"yaml\"; use text or json",
+        ),
+        (
+            &[
+                "--auto-scaling-runner-set-only",
+                "--workqueue-rate-limiter=x",
+            ],
+            "--workqueue-rate-limiter",
+        ),
+        (
+            &["--auto-scaling-runner-set-only", "--metrics-addr=nope"],
+            "--metrics-addr",
+        ),
+        (&["--log-level=info"], "pass --auto-scaling-runner-set-only"),
+    ];
+    for (args, needle) in cases {
+        let out = run(args)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    let out = std::process::Command::new(&binary)
+        .arg("--auto-scaling-runner-set-only")
+        .env_remove("CONTROLLER_MANAGER_POD_NAMESPACE")
+        .env("CONTROLLER_MANAGER_CONTAINER_IMAGE", "img")
+        .output()?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CONTROLLER_MANAGER_POD_NAMESPACE"));
+    Ok(())
+}

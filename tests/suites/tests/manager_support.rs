@@ -1,0 +1,303 @@
+//! Shared harness of the manager process suites, included by them with `#[path]`; as a test
+//! target of its own it has nothing to run.
+//!
+//! It runs the real `manager` binary (built once per test binary) against the shared
+//! kube-apiserver and the Actions-service emulator over HTTP, with its logs in a file.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_reconcilers::crd::AutoscalingRunnerSet;
+use kube::api::{Api, PostParams};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Generous limit for a condition the manager should reach.
+pub const WAIT: Duration = Duration::from_secs(90);
+
+/// The manager binary, built once per test binary if missing or older than its sources.
+pub fn manager_binary() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("current test executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable is not in target/<profile>/deps")?;
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(["build", "-p", "manager", "--bin", "manager"]);
+    if profile_dir.ends_with("release") {
+        cargo.arg("--release");
+    }
+    let status = cargo
+        .current_dir(suites::helm::workspace_root())
+        .status()
+        .context("running cargo build -p manager")?;
+    if !status.success() {
+        bail!("cargo build -p manager failed ({status})");
+    }
+    let binary = profile_dir.join("manager");
+    if !binary.exists() {
+        bail!("{} is missing after the build", binary.display());
+    }
+    Ok(binary)
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// One running manager process.
+pub struct Manager {
+    child: Child,
+    /// Its log file (stderr).
+    pub log: PathBuf,
+    /// Metrics port on 127.0.0.1.
+    pub metrics_port: u16,
+    /// Health port on 127.0.0.1.
+    pub health_port: u16,
+}
+
+impl Manager {
+    /// Starts the manager for controller namespace `ctrl`, watching `watch`, with `extra` flags.
+    pub fn start(
+        kubeconfig: &Path,
+        ctrl: &str,
+        watch: &str,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
+        let metrics_port = free_port()?;
+        let log = std::env::temp_dir().join(format!(
+            "arc-manager-{}-{metrics_port}.log",
+            std::process::id()
+        ));
+        let health_port = free_port()?;
+        let child = Command::new(manager_binary()?)
+            .arg("--auto-scaling-runner-set-only")
+            .arg(format!("--watch-single-namespace={watch}"))
+            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+            .arg(format!(
+                "--health-probe-bind-address=127.0.0.1:{health_port}"
+            ))
+            .arg("--log-level=debug")
+            .arg("--log-format=json")
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("CONTROLLER_MANAGER_POD_NAMESPACE", ctrl)
+            .env(
+                "CONTROLLER_MANAGER_CONTAINER_IMAGE",
+                "ghcr.io/arc-rs/gha-runner-scale-set-controller:test",
+            )
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawning the manager")?;
+        Ok(Self {
+            child,
+            log,
+            metrics_port,
+            health_port,
+        })
+    }
+
+    /// OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path` on the metrics port: (status, body).
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let (status, body) = http_get(self.metrics_port, "/metrics").await?;
+        if status != 200 {
+            bail!("GET /metrics answered {status}");
+        }
+        Ok(body)
+    }
+
+    /// `GET path` on the health port.
+    pub async fn health(&self, path: &str) -> anyhow::Result<u16> {
+        Ok(http_get(self.health_port, path).await?.0)
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") to this process only.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {} failed", self.pid());
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the manager did not exit within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("manager log kept at {}", self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// Minimal HTTP/1.1 GET on 127.0.0.1.
+pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of the sample `name{labels…}` whose label set contains all of `labels`.
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        let matches = labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
+        matches.then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+/// Polls `check` until it returns `Some`, for at most `timeout`.
+pub async fn eventually<T, F, Fu>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fu,
+    Fu: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_error:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Creates the PAT Secret `name` holding the emulator's token.
+pub async fn pat_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    emu: &actions_emulator::Emulator,
+) -> anyhow::Result<()> {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(
+            "github_token".to_owned(),
+            emu.pat().expose_secret().to_owned(),
+        )])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    Ok(())
+}
+
+/// Creates an ARC-style AutoscalingRunnerSet for `url` and Secret `secret`.
+pub async fn create_ars(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    url: &str,
+    secret: &str,
+) -> anyhow::Result<AutoscalingRunnerSet> {
+    let ars: AutoscalingRunnerSet = serde_json::from_value(json!({
+        "apiVersion": "actions.github.com/v1alpha1",
+        "kind": "AutoscalingRunnerSet",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/version": "0.14.2"}},
+        "spec": {
+            "githubConfigUrl": url,
+            "githubConfigSecret": secret,
+            "minRunners": 0,
+            "maxRunners": 5,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{
+                "name": "runner",
+                "image": "ghcr.io/actions/actions-runner:latest",
+                "command": ["/home/runner/run.sh"]
+            }]}}
+        }
+    }))?;
+    Ok(Api::<AutoscalingRunnerSet>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &ars)
+        .await?)
+}
