@@ -1,0 +1,123 @@
+//! Real Helm: the project's charts rendered by Helm v4's engine (helm-python-sdk in the virtual
+//! environment that `xtask/scripts/helm-venv.py` makes).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::Value;
+
+use crate::binaries::workspace_root;
+
+/// The project's two charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chart {
+    /// `charts/gha-runner-scale-set-controller`.
+    Controller,
+    /// `charts/gha-runner-scale-set`.
+    ScaleSet,
+}
+
+impl Chart {
+    fn path(self) -> PathBuf {
+        let name = match self {
+            Chart::Controller => "gha-runner-scale-set-controller",
+            Chart::ScaleSet => "gha-runner-scale-set",
+        };
+        workspace_root().join("charts").join(name)
+    }
+}
+
+fn python() -> anyhow::Result<PathBuf> {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| ensure_venv().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn ensure_venv() -> anyhow::Result<PathBuf> {
+    let script = workspace_root().join("xtask/scripts/helm-venv.py");
+    let home = std::env::var_os("HOME").context("HOME is not set; fix: set HOME")?;
+    let dir = PathBuf::from(home).join(".cache/arc-rs/helm-venv");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&dir)
+        .output()
+        .context("running python3 failed; fix: install python3 and python3-venv")?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn run(args: &[String]) -> anyhow::Result<Value> {
+    let script = workspace_root().join("xtask/scripts/helm-render.py");
+    let out = Command::new(python()?)
+        .arg(&script)
+        .args(args)
+        .output()
+        .context("running helm-render.py")?;
+    if !out.status.success() {
+        bail!(
+            "helm {} failed: {}",
+            args.first().map(String::as_str).unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("reading helm-render.py's JSON output")
+}
+
+fn objects(doc: &Value) -> Vec<Value> {
+    doc["manifests"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| m["object"].clone())
+                .filter(Value::is_object)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `helm template` of `chart` as `release` into `namespace` with `values`: the rendered objects.
+pub fn render(
+    chart: Chart,
+    release: &str,
+    namespace: &str,
+    values: &Value,
+) -> anyhow::Result<Vec<Value>> {
+    let args = [
+        "template".to_owned(),
+        chart.path().display().to_string(),
+        "--release".to_owned(),
+        release.to_owned(),
+        "--namespace".to_owned(),
+        namespace.to_owned(),
+        "--output".to_owned(),
+        "json".to_owned(),
+        "--values-json".to_owned(),
+        values.to_string(),
+    ];
+    Ok(objects(&run(&args)?))
+}
+
+/// The CRDs the controller chart ships (`crds/`), as Helm installs them.
+pub(crate) fn controller_crds() -> anyhow::Result<Vec<Value>> {
+    let args = [
+        "crds".to_owned(),
+        Chart::Controller.path().display().to_string(),
+        "--output".to_owned(),
+        "json".to_owned(),
+    ];
+    let crds = objects(&run(&args)?);
+    if crds.is_empty() {
+        bail!("the controller chart renders no CRDs; fix: run cargo xtask crds");
+    }
+    Ok(crds)
+}

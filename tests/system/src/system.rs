@@ -1,0 +1,754 @@
+//! [`System`]: one emulator, one node simulator and one manager installed from the controller
+//! chart, on a control plane; scale sets installed from the scale-set chart.
+
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actions_emulator::{Emulator, EmulatorConfig, JobPhase, JobSpec};
+use anyhow::{Context, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_reconcilers::crd::{AutoscalingListener, AutoscalingRunnerSet, EphemeralRunner};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{Scope, pinned_kind};
+use nodesim::{ContainerMatcher, NodeSimulator, ProcessRule, SimulatorConfig};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use testbed::{ControlPlane, TestNamespace};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::binaries::{Binaries, build_binaries};
+use crate::cluster::{apply, wait_for};
+use crate::helm::{Chart, controller_crds, render};
+use crate::{ORG, WAIT};
+
+/// The ConfigMap (in each scale set's namespace) holding the emulator's CA, and its key.
+pub const CA_CONFIG_MAP: &str = "emulator-ca";
+const CA_KEY: &str = "ca.crt";
+
+/// The control plane a [`System`] runs on: a process-wide shared one, or its own.
+pub enum Plane {
+    /// `ControlPlane::shared_with_scheduling()` and the like.
+    Shared(&'static ControlPlane),
+    /// A control plane the system owns and stops on shutdown.
+    Owned(Box<ControlPlane>),
+}
+
+impl From<&'static ControlPlane> for Plane {
+    fn from(cp: &'static ControlPlane) -> Self {
+        Plane::Shared(cp)
+    }
+}
+
+impl From<ControlPlane> for Plane {
+    fn from(cp: ControlPlane) -> Self {
+        Plane::Owned(Box::new(cp))
+    }
+}
+
+impl Deref for Plane {
+    type Target = ControlPlane;
+    fn deref(&self) -> &ControlPlane {
+        match self {
+            Plane::Shared(cp) => cp,
+            Plane::Owned(cp) => cp,
+        }
+    }
+}
+
+/// How to start a [`System`].
+#[derive(Clone, Debug)]
+pub struct SystemOptions {
+    /// Prefix of the namespaces and the controller release (short: names derive from it).
+    pub name: String,
+    /// How many simulated Nodes.
+    pub nodes: usize,
+    /// Serve the emulator over HTTPS with a generated CA; scale sets then get
+    /// `githubServerTLS` from the [`CA_CONFIG_MAP`] ConfigMap.
+    pub tls: bool,
+    /// The emulator's settings.
+    pub emulator: EmulatorConfig,
+    /// Values merged over the controller chart's defaults (and the harness's `flags.logLevel`).
+    pub controller_values: Value,
+    /// Install the controller with `flags.watchSingleNamespace` set to the runner namespace.
+    pub single_namespace: bool,
+    /// Run release builds of the manager and listener.
+    pub release: bool,
+    /// Extra environment of the manager process (after the pod's), e.g. `RUST_LOG`.
+    pub manager_env: Vec<(String, String)>,
+}
+
+impl SystemOptions {
+    /// Defaults: two Nodes, HTTP emulator with a 5 s long-poll hold, cluster-wide manager at log
+    /// level info, debug binaries.
+    pub fn new(name: &str) -> Self {
+        let emulator = EmulatorConfig {
+            long_poll_hold: Duration::from_secs(5),
+            ..EmulatorConfig::default()
+        };
+        Self {
+            name: name.to_owned(),
+            nodes: 2,
+            tls: false,
+            emulator,
+            controller_values: json!({}),
+            single_namespace: false,
+            release: false,
+            manager_env: Vec::new(),
+        }
+    }
+}
+
+/// What to install with the scale-set chart.
+#[derive(Clone, Debug)]
+pub struct ScaleSetSpec {
+    /// Release name, hence the AutoscalingRunnerSet's and (by default) the scale set's name.
+    pub name: String,
+    /// Values merged over the harness's (URL, PAT secret, controller ServiceAccount,
+    /// `runnerScaleSetName`, `maxRunners: 10`, TLS when the emulator serves HTTPS).
+    pub values: Value,
+}
+
+impl ScaleSetSpec {
+    /// A scale set named `name` with the harness's values.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            values: json!({}),
+        }
+    }
+
+    /// Adds values (deep-merged over what is there).
+    pub fn values(mut self, values: Value) -> Self {
+        merge(&mut self.values, &values);
+        self
+    }
+}
+
+/// An installed scale set.
+#[derive(Clone, Debug)]
+pub struct ScaleSet {
+    /// Release and AutoscalingRunnerSet name.
+    pub name: String,
+    /// Name of the scale set in the service (`runnerScaleSetName`).
+    pub scale_set_name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its id in the emulator.
+    pub id: i64,
+    /// The values it was rendered with.
+    pub values: Value,
+    /// What the chart rendered (deleted by [`System::uninstall_scale_set`]).
+    pub objects: Vec<Value>,
+}
+
+/// The whole system (see the crate docs).
+pub struct System {
+    emulator: Emulator,
+    sim: Option<NodeSimulator>,
+    binaries: Binaries,
+    controller_ns: Option<TestNamespace>,
+    runner_ns: Option<TestNamespace>,
+    release: String,
+    controller_objects: Vec<Value>,
+    controller_sa: String,
+    options: SystemOptions,
+    plane: Option<Plane>,
+    _serial: OwnedMutexGuard<()>,
+}
+
+fn serial() -> Arc<Mutex<()>> {
+    static LOCK: OnceLock<Arc<Mutex<()>>> = OnceLock::new();
+    LOCK.get_or_init(|| Arc::new(Mutex::new(()))).clone()
+}
+
+/// Deep-merges `over` into `base` (objects merge key by key, anything else replaces).
+pub(crate) fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+impl System {
+    /// Starts everything and installs the controller chart; waits until the manager runs.
+    /// Waits first for any other system of this process to shut down.
+    pub async fn start(plane: Plane, options: SystemOptions) -> anyhow::Result<System> {
+        let serial = serial().lock_owned().await;
+        let binaries = {
+            let release = options.release;
+            tokio::task::spawn_blocking(move || build_binaries(release))
+                .await
+                .context("building the binaries")??
+        };
+        plane
+            .ensure_scheduling()
+            .await
+            .context("the system needs the scheduler and controller-manager")?;
+        let emulator = if options.tls {
+            Emulator::start_tls(options.emulator.clone()).await?
+        } else {
+            Emulator::start(options.emulator.clone()).await?
+        };
+        let controller_ns = plane
+            .test_namespace(&format!("{}-sys", options.name))
+            .await?;
+        let runner_ns = plane
+            .test_namespace(&format!("{}-run", options.name))
+            .await?;
+        let mut sim = SimulatorConfig::with_nodes(&format!("{}-node", options.name), options.nodes);
+        sim.taint = false;
+        sim.listener_binary = Some(binaries.listener.clone());
+        sim.process_rules = vec![ProcessRule {
+            matcher: ContainerMatcher {
+                names: vec!["manager".to_owned()],
+                image_contains: Vec::new(),
+            },
+            binary: binaries.manager.clone(),
+            env: options.manager_env.clone(),
+        }];
+        let sim = NodeSimulator::start(plane.config().clone(), sim).await?;
+        let release = controller_ns.name().to_owned();
+        let mut system = System {
+            emulator,
+            sim: Some(sim),
+            binaries,
+            release,
+            controller_objects: Vec::new(),
+            controller_sa: String::new(),
+            options,
+            controller_ns: Some(controller_ns),
+            runner_ns: Some(runner_ns),
+            plane: Some(plane),
+            _serial: serial,
+        };
+        if let Err(e) = system.install_controller().await {
+            let e = e.context(system.diagnostics().await);
+            system.shutdown().await;
+            return Err(e);
+        }
+        Ok(system)
+    }
+
+    async fn install_controller(&mut self) -> anyhow::Result<()> {
+        let client = self.client();
+        let crds = tokio::task::spawn_blocking(controller_crds).await??;
+        apply(&client, &crds).await?;
+        let crd_api: Api<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        > = Api::all(client.clone());
+        for crd in &crds {
+            let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                kube::runtime::wait::await_condition(
+                    crd_api.clone(),
+                    name,
+                    kube::runtime::conditions::is_crd_established(),
+                ),
+            )
+            .await
+            .with_context(|| format!("CRD {name} was not established within 60 s"))??;
+        }
+        let mut values = json!({ "flags": { "logLevel": "info" } });
+        if self.options.single_namespace {
+            merge(
+                &mut values,
+                &json!({ "flags": { "watchSingleNamespace": self.runner_namespace() } }),
+            );
+        }
+        merge(&mut values, &self.options.controller_values);
+        let (release, ns) = (self.release.clone(), self.controller_namespace().to_owned());
+        let objects =
+            tokio::task::spawn_blocking(move || render(Chart::Controller, &release, &ns, &values))
+                .await??;
+        self.controller_sa = objects
+            .iter()
+            .find(|o| o["kind"] == "ServiceAccount")
+            .and_then(|o| o["metadata"]["name"].as_str())
+            .context("the controller chart rendered no ServiceAccount")?
+            .to_owned();
+        apply(&client, &objects).await?;
+        self.controller_objects = objects;
+        self.wait_manager_running(WAIT).await
+    }
+
+    /// The admin client of the control plane.
+    pub fn client(&self) -> kube::Client {
+        self.plane().client()
+    }
+
+    /// The control plane.
+    pub fn plane(&self) -> &ControlPlane {
+        match &self.plane {
+            Some(p) => p,
+            None => unreachable_plane(),
+        }
+    }
+
+    /// The emulator.
+    pub fn emulator(&self) -> &Emulator {
+        &self.emulator
+    }
+
+    /// The node simulator.
+    pub fn sim(&self) -> &NodeSimulator {
+        match &self.sim {
+            Some(s) => s,
+            None => unreachable_sim(),
+        }
+    }
+
+    /// The manager and listener binaries in use.
+    pub fn binaries(&self) -> &Binaries {
+        &self.binaries
+    }
+
+    /// Where the manager runs (the controller chart's namespace).
+    pub fn controller_namespace(&self) -> &str {
+        self.controller_ns
+            .as_ref()
+            .map(|n| n.name())
+            .unwrap_or_default()
+    }
+
+    /// The namespace scale sets go to by default (the watched one in single-namespace mode).
+    pub fn runner_namespace(&self) -> &str {
+        self.runner_ns
+            .as_ref()
+            .map(|n| n.name())
+            .unwrap_or_default()
+    }
+
+    /// The controller chart's ServiceAccount (the manager's identity).
+    pub fn controller_service_account(&self) -> &str {
+        &self.controller_sa
+    }
+
+    /// (kind, namespace, name) of the controller chart's Roles and RoleBindings.
+    pub(crate) fn controller_object_names(&self) -> Vec<(&'static str, String, String)> {
+        self.controller_objects
+            .iter()
+            .filter_map(|o| {
+                let kind = match o["kind"].as_str()? {
+                    "Role" => "Role",
+                    "RoleBinding" => "RoleBinding",
+                    _ => return None,
+                };
+                Some((
+                    kind,
+                    o["metadata"]["namespace"].as_str()?.to_owned(),
+                    o["metadata"]["name"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The manager pods (normally one).
+    pub async fn manager_pods(&self) -> anyhow::Result<Vec<Pod>> {
+        let pods: Api<Pod> = Api::namespaced(self.client(), self.controller_namespace());
+        let list = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/part-of=gha-rs-controller"))
+            .await?;
+        let mut items = list.items;
+        if items.is_empty() {
+            items = pods
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|p| {
+                    p.spec
+                        .as_ref()
+                        .is_some_and(|s| s.containers.iter().any(|c| c.name == "manager"))
+                })
+                .collect();
+        }
+        Ok(items)
+    }
+
+    /// Waits until a manager pod is Running with its container started.
+    pub async fn wait_manager_running(&self, timeout: Duration) -> anyhow::Result<()> {
+        wait_for(timeout, "the manager pod to run", || async {
+            Ok(self.manager_pods().await?.iter().any(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.status.as_ref().is_some_and(|s| {
+                        s.phase.as_deref() == Some("Running")
+                            && s.container_statuses.as_ref().is_some_and(|c| {
+                                c.iter()
+                                    .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+                            })
+                    })
+            }))
+        })
+        .await
+    }
+
+    /// The pids of this system's manager processes (normally one).
+    pub fn manager_pids(&self) -> Vec<u32> {
+        crate::process::find_processes(
+            &self.binaries.manager,
+            &self.sim().workdir().display().to_string(),
+        )
+    }
+
+    /// The pids of this system's listener processes.
+    pub fn listener_pids(&self) -> Vec<u32> {
+        crate::process::find_processes(
+            &self.binaries.listener,
+            &self.sim().workdir().display().to_string(),
+        )
+    }
+
+    /// The base values of a scale set of this system.
+    fn scale_set_values(&self, name: &str) -> Value {
+        let mut values = json!({
+            "githubConfigUrl": self.emulator.org_url(ORG),
+            "githubConfigSecret": { "github_token": self.emulator.pat().expose_secret() },
+            "runnerScaleSetName": name,
+            "maxRunners": 10,
+            "controllerServiceAccount": {
+                "namespace": self.controller_namespace(),
+                "name": self.controller_sa,
+            },
+        });
+        if self.options.tls {
+            merge(
+                &mut values,
+                &json!({ "githubServerTLS": {
+                    "certificateFrom": { "configMapKeyRef": { "name": CA_CONFIG_MAP, "key": CA_KEY } },
+                    "runnerMountPath": "/usr/local/share/ca-certificates/",
+                }}),
+            );
+        }
+        values
+    }
+
+    /// Renders the scale-set chart for `spec` into the runner namespace, applies it, and waits
+    /// until the scale set exists in the emulator and its listener holds a session.
+    pub async fn install_scale_set(&self, spec: ScaleSetSpec) -> anyhow::Result<ScaleSet> {
+        self.install_scale_set_in(spec, self.runner_namespace())
+            .await
+    }
+
+    /// [`System::install_scale_set`] into another namespace.
+    pub async fn install_scale_set_in(
+        &self,
+        spec: ScaleSetSpec,
+        namespace: &str,
+    ) -> anyhow::Result<ScaleSet> {
+        let mut values = self.scale_set_values(&spec.name);
+        merge(&mut values, &spec.values);
+        if let Some(pem) = self.emulator.ca_pem() {
+            self.put_ca(namespace, pem).await?;
+        }
+        let objects = {
+            let (name, ns, values) = (spec.name.clone(), namespace.to_owned(), values.clone());
+            tokio::task::spawn_blocking(move || render(Chart::ScaleSet, &name, &ns, &values))
+                .await??
+        };
+        apply(&self.client(), &objects).await?;
+        let scale_set_name = values["runnerScaleSetName"]
+            .as_str()
+            .unwrap_or(&spec.name)
+            .to_owned();
+        let id = self
+            .wait_listening(&scale_set_name, WAIT)
+            .await
+            .map_err(|e| e.context(format!("scale set {scale_set_name} did not come up")))?;
+        Ok(ScaleSet {
+            name: spec.name,
+            scale_set_name,
+            namespace: namespace.to_owned(),
+            id,
+            values,
+            objects,
+        })
+    }
+
+    /// Re-renders an installed scale set with more values and applies it (`helm upgrade`).
+    pub async fn upgrade_scale_set(&self, set: &mut ScaleSet, values: Value) -> anyhow::Result<()> {
+        merge(&mut set.values, &values);
+        let objects = {
+            let (name, ns, values) = (set.name.clone(), set.namespace.clone(), set.values.clone());
+            tokio::task::spawn_blocking(move || render(Chart::ScaleSet, &name, &ns, &values))
+                .await??
+        };
+        apply(&self.client(), &objects).await?;
+        set.objects = objects;
+        Ok(())
+    }
+
+    async fn put_ca(&self, namespace: &str, pem: &str) -> anyhow::Result<()> {
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": CA_CONFIG_MAP, "namespace": namespace },
+            "data": { CA_KEY: pem },
+        }))?;
+        let api: Api<ConfigMap> = Api::namespaced(self.client(), namespace);
+        match api.create(&PostParams::default(), &cm).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(e).context("creating the emulator CA ConfigMap"),
+        }
+    }
+
+    /// Waits until the scale set named `name` exists in the emulator with an active session;
+    /// returns its id.
+    pub async fn wait_listening(&self, name: &str, timeout: Duration) -> anyhow::Result<i64> {
+        let snap = self
+            .emulator
+            .wait_until(timeout, |s| {
+                s.scale_set_by_name(name)
+                    .is_some_and(|set| s.active_session(set.id).is_some())
+            })
+            .await?;
+        snap.scale_set_by_name(name)
+            .map(|s| s.id)
+            .context("the scale set vanished")
+    }
+
+    /// Queues `count` jobs for the scale set's name label, each running for `duration`.
+    pub fn queue_jobs(&self, set: &ScaleSet, count: usize, duration: Duration) -> Vec<i64> {
+        self.queue_labeled(&[set.scale_set_name.as_str()], count, duration)
+    }
+
+    /// Queues `count` jobs asking for `labels`.
+    pub fn queue_labeled(&self, labels: &[&str], count: usize, duration: Duration) -> Vec<i64> {
+        (0..count)
+            .map(|i| {
+                self.emulator.queue_job(JobSpec {
+                    duration,
+                    display_name: format!("job-{}", i + 1),
+                    ..JobSpec::with_labels(labels.iter().copied())
+                })
+            })
+            .collect()
+    }
+
+    /// Waits until every job in `ids` is completed.
+    pub async fn wait_jobs_completed(&self, ids: &[i64], timeout: Duration) -> anyhow::Result<()> {
+        let waited = self
+            .emulator
+            .wait_until(timeout, |s| {
+                ids.iter()
+                    .all(|id| s.job(*id).is_some_and(|j| j.phase == JobPhase::Completed))
+            })
+            .await;
+        if let Err(e) = waited {
+            let snap = self.emulator.snapshot();
+            let open: Vec<String> = ids
+                .iter()
+                .filter_map(|id| snap.job(*id))
+                .filter(|j| j.phase != JobPhase::Completed)
+                .map(|j| format!("{} {:?}", j.id, j.phase))
+                .collect();
+            return Err(e.context(format!("jobs not completed: {}", open.join(", "))));
+        }
+        Ok(())
+    }
+
+    /// The EphemeralRunners of a scale set's namespace.
+    pub async fn ephemeral_runners(&self, set: &ScaleSet) -> anyhow::Result<Vec<EphemeralRunner>> {
+        let api: Api<EphemeralRunner> = Api::namespaced(self.client(), &set.namespace);
+        Ok(api.list(&ListParams::default()).await?.items)
+    }
+
+    /// The runner pods of a scale set's namespace.
+    pub async fn runner_pods(&self, set: &ScaleSet) -> anyhow::Result<Vec<Pod>> {
+        let api: Api<Pod> = Api::namespaced(self.client(), &set.namespace);
+        Ok(api
+            .list(&ListParams::default().labels(k8s_reconcilers::names::labels::EPHEMERAL_RUNNER))
+            .await?
+            .items)
+    }
+
+    /// Waits until the scale set has exactly `count` EphemeralRunners and runner pods, and the
+    /// emulator exactly `count` registered runners for it.
+    pub async fn wait_runners(
+        &self,
+        set: &ScaleSet,
+        count: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        wait_for(
+            timeout,
+            &format!("{count} runners of {}", set.name),
+            || async {
+                let runners = self.ephemeral_runners(set).await?.len();
+                let pods = self.runner_pods(set).await?.len();
+                let registered = self
+                    .emulator
+                    .snapshot()
+                    .runners
+                    .iter()
+                    .filter(|r| r.scale_set_id == set.id)
+                    .count();
+                Ok(runners == count && pods == count && registered == count)
+            },
+        )
+        .await
+    }
+
+    /// The listener pod of a scale set, once it exists.
+    pub async fn listener_pod(&self, set: &ScaleSet) -> anyhow::Result<Option<Pod>> {
+        let listeners: Api<AutoscalingListener> =
+            Api::namespaced(self.client(), self.controller_namespace());
+        let pods: Api<Pod> = Api::namespaced(self.client(), self.controller_namespace());
+        for l in listeners.list(&ListParams::default()).await?.items {
+            if l.spec.autoscaling_runner_set_name.as_deref() == Some(set.name.as_str())
+                && l.spec.autoscaling_runner_set_namespace.as_deref()
+                    == Some(set.namespace.as_str())
+            {
+                let name = l.metadata.name.unwrap_or_default();
+                return Ok(pods.get_opt(&name).await?);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes the AutoscalingRunnerSet, waits until it is gone and the scale set removed from
+    /// the emulator, then deletes what else the chart rendered (as `helm uninstall` does).
+    pub async fn uninstall_scale_set(&self, set: &ScaleSet) -> anyhow::Result<()> {
+        let client = self.client();
+        let ars: Api<AutoscalingRunnerSet> = Api::namespaced(client.clone(), &set.namespace);
+        match ars.delete(&set.name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e).context("deleting the AutoscalingRunnerSet"),
+        }
+        wait_for(WAIT, "the AutoscalingRunnerSet to be gone", || async {
+            Ok(ars.get_opt(&set.name).await?.is_none())
+        })
+        .await?;
+        let id = set.id;
+        self.emulator
+            .wait_until(WAIT, |s| s.scale_set(id).is_none())
+            .await
+            .context("the manager did not delete the scale set from the service")?;
+        for object in set.objects.iter().rev() {
+            if object["kind"] == "AutoscalingRunnerSet" {
+                continue;
+            }
+            delete_object(&client, object).await?;
+        }
+        Ok(())
+    }
+
+    /// The end of the manager's and the listeners' logs, for failure messages.
+    pub async fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        let Some(sim) = &self.sim else {
+            return out;
+        };
+        let ns = self.controller_namespace();
+        if let Ok(pods) = Api::<Pod>::namespaced(self.client(), ns)
+            .list(&ListParams::default())
+            .await
+        {
+            for pod in pods.items {
+                let name = pod.metadata.name.unwrap_or_default();
+                for container in ["manager", "listener"] {
+                    if let Some(log) = sim.container_log(ns, &name, container) {
+                        out.push_str(&format!(
+                            "\n--- {container} log of {name} (last 40 lines) ---\n{}",
+                            tail(&log, 40)
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Stops everything: deletes the manager Deployment and waits for its pods to go while
+    /// the node simulator still runs, stops the simulator, deletes the namespaces and the
+    /// controller chart's cluster-scoped objects, stops the emulator (and an owned control
+    /// plane).
+    pub async fn shutdown(mut self) {
+        let client = self.client();
+        let ns = self.controller_namespace().to_owned();
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        if let Ok(list) = deployments.list(&ListParams::default()).await {
+            for d in list.items {
+                let _ = deployments
+                    .delete(
+                        &d.metadata.name.unwrap_or_default(),
+                        &DeleteParams::background(),
+                    )
+                    .await;
+            }
+        }
+        for namespace in [ns.clone(), self.runner_namespace().to_owned()] {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+            let _ = pods
+                .delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await;
+            let _ = wait_for(Duration::from_secs(30), "pods to stop", || async {
+                Ok(pods.list(&ListParams::default()).await?.items.is_empty())
+            })
+            .await;
+        }
+        if let Some(sim) = self.sim.take() {
+            sim.shutdown().await;
+        }
+        for object in &self.controller_objects {
+            if object["metadata"]["namespace"].is_null() {
+                let _ = delete_object(&client, object).await;
+            }
+        }
+        for ns in [self.runner_ns.take(), self.controller_ns.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = ns.delete().await;
+        }
+        if let Some(Plane::Owned(cp)) = self.plane.take() {
+            let _ = tokio::task::spawn_blocking(move || cp.stop()).await;
+        }
+    }
+}
+
+fn unreachable_plane() -> &'static ControlPlane {
+    panic!("System used after shutdown")
+}
+
+fn unreachable_sim() -> &'static NodeSimulator {
+    panic!("System used after shutdown")
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Deletes one rendered object (404 is fine).
+pub(crate) async fn delete_object(client: &kube::Client, object: &Value) -> anyhow::Result<()> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let (resource, caps) =
+        pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await?;
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+        Scope::Namespaced => Api::namespaced_with(
+            client.clone(),
+            object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default"),
+            &resource,
+        ),
+    };
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => bail!("deleting {kind} {name}: {e}"),
+    }
+}
