@@ -8,6 +8,8 @@
 //! simulated runners use [`Emulator::runner_connect`] or the HTTP runner API (`/_runner/…`).
 //! Everything is also reachable over the JSON control API (`/_emulator/…`). See README.md.
 
+#![warn(missing_docs)]
+
 mod config;
 mod endpoint;
 mod faults;
@@ -78,6 +80,51 @@ impl Emulator {
     pub async fn start_tls(cfg: EmulatorConfig) -> anyhow::Result<Self> {
         let tls = tls::TlsMaterial::generate()?;
         Self::start_inner(cfg, Some(tls)).await
+    }
+
+    /// Starts an HTTP emulator on its own thread and runtime, so it outlives the caller's
+    /// runtime (shared fixtures used by many `#[tokio::test]`s). Callable from sync code.
+    pub fn start_detached(cfg: EmulatorConfig) -> anyhow::Result<Self> {
+        Self::detached(cfg, false)
+    }
+
+    /// [`Emulator::start_detached`] with HTTPS.
+    pub fn start_tls_detached(cfg: EmulatorConfig) -> anyhow::Result<Self> {
+        Self::detached(cfg, true)
+    }
+
+    fn detached(cfg: EmulatorConfig, tls: bool) -> anyhow::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("actions-emulator".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(anyhow::Error::from(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let started = if tls {
+                        Self::start_tls(cfg).await
+                    } else {
+                        Self::start(cfg).await
+                    };
+                    let cancel = started.as_ref().ok().map(|e| e.cancel.clone());
+                    if tx.send(started).is_err() {
+                        return;
+                    }
+                    if let Some(cancel) = cancel {
+                        cancel.cancelled().await;
+                    }
+                });
+            })?;
+        rx.recv()
+            .map_err(|_| anyhow::anyhow!("the emulator thread ended before it started serving"))?
     }
 
     async fn start_inner(

@@ -263,3 +263,25 @@ async fn library_runner_api_and_wait_until() {
         "the runner token died with the runner"
     );
 }
+
+/// A detached emulator serves tests on other runtimes, one after another.
+#[test]
+fn detached_emulator_outlives_test_runtimes() {
+    let emu =
+        actions_emulator::Emulator::start_detached(actions_emulator::EmulatorConfig::default())
+            .unwrap();
+    for round in 0..2 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let admin = Admin::login(&emu, &Client::http()).await;
+            admin
+                .create_scale_set(&format!("detached-{round}"), &["d"])
+                .await;
+        });
+    }
+    assert_eq!(emu.snapshot().scale_sets.len(), 2);
+    drop(emu);
+}
