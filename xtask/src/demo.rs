@@ -507,8 +507,123 @@ struct Report {
     ids: Vec<i64>,
     elapsed: Duration,
     peak_runners: usize,
-    runner_pods_seen: usize,
+    pods: SharedTracker,
     settled: bool,
+}
+
+/// When each runner pod appeared, ran, finished, was asked to go, and went (from a watch).
+#[derive(Default)]
+struct PodTracker {
+    pods: std::collections::HashMap<String, PodTimes>,
+    seen: usize,
+    /// Pod created → running (scheduler and node), seconds.
+    to_running: Vec<f64>,
+    /// Runner finished → deletion requested (the controllers' share), seconds.
+    to_deletion: Vec<f64>,
+    /// Deletion requested → pod gone (the node's share), seconds.
+    to_removal: Vec<f64>,
+}
+
+#[derive(Default)]
+struct PodTimes {
+    created: Option<Instant>,
+    running: Option<Instant>,
+    finished: Option<Instant>,
+    deleting: Option<Instant>,
+    phase: String,
+}
+
+/// Runner pods by state: pending, running, finished (terminal, not yet removed).
+#[derive(Default)]
+struct PodCounts {
+    pending: usize,
+    running: usize,
+    finished: usize,
+}
+
+impl PodTracker {
+    fn apply(&mut self, pod: &Pod) {
+        let now = Instant::now();
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        if !self.pods.contains_key(&uid) {
+            self.seen += 1;
+        }
+        let times = self.pods.entry(uid).or_default();
+        times.created.get_or_insert(now);
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        match phase.as_str() {
+            "Running" if times.running.is_none() => {
+                times.running = Some(now);
+                if let Some(c) = times.created {
+                    self.to_running.push(now.duration_since(c).as_secs_f64());
+                }
+            }
+            "Succeeded" | "Failed" => {
+                times.finished.get_or_insert(now);
+            }
+            _ => {}
+        }
+        times.phase = phase;
+        if pod.metadata.deletion_timestamp.is_some() && times.deleting.is_none() {
+            times.deleting = Some(now);
+            if let Some(f) = times.finished {
+                self.to_deletion.push(now.duration_since(f).as_secs_f64());
+            }
+        }
+    }
+
+    fn delete(&mut self, pod: &Pod) {
+        let now = Instant::now();
+        if let Some(t) = pod.metadata.uid.as_ref().and_then(|u| self.pods.remove(u))
+            && let Some(d) = t.deleting
+        {
+            self.to_removal.push(now.duration_since(d).as_secs_f64());
+        }
+    }
+
+    fn counts(&self) -> PodCounts {
+        let mut c = PodCounts::default();
+        for t in self.pods.values() {
+            match t.phase.as_str() {
+                "Succeeded" | "Failed" => c.finished += 1,
+                "Running" => c.running += 1,
+                _ => c.pending += 1,
+            }
+        }
+        c
+    }
+
+    fn present(&self) -> usize {
+        self.pods.len()
+    }
+}
+
+type SharedTracker = std::sync::Arc<std::sync::Mutex<PodTracker>>;
+
+fn lock(t: &SharedTracker) -> std::sync::MutexGuard<'_, PodTracker> {
+    t.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Watches the runner pods and feeds the tracker until aborted.
+async fn track_pods(pods: Api<Pod>, tracker: SharedTracker) {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let config = watcher::Config::default().labels("actions-ephemeral-runner");
+    let mut stream = watcher(pods, config).boxed();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => lock(&tracker).apply(&p),
+            Ok(watcher::Event::Delete(p)) => lock(&tracker).delete(&p),
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -551,10 +666,10 @@ fn acquired_to_started(j: &actions_emulator::JobRecord) -> Option<f64> {
 
 fn summary_line(name: &str, v: &[f64]) -> String {
     if v.is_empty() {
-        return format!("{name:<20} (no samples)");
+        return format!("{name:<37} (no samples)");
     }
     format!(
-        "{name:<20} p50 {:>5.1}s   p95 {:>5.1}s   max {:>5.1}s",
+        "{name:<37} p50 {:>5.1}s   p95 {:>5.1}s   max {:>5.1}s",
         percentile(v, 50.0),
         percentile(v, 95.0),
         percentile(v, 100.0)
@@ -600,13 +715,27 @@ impl Report {
         println!(
             "  runners: peak {} at once, {} runner pods in all; {}",
             self.peak_runners,
-            self.runner_pods_seen,
+            lock(&self.pods).seen,
             if self.settled {
                 "scaled back to minRunners"
             } else {
                 "did NOT scale back to minRunners in time"
             }
         );
+        let sorted = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let t = lock(&self.pods);
+        for (name, samples) in [
+            ("runner pod created → running", &t.to_running),
+            ("runner done → pod deletion requested", &t.to_deletion),
+            ("pod deletion → removed", &t.to_removal),
+        ] {
+            println!("  {}", summary_line(name, &sorted(samples)));
+        }
+        drop(t);
         #[allow(clippy::cast_precision_loss)]
         let per_job = calls as f64 / self.ids.len().max(1) as f64;
         println!("  Actions API calls: {calls} ({per_job:.1} per job)");
@@ -633,10 +762,10 @@ struct Counts {
     pending: usize,
     busy: usize,
     idle: usize,
-    pods: usize,
+    pods: PodCounts,
 }
 
-fn counts(snap: &StateSnapshot, ids: &[i64], pods: usize) -> Counts {
+fn counts(snap: &StateSnapshot, ids: &[i64], pods: PodCounts) -> Counts {
     let mut c = Counts {
         queued: 0,
         acquired: 0,
@@ -690,8 +819,8 @@ impl Display {
                 c.failed
             ),
             format!(
-                "           runners pending {:>3}  running {:>3}  idle {:>3}   runner pods {:>3}",
-                c.pending, c.busy, c.idle, c.pods
+                "           runners pending {:>3}  running {:>3}  idle {:>3}   pods pending {:>3}  running {:>3}  finished {:>3}",
+                c.pending, c.busy, c.idle, c.pods.pending, c.pods.running, c.pods.finished
             ),
             format!("           {}", summary_line("queued → started", lat)),
         ];
@@ -720,7 +849,6 @@ async fn run_jobs(cp: &ControlPlane, emu: &Emulator, args: &DemoArgs) -> anyhow:
     }
     let queued_by = next_last(&plan);
     let pods: Api<Pod> = Api::namespaced(cp.client(), RUNNER_NAMESPACE);
-    let runner_pods = ListParams::default().labels("actions-ephemeral-runner");
     let start = Instant::now();
     let mut ids = Vec::with_capacity(total);
     let mut next = plan.into_iter().peekable();
@@ -730,7 +858,8 @@ async fn run_jobs(cp: &ControlPlane, emu: &Emulator, args: &DemoArgs) -> anyhow:
         last_plain: Instant::now() - Duration::from_secs(60),
     };
     let mut peak = 0;
-    let mut seen = std::collections::HashSet::new();
+    let tracker = SharedTracker::default();
+    let watch = tokio::spawn(track_pods(pods, tracker.clone()));
     let give_up = queued_by + Duration::from_secs(args.job_seconds.1) + Duration::from_secs(300);
     let mut finished_at: Option<Instant> = None;
     let settle_limit = Duration::from_secs(120);
@@ -739,17 +868,11 @@ async fn run_jobs(cp: &ControlPlane, emu: &Emulator, args: &DemoArgs) -> anyhow:
             ids.push(emu.queue_job(p.spec));
         }
         let snap = emu.snapshot();
-        let pod_list = pods
-            .list(&runner_pods)
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
-        for p in &pod_list {
-            if let Some(uid) = &p.metadata.uid {
-                seen.insert(uid.clone());
-            }
-        }
-        let c = counts(&snap, &ids, pod_list.len());
+        let (pod_counts, present) = {
+            let t = lock(&tracker);
+            (t.counts(), t.present())
+        };
+        let c = counts(&snap, &ids, pod_counts);
         peak = peak.max(c.pending + c.busy + c.idle);
         display.draw(
             start.elapsed(),
@@ -764,7 +887,7 @@ async fn run_jobs(cp: &ControlPlane, emu: &Emulator, args: &DemoArgs) -> anyhow:
         }
         if let Some(done) = finished_at {
             let min = args.min_runners as usize;
-            if c.pending + c.busy + c.idle == min && pod_list.len() == min {
+            if c.pending + c.busy + c.idle == min && present == min {
                 break true;
             }
             if done.elapsed() > settle_limit {
@@ -779,13 +902,14 @@ async fn run_jobs(cp: &ControlPlane, emu: &Emulator, args: &DemoArgs) -> anyhow:
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    watch.abort();
     Ok(Report {
         elapsed: finished_at
             .map(|f| f.duration_since(start))
             .unwrap_or_else(|| start.elapsed()),
         ids,
         peak_runners: peak,
-        runner_pods_seen: seen.len(),
+        pods: tracker,
         settled,
     })
 }
