@@ -119,6 +119,9 @@ pub struct EmulatorConfig {
     pub scale_set_not_found: Option<ErrorSpec>,
     /// Answer on Q1, Q2, A10 and A8 when the session was deleted or expired [inferred].
     pub session_gone: ErrorSpec,
+    /// A session create from the owner of the live session replaces it instead of a conflict
+    /// [inferred; the spec's §13.7 default is a conflict for everyone].
+    pub same_owner_replaces_session: bool,
     /// Answer to a second session while one is alive.
     pub session_conflict: ErrorSpec,
     /// DELETE of an unknown message id [inferred].
@@ -168,6 +171,7 @@ impl Default for EmulatorConfig {
             duplicate_scale_set: ErrorSpec::new(409, "RunnerScaleSetExistsException"),
             scale_set_not_found: Some(ErrorSpec::new(404, "RunnerScaleSetNotFoundException")),
             session_gone: ErrorSpec::new(400, "TaskAgentSessionExpiredException"),
+            same_owner_replaces_session: false,
             session_conflict: ErrorSpec::new(409, "TaskAgentSessionConflictException"),
             message_not_found: ErrorSpec::new(404, "TaskAgentMessageNotFoundException"),
             require_api_version: true,

@@ -624,16 +624,25 @@ impl State {
             }
         };
         let ss_name = self.require_scale_set(scale_set_id)?.name.clone();
-        if let Some(existing) = self
+        let live: Option<(String, String)> = self
             .sessions
             .values()
             .find(|s| s.scale_set_id == scale_set_id && self.session_alive(s, now))
+            .map(|s| (s.id.clone(), s.owner_name.clone()));
+        if let Some((old_id, old_owner)) = &live
+            && self.cfg.same_owner_replaces_session
+            && old_owner == &owner
         {
+            if let Some(old) = self.sessions.get_mut(old_id) {
+                old.state = SessionState::Deleted;
+            }
+            let old_id = old_id.clone();
+            self.mq_tokens.retain(|_, t| t.value != old_id);
+        } else if let Some((_, existing_owner)) = live {
             return Err(ApiError::from_spec(
                 &self.cfg.session_conflict,
                 format!(
-                    "The runner scale set {ss_name} already has an active session for owner {}.",
-                    existing.owner_name
+                    "The runner scale set {ss_name} already has an active session for owner {existing_owner}."
                 ),
             ));
         }

@@ -412,6 +412,27 @@ async fn e07_session_conflict_until_expiry() {
         .get_message(&Client::http(), 0, "1")
         .await
         .assert_vss(400, "TaskAgentSessionExpiredException");
+
+    // [inferred] knob: the same owner may take over its own live session
+    emu.update_config(|c| c.same_owner_replaces_session = true);
+    let current = emu.snapshot().active_session(ss).unwrap().id.clone();
+    let other = r#"{"sessionId":"00000000-0000-0000-0000-000000000000","ownerName":"pod-b"}"#;
+    admin
+        .call(Method::POST, &path, other)
+        .await
+        .assert_vss(409, "TaskAgentSessionConflictException");
+    let r = admin.call(Method::POST, &path, body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let snap = emu.snapshot();
+    assert_ne!(snap.active_session(ss).unwrap().id, current);
+    assert_eq!(
+        snap.sessions
+            .iter()
+            .find(|s| s.id == current)
+            .unwrap()
+            .state,
+        SessionState::Deleted
+    );
 }
 
 /// §13.8: list responses always have `count` equal to the items; by-id of an unknown set follows
