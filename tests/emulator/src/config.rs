@@ -137,6 +137,8 @@ pub struct EmulatorConfig {
     /// Offer no more jobs to a scale set than the last `X-ScaleSetMaxCapacity` it sent (0 = none)
     /// [inferred: the header's exact server semantics are not public].
     pub respect_max_capacity: bool,
+    /// Runners that connect are told their version is deprecated (spec §11.3) and get no job.
+    pub runner_version_deprecated: bool,
     /// Acquired jobs become assigned after this delay.
     pub assign_delay: Duration,
     /// Jobs that are available but never acquired get acquired by the service after this delay;
@@ -178,6 +180,7 @@ impl Default for EmulatorConfig {
             require_json_content_type: true,
             strict_github_hosts: true,
             respect_max_capacity: true,
+            runner_version_deprecated: false,
             assign_delay: Duration::ZERO,
             auto_acquire_after: None,
             runner_pickup_timeout: Duration::from_secs(600),

@@ -1411,7 +1411,17 @@ impl State {
         }
         let runner_id = cred.runner_id;
         self.jit_credentials.remove(&client_id);
+        let deprecated = self.cfg.runner_version_deprecated;
         let runner = self.runners.get_mut(&runner_id).ok_or_else(invalid)?;
+        if deprecated {
+            return Ok(RunnerConnection {
+                runner_id,
+                runner_name: runner.name.clone(),
+                scale_set_id: runner.scale_set_id,
+                runner_token: String::new(),
+                version_deprecated: true,
+            });
+        }
         runner.connected_at = Some(now);
         let token = tokens::opaque("rt_");
         let conn = RunnerConnection {
@@ -1419,6 +1429,7 @@ impl State {
             runner_name: runner.name.clone(),
             scale_set_id: runner.scale_set_id,
             runner_token: token.clone(),
+            version_deprecated: false,
         };
         self.runner_tokens.insert(token, runner_id);
         Ok(conn)

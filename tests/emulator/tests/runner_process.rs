@@ -156,3 +156,33 @@ async fn runner_client_in_process() {
     assert!(RunnerClient::new("https://127.0.0.1:1/_runner/", None).is_err());
     assert!(RunnerClient::for_jit_config("garbage", None).is_err());
 }
+
+#[tokio::test]
+async fn deprecated_runner_version_exits_7_when_opted_in() {
+    let emu = support::emulator().await;
+    emu.update_config(|c| c.runner_version_deprecated = true);
+    let admin = Admin::login(&emu, &Client::http()).await;
+    let ss = admin.create_scale_set("old", &["old"]).await;
+    let (rid, jit) = admin.jit(ss, "old-1").await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_emulator-runner"))
+        .env("ACTIONS_RUNNER_INPUT_JITCONFIG", &jit)
+        .env("ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE", "1")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(7));
+    let r = emu.snapshot();
+    let runner = r.runners.iter().find(|r| r.id == rid).unwrap();
+    assert!(
+        runner.connected_at.is_none(),
+        "a deprecated runner never comes online"
+    );
+    let (_, jit2) = admin.jit(ss, "old-2").await;
+    let (status, out) = run_runner(&jit2, &[]).await;
+    assert_eq!(status.code(), Some(1), "without the opt-in: {out}");
+}

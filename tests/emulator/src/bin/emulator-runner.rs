@@ -78,6 +78,15 @@ async fn run(args: Args) -> anyhow::Result<u8> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let client = RunnerClient::for_jit_config(&args.jitconfig, ca.as_deref())?;
     let conn = client.connect(&args.jitconfig).await?;
+    if conn.version_deprecated {
+        event(
+            "deprecated",
+            serde_json::json!({"runnerId": conn.runner_id}),
+        );
+        let opted_in = std::env::var("ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE")
+            .is_ok_and(|v| v == "1");
+        return Ok(if opted_in { 7 } else { 1 });
+    }
     event(
         "connected",
         serde_json::json!({"runnerId": conn.runner_id, "runnerName": conn.runner_name}),

@@ -35,6 +35,8 @@ pub struct ConfigPatch {
     pub max_jobs_per_message: Option<usize>,
     /// [`crate::EmulatorConfig::max_requeues`].
     pub max_requeues: Option<u32>,
+    /// [`crate::EmulatorConfig::runner_version_deprecated`].
+    pub runner_version_deprecated: Option<bool>,
 }
 
 impl ConfigPatch {
@@ -66,6 +68,9 @@ impl ConfigPatch {
         }
         if let Some(v) = self.max_requeues {
             cfg.max_requeues = v;
+        }
+        if let Some(v) = self.runner_version_deprecated {
+            cfg.runner_version_deprecated = v;
         }
     }
 }
