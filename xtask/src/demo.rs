@@ -189,7 +189,7 @@ async fn demo(args: &DemoArgs, binaries: &Binaries) -> anyhow::Result<()> {
     let sim = NodeSimulator::start(cp.config().clone(), sim).await?;
     println!("==> node simulator running {}", sim.node_names().join(", "));
 
-    let outcome = async {
+    let work = async {
         install(&cp, &emu, args).await?;
         let scale_set_id = wait_for_listener(&cp, &emu, &sim).await?;
         println!(
@@ -199,21 +199,33 @@ async fn demo(args: &DemoArgs, binaries: &Binaries) -> anyhow::Result<()> {
         let report = run_jobs(&cp, &emu, args).await?;
         report.print(&emu.snapshot());
         Ok::<_, anyhow::Error>(())
-    }
-    .await;
-    if let Err(e) = &outcome {
+    };
+    let outcome = tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    let interrupted = outcome
+        .as_ref()
+        .is_err_and(|e| e.to_string() == "interrupted");
+    if let Err(e) = &outcome
+        && !interrupted
+    {
         eprintln!("error: {e:#}");
         if let Some(log) = manager_log(&cp, &sim).await {
             eprintln!("the end of the manager's log:\n{}", tail(&log, 30));
         }
     }
-    if args.keep {
+    if args.keep && !interrupted {
         println!();
         println!("everything is still running (Ctrl-C stops it):");
         println!("  export KUBECONFIG={}", cp.kubeconfig_path().display());
         println!(
-            "  emulator: {}  (snapshot: {}/_emulator/state)",
+            "  emulator: {} (state: curl {}/_emulator/state)",
             emu.url(),
+            emu.url()
+        );
+        println!(
+            "  queue a job: curl -X POST {}/_emulator/jobs -d '{{\"labels\":[\"{SCALE_SET}\"],\"durationMs\":5000}}'",
             emu.url()
         );
         println!("  pod logs: {}", sim.workdir().display());
