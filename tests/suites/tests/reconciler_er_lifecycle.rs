@@ -46,10 +46,6 @@ async fn runner_with_pod(h: &Harness, name: &str) -> anyhow::Result<(EphemeralRu
 
 #[tokio::test]
 async fn creates_secret_and_pod_with_jit_env_and_mirrors_pod_status() -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("k8s_reconcilers=debug,kube_runtime=debug")
-        .with_test_writer()
-        .try_init();
     let h = Harness::start("er-create", 5).await?;
     create_runner(&h, "r-create", h.runner_spec()).await?;
     let (_, _) = runner_with_pod(&h, "r-create").await?;

@@ -252,9 +252,11 @@ impl Harness {
             github.clone(),
             metrics,
         );
-        let mut retry = scaleset_core::ephemeral_runner::RetryPolicy::default();
-        retry.max_failures = max_failures;
-        retry.backoff = vec![Duration::from_millis(20)];
+        let retry = scaleset_core::ephemeral_runner::RetryPolicy {
+            max_failures,
+            backoff: vec![Duration::from_millis(20)],
+            ..Default::default()
+        };
         let tasks = vec![
             tokio::spawn(async move {
                 let _ = ephemeral_runner_set::run(ers_ctx).await;
