@@ -565,3 +565,30 @@ async fn invalid_fields_get_a_condition_and_an_event_without_a_crash_loop() -> a
     assert!(h.running(), "the controllers never stopped");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_ars_of_another_minor_version_is_deleted() -> anyhow::Result<()> {
+    let h = Harness::start_with("ars-version", |o| o.build_version = "0.14.2".into()).await?;
+    h.pat_secret("gh", "t").await?;
+    h.create_ars("current", spec("https://github.example.com/org", "gh"))
+        .await?;
+    let old: AutoscalingRunnerSet = serde_json::from_value(json!({
+        "apiVersion": "actions.github.com/v1alpha1",
+        "kind": "AutoscalingRunnerSet",
+        "metadata": {"name": "old", "labels": {"app.kubernetes.io/version": "0.13.1"}},
+        "spec": spec("https://github.example.com/org", "gh"),
+    }))?;
+    let api = h.api::<AutoscalingRunnerSet>(h.ns());
+    api.create(&PostParams::default(), &old).await?;
+    wait_for("the 0.13 ARS to be deleted", || async {
+        Ok(api.get_opt("old").await?.is_none().then_some(()))
+    })
+    .await?;
+    ready_ars(&h, "current").await?;
+    assert!(
+        h.service
+            .with(|s| s.scale_sets.values().all(|set| set.name != "old")),
+        "no scale set for the rejected version"
+    );
+    Ok(())
+}

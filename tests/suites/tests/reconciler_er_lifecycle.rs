@@ -402,3 +402,37 @@ async fn exit_zero_deletes_the_runner() -> anyhow::Result<()> {
     assert!(h.pods().get_opt("r-done").await?.is_none());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_failure_with_a_job_assigned_deletes_the_runner() -> anyhow::Result<()> {
+    let h = Harness::start("er-jobfail", 5).await?;
+    create_runner(&h, "r-jobfail", h.runner_spec()).await?;
+    runner_with_pod(&h, "r-jobfail").await?;
+    eventually("runnerId", WAIT, || async {
+        Ok(h.runners()
+            .get("r-jobfail")
+            .await?
+            .status
+            .map(|s| s.runner_id)
+            .filter(|id| *id > 0))
+    })
+    .await?;
+    h.set_pod_status("r-jobfail", running_status()).await?;
+    h.assign_job("r-jobfail").await?;
+    // The runner dies under the job: no retry, the job is lost with its runner.
+    h.set_pod_status("r-jobfail", exited_status(137)).await?;
+    eventually("the runner to be deleted", WAIT, || async {
+        Ok(h.runners()
+            .get_opt("r-jobfail")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    assert!(h.pods().get_opt("r-jobfail").await?.is_none());
+    assert!(
+        h.service.runners().is_empty(),
+        "its registration is removed too"
+    );
+    Ok(())
+}
