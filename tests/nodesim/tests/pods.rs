@@ -22,6 +22,14 @@ fn shell(config: &mut nodesim::SimulatorConfig) {
         names: Vec::new(),
         image_contains: vec!["sh-test".to_owned()],
     };
+    config.process_rules = vec![nodesim::ProcessRule {
+        matcher: nodesim::ContainerMatcher {
+            names: vec!["manager".to_owned()],
+            image_contains: Vec::new(),
+        },
+        binary: "/bin/sh".into(),
+        env: vec![("FROM_RULE".to_owned(), "rule-env".to_owned())],
+    }];
 }
 
 #[tokio::test]
@@ -242,8 +250,9 @@ async fn deletion_stops_the_process_within_the_grace_period_then_removes_the_pod
         .unwrap_or_default();
     assert!(log.contains("got-term"), "the process got SIGTERM:\n{log}");
 
-    // A process that ignores SIGTERM is killed once the (short) grace period is over.
-    let stubborn = "trap '' TERM; while true; do sleep 0.1; done";
+    // A process that ignores SIGTERM is killed once the (short) grace period is over. It runs
+    // through a process rule (a container named `manager`), with the rule's env.
+    let stubborn = "trap '' TERM; echo $FROM_RULE; while true; do sleep 0.1; done";
     create(
         &pods,
         &pod(
@@ -251,7 +260,7 @@ async fn deletion_stops_the_process_within_the_grace_period_then_removes_the_pod
             "stubborn",
             json!({
                 "automountServiceAccountToken": false,
-                "containers": [{ "name": "main", "image": "sh-test", "args": ["-c", stubborn] }],
+                "containers": [{ "name": "manager", "image": "example.invalid/controller:1", "args": ["-c", stubborn] }],
             }),
         ),
     )
@@ -260,6 +269,18 @@ async fn deletion_stops_the_process_within_the_grace_period_then_removes_the_pod
         (phase(p?) == "Running").then_some(())
     })
     .await?;
+    let trapped = tokio::time::Instant::now() + support::WAIT;
+    while !sim
+        .container_log(ns.name(), "stubborn", "manager")
+        .unwrap_or_default()
+        .contains("rule-env")
+    {
+        assert!(
+            tokio::time::Instant::now() < trapped,
+            "the process rule's env never reached the process"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     pods.delete(
         "stubborn",
         &DeleteParams {
@@ -390,6 +411,22 @@ async fn eviction_and_oom_kills_are_reported_as_a_kubelet_does() -> anyhow::Resu
         restarted["lastState"]["terminated"]["reason"],
         json!("OOMKilled")
     );
+
+    let mut killed = pod(&node, "killed", idle.clone());
+    killed.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+    create(&pods, &killed).await?;
+    wait_pod(&pods, "killed", "Running", |p| {
+        (phase(p?) == "Running").then_some(())
+    })
+    .await?;
+    sim.kill_container(ns.name(), "killed", "main").await?;
+    let killed = wait_pod(&pods, "killed", "Failed", |p| {
+        p.filter(|p| phase(p) == "Failed").cloned()
+    })
+    .await?;
+    let t = &container(&killed, "main")["state"]["terminated"];
+    assert_eq!(t["exitCode"], json!(137));
+    assert_eq!(t["reason"], json!("Error"));
 
     assert!(matches!(
         sim.oom_kill(ns.name(), "oom-restarts", "nope").await,

@@ -1,7 +1,7 @@
 //! Runner pods: the simulated runner reads its JIT config from the pod's Secret, presents it to
 //! the Actions-service emulator's runner side over HTTP, takes the job the scale set acquired,
 //! runs it for the job's duration, reports the result and exits 0; a used JIT config makes it
-//! exit 1; deleting an idle runner pod disconnects it.
+//! exit 1; deleting an idle runner pod disconnects it, deleting a busy one cancels its job.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -199,6 +199,45 @@ async fn a_runner_pod_takes_its_job_runs_it_and_exits_zero() -> anyhow::Result<(
             .any(|r| r.name == "runner-2" && r.connected_at.is_none())
     })
     .await?;
+
+    // A busy runner whose pod is deleted reports its job canceled (SIGTERM) and exits.
+    let busy = actions
+        .generate_jit_config(
+            set.id,
+            &JitSetting {
+                name: "runner-3".into(),
+                work_folder: String::new(),
+            },
+        )
+        .await?;
+    jit_secret(
+        &secrets,
+        "runner-3",
+        busy.encoded_jit_config.expose_secret(),
+    )
+    .await?;
+    create(&pods, &runner_pod(&node, "runner-3")).await?;
+    let long = emu.queue_job(JobSpec {
+        labels: vec![LABEL.into()],
+        duration: Duration::from_secs(600),
+        ..JobSpec::default()
+    });
+    acquire(&session, long).await?;
+    emu.wait_until(support::WAIT, |s| {
+        s.job(long).is_some_and(|j| j.phase == JobPhase::Running)
+    })
+    .await?;
+    pods.delete("runner-3", &DeleteParams::default()).await?;
+    wait_pod(&pods, "runner-3", "removed", |p| p.is_none().then_some(())).await?;
+    let canceled = emu
+        .wait_until(support::WAIT, |s| {
+            s.job(long).is_some_and(|j| j.phase == JobPhase::Completed)
+        })
+        .await?;
+    assert_eq!(
+        canceled.job(long).unwrap().result,
+        Some(JobResult::Canceled)
+    );
 
     session.close().await?;
     sim.shutdown().await;
