@@ -101,7 +101,7 @@ pub use types::{
     DEFAULT_RUNNER_GROUP_ID, DEFAULT_RUNNER_GROUP_NAME, JOB_MESSAGES_TYPE, JitConfig, JitSetting,
     JobAssigned, JobAvailable, JobCompleted, JobInfo, JobMessage, JobMessageKind, JobStarted,
     Label, MessageSession, NewRunnerScaleSet, RunnerGroup, RunnerReference, RunnerScaleSet,
-    RunnerScaleSetUpdate, RunnerSetting, Statistics, UNBOUNDED_CAPACITY,
+    RunnerScaleSetUpdate, RunnerSetting, ScaleSetMessage, Statistics, UNBOUNDED_CAPACITY,
 };
 pub use urls::API_VERSION;
 pub use user_agent::SystemInfo;

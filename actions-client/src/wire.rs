@@ -287,24 +287,12 @@ pub fn message(value: Value) -> Result<ScaleSetMessage, String> {
         );
         return Ok(message);
     }
-    let items = match w.body {
-        None => return Ok(message),
-        Some(Value::String(s)) if s.trim().is_empty() => return Ok(message),
-        Some(Value::String(s)) => match json::first_value(s.as_bytes())? {
-            Value::Array(items) => items,
-            other => return Err(format!("message body is not a JSON array but {other}")),
-        },
-        Some(Value::Array(items)) => {
-            tracing::warn!(
-                message_id = message.message_id,
-                "message body is an array, not a JSON string; accepted"
-            );
-            items
-        }
-        Some(other) => {
-            return Err(format!(
-                "message body is neither a JSON string nor an array: {other}"
-            ));
+    let items = match body_items(w.body, message.message_id) {
+        Ok(items) => items,
+        Err(problem) => {
+            tracing::warn!(message_id = message.message_id, %problem, "message body skipped");
+            message.skipped.push(problem);
+            return Ok(message);
         }
     };
     for (index, item) in items.into_iter().enumerate() {
@@ -319,6 +307,29 @@ pub fn message(value: Value) -> Result<ScaleSetMessage, String> {
         }
     }
     Ok(message)
+}
+
+/// The job-message elements of an envelope's `body`. An undecodable body is an `Err` describing
+/// it, so that the caller can still acknowledge the message by its id.
+fn body_items(body: Option<Value>, message_id: i64) -> Result<Vec<Value>, String> {
+    match body {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => match json::first_value(s.as_bytes())? {
+            Value::Array(items) => Ok(items),
+            other => Err(format!("message body is not a JSON array but {other}")),
+        },
+        Some(Value::Array(items)) => {
+            tracing::warn!(
+                message_id,
+                "message body is an array, not a JSON string; accepted"
+            );
+            Ok(items)
+        }
+        Some(other) => Err(format!(
+            "message body is neither a JSON string nor an array: {other}"
+        )),
+    }
 }
 
 fn job(item: Value) -> Result<Option<JobMessage>, String> {
@@ -431,24 +442,18 @@ mod tests {
         assert!(m.jobs.is_empty());
         let m = message(value(r#"{"messageId":5,"messageType":"RunnerScaleSetJobMessages","body":[{"messageType":"JobAssigned","runnerRequestId":9}]}"#)).unwrap();
         assert_eq!(m.jobs.len(), 1);
-        assert!(
-            message(value(
-                r#"{"messageId":6,"messageType":"RunnerScaleSetJobMessages","body":{"a":1}}"#
-            ))
-            .is_err()
-        );
-        assert!(
-            message(value(
-                r#"{"messageId":6,"messageType":"RunnerScaleSetJobMessages","body":"{not json"}"#
-            ))
-            .is_err()
-        );
-        assert!(
-            message(value(
-                r#"{"messageId":6,"messageType":"RunnerScaleSetJobMessages","body":"{\"a\":1}"}"#
-            ))
-            .is_err()
-        );
+        for body in [r#"{"a":1}"#, r#""{not json""#, r#""{\"a\":1}""#] {
+            let text = format!(
+                r#"{{"messageId":6,"messageType":"RunnerScaleSetJobMessages","body":{body}}}"#
+            );
+            let m = message(value(&text)).unwrap();
+            assert_eq!(
+                m.message_id, 6,
+                "an undecodable body keeps the id, so it can be acked"
+            );
+            assert!(m.jobs.is_empty());
+            assert_eq!(m.skipped.len(), 1, "{body}: {:?}", m.skipped);
+        }
     }
 
     #[test]

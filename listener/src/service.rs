@@ -4,25 +4,13 @@
 use std::future::Future;
 
 use actions_client::{
-    ActionsClient, Credentials, Error, JobMessage, MessageSession, Statistics, SystemInfo,
-    Transport, TransportConfig,
+    ActionsClient, Credentials, Error, MessageSession, SystemInfo, Transport, TransportConfig,
 };
 
 use crate::config::{GitHubCredentials, ListenerConfig};
 
-/// One message from the queue: the fields of `actions_client`'s `ScaleSetMessage`, which that
-/// crate does not export by name yet.
-#[derive(Debug, Clone, Default)]
-pub struct Message {
-    /// `messageId`: ack it, then pass it as `lastMessageId`.
-    pub message_id: i64,
-    /// Statistics, when the service sent them.
-    pub statistics: Option<Statistics>,
-    /// Job messages in order.
-    pub jobs: Vec<JobMessage>,
-    /// Body elements that could not be read, described.
-    pub skipped: Vec<String>,
-}
+/// One message from the queue.
+pub use actions_client::ScaleSetMessage as Message;
 
 /// The Actions-service operations the listener uses (actions-protocol.md A7-A10, Q1, Q2).
 pub trait ScaleSetService: Send + Sync + 'static {
@@ -161,16 +149,9 @@ impl ScaleSetService for ActionsService {
         last_message_id: i64,
         max_capacity: i64,
     ) -> Result<Option<Message>, Error> {
-        let message = self
-            .client
+        self.client
             .get_message(session, last_message_id, max_capacity)
-            .await?;
-        Ok(message.map(|m| Message {
-            message_id: m.message_id,
-            statistics: m.statistics,
-            jobs: m.jobs,
-            skipped: m.skipped,
-        }))
+            .await
     }
 
     async fn delete_message(&self, session: &MessageSession, message_id: i64) -> Result<(), Error> {

@@ -70,7 +70,7 @@ fn message(id: i64, assigned: i64, jobs: Vec<JobMessage>) -> Message {
             ..Default::default()
         }),
         jobs,
-        skipped: Vec::new(),
+        ..Default::default()
     }
 }
 
