@@ -146,6 +146,10 @@ pub struct EmulatorConfig {
     pub auto_acquire_after: Option<Duration>,
     /// An assigned job no runner picks up within this time is canceled and requeued.
     pub runner_pickup_timeout: Duration,
+    /// A runner that took a job and then stays silent (no start within this time, or no
+    /// completion within the job's duration plus this time) is considered lost: the job fails
+    /// (or, if not started, is reassigned) and the runner goes offline [inferred].
+    pub lost_runner_timeout: Duration,
     /// How many times a job is requeued after a pickup timeout before it stays canceled.
     pub max_requeues: u32,
     /// Interval of the background clock that drives timed transitions.
@@ -184,6 +188,7 @@ impl Default for EmulatorConfig {
             assign_delay: Duration::ZERO,
             auto_acquire_after: None,
             runner_pickup_timeout: Duration::from_secs(600),
+            lost_runner_timeout: Duration::from_secs(600),
             max_requeues: 3,
             tick_interval: Duration::from_millis(50),
         }

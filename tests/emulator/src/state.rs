@@ -1106,7 +1106,54 @@ impl State {
         }
         changed |= self.pick_up(now);
         changed |= self.pickup_timeouts(now);
+        changed |= self.lost_runners(now);
         changed
+    }
+
+    /// Runners that took a job and then fell silent: a running job past its duration plus
+    /// `lost_runner_timeout` fails, a picked-up job not started within the timeout goes back to
+    /// assigned; the runner goes offline (registered, removable with A14).
+    fn lost_runners(&mut self, now: DateTime<Utc>) -> bool {
+        let timeout = self.cfg.lost_runner_timeout;
+        let lost: Vec<(i64, i64)> = self
+            .jobs
+            .values()
+            .filter_map(|j| {
+                let rid = j.runner_id?;
+                let overdue = match j.phase {
+                    JobPhase::Running => j
+                        .started_at
+                        .is_some_and(|t| now >= later(later(t, j.spec.duration), timeout)),
+                    JobPhase::PickedUp => j
+                        .runner_assigned_at
+                        .is_some_and(|t| now >= later(t, timeout)),
+                    _ => false,
+                };
+                overdue.then_some((j.id, rid))
+            })
+            .collect();
+        for (job_id, rid) in &lost {
+            let Some(job) = self.jobs.get_mut(job_id) else {
+                continue;
+            };
+            if job.phase == JobPhase::Running {
+                job.phase = JobPhase::Completed;
+                job.result = Some(JobResult::Failed);
+                job.completed_at = Some(now);
+                self.emit_job("JobCompleted", *job_id);
+            } else {
+                job.phase = JobPhase::Assigned;
+                job.runner_id = None;
+                job.runner_name = None;
+                job.runner_assigned_at = None;
+            }
+            if let Some(r) = self.runners.get_mut(rid) {
+                r.job = None;
+                r.connected_at = None;
+            }
+            self.runner_tokens.retain(|_, r| r != rid);
+        }
+        !lost.is_empty()
     }
 
     fn offer_queued(&mut self, now: DateTime<Utc>) -> bool {

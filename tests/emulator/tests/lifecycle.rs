@@ -285,3 +285,42 @@ fn detached_emulator_outlives_test_runtimes() {
     assert_eq!(emu.snapshot().scale_sets.len(), 2);
     drop(emu);
 }
+
+/// A runner killed mid-job (no completion ever) is declared lost after the job's duration plus
+/// `lost_runner_timeout`: the job fails and the runner becomes removable.
+#[tokio::test]
+async fn a_silent_runner_is_declared_lost() {
+    let emu = emulator().await;
+    let http = Client::http();
+    let admin = Admin::login(&emu, &http).await;
+    let ss = admin.create_scale_set("lost", &["lost"]).await;
+    let session = admin.create_session(ss, "l").await;
+    let job = emu.queue_job(JobSpec::with_labels(["lost"]));
+    session.next_message(&http, 0).await;
+    session.acquire(&http, &admin.s, &format!("[{job}]")).await;
+    let (rid, jit) = admin.jit(ss, "lost-runner").await;
+    let conn = emu.runner_connect(&jit).unwrap();
+    emu.runner_job(&conn, WAIT).await.unwrap().unwrap();
+    emu.runner_started(&conn).unwrap();
+    let remove = format!("_apis/distributedtask/pools/0/agents/{rid}");
+    admin
+        .call(Method::DELETE, &remove, "")
+        .await
+        .assert_vss(400, "JobStillRunningException");
+    emu.advance_clock(std::time::Duration::from_secs(601 + 1));
+    let snap = emu
+        .wait_until(WAIT, |s| {
+            s.job(job).is_some_and(|j| j.phase == JobPhase::Completed)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        snap.job(job).unwrap().result,
+        Some(actions_emulator::JobResult::Failed)
+    );
+    admin
+        .call(Method::DELETE, &remove, "")
+        .await
+        .assert_empty(204);
+    assert!(emu.runner_completed(&conn, None).is_err());
+}

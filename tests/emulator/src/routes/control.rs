@@ -35,6 +35,8 @@ pub struct ConfigPatch {
     pub max_jobs_per_message: Option<usize>,
     /// [`crate::EmulatorConfig::max_requeues`].
     pub max_requeues: Option<u32>,
+    /// [`crate::EmulatorConfig::lost_runner_timeout`] in ms.
+    pub lost_runner_timeout_ms: Option<u64>,
     /// [`crate::EmulatorConfig::runner_version_deprecated`].
     pub runner_version_deprecated: Option<bool>,
 }
@@ -68,6 +70,9 @@ impl ConfigPatch {
         }
         if let Some(v) = self.max_requeues {
             cfg.max_requeues = v;
+        }
+        if let Some(v) = self.lost_runner_timeout_ms {
+            cfg.lost_runner_timeout = Duration::from_millis(v);
         }
         if let Some(v) = self.runner_version_deprecated {
             cfg.runner_version_deprecated = v;
