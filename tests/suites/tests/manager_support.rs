@@ -119,6 +119,36 @@ impl Manager {
         })
     }
 
+    /// Starts the manager with exactly `args` and `env` (e.g. from a rendered Deployment);
+    /// `health_port` is where `--health-probe-bind-address` points, if anywhere.
+    pub fn start_raw(
+        kubeconfig: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        health_port: u16,
+    ) -> anyhow::Result<Self> {
+        let log = std::env::temp_dir().join(format!(
+            "arc-manager-{}-{}.log",
+            std::process::id(),
+            free_port()?
+        ));
+        let child = Command::new(manager_binary()?)
+            .args(args)
+            .envs(env.iter().cloned())
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawning the manager")?;
+        Ok(Self {
+            child,
+            log,
+            metrics_port: 0,
+            health_port,
+        })
+    }
+
     /// OS process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
