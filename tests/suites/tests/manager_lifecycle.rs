@@ -275,3 +275,97 @@ async fn bad_flags_exit_2_naming_the_flag_and_the_fix() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("CONTROLLER_MANAGER_POD_NAMESPACE"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_custom_root_ca_from_a_config_map_reaches_the_service_over_tls() -> anyhow::Result<()> {
+    let cp = ControlPlane::shared().await?;
+    let admin = cp.client();
+    k8s_reconcilers::crd::install(&admin, std::time::Duration::from_secs(60)).await?;
+    let ctrl = cp.test_namespace("tls-ctrl").await?;
+    let run = cp.test_namespace("tls-run").await?;
+    let (c, r) = (ctrl.name(), run.name());
+    let emu = Emulator::start_tls(EmulatorConfig::default()).await?;
+    let ca = emu.ca_pem().expect("TLS emulator CA").to_owned();
+    pat_secret(&admin, r, "gh", &emu).await?;
+    let config_map: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "github-ca"},
+        "data": {"ca.crt": ca}
+    }))?;
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), r)
+        .create(&Default::default(), &config_map)
+        .await?;
+
+    let _manager = Manager::start(cp.kubeconfig_path(), c, r, &[])?;
+    create_ars_with(
+        &admin,
+        r,
+        "tls",
+        &emu.org_url("octo-org"),
+        "gh",
+        json!({"githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "github-ca", "key": "ca.crt"}}}}),
+    )
+    .await?;
+    let ars_api: Api<AutoscalingRunnerSet> = Api::namespaced(admin.clone(), r);
+    let id: i64 = eventually("the scale set id over HTTPS", WAIT, || async {
+        let ars = ars_api.get("tls").await?;
+        Ok(ars
+            .annotations()
+            .get(annotations::RUNNER_SCALE_SET_ID)
+            .and_then(|v| v.parse().ok()))
+    })
+    .await?;
+    assert!(emu.snapshot().scale_set(id).is_some());
+
+    let ers_api: Api<EphemeralRunnerSet> = Api::namespaced(admin.clone(), r);
+    eventually("the EphemeralRunnerSet", WAIT, || async {
+        ers_api.get_opt("tls").await.map_err(Into::into)
+    })
+    .await?;
+    ers_api
+        .patch(
+            "tls",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 1, "patchID": 1}})),
+        )
+        .await?;
+    let er_api: Api<EphemeralRunner> = Api::namespaced(admin.clone(), r);
+    let runner = eventually("a runner registered over HTTPS", WAIT, || async {
+        Ok(er_api
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|e| e.status.as_ref().is_some_and(|s| s.runner_id > 0)))
+    })
+    .await?;
+    assert!(
+        emu.snapshot()
+            .runners
+            .iter()
+            .any(|x| x.name == runner.name_any())
+    );
+
+    // The listener is handed the same CA.
+    let al_api: Api<AutoscalingListener> = Api::namespaced(admin.clone(), c);
+    let listener = eventually("the AutoscalingListener", WAIT, || async {
+        Ok(al_api
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .next())
+    })
+    .await?;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), c);
+    let config = eventually("the listener config", WAIT, || async {
+        Ok(secrets
+            .get_opt(&format!("{}-config", listener.name_any()))
+            .await?
+            .and_then(|s| s.data)
+            .and_then(|d| d.get("config.json").cloned()))
+    })
+    .await?;
+    let config: serde_json::Value = serde_json::from_slice(&config.0)?;
+    assert_eq!(config["server_root_ca"].as_str(), Some(ca.as_str()));
+    Ok(())
+}

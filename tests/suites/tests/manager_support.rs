@@ -311,7 +311,19 @@ pub async fn create_ars(
     url: &str,
     secret: &str,
 ) -> anyhow::Result<AutoscalingRunnerSet> {
-    let ars: AutoscalingRunnerSet = serde_json::from_value(json!({
+    create_ars_with(client, ns, name, url, secret, json!({})).await
+}
+
+/// Like [`create_ars`], with the top-level fields of `extra` added to the spec.
+pub async fn create_ars_with(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    url: &str,
+    secret: &str,
+    extra: serde_json::Value,
+) -> anyhow::Result<AutoscalingRunnerSet> {
+    let mut value = json!({
         "apiVersion": "actions.github.com/v1alpha1",
         "kind": "AutoscalingRunnerSet",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/version": "0.14.2"}},
@@ -326,7 +338,13 @@ pub async fn create_ars(
                 "command": ["/home/runner/run.sh"]
             }]}}
         }
-    }))?;
+    });
+    if let Some(fields) = extra.as_object() {
+        for (k, v) in fields {
+            value["spec"][k] = v.clone();
+        }
+    }
+    let ars: AutoscalingRunnerSet = serde_json::from_value(value)?;
     Ok(Api::<AutoscalingRunnerSet>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &ars)
         .await?)
