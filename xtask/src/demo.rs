@@ -347,17 +347,65 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// Renders with real Helm; the objects come in Helm's install order (RBAC and Secrets before
+/// the workloads and custom resources that need them).
 fn render(args: &[&str]) -> anyhow::Result<Vec<Value>> {
     let out = helm::run(args)?;
     let parsed: Value = serde_json::from_str(&out).context("reading Helm's JSON output")?;
-    Ok(parsed["manifests"]
+    let mut objects: Vec<Value> = parsed["manifests"]
         .as_array()
         .cloned()
         .unwrap_or_default()
         .into_iter()
         .map(|m| m["object"].clone())
         .filter(|o| o.is_object())
-        .collect())
+        .collect();
+    objects.sort_by_key(|o| install_rank(o["kind"].as_str().unwrap_or_default()));
+    Ok(objects)
+}
+
+/// Helm's `InstallOrder` (kinds it does not list go last, in rendered order).
+fn install_rank(kind: &str) -> usize {
+    const ORDER: [&str; 37] = [
+        "PriorityClass",
+        "Namespace",
+        "NetworkPolicy",
+        "ResourceQuota",
+        "LimitRange",
+        "PodSecurityPolicy",
+        "PodDisruptionBudget",
+        "ServiceAccount",
+        "Secret",
+        "SecretList",
+        "ConfigMap",
+        "StorageClass",
+        "PersistentVolume",
+        "PersistentVolumeClaim",
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleList",
+        "ClusterRoleBinding",
+        "ClusterRoleBindingList",
+        "Role",
+        "RoleList",
+        "RoleBinding",
+        "RoleBindingList",
+        "Service",
+        "DaemonSet",
+        "Pod",
+        "ReplicationController",
+        "ReplicaSet",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "StatefulSet",
+        "Job",
+        "CronJob",
+        "IngressClass",
+        "Ingress",
+        "APIService",
+        "MutatingWebhookConfiguration",
+    ];
+    ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len())
 }
 
 async fn apply(client: &kube::Client, object: &Value) -> anyhow::Result<()> {
