@@ -186,18 +186,6 @@ impl State {
             .all(|l| ss.labels.iter().any(|s| s.eq_ignore_ascii_case(l)))
     }
 
-    pub(super) fn load(&self, scale_set_id: i64) -> i64 {
-        let n = self
-            .jobs
-            .values()
-            .filter(|j| {
-                j.scale_set_id == Some(scale_set_id)
-                    && !matches!(j.phase, JobPhase::Queued | JobPhase::Completed)
-            })
-            .count();
-        i64::try_from(n).unwrap_or(i64::MAX)
-    }
-
     /// Runs every due transition: session expiry, offers, auto-acquire, assignment, runner pickup,
     /// pickup timeouts. Idempotent; called after every mutation and by the background clock.
     /// Returns whether anything changed.
@@ -296,37 +284,50 @@ impl State {
     }
 
     pub(super) fn offer_queued(&mut self, now: DateTime<Utc>) -> bool {
-        let mut changed = false;
         let queued: Vec<i64> = self
             .jobs
             .values()
             .filter(|j| j.phase == JobPhase::Queued)
             .map(|j| j.id)
             .collect();
+        if queued.is_empty() || self.scale_sets.is_empty() {
+            return false;
+        }
+        let mut load: HashMap<i64, i64> = HashMap::new();
+        for j in self.jobs.values() {
+            if let Some(ss) = j.scale_set_id
+                && !matches!(j.phase, JobPhase::Queued | JobPhase::Completed)
+            {
+                *load.entry(ss).or_insert(0) += 1;
+            }
+        }
+        let with_session: std::collections::HashSet<i64> = self
+            .sessions
+            .values()
+            .filter(|s| s.state == SessionState::Active)
+            .map(|s| s.scale_set_id)
+            .collect();
+        let mut changed = false;
         for id in queued {
             let Some(labels) = self.jobs.get(&id).map(|j| j.spec.labels.clone()) else {
                 continue;
             };
-            let mut candidates: Vec<(bool, i64)> = self
+            let best = self
                 .scale_sets
                 .values()
                 .filter(|ss| Self::matches(ss, &labels))
                 .filter(|ss| {
                     !self.cfg.respect_max_capacity
-                        || ss.max_capacity.is_none_or(|c| self.load(ss.id) < c)
+                        || ss
+                            .max_capacity
+                            .is_none_or(|c| load.get(&ss.id).copied().unwrap_or(0) < c)
                 })
-                .map(|ss| {
-                    let has_session = self
-                        .sessions
-                        .values()
-                        .any(|s| s.scale_set_id == ss.id && s.state == SessionState::Active);
-                    (!has_session, ss.id)
-                })
-                .collect();
-            candidates.sort();
-            let Some((_, ss)) = candidates.first().copied() else {
+                .map(|ss| (!with_session.contains(&ss.id), ss.id))
+                .min();
+            let Some((_, ss)) = best else {
                 continue;
             };
+            *load.entry(ss).or_insert(0) += 1;
             if let Some(job) = self.jobs.get_mut(&id) {
                 job.phase = JobPhase::Available;
                 job.scale_set_id = Some(ss);
