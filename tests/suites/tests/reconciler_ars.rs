@@ -592,3 +592,116 @@ async fn an_ars_of_another_minor_version_is_deleted() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn drain_policy_holds_a_spec_change_until_the_busy_runner_is_done() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_reconcilers::crd::EphemeralRunner;
+    let h = Harness::start_with("ars-drain", |o| {
+        o.drift_policy = scaleset_core::autoscaling_runner_set::DriftPolicy::Drain;
+    })
+    .await?;
+    h.pat_secret("gh", "t").await?;
+    let url = "https://github.example.com/org";
+    h.create_ars("arc", spec(url, "gh")).await?;
+    ready_ars(&h, "arc").await?;
+    let ers_api = h.api::<EphemeralRunnerSet>(h.ns());
+    let ers_uid = ers_api.get("arc").await?.uid();
+    // The listener asks for one runner, which starts.
+    ers_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1, "patchID": 1}})),
+        )
+        .await?;
+    let ers_runners = h.api::<EphemeralRunner>(h.ns());
+    let runner = wait_for("a registered runner", || async {
+        Ok(ers_runners
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|e| e.status.as_ref().is_some_and(|s| s.runner_id > 0)))
+    })
+    .await?;
+    let pods = h.api::<Pod>(h.ns());
+    let name = runner.name_any();
+    wait_for("the runner pod", || async {
+        Ok(pods.get_opt(&name).await?)
+    })
+    .await?;
+    let running = json!({"status": {"phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2024-01-01T00:00:00Z"}],
+        "containerStatuses": [{"name": "runner", "image": "x", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}}]}});
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&running))
+        .await?;
+    let ars_api = h.api::<AutoscalingRunnerSet>(h.ns());
+    wait_for("the ARS to mirror one running runner", || async {
+        let s = ars_api.get("arc").await?.status.unwrap_or_default();
+        Ok((s.running_ephemeral_runners == 1 && s.phase == "Running").then_some(()))
+    })
+    .await?;
+
+    let mut s = spec(url, "gh");
+    s["template"]["spec"]["containers"][0]["image"] = json!("runner:v2");
+    ars_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": s["template"]}})),
+        )
+        .await?;
+    let als = h.api::<AutoscalingListener>(h.ctrl());
+    wait_for("the listener to be removed", || async {
+        Ok(als
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty()
+            .then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert!(
+        als.list(&ListParams::default()).await?.items.is_empty(),
+        "no listener while a runner is busy"
+    );
+    let image = |ers: &EphemeralRunnerSet| {
+        ers.spec
+            .ephemeral_runner_spec
+            .pod_template
+            .spec
+            .as_ref()
+            .and_then(|p| p.containers[0].image.clone())
+    };
+    assert_eq!(
+        image(&ers_api.get("arc").await?).as_deref(),
+        Some("ghcr.io/actions/actions-runner:latest"),
+        "the runner set keeps the old spec while its runner works"
+    );
+
+    // The job ends; the runner goes, then the runner set is patched and the listener returns.
+    let done = json!({"status": {"phase": "Succeeded", "containerStatuses": [{"name": "runner", "image": "x",
+        "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}});
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&done))
+        .await?;
+    let ers = wait_for("the runner set on the new spec", || async {
+        let ers = ers_api.get("arc").await?;
+        Ok((image(&ers).as_deref() == Some("runner:v2")).then_some(ers))
+    })
+    .await?;
+    assert_eq!(ers.uid(), ers_uid, "patched in place");
+    wait_for("the listener back", || async {
+        Ok(als
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .next())
+    })
+    .await?;
+    Ok(())
+}
