@@ -18,7 +18,12 @@ struct Args {
     port: u16,
     /// Accepted personal access tokens (repeatable). The default test PAT is always accepted
     /// unless --no-default-pat is given.
-    #[arg(long = "pat", env = "EMULATOR_PATS", value_delimiter = ',')]
+    #[arg(
+        long = "pat",
+        env = "EMULATOR_PATS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pats: Vec<String>,
     /// Do not accept the built-in default PAT.
     #[arg(long)]
