@@ -81,6 +81,8 @@ pub(crate) struct PodTask {
     written: Option<Value>,
     stopping: bool,
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// The pod's ServiceAccount kubeconfig, once written.
+    kubeconfig: Option<PathBuf>,
 }
 
 fn now() -> Timestamp {
@@ -147,6 +149,7 @@ impl PodTask {
             written: None,
             stopping: false,
             background: Vec::new(),
+            kubeconfig: None,
         }
     }
 
@@ -332,6 +335,9 @@ impl PodTask {
     }
 
     async fn service_account_kubeconfig(&mut self, namespace: &str) -> Result<PathBuf, NotReady> {
+        if let Some(path) = &self.kubeconfig {
+            return Ok(path.clone());
+        }
         let token = token::request_token(&self.ctx.client, &self.pod)
             .await
             .map_err(|e| {
@@ -347,6 +353,7 @@ impl PodTask {
             self.pod.clone(),
             dir,
         )));
+        self.kubeconfig = Some(path.clone());
         Ok(path)
     }
 
