@@ -103,7 +103,7 @@ pub struct EmulatorConfig {
     pub message_queue_token_lifetime: Duration,
     /// How long GET message holds before answering 202.
     pub long_poll_hold: Duration,
-    /// A session with no poll, refresh or acquire for this long expires [inferred].
+    /// A session with no poll, refresh or acquire for this long expires (spec: inferred).
     pub session_expiry: Duration,
     /// Allowed clock skew for App JWT `iat` in the future.
     pub app_jwt_clock_skew: Duration,
@@ -113,42 +113,42 @@ pub struct EmulatorConfig {
     pub max_jobs_per_message: usize,
     /// Scale sets keep labels beyond the name (github.com, GHES ≥ 3.21); false = GHES without the flag.
     pub custom_labels_enabled: bool,
-    /// Answer to creating or renaming a scale set onto an existing name in the group [inferred].
+    /// Answer to creating or renaming a scale set onto an existing name in the group (spec: inferred).
     pub duplicate_scale_set: ErrorSpec,
-    /// Answer to an unknown scale set id: `None` = 200 with a literal `null` body, else this error [inferred].
+    /// Answer to an unknown scale set id: `None` = 200 with a literal `null` body, else this error (spec: inferred).
     pub scale_set_not_found: Option<ErrorSpec>,
-    /// Answer on Q1, Q2, A10 and A8 when the session was deleted or expired [inferred].
+    /// Answer on Q1, Q2, A10 and A8 when the session was deleted or expired (spec: inferred).
     pub session_gone: ErrorSpec,
     /// A session create from the owner of the live session replaces it instead of a conflict
     /// [inferred; the spec's §13.7 default is a conflict for everyone].
     pub same_owner_replaces_session: bool,
     /// Answer to a second session while one is alive.
     pub session_conflict: ErrorSpec,
-    /// DELETE of an unknown message id [inferred].
+    /// DELETE of an unknown message id (spec: inferred).
     pub message_not_found: ErrorSpec,
-    /// Reject Actions-service requests without `api-version=6.0-preview` with 400 [inferred].
+    /// Reject Actions-service requests without `api-version=6.0-preview` with 400 (spec: inferred).
     pub require_api_version: bool,
-    /// Reject request bodies whose `Content-Type` is not JSON with 415 [inferred].
+    /// Reject request bodies whose `Content-Type` is not JSON with 415 (spec: inferred).
     pub require_json_content_type: bool,
     /// Serve GitHub REST paths by host like github.com does: at `/` only for hosted API hosts
     /// (`api.github.com`, `api.github.localhost`, `api.*.ghe.com` in `Host`), at `/api/v3` only
     /// for every other host (GHES). `false` serves both prefixes on every host.
     pub strict_github_hosts: bool,
     /// Offer no more jobs to a scale set than the last `X-ScaleSetMaxCapacity` it sent (0 = none)
-    /// [inferred: the header's exact server semantics are not public].
+    /// (spec, inferred: the header's exact server semantics are not public].
     pub respect_max_capacity: bool,
     /// Runners that connect are told their version is deprecated (spec §11.3) and get no job.
     pub runner_version_deprecated: bool,
     /// Acquired jobs become assigned after this delay.
     pub assign_delay: Duration,
     /// Jobs that are available but never acquired get acquired by the service after this delay;
-    /// `None` = never (clients must call acquirejobs) [inferred].
+    /// `None` = never (clients must call acquirejobs) (spec: inferred).
     pub auto_acquire_after: Option<Duration>,
     /// An assigned job no runner picks up within this time is canceled and requeued.
     pub runner_pickup_timeout: Duration,
     /// A runner that took a job and then stays silent (no start within this time, or no
     /// completion within the job's duration plus this time) is considered lost: the job fails
-    /// (or, if not started, is reassigned) and the runner goes offline [inferred].
+    /// (or, if not started, is reassigned) and the runner goes offline (spec: inferred).
     pub lost_runner_timeout: Duration,
     /// How many times a job is requeued after a pickup timeout before it stays canceled.
     pub max_requeues: u32,
