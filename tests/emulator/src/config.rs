@@ -135,7 +135,7 @@ pub struct EmulatorConfig {
     /// for every other host (GHES). `false` serves both prefixes on every host.
     pub strict_github_hosts: bool,
     /// Offer no more jobs to a scale set than the last `X-ScaleSetMaxCapacity` it sent (0 = none)
-    /// (spec, inferred: the header's exact server semantics are not public].
+    /// (spec, inferred: the header's exact server semantics are not public).
     pub respect_max_capacity: bool,
     /// Runners that connect are told their version is deprecated (spec §11.3) and get no job.
     pub runner_version_deprecated: bool,
