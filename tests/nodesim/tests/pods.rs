@@ -522,3 +522,91 @@ async fn a_lost_node_goes_unknown_and_its_processes_die() -> anyhow::Result<()> 
     sim.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_deployment_of_fifty_pods_runs_on_two_nodes_and_scales_to_zero() -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{ListParams, Patch, PatchParams};
+    let cp = ControlPlane::shared_with_scheduling().await?;
+    let ns = cp.test_namespace("nodesim-scale").await?;
+    let client = cp.client();
+    let mut config = nodesim::SimulatorConfig::with_nodes(&format!("sim-{}", ns.name()), 2);
+    config.nodes.iter_mut().for_each(|n| n.pods = 30);
+    let sim = nodesim::NodeSimulator::start(cp.config().clone(), config).await?;
+    let nodes = sim.node_names();
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "many" },
+        "spec": {
+            "replicas": 50,
+            "selector": { "matchLabels": { "app": "many" } },
+            "template": {
+                "metadata": { "labels": { "app": "many" } },
+                "spec": {
+                    "affinity": { "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{ "matchExpressions": [{
+                            "key": "kubernetes.io/hostname", "operator": "In", "values": nodes,
+                        }] }],
+                    } } },
+                    "tolerations": [{ "key": nodesim::SIMULATED_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule" }],
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{ "name": "main", "image": "example.invalid/idle:1" }],
+                },
+            },
+        },
+    }))?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let selector = ListParams::default().labels("app=many");
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    let running = loop {
+        let list = pods.list(&selector).await?.items;
+        let ready: Vec<&Pod> = list
+            .iter()
+            .filter(|p| phase(p) == "Running" && condition(p, "Ready").as_deref() == Some("True"))
+            .collect();
+        if ready.len() == 50 {
+            break list;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of 50 pods are Running and Ready",
+            ready.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for node in &nodes {
+        let on = running
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()))
+            .count();
+        assert!(
+            on <= 30,
+            "{on} pods on {node}, more than its capacity of 30"
+        );
+    }
+    deployments
+        .patch(
+            "many",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "replicas": 0 } })),
+        )
+        .await?;
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let left = pods.list(&selector).await?.items.len();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} pods were never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(sim.running_pods(), 0);
+    sim.shutdown().await;
+    Ok(())
+}
