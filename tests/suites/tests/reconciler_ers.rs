@@ -250,3 +250,64 @@ async fn sweep_removes_registrations_without_a_runner_and_keeps_busy_ones() -> a
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_proxy_gets_a_runner_proxy_secret_that_goes_with_the_set() -> anyhow::Result<()> {
+    let h = Harness::start("ers-proxy", 5).await?;
+    let creds: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "proxy-creds"},
+        "stringData": {"username": "test", "password": "password"}
+    }))?;
+    h.secrets().create(&PostParams::default(), &creds).await?;
+    let mut spec = h.runner_spec();
+    spec["proxy"] = json!({
+        "http": {"url": "http://proxy.example:3128", "credentialSecretRef": "proxy-creds"},
+        "https": {"url": "http://proxy.example:3129"},
+        "noProxy": ["example.com", "10.0.0.0/8"]
+    });
+    let set: EphemeralRunnerSet = serde_json::from_value(json!({
+        "apiVersion": "actions.github.com/v1alpha1",
+        "kind": "EphemeralRunnerSet",
+        "metadata": {"name": "proxied"},
+        "spec": {"replicas": 1, "ephemeralRunnerSpec": spec}
+    }))?;
+    h.sets().create(&PostParams::default(), &set).await?;
+    let name = k8s_reconcilers::names::runner_proxy_secret_name("proxied", h.ns.name());
+    let secret = eventually("the runner proxy Secret", WAIT, || async {
+        Ok(h.secrets().get_opt(&name).await?)
+    })
+    .await?;
+    let data = secret.data.unwrap();
+    let text = |k: &str| String::from_utf8_lossy(&data[k].0).into_owned();
+    assert_eq!(
+        text("http_proxy"),
+        "http://test:password@proxy.example:3128"
+    );
+    assert_eq!(text("https_proxy"), "http://proxy.example:3129");
+    assert_eq!(text("no_proxy"), "example.com,10.0.0.0/8");
+    let runners = registered_runners(&h, 1).await?;
+    assert_eq!(
+        runners[0].spec.proxy_secret_ref.as_deref(),
+        Some(name.as_str())
+    );
+
+    h.sets()
+        .delete("proxied", &kube::api::DeleteParams::default())
+        .await?;
+    eventually(
+        "the set, its runner and the proxy Secret gone",
+        WAIT,
+        || async {
+            let set = h.sets().get_opt("proxied").await?;
+            let secret = h.secrets().get_opt(&name).await?;
+            let runners = h.runners().list(&Default::default()).await?.items;
+            Ok((set.is_none() && secret.is_none() && runners.is_empty()).then_some(()))
+        },
+    )
+    .await?;
+    assert!(
+        h.service.runners().is_empty(),
+        "the runner was unregistered"
+    );
+    Ok(())
+}

@@ -114,6 +114,18 @@ fn desired_secret(set: &EphemeralRunnerSet, data: BTreeMap<String, String>) -> S
     }
 }
 
+/// The URL text without the `/` path that parsing adds to a bare `http://host:port`, so the
+/// env value reads like ARC's.
+fn as_written(url: &url::Url, raw: &str) -> String {
+    let text = url.to_string();
+    if url.path() == "/" && !raw.ends_with('/') && url.query().is_none() && url.fragment().is_none()
+    {
+        text.trim_end_matches('/').to_owned()
+    } else {
+        text
+    }
+}
+
 /// `http_proxy`, `https_proxy` (with `username:password` from the credential Secrets) and
 /// `no_proxy`, each only when configured.
 async fn proxy_data(
@@ -162,10 +174,34 @@ async fn proxy_data(
             url.set_password(Some(&get("password")))
                 .map_err(|()| refused())?;
         }
-        data.insert(key.to_owned(), url.to_string());
+        data.insert(key.to_owned(), as_written(&url, raw));
     }
     if let Some(list) = proxy.no_proxy.as_ref().filter(|l| !l.is_empty()) {
         data.insert("no_proxy".to_owned(), list.join(","));
     }
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::as_written;
+
+    #[test]
+    fn bare_proxy_urls_keep_their_written_form() {
+        let parse = |s: &str| url::Url::parse(s).expect("url");
+        let mut with_user = parse("http://proxy:3128");
+        with_user.set_username("u").expect("user");
+        assert_eq!(
+            as_written(&with_user, "http://proxy:3128"),
+            "http://u@proxy:3128"
+        );
+        assert_eq!(
+            as_written(&parse("http://proxy:3128/"), "http://proxy:3128/"),
+            "http://proxy:3128/"
+        );
+        assert_eq!(
+            as_written(&parse("http://proxy:3128/p"), "http://proxy:3128/p"),
+            "http://proxy:3128/p"
+        );
+    }
 }
