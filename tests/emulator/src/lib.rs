@@ -289,6 +289,15 @@ impl Emulator {
             .mutate(|st, now| st.delete_scale_set(scale_set_id, now).is_ok())
     }
 
+    /// Stores a message envelope verbatim in a scale set's queue (a poison message, an unknown
+    /// `messageType`, a `body` that is not a string, no `statistics`, …). It is delivered and
+    /// redelivered like any message until deleted. Returns its `messageId` (set on objects), or
+    /// `None` for an unknown scale set.
+    pub fn push_raw_message(&self, scale_set_id: i64, envelope: serde_json::Value) -> Option<i64> {
+        self.shared
+            .mutate(|st, _| st.push_raw_message(scale_set_id, envelope))
+    }
+
     /// Changes `S` (the old one answers 404); returns the new one.
     pub fn rotate_actions_url(&self) -> String {
         self.shared.mutate(|st, _| {

@@ -681,3 +681,62 @@ async fn e01_admin_token_shapes() {
         .await
         .assert_empty(401);
 }
+
+/// §13.5 and §13.6: a poison message (body that is not a JSON array, unknown envelope type,
+/// missing statistics) is redelivered on every poll and after a "restart" until deleted.
+#[tokio::test]
+async fn e05_e06_poison_messages_are_redelivered_until_deleted() {
+    let emu = emulator().await;
+    let http = Client::http();
+    let admin = Admin::login(&emu, &http).await;
+    let ss = admin.create_scale_set("poison", &["poison"]).await;
+    let session = admin.create_session(ss, "l").await;
+    let poison = emu
+        .push_raw_message(
+            ss,
+            json!({"messageType": "RunnerScaleSetJobMessages", "body": "[{not json"}),
+        )
+        .unwrap();
+    let r = http
+        .send(
+            Method::POST,
+            &format!("{}/_emulator/scalesets/{ss}/messages", emu.url()),
+            &[],
+            r#"{"messageType":"SomethingNew","body":[1,2]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let odd = r.json()["messageId"].as_i64().unwrap();
+    for _ in 0..2 {
+        let v = session.get_message(&http, 0, "1").await.json();
+        assert_eq!(v["messageId"], poison);
+        assert_eq!(v["body"], "[{not json");
+        assert!(v.get("statistics").is_none());
+    }
+    let v = session.get_message(&http, poison, "1").await.json();
+    assert_eq!(v["messageId"], odd);
+    assert_eq!(v["messageType"], "SomethingNew");
+    assert_eq!(v["body"], json!([1, 2]));
+    // a restarted listener (new session) still gets the poison message first
+    admin
+        .call(
+            Method::DELETE,
+            &format!("_apis/runtime/runnerscalesets/{ss}/sessions/{}", session.id),
+            "",
+        )
+        .await
+        .assert_empty(204);
+    let session = admin.create_session(ss, "l").await;
+    assert_eq!(
+        session.get_message(&http, 0, "1").await.json()["messageId"],
+        poison
+    );
+    assert_eq!(session.delete_message(&http, poison).await.status, 204);
+    assert_eq!(
+        session.get_message(&http, 0, "1").await.json()["messageId"],
+        odd
+    );
+    assert_eq!(session.delete_message(&http, odd).await.status, 204);
+    session.get_message(&http, 0, "1").await.assert_empty(202);
+    assert!(emu.push_raw_message(4242, json!({})).is_none());
+}

@@ -133,6 +133,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("DELETE", "_emulator/faults/{}"),
     ("POST", "_emulator/scalesets/{}/session/expire"),
     ("PATCH", "_emulator/config"),
+    ("POST", "_emulator/scalesets/{}/messages"),
 ];
 const IDS: &[&str] = &[
     "1",

@@ -211,6 +211,14 @@ fn route(
                 format!("active session of scale set {ss}"),
             )?
         }
+        (Method::POST, ["scalesets", ss, "messages"]) => {
+            let ss = id(ss, "scale set id")?;
+            let envelope: serde_json::Value = parse(body, "a message envelope (any JSON)")?;
+            match shared.mutate(|st, _| st.push_raw_message(ss, envelope)) {
+                Some(mid) => json_response(200, &json!({"messageId": mid})),
+                None => return Err(error(404, format!("scale set {ss} not found"))),
+            }
+        }
         (Method::DELETE, ["scalesets", ss]) => {
             let ss = id(ss, "scale set id")?;
             found(

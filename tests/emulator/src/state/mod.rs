@@ -48,6 +48,8 @@ struct ExpiringToken<T> {
 struct MessageQueue {
     pending: VecDeque<Value>,
     messages: BTreeMap<i64, Vec<Value>>,
+    /// Envelopes pushed verbatim through the control API (poison messages and the like).
+    raw: BTreeMap<i64, Value>,
 }
 
 struct JitCredential {

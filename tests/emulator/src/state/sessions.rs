@@ -250,18 +250,29 @@ impl State {
         let max = self.cfg.max_jobs_per_message.max(1);
         let queue = self.queues.get_mut(&ss_id)?;
         let floor = last_message_id.unwrap_or(0);
+        let above = floor.saturating_add(1);
+        let raw = queue
+            .raw
+            .range(above..)
+            .next()
+            .map(|(id, v)| (*id, v.clone()));
         let found = queue
             .messages
-            .range(floor.saturating_add(1)..)
+            .range(above..)
             .next()
             .map(|(id, body)| (*id, body.clone()));
+        if let Some((raw_id, envelope)) = raw
+            && found.as_ref().is_none_or(|(id, _)| raw_id < *id)
+        {
+            return Some(envelope);
+        }
         let (id, items) = match found {
             Some(m) => m,
             None if !queue.pending.is_empty() => {
                 let n = queue.pending.len().min(max);
                 let items: Vec<Value> = queue.pending.drain(..n).collect();
-                let id = self.next_message_id.max(floor.saturating_add(1));
-                self.next_message_id = id + 1;
+                let id = self.next_message_id.max(above);
+                self.next_message_id = id.saturating_add(1);
                 queue.messages.insert(id, items.clone());
                 (id, items)
             }
@@ -276,12 +287,30 @@ impl State {
         }))
     }
 
+    /// Control: stores an envelope verbatim in a scale set's queue (delivered and redelivered
+    /// like any message until deleted). `messageId` is set on objects; returns it.
+    pub fn push_raw_message(&mut self, scale_set_id: i64, mut envelope: Value) -> Option<i64> {
+        let queue = self.queues.get_mut(&scale_set_id)?;
+        let id = self.next_message_id;
+        self.next_message_id = id.saturating_add(1);
+        if let Value::Object(o) = &mut envelope {
+            o.insert("messageId".to_owned(), json!(id));
+        }
+        queue.raw.insert(id, envelope);
+        Some(id)
+    }
+
     /// Q2.
     pub fn delete_message(&mut self, session_id: &str, message_id: i64) -> Result<(), ApiError> {
         let removed = self
             .session_scale_set(session_id)
             .and_then(|ss| self.queues.get_mut(&ss))
-            .and_then(|q| q.messages.remove(&message_id));
+            .and_then(|q| {
+                q.messages
+                    .remove(&message_id)
+                    .map(|_| ())
+                    .or_else(|| q.raw.remove(&message_id).map(|_| ()))
+            });
         match removed {
             Some(_) => Ok(()),
             None => Err(ApiError::from_spec(
