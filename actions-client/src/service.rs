@@ -99,17 +99,7 @@ impl ActionsClient {
         let (call, reply) = self.service(req).await?;
         let list: List = json::from_value(Self::value(&call, &reply)?)
             .map_err(|e| Self::bad(&call, &reply, format!("scale set list: {e}")))?;
-        Ok(list
-            .value
-            .into_iter()
-            .filter_map(|v| match json::from_value::<RunnerScaleSet>(v) {
-                Ok(set) => Some(set),
-                Err(e) => {
-                    tracing::warn!(problem = %e, "undecodable scale set in a list skipped");
-                    None
-                }
-            })
-            .collect())
+        Ok(wire::each(list, "scale set"))
     }
 
     /// A3: the scale set with `id`; `None` for a `null` body or a not-found exception (a bare
@@ -270,6 +260,24 @@ impl ActionsClient {
                 format!("{n} runners found with name {name:?}"),
             )),
         }
+    }
+
+    /// A13 without `agentName` [inferred: the spec documents only the filtered form]: every
+    /// runner registered in the configuration URL's scope. Filter by
+    /// [`RunnerReference::runner_scale_set_id`] for one scale set. Undecodable entries are
+    /// logged and skipped.
+    pub async fn list_runners(&self) -> Result<Vec<RunnerReference>> {
+        let req = ServiceRequest::new(
+            "list runners",
+            Method::GET,
+            AGENTS,
+            StatusCode::OK,
+            Target::Runner,
+        );
+        let (call, reply) = self.service(req).await?;
+        let list: List = json::from_value(Self::value(&call, &reply)?)
+            .map_err(|e| Self::bad(&call, &reply, format!("runner list: {e}")))?;
+        Ok(wire::each(list, "runner"))
     }
 
     /// A14: removes a runner. A runner the service reports unknown (204, or a not-found

@@ -152,6 +152,20 @@ pub enum Found<T> {
 }
 
 /// Applies the `count` rule (§13 case 8); `count 1` with no item is an error.
+/// Every decodable element of `list`; the others are logged (as a `what`) and skipped.
+pub fn each<T: serde::de::DeserializeOwned>(list: List, what: &str) -> Vec<T> {
+    list.value
+        .into_iter()
+        .filter_map(|v| match json::from_value::<T>(v) {
+            Ok(item) => Some(item),
+            Err(e) => {
+                tracing::warn!(problem = %e, "undecodable {what} in a list skipped");
+                None
+            }
+        })
+        .collect()
+}
+
 pub fn one<T: serde::de::DeserializeOwned>(list: List, what: &str) -> Result<Found<T>, String> {
     if list.count as usize != list.value.len() {
         tracing::warn!(
