@@ -294,6 +294,9 @@ impl Transport {
         let mut builder = Request::builder().method(call.method.clone()).uri(&uri);
         if let Some(headers) = builder.headers_mut() {
             headers.extend(call.headers.clone());
+            headers
+                .entry(header::ACCEPT_ENCODING)
+                .or_insert(HeaderValue::from_static("gzip"));
             if uri.scheme_str() == Some("http")
                 && let Some(route) = self.inner.rules.route(&uri)
                 && let Some(auth) = route.auth
@@ -314,7 +317,7 @@ impl Transport {
             .request(request)
             .await
             .map_err(|e| transport_error(&e))?;
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
         let body = Limited::new(body, MAX_BODY)
             .collect()
             .await
@@ -323,12 +326,43 @@ impl Transport {
                 retry: true,
             })?
             .to_bytes();
+        let body =
+            decode_content(&mut parts.headers, body).map_err(|message| Attempt::Transport {
+                message,
+                retry: true,
+            })?;
         Ok(Reply {
             status: parts.status,
             headers: parts.headers,
             body,
         })
     }
+}
+
+/// Undoes a `Content-Encoding: gzip` (we ask for it, spec sec. 12) and drops the header; other
+/// bodies pass through unchanged.
+fn decode_content(headers: &mut HeaderMap, body: Bytes) -> std::result::Result<Bytes, String> {
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    if !gzip {
+        return Ok(body);
+    }
+    let mut decoded = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(flate2::read::GzDecoder::new(&body[..]), MAX_BODY as u64 + 1),
+        &mut decoded,
+    )
+    .map_err(|e| format!("decoding the gzip response body failed: {e}"))?;
+    if decoded.len() > MAX_BODY {
+        return Err(format!(
+            "the gzip response body expands beyond {MAX_BODY} bytes"
+        ));
+    }
+    headers.remove(header::CONTENT_ENCODING);
+    headers.remove(header::CONTENT_LENGTH);
+    Ok(Bytes::from(decoded))
 }
 
 fn transport_error(e: &(dyn StdError + 'static)) -> Attempt {
@@ -407,6 +441,25 @@ fn tls_config(config: &TransportConfig) -> Result<rustls::ClientConfig> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn gzip_bodies_are_decoded_and_others_pass_through() {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(br#"{"count":0,"value":[]}"#).unwrap();
+        let compressed = Bytes::from(encoder.finish().unwrap());
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let body = decode_content(&mut headers, compressed.clone()).unwrap();
+        assert_eq!(&body[..], br#"{"count":0,"value":[]}"#);
+        assert!(headers.get(header::CONTENT_ENCODING).is_none());
+        let plain = decode_content(&mut HeaderMap::new(), compressed.clone()).unwrap();
+        assert_eq!(plain, compressed, "no Content-Encoding: untouched");
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let err = decode_content(&mut headers, Bytes::from_static(b"not gzip")).unwrap_err();
+        assert!(err.contains("gzip"), "{err}");
+    }
 
     #[test]
     fn bad_ca_bundle_is_a_config_error() {

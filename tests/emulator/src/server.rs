@@ -426,7 +426,11 @@ pub(crate) fn serve(
     tls: Option<TlsAcceptor>,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let router = Router::new().fallback(dispatch).with_state(shared.clone());
+    // Responses are gzip-compressed for clients that ask (as GitHub's front ends do).
+    let router = Router::new()
+        .fallback(dispatch)
+        .with_state(shared.clone())
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true));
     let tick_cancel = cancel.clone();
     let tick_shared = shared.clone();
     tokio::spawn(async move {
