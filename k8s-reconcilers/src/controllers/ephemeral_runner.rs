@@ -174,6 +174,7 @@ impl<'a> Pass<'a> {
         {
             er = self.add_registration_finalizer(&er).await?;
         }
+        let mut fresh = false;
         for _ in 0..MAX_STEPS {
             let name = er.name_any();
             let secret = self.secrets.get_opt(&name).await?;
@@ -181,6 +182,18 @@ impl<'a> Pass<'a> {
             let runner = observe::runner_state(&er, secret.is_some());
             let observed = pod.as_ref().map(observe::pod_observation);
             let action = decide(&runner, observed.as_ref(), observe::now(), self.policy);
+            // A failure is judged on the runner as the API server has it, not the watch cache:
+            // a job the listener just assigned decides between a retry and a deletion.
+            if !fresh && matches!(action, Action::RetryPod(_) | Action::DeleteRunner { .. }) {
+                fresh = true;
+                match self.runners.get_opt(&name).await? {
+                    Some(current) => {
+                        er = current;
+                        continue;
+                    }
+                    None => return Ok(Requeue::await_change()),
+                }
+            }
             tracing::debug!(runner = %name, ?action, "ephemeral runner step");
             match self.carry_out(action, er, secret, pod).await? {
                 Next::Again(updated) => er = *updated,
