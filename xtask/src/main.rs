@@ -3,6 +3,7 @@
 //! Each command lives in its own module; a module adds one variant to [`Command`] and one arm
 //! to `main`.
 
+mod bench;
 mod controlplane;
 mod crds;
 mod demo;
@@ -36,6 +37,8 @@ enum Command {
     Crds,
     /// The whole system on one machine with live progress (control plane, emulator, nodes).
     Demo(demo::DemoArgs),
+    /// Measure the whole system and write docs/benchmarks.md (takes about 10 minutes).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::HelmLint => helm::lint_charts(),
         Command::Crds => crds::generate(),
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     exit(result.map(|()| ExitCode::SUCCESS))
 }

@@ -6,39 +6,21 @@
 
 use std::time::Duration;
 
-use system::{ScaleSetSpec, System, SystemOptions, WAIT};
-use testbed::ControlPlane;
-
-async fn system(name: &str, options: impl FnOnce(&mut SystemOptions)) -> System {
-    let cp = ControlPlane::shared_with_scheduling()
-        .await
-        .expect("control plane");
-    let mut o = SystemOptions::new(name);
-    options(&mut o);
-    System::start(cp.into(), o).await.expect("system")
-}
+use system::{ScaleSetSpec, System, SystemOptions};
 
 #[tokio::test]
 async fn default_setup_runs_jobs_and_scales_back_to_zero() {
-    let sys = system("e2e-def", |_| {}).await;
+    let sys = System::shared(SystemOptions::new("e2e-def"))
+        .await
+        .expect("system");
     let outcome = async {
-        let set = sys
-            .install_scale_set(ScaleSetSpec::new("arc-default"))
-            .await?;
-        let jobs = sys.queue_jobs(&set, 3, Duration::from_secs(2));
-        sys.wait_jobs_completed(&jobs, WAIT).await?;
-        sys.wait_runners(&set, 0, WAIT).await?;
+        let set = sys.install_scale_set(ScaleSetSpec::new("arc-default")).await?;
+        let jobs = sys.run_jobs(&set, 3, Duration::from_secs(2), 0).await?;
         sys.uninstall_scale_set(&set).await?;
         sys.leak_check(&set, &jobs).await
     }
     .await;
-    let diagnostics = if outcome.is_err() {
-        sys.diagnostics().await
-    } else {
-        String::new()
-    };
-    sys.shutdown().await;
-    if let Err(e) = outcome {
-        panic!("{e:#}{diagnostics}");
+    if let Err(e) = sys.finish(outcome).await {
+        panic!("{e:#}");
     }
 }

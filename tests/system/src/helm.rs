@@ -86,13 +86,15 @@ fn objects(doc: &Value) -> Vec<Value> {
 }
 
 /// `helm template` of `chart` as `release` into `namespace` with `values`: the rendered objects.
+/// With a kubeconfig, capabilities (the Kubernetes version) and `lookup` come from that cluster.
 pub fn render(
     chart: Chart,
     release: &str,
     namespace: &str,
     values: &Value,
+    kubeconfig: Option<&std::path::Path>,
 ) -> anyhow::Result<Vec<Value>> {
-    let args = [
+    let mut args = vec![
         "template".to_owned(),
         chart.path().display().to_string(),
         "--release".to_owned(),
@@ -104,6 +106,10 @@ pub fn render(
         "--values-json".to_owned(),
         values.to_string(),
     ];
+    if let Some(path) = kubeconfig {
+        args.push("--kubeconfig".to_owned());
+        args.push(path.display().to_string());
+    }
     Ok(objects(&run(&args)?))
 }
 

@@ -108,6 +108,7 @@ impl System {
         loop {
             let report = self.leaks(set, jobs).await?;
             if report.is_clean() {
+                self.stage("leak check clean");
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {

@@ -36,6 +36,7 @@ mod leak;
 mod process;
 mod proxy;
 mod system;
+mod timeline;
 
 pub use binaries::{Binaries, build_binaries};
 pub use cluster::{apply, wait_for};
@@ -43,7 +44,8 @@ pub use helm::{Chart, render};
 pub use leak::LeakReport;
 pub use process::{find_processes, rss_bytes};
 pub use proxy::{Proxy, ProxyRecord};
-pub use system::{Plane, ScaleSet, ScaleSetSpec, System, SystemOptions};
+pub use system::{CA_CONFIG_MAP, Plane, ScaleSet, ScaleSetSpec, System, SystemOptions};
+pub use timeline::Timeline;
 
 use std::time::Duration;
 

@@ -65,6 +65,8 @@ pub struct SystemOptions {
     pub name: String,
     /// How many simulated Nodes.
     pub nodes: usize,
+    /// How many pods fit on each Node.
+    pub node_pods: u32,
     /// Serve the emulator over HTTPS with a generated CA; scale sets then get
     /// `githubServerTLS` from the [`CA_CONFIG_MAP`] ConfigMap.
     pub tls: bool,
@@ -91,6 +93,7 @@ impl SystemOptions {
         Self {
             name: name.to_owned(),
             nodes: 2,
+            node_pods: 250,
             tls: false,
             emulator,
             controller_values: json!({}),
@@ -156,6 +159,7 @@ pub struct System {
     controller_sa: String,
     options: SystemOptions,
     plane: Option<Plane>,
+    started: std::time::Instant,
     _serial: OwnedMutexGuard<()>,
 }
 
@@ -204,6 +208,9 @@ impl System {
             .await?;
         let mut sim = SimulatorConfig::with_nodes(&format!("{}-node", options.name), options.nodes);
         sim.taint = false;
+        for node in &mut sim.nodes {
+            node.pods = options.node_pods;
+        }
         sim.listener_binary = Some(binaries.listener.clone());
         sim.process_rules = vec![ProcessRule {
             matcher: ContainerMatcher {
@@ -226,6 +233,7 @@ impl System {
             controller_ns: Some(controller_ns),
             runner_ns: Some(runner_ns),
             plane: Some(plane),
+            started: std::time::Instant::now(),
             _serial: serial,
         };
         if let Err(e) = system.install_controller().await {
@@ -234,6 +242,22 @@ impl System {
             return Err(e);
         }
         Ok(system)
+    }
+
+    /// [`System::start`] on the process's shared control plane with scheduling (for tests).
+    pub async fn shared(options: SystemOptions) -> anyhow::Result<System> {
+        let cp = ControlPlane::shared_with_scheduling().await?;
+        System::start(cp.into(), options).await
+    }
+
+    /// Ends a test: on `Err`, adds the manager's and listeners' logs; then shuts down.
+    pub async fn finish(self, outcome: anyhow::Result<()>) -> anyhow::Result<()> {
+        let outcome = match outcome {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.context(self.diagnostics().await)),
+        };
+        self.shutdown().await;
+        outcome
     }
 
     async fn install_controller(&mut self) -> anyhow::Result<()> {
@@ -265,9 +289,11 @@ impl System {
         }
         merge(&mut values, &self.options.controller_values);
         let (release, ns) = (self.release.clone(), self.controller_namespace().to_owned());
-        let objects =
-            tokio::task::spawn_blocking(move || render(Chart::Controller, &release, &ns, &values))
-                .await??;
+        let kubeconfig = self.plane().kubeconfig_path().to_path_buf();
+        let objects = tokio::task::spawn_blocking(move || {
+            render(Chart::Controller, &release, &ns, &values, Some(&kubeconfig))
+        })
+        .await??;
         self.controller_sa = objects
             .iter()
             .find(|o| o["kind"] == "ServiceAccount")
@@ -276,7 +302,18 @@ impl System {
             .to_owned();
         apply(&client, &objects).await?;
         self.controller_objects = objects;
-        self.wait_manager_running(WAIT).await
+        self.wait_manager_running(WAIT).await?;
+        self.stage("the manager runs");
+        Ok(())
+    }
+
+    /// Logs a step with the time since start (stderr; shown with `--nocapture`).
+    pub fn stage(&self, what: &str) {
+        eprintln!(
+            "[system {} +{:.1}s] {what}",
+            self.options.name,
+            self.started.elapsed().as_secs_f64()
+        );
     }
 
     /// The admin client of the control plane.
@@ -450,8 +487,11 @@ impl System {
         }
         let objects = {
             let (name, ns, values) = (spec.name.clone(), namespace.to_owned(), values.clone());
-            tokio::task::spawn_blocking(move || render(Chart::ScaleSet, &name, &ns, &values))
-                .await??
+            let kubeconfig = self.plane().kubeconfig_path().to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                render(Chart::ScaleSet, &name, &ns, &values, Some(&kubeconfig))
+            })
+            .await??
         };
         apply(&self.client(), &objects).await?;
         let scale_set_name = values["runnerScaleSetName"]
@@ -462,6 +502,7 @@ impl System {
             .wait_listening(&scale_set_name, WAIT)
             .await
             .map_err(|e| e.context(format!("scale set {scale_set_name} did not come up")))?;
+        self.stage(&format!("scale set {scale_set_name} ({id}) is listening"));
         Ok(ScaleSet {
             name: spec.name,
             scale_set_name,
@@ -477,8 +518,11 @@ impl System {
         merge(&mut set.values, &values);
         let objects = {
             let (name, ns, values) = (set.name.clone(), set.namespace.clone(), set.values.clone());
-            tokio::task::spawn_blocking(move || render(Chart::ScaleSet, &name, &ns, &values))
-                .await??
+            let kubeconfig = self.plane().kubeconfig_path().to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                render(Chart::ScaleSet, &name, &ns, &values, Some(&kubeconfig))
+            })
+            .await??
         };
         apply(&self.client(), &objects).await?;
         set.objects = objects;
@@ -532,6 +576,21 @@ impl System {
             .collect()
     }
 
+    /// Queues `count` jobs for the scale set, waits until they completed and the scale set is
+    /// back to `idle` runners; returns the job ids.
+    pub async fn run_jobs(
+        &self,
+        set: &ScaleSet,
+        count: usize,
+        duration: Duration,
+        idle: usize,
+    ) -> anyhow::Result<Vec<i64>> {
+        let jobs = self.queue_jobs(set, count, duration);
+        self.wait_jobs_completed(&jobs, WAIT).await?;
+        self.wait_runners(set, idle, WAIT).await?;
+        Ok(jobs)
+    }
+
     /// Waits until every job in `ids` is completed.
     pub async fn wait_jobs_completed(&self, ids: &[i64], timeout: Duration) -> anyhow::Result<()> {
         let waited = self
@@ -551,6 +610,7 @@ impl System {
                 .collect();
             return Err(e.context(format!("jobs not completed: {}", open.join(", "))));
         }
+        self.stage(&format!("{} jobs completed", ids.len()));
         Ok(())
     }
 
@@ -577,23 +637,66 @@ impl System {
         count: usize,
         timeout: Duration,
     ) -> anyhow::Result<()> {
-        wait_for(
+        let result = wait_for(
             timeout,
             &format!("{count} runners of {}", set.name),
             || async {
-                let runners = self.ephemeral_runners(set).await?.len();
-                let pods = self.runner_pods(set).await?.len();
-                let registered = self
-                    .emulator
-                    .snapshot()
-                    .runners
-                    .iter()
-                    .filter(|r| r.scale_set_id == set.id)
-                    .count();
+                let (runners, pods, registered) = self.runner_counts(set).await?;
                 Ok(runners == count && pods == count && registered == count)
             },
         )
-        .await
+        .await;
+        if result.is_ok() {
+            self.stage(&format!("{count} runners of {}", set.name));
+        }
+        if let Err(e) = result {
+            let (runners, pods, registered) = self.runner_counts(set).await.unwrap_or_default();
+            return Err(e.context(format!(
+                "{runners} EphemeralRunners, {pods} runner pods, {registered} registered runners; {}",
+                self.runner_states(set).await
+            )));
+        }
+        Ok(())
+    }
+
+    async fn runner_counts(&self, set: &ScaleSet) -> anyhow::Result<(usize, usize, usize)> {
+        let runners = self.ephemeral_runners(set).await?.len();
+        let pods = self.runner_pods(set).await?.len();
+        let registered = self
+            .emulator
+            .snapshot()
+            .runners
+            .iter()
+            .filter(|r| r.scale_set_id == set.id)
+            .count();
+        Ok((runners, pods, registered))
+    }
+
+    /// One line per EphemeralRunner (phase, reason, message) and runner pod (phase, reason).
+    pub async fn runner_states(&self, set: &ScaleSet) -> String {
+        let mut out = Vec::new();
+        for r in self.ephemeral_runners(set).await.unwrap_or_default() {
+            let status = r.status.unwrap_or_default();
+            out.push(format!(
+                "EphemeralRunner {} phase={:?} reason={:?} message={:?} runnerId={}",
+                r.metadata.name.unwrap_or_default(),
+                status.phase,
+                status.reason,
+                status.message,
+                status.runner_id
+            ));
+        }
+        for p in self.runner_pods(set).await.unwrap_or_default() {
+            let status = p.status.unwrap_or_default();
+            out.push(format!(
+                "pod {} phase={:?} reason={:?} message={:?}",
+                p.metadata.name.unwrap_or_default(),
+                status.phase,
+                status.reason,
+                status.message
+            ));
+        }
+        out.join("; ")
     }
 
     /// The listener pod of a scale set, once it exists.
@@ -616,6 +719,15 @@ impl System {
     /// Deletes the AutoscalingRunnerSet, waits until it is gone and the scale set removed from
     /// the emulator, then deletes what else the chart rendered (as `helm uninstall` does).
     pub async fn uninstall_scale_set(&self, set: &ScaleSet) -> anyhow::Result<()> {
+        self.uninstall_scale_set_within(set, WAIT).await
+    }
+
+    /// [`System::uninstall_scale_set`] with another timeout (large scale sets).
+    pub async fn uninstall_scale_set_within(
+        &self,
+        set: &ScaleSet,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let client = self.client();
         let ars: Api<AutoscalingRunnerSet> = Api::namespaced(client.clone(), &set.namespace);
         match ars.delete(&set.name, &DeleteParams::default()).await {
@@ -623,13 +735,13 @@ impl System {
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(e).context("deleting the AutoscalingRunnerSet"),
         }
-        wait_for(WAIT, "the AutoscalingRunnerSet to be gone", || async {
+        wait_for(timeout, "the AutoscalingRunnerSet to be gone", || async {
             Ok(ars.get_opt(&set.name).await?.is_none())
         })
         .await?;
         let id = set.id;
         self.emulator
-            .wait_until(WAIT, |s| s.scale_set(id).is_none())
+            .wait_until(timeout, |s| s.scale_set(id).is_none())
             .await
             .context("the manager did not delete the scale set from the service")?;
         for object in set.objects.iter().rev() {
@@ -638,6 +750,7 @@ impl System {
             }
             delete_object(&client, object).await?;
         }
+        self.stage(&format!("scale set {} uninstalled", set.scale_set_name));
         Ok(())
     }
 
@@ -674,6 +787,23 @@ impl System {
     pub async fn shutdown(mut self) {
         let client = self.client();
         let ns = self.controller_namespace().to_owned();
+        let runner_ns = self.runner_namespace().to_owned();
+        let sets: Api<AutoscalingRunnerSet> = Api::namespaced(client.clone(), &runner_ns);
+        if sets
+            .list(&ListParams::default())
+            .await
+            .is_ok_and(|l| !l.items.is_empty())
+        {
+            let _ = sets
+                .delete_collection(&DeleteParams::default(), &ListParams::default())
+                .await;
+            let _ = wait_for(
+                Duration::from_secs(30),
+                "leftover scale sets to go",
+                || async { Ok(sets.list(&ListParams::default()).await?.items.is_empty()) },
+            )
+            .await;
+        }
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
         if let Ok(list) = deployments.list(&ListParams::default()).await {
             for d in list.items {
@@ -698,6 +828,12 @@ impl System {
         if let Some(sim) = self.sim.take() {
             sim.shutdown().await;
         }
+        for namespace in [&ns, &runner_ns] {
+            strip_finalizers::<AutoscalingRunnerSet>(&client, namespace).await;
+            strip_finalizers::<k8s_reconcilers::crd::EphemeralRunnerSet>(&client, namespace).await;
+            strip_finalizers::<EphemeralRunner>(&client, namespace).await;
+            strip_finalizers::<AutoscalingListener>(&client, namespace).await;
+        }
         for object in &self.controller_objects {
             if object["metadata"]["namespace"].is_null() {
                 let _ = delete_object(&client, object).await;
@@ -709,8 +845,37 @@ impl System {
         {
             let _ = ns.delete().await;
         }
+        self.stage("stopped");
         if let Some(Plane::Owned(cp)) = self.plane.take() {
             let _ = tokio::task::spawn_blocking(move || cp.stop()).await;
+        }
+    }
+}
+
+/// Removes the finalizers of every object of kind `K` in `namespace` (after the manager is
+/// gone, so that namespace deletion can finish).
+async fn strip_finalizers<K>(client: &kube::Client, namespace: &str)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let Ok(list) = api.list(&ListParams::default()).await else {
+        return;
+    };
+    let patch = json!({ "metadata": { "finalizers": null } });
+    for object in list.items {
+        if let Some(name) = object.meta().name.clone() {
+            let _ = api
+                .patch(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await;
         }
     }
 }

@@ -1,0 +1,209 @@
+//! End-to-end fault cases of the reliability goals: the manager killed and restarted mid-burst,
+//! the listener killed, the API server restarted, bursts of Actions-service faults, pods
+//! evicted. Each ends with the leak check: every job completed exactly once with its own result,
+//! no registration, pod, Secret or EphemeralRunner left.
+
+use std::time::Duration;
+
+use actions_emulator::{Fault, FaultKind};
+use k8s_openapi::api::core::v1::Pod;
+use system::{ScaleSet, ScaleSetSpec, System, SystemOptions, WAIT, wait_for};
+use testbed::{ControlPlane, ControlPlaneOptions};
+
+async fn start(name: &str) -> System {
+    System::shared(SystemOptions::new(name))
+        .await
+        .expect("system")
+}
+
+async fn finish(sys: System, outcome: anyhow::Result<()>) {
+    if let Err(e) = sys.finish(outcome).await {
+        panic!("{e:#}");
+    }
+}
+
+fn restarts(pod: &Pod, container: &str) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == container))
+        .map_or(0, |c| c.restart_count)
+}
+
+async fn wait_some_runner_pod(sys: &System, set: &ScaleSet) -> anyhow::Result<()> {
+    wait_for(WAIT, "a runner pod", || async {
+        Ok(!sys.runner_pods(set).await?.is_empty())
+    })
+    .await
+}
+
+/// Finishes a scenario: waits for the jobs, the scale-down, uninstalls and checks for leaks.
+async fn settle(sys: &System, set: &ScaleSet, jobs: &[i64], idle: usize) -> anyhow::Result<()> {
+    sys.wait_jobs_completed(jobs, WAIT).await?;
+    sys.wait_runners(set, idle, WAIT).await?;
+    sys.uninstall_scale_set(set).await?;
+    sys.leak_check(set, jobs).await
+}
+
+#[tokio::test]
+async fn manager_killed_and_restarted_mid_burst() {
+    let sys = start("e2e-mgrkill").await;
+    let outcome = async {
+        let set = sys
+            .install_scale_set(ScaleSetSpec::new("arc-mgrkill"))
+            .await?;
+        let jobs = sys.queue_jobs(&set, 6, Duration::from_secs(3));
+        wait_some_runner_pod(&sys, &set).await?;
+        let pod = sys
+            .manager_pods()
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no manager pod"))?;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let before = restarts(&pod, "manager");
+        sys.sim()
+            .kill_container(sys.controller_namespace(), &name, "manager")
+            .await?;
+        wait_for(WAIT, "the manager container to restart", || async {
+            let pods = sys.manager_pods().await?;
+            Ok(pods.iter().any(|p| restarts(p, "manager") > before))
+        })
+        .await?;
+        sys.wait_manager_running(WAIT).await?;
+        settle(&sys, &set, &jobs, 0).await
+    }
+    .await;
+    finish(sys, outcome).await;
+}
+
+#[tokio::test]
+async fn listener_killed() {
+    let sys = start("e2e-lstkill").await;
+    let outcome = async {
+        let set = sys
+            .install_scale_set(ScaleSetSpec::new("arc-lstkill"))
+            .await?;
+        let mut jobs = sys.queue_jobs(&set, 3, Duration::from_secs(3));
+        wait_some_runner_pod(&sys, &set).await?;
+        let pod = sys
+            .listener_pod(&set)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no listener pod"))?;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let uid = pod.metadata.uid.clone();
+        sys.sim()
+            .kill_container(sys.controller_namespace(), &name, "listener")
+            .await?;
+        wait_for(WAIT, "a new listener to hold a session", || async {
+            let pod = sys.listener_pod(&set).await?;
+            let replaced = pod
+                .as_ref()
+                .is_some_and(|p| p.metadata.uid != uid || restarts(p, "listener") > 0);
+            let snap = sys.emulator().snapshot();
+            Ok(replaced && snap.active_session(set.id).is_some())
+        })
+        .await?;
+        jobs.extend(sys.queue_jobs(&set, 2, Duration::from_secs(1)));
+        settle(&sys, &set, &jobs, 0).await
+    }
+    .await;
+    finish(sys, outcome).await;
+}
+
+#[tokio::test]
+async fn apiserver_restarted() {
+    let cp = ControlPlane::start(ControlPlaneOptions {
+        scheduling: true,
+        ..ControlPlaneOptions::default()
+    })
+    .await
+    .expect("own control plane");
+    let sys = System::start(cp.into(), SystemOptions::new("e2e-apirst"))
+        .await
+        .expect("system");
+    let outcome = async {
+        let set = sys
+            .install_scale_set(ScaleSetSpec::new("arc-apirst"))
+            .await?;
+        let mut jobs = sys.queue_jobs(&set, 3, Duration::from_secs(3));
+        wait_some_runner_pod(&sys, &set).await?;
+        sys.plane().restart_apiserver().await?;
+        jobs.extend(sys.queue_jobs(&set, 2, Duration::from_secs(1)));
+        settle(&sys, &set, &jobs, 0).await
+    }
+    .await;
+    finish(sys, outcome).await;
+}
+
+#[tokio::test]
+async fn emulator_fault_bursts() {
+    let sys = start("e2e-faults").await;
+    let outcome = async {
+        let set = sys
+            .install_scale_set(ScaleSetSpec::new("arc-faults"))
+            .await?;
+        let emu = sys.emulator();
+        emu.inject(Fault::everywhere(FaultKind::status(503)).with_rate(0.3));
+        emu.inject(Fault::everywhere(FaultKind::retry_after(429, 1)).with_rate(0.1));
+        let jobs = sys.queue_jobs(&set, 4, Duration::from_secs(2));
+        wait_for(WAIT, "jobs to start despite the faults", || async {
+            let snap = emu.snapshot();
+            Ok(jobs
+                .iter()
+                .filter_map(|id| snap.job(*id))
+                .any(|j| j.started_at.is_some()))
+        })
+        .await?;
+        emu.clear_faults();
+        settle(&sys, &set, &jobs, 0).await
+    }
+    .await;
+    finish(sys, outcome).await;
+}
+
+#[tokio::test]
+async fn pods_evicted() {
+    let sys = start("e2e-evict").await;
+    let outcome = async {
+        let set = sys
+            .install_scale_set(
+                ScaleSetSpec::new("arc-evict").values(serde_json::json!({ "minRunners": 2 })),
+            )
+            .await?;
+        sys.wait_runners(&set, 2, WAIT).await?;
+        let idle = sys.runner_pods(&set).await?;
+        for pod in &idle {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            sys.sim().evict_pod(&set.namespace, &name).await?;
+        }
+        let listener = sys
+            .listener_pod(&set)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no listener pod"))?;
+        let listener_uid = listener.metadata.uid.clone();
+        sys.sim()
+            .evict_pod(
+                sys.controller_namespace(),
+                &listener.metadata.name.clone().unwrap_or_default(),
+            )
+            .await?;
+        let evicted: Vec<_> = idle.iter().map(|p| p.metadata.uid.clone()).collect();
+        wait_for(WAIT, "replacement runners and listener", || async {
+            let pods = sys.runner_pods(&set).await?;
+            let fresh = pods
+                .iter()
+                .filter(|p| !evicted.contains(&p.metadata.uid))
+                .count();
+            let listener = sys.listener_pod(&set).await?;
+            let new_listener = listener.is_some_and(|l| l.metadata.uid != listener_uid);
+            Ok(fresh == 2 && pods.len() == 2 && new_listener)
+        })
+        .await?;
+        sys.wait_listening(&set.scale_set_name, WAIT).await?;
+        let jobs = sys.queue_jobs(&set, 3, Duration::from_secs(1));
+        settle(&sys, &set, &jobs, 2).await
+    }
+    .await;
+    finish(sys, outcome).await;
+}

@@ -1,0 +1,677 @@
+//! `cargo xtask bench`: measures the whole system (control plane with an audit log, emulator,
+//! node simulator, manager and listener binaries from the charts) and writes
+//! docs/benchmarks.md with the machine, the commit, our figures (median of several runs), ARC's
+//! published figures and our goals. Never run by tests.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use actions_emulator::{JobPhase, StateSnapshot};
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use system::{ScaleSet, ScaleSetSpec, System, SystemOptions, Timeline, wait_for};
+use testbed::{ControlPlane, ControlPlaneOptions};
+
+use crate::workspace_root;
+
+/// Client-side Kubernetes rate limits and EphemeralRunner workers the bench gives the manager.
+const QPS: u32 = 200;
+const BURST: u32 = 400;
+const RUNNER_WORKERS: u32 = 20;
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Flags of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Runs of the burst and turnover phases (the table shows medians).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Jobs queued at once in the burst phase (maxRunners is the same).
+    #[arg(long, default_value_t = 200)]
+    burst: usize,
+    /// Jobs of the sustained-turnover phase.
+    #[arg(long, default_value_t = 300)]
+    turnover_jobs: usize,
+    /// maxRunners of the sustained-turnover phase.
+    #[arg(long, default_value_t = 50)]
+    turnover_runners: usize,
+    /// EphemeralRunners (minRunners) while the manager's memory is measured.
+    #[arg(long, default_value_t = 1000)]
+    idle_runners: usize,
+    /// Use debug builds instead of release builds.
+    #[arg(long)]
+    debug: bool,
+    /// Where to write the report.
+    #[arg(long, default_value = "docs/benchmarks.md")]
+    output: PathBuf,
+}
+
+/// Runs the bench and writes the report.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.runs == 0 || args.burst == 0 || args.turnover_jobs < 10 || args.turnover_runners == 0 {
+        bail!(
+            "--runs, --burst and --turnover-runners must be at least 1 and --turnover-jobs at least 10; fix: drop the flags to use the defaults"
+        );
+    }
+    if !testbed::binaries_installed() {
+        println!("==> installing the Kubernetes control plane (first run only)");
+        crate::controlplane::install()?;
+    }
+    crate::helm::ensure_venv().context("preparing Helm for the charts")?;
+    println!(
+        "==> building manager and listener ({})",
+        if args.debug { "debug" } else { "release" }
+    );
+    system::build_binaries(!args.debug)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let results = runtime.block_on(bench(args))?;
+    let report = render(args, &results);
+    let path = workspace_root().join(&args.output);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, report).with_context(|| format!("writing {}", path.display()))?;
+    println!("==> wrote {}", path.display());
+    Ok(())
+}
+
+/// One burst run.
+#[derive(Debug, Default)]
+struct Burst {
+    all_pods: f64,
+    acquired_to_pod: Vec<f64>,
+    done_to_removed: Vec<f64>,
+    manager_writes: BTreeMap<String, u64>,
+    listener_writes: u64,
+    other_writes: u64,
+    runners: usize,
+    actions_calls: BTreeMap<String, u64>,
+}
+
+impl Burst {
+    fn manager_writes_total(&self) -> u64 {
+        self.manager_writes.values().sum()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Results {
+    bursts: Vec<Burst>,
+    turnovers: Vec<f64>,
+    listener_rss: Option<u64>,
+    manager_rss_idle: Option<u64>,
+    manager_rss_loaded: Option<u64>,
+    idle_runners_up: Option<f64>,
+    idle_runners: usize,
+    jobs_per_burst: usize,
+}
+
+fn audit_policy(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("audit-policy.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n- level: Metadata\n  verbs: [\"create\", \"update\", \"patch\", \"delete\", \"deletecollection\"]\n- level: None\n",
+    )?;
+    Ok(path)
+}
+
+async fn bench(args: &BenchArgs) -> anyhow::Result<Results> {
+    let audit_dir = tempfile_dir()?;
+    let audit_log = audit_dir.join("audit.log");
+    let policy = audit_policy(&audit_dir)?;
+    println!("==> starting the control plane with an audit log of writes");
+    let cp = ControlPlane::start(ControlPlaneOptions {
+        scheduling: true,
+        extra_apiserver_args: vec![
+            format!("--audit-policy-file={}", policy.display()),
+            format!("--audit-log-path={}", audit_log.display()),
+            "--audit-log-format=json".to_owned(),
+        ],
+    })
+    .await?;
+    let mut options = SystemOptions::new("bench");
+    options.release = !args.debug;
+    options.nodes = 4;
+    options.node_pods = u32::try_from(args.idle_runners.max(args.burst) / 4 + 100).unwrap_or(500);
+    options.controller_values = json!({ "flags": {
+        "k8sClientRateLimiterQPS": QPS,
+        "k8sClientRateLimiterBurst": BURST,
+        "runnerMaxConcurrentReconciles": RUNNER_WORKERS,
+    }});
+    let sys = System::start(cp.into(), options).await?;
+    let outcome = measure(&sys, args, &audit_log).await;
+    if outcome.is_err() {
+        eprintln!("{}", sys.diagnostics().await);
+    }
+    println!("==> stopping everything");
+    sys.shutdown().await;
+    let _ = std::fs::remove_dir_all(&audit_dir);
+    outcome
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("arc-rs-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn measure(sys: &System, args: &BenchArgs, audit_log: &Path) -> anyhow::Result<Results> {
+    let mut results = Results {
+        idle_runners: args.idle_runners,
+        jobs_per_burst: args.burst,
+        ..Results::default()
+    };
+    for run in 1..=args.runs {
+        println!("==> run {run}/{}: burst of {} jobs", args.runs, args.burst);
+        let burst = burst(sys, args, run, audit_log, &mut results).await?;
+        println!(
+            "    all {} pods in {:.2} s; acquired→pod p95 {:.0} ms; done→removed p50 {:.0} ms; {:.1} manager writes/runner",
+            burst.runners,
+            burst.all_pods,
+            percentile(&burst.acquired_to_pod, 95.0),
+            percentile(&burst.done_to_removed, 50.0),
+            ratio(burst.manager_writes_total(), burst.runners),
+        );
+        results.bursts.push(burst);
+        println!(
+            "==> run {run}/{}: {} jobs through {} runners",
+            args.runs, args.turnover_jobs, args.turnover_runners
+        );
+        let rate = turnover(sys, args, run).await?;
+        println!("    {rate:.1} runner turnovers/s");
+        results.turnovers.push(rate);
+    }
+    println!(
+        "==> manager memory with {} EphemeralRunners",
+        args.idle_runners
+    );
+    idle(sys, args, &mut results).await?;
+    Ok(results)
+}
+
+fn rss(pids: &[u32]) -> Option<u64> {
+    let values: Vec<u64> = pids.iter().filter_map(|p| system::rss_bytes(*p)).collect();
+    values.into_iter().max()
+}
+
+fn millis(d: chrono::TimeDelta) -> f64 {
+    d.num_microseconds()
+        .map_or(f64::NAN, |us| us as f64 / 1000.0)
+}
+
+async fn burst(
+    sys: &System,
+    args: &BenchArgs,
+    run: usize,
+    audit_log: &Path,
+    results: &mut Results,
+) -> anyhow::Result<Burst> {
+    let name = format!("burst-{run}");
+    let set = sys
+        .install_scale_set(
+            ScaleSetSpec::new(&name).values(json!({ "maxRunners": args.burst, "minRunners": 0 })),
+        )
+        .await?;
+    let timeline = Timeline::start(sys.client(), &set.namespace).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if results.listener_rss.is_none() {
+        results.listener_rss = rss(&sys.listener_pids());
+        results.manager_rss_idle = rss(&sys.manager_pids());
+    }
+    let audit_start = file_len(audit_log);
+    sys.emulator().reset_counters();
+    let queued_at = chrono::Utc::now();
+    let jobs = sys.queue_jobs(&set, args.burst, Duration::from_secs(5));
+    wait_for(Duration::from_secs(180), "every runner pod", || async {
+        Ok(timeline.pods_created().len() >= args.burst)
+    })
+    .await?;
+    sys.wait_jobs_completed(&jobs, Duration::from_secs(300))
+        .await?;
+    sys.wait_runners(&set, 0, Duration::from_secs(180)).await?;
+    let snap = sys.emulator().snapshot();
+    let audit_end = file_len(audit_log);
+    let pods = timeline.pods_created();
+    let mut created: Vec<_> = pods.values().copied().collect();
+    created.sort();
+    let mut acquired: Vec<_> = jobs
+        .iter()
+        .filter_map(|id| snap.job(*id)?.acquired_at)
+        .collect();
+    acquired.sort();
+    let all_pods = created
+        .get(args.burst - 1)
+        .map_or(f64::NAN, |t| millis(*t - queued_at) / 1000.0);
+    let mut acquired_to_pod: Vec<f64> = acquired
+        .iter()
+        .zip(&created)
+        .map(|(a, p)| millis(*p - *a))
+        .collect();
+    acquired_to_pod.sort_by(f64::total_cmp);
+    let deleted = timeline.runners_deleted();
+    let mut done_to_removed: Vec<f64> = jobs
+        .iter()
+        .filter_map(|id| {
+            let j = snap.job(*id)?;
+            let gone = deleted.get(j.runner_name.as_deref()?)?;
+            Some(millis(*gone - j.completed_at?))
+        })
+        .collect();
+    done_to_removed.sort_by(f64::total_cmp);
+    let (manager_writes, listener_writes, other_writes) =
+        audit_writes(audit_log, audit_start, audit_end, sys)?;
+    let burst = Burst {
+        all_pods,
+        acquired_to_pod,
+        done_to_removed,
+        manager_writes,
+        listener_writes,
+        other_writes,
+        runners: timeline.runners_created().len(),
+        actions_calls: counters(&snap),
+    };
+    drop(timeline);
+    sys.uninstall_scale_set(&set).await?;
+    Ok(burst)
+}
+
+fn counters(snap: &StateSnapshot) -> BTreeMap<String, u64> {
+    snap.counters
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Writes in the audit log between two offsets: the manager's by verb and resource, the
+/// listeners' total, and everyone else's (node simulator, scheduler, controller-manager).
+fn audit_writes(
+    path: &Path,
+    start: u64,
+    end: u64,
+    sys: &System,
+) -> anyhow::Result<(BTreeMap<String, u64>, u64, u64)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let start = usize::try_from(start).unwrap_or(0).min(bytes.len());
+    let end = usize::try_from(end).unwrap_or(0).min(bytes.len());
+    let manager = format!(
+        "system:serviceaccount:{}:{}",
+        sys.controller_namespace(),
+        sys.controller_service_account()
+    );
+    let listeners = format!("system:serviceaccount:{}:", sys.controller_namespace());
+    let mut by = BTreeMap::new();
+    let (mut listener, mut other) = (0, 0);
+    for line in bytes[start..end].split(|b| *b == b'\n') {
+        let Ok(event) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        if event["stage"] != "ResponseComplete" {
+            continue;
+        }
+        let user = event["user"]["username"].as_str().unwrap_or_default();
+        if user == manager {
+            let resource = event["objectRef"]["resource"].as_str().unwrap_or("?");
+            let sub = event["objectRef"]["subresource"]
+                .as_str()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default();
+            let verb = event["verb"].as_str().unwrap_or("?");
+            *by.entry(format!("{verb} {resource}{sub}")).or_insert(0) += 1;
+        } else if user.starts_with(&listeners) {
+            listener += 1;
+        } else {
+            other += 1;
+        }
+    }
+    Ok((by, listener, other))
+}
+
+async fn turnover(sys: &System, args: &BenchArgs, run: usize) -> anyhow::Result<f64> {
+    let name = format!("turn-{run}");
+    let set = sys
+        .install_scale_set(
+            ScaleSetSpec::new(&name)
+                .values(json!({ "maxRunners": args.turnover_runners, "minRunners": 0 })),
+        )
+        .await?;
+    let jobs = sys.queue_jobs(&set, args.turnover_jobs, Duration::from_millis(100));
+    sys.wait_jobs_completed(&jobs, Duration::from_secs(300))
+        .await?;
+    let snap = sys.emulator().snapshot();
+    let mut done: Vec<_> = jobs
+        .iter()
+        .filter_map(|id| snap.job(*id))
+        .filter(|j| j.phase == JobPhase::Completed)
+        .filter_map(|j| j.completed_at)
+        .collect();
+    done.sort();
+    let n = done.len();
+    let (lo, hi) = (n / 10, n * 9 / 10);
+    let rate = if hi > lo {
+        (hi - lo) as f64 / (millis(done[hi - 1] - done[lo]) / 1000.0)
+    } else {
+        f64::NAN
+    };
+    sys.wait_runners(&set, 0, Duration::from_secs(180)).await?;
+    sys.uninstall_scale_set(&set).await?;
+    Ok(rate)
+}
+
+async fn idle(sys: &System, args: &BenchArgs, results: &mut Results) -> anyhow::Result<()> {
+    let n = args.idle_runners;
+    let started = Instant::now();
+    let set: ScaleSet = sys
+        .install_scale_set(
+            ScaleSetSpec::new("idle").values(json!({ "maxRunners": n, "minRunners": n })),
+        )
+        .await?;
+    wait_for(
+        Duration::from_secs(300),
+        &format!("{n} EphemeralRunners with pods"),
+        || async {
+            Ok(sys.ephemeral_runners(&set).await?.len() >= n
+                && sys.runner_pods(&set).await?.len() >= n)
+        },
+    )
+    .await?;
+    results.idle_runners_up = Some(started.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        if let Some(v) = rss(&sys.manager_pids()) {
+            samples.push(v);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    results.manager_rss_loaded = samples.into_iter().max();
+    println!(
+        "    {n} runners up in {:.1} s; manager RSS {}",
+        started.elapsed().as_secs_f64(),
+        results
+            .manager_rss_loaded
+            .map_or("?".to_owned(), |b| format!("{:.1} MiB", b as f64 / MIB))
+    );
+    sys.uninstall_scale_set_within(&set, Duration::from_secs(300))
+        .await
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 50.0)
+}
+
+fn ratio(a: u64, b: usize) -> f64 {
+    if b == 0 {
+        f64::NAN
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "**not met**" }
+}
+
+fn command_line(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("?", |(_, v)| v.trim())
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let kib: f64 = m.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!("{:.1} GiB", kib / 1024.0 / 1024.0))
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    format!(
+        "{cores} cores ({model}), {mem} RAM, Linux {}",
+        command_line("uname", &["-r"])
+    )
+}
+
+fn render(args: &BenchArgs, r: &Results) -> String {
+    let runs = r.bursts.len();
+    let all_pods = median(r.bursts.iter().map(|b| b.all_pods).collect());
+    let p = |q: f64| {
+        median(
+            r.bursts
+                .iter()
+                .map(|b| percentile(&b.acquired_to_pod, q))
+                .collect(),
+        )
+    };
+    let (p50, p95, max) = (p(50.0), p(95.0), p(100.0));
+    let turn = median(r.turnovers.clone());
+    let removed = median(
+        r.bursts
+            .iter()
+            .map(|b| percentile(&b.done_to_removed, 50.0))
+            .collect(),
+    );
+    let writes = median(
+        r.bursts
+            .iter()
+            .map(|b| ratio(b.manager_writes_total(), b.runners))
+            .collect(),
+    );
+    let listener_writes = median(
+        r.bursts
+            .iter()
+            .map(|b| ratio(b.listener_writes, b.runners))
+            .collect(),
+    );
+    let other_writes = median(
+        r.bursts
+            .iter()
+            .map(|b| ratio(b.other_writes, b.runners))
+            .collect(),
+    );
+    let calls = median(
+        r.bursts
+            .iter()
+            .map(|b| ratio(b.actions_calls.values().sum(), r.jobs_per_burst))
+            .collect(),
+    );
+    let mib = |b: Option<u64>| b.map_or(f64::NAN, |b| b as f64 / MIB);
+    let manager = mib(r.manager_rss_loaded);
+    let listener = mib(r.listener_rss);
+    let commit = command_line("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty = !command_line("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    let mut out = String::new();
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(
+        out,
+        "Written by `cargo xtask bench` (xtask/src/bench.rs); do not edit by hand. Re-run it to refresh.\n"
+    );
+    let _ = writeln!(
+        out,
+        "- Date: {}",
+        command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+    );
+    let _ = writeln!(
+        out,
+        "- Commit: `{commit}`{}",
+        if dirty {
+            " (with uncommitted changes in the work tree)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(out, "- Machine: {}", machine());
+    let _ = writeln!(
+        out,
+        "- Set-up: Kubernetes {} control plane (etcd, kube-apiserver with an audit log of writes, controller-manager, scheduler) on loopback, the Actions-service emulator over HTTP, the node simulator with 4 Nodes; both charts rendered with real Helm and applied; the manager and listener are {} builds run by the node simulator under the charts' ServiceAccounts. Manager flags from the chart: `k8sClientRateLimiterQPS: {QPS}`, `k8sClientRateLimiterBurst: {BURST}`, `runnerMaxConcurrentReconciles: {RUNNER_WORKERS}`. Everything shares the machine's cores.",
+        testbed::KUBERNETES_VERSION,
+        if args.debug { "debug" } else { "release" }
+    );
+    let _ = writeln!(
+        out,
+        "- Runs: {runs} (medians below); burst {} jobs of 5 s (maxRunners {}), turnover {} jobs of 100 ms through maxRunners {}, memory with minRunners {}.\n",
+        args.burst, args.burst, args.turnover_jobs, args.turnover_runners, r.idle_runners
+    );
+    let _ = writeln!(out, "## Results\n");
+    let _ = writeln!(
+        out,
+        "| Figure | arc-rs | Goal | Goal met? | ARC, published |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| Burst of {} queued jobs → all runner pods created | {all_pods:.2} s | ≤ 5 s | {} | 0→30 runners \"took 15s to create\", 0→100 and 0→400 much slower (ARC#3276, v0.8.2) |",
+        args.burst,
+        met(all_pods <= 5.0)
+    );
+    let _ = writeln!(
+        out,
+        "| Job acquired → pod created | p50 {p50:.0} ms, p95 {p95:.0} ms, max {max:.0} ms | p95 ≤ 1 s | {} | single job on an idle cluster, listener → pod 20–30 s (ARC#3534, v0.9.x); queue → runner online 30–90 s typical (ARC#3704, #3953) |",
+        met(p95 <= 1000.0)
+    );
+    let _ = writeln!(
+        out,
+        "| Sustained runner turnovers | {turn:.1} /s | ≥ 25 /s | {} | 2.81 → 3.26 jobs completed/s after raising concurrency, at QPS 20 / burst 30 (ARC#4670) |",
+        met(turn >= 25.0)
+    );
+    let _ = writeln!(
+        out,
+        "| Job done → runner removed | p50 {removed:.0} ms | p50 ≤ 1 s | {} | p50 14,291 → 10,842 ms, p95 21,354 → 17,596 ms (ARC#4670) |",
+        met(removed <= 1000.0)
+    );
+    let _ = writeln!(
+        out,
+        "| Kubernetes API writes per runner lifecycle (manager) | {writes:.1} | ≤ 6 | {} | \"roughly ten API calls per runner\" (ARC#4673) |",
+        met(writes <= 6.0)
+    );
+    let _ = writeln!(
+        out,
+        "| Actions API calls per job (manager + listener) | {calls:.1} | — | — | not published; one JIT call per runner is the floor |"
+    );
+    let _ = writeln!(
+        out,
+        "| Manager RSS with {} EphemeralRunners | {manager:.1} MiB | ≤ 40 MiB | {} | not published (the chart sets `resources: {{}}`) |",
+        r.idle_runners,
+        met(manager <= 40.0)
+    );
+    let _ = writeln!(
+        out,
+        "| Listener RSS when idle | {listener:.1} MiB | ≤ 10 MiB | {} | not published |",
+        met(listener <= 10.0)
+    );
+    let _ = writeln!(out, "\n## Details\n");
+    let _ = writeln!(
+        out,
+        "| Run | all pods (s) | acquired→pod p50 / p95 / max (ms) | done→removed p50 / p95 (ms) | turnovers/s | manager writes/runner | listener writes/runner | other writes/runner | Actions calls/job |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for (i, b) in r.bursts.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            i + 1,
+            b.all_pods,
+            percentile(&b.acquired_to_pod, 50.0),
+            percentile(&b.acquired_to_pod, 95.0),
+            percentile(&b.acquired_to_pod, 100.0),
+            percentile(&b.done_to_removed, 50.0),
+            percentile(&b.done_to_removed, 95.0),
+            r.turnovers.get(i).copied().unwrap_or(f64::NAN),
+            ratio(b.manager_writes_total(), b.runners),
+            ratio(b.listener_writes, b.runners),
+            ratio(b.other_writes, b.runners),
+            ratio(b.actions_calls.values().sum(), r.jobs_per_burst),
+        );
+    }
+    if let Some(b) = r.bursts.first() {
+        let _ = writeln!(
+            out,
+            "\nManager writes in run 1 by verb and resource ({} runners): {}.\n",
+            b.runners,
+            b.manager_writes
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "Actions API calls in run 1 by endpoint ({} jobs): {}.\n",
+            r.jobs_per_burst,
+            b.actions_calls
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Other writes per runner: {other_writes:.1} (node simulator as kubelet: pod status; scheduler: bindings; controller-manager: events and garbage collection). Listener writes per runner: {listener_writes:.2}.\n"
+    );
+    let _ = writeln!(
+        out,
+        "Memory: manager RSS {:.1} MiB with one idle scale set, {manager:.1} MiB with {} EphemeralRunners (their pods up {:.1} s after the scale set was applied); listener {listener:.1} MiB idle.\n",
+        mib(r.manager_rss_idle),
+        r.idle_runners,
+        r.idle_runners_up.unwrap_or(f64::NAN)
+    );
+    let _ = writeln!(out, "## How each figure is measured\n");
+    let _ = writeln!(
+        out,
+        "- *All runner pods created*: from queuing the burst in the emulator to the watch event of the last runner pod (pods are seen by a watch, not by the one-second `creationTimestamp`)."
+    );
+    let _ = writeln!(
+        out,
+        "- *Job acquired → pod created*: the k-th job acquisition (emulator timestamp) paired with the k-th runner pod creation; jobs are not bound to pods until a runner picks one up, so this is the scale set's provisioning delay per job."
+    );
+    let _ = writeln!(
+        out,
+        "- *Turnovers*: jobs completed per second between the 10th and 90th percentile of completion times, each job on a fresh ephemeral runner (created, registered, run, removed)."
+    );
+    let _ = writeln!(
+        out,
+        "- *Done → removed*: the emulator's completion time of a job to the watch event deleting the EphemeralRunner that ran it."
+    );
+    let _ = writeln!(
+        out,
+        "- *Kubernetes writes*: create/update/patch/delete events (stage ResponseComplete) in the API server's audit log, by the manager's ServiceAccount, during the burst (from queuing to every runner removed), divided by the runners created."
+    );
+    let _ = writeln!(
+        out,
+        "- *Actions API calls*: the emulator's counters over the same window (the listener's long polls included) divided by the jobs."
+    );
+    let _ = writeln!(
+        out,
+        "- *RSS*: `VmRSS` of the manager and listener processes (found by executable and by the node simulator's work directory in their environment)."
+    );
+    out
+}
