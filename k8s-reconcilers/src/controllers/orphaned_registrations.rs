@@ -14,7 +14,7 @@ use crate::Context;
 use crate::controllers::watched_api;
 use crate::crd::{EphemeralRunner, EphemeralRunnerSet};
 use crate::error::Error;
-use crate::github::{ObjectSettings, ServiceErrorKind};
+use crate::github::ObjectSettings;
 
 /// Name used for this task's context (metrics, Events).
 pub const CONTROLLER: &str = "orphaned-registrations";
@@ -28,22 +28,14 @@ pub struct SweepReport {
     pub busy: Vec<i64>,
     /// Scale sets that could not be swept, with the reason.
     pub failed: Vec<(String, String)>,
-    /// Scale sets skipped because their service client cannot list runners.
-    pub unsupported: Vec<String>,
 }
 
 /// Sweeps at start-up and then every interval until shutdown.
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let mut shutdown = ctx.options.shutdown.signal();
     let interval = ctx.options.orphan_cleanup_interval;
-    let mut warned = false;
     loop {
         let report = sweep(&ctx).await;
-        if !report.unsupported.is_empty() && !warned {
-            tracing::warn!(sets = ?report.unsupported,
-                "the Actions client cannot list runners; registrations without an EphemeralRunner are not swept for these scale sets");
-            warned = true;
-        }
         if !report.removed.is_empty() || !report.failed.is_empty() {
             tracing::info!(removed = ?report.removed, busy = ?report.busy, failed = ?report.failed,
                 "orphaned registration sweep");
@@ -105,17 +97,10 @@ async fn sweep_set(
         )
         .await?;
     // Registrations first, runners second (see scaleset_core::registrations).
-    let listed = match service.list_runners(scale_set_id).await {
-        Ok(listed) => listed,
-        Err(e) if e.kind == ServiceErrorKind::Unsupported => {
-            report
-                .unsupported
-                .push(format!("{namespace}/{}", set.name_any()));
-            return Ok(());
-        }
-        Err(e) => return Err(Error::Service(e)),
-    };
-    let registered: Vec<Registration> = listed
+    let registered: Vec<Registration> = service
+        .list_runners(scale_set_id)
+        .await
+        .map_err(Error::Service)?
         .into_iter()
         .map(|r| Registration {
             id: r.id,

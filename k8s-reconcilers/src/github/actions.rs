@@ -261,14 +261,19 @@ impl ActionsService for ClientService {
 
     fn list_runners(
         &self,
-        _scale_set_id: i64,
+        scale_set_id: i64,
     ) -> BoxFuture<'_, Result<Vec<RunnerInfo>, ServiceError>> {
-        Box::pin(async {
-            Err(ServiceError::new(
-                ServiceErrorKind::Unsupported,
-                "ListRunners",
-                "actions-client has no call that lists a scale set's runners (A13 without agentName)",
-            ))
+        Box::pin(async move {
+            let all = self
+                .0
+                .list_runners()
+                .await
+                .map_err(|e| service_error("ListRunners", e))?;
+            Ok(all
+                .into_iter()
+                .filter(|r| r.runner_scale_set_id == scale_set_id)
+                .map(runner)
+                .collect())
         })
     }
 }

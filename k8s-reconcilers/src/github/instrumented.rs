@@ -54,7 +54,6 @@ fn outcome<T>(result: &Result<T, ServiceError>) -> &'static str {
             ServiceErrorKind::Invalid => "invalid",
             ServiceErrorKind::Transient => "transient",
             ServiceErrorKind::Configuration => "configuration",
-            ServiceErrorKind::Unsupported => "unsupported",
         },
     }
 }

@@ -90,8 +90,6 @@ pub enum ServiceErrorKind {
     Transient,
     /// Building the client failed (bad CA, bad proxy URL, bad key).
     Configuration,
-    /// The client cannot make this call.
-    Unsupported,
 }
 
 /// A failed service call; `message` never contains credentials.

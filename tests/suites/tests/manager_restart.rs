@@ -241,3 +241,85 @@ async fn killed_between_the_jit_call_and_the_status_write_then_restarted() -> an
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn registrations_without_a_runner_are_swept_at_start_up() -> anyhow::Result<()> {
+    use actions_client::{ActionsClient, Credentials, JitSetting};
+    let cp = ControlPlane::shared().await?;
+    let admin = cp.client();
+    k8s_reconcilers::crd::install(&admin, Duration::from_secs(60)).await?;
+    let ctrl = cp.test_namespace("sw-ctrl").await?;
+    let run = cp.test_namespace("sw-run").await?;
+    let (c, r) = (ctrl.name(), run.name());
+    let emu = Emulator::start(EmulatorConfig::default()).await?;
+    pat_secret(&admin, r, "gh", &emu).await?;
+    let url = emu.org_url("octo-org");
+
+    let mut first = Manager::start(cp.kubeconfig_path(), c, r, &[])?;
+    create_ars(&admin, r, "arc", &url, "gh").await?;
+    let ars_api: Api<AutoscalingRunnerSet> = Api::namespaced(admin.clone(), r);
+    let id: i64 = eventually("the scale set id", WAIT, || async {
+        let ars = ars_api.get("arc").await?;
+        Ok(ars
+            .annotations()
+            .get(annotations::RUNNER_SCALE_SET_ID)
+            .and_then(|v| v.parse().ok()))
+    })
+    .await?;
+    let ers_api: Api<EphemeralRunnerSet> = Api::namespaced(admin.clone(), r);
+    eventually("the EphemeralRunnerSet", WAIT, || async {
+        ers_api.get_opt("arc").await.map_err(Into::into)
+    })
+    .await?;
+    ers_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 1, "patchID": 1}})),
+        )
+        .await?;
+    let er_api: Api<EphemeralRunner> = Api::namespaced(admin.clone(), r);
+    let runner = eventually("a registered runner", WAIT, || async {
+        Ok(er_api
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|e| e.status.as_ref().is_some_and(|s| s.runner_id > 0)))
+    })
+    .await?;
+    first.signal("TERM")?;
+    first.wait_exit(Duration::from_secs(30)).await?;
+
+    // While no manager runs, a registration appears that no EphemeralRunner stands for.
+    let client = ActionsClient::builder(url.clone(), Credentials::pat(emu.pat())?).build()?;
+    let ghost = client
+        .generate_jit_config(
+            id,
+            &JitSetting {
+                name: "arc-runner-ghost".into(),
+                work_folder: "_work".into(),
+            },
+        )
+        .await?;
+    assert!(registrations(&emu, id).contains_key("arc-runner-ghost"));
+
+    let _second = Manager::start(cp.kubeconfig_path(), c, r, &[])?;
+    eventually("the ghost registration removed", WAIT, || async {
+        Ok((!registrations(&emu, id).contains_key("arc-runner-ghost")).then_some(()))
+    })
+    .await?;
+    let left = registrations(&emu, id);
+    assert_eq!(
+        left.get(&runner.name_any()),
+        runner.status.as_ref().map(|s| &s.runner_id),
+        "the runner's own registration stays"
+    );
+    assert!(
+        !emu.snapshot()
+            .runners
+            .iter()
+            .any(|x| x.id == ghost.runner.id)
+    );
+    Ok(())
+}
