@@ -311,3 +311,63 @@ async fn a_proxy_gets_a_runner_proxy_secret_that_goes_with_the_set() -> anyhow::
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn new_runners_carry_the_current_metadata_and_old_ones_keep_theirs() -> anyhow::Result<()> {
+    let h = Harness::start("ers-meta", 5).await?;
+    let set: EphemeralRunnerSet = serde_json::from_value(json!({
+        "apiVersion": "actions.github.com/v1alpha1",
+        "kind": "EphemeralRunnerSet",
+        "metadata": {"name": "set", "annotations": {"team": "a"}},
+        "spec": {
+            "replicas": 1,
+            "ephemeralRunnerSpec": h.runner_spec(),
+            "ephemeralRunnerMetadata": {"labels": {"tier": "one"}, "annotations": {"note": "first"}}
+        }
+    }))?;
+    h.sets().create(&PostParams::default(), &set).await?;
+    let first = registered_runners(&h, 1).await?.remove(0);
+    assert_eq!(
+        first.annotations().get("team").map(String::as_str),
+        Some("a")
+    );
+    assert_eq!(
+        first.annotations().get("note").map(String::as_str),
+        Some("first")
+    );
+    assert_eq!(first.labels().get("tier").map(String::as_str), Some("one"));
+
+    let patch = json!({
+        "metadata": {"annotations": {"team": "b"}},
+        "spec": {"replicas": 2, "patchID": 1,
+            "ephemeralRunnerMetadata": {"labels": {"tier": "two"}, "annotations": {"note": "second"}}}
+    });
+    h.sets()
+        .patch("set", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let both = registered_runners(&h, 2).await?;
+    let old = both
+        .iter()
+        .find(|r| r.name_any() == first.name_any())
+        .unwrap();
+    let new = both
+        .iter()
+        .find(|r| r.name_any() != first.name_any())
+        .unwrap();
+    assert_eq!(
+        old.annotations().get("team").map(String::as_str),
+        Some("a"),
+        "existing runners keep theirs"
+    );
+    assert_eq!(
+        old.annotations().get("note").map(String::as_str),
+        Some("first")
+    );
+    assert_eq!(new.annotations().get("team").map(String::as_str), Some("b"));
+    assert_eq!(
+        new.annotations().get("note").map(String::as_str),
+        Some("second")
+    );
+    assert_eq!(new.labels().get("tier").map(String::as_str), Some("two"));
+    Ok(())
+}
