@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 use crate::error::Error;
 use crate::github::GithubClients;
 use crate::metrics::{ControllerLabel, Metrics, ReconcileLabels};
-use crate::options::ManagerOptions;
+use crate::options::{ManagerOptions, RequeueLimiter};
 
 /// First retry delay after a failure.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(5);
@@ -36,6 +36,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
+    bucket: Option<Mutex<RequeueBucket>>,
 }
 
 impl Context {
@@ -51,8 +52,11 @@ impl Context {
             controller: options.event_reporter.clone(),
             instance: std::env::var("HOSTNAME").ok(),
         };
+        let bucket = (options.requeue_limiter == RequeueLimiter::Bucket)
+            .then(|| Mutex::new(RequeueBucket::new(Instant::now())));
         Arc::new(Self {
             controller,
+            bucket,
             recorder: Recorder::new(client.clone(), reporter),
             client,
             options,
@@ -115,7 +119,14 @@ impl Context {
         } else {
             BACKOFF_MAX
         };
-        let delay = backoff(failures, cap);
+        let mut delay = backoff(failures, cap);
+        if let Some(bucket) = &ctx.bucket {
+            let wait = bucket
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .reserve(Instant::now());
+            delay = delay.max(wait);
+        }
         tracing::warn!(
             controller = ctx.controller,
             object = %key(&*obj),
@@ -176,6 +187,43 @@ fn key<K: Resource>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
+/// controller-runtime's overall requeue limit for failures: a token bucket of 10 per second
+/// with a burst of 100, shared by all objects of one controller; the wait it imposes is
+/// combined with the per-object backoff by taking the longer one.
+#[derive(Debug)]
+pub struct RequeueBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl RequeueBucket {
+    /// Requeues per second.
+    pub const RATE: f64 = 10.0;
+    /// Burst.
+    pub const BURST: f64 = 100.0;
+
+    /// A full bucket at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            tokens: Self::BURST,
+            last: now,
+        }
+    }
+
+    /// Takes one token at `now` and returns how long the requeue must wait for it.
+    pub fn reserve(&mut self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * Self::RATE).min(Self::BURST);
+        self.last = now;
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / Self::RATE)
+        }
+    }
+}
+
 /// Delay after the `failures`-th consecutive failure: 5 ms doubling, at most `cap`.
 pub fn backoff(failures: u32, cap: Duration) -> Duration {
     let exp = failures.saturating_sub(1).min(30);
@@ -185,6 +233,25 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requeue_bucket_allows_a_burst_then_ten_per_second() {
+        let start = Instant::now();
+        let mut bucket = RequeueBucket::new(start);
+        for _ in 0..100 {
+            assert_eq!(bucket.reserve(start), Duration::ZERO);
+        }
+        let wait = bucket.reserve(start);
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9, "{wait:?}");
+        let wait = bucket.reserve(start);
+        assert!((wait.as_secs_f64() - 0.2).abs() < 1e-9, "{wait:?}");
+        // A second later ten tokens came back; two were owed.
+        let later = start + Duration::from_secs(1);
+        for _ in 0..8 {
+            assert_eq!(bucket.reserve(later), Duration::ZERO);
+        }
+        assert!(bucket.reserve(later) > Duration::ZERO);
+    }
 
     #[test]
     fn backoff_doubles_from_5ms_up_to_the_cap() {

@@ -10,6 +10,17 @@ use crate::github::Connector;
 
 pub use scaleset_core::autoscaling_runner_set::DriftPolicy;
 
+/// How failed reconciles are requeued (`--workqueue-rate-limiter`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RequeueLimiter {
+    /// Per-object exponential backoff and an overall bucket of 10/s, burst 100
+    /// (`bucket_rate_limiter`, and ARC's default).
+    #[default]
+    Bucket,
+    /// Per-object exponential backoff only (`typed_rate_limiter`).
+    Typed,
+}
+
 /// A shutdown trigger shared by the controllers: once it fires they stop taking work, finish
 /// the reconciles in flight and return.
 #[derive(Clone)]
@@ -78,6 +89,8 @@ pub struct ManagerOptions {
     pub orphan_cleanup_interval: Duration,
     /// Stops the controllers gracefully.
     pub shutdown: Shutdown,
+    /// How failed reconciles are requeued.
+    pub requeue_limiter: RequeueLimiter,
     /// `--exclude-label-propagation-prefix`.
     pub exclude_label_propagation_prefixes: Vec<String>,
     /// Build version for the version gate (`dev` accepts every ARS).
@@ -126,6 +139,7 @@ impl ManagerOptions {
             default_runner_image: None,
             orphan_cleanup_interval: Duration::from_secs(600),
             shutdown: Shutdown::never(),
+            requeue_limiter: RequeueLimiter::Bucket,
             exclude_label_propagation_prefixes: Vec::new(),
             build_version: "dev".into(),
             connector,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use k8s_reconcilers::options::RequeueLimiter;
 use scaleset_core::autoscaling_runner_set::DriftPolicy;
 
 /// Build version compared with an AutoscalingRunnerSet's `app.kubernetes.io/version` label
@@ -257,6 +258,8 @@ pub struct Settings {
     pub runner_image: Option<String>,
     /// Spec drift policy.
     pub drift_policy: DriftPolicy,
+    /// Requeue limiter of failed reconciles.
+    pub requeue_limiter: RequeueLimiter,
     /// Orphaned registration sweep interval.
     pub orphan_cleanup_interval: Duration,
     /// Set when `--pprof-addr` was given (it has no effect).
@@ -311,16 +314,17 @@ impl Cli {
             ("debug".to_owned(), "text".to_owned())
         };
         let watch_namespace = self.watch_namespace()?;
-        if !matches!(
-            self.workqueue_rate_limiter.as_str(),
-            "" | "bucket_rate_limiter" | "typed_rate_limiter"
-        ) {
-            return Err(bad(
-                "--workqueue-rate-limiter",
-                format!("unknown rate limiter {:?}", self.workqueue_rate_limiter),
-                "use bucket_rate_limiter, typed_rate_limiter or leave it empty",
-            ));
-        }
+        let requeue_limiter = match self.workqueue_rate_limiter.as_str() {
+            "" | "bucket_rate_limiter" => RequeueLimiter::Bucket,
+            "typed_rate_limiter" => RequeueLimiter::Typed,
+            other => {
+                return Err(bad(
+                    "--workqueue-rate-limiter",
+                    format!("unknown rate limiter {other:?}"),
+                    "use bucket_rate_limiter, typed_rate_limiter or leave it empty",
+                ));
+            }
+        };
         if !(self.k8s_client_rate_limiter_qps.is_finite() && self.k8s_client_rate_limiter_qps > 0.0)
         {
             return Err(bad(
@@ -397,6 +401,7 @@ impl Cli {
                 .collect(),
             runner_image: (!self.runner_image.is_empty()).then(|| self.runner_image.clone()),
             drift_policy,
+            requeue_limiter,
             orphan_cleanup_interval: self.orphan_cleanup_interval,
             pprof_ignored: !self.pprof_addr.is_empty(),
         })
@@ -649,6 +654,7 @@ mod tests {
         assert_eq!(s.health_addr, Some("0.0.0.0:8081".parse().unwrap()));
         assert_eq!(s.qps, 50.0);
         assert_eq!(s.burst, 100);
+        assert_eq!(s.requeue_limiter, RequeueLimiter::Typed);
         assert_eq!(
             s.leader_election.unwrap().lease_name,
             "arc-gha-rs-controller"
@@ -666,6 +672,7 @@ mod tests {
         assert_eq!((s.qps, s.burst), (20.0, 30));
         assert!(s.leader_election.is_none());
         assert_eq!(s.listener_entrypoint, "/ghalistener");
+        assert_eq!(s.requeue_limiter, RequeueLimiter::Bucket);
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub fn manager_options(
     o.exclude_label_propagation_prefixes = settings.exclude_label_propagation_prefixes.clone();
     o.default_runner_image = settings.runner_image.clone();
     o.drift_policy = settings.drift_policy;
+    o.requeue_limiter = settings.requeue_limiter;
     o.orphan_cleanup_interval = settings.orphan_cleanup_interval;
     o.build_version = cli::BUILD_VERSION.to_owned();
     o.shutdown = shutdown;
