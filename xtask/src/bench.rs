@@ -106,6 +106,15 @@ struct Results {
     idle_runners_up: Option<f64>,
     idle_runners: usize,
     jobs_per_burst: usize,
+    load_start: String,
+    load_end: String,
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 fn audit_policy(dir: &Path) -> anyhow::Result<PathBuf> {
@@ -161,6 +170,7 @@ async fn measure(sys: &System, args: &BenchArgs, audit_log: &Path) -> anyhow::Re
     let mut results = Results {
         idle_runners: args.idle_runners,
         jobs_per_burst: args.burst,
+        load_start: load_average(),
         ..Results::default()
     };
     for run in 1..=args.runs {
@@ -188,6 +198,7 @@ async fn measure(sys: &System, args: &BenchArgs, audit_log: &Path) -> anyhow::Re
         args.idle_runners
     );
     idle(sys, args, &mut results).await?;
+    results.load_end = load_average();
     Ok(results)
 }
 
@@ -277,10 +288,20 @@ async fn burst(
     Ok(burst)
 }
 
+/// The simulated runners' own calls (`/_runner/…`), which a real runner makes to the service
+/// and not the controllers; left out of the per-job count.
+const RUNNER_SIDE: [&str; 5] = [
+    "runner_connect",
+    "runner_job",
+    "runner_started",
+    "runner_completed",
+    "runner_disconnect",
+];
+
 fn counters(snap: &StateSnapshot) -> BTreeMap<String, u64> {
     snap.counters
         .iter()
-        .filter(|(_, v)| **v > 0)
+        .filter(|(k, v)| **v > 0 && !RUNNER_SIDE.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), *v))
         .collect()
 }
@@ -531,6 +552,11 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     let _ = writeln!(out, "- Machine: {}", machine());
     let _ = writeln!(
         out,
+        "- Load average at the start and the end: {} / {} (the machine is shared; other work runs beside the bench)",
+        r.load_start, r.load_end
+    );
+    let _ = writeln!(
+        out,
         "- Set-up: Kubernetes {} control plane (etcd, kube-apiserver with an audit log of writes, controller-manager, scheduler) on loopback, the Actions-service emulator over HTTP, the node simulator with 4 Nodes; both charts rendered with real Helm and applied; the manager and listener are {} builds run by the node simulator under the charts' ServiceAccounts. Manager flags from the chart: `k8sClientRateLimiterQPS: {QPS}`, `k8sClientRateLimiterBurst: {BURST}`, `runnerMaxConcurrentReconciles: {RUNNER_WORKERS}`. Everything shares the machine's cores.",
         testbed::KUBERNETES_VERSION,
         if args.debug { "debug" } else { "release" }
@@ -574,7 +600,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "| Actions API calls per job (manager + listener) | {calls:.1} | — | — | not published; one JIT call per runner is the floor |"
+        "| Actions API calls per job (manager + listener; the runners' own calls left out) | {calls:.1} | — | — | not published; one JIT call per runner is the floor |"
     );
     let _ = writeln!(
         out,
@@ -667,7 +693,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- *Actions API calls*: the emulator's counters over the same window (the listener's long polls included) divided by the jobs."
+        "- *Actions API calls*: the emulator's counters over the same window (the listener's long polls included, the simulated runners' `/_runner/…` calls left out) divided by the jobs."
     );
     let _ = writeln!(
         out,
