@@ -104,6 +104,7 @@ async fn listener_gets_rbac_config_and_pod() -> anyhow::Result<()> {
             .is_some_and(|id| id > 0)
     );
     assert_eq!(config["metrics_addr"], ":8080");
+    assert_eq!(config["health_addr"], "0.0.0.0:8081");
 
     let spec = pod.spec.clone().unwrap_or_default();
     assert_eq!(spec.service_account_name.as_deref(), Some(name.as_str()));
@@ -129,8 +130,58 @@ async fn listener_gets_rbac_config_and_pod() -> anyhow::Result<()> {
         listener.ports.as_ref().map(|p| p[0].container_port),
         Some(8080)
     );
+    assert_eq!(
+        probe_target(listener.liveness_probe.as_ref()),
+        Some(("/healthz".to_owned(), 8081))
+    );
+    assert_eq!(
+        probe_target(listener.readiness_probe.as_ref()),
+        Some(("/readyz".to_owned(), 8081))
+    );
     assert_eq!(spec.containers[1].name, "sidecar");
     assert_eq!(pod.labels().get("extra").map(String::as_str), Some("yes"));
+    Ok(())
+}
+
+/// Path and port of an httpGet probe.
+fn probe_target(probe: Option<&k8s_openapi::api::core::v1::Probe>) -> Option<(String, i32)> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let get = probe?.http_get.as_ref()?;
+    let port = match &get.port {
+        IntOrString::Int(p) => *p,
+        IntOrString::String(_) => return None,
+    };
+    Some((get.path.clone().unwrap_or_default(), port))
+}
+
+#[tokio::test]
+async fn template_probes_replace_the_health_endpoint() -> anyhow::Result<()> {
+    let h = Harness::start("al-probes").await?;
+    h.pat_secret("gh", "ghp_first").await?;
+    let mut s = spec(URL, "gh");
+    s["listenerTemplate"] = json!({"spec": {"containers": [{"name": "listener",
+        "livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 30}}]}});
+    h.create_ars("arc", s).await?;
+    let name = listener_name("arc", h.ns(), "", URL);
+    let pod = listener_pod(&h, &name).await?;
+    let config = config_json(&h, &name).await?;
+    assert_eq!(
+        config["health_addr"], "",
+        "the user's probes own the listener's health"
+    );
+    let spec = pod.spec.clone().unwrap_or_default();
+    let listener = &spec.containers[0];
+    let liveness = listener.liveness_probe.clone().unwrap_or_default();
+    assert_eq!(liveness.period_seconds, Some(30));
+    assert!(liveness.exec.is_some() && liveness.http_get.is_none());
+    assert!(listener.readiness_probe.is_none());
+    let ports: Vec<i32> = listener
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| p.container_port)
+        .collect();
+    assert!(!ports.contains(&8081), "no health port: {ports:?}");
     Ok(())
 }
 

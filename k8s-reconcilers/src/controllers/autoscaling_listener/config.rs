@@ -30,6 +30,7 @@ struct ListenerConfig<'a> {
     metrics_addr: &'a str,
     metrics_endpoint: &'a str,
     metrics: Option<&'a MetricsConfig>,
+    health_addr: &'a str,
 }
 
 /// Builds and validates `config.json` (one JSON document and a newline).
@@ -90,6 +91,7 @@ pub fn config_json(
         metrics_addr,
         metrics_endpoint,
         metrics: spec.metrics.as_ref(),
+        health_addr: super::pod::health_addr(al),
     };
     validate(&config)?;
     let mut json = serde_json::to_string(&config).map_err(|source| Error::Serialize {
@@ -185,7 +187,7 @@ mod tests {
                 r#""ephemeral_runner_set_namespace":"arc-runners","ephemeral_runner_set_name":"my-set","#,
                 r#""max_runners":10,"min_runners":1,"runner_scale_set_id":5,"runner_scale_set_name":"my-set","#,
                 r#""server_root_ca":"","log_level":"debug","log_format":"text","metrics_addr":":8080","#,
-                r#""metrics_endpoint":"/metrics","metrics":null}"#,
+                r#""metrics_endpoint":"/metrics","metrics":null,"health_addr":"0.0.0.0:8081"}"#,
                 "\n"
             )
         );

@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, Pod, PodSpec, PodTemplateSpec,
-    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Pod, PodSpec, PodTemplateSpec,
+    Probe, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
@@ -18,6 +19,55 @@ use crate::options::ManagerOptions;
 
 /// Where the config Secret is mounted.
 pub const CONFIG_DIR: &str = "/etc/gha-listener";
+
+/// Port of the listener's `/healthz` and `/readyz` endpoints.
+pub const HEALTH_PORT: i32 = 8081;
+
+/// The listener's `health_addr` when the controller manages its probes.
+pub const HEALTH_ADDR: &str = "0.0.0.0:8081";
+
+/// Whether the `listenerTemplate`'s listener container brings probes of its own; then the
+/// controller leaves the listener's health endpoint and probes to the user.
+pub fn template_sets_probes(al: &AutoscalingListener) -> bool {
+    al.spec
+        .template
+        .as_ref()
+        .and_then(|t| t.spec.as_ref())
+        .is_some_and(|spec| {
+            spec.containers.iter().any(|c| {
+                c.name == LISTENER_CONTAINER
+                    && (c.liveness_probe.is_some()
+                        || c.readiness_probe.is_some()
+                        || c.startup_probe.is_some())
+            })
+        })
+}
+
+/// The `health_addr` written into `config.json`: [`HEALTH_ADDR`], or empty (off) when the
+/// template brings its own probes.
+pub fn health_addr(al: &AutoscalingListener) -> &'static str {
+    if template_sets_probes(al) {
+        ""
+    } else {
+        HEALTH_ADDR
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(HEALTH_PORT),
+            scheme: Some("HTTP".into()),
+            ..Default::default()
+        }),
+        initial_delay_seconds: Some(5),
+        period_seconds: Some(period),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
 
 /// Builds the listener pod. `dependencies` are the integrity hashes of the objects the pod
 /// depends on (config Secret, RBAC); any change gives the pod a new hash, so it is replaced.
@@ -65,20 +115,33 @@ pub fn listener_pod(
             }
         }
     }
-    let ports = metrics_port(&options.listener_metrics_addr).map(|port| {
-        vec![ContainerPort {
+    let probes = !template_sets_probes(al);
+    let mut ports: Vec<ContainerPort> = metrics_port(&options.listener_metrics_addr)
+        .map(|port| ContainerPort {
             name: Some("metrics".into()),
             container_port: port,
             protocol: Some("TCP".into()),
             ..Default::default()
-        }]
-    });
+        })
+        .into_iter()
+        .collect();
+    if probes {
+        ports.push(ContainerPort {
+            name: Some("health".into()),
+            container_port: HEALTH_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        });
+    }
+    let ports = (!ports.is_empty()).then_some(ports);
     let container = Container {
         name: LISTENER_CONTAINER.into(),
         image: al.spec.image.clone(),
         command: Some(vec![options.listener_entrypoint.clone()]),
         env: Some(env),
         ports,
+        liveness_probe: probes.then(|| http_probe("/healthz", 10, 3)),
+        readiness_probe: probes.then(|| http_probe("/readyz", 5, 3)),
         volume_mounts: Some(vec![VolumeMount {
             name: "listener-config".into(),
             mount_path: CONFIG_DIR.into(),
@@ -244,9 +307,11 @@ fn merge_container(base: &mut Container, t: &Container) {
     base.image_pull_policy = t.image_pull_policy.clone();
     base.working_dir = t.working_dir.clone();
     base.resources = t.resources.clone();
-    base.liveness_probe = t.liveness_probe.clone();
-    base.readiness_probe = t.readiness_probe.clone();
-    base.startup_probe = t.startup_probe.clone();
+    if t.liveness_probe.is_some() || t.readiness_probe.is_some() || t.startup_probe.is_some() {
+        base.liveness_probe = t.liveness_probe.clone();
+        base.readiness_probe = t.readiness_probe.clone();
+        base.startup_probe = t.startup_probe.clone();
+    }
     base.lifecycle = t.lifecycle.clone();
     base.termination_message_path = t.termination_message_path.clone();
     base.termination_message_policy = t.termination_message_policy.clone();
