@@ -34,6 +34,9 @@ pub struct Context {
     pub github: Arc<GithubClients>,
     /// Metrics (shared by all controllers).
     pub metrics: Arc<Metrics>,
+    /// Scale sets the AutoscalingRunnerSet controller last read from the service.
+    pub(crate) verified_scale_sets:
+        crate::controllers::autoscaling_runner_set::scale_set::VerifiedScaleSets,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
     bucket: Option<Mutex<RequeueBucket>>,
@@ -63,6 +66,7 @@ impl Context {
             github,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            verified_scale_sets: Default::default(),
         })
     }
 

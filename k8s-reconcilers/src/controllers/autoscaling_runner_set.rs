@@ -3,7 +3,7 @@
 
 mod deletion;
 pub mod desired;
-mod scale_set;
+pub(crate) mod scale_set;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +38,7 @@ pub const READY_CONDITION: &str = "Ready";
 /// Requeue while draining runners before a spec change (ARC: 1 s).
 const DRAIN_WAIT: Duration = Duration::from_secs(1);
 /// Steady-state re-check: finds a scale set the service lost without waiting for an event.
-const RECHECK: Duration = Duration::from_secs(300);
+pub(crate) const RECHECK: Duration = Duration::from_secs(300);
 /// Requeue while the listener or the runner set is being replaced (ARC: 5 s).
 const REPLACE_WAIT: Duration = Duration::from_secs(5);
 
@@ -97,9 +97,12 @@ async fn reconcile_inner(ars: Arc<AutoscalingRunnerSet>, ctx: &Context) -> Resul
         |event| async {
             match event {
                 Finalizer::Apply(ars) => apply(&ars, ctx).await,
-                Finalizer::Cleanup(ars) => deletion::cleanup(&ars, ctx)
-                    .await
-                    .map(|()| Action::await_change()),
+                Finalizer::Cleanup(ars) => {
+                    ctx.verified_scale_sets.forget(&ars);
+                    deletion::cleanup(&ars, ctx)
+                        .await
+                        .map(|()| Action::await_change())
+                }
             }
         },
     )

@@ -705,3 +705,63 @@ async fn drain_policy_holds_a_spec_change_until_the_busy_runner_is_done() -> any
     .await?;
     Ok(())
 }
+
+fn scale_set_reads(h: &Harness) -> usize {
+    h.service.with(|s| {
+        s.calls
+            .iter()
+            .filter(|c| **c == "get_runner_scale_set_by_id")
+            .count()
+    })
+}
+
+#[tokio::test]
+async fn runner_changes_do_not_reread_the_scale_set() -> anyhow::Result<()> {
+    let h = Harness::start("ars-reads").await?;
+    h.pat_secret("gh", "t").await?;
+    h.create_ars("arc", spec("https://github.example.com/org", "gh"))
+        .await?;
+    ready_ars(&h, "arc").await?;
+    let ars_api = h.api::<AutoscalingRunnerSet>(h.ns());
+    let ers_api = h.api::<EphemeralRunnerSet>(h.ns());
+    let before = scale_set_reads(&h);
+    assert!(before > 0, "the scale set was read once at least");
+    // The listener scales the runner set; its runners come and their counts reach the ARS
+    // status through one reconcile per runner-set change.
+    for replicas in [2, 4] {
+        ers_api
+            .patch(
+                "arc",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas, "patchID": replicas}})),
+            )
+            .await?;
+        wait_for("the ARS status to count the runners", || async {
+            let ars = ars_api.get("arc").await?;
+            Ok(ars
+                .status
+                .as_ref()
+                .is_some_and(|s| s.current_runners == replicas)
+                .then_some(()))
+        })
+        .await?;
+    }
+    assert_eq!(
+        scale_set_reads(&h),
+        before,
+        "runner-set changes reuse the verified scale set"
+    );
+    // A change to the ARS itself makes the next reconcile read it again.
+    ars_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"poke": "1"}}})),
+        )
+        .await?;
+    wait_for("a fresh read after the ARS changed", || async {
+        Ok((scale_set_reads(&h) > before).then_some(()))
+    })
+    .await?;
+    Ok(())
+}

@@ -1,6 +1,8 @@
 //! The service-side scale set of an AutoscalingRunnerSet: observe, ask scaleset-core, apply.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -28,6 +30,76 @@ pub enum Synced {
     Patched,
     /// The config URL moved after creation: refuse.
     Refused(ConfigUrlChanged),
+}
+
+/// How long a scale set read from the service stands for it while the ARS is unchanged; the
+/// controller's periodic re-check reads it again after this.
+pub const VERIFIED_FOR: Duration = super::RECHECK;
+
+/// The scale sets last read from the service, per ARS: a reconcile driven by a runner-set
+/// change reuses the read instead of asking the service again. Any change to the ARS itself
+/// (spec, labels, annotations) makes the next reconcile read again.
+#[derive(Debug, Default)]
+pub struct VerifiedScaleSets {
+    entries: Mutex<HashMap<String, Verified>>,
+}
+
+#[derive(Debug, Clone)]
+struct Verified {
+    fingerprint: String,
+    at: Instant,
+    scale_set: ServiceScaleSet,
+}
+
+impl VerifiedScaleSets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Verified>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, ars: &AutoscalingRunnerSet, id: i64, now: Instant) -> Option<ServiceScaleSet> {
+        let fingerprint = fingerprint(ars);
+        self.lock()
+            .get(&key(ars))
+            .filter(|v| {
+                v.fingerprint == fingerprint
+                    && v.scale_set.id == id
+                    && now.saturating_duration_since(v.at) < VERIFIED_FOR
+            })
+            .map(|v| v.scale_set.clone())
+    }
+
+    fn put(&self, ars: &AutoscalingRunnerSet, scale_set: ServiceScaleSet, at: Instant) {
+        let entry = Verified {
+            fingerprint: fingerprint(ars),
+            at,
+            scale_set,
+        };
+        self.lock().insert(key(ars), entry);
+    }
+
+    /// Forgets the read for `ars` (it was changed or is going away).
+    pub fn forget(&self, ars: &AutoscalingRunnerSet) {
+        self.lock().remove(&key(ars));
+    }
+}
+
+fn key(ars: &AutoscalingRunnerSet) -> String {
+    format!("{}/{}", ars.namespace().unwrap_or_default(), ars.name_any())
+}
+
+/// What of the ARS a scale-set read depends on: identity, spec generation, labels and
+/// annotations (status writes leave it unchanged).
+fn fingerprint(ars: &AutoscalingRunnerSet) -> String {
+    let meta = ars.meta();
+    serde_json::json!({
+        "uid": meta.uid,
+        "generation": meta.generation,
+        "labels": meta.labels,
+        "annotations": meta.annotations,
+    })
+    .to_string()
 }
 
 fn to_core(s: &ScaleSet) -> ServiceScaleSet {
@@ -70,22 +142,37 @@ pub async fn sync(
             .get(annotations::GITHUB_CONFIG_URL)
             .cloned(),
     };
+    let verified = &ctx.verified_scale_sets;
     let view = match recorded.id {
-        Some(id) => match service
-            .get_runner_scale_set_by_id(id)
-            .await
-            .map_err(service_err)?
-        {
-            Some(found) => ServiceView::Found(to_core(&found)),
-            None => ServiceView::Missing,
+        Some(id) => match verified.get(ars, id, Instant::now()) {
+            Some(known) => ServiceView::Found(known),
+            None => {
+                let at = Instant::now();
+                match service
+                    .get_runner_scale_set_by_id(id)
+                    .await
+                    .map_err(service_err)?
+                {
+                    Some(found) => {
+                        let found = to_core(&found);
+                        verified.put(ars, found.clone(), at);
+                        ServiceView::Found(found)
+                    }
+                    None => ServiceView::Missing,
+                }
+            }
         },
         None => ServiceView::Missing,
     };
+    let step = core::sync_scale_set(&desired, &recorded, &view);
+    if !matches!(step, SyncStep::InSync) {
+        verified.forget(ars);
+    }
     let api: Api<AutoscalingRunnerSet> =
         Api::namespaced(ctx.client.clone(), &super::namespace(ars)?);
     let name = ars.name_any();
 
-    match core::sync_scale_set(&desired, &recorded, &view) {
+    match step {
         SyncStep::FindOrCreate => {
             let group_id = group_id(service, desired.runner_group.as_deref()).await?;
             let found = service
