@@ -16,6 +16,21 @@ async fn start(name: &str) -> System {
         .expect("system")
 }
 
+/// A system whose service expires a session 15 s after its last poll: a killed listener cannot
+/// delete its session, so its successor gets 409 until the service drops the dead one.
+async fn start_with_session_expiry(name: &str) -> System {
+    let mut options = SystemOptions::new(name);
+    options.emulator.session_expiry = Duration::from_secs(15);
+    System::shared(options).await.expect("system")
+}
+
+fn session_id(sys: &System, set: &ScaleSet) -> Option<String> {
+    sys.emulator()
+        .snapshot()
+        .active_session(set.id)
+        .map(|s| s.id.clone())
+}
+
 async fn finish(sys: System, outcome: anyhow::Result<()>) {
     if let Err(e) = sys.finish(outcome).await {
         panic!("{e:#}");
@@ -79,7 +94,7 @@ async fn manager_killed_and_restarted_mid_burst() {
 
 #[tokio::test]
 async fn listener_killed() {
-    let sys = start("e2e-lstkill").await;
+    let sys = start_with_session_expiry("e2e-lstkill").await;
     let outcome = async {
         let set = sys
             .install_scale_set(ScaleSetSpec::new("arc-lstkill"))
@@ -164,7 +179,7 @@ async fn emulator_fault_bursts() {
 
 #[tokio::test]
 async fn pods_evicted() {
-    let sys = start("e2e-evict").await;
+    let sys = start_with_session_expiry("e2e-evict").await;
     let outcome = async {
         let set = sys
             .install_scale_set(
@@ -182,6 +197,7 @@ async fn pods_evicted() {
             .await?
             .ok_or_else(|| anyhow::anyhow!("no listener pod"))?;
         let listener_uid = listener.metadata.uid.clone();
+        let old_session = session_id(&sys, &set);
         sys.sim()
             .evict_pod(
                 sys.controller_namespace(),
@@ -200,7 +216,11 @@ async fn pods_evicted() {
             Ok(fresh == 2 && pods.len() == 2 && new_listener)
         })
         .await?;
-        sys.wait_listening(&set.scale_set_name, WAIT).await?;
+        wait_for(WAIT, "a new listener session", || async {
+            let new = session_id(&sys, &set);
+            Ok(new.is_some() && new != old_session)
+        })
+        .await?;
         let jobs = sys.queue_jobs(&set, 3, Duration::from_secs(1));
         settle(&sys, &set, &jobs, 2).await
     }

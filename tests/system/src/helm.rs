@@ -73,8 +73,34 @@ fn run(args: &[String]) -> anyhow::Result<Value> {
     serde_json::from_slice(&out.stdout).context("reading helm-render.py's JSON output")
 }
 
+/// Helm's install order of kinds (kinds not listed go last, as Helm does).
+const INSTALL_ORDER: [&str; 21] = [
+    "Namespace",
+    "CustomResourceDefinition",
+    "ServiceAccount",
+    "Secret",
+    "ConfigMap",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "DaemonSet",
+    "Pod",
+    "ReplicaSet",
+    "Deployment",
+    "StatefulSet",
+    "Job",
+    "CronJob",
+    "Ingress",
+    "APIService",
+    "PodDisruptionBudget",
+    "PriorityClass",
+];
+
+/// The rendered objects in the order `helm install` applies them.
 fn objects(doc: &Value) -> Vec<Value> {
-    doc["manifests"]
+    let mut objects: Vec<Value> = doc["manifests"]
         .as_array()
         .map(|m| {
             m.iter()
@@ -82,7 +108,15 @@ fn objects(doc: &Value) -> Vec<Value> {
                 .filter(Value::is_object)
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    objects.sort_by_key(|o| {
+        let kind = o["kind"].as_str().unwrap_or_default();
+        INSTALL_ORDER
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(INSTALL_ORDER.len())
+    });
+    objects
 }
 
 /// `helm template` of `chart` as `release` into `namespace` with `values`: the rendered objects.
