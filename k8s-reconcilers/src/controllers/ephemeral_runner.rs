@@ -90,7 +90,7 @@ async fn reconcile(er: Arc<EphemeralRunner>, state: Arc<State>) -> Result<Requeu
         let ns = namespace_of(&er.metadata)?;
         let api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &ns);
         let pass = Pass::new(&state, &ns);
-        finalizer(
+        let result = finalizer(
             &api,
             finalizers::EPHEMERAL_RUNNER,
             er.clone(),
@@ -101,8 +101,8 @@ async fn reconcile(er: Arc<EphemeralRunner>, state: Arc<State>) -> Result<Requeu
                 }
             },
         )
-        .await
-        .map_err(unwrap_finalizer_error)
+        .await;
+        finalizer_result(result)
     })
     .await
 }
@@ -114,6 +114,20 @@ pub(crate) fn unwrap_finalizer_error(e: kube::runtime::finalizer::Error<Error>) 
     match e {
         F::ApplyFailed(e) | F::CleanupFailed(e) => e,
         other => Error::Finalizer(Box::new(other)),
+    }
+}
+
+/// The finalizer helper's result as the error policy sees it: an object already gone when
+/// its finalizer is added or removed is done, not a failure.
+pub(crate) fn finalizer_result(
+    result: Result<Requeue, kube::runtime::finalizer::Error<Error>>,
+) -> Result<Requeue, Error> {
+    use kube::runtime::finalizer::Error as F;
+    match result {
+        Err(F::AddFinalizer(e) | F::RemoveFinalizer(e)) if is_not_found(&e) => {
+            Ok(Requeue::await_change())
+        }
+        other => other.map_err(unwrap_finalizer_error),
     }
 }
 

@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::Context;
 use crate::controllers::ephemeral_runner::observe::now;
-use crate::controllers::ephemeral_runner::{delete_ignoring_missing, unwrap_finalizer_error};
+use crate::controllers::ephemeral_runner::{delete_ignoring_missing, finalizer_result};
 use crate::controllers::{namespace_of, watched_api};
 use crate::crd::{EphemeralRunner, EphemeralRunnerSet};
 use crate::error::Error;
@@ -96,7 +96,7 @@ async fn reconcile(set: Arc<EphemeralRunnerSet>, state: Arc<State>) -> Result<Re
             sets: Api::namespaced(ctx.client.clone(), &ns),
             runners: Api::namespaced(ctx.client.clone(), &ns),
         };
-        finalizer(
+        let result = finalizer(
             &pass.sets,
             finalizers::EPHEMERAL_RUNNER_SET,
             set.clone(),
@@ -107,8 +107,8 @@ async fn reconcile(set: Arc<EphemeralRunnerSet>, state: Arc<State>) -> Result<Re
                 }
             },
         )
-        .await
-        .map_err(unwrap_finalizer_error)
+        .await;
+        finalizer_result(result)
     })
     .await
 }
