@@ -44,6 +44,9 @@ pub const CONTROLLER: &str = "ephemeralrunnerset";
 /// How often a deleting set looks at its runners when no runner event arrives.
 const CLEANUP_POLL: Duration = Duration::from_secs(30);
 
+/// Most runner creations one pass has in flight at once.
+pub const CREATE_PARALLELISM: usize = 16;
+
 /// Tunables of the EphemeralRunnerSet controller.
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
@@ -190,15 +193,16 @@ impl Pass<'_> {
                 tracing::warn!(set = %set.name_any(), runner = %name, error = %e, "deleting a finished runner");
             }
         }
-        for _ in 0..decision.create {
+        if decision.create > 0 {
             let runner = runners::new_runner(
                 set,
                 decision.stamp_patch_id,
                 &self.ctx.options.exclude_label_propagation_prefixes,
             );
-            if let Err(e) = self.runners.create(&PostParams::default(), &runner).await {
-                errors.push(format!("creating a runner: {e}"));
-            }
+            let created = self
+                .create_runners(&runner, decision.create, &mut errors)
+                .await;
+            tracing::debug!(set = %set.name_any(), wanted = decision.create, created, "created runners");
         }
         if decision.scale_down.count > 0 {
             let removed = self
@@ -221,6 +225,30 @@ impl Pass<'_> {
                 errors.join("; ")
             )))
         }
+    }
+
+    /// Creates `count` copies of `runner` (generated names), at most [`CREATE_PARALLELISM`]
+    /// at a time, all in this pass; returns how many were created.
+    async fn create_runners(
+        &self,
+        runner: &EphemeralRunner,
+        count: u32,
+        errors: &mut Vec<String>,
+    ) -> u32 {
+        let params = PostParams::default();
+        let results: Vec<_> = futures::stream::iter(0..count)
+            .map(|_| self.runners.create(&params, runner))
+            .buffer_unordered(CREATE_PARALLELISM)
+            .collect()
+            .await;
+        let mut created = 0;
+        for result in results {
+            match result {
+                Ok(_) => created += 1,
+                Err(e) => errors.push(format!("creating a runner: {e}")),
+            }
+        }
+        created
     }
 
     /// Walks `candidates` in order until `count` of them are removed from the service and

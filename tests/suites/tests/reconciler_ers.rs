@@ -371,3 +371,43 @@ async fn new_runners_carry_the_current_metadata_and_old_ones_keep_theirs() -> an
     assert_eq!(new.labels().get("tier").map(String::as_str), Some("two"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_burst_creates_every_runner_once_in_parallel() -> anyhow::Result<()> {
+    let h = Harness::start("ers-burst", 5).await?;
+    let burst = 3 * k8s_reconcilers::controllers::ephemeral_runner_set::CREATE_PARALLELISM;
+    let burst_i32 = i32::try_from(burst)?;
+    create_set(&h, "set", burst_i32, 4).await?;
+    let runners = registered_runners(&h, burst).await?;
+    for r in &runners {
+        assert_eq!(
+            r.annotations()
+                .get(annotations::PATCH_ID)
+                .map(String::as_str),
+            Some("4")
+        );
+    }
+    assert_eq!(
+        h.service.runners().len(),
+        burst,
+        "one registration per runner"
+    );
+    let s = eventually("the status counts the burst", WAIT, || async {
+        let s = h.sets().get("set").await?.status.unwrap_or_default();
+        Ok((s.current_replicas == burst_i32).then_some(s))
+    })
+    .await?;
+    assert_eq!(s.current_replicas, burst_i32);
+    // Runner events keep reconciling the set; none of those passes adds a runner.
+    scale(&h, "set", burst_i32, 5).await?;
+    eventually("the set sees patch ID 5", WAIT, || async {
+        let set = h.sets().get("set").await?;
+        Ok((set.spec.patch_id == 5).then_some(()))
+    })
+    .await?;
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(live(&h).await?.len(), burst, "no runner beyond replicas");
+    }
+    Ok(())
+}
