@@ -21,7 +21,8 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use scaleset_core::ephemeral_runner::{
     Action, DeleteCause, ExistingRunner, JitConflict, PodCreateError, RetryPolicy, ServiceRemoval,
@@ -41,6 +42,9 @@ pub const CONTROLLER: &str = "ephemeralrunner";
 /// Most steps one pass carries out before it yields (JIT, Secret, runner id, pod and slack).
 const MAX_STEPS: usize = 8;
 
+/// Longest a reconcile waits for the pod watch's first list before it retries.
+const POD_CACHE_WAIT: Duration = Duration::from_secs(10);
+
 /// Tunables of the EphemeralRunner controller.
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
@@ -51,6 +55,9 @@ pub struct Settings {
 struct State {
     ctx: Arc<Context>,
     settings: Settings,
+    /// Runner pods as the controller's pod watch last saw them; every change to one of them
+    /// triggers its runner's reconcile after the store has it.
+    pod_store: reflector::Store<Pod>,
 }
 
 /// Runs the EphemeralRunner controller with ARC's defaults until its stream ends.
@@ -65,9 +72,20 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
     let concurrency = ctx.options.runner_max_concurrent_reconciles.max(1);
     let pod_selector = format!("{}=True", labels::EPHEMERAL_RUNNER);
     let shutdown = ctx.options.shutdown.signal();
-    let state = Arc::new(State { ctx, settings });
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let pod_events = reflector(
+        pod_writer,
+        watcher(pods, watcher::Config::default().labels(&pod_selector)),
+    )
+    .default_backoff()
+    .touched_objects();
+    let state = Arc::new(State {
+        ctx,
+        settings,
+        pod_store,
+    });
     Controller::new(runners, watcher::Config::default())
-        .owns(pods, watcher::Config::default().labels(&pod_selector))
+        .owns_stream(pod_events)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
@@ -88,6 +106,13 @@ async fn reconcile(er: Arc<EphemeralRunner>, state: Arc<State>) -> Result<Requeu
     let ctx = state.ctx.clone();
     ctx.instrumented(&*er, async {
         let ns = namespace_of(&er.metadata)?;
+        let ready = tokio::time::timeout(POD_CACHE_WAIT, state.pod_store.wait_until_ready());
+        if !matches!(ready.await, Ok(Ok(()))) {
+            return Err(Error::Waiting {
+                what: "the runner pod watch to list the pods".into(),
+                retry_after: Duration::from_secs(1),
+            });
+        }
         let api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &ns);
         let pass = Pass::new(&state, &ns);
         let result = finalizer(
@@ -152,6 +177,8 @@ where
 struct Pass<'a> {
     ctx: &'a Context,
     policy: &'a RetryPolicy,
+    pod_store: &'a reflector::Store<Pod>,
+    namespace: String,
     runners: Api<EphemeralRunner>,
     pods: Api<Pod>,
     secrets: Api<Secret>,
@@ -159,8 +186,18 @@ struct Pass<'a> {
 
 /// Whether the pass goes on observing or is finished.
 enum Next {
-    Again(Box<EphemeralRunner>),
+    /// Observe again; `Some(secret)` when the step just wrote the JIT Secret and there is
+    /// still no pod, so neither needs reading back.
+    Again(Box<EphemeralRunner>, Option<Box<Secret>>),
     Done(Requeue),
+}
+
+/// What a pass observed of the runner's JIT Secret and pod.
+struct Observed {
+    secret: Option<Secret>,
+    /// Whether the Secret was read; a runner with a pod does not need it to decide.
+    secret_known: bool,
+    pod: Option<Pod>,
 }
 
 impl<'a> Pass<'a> {
@@ -169,6 +206,8 @@ impl<'a> Pass<'a> {
         Self {
             ctx: &state.ctx,
             policy: &state.settings.retry,
+            pod_store: &state.pod_store,
+            namespace: ns.to_owned(),
             runners: Api::namespaced(client.clone(), ns),
             pods: Api::namespaced(client.clone(), ns),
             secrets: Api::namespaced(client, ns),
@@ -189,15 +228,23 @@ impl<'a> Pass<'a> {
             er = self.add_registration_finalizer(&er).await?;
         }
         let mut fresh = false;
+        let mut carried: Option<Box<Secret>> = None;
         for _ in 0..MAX_STEPS {
             let name = er.name_any();
-            let secret = self.secrets.get_opt(&name).await?;
-            let pod = self.pods.get_opt(&name).await?;
-            let runner = observe::runner_state(&er, secret.is_some());
-            let observed = pod.as_ref().map(observe::pod_observation);
+            let seen = match carried.take() {
+                Some(secret) => Observed {
+                    secret: Some(*secret),
+                    secret_known: true,
+                    pod: None,
+                },
+                None => self.observe(&er, fresh).await?,
+            };
+            let runner = observe::runner_state(&er, seen.secret.is_some() || !seen.secret_known);
+            let observed = seen.pod.as_ref().map(observe::pod_observation);
             let action = decide(&runner, observed.as_ref(), observe::now(), self.policy);
-            // A failure is judged on the runner as the API server has it, not the watch cache:
-            // a job the listener just assigned decides between a retry and a deletion.
+            // A failure is judged on the runner and pod as the API server has them, not the
+            // watch caches: a job the listener just assigned decides between a retry and a
+            // deletion.
             if !fresh && matches!(action, Action::RetryPod(_) | Action::DeleteRunner { .. }) {
                 fresh = true;
                 match self.runners.get_opt(&name).await? {
@@ -209,12 +256,53 @@ impl<'a> Pass<'a> {
                 }
             }
             tracing::debug!(runner = %name, ?action, "ephemeral runner step");
-            match self.carry_out(action, er, secret, pod).await? {
-                Next::Again(updated) => er = *updated,
+            match self.carry_out(action, er, seen.secret, seen.pod).await? {
+                Next::Again(updated, secret) => {
+                    er = *updated;
+                    carried = secret;
+                }
                 Next::Done(requeue) => return Ok(requeue),
             }
         }
         Ok(Requeue::requeue(Duration::from_secs(1)))
+    }
+
+    /// Reads the pod from the watch cache (from the API server when `fresh`, or when the
+    /// cache has none for a registered runner), and the JIT Secret only when the decision can depend on it: no pod, or
+    /// a finished runner whose leftovers are cleaned up.
+    async fn observe(&self, er: &EphemeralRunner, fresh: bool) -> Result<Observed, Error> {
+        let name = er.name_any();
+        let cached = if fresh {
+            None
+        } else {
+            self.pod_store
+                .get(&ObjectRef::new(&name).within(&self.namespace))
+                .map(|p| (*p).clone())
+        };
+        // The pod is created only after the runner id is recorded, so a runner without one
+        // that the cache shows no pod for has none of this registration.
+        let registered = er.status.as_ref().is_some_and(|s| s.runner_id > 0);
+        let pod = match cached {
+            Some(pod) => Some(pod),
+            None if !fresh && !registered => None,
+            None => self.pods.get_opt(&name).await?,
+        };
+        let terminal = matches!(
+            er.status.as_ref().map(|s| s.phase.as_str()),
+            Some("Succeeded" | "Failed" | "Outdated")
+        );
+        if pod.is_some() && !terminal {
+            return Ok(Observed {
+                secret: None,
+                secret_known: false,
+                pod,
+            });
+        }
+        Ok(Observed {
+            secret: self.secrets.get_opt(&name).await?,
+            secret_known: true,
+            pod,
+        })
     }
 
     async fn carry_out(
@@ -241,7 +329,7 @@ impl<'a> Pass<'a> {
             Action::RequestJitConfig => self.request_jit_config(er).await,
             Action::RecordRunnerId => {
                 let Some(secret) = secret else {
-                    return Ok(Next::Again(Box::new(er)));
+                    return Ok(Next::Again(Box::new(er), None));
                 };
                 match resources::registration(&secret) {
                     Ok(reg) => {
@@ -249,7 +337,8 @@ impl<'a> Pass<'a> {
                             "runnerId": reg.runner_id,
                             "runnerName": reg.runner_name,
                         }});
-                        Ok(Next::Again(Box::new(self.patch_status(&er, patch).await?)))
+                        let er = self.patch_status(&er, patch).await?;
+                        Ok(Next::Again(Box::new(er), Some(Box::new(secret))))
                     }
                     Err(problem) => {
                         delete_ignoring_missing(&self.secrets, &er.name_any()).await?;
@@ -356,8 +445,10 @@ impl<'a> Pass<'a> {
                     &self.ctx.options.exclude_label_propagation_prefixes,
                 );
                 match self.secrets.create(&PostParams::default(), &secret).await {
-                    Ok(_) => Ok(Next::Again(Box::new(er))),
-                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(Next::Again(Box::new(er))),
+                    Ok(created) => Ok(Next::Again(Box::new(er), Some(Box::new(created)))),
+                    Err(kube::Error::Api(s)) if s.code == 409 => {
+                        Ok(Next::Again(Box::new(er), None))
+                    }
                     Err(e) => {
                         // The registration cannot be handed to a pod; do not leave it behind.
                         if let Err(remove) = service.remove_runner(jit.runner.id).await {
@@ -383,7 +474,7 @@ impl<'a> Pass<'a> {
                     }),
                     JitConflict::RemoveThenRetry { runner_id } => {
                         service::remove_or_wait(&*service, runner_id).await?;
-                        Ok(Next::Again(Box::new(er)))
+                        Ok(Next::Again(Box::new(er), None))
                     }
                     JitConflict::Delete => {
                         self.event(&er, EventType::Warning, "RunnerNameTaken", &format!(
@@ -401,7 +492,7 @@ impl<'a> Pass<'a> {
 
     async fn create_pod(&self, er: EphemeralRunner, secret: Option<Secret>) -> Result<Next, Error> {
         let Some(secret) = secret else {
-            return Ok(Next::Again(Box::new(er)));
+            return Ok(Next::Again(Box::new(er), None));
         };
         let registration = match resources::registration(&secret) {
             Ok(r) => r,
