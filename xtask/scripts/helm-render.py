@@ -5,7 +5,7 @@ Run it with the python of the environment made by helm-venv.py.
 
   helm-render.py template CHART [--release R] [--namespace N] [-f FILE]... [--set K=V]...
                  [--set-string K=V]... [--set-json K=JSON]... [--values-json JSON]
-                 [--kubeconfig PATH] [--output yaml|json]
+                 [--kubeconfig PATH] [--kube-version V] [--output yaml|json]
   helm-render.py lint CHART [-f FILE]... [--set ...] [--strict] [--namespace N]
   helm-render.py install CHART --kubeconfig PATH [--release R] [--namespace N] [values options]
   helm-render.py upgrade CHART --kubeconfig PATH [--release R] [--namespace N] [values options]
@@ -16,7 +16,8 @@ Run it with the python of the environment made by helm-venv.py.
 document) or, with `--output json`, one JSON object
 {"manifests": [{"source": PATH, "object": {...}}], "notes": TEXT}. Without --kubeconfig the
 render is offline (`lookup` finds nothing, as in `helm template`); with it, `lookup` and the
-capabilities come from that cluster. Values are merged like the helm CLI: files in order, then
+capabilities come from that cluster, except the Kubernetes version, which the SDK leaves at
+Helm's default: pass the cluster's with --kube-version (e.g. v1.20.2). Values are merged like the helm CLI: files in order, then
 --values-json, then every --set form in order. Failures exit 1 with `Error: <message>` on stderr.
 """
 
@@ -30,6 +31,7 @@ try:
     import helm_python
     from helm_python.chart import Chart, lint, values_from_yaml
     from helm_python.config import Config
+    from helm_python import _native
 except ImportError as err:
     sys.stderr.write(
         f"Error: helm-python-sdk is not importable ({err}); "
@@ -92,12 +94,18 @@ def split_documents(source: str, text: str) -> list:
 def render(args) -> dict:
     values = user_values(args)
     release = args.release
+    opts = {"name": release, "namespace": args.namespace, "is_install": True}
+    if args.kube_version:
+        opts["kube_version"] = args.kube_version
+    payload = None if values is None else json.dumps(values)
+    # The SDK's render methods do not take kube_version; its native calls do.
     with Chart.load(args.chart) as chart:
         if args.kubeconfig:
             with Config(kubeconfig_path=args.kubeconfig, namespace=args.namespace) as cfg:
-                rendered = cfg.render(chart, values, name=release, namespace=args.namespace, is_install=True)
+                raw = _native.call_string("helm_render_with_config", cfg._raw(), chart._raw(), payload, json.dumps(opts))
         else:
-            rendered = chart.render(values, name=release, namespace=args.namespace, is_install=True)
+            raw = _native.call_string("helm_render", chart._raw(), payload, json.dumps(opts))
+        rendered = json.loads(raw)
     manifests = []
     notes = ""
     for source in sorted(rendered):
@@ -192,6 +200,7 @@ def main() -> None:
     t.add_argument("--release", default="release-name")
     t.add_argument("--namespace", default="default")
     t.add_argument("--kubeconfig")
+    t.add_argument("--kube-version", help="Kubernetes version for .Capabilities, e.g. v1.20.2")
     t.add_argument("--output", choices=("yaml", "json"), default="yaml")
     values_options(t)
 

@@ -174,7 +174,6 @@ async fn container_mode(sys: System, name: &str, mode: &str, expected: &[&str]) 
 }
 
 #[tokio::test]
-#[ignore = "bug in xtask/scripts/helm-render.py (charts): with --kubeconfig of a v1.20 cluster the capabilities stay Helm's defaults, so dind renders as a native sidecar (init container with startupProbe) that v1.20 rejects"]
 async fn dind_container_mode() {
     let sys = start("e2e-dind", |_| {}).await;
     container_mode(

@@ -120,7 +120,8 @@ fn objects(doc: &Value) -> Vec<Value> {
 }
 
 /// `helm template` of `chart` as `release` into `namespace` with `values`: the rendered objects.
-/// With a kubeconfig, capabilities (the Kubernetes version) and `lookup` come from that cluster.
+/// With a kubeconfig, `lookup` comes from that cluster and the capabilities' Kubernetes version is
+/// the test bed's.
 pub fn render(
     chart: Chart,
     release: &str,
@@ -143,6 +144,8 @@ pub fn render(
     if let Some(path) = kubeconfig {
         args.push("--kubeconfig".to_owned());
         args.push(path.display().to_string());
+        args.push("--kube-version".to_owned());
+        args.push(testbed::KUBERNETES_VERSION.to_owned());
     }
     Ok(objects(&run(&args)?))
 }
