@@ -14,7 +14,9 @@ async fn default_setup_runs_jobs_and_scales_back_to_zero() {
         .await
         .expect("system");
     let outcome = async {
-        let set = sys.install_scale_set(ScaleSetSpec::new("arc-default")).await?;
+        let set = sys
+            .install_scale_set(ScaleSetSpec::new("arc-default"))
+            .await?;
         let jobs = sys.run_jobs(&set, 3, Duration::from_secs(2), 0).await?;
         sys.uninstall_scale_set(&set).await?;
         sys.leak_check(&set, &jobs).await
