@@ -411,6 +411,14 @@ impl<'a> Pass<'a> {
             }
             Action::DeleteRunner { cause, removal } => {
                 self.delete_runner(&er, cause, removal).await?;
+                // The deletion goes on in this pass (registration, pod, Secret) instead of
+                // waiting for its own turn; the finalizer helper drops its finalizer on the
+                // deletion event.
+                if let Some(deleting) = self.runners.get_opt(&er.name_any()).await?
+                    && deleting.metadata.deletion_timestamp.is_some()
+                {
+                    self.cleanup(&deleting).await?;
+                }
                 done(Requeue::await_change())
             }
             Action::MarkOutdated => {
