@@ -12,12 +12,6 @@ fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// `xtask/scripts/helm-venv.py`: creates the environment; the single source of truth for the
-/// pinned helm-python-sdk version.
-pub fn venv_script() -> PathBuf {
-    workspace_root().join("xtask/scripts/helm-venv.py")
-}
-
 /// `xtask/scripts/helm-render.py`: `template`, `lint`, `install`, `uninstall` with real Helm.
 pub fn render_script() -> PathBuf {
     workspace_root().join("xtask/scripts/helm-render.py")
@@ -32,46 +26,9 @@ pub fn charts() -> [PathBuf; 2] {
     ]
 }
 
-/// Where the environment lives: `$HOME/.cache/arc-rs/helm-venv`.
-pub fn venv_dir() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME").context(
-        "HOME is not set; fix: set HOME so the Helm environment can live under ~/.cache",
-    )?;
-    Ok(PathBuf::from(home).join(".cache/arc-rs/helm-venv"))
-}
-
-/// Creates the Helm virtual environment if needed (idempotent; concurrent callers wait on a lock)
-/// and returns the path of its python executable.
+/// Creates the Helm virtual environment if needed and returns the path of its python.
 pub fn ensure_venv() -> anyhow::Result<PathBuf> {
-    let dir = venv_dir()?;
-    let script = venv_script();
-    let output = Command::new("python3")
-        .arg(&script)
-        .arg(&dir)
-        .output()
-        .with_context(|| {
-            format!(
-                "running python3 {} failed; fix: install Python 3 (Debian: apt-get install python3 python3-venv)",
-                script.display()
-            )
-        })?;
-    if !output.status.success() {
-        bail!(
-            "creating the Helm environment in {} failed: {}",
-            dir.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let python = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    if !python.is_file() {
-        bail!(
-            "{} reported python at {:?}, which does not exist; fix: delete {} and run again",
-            script.display(),
-            python,
-            dir.display()
-        );
-    }
-    Ok(python)
+    testbed::helm_python()
 }
 
 /// Runs `helm-render.py <args>` with the environment's python and returns its stdout.

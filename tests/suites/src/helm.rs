@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use serde_json::Value;
 
 /// The workspace root.
@@ -17,6 +16,9 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or(manifest)
         .to_path_buf()
 }
+
+/// The python of the Helm environment (shared by every test of a binary).
+pub use testbed::helm_python as python;
 
 /// The project's two charts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,34 +38,6 @@ impl Chart {
         };
         workspace_root().join("charts").join(name)
     }
-}
-
-/// The python of the Helm environment, created on first use (shared by every test of a binary).
-pub fn python() -> anyhow::Result<PathBuf> {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    PYTHON
-        .get_or_init(|| ensure_venv().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
-}
-
-fn ensure_venv() -> anyhow::Result<PathBuf> {
-    let script = workspace_root().join("xtask/scripts/helm-venv.py");
-    let home = std::env::var_os("HOME").context("HOME is not set; fix: set HOME")?;
-    let dir = PathBuf::from(home).join(".cache/arc-rs/helm-venv");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(&dir)
-        .output()
-        .context("running python3 failed; fix: install python3 and python3-venv")?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 /// One `helm template` (or cluster-aware render) invocation.

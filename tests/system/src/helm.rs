@@ -3,9 +3,8 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::binaries::workspace_root;
@@ -29,36 +28,9 @@ impl Chart {
     }
 }
 
-fn python() -> anyhow::Result<PathBuf> {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    PYTHON
-        .get_or_init(|| ensure_venv().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
-}
-
-fn ensure_venv() -> anyhow::Result<PathBuf> {
-    let script = workspace_root().join("xtask/scripts/helm-venv.py");
-    let home = std::env::var_os("HOME").context("HOME is not set; fix: set HOME")?;
-    let dir = PathBuf::from(home).join(".cache/arc-rs/helm-venv");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(&dir)
-        .output()
-        .context("running python3 failed; fix: install python3 and python3-venv")?;
-    if !out.status.success() {
-        bail!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
 fn run(args: &[String]) -> anyhow::Result<Value> {
     let script = workspace_root().join("xtask/scripts/helm-render.py");
-    let out = Command::new(python()?)
+    let out = Command::new(testbed::helm_python()?)
         .arg(&script)
         .args(args)
         .output()

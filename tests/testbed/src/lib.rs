@@ -18,6 +18,7 @@
 mod binaries;
 mod cleanup;
 mod control_plane;
+mod helm_env;
 mod kubeconfig;
 mod namespace;
 mod pki;
@@ -29,5 +30,6 @@ pub use cleanup::{ClusterObject, DeleteOnDrop};
 pub use control_plane::{
     ControlPlane, ControlPlaneOptions, EXISTING_CLUSTER_ENV, client_from_kubeconfig,
 };
+pub use helm_env::{helm_python, helm_venv_dir};
 pub use namespace::{TEST_NAMESPACE_LABEL, TestNamespace};
 pub use watch::{Recorded, WatchRecorder};
