@@ -15,7 +15,6 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_reconcilers::crd::{
     AutoscalingListener, AutoscalingRunnerSet, EphemeralRunner, EphemeralRunnerSet,
 };
-use k8s_reconcilers::names::annotations;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use secrecy::ExposeSecret;
@@ -112,14 +111,7 @@ async fn the_chart_deployment_runs_the_binary_under_the_chart_rbac() -> anyhow::
     helm::apply(&admin, &chart_objects).await?;
 
     let ars_api: Api<AutoscalingRunnerSet> = Api::namespaced(admin.clone(), r);
-    let id: i64 = eventually("the scale set id", WAIT, || async {
-        let ars = ars_api.get("runners").await?;
-        Ok(ars
-            .annotations()
-            .get(annotations::RUNNER_SCALE_SET_ID)
-            .and_then(|v| v.parse().ok()))
-    })
-    .await?;
+    let id = scale_set_id(&ars_api, "runners").await?;
     assert_eq!(
         emu.snapshot().scale_set(id).map(|s| s.name.clone()),
         Some("runners".into())

@@ -10,7 +10,6 @@ mod support;
 use actions_emulator::{Emulator, EmulatorConfig, Endpoint};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_reconcilers::crd::{AutoscalingRunnerSet, EphemeralRunner, EphemeralRunnerSet};
-use k8s_reconcilers::names::annotations;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -97,14 +96,7 @@ async fn only_the_leader_acts_and_the_other_takes_over_when_it_dies() -> anyhow:
 
     create_ars(&admin, r, "arc", &emu.org_url("octo-org"), "gh").await?;
     let ars_api: Api<AutoscalingRunnerSet> = Api::namespaced(admin.clone(), r);
-    let id: i64 = eventually("the scale set id", WAIT, || async {
-        let ars = ars_api.get("arc").await?;
-        Ok(ars
-            .annotations()
-            .get(annotations::RUNNER_SCALE_SET_ID)
-            .and_then(|v| v.parse().ok()))
-    })
-    .await?;
+    let id = scale_set_id(&ars_api, "arc").await?;
     let ers_api: Api<EphemeralRunnerSet> = Api::namespaced(admin.clone(), r);
     eventually("the EphemeralRunnerSet", WAIT, || async {
         ers_api.get_opt("arc").await.map_err(Into::into)

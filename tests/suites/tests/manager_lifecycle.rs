@@ -14,7 +14,6 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_reconcilers::crd::{
     AutoscalingListener, AutoscalingRunnerSet, EphemeralRunner, EphemeralRunnerSet,
 };
-use k8s_reconcilers::names::annotations;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -42,14 +41,7 @@ async fn a_scale_set_from_creation_to_deletion() -> anyhow::Result<()> {
     let url = emu.org_url("octo-org");
     create_ars(&admin, r, "arc", &url, "gh").await?;
     let ars_api: Api<AutoscalingRunnerSet> = Api::namespaced(admin.clone(), r);
-    let id: i64 = eventually("the scale set id", WAIT, || async {
-        let ars = ars_api.get("arc").await?;
-        Ok(ars
-            .annotations()
-            .get(annotations::RUNNER_SCALE_SET_ID)
-            .and_then(|v| v.parse().ok()))
-    })
-    .await?;
+    let id = scale_set_id(&ars_api, "arc").await?;
     let set = emu
         .snapshot()
         .scale_set(id)
@@ -306,14 +298,7 @@ async fn a_custom_root_ca_from_a_config_map_reaches_the_service_over_tls() -> an
     )
     .await?;
     let ars_api: Api<AutoscalingRunnerSet> = Api::namespaced(admin.clone(), r);
-    let id: i64 = eventually("the scale set id over HTTPS", WAIT, || async {
-        let ars = ars_api.get("tls").await?;
-        Ok(ars
-            .annotations()
-            .get(annotations::RUNNER_SCALE_SET_ID)
-            .and_then(|v| v.parse().ok()))
-    })
-    .await?;
+    let id = scale_set_id(&ars_api, "tls").await?;
     assert!(emu.snapshot().scale_set(id).is_some());
 
     let ers_api: Api<EphemeralRunnerSet> = Api::namespaced(admin.clone(), r);

@@ -20,7 +20,6 @@ use actions_emulator::{Emulator, EmulatorConfig, Endpoint, Fault, FaultKind};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_reconcilers::crd::{AutoscalingRunnerSet, EphemeralRunner, EphemeralRunnerSet};
-use k8s_reconcilers::names::annotations;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -102,14 +101,7 @@ async fn killed_between_the_jit_call_and_the_status_write_then_restarted() -> an
     let mut first = Manager::start(&kubeconfig, c, r, &[])?;
     create_ars(&admin, r, "arc", &emu.org_url("octo-org"), "gh").await?;
     let ars_api: Api<AutoscalingRunnerSet> = Api::namespaced(admin.clone(), r);
-    let id: i64 = eventually("the scale set id", WAIT, || async {
-        let ars = ars_api.get("arc").await?;
-        Ok(ars
-            .annotations()
-            .get(annotations::RUNNER_SCALE_SET_ID)
-            .and_then(|v| v.parse().ok()))
-    })
-    .await?;
+    let id = scale_set_id(&ars_api, "arc").await?;
     let ers_api: Api<EphemeralRunnerSet> = Api::namespaced(admin.clone(), r);
     eventually("the EphemeralRunnerSet", WAIT, || async {
         ers_api.get_opt("arc").await.map_err(Into::into)
@@ -258,14 +250,7 @@ async fn registrations_without_a_runner_are_swept_at_start_up() -> anyhow::Resul
     let mut first = Manager::start(cp.kubeconfig_path(), c, r, &[])?;
     create_ars(&admin, r, "arc", &url, "gh").await?;
     let ars_api: Api<AutoscalingRunnerSet> = Api::namespaced(admin.clone(), r);
-    let id: i64 = eventually("the scale set id", WAIT, || async {
-        let ars = ars_api.get("arc").await?;
-        Ok(ars
-            .annotations()
-            .get(annotations::RUNNER_SCALE_SET_ID)
-            .and_then(|v| v.parse().ok()))
-    })
-    .await?;
+    let id = scale_set_id(&ars_api, "arc").await?;
     let ers_api: Api<EphemeralRunnerSet> = Api::namespaced(admin.clone(), r);
     eventually("the EphemeralRunnerSet", WAIT, || async {
         ers_api.get_opt("arc").await.map_err(Into::into)

@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_reconcilers::crd::AutoscalingRunnerSet;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -277,6 +278,18 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Waits until the AutoscalingRunnerSet `name` carries its scale set id annotation.
+pub async fn scale_set_id(ars_api: &Api<AutoscalingRunnerSet>, name: &str) -> anyhow::Result<i64> {
+    eventually(&format!("the scale set id of {name}"), WAIT, || async {
+        let ars = ars_api.get(name).await?;
+        Ok(ars
+            .annotations()
+            .get(k8s_reconcilers::names::annotations::RUNNER_SCALE_SET_ID)
+            .and_then(|v| v.parse().ok()))
+    })
+    .await
 }
 
 /// Creates the PAT Secret `name` holding the emulator's token.
