@@ -86,14 +86,7 @@ async fn sweep_set(
         .github
         .for_object(
             &ctx.client,
-            ObjectSettings {
-                namespace: &namespace,
-                config_url: &spec.github_config_url,
-                secret: &spec.github_config_secret,
-                proxy: spec.proxy.as_ref(),
-                tls: spec.github_server_tls.as_ref(),
-                vault: spec.vault_config.as_ref(),
-            },
+            ObjectSettings::for_runner_spec(&namespace, spec),
         )
         .await?;
     // Registrations first, runners second (see scaleset_core::registrations).

@@ -8,7 +8,7 @@ use kube::Api;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-use crate::crd::{ProxyConfig, TlsConfig, VaultConfig};
+use crate::crd::{EphemeralRunnerSpec, ProxyConfig, TlsConfig, VaultConfig};
 use crate::error::Error;
 
 /// Credentials for the Actions service, from ARC's Secret keys.
@@ -159,6 +159,21 @@ pub struct ObjectSettings<'a> {
     pub tls: Option<&'a TlsConfig>,
     /// `vaultConfig`.
     pub vault: Option<&'a VaultConfig>,
+}
+
+impl<'a> ObjectSettings<'a> {
+    /// The settings of an EphemeralRunner's spec (also an EphemeralRunnerSet's runner spec) in
+    /// `namespace`.
+    pub fn for_runner_spec(namespace: &'a str, spec: &'a EphemeralRunnerSpec) -> Self {
+        Self {
+            namespace,
+            config_url: &spec.github_config_url,
+            secret: &spec.github_config_secret,
+            proxy: spec.proxy.as_ref(),
+            tls: spec.github_server_tls.as_ref(),
+            vault: spec.vault_config.as_ref(),
+        }
+    }
 }
 
 /// Reads the credentials Secret, proxy Secrets and TLS ConfigMap of an object (never cached).

@@ -25,14 +25,7 @@ pub async fn for_runner(
     ctx.github
         .for_object(
             &ctx.client,
-            ObjectSettings {
-                namespace: &namespace,
-                config_url: &spec.github_config_url,
-                secret: &spec.github_config_secret,
-                proxy: spec.proxy.as_ref(),
-                tls: spec.github_server_tls.as_ref(),
-                vault: spec.vault_config.as_ref(),
-            },
+            ObjectSettings::for_runner_spec(&namespace, spec),
         )
         .await
 }
