@@ -97,18 +97,14 @@ pub async fn reconcile(al: Arc<AutoscalingListener>, ctx: Arc<Context>) -> Resul
 async fn reconcile_inner(al: Arc<AutoscalingListener>, ctx: &Context) -> Result<Action, Error> {
     let api: Api<AutoscalingListener> =
         Api::namespaced(ctx.client.clone(), &super::namespace_of(al.meta())?);
-    finalizer(&api, finalizers::AUTOSCALING_LISTENER, al, |event| async {
+    let result = finalizer(&api, finalizers::AUTOSCALING_LISTENER, al, |event| async {
         match event {
             Finalizer::Apply(al) => apply(&al, ctx).await,
             Finalizer::Cleanup(al) => cleanup(&al, ctx).await.map(|()| Action::await_change()),
         }
     })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(Box::new(other)),
-    })
+    .await;
+    super::finalizer_result(result)
 }
 
 fn gauge_labels(al: &AutoscalingListener) -> ScaleSetLabels {

@@ -90,7 +90,7 @@ async fn reconcile_inner(ars: Arc<AutoscalingRunnerSet>, ctx: &Context) -> Resul
         }
         return Ok(Action::await_change());
     }
-    finalizer(
+    let result = finalizer(
         &api,
         finalizers::AUTOSCALING_RUNNER_SET,
         ars,
@@ -106,12 +106,8 @@ async fn reconcile_inner(ars: Arc<AutoscalingRunnerSet>, ctx: &Context) -> Resul
             }
         },
     )
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(Box::new(other)),
-    })
+    .await;
+    super::finalizer_result(result)
 }
 
 pub(crate) fn namespace(ars: &AutoscalingRunnerSet) -> Result<String, Error> {

@@ -127,33 +127,9 @@ async fn reconcile(er: Arc<EphemeralRunner>, state: Arc<State>) -> Result<Requeu
             },
         )
         .await;
-        finalizer_result(result)
+        super::finalizer_result(result)
     })
     .await
-}
-
-/// Errors of the reconcile itself pass through the finalizer helper unchanged, so that the
-/// error policy sees `Waiting` and configuration errors as such.
-pub(crate) fn unwrap_finalizer_error(e: kube::runtime::finalizer::Error<Error>) -> Error {
-    use kube::runtime::finalizer::Error as F;
-    match e {
-        F::ApplyFailed(e) | F::CleanupFailed(e) => e,
-        other => Error::Finalizer(Box::new(other)),
-    }
-}
-
-/// The finalizer helper's result as the error policy sees it: an object already gone when
-/// its finalizer is added or removed is done, not a failure.
-pub(crate) fn finalizer_result(
-    result: Result<Requeue, kube::runtime::finalizer::Error<Error>>,
-) -> Result<Requeue, Error> {
-    use kube::runtime::finalizer::Error as F;
-    match result {
-        Err(F::AddFinalizer(e) | F::RemoveFinalizer(e)) if is_not_found(&e) => {
-            Ok(Requeue::await_change())
-        }
-        other => other.map_err(unwrap_finalizer_error),
-    }
 }
 
 /// Whether a kube error is a 404.

@@ -27,9 +27,9 @@ use scaleset_core::runner_set::{
 use serde_json::json;
 
 use crate::Context;
+use crate::controllers::ephemeral_runner::delete_ignoring_missing;
 use crate::controllers::ephemeral_runner::observe::now;
-use crate::controllers::ephemeral_runner::{delete_ignoring_missing, finalizer_result};
-use crate::controllers::{namespace_of, watched_api};
+use crate::controllers::{finalizer_result, namespace_of, watched_api};
 use crate::crd::{EphemeralRunner, EphemeralRunnerSet};
 use crate::error::Error;
 use crate::github::{ActionsService, ObjectSettings};

@@ -20,6 +20,8 @@ pub mod orphaned_registrations;
 
 use kube::Api;
 use kube::api::ObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer;
 
 use crate::Context;
 
@@ -42,4 +44,21 @@ pub(crate) fn namespace_of(meta: &ObjectMeta) -> Result<String, crate::Error> {
             meta.name.as_deref().unwrap_or_default()
         ))
     })
+}
+
+/// The finalizer helper's result as the error policy sees it: the reconcile's own errors pass
+/// through unchanged (so `Waiting` and configuration errors stay what they are), and an object
+/// already gone when its finalizer is added or removed is done, not a failure.
+pub(crate) fn finalizer_result(
+    result: Result<Action, finalizer::Error<crate::Error>>,
+) -> Result<Action, crate::Error> {
+    use finalizer::Error as F;
+    match result {
+        Err(F::AddFinalizer(e) | F::RemoveFinalizer(e)) if ephemeral_runner::is_not_found(&e) => {
+            Ok(Action::await_change())
+        }
+        Err(F::ApplyFailed(e) | F::CleanupFailed(e)) => Err(e),
+        Err(other) => Err(crate::Error::Finalizer(Box::new(other))),
+        Ok(action) => Ok(action),
+    }
 }
