@@ -65,6 +65,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         labels::LISTENER_NAMESPACE
     ));
     Controller::new(listeners, watcher::Config::default())
+        .trigger_backoff(super::watch_backoff())
         .owns(pods, watcher::Config::default())
         .owns(accounts, watcher::Config::default())
         .watches(roles, selector.clone(), |r: Role| by_labels(r.labels()))

@@ -49,6 +49,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let listeners: Api<AutoscalingListener> =
         Api::namespaced(ctx.client.clone(), &ctx.options.controller_namespace);
     Controller::new(ars, watcher::Config::default())
+        .trigger_backoff(super::watch_backoff())
         .owns(ers, watcher::Config::default())
         .watches(listeners, watcher::Config::default(), |al| {
             let ns = al.spec.autoscaling_runner_set_namespace.clone()?;

@@ -77,7 +77,7 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         pod_writer,
         watcher(pods, watcher::Config::default().labels(&pod_selector)),
     )
-    .default_backoff()
+    .backoff(super::watch_backoff())
     .touched_objects();
     let state = Arc::new(State {
         ctx,
@@ -85,6 +85,7 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         pod_store,
     });
     Controller::new(runners, watcher::Config::default())
+        .trigger_backoff(super::watch_backoff())
         .owns_stream(pod_events)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
@@ -220,10 +221,22 @@ impl<'a> Pass<'a> {
             let action = decide(&runner, observed.as_ref(), observe::now(), self.policy);
             // A failure is judged on the runner and pod as the API server has them, not the
             // watch caches: a job the listener just assigned decides between a retry and a
-            // deletion.
-            if !fresh && matches!(action, Action::RetryPod(_) | Action::DeleteRunner { .. }) {
+            // deletion. A registration is requested only for a runner the API server still has
+            // and is not deleting: after a watch gap the cache can show a runner whose cleanup
+            // has just removed its registration and JIT Secret.
+            let irreversible = matches!(
+                action,
+                Action::RetryPod(_) | Action::DeleteRunner { .. } | Action::RequestJitConfig
+            );
+            if !fresh && irreversible {
                 fresh = true;
                 match self.runners.get_opt(&name).await? {
+                    Some(current)
+                        if matches!(action, Action::RequestJitConfig)
+                            && current.metadata.deletion_timestamp.is_some() =>
+                    {
+                        return Ok(Requeue::await_change());
+                    }
                     Some(current) => {
                         er = current;
                         continue;

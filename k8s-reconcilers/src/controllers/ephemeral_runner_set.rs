@@ -72,6 +72,7 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
     let concurrency = ctx.options.runner_set_max_concurrent_reconciles.max(1);
     let state = Arc::new(State { ctx, settings });
     Controller::new(sets, watcher::Config::default())
+        .trigger_backoff(super::watch_backoff())
         .owns(runners, watcher::Config::default())
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)

@@ -18,10 +18,13 @@ pub mod ephemeral_runner;
 pub mod ephemeral_runner_set;
 pub mod orphaned_registrations;
 
+use std::time::Duration;
+
 use kube::Api;
 use kube::api::ObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer;
+use kube::runtime::utils::ResetTimerBackoff;
+use kube::runtime::{finalizer, watcher};
 
 use crate::Context;
 
@@ -34,6 +37,24 @@ where
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     }
+}
+
+/// How a controller's watches back off after a watch error: from 100 ms, doubling to 1 s, plus
+/// up to as much again of jitter, and back to the start after 30 s without an error.
+///
+/// kube applies this backoff to the merged stream of all of a controller's watches, so an error
+/// on any one of them pauses every one. With kube's default (client-go's 0.8 s to 30 s, reset
+/// after 2 min) an API-server restart, after which each watch reports its expired resource
+/// version in turn, left the controllers still for over a minute while runners finished their
+/// jobs. A watch that keeps failing (RBAC removed, say) retries about once a second.
+pub(crate) fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(1))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(exponential.into(), Duration::from_secs(30))
 }
 
 /// Namespace of an object, or an error naming it.

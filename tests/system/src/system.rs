@@ -252,6 +252,7 @@ impl System {
 
     /// Ends a test: on `Err`, adds the manager's and listeners' logs; then shuts down.
     pub async fn finish(self, outcome: anyhow::Result<()>) -> anyhow::Result<()> {
+        self.save_logs().await;
         let outcome = match outcome {
             Ok(()) => Ok(()),
             Err(e) => Err(e.context(self.diagnostics().await)),
@@ -280,7 +281,8 @@ impl System {
             .await
             .with_context(|| format!("CRD {name} was not established within 60 s"))??;
         }
-        let mut values = json!({ "flags": { "logLevel": "info" } });
+        let log_level = std::env::var("ARC_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+        let mut values = json!({ "flags": { "logLevel": log_level } });
         if self.options.single_namespace {
             merge(
                 &mut values,
@@ -757,6 +759,18 @@ impl System {
     /// The end of the manager's and the listeners' logs, for failure messages.
     pub async fn diagnostics(&self) -> String {
         let mut out = String::new();
+        for (name, container, log) in self.controller_logs().await {
+            out.push_str(&format!(
+                "\n--- {container} log of {name} (last 40 lines) ---\n{}",
+                tail(&log, 40)
+            ));
+        }
+        out
+    }
+
+    /// The whole logs of the manager and listener containers: (pod, container, log).
+    async fn controller_logs(&self) -> Vec<(String, &'static str, String)> {
+        let mut out = Vec::new();
         let Some(sim) = &self.sim else {
             return out;
         };
@@ -769,15 +783,31 @@ impl System {
                 let name = pod.metadata.name.unwrap_or_default();
                 for container in ["manager", "listener"] {
                     if let Some(log) = sim.container_log(ns, &name, container) {
-                        out.push_str(&format!(
-                            "\n--- {container} log of {name} (last 40 lines) ---\n{}",
-                            tail(&log, 40)
-                        ));
+                        out.push((name.clone(), container, log));
                     }
                 }
             }
         }
         out
+    }
+
+    /// With `ARC_TEST_LOG_DIR` set, writes the whole manager and listener logs there as
+    /// `<system>_<pod>_<container>.log`, whatever the outcome.
+    async fn save_logs(&self) {
+        let Some(dir) = std::env::var_os("ARC_TEST_LOG_DIR") else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!("ARC_TEST_LOG_DIR {}: {e}", dir.display());
+            return;
+        }
+        for (pod, container, log) in self.controller_logs().await {
+            let path = dir.join(format!("{}_{pod}_{container}.log", self.options.name));
+            if let Err(e) = std::fs::write(&path, log) {
+                eprintln!("writing {}: {e}", path.display());
+            }
+        }
     }
 
     /// Stops everything: deletes the manager Deployment and waits for its pods to go while
