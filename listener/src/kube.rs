@@ -110,7 +110,7 @@ impl KubePatcher {
 
     fn error(&self, kind: &'static str, name: &str, e: kube::Error) -> PatchError {
         match e {
-            kube::Error::Api(status) if status.code == 404 => PatchError::NotFound {
+            kube::Error::Api(status) if object_missing(&status, name) => PatchError::NotFound {
                 kind,
                 namespace: self.namespace.clone(),
                 name: name.to_string(),
@@ -123,6 +123,15 @@ impl KubePatcher {
             },
         }
     }
+}
+
+/// Whether a 404 says the object `name` is missing, not that the API server does not serve the
+/// resource (yet: right after an API-server restart the CRDs' endpoints come back a moment after
+/// the server answers), which is worth retrying.
+fn object_missing(status: &kube::core::Status, name: &str) -> bool {
+    status.code == 404
+        && (status.details.as_ref().is_some_and(|d| d.name == name)
+            || status.message.contains(&format!("\"{name}\"")))
 }
 
 impl RunnerSetPatcher for KubePatcher {
@@ -160,6 +169,29 @@ impl RunnerSetPatcher for KubePatcher {
 mod tests {
     use super::*;
     use actions_client::JobInfo;
+
+    #[test]
+    fn only_a_404_naming_the_object_means_it_is_missing() {
+        // As the API server sends them.
+        let status = |message: &str, details: Option<&str>| -> kube::core::Status {
+            let mut body = serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": message, "reason": "NotFound", "code": 404,
+            });
+            if let Some(name) = details {
+                body["details"] = serde_json::json!({
+                    "name": name, "group": "actions.github.com", "kind": "ephemeralrunners",
+                });
+            }
+            serde_json::from_value(body).expect("a Status")
+        };
+        let gone = r#"ephemeralrunners.actions.github.com "runner-a" not found"#;
+        assert!(object_missing(&status(gone, Some("runner-a")), "runner-a"));
+        assert!(object_missing(&status(gone, None), "runner-a"));
+        let unserved = "the server could not find the requested resource";
+        assert!(!object_missing(&status(unserved, None), "runner-a"));
+        assert!(!object_missing(&status(unserved, Some("")), "runner-a"));
+    }
 
     #[test]
     fn status_patch_omits_empty_fields() {
