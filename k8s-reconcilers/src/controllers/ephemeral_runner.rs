@@ -10,6 +10,7 @@ pub mod observe;
 pub mod resources;
 
 mod deletion;
+use deletion::Finish;
 mod service;
 
 use std::sync::Arc;
@@ -123,7 +124,7 @@ async fn reconcile(er: Arc<EphemeralRunner>, state: Arc<State>) -> Result<Requeu
             |event| async {
                 match event {
                     Finalizer::Apply(er) => pass.apply((*er).clone()).await,
-                    Finalizer::Cleanup(er) => pass.cleanup(&er).await,
+                    Finalizer::Cleanup(er) => pass.cleanup(&er, Finish::Registration).await,
                 }
             },
         )
@@ -400,13 +401,12 @@ impl<'a> Pass<'a> {
             }
             Action::DeleteRunner { cause, removal } => {
                 self.delete_runner(&er, cause, removal).await?;
-                // The deletion goes on in this pass (registration, pod, Secret) instead of
-                // waiting for its own turn; the finalizer helper drops its finalizer on the
-                // deletion event.
+                // The deletion goes on in this pass (registration, pod, Secret, both
+                // finalizers) instead of waiting for the deletion event.
                 if let Some(deleting) = self.runners.get_opt(&er.name_any()).await?
                     && deleting.metadata.deletion_timestamp.is_some()
                 {
-                    self.cleanup(&deleting).await?;
+                    self.cleanup(&deleting, Finish::Both).await?;
                 }
                 done(Requeue::await_change())
             }
@@ -570,20 +570,24 @@ impl<'a> Pass<'a> {
         if removal == ServiceRemoval::Before {
             self.remove_from_service(er).await?;
         }
-        let (kind, reason) = match cause {
-            DeleteCause::Completed => (EventType::Normal, "RunnerCompleted"),
-            DeleteCause::JobLost => (EventType::Warning, "RunnerJobLost"),
-            DeleteCause::TooManyFailures => (EventType::Warning, "TooManyPodFailures"),
-            DeleteCause::CreateRejected => (EventType::Warning, "PodCreateRejected"),
-            DeleteCause::NameTaken => (EventType::Warning, "RunnerNameTaken"),
+        // A runner that finished its job is the normal case and gets no Event: one write per
+        // runner that nobody reads on an object about to be gone.
+        let warning = match cause {
+            DeleteCause::Completed => None,
+            DeleteCause::JobLost => Some("RunnerJobLost"),
+            DeleteCause::TooManyFailures => Some("TooManyPodFailures"),
+            DeleteCause::CreateRejected => Some("PodCreateRejected"),
+            DeleteCause::NameTaken => Some("RunnerNameTaken"),
         };
-        self.event(
-            er,
-            kind,
-            reason,
-            &format!("deleting EphemeralRunner {} ({cause:?})", er.name_any()),
-        )
-        .await;
+        if let Some(reason) = warning {
+            self.event(
+                er,
+                EventType::Warning,
+                reason,
+                &format!("deleting EphemeralRunner {} ({cause:?})", er.name_any()),
+            )
+            .await;
+        }
         delete_ignoring_missing(&self.runners, &er.name_any()).await?;
         if removal == ServiceRemoval::BestEffortAfter {
             let id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();

@@ -14,10 +14,25 @@ use crate::names::{finalizers, labels};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 
+/// Which finalizers a cleanup drops when it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Finish {
+    /// The registration finalizer; the finalizer helper drops its own.
+    Registration,
+    /// Both, in one patch (the runner is not being cleaned up through the helper).
+    Both,
+}
+
 impl Pass<'_> {
-    /// Runs while the main finalizer is present on a deleting runner; returning `Ok` lets the
-    /// finalizer helper drop it.
-    pub(super) async fn cleanup(&self, er: &EphemeralRunner) -> Result<Requeue, Error> {
+    /// Runs while the main finalizer is present on a deleting runner: the registration, the pod,
+    /// the JIT Secret and hook resources, then the registration finalizer. Called by the
+    /// finalizer helper, which drops the main finalizer when this returns `Ok`, or directly by
+    /// the pass that deleted the runner (`Finish::Both`), which drops both in one patch.
+    pub(super) async fn cleanup(
+        &self,
+        er: &EphemeralRunner,
+        finish: Finish,
+    ) -> Result<Requeue, Error> {
         let name = er.name_any();
         if er
             .finalizers()
@@ -26,16 +41,23 @@ impl Pass<'_> {
         {
             self.release_registration(er).await?;
         }
-        delete_ignoring_missing(&self.pods, &name).await?;
-        delete_ignoring_missing(&self.secrets, &name).await?;
+        delete_present(&self.pods, &name).await?;
+        delete_present(&self.secrets, &name).await?;
         if resources::uses_container_hooks(er) {
             self.delete_hook_resources(&name).await?;
         }
+        let done: &[&str] = match finish {
+            Finish::Registration => &[finalizers::RUNNER_REGISTRATION],
+            Finish::Both => &[
+                finalizers::RUNNER_REGISTRATION,
+                finalizers::EPHEMERAL_RUNNER,
+            ],
+        };
+        self.remove_finalizers(er, done).await?;
         Ok(Requeue::await_change())
     }
 
-    /// Removes the runner from the service (waiting while its job runs), then drops the
-    /// registration finalizer.
+    /// Removes the runner from the service, waiting while its job runs.
     async fn release_registration(&self, er: &EphemeralRunner) -> Result<(), Error> {
         let name = er.name_any();
         let pod = self.pods.get_opt(&name).await?;
@@ -86,22 +108,38 @@ impl Pass<'_> {
                 }
             }
         }
-        self.remove_finalizer(er, finalizers::RUNNER_REGISTRATION)
-            .await
+        Ok(())
     }
 
-    async fn remove_finalizer(&self, er: &EphemeralRunner, finalizer: &str) -> Result<(), Error> {
-        let Some(index) = er.finalizers().iter().position(|f| f == finalizer) else {
+    /// Removes those of `names` the runner has, in one JSON patch whose `test` operations make it
+    /// fail rather than drop another controller's finalizer when the list changed meanwhile.
+    async fn remove_finalizers(&self, er: &EphemeralRunner, names: &[&str]) -> Result<(), Error> {
+        let mut present: Vec<(usize, &String)> = er
+            .finalizers()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| names.contains(&f.as_str()))
+            .collect();
+        if present.is_empty() {
             return Ok(());
-        };
-        let path = format!("/metadata/finalizers/{index}");
-        let patch = serde_json::from_value(json!([
-            {"op": "test", "path": path, "value": finalizer},
-            {"op": "remove", "path": path},
-        ]))
-        .map_err(|source| Error::Serialize {
-            what: "finalizer patch",
-            source,
+        }
+        // From the highest index down, so each removal leaves the next index in place.
+        present.sort_by(|a, b| b.0.cmp(&a.0));
+        let ops: Vec<serde_json::Value> = present
+            .iter()
+            .flat_map(|(index, finalizer)| {
+                let path = format!("/metadata/finalizers/{index}");
+                [
+                    json!({"op": "test", "path": path, "value": finalizer}),
+                    json!({"op": "remove", "path": path}),
+                ]
+            })
+            .collect();
+        let patch = serde_json::from_value(serde_json::Value::Array(ops)).map_err(|source| {
+            Error::Serialize {
+                what: "finalizer patch",
+                source,
+            }
         })?;
         match self
             .runners
@@ -123,6 +161,21 @@ impl Pass<'_> {
         let selector = ListParams::default().labels(&format!("{}={runner}", labels::RUNNER_POD));
         delete_labelled(&self.pods, &selector).await?;
         delete_labelled(&self.secrets, &selector).await
+    }
+}
+
+/// Deletes `name` when the API server has it and is not deleting it yet. Cleanup runs more than
+/// once per runner (in the pass that deletes it, then on its deletion event), and the later runs
+/// then read instead of sending deletes that can only fail.
+async fn delete_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_opt(name).await? {
+        Some(object) if object.meta().deletion_timestamp.is_none() => {
+            delete_ignoring_missing(api, name).await
+        }
+        _ => Ok(()),
     }
 }
 
