@@ -124,7 +124,7 @@ impl Pass<'_> {
             return Ok(());
         }
         // From the highest index down, so each removal leaves the next index in place.
-        present.sort_by(|a, b| b.0.cmp(&a.0));
+        present.reverse();
         let ops: Vec<serde_json::Value> = present
             .iter()
             .flat_map(|(index, finalizer)| {
