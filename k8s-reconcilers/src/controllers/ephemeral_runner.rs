@@ -10,7 +10,6 @@ pub mod observe;
 pub mod resources;
 
 mod deletion;
-use deletion::Finish;
 mod service;
 
 use std::sync::Arc;
@@ -36,6 +35,7 @@ use crate::controllers::{namespace_of, watched_api};
 use crate::crd::EphemeralRunner;
 use crate::error::Error;
 use crate::names::{finalizers, labels};
+use deletion::Finish;
 
 /// Controller name (metrics label, Event source).
 pub const CONTROLLER: &str = "ephemeralrunner";
@@ -205,7 +205,9 @@ impl<'a> Pass<'a> {
         {
             er = self.add_registration_finalizer(&er).await?;
         }
-        let mut fresh = false;
+        // `checked`: the runner was read from the API server in this pass; `fresh`: so are the
+        // pod and Secret observations.
+        let (mut checked, mut fresh) = (false, false);
         let mut carried: Option<Box<Secret>> = None;
         for _ in 0..MAX_STEPS {
             let name = er.name_any();
@@ -225,24 +227,22 @@ impl<'a> Pass<'a> {
             // deletion. A registration is requested only for a runner the API server still has
             // and is not deleting: after a watch gap the cache can show a runner whose cleanup
             // has just removed its registration and JIT Secret.
-            let irreversible = matches!(
-                action,
-                Action::RetryPod(_) | Action::DeleteRunner { .. } | Action::RequestJitConfig
-            );
-            if !fresh && irreversible {
-                fresh = true;
-                match self.runners.get_opt(&name).await? {
-                    Some(current)
-                        if matches!(action, Action::RequestJitConfig)
-                            && current.metadata.deletion_timestamp.is_some() =>
-                    {
-                        return Ok(Requeue::await_change());
-                    }
-                    Some(current) => {
-                        er = current;
-                        continue;
-                    }
-                    None => return Ok(Requeue::await_change()),
+            let register = matches!(action, Action::RequestJitConfig);
+            if !checked
+                && (register || matches!(action, Action::RetryPod(_) | Action::DeleteRunner { .. }))
+            {
+                checked = true;
+                let Some(current) = self.runners.get_opt(&name).await? else {
+                    return Ok(Requeue::await_change());
+                };
+                if register && current.metadata.deletion_timestamp.is_some() {
+                    return Ok(Requeue::await_change());
+                }
+                // A cache that was current leaves the observation standing.
+                if !register || current.metadata.resource_version != er.metadata.resource_version {
+                    er = current;
+                    fresh = true;
+                    continue;
                 }
             }
             tracing::debug!(runner = %name, ?action, "ephemeral runner step");
