@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,11 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
-use kube::discovery::{Scope, pinned_kind};
+use kube::discovery::pinned_kind;
 use nodesim::{ContainerMatcher, NodeSimulator, ProcessRule, SimulatorConfig};
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
+use serde_json::json;
+use system::{Chart, Cluster, wait_for};
 use testbed::{ControlPlane, ControlPlaneOptions};
 
 use crate::{helm, workspace_root};
@@ -266,13 +267,9 @@ async fn install(cp: &ControlPlane, emu: &Emulator, args: &DemoArgs) -> anyhow::
             .await
             .with_context(|| format!("creating namespace {ns}"))?;
     }
-    let controller = workspace_root().join("charts/gha-runner-scale-set-controller");
-    let scale_set = workspace_root().join("charts/gha-runner-scale-set");
     println!("==> installing the CRDs and the controller (chart gha-runner-scale-set-controller)");
-    let crds = render(&["crds", &path(&controller), "--output", "json"])?;
-    for crd in &crds {
-        apply(&client, crd).await?;
-    }
+    let crds = system::controller_crds()?;
+    system::apply(&client, &crds).await?;
     let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in &crds {
         let name = crd["metadata"]["name"].as_str().unwrap_or_default();
@@ -287,21 +284,22 @@ async fn install(cp: &ControlPlane, emu: &Emulator, args: &DemoArgs) -> anyhow::
         .await
         .with_context(|| format!("CRD {name} was not established within 60 s"))??;
     }
-    let objects = render(&[
-        "template",
-        &path(&controller),
-        "--release",
+    let cluster = Cluster {
+        kubeconfig: cp.kubeconfig_path().to_path_buf(),
+        version: client
+            .apiserver_version()
+            .await
+            .context("reading the API server's version")?
+            .git_version,
+    };
+    let objects = system::render(
+        Chart::Controller,
         CONTROLLER_RELEASE,
-        "--namespace",
         CONTROLLER_NAMESPACE,
-        "--output",
-        "json",
-        "--set",
-        "flags.logLevel=info",
-    ])?;
-    for object in &objects {
-        apply(&client, object).await?;
-    }
+        &json!({ "flags": { "logLevel": "info" } }),
+        Some(&cluster),
+    )?;
+    system::apply(&client, &objects).await?;
     wait_for(SETUP_TIMEOUT, "the manager pod to run", || async {
         let pods: Api<Pod> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
         let list = pods.list(&ListParams::default()).await?;
@@ -325,142 +323,15 @@ async fn install(cp: &ControlPlane, emu: &Emulator, args: &DemoArgs) -> anyhow::
             "name": format!("{CONTROLLER_RELEASE}-gha-rs-controller"),
         },
     });
-    let objects = render(&[
-        "template",
-        &path(&scale_set),
-        "--release",
+    let objects = system::render(
+        Chart::ScaleSet,
         SCALE_SET,
-        "--namespace",
         RUNNER_NAMESPACE,
-        "--output",
-        "json",
-        "--values-json",
-        &values.to_string(),
-    ])?;
-    for object in &objects {
-        apply(&client, object).await?;
-    }
+        &values,
+        Some(&cluster),
+    )?;
+    system::apply(&client, &objects).await?;
     Ok(())
-}
-
-fn path(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// Renders with real Helm; the objects come in Helm's install order (RBAC and Secrets before
-/// the workloads and custom resources that need them).
-fn render(args: &[&str]) -> anyhow::Result<Vec<Value>> {
-    let out = helm::run(args)?;
-    let parsed: Value = serde_json::from_str(&out).context("reading Helm's JSON output")?;
-    let mut objects: Vec<Value> = parsed["manifests"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|m| m["object"].clone())
-        .filter(|o| o.is_object())
-        .collect();
-    objects.sort_by_key(|o| install_rank(o["kind"].as_str().unwrap_or_default()));
-    Ok(objects)
-}
-
-/// Helm's `InstallOrder` (kinds it does not list go last, in rendered order).
-fn install_rank(kind: &str) -> usize {
-    const ORDER: [&str; 37] = [
-        "PriorityClass",
-        "Namespace",
-        "NetworkPolicy",
-        "ResourceQuota",
-        "LimitRange",
-        "PodSecurityPolicy",
-        "PodDisruptionBudget",
-        "ServiceAccount",
-        "Secret",
-        "SecretList",
-        "ConfigMap",
-        "StorageClass",
-        "PersistentVolume",
-        "PersistentVolumeClaim",
-        "CustomResourceDefinition",
-        "ClusterRole",
-        "ClusterRoleList",
-        "ClusterRoleBinding",
-        "ClusterRoleBindingList",
-        "Role",
-        "RoleList",
-        "RoleBinding",
-        "RoleBindingList",
-        "Service",
-        "DaemonSet",
-        "Pod",
-        "ReplicationController",
-        "ReplicaSet",
-        "Deployment",
-        "HorizontalPodAutoscaler",
-        "StatefulSet",
-        "Job",
-        "CronJob",
-        "IngressClass",
-        "Ingress",
-        "APIService",
-        "MutatingWebhookConfiguration",
-    ];
-    ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len())
-}
-
-async fn apply(client: &kube::Client, object: &Value) -> anyhow::Result<()> {
-    let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let kind = object["kind"].as_str().unwrap_or_default();
-    let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(group, version, kind);
-    let (resource, caps) = pinned_kind(client, &gvk)
-        .await
-        .with_context(|| format!("{api_version} {kind} is not served by the API server"))?;
-    let api: Api<DynamicObject> = match caps.scope {
-        Scope::Cluster => Api::all_with(client.clone(), &resource),
-        Scope::Namespaced => {
-            let ns = object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("default");
-            Api::namespaced_with(client.clone(), ns, &resource)
-        }
-    };
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .with_context(|| format!("applying {kind} {name}"))?;
-    Ok(())
-}
-
-async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last_error = String::new();
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last_error = format!("{e:#}"),
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "timed out after {timeout:?} waiting for {what}{}",
-                if last_error.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (last error: {last_error})")
-                }
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 async fn wait_for_listener(

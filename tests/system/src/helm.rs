@@ -91,15 +91,23 @@ fn objects(doc: &Value) -> Vec<Value> {
     objects
 }
 
+/// The cluster a chart is rendered for.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// Kubeconfig that Helm's `lookup` reads the cluster with.
+    pub kubeconfig: std::path::PathBuf,
+    /// The API server's version (`.Capabilities.KubeVersion`), e.g. `v1.20.2`.
+    pub version: String,
+}
+
 /// `helm template` of `chart` as `release` into `namespace` with `values`: the rendered objects.
-/// With a kubeconfig, `lookup` comes from that cluster and the capabilities' Kubernetes version is
-/// the test bed's.
+/// With a cluster, `lookup` and the capabilities' Kubernetes version come from it.
 pub fn render(
     chart: Chart,
     release: &str,
     namespace: &str,
     values: &Value,
-    kubeconfig: Option<&std::path::Path>,
+    cluster: Option<&Cluster>,
 ) -> anyhow::Result<Vec<Value>> {
     let mut args = vec![
         "template".to_owned(),
@@ -113,17 +121,17 @@ pub fn render(
         "--values-json".to_owned(),
         values.to_string(),
     ];
-    if let Some(path) = kubeconfig {
+    if let Some(cluster) = cluster {
         args.push("--kubeconfig".to_owned());
-        args.push(path.display().to_string());
+        args.push(cluster.kubeconfig.display().to_string());
         args.push("--kube-version".to_owned());
-        args.push(testbed::KUBERNETES_VERSION.to_owned());
+        args.push(cluster.version.clone());
     }
     Ok(objects(&run(&args)?))
 }
 
 /// The CRDs the controller chart ships (`crds/`), as Helm installs them.
-pub(crate) fn controller_crds() -> anyhow::Result<Vec<Value>> {
+pub fn controller_crds() -> anyhow::Result<Vec<Value>> {
     let args = [
         "crds".to_owned(),
         Chart::Controller.path().display().to_string(),

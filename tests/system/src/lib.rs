@@ -40,7 +40,7 @@ mod timeline;
 
 pub use binaries::{Binaries, build_binaries};
 pub use cluster::{apply, wait_for};
-pub use helm::{Chart, render};
+pub use helm::{Chart, Cluster, controller_crds, render};
 pub use leak::LeakReport;
 pub use process::{find_processes, rss_bytes};
 pub use proxy::{Proxy, ProxyRecord};

@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::binaries::{Binaries, build_binaries};
 use crate::cluster::{apply, wait_for};
-use crate::helm::{Chart, controller_crds, render};
+use crate::helm::{Chart, Cluster, controller_crds, render};
 use crate::{ORG, WAIT};
 
 /// The ConfigMap (in each scale set's namespace) holding the emulator's CA, and its key.
@@ -159,6 +159,8 @@ pub struct System {
     controller_sa: String,
     options: SystemOptions,
     plane: Option<Plane>,
+    /// The API server's version, for Helm's `.Capabilities.KubeVersion`.
+    kube_version: String,
     started: std::time::Instant,
     _serial: OwnedMutexGuard<()>,
 }
@@ -221,6 +223,12 @@ impl System {
             env: options.manager_env.clone(),
         }];
         let sim = NodeSimulator::start(plane.config().clone(), sim).await?;
+        let kube_version = plane
+            .client()
+            .apiserver_version()
+            .await
+            .context("reading the API server's version")?
+            .git_version;
         let release = controller_ns.name().to_owned();
         let mut system = System {
             emulator,
@@ -233,6 +241,7 @@ impl System {
             controller_ns: Some(controller_ns),
             runner_ns: Some(runner_ns),
             plane: Some(plane),
+            kube_version,
             started: std::time::Instant::now(),
             _serial: serial,
         };
@@ -290,12 +299,14 @@ impl System {
             );
         }
         merge(&mut values, &self.options.controller_values);
-        let (release, ns) = (self.release.clone(), self.controller_namespace().to_owned());
-        let kubeconfig = self.plane().kubeconfig_path().to_path_buf();
-        let objects = tokio::task::spawn_blocking(move || {
-            render(Chart::Controller, &release, &ns, &values, Some(&kubeconfig))
-        })
-        .await??;
+        let objects = self
+            .render(
+                Chart::Controller,
+                &self.release,
+                self.controller_namespace(),
+                values,
+            )
+            .await?;
         self.controller_sa = objects
             .iter()
             .find(|o| o["kind"] == "ServiceAccount")
@@ -321,6 +332,25 @@ impl System {
     /// The admin client of the control plane.
     pub fn client(&self) -> kube::Client {
         self.plane().client()
+    }
+
+    /// `helm template` of `chart` with `lookup` and the Kubernetes version from this cluster.
+    async fn render(
+        &self,
+        chart: Chart,
+        release: &str,
+        namespace: &str,
+        values: Value,
+    ) -> anyhow::Result<Vec<Value>> {
+        let (release, namespace) = (release.to_owned(), namespace.to_owned());
+        let cluster = Cluster {
+            kubeconfig: self.plane().kubeconfig_path().to_path_buf(),
+            version: self.kube_version.clone(),
+        };
+        tokio::task::spawn_blocking(move || {
+            render(chart, &release, &namespace, &values, Some(&cluster))
+        })
+        .await?
     }
 
     /// The control plane.
@@ -487,14 +517,9 @@ impl System {
         if let Some(pem) = self.emulator.ca_pem() {
             self.put_ca(namespace, pem).await?;
         }
-        let objects = {
-            let (name, ns, values) = (spec.name.clone(), namespace.to_owned(), values.clone());
-            let kubeconfig = self.plane().kubeconfig_path().to_path_buf();
-            tokio::task::spawn_blocking(move || {
-                render(Chart::ScaleSet, &name, &ns, &values, Some(&kubeconfig))
-            })
-            .await??
-        };
+        let objects = self
+            .render(Chart::ScaleSet, &spec.name, namespace, values.clone())
+            .await?;
         apply(&self.client(), &objects).await?;
         let scale_set_name = values["runnerScaleSetName"]
             .as_str()
@@ -518,14 +543,14 @@ impl System {
     /// Re-renders an installed scale set with more values and applies it (`helm upgrade`).
     pub async fn upgrade_scale_set(&self, set: &mut ScaleSet, values: Value) -> anyhow::Result<()> {
         merge(&mut set.values, &values);
-        let objects = {
-            let (name, ns, values) = (set.name.clone(), set.namespace.clone(), set.values.clone());
-            let kubeconfig = self.plane().kubeconfig_path().to_path_buf();
-            tokio::task::spawn_blocking(move || {
-                render(Chart::ScaleSet, &name, &ns, &values, Some(&kubeconfig))
-            })
-            .await??
-        };
+        let objects = self
+            .render(
+                Chart::ScaleSet,
+                &set.name,
+                &set.namespace,
+                set.values.clone(),
+            )
+            .await?;
         apply(&self.client(), &objects).await?;
         set.objects = objects;
         Ok(())
