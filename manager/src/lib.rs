@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod http;
 pub mod leader;
+pub mod rate_limit;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,16 +53,9 @@ pub async fn kube_client(qps: f64, burst: u64) -> anyhow::Result<kube::Client> {
     let config = kube::Config::infer().await.map_err(|e| {
         anyhow::anyhow!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}")
     })?;
-    let service = kube::client::ClientBuilder::try_from(config)?.with_layer(
-        &tower::limit::RateLimitLayer::new(burst, burst_window(qps, burst)),
-    );
+    let service = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&rate_limit::TokenBucketLayer::new(qps, burst));
     Ok(service.build())
-}
-
-/// The window in which `burst` requests average out to `qps`.
-fn burst_window(qps: f64, burst: u64) -> Duration {
-    #[allow(clippy::cast_precision_loss)]
-    Duration::from_secs_f64((burst as f64 / qps).max(0.001))
 }
 
 /// Completes on the first SIGTERM or SIGINT.
