@@ -21,14 +21,21 @@ pub use service::{
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
+
+/// How long an object's resolved [`ServiceConfig`] (its Secret's credentials, proxy and CA)
+/// is reused before those objects are read again: a rotated Secret takes effect within this
+/// time, and a burst of runners reads the Secret a few times instead of twice per runner.
+pub const RESOLVED_CONFIG_TTL: Duration = Duration::from_secs(5);
 
 /// Cache of service clients, keyed by [`ServiceConfig::cache_key`].
 pub struct GithubClients {
     connector: Arc<dyn Connector>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     cache: Mutex<HashMap<String, Arc<dyn ActionsService>>>,
+    resolved: Mutex<HashMap<String, (Instant, ServiceConfig)>>,
 }
 
 impl GithubClients {
@@ -38,6 +45,7 @@ impl GithubClients {
             connector,
             metrics: None,
             cache: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -78,7 +86,22 @@ impl GithubClients {
         kube: &kube::Client,
         object: resolve::ObjectSettings<'_>,
     ) -> Result<Arc<dyn ActionsService>, Error> {
-        let config = resolve_service_config(kube, object).await?;
+        let key = object.cache_key();
+        let now = Instant::now();
+        let cached = lock(&self.resolved)
+            .get(&key)
+            .filter(|(at, _)| now.duration_since(*at) < RESOLVED_CONFIG_TTL)
+            .map(|(_, config)| config.clone());
+        let config = match cached {
+            Some(config) => config,
+            None => {
+                let config = resolve_service_config(kube, object).await?;
+                let mut resolved = lock(&self.resolved);
+                resolved.retain(|_, (at, _)| now.duration_since(*at) < RESOLVED_CONFIG_TTL);
+                resolved.insert(key, (now, config.clone()));
+                config
+            }
+        };
         self.client(&config).await
     }
 
@@ -88,10 +111,14 @@ impl GithubClients {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn ActionsService>>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.cache)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub use resolve::ObjectSettings;

@@ -162,6 +162,20 @@ pub struct ObjectSettings<'a> {
 }
 
 impl<'a> ObjectSettings<'a> {
+    /// Everything that names the objects a config is resolved from (not their contents).
+    pub(crate) fn cache_key(&self) -> String {
+        let json = |v: Result<String, serde_json::Error>| v.unwrap_or_default();
+        format!(
+            "{}\0{}\0{}\0{}\0{}\0{}",
+            self.namespace,
+            self.config_url,
+            self.secret,
+            json(serde_json::to_string(&self.proxy)),
+            json(serde_json::to_string(&self.tls)),
+            json(serde_json::to_string(&self.vault)),
+        )
+    }
+
     /// The settings of an EphemeralRunner's spec (also an EphemeralRunnerSet's runner spec) in
     /// `namespace`.
     pub fn for_runner_spec(namespace: &'a str, spec: &'a EphemeralRunnerSpec) -> Self {
