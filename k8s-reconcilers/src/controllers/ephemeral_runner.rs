@@ -21,7 +21,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use scaleset_core::ephemeral_runner::{
@@ -74,18 +74,23 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
     let pod_selector = format!("{}=True", labels::EPHEMERAL_RUNNER);
     let shutdown = ctx.options.shutdown.signal();
     let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let pod_events = reflector(
-        pod_writer,
-        watcher(pods, watcher::Config::default().labels(&pod_selector)),
-    )
-    .backoff(super::watch_backoff())
-    .touched_objects();
+    let pod_events = watcher(pods, watcher::Config::default().labels(&pod_selector))
+        .modify(super::drop_managed_fields)
+        .reflect(pod_writer)
+        .backoff(super::watch_backoff())
+        .touched_objects();
+    let (runner_store, runner_writer) = reflector::store::<EphemeralRunner>();
+    let runner_events = watcher(runners, watcher::Config::default())
+        .modify(super::drop_managed_fields)
+        .reflect(runner_writer)
+        .backoff(super::watch_backoff())
+        .applied_objects();
     let state = Arc::new(State {
         ctx,
         settings,
         pod_store,
     });
-    Controller::new(runners, watcher::Config::default())
+    Controller::for_stream(runner_events, runner_store)
         .trigger_backoff(super::watch_backoff())
         .owns_stream(pod_events)
         .with_config(controller::Config::default().concurrency(concurrency))

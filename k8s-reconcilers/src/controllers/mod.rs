@@ -57,6 +57,12 @@ pub(crate) fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> 
     ResetTimerBackoff::new(exponential.into(), Duration::from_secs(30))
 }
 
+/// Drops `metadata.managedFields` from an object before a watch cache stores it: no reconciler
+/// reads them, and they are about as large as the rest of a runner's pod or EphemeralRunner.
+pub(crate) fn drop_managed_fields<K: kube::Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
 /// Namespace of an object, or an error naming it.
 pub(crate) fn namespace_of(meta: &ObjectMeta) -> Result<String, crate::Error> {
     meta.namespace.clone().ok_or_else(|| {
