@@ -30,8 +30,9 @@ pub fn main_exit_code() -> i32 {
             return EXIT_CONFIG;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the listener is one poll loop plus two small HTTP servers, and every extra
+    // worker costs memory in each of the cluster's listener pods.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -1,6 +1,7 @@
 //! Deletion of an EphemeralRunner (controllers.md 7.9): the registration first, then the pod,
 //! the JIT Secret and container-hook resources; nothing is left behind.
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use scaleset_core::ephemeral_runner::{FinalizerStep, after_remove, finalizer_start};
@@ -34,15 +35,24 @@ impl Pass<'_> {
         finish: Finish,
     ) -> Result<Requeue, Error> {
         let name = er.name_any();
-        if er
+        let pod = if er
             .finalizers()
             .iter()
             .any(|f| f == finalizers::RUNNER_REGISTRATION)
         {
-            self.release_registration(er).await?;
+            self.release_registration(er).await?
+        } else {
+            self.pods.get_opt(&name).await?
+        };
+        if pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) {
+            delete_ignoring_missing(&self.pods, &name).await?;
         }
-        delete_present(&self.pods, &name).await?;
-        delete_present(&self.secrets, &name).await?;
+        // A cleanup the finalizer helper runs may be the second one for this runner: it reads
+        // before deleting, so that it sends no delete that can only fail.
+        match finish {
+            Finish::Both => delete_ignoring_missing(&self.secrets, &name).await?,
+            Finish::Registration => delete_present(&self.secrets, &name).await?,
+        }
         if resources::uses_container_hooks(er) {
             self.delete_hook_resources(&name).await?;
         }
@@ -57,8 +67,9 @@ impl Pass<'_> {
         Ok(Requeue::await_change())
     }
 
-    /// Removes the runner from the service, waiting while its job runs.
-    async fn release_registration(&self, er: &EphemeralRunner) -> Result<(), Error> {
+    /// Removes the runner from the service, waiting while its job runs; returns the runner's
+    /// pod as it read it.
+    async fn release_registration(&self, er: &EphemeralRunner) -> Result<Option<Pod>, Error> {
         let name = er.name_any();
         let pod = self.pods.get_opt(&name).await?;
         let mut runner_id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();
@@ -108,7 +119,7 @@ impl Pass<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(pod)
     }
 
     /// Removes those of `names` the runner has, in one JSON patch whose `test` operations make it
