@@ -47,8 +47,7 @@ impl Pass<'_> {
         if pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) {
             delete_ignoring_missing(&self.pods, &name).await?;
         }
-        // A cleanup the finalizer helper runs may be the second one for this runner: it reads
-        // before deleting, so that it sends no delete that can only fail.
+        // A cleanup the finalizer helper runs may follow one that stopped part way.
         match finish {
             Finish::Both => delete_ignoring_missing(&self.secrets, &name).await?,
             Finish::Registration => delete_present(&self.secrets, &name).await?,
@@ -175,9 +174,9 @@ impl Pass<'_> {
     }
 }
 
-/// Deletes `name` when the API server has it and is not deleting it yet. Cleanup runs more than
-/// once per runner (in the pass that deletes it, then on its deletion event), and the later runs
-/// then read instead of sending deletes that can only fail.
+/// Deletes `name` when the API server has it and is not deleting it yet: for a cleanup that may
+/// follow one that stopped part way, which then reads instead of sending a delete that can only
+/// fail.
 async fn delete_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
