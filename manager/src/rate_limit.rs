@@ -101,11 +101,8 @@ mod tests {
             Ok::<_, ()>(())
         }));
         for _ in 0..5 {
-            service
-                .ready()
-                .await
-                .expect("ready")
-                .call(http::Request::new(()))
+            (&mut service)
+                .oneshot(http::Request::new(()))
                 .await
                 .expect("within the burst");
         }
@@ -114,11 +111,8 @@ mod tests {
             "five requests used the burst of five"
         );
         // The next request waits for a token instead of failing.
-        service
-            .ready()
-            .await
-            .expect("ready")
-            .call(http::Request::new(()))
+        (&mut service)
+            .oneshot(http::Request::new(()))
             .await
             .expect("after a wait");
     }
