@@ -10,6 +10,7 @@
 mod support;
 
 use actions_emulator::{Emulator, EmulatorConfig};
+use anyhow::Context;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_reconcilers::crd::{
@@ -108,7 +109,30 @@ async fn the_chart_deployment_runs_the_binary_under_the_chart_rbac() -> anyhow::
         Ok(manager.logs().contains("acquired leadership").then_some(()))
     })
     .await?;
-    helm::apply(&admin, &chart_objects).await?;
+    // The AutoscalingRunnerSet goes in once the chart's RoleBinding is in force: the API
+    // server's authorizer sees a new binding a moment after it is created, and a manager that
+    // reconciles within that moment is refused once and retries, which the final "nothing was
+    // forbidden" check would take for missing RBAC.
+    let (sets, rest): (Vec<Value>, Vec<Value>) = chart_objects
+        .iter()
+        .cloned()
+        .partition(|o| o["kind"] == "AutoscalingRunnerSet");
+    helm::apply(&admin, &rest).await?;
+    let secret = rest
+        .iter()
+        .find(|o| o["kind"] == "Secret")
+        .and_then(|o| o["metadata"]["name"].as_str())
+        .context("the scale-set chart renders the GitHub Secret")?
+        .to_owned();
+    let as_manager = cp
+        .service_account_client(c, "arc-gha-rs-controller")
+        .await?;
+    let secrets: Api<Secret> = Api::namespaced(as_manager, r);
+    eventually("the chart's RoleBinding in force", WAIT, || async {
+        Ok(secrets.get_opt(&secret).await.ok().flatten().map(|_| ()))
+    })
+    .await?;
+    helm::apply(&admin, &sets).await?;
 
     let ars_api: Api<AutoscalingRunnerSet> = Api::namespaced(admin.clone(), r);
     let id = scale_set_id(&ars_api, "runners").await?;
