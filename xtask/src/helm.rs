@@ -1,16 +1,12 @@
 //! Real Helm for the project: a Python virtual environment with helm-python-sdk (Helm v4's engine)
 //! and the `helm-render.py` entry point that templates, lints and installs the charts.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, bail};
 
-/// The workspace root (the parent of the xtask package).
-fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
+use crate::workspace_root;
 
 /// `xtask/scripts/helm-render.py`: `template`, `lint`, `install`, `uninstall` with real Helm.
 pub fn render_script() -> PathBuf {

@@ -10,7 +10,6 @@ mod demo;
 mod helm;
 mod test;
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -64,8 +63,4 @@ fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
     }
 }
 
-/// The workspace root (the parent of the xtask package).
-pub(crate) fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
+pub(crate) use testbed::workspace_root;

@@ -1,6 +1,6 @@
 //! The manager and listener binaries, built once per process with `cargo build`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -15,15 +15,7 @@ pub struct Binaries {
     pub listener: PathBuf,
 }
 
-/// The workspace root.
-pub(crate) fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .nth(2)
-        .unwrap_or(manifest)
-        .to_path_buf()
-}
+pub(crate) use testbed::workspace_root;
 
 /// Builds `manager` and `listener` (`--release` when asked) once per process and returns their
 /// paths. A no-op build when they are up to date.

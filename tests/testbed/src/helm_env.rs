@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, anyhow, bail};
 
-/// The workspace root (two levels above this crate).
-fn workspace_root() -> PathBuf {
+/// The workspace root (two levels above this crate), whichever crate asks.
+pub fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest
         .ancestors()

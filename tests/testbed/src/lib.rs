@@ -30,6 +30,6 @@ pub use cleanup::{ClusterObject, DeleteOnDrop};
 pub use control_plane::{
     ControlPlane, ControlPlaneOptions, EXISTING_CLUSTER_ENV, client_from_kubeconfig,
 };
-pub use helm_env::{helm_python, helm_venv_dir};
+pub use helm_env::{helm_python, helm_venv_dir, workspace_root};
 pub use namespace::{TEST_NAMESPACE_LABEL, TestNamespace};
 pub use watch::{Recorded, WatchRecorder};
