@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use actions_emulator::{Emulator, EmulatorConfig, JobPhase, JobResult, JobSpec, StateSnapshot};
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::pinned_kind;
@@ -268,22 +267,7 @@ async fn install(cp: &ControlPlane, emu: &Emulator, args: &DemoArgs) -> anyhow::
             .with_context(|| format!("creating namespace {ns}"))?;
     }
     println!("==> installing the CRDs and the controller (chart gha-runner-scale-set-controller)");
-    let crds = system::controller_crds()?;
-    system::apply(&client, &crds).await?;
-    let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in &crds {
-        let name = crd["metadata"]["name"].as_str().unwrap_or_default();
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            kube::runtime::wait::await_condition(
-                crd_api.clone(),
-                name,
-                kube::runtime::conditions::is_crd_established(),
-            ),
-        )
-        .await
-        .with_context(|| format!("CRD {name} was not established within 60 s"))??;
-    }
+    system::install_crds(&client).await?;
     let cluster = Cluster {
         kubeconfig: cp.kubeconfig_path().to_path_buf(),
         version: client

@@ -131,7 +131,7 @@ pub fn render(
 }
 
 /// The CRDs the controller chart ships (`crds/`), as Helm installs them.
-pub fn controller_crds() -> anyhow::Result<Vec<Value>> {
+pub(crate) fn controller_crds() -> anyhow::Result<Vec<Value>> {
     let args = [
         "crds".to_owned(),
         Chart::Controller.path().display().to_string(),

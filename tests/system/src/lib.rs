@@ -40,11 +40,13 @@ mod timeline;
 
 pub use binaries::{Binaries, build_binaries};
 pub use cluster::{apply, wait_for};
-pub use helm::{Chart, Cluster, controller_crds, render};
+pub use helm::{Chart, Cluster, render};
 pub use leak::LeakReport;
 pub use process::{find_processes, rss_bytes};
 pub use proxy::{Proxy, ProxyRecord};
-pub use system::{CA_CONFIG_MAP, Plane, ScaleSet, ScaleSetSpec, System, SystemOptions};
+pub use system::{
+    CA_CONFIG_MAP, Plane, ScaleSet, ScaleSetSpec, System, SystemOptions, install_crds,
+};
 pub use timeline::Timeline;
 
 use std::time::Duration;

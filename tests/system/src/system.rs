@@ -170,6 +170,30 @@ fn serial() -> Arc<Mutex<()>> {
     LOCK.get_or_init(|| Arc::new(Mutex::new(()))).clone()
 }
 
+/// Applies the controller chart's CRDs (as Helm installs them) and waits until each is
+/// established.
+pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let crds = tokio::task::spawn_blocking(controller_crds).await??;
+    apply(client, &crds).await?;
+    let crd_api: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(client.clone());
+    for crd in &crds {
+        let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            kube::runtime::wait::await_condition(
+                crd_api.clone(),
+                name,
+                kube::runtime::conditions::is_crd_established(),
+            ),
+        )
+        .await
+        .with_context(|| format!("CRD {name} was not established within 60 s"))??;
+    }
+    Ok(())
+}
+
 /// Deep-merges `over` into `base` (objects merge key by key, anything else replaces).
 pub(crate) fn merge(base: &mut Value, over: &Value) {
     match (base, over) {
@@ -272,24 +296,7 @@ impl System {
 
     async fn install_controller(&mut self) -> anyhow::Result<()> {
         let client = self.client();
-        let crds = tokio::task::spawn_blocking(controller_crds).await??;
-        apply(&client, &crds).await?;
-        let crd_api: Api<
-            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-        > = Api::all(client.clone());
-        for crd in &crds {
-            let name = crd["metadata"]["name"].as_str().unwrap_or_default();
-            tokio::time::timeout(
-                Duration::from_secs(60),
-                kube::runtime::wait::await_condition(
-                    crd_api.clone(),
-                    name,
-                    kube::runtime::conditions::is_crd_established(),
-                ),
-            )
-            .await
-            .with_context(|| format!("CRD {name} was not established within 60 s"))??;
-        }
+        install_crds(&client).await?;
         let log_level = std::env::var("ARC_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".into());
         let mut values = json!({ "flags": { "logLevel": log_level } });
         if self.options.single_namespace {
