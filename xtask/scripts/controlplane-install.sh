@@ -1,98 +1,83 @@
 #!/usr/bin/env bash
-# Installs what the local Kubernetes control plane needs and builds kube-apiserver,
-# kube-controller-manager and kube-scheduler v1.20.2 from Debian's `kubernetes` source package.
-# The binaries are cached under $ARC_CACHE_DIR/kubernetes/<version>/bin; a second run only checks.
+# Builds the local control plane's binaries with the machine's Go from the Go module proxy:
+# kube-apiserver, kube-controller-manager and kube-scheduler from the module in
+# xtask/go/kubernetes-<minor>/, etcd from xtask/go/etcd/. Both modules' go.sum are committed, so
+# the build is reproducible. Binaries are cached under $ARC_CACHE_DIR; a second run only checks.
+#
+# Run by `cargo xtask controlplane install`, which sets:
+#   K8S_MINOR (1.37), K8S_VERSION (v1.37.2), ETCD_VERSION (v3.6.16), ARC_CACHE_DIR.
 set -euo pipefail
 
-K8S_VERSION="v1.20.2"
-CACHE_DIR="${ARC_CACHE_DIR:-$HOME/.cache/arc-rs}"
-BIN_DIR="$CACHE_DIR/kubernetes/$K8S_VERSION/bin"
+: "${K8S_MINOR:?}" "${K8S_VERSION:?}" "${ETCD_VERSION:?}" "${ARC_CACHE_DIR:?}"
+GO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../go" && pwd)"
+BIN_DIR="$ARC_CACHE_DIR/kubernetes/$K8S_VERSION/bin"
+ETCD_DIR="$ARC_CACHE_DIR/etcd/$ETCD_VERSION"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler)
-APT_PACKAGES=(golang-go etcd-server rsync jq openssl golang-github-modern-go-reflect2-dev)
+LOG="$ARC_CACHE_DIR/build.log"
 
 step() { CURRENT_STEP="$1"; echo "==> controlplane install: $1"; }
 fail() {
   local rc=$?
   echo "error: controlplane install failed at step '${CURRENT_STEP:-start}' (exit code $rc)." >&2
-  echo "       Re-run with 'bash -x $0' for a trace; the build log, if any, is in $CACHE_DIR/build.log" >&2
+  echo "       The build log is $LOG; re-run with 'bash -x $0' for a trace." >&2
   exit "$rc"
 }
 trap fail ERR
 
-SUDO=""
-if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-
-have_binaries() {
+have_kubernetes() {
   for b in "${BINARIES[@]}"; do [ -x "$BIN_DIR/$b" ] || return 1; done
-  command -v etcd >/dev/null && command -v openssl >/dev/null
 }
 
-if have_binaries; then
-  echo "==> controlplane install: $K8S_VERSION already cached in $BIN_DIR"
+if have_kubernetes && [ -x "$ETCD_DIR/etcd" ]; then
+  echo "==> controlplane install: Kubernetes $K8S_VERSION and etcd $ETCD_VERSION already cached in $ARC_CACHE_DIR"
   exit 0
 fi
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  step "apt-get update"
-  $SUDO apt-get update -qq
-  step "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+step "check Go"
+command -v go >/dev/null || { echo "go not found on PATH: these builds need Go 1.26 or newer" >&2; false; }
+# The machine's own Go builds everything; never download another toolchain behind the user's back.
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
+go_version="$(go env GOVERSION)"
+case "$go_version" in
+  go1.2[6-9]*|go1.[3-9][0-9]*) ;;
+  *) echo "$go_version is too old: Kubernetes $K8S_VERSION needs Go 1.26 or newer" >&2; false ;;
+esac
+mkdir -p "$ARC_CACHE_DIR"
+: >"$LOG"
 
-for b in "${BINARIES[@]}"; do
-  if [ ! -x "$BIN_DIR/$b" ]; then need_build=1; fi
-done
-if [ -z "${need_build:-}" ]; then exit 0; fi
-
-step "enable deb-src entries"
-if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-src' /etc/apt/sources.list; then
-  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-    sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
-      | $SUDO tee /etc/apt/sources.list.d/debian-src.sources >/dev/null
-  elif [ -f /etc/apt/sources.list ]; then
-    sed -n 's/^deb /deb-src /p' /etc/apt/sources.list | $SUDO tee /etc/apt/sources.list.d/debian-src.list >/dev/null
-  else
-    echo "no apt sources found to derive a deb-src entry from" >&2; false
+# Builds into a fresh directory and moves the binaries into place, so an interrupted build never
+# leaves a partial binary that a later run would take for a cached one.
+build() {
+  local module="$1" dest="$2" ldflags="$3" pattern="$4"
+  local out
+  out="$(mktemp -d "$ARC_CACHE_DIR/build.XXXXXX")"
+  if ! (cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$out/" "$pattern") >>"$LOG" 2>&1; then
+    tail -n 30 "$LOG" >&2
+    rm -rf "$out"
+    false
   fi
-  $SUDO apt-get update -qq
+  mkdir -p "$dest"
+  for f in "$out"/*; do mv -f "$f" "$dest/"; done
+  rm -rf "$out"
+}
+
+if [ ! -x "$ETCD_DIR/etcd" ]; then
+  step "build etcd $ETCD_VERSION (about 1 minute on 2 cores)"
+  build "$GO_DIR/etcd" "$ETCD_DIR" "-s -w" .
 fi
 
-WORK="$CACHE_DIR/build"
-mkdir -p "$WORK" "$BIN_DIR"
-cd "$WORK"
-
-step "download the kubernetes source package"
-if ! ls kubernetes_*.orig.tar.gz >/dev/null 2>&1; then
-  apt-get source --download-only kubernetes >/dev/null
+if ! have_kubernetes; then
+  step "build ${BINARIES[*]} $K8S_VERSION (about 8 minutes on 2 cores)"
+  major="${K8S_VERSION#v}"; major="${major%%.*}"
+  minor="${K8S_MINOR#*.}"
+  ldflags="-s -w"
+  # What Kubernetes's own build stamps in, so the API server reports its real version.
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  build "$GO_DIR/kubernetes-$K8S_MINOR" "$BIN_DIR" "$ldflags" tool
 fi
 
-step "unpack the source"
-rm -rf kubernetes-src
-mkdir kubernetes-src
-tar xzf kubernetes_*.orig.tar.gz -C kubernetes-src --strip-components=1
-cd kubernetes-src
-
-step "replace vendored modern-go/reflect2 with Debian's 1.0.2 (crashes under Go >= 1.18)"
-rm -rf vendor/github.com/modern-go/reflect2
-cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 vendor/github.com/modern-go/reflect2
-rm -f vendor/github.com/modern-go/reflect2/go.mod vendor/github.com/modern-go/reflect2/*_test.go
-
-step "build ${BINARIES[*]} (about 10 minutes on 2 cores)"
-mkdir -p .go/src/k8s.io && ln -sfn ../../.. .go/src/k8s.io/kubernetes
-GOHOME="$(mktemp -d)"
-if ! env GOPATH="$PWD/.go" CGO_ENABLED=0 GOPROXY=off GOFLAGS=-mod=vendor HOME="$GOHOME" GOCACHE="$WORK/gocache" \
-    make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler" >"$CACHE_DIR/build.log" 2>&1; then
-  tail -n 30 "$CACHE_DIR/build.log" >&2
-  false
-fi
-rm -rf "$GOHOME"
-
-step "cache the binaries in $BIN_DIR"
-for b in "${BINARIES[@]}"; do install -m 0755 "_output/bin/$b" "$BIN_DIR/$b"; done
-cd "$CACHE_DIR"
-rm -rf "$WORK"
-echo "==> controlplane install: done, binaries in $BIN_DIR"
+have_kubernetes
+echo "==> controlplane install: done, Kubernetes $K8S_VERSION in $BIN_DIR, etcd in $ETCD_DIR"

@@ -55,10 +55,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "--runs, --burst and --turnover-runners must be at least 1 and --turnover-jobs at least 10; fix: drop the flags to use the defaults"
         );
     }
-    if !testbed::binaries_installed() {
-        println!("==> installing the Kubernetes control plane (first run only)");
-        crate::controlplane::install()?;
-    }
+    crate::controlplane::install()?;
     crate::helm::ensure_venv().context("preparing Helm for the charts")?;
     println!(
         "==> building manager and listener ({})",
@@ -108,6 +105,7 @@ struct Results {
     jobs_per_burst: usize,
     load_start: String,
     load_end: String,
+    kubernetes: String,
 }
 
 fn load_average() -> String {
@@ -138,8 +136,15 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Results> {
             format!("--audit-log-path={}", audit_log.display()),
             "--audit-log-format=json".to_owned(),
         ],
+        ..ControlPlaneOptions::default()
     })
     .await?;
+    let kubernetes = cp
+        .try_client()?
+        .apiserver_version()
+        .await
+        .context("reading the API server's version")?
+        .git_version;
     let mut options = SystemOptions::new("bench");
     options.release = !args.debug;
     options.nodes = 4;
@@ -150,7 +155,12 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Results> {
         "runnerMaxConcurrentReconciles": RUNNER_WORKERS,
     }});
     let sys = System::start(cp.into(), options).await?;
-    let outcome = measure(&sys, args, &audit_log).await;
+    let outcome = measure(&sys, args, &audit_log)
+        .await
+        .map(|results| Results {
+            kubernetes,
+            ..results
+        });
     if outcome.is_err() {
         eprintln!("{}", sys.diagnostics().await);
     }
@@ -558,7 +568,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     let _ = writeln!(
         out,
         "- Set-up: Kubernetes {} control plane (etcd, kube-apiserver with an audit log of writes, controller-manager, scheduler) on loopback, the Actions-service emulator over HTTP, the node simulator with 4 Nodes; both charts rendered with real Helm and applied; the manager and listener are {} builds run by the node simulator under the charts' ServiceAccounts. Manager flags from the chart: `k8sClientRateLimiterQPS: {QPS}`, `k8sClientRateLimiterBurst: {BURST}`, `runnerMaxConcurrentReconciles: {RUNNER_WORKERS}`. Everything shares the machine's cores.",
-        testbed::KUBERNETES_VERSION,
+        r.kubernetes,
         if args.debug { "debug" } else { "release" }
     );
     let _ = writeln!(

@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use testbed::{ControlPlane, ControlPlaneOptions};
+use testbed::{ControlPlane, ControlPlaneOptions, KubernetesRelease};
 
 use crate::workspace_root;
 
 /// What to do with the control plane.
 #[derive(Debug, Subcommand)]
 pub enum ControlPlaneCommand {
-    /// Install etcd from Debian and build kube-apiserver, kube-controller-manager and
-    /// kube-scheduler (cached under ~/.cache/arc-rs; a second run takes seconds).
+    /// Build etcd, kube-apiserver, kube-controller-manager and kube-scheduler from the Go module
+    /// proxy (Kubernetes v1.37, or ARC_K8S_VERSION=1.35; cached under ~/.cache/arc-rs, so a
+    /// second run takes seconds).
     Install,
     /// Start a control plane in the foreground, print its kubeconfig, stop on Ctrl-C.
     Up {
@@ -43,38 +44,55 @@ pub fn install_script() -> PathBuf {
     workspace_root().join("xtask/scripts/controlplane-install.sh")
 }
 
-/// Installs the control-plane binaries unless they are already cached.
+/// Installs the control-plane binaries of the release `ARC_K8S_VERSION` selects unless they are
+/// already cached.
 pub fn install() -> anyhow::Result<()> {
+    install_release(testbed::kubernetes_release()?)
+}
+
+/// Builds kube-apiserver, kube-controller-manager and kube-scheduler of `release` and etcd from
+/// the Go module proxy, unless they are already cached.
+pub fn install_release(release: KubernetesRelease) -> anyhow::Result<()> {
     let script = install_script();
     let status = Command::new("bash")
         .arg(&script)
         .env("ARC_CACHE_DIR", testbed::cache_dir())
+        .env("K8S_MINOR", release.minor)
+        .env("K8S_VERSION", release.version)
+        .env("ETCD_VERSION", testbed::ETCD_VERSION)
         .status()
         .with_context(|| format!("running bash {}", script.display()))?;
     if !status.success() {
         bail!("controlplane install failed ({status}); the message above names the failing step");
     }
-    if !testbed::binaries_installed() {
+    if !testbed::binaries_installed(release) {
         bail!(
             "controlplane install finished but the binaries are not in {}; \
              delete that directory and run `cargo xtask controlplane install` again",
-            testbed::kubernetes_bin_dir().display()
+            testbed::kubernetes_bin_dir(release).display()
         );
     }
     Ok(())
 }
 
 fn up(scheduling: bool, copy_to: Option<PathBuf>) -> anyhow::Result<()> {
-    if !testbed::binaries_installed() {
-        install()?;
+    let release = testbed::kubernetes_release()?;
+    if !testbed::binaries_installed(release) {
+        install_release(release)?;
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async {
         let cp = ControlPlane::start(ControlPlaneOptions {
             scheduling,
+            release: Some(release),
             ..ControlPlaneOptions::default()
         })
         .await?;
+        let version = cp
+            .try_client()?
+            .apiserver_version()
+            .await
+            .context("reading the API server's version")?;
         let mut kubeconfig = cp.kubeconfig_path().to_path_buf();
         if let Some(path) = &copy_to {
             std::fs::copy(cp.kubeconfig_path(), path)
@@ -83,7 +101,7 @@ fn up(scheduling: bool, copy_to: Option<PathBuf>) -> anyhow::Result<()> {
         }
         println!(
             "control plane {} up in {:.1?} at {}{}",
-            testbed::KUBERNETES_VERSION,
+            version.git_version,
             cp.startup_time(),
             cp.apiserver_url(),
             if scheduling {

@@ -114,10 +114,7 @@ impl DemoArgs {
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     args.validate()?;
     let binaries = build(args.release)?;
-    if !testbed::binaries_installed() {
-        println!("==> installing the Kubernetes control plane (first run only)");
-        crate::controlplane::install()?;
-    }
+    crate::controlplane::install()?;
     helm::ensure_venv().context("preparing Helm for the charts")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(demo(args, &binaries))

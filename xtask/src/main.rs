@@ -32,7 +32,8 @@ enum Command {
     Test(test::TestArgs),
     /// Lint the Helm charts with real Helm.
     HelmLint,
-    /// Regenerate the controller chart's CRD YAML from the Rust types.
+    /// Refresh the Kubernetes list/map markers from a v1.37 API server, then regenerate the
+    /// controller chart's CRD YAML from the Rust types.
     Crds,
     /// The whole system on one machine with live progress (control plane, emulator, nodes).
     Demo(demo::DemoArgs),

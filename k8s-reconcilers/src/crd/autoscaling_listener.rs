@@ -67,6 +67,9 @@ pub struct AutoscalingListenerSpec {
     pub image: Option<String>,
     /// Pull secrets for the listener pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        schema_with = "super::markers::local_object_references::<Option<Vec<LocalObjectReference>>>"
+    )]
     pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
     /// Proxy settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +89,7 @@ pub struct AutoscalingListenerSpec {
     pub metrics: Option<MetricsConfig>,
     /// Overlay merged onto the listener pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::markers::pod_template_spec::<Option<PodTemplateSpec>>")]
     pub template: Option<PodTemplateSpec>,
     /// Metadata for the config Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]

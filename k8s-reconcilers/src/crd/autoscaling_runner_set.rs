@@ -87,6 +87,7 @@ pub struct AutoscalingRunnerSetSpec {
     pub vault_config: Option<VaultConfig>,
     /// Runner pod template; it must contain a container named `runner`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::markers::pod_template_spec::<Option<PodTemplateSpec>>")]
     pub template: Option<PodTemplateSpec>,
     /// Labels and annotations for the AutoscalingListener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,6 +97,7 @@ pub struct AutoscalingRunnerSetSpec {
     pub listener_metrics: Option<MetricsConfig>,
     /// Overlay merged onto the listener pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::markers::pod_template_spec::<Option<PodTemplateSpec>>")]
     pub listener_template: Option<PodTemplateSpec>,
     /// Metadata for the listener ServiceAccount.
     #[serde(default, skip_serializing_if = "Option::is_none")]

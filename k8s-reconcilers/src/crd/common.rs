@@ -60,6 +60,9 @@ pub struct TlsConfig {
 pub struct TlsCertificateSource {
     /// ConfigMap key holding the PEM bundle, read from the resource's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        schema_with = "super::markers::config_map_key_selector::<Option<ConfigMapKeySelector>>"
+    )]
     pub config_map_key_ref: Option<ConfigMapKeySelector>,
 }
 

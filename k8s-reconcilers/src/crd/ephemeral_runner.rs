@@ -87,6 +87,7 @@ pub struct EphemeralRunnerSpec {
     pub ephemeral_runner_config_secret_metadata: Option<ResourceMeta>,
     /// The runner pod template, inlined (`metadata` and `spec` at this level).
     #[serde(flatten)]
+    #[schemars(schema_with = "super::markers::pod_template_spec::<PodTemplateSpec>")]
     pub pod_template: PodTemplateSpec,
 }
 

@@ -10,6 +10,7 @@ mod autoscaling_runner_set;
 mod common;
 mod ephemeral_runner;
 mod ephemeral_runner_set;
+pub mod markers;
 
 pub use autoscaling_listener::{
     AutoscalingListener, AutoscalingListenerSpec, AutoscalingListenerStatus,
@@ -26,7 +27,9 @@ pub use ephemeral_runner_set::{
     EphemeralRunnerSet, EphemeralRunnerSetSpec, EphemeralRunnerSetStatus,
 };
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 /// API group of the four kinds.
@@ -36,10 +39,12 @@ pub const VERSION: &str = "v1alpha1";
 /// `apiVersion` of the four kinds.
 pub const API_VERSION: &str = "actions.github.com/v1alpha1";
 
-/// The four CustomResourceDefinitions, ready to install on Kubernetes 1.20 and later.
+/// The four CustomResourceDefinitions, with the list and map markers of the Kubernetes types they
+/// embed ([`markers`]).
 ///
-/// Like ARC's controller-gen output, the schemas carry no `default` values: schemars derives
-/// them from `#[serde(default)]`, and the API server would then write zero values into objects.
+/// Like ARC's controller-gen output, the schemas carry no `default` values (schemars derives
+/// them from `#[serde(default)]`, and the API server would then write zero values into
+/// objects), except Kubernetes' own defaults of list-map keys, which the API server requires.
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
         AutoscalingListener::crd(),
@@ -59,46 +64,50 @@ fn without_defaults(mut crd: CustomResourceDefinition) -> CustomResourceDefiniti
             .as_mut()
             .and_then(|s| s.open_api_v3_schema.as_mut())
         {
-            strip_defaults(schema);
+            strip_defaults(schema, false, &[]);
         }
     }
     crd
 }
 
-fn strip_defaults(
-    schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
-) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray;
-    schema.default = None;
-    for props in [
-        &mut schema.properties,
-        &mut schema.pattern_properties,
-        &mut schema.definitions,
-    ]
-    .into_iter()
-    .flatten()
+/// Removes every `default` but the schema's own when `keep_own`, and those of the properties
+/// named in `kept_properties` (the keys of the list map whose items `schema` describes).
+fn strip_defaults(schema: &mut JSONSchemaProps, keep_own: bool, kept_properties: &[String]) {
+    if !keep_own {
+        schema.default = None;
+    }
+    if let Some(properties) = schema.properties.as_mut() {
+        for (name, property) in properties {
+            strip_defaults(property, kept_properties.contains(name), &[]);
+        }
+    }
+    for props in [&mut schema.pattern_properties, &mut schema.definitions]
+        .into_iter()
+        .flatten()
     {
-        props.values_mut().for_each(strip_defaults);
+        props
+            .values_mut()
+            .for_each(|p| strip_defaults(p, false, &[]));
     }
     for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of]
         .into_iter()
         .flatten()
     {
-        list.iter_mut().for_each(strip_defaults);
+        list.iter_mut().for_each(|p| strip_defaults(p, false, &[]));
     }
     if let Some(not) = schema.not.as_mut() {
-        strip_defaults(not);
+        strip_defaults(not, false, &[]);
     }
+    let map_keys = schema.x_kubernetes_list_map_keys.clone().unwrap_or_default();
     match schema.items.as_mut() {
-        Some(JSONSchemaPropsOrArray::Schema(s)) => strip_defaults(s),
-        Some(JSONSchemaPropsOrArray::Schemas(list)) => list.iter_mut().for_each(strip_defaults),
+        Some(JSONSchemaPropsOrArray::Schema(s)) => strip_defaults(s, false, &map_keys),
+        Some(JSONSchemaPropsOrArray::Schemas(list)) => list
+            .iter_mut()
+            .for_each(|p| strip_defaults(p, false, &map_keys)),
         None => {}
     }
-    if let Some(
-        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrBool::Schema(s),
-    ) = schema.additional_properties.as_mut()
-    {
-        strip_defaults(s);
+    if let Some(JSONSchemaPropsOrBool::Schema(s)) = schema.additional_properties.as_mut() {
+        strip_defaults(s, false, &[]);
     }
 }
 

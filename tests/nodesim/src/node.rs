@@ -85,6 +85,12 @@ pub(crate) async fn register(
         )
         .await
         .with_context(|| format!("registering Node {}", node.name))?;
+    // A kubelet reports its own version; the simulated one plays the API server's release.
+    let kubelet_version = client
+        .apiserver_version()
+        .await
+        .context("reading the API server's version for the Node's kubelet version")?
+        .git_version;
     let at = time(now());
     let resources =
         json!({ "cpu": node.cpu, "memory": node.memory, "pods": node.pods.to_string() });
@@ -108,7 +114,7 @@ pub(crate) async fn register(
             "nodeInfo": {
                 "machineID": node.name, "systemUUID": node.name, "bootID": uuid::Uuid::new_v4().to_string(),
                 "kernelVersion": "nodesim", "osImage": "nodesim", "containerRuntimeVersion": "nodesim://1",
-                "kubeletVersion": "v1.20.2", "kubeProxyVersion": "v1.20.2",
+                "kubeletVersion": kubelet_version,
                 "operatingSystem": "linux", "architecture": "amd64",
             },
         },

@@ -1,11 +1,14 @@
-//! The committed CRD YAML matches the Rust types, installs on the test-bed API server (1.20),
-//! and accepts an ARC user's AutoscalingRunnerSet manifest unchanged.
+//! The committed CRD YAML matches the Rust types, carries the list and map markers the test-bed
+//! API server declares for the Kubernetes types it embeds, installs on that server, and accepts
+//! an ARC user's AutoscalingRunnerSet manifest unchanged.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_reconcilers::crd::{self, AutoscalingRunnerSet, EphemeralRunner, EphemeralRunnerSet};
+use k8s_reconcilers::crd::{
+    self, AutoscalingRunnerSet, EphemeralRunner, EphemeralRunnerSet, markers,
+};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 use testbed::ControlPlane;
@@ -71,8 +74,6 @@ fn crds_have_arc_names_columns_and_only_a_status_subresource() {
             "{} must not have a scale subresource",
             def.spec.names.kind
         );
-        let text = serde_json::to_string(&def).expect("json");
-        assert!(!text.contains("x-kubernetes-validations"), "no CEL on 1.20");
     }
     let ars = crd::all()
         .into_iter()
@@ -99,6 +100,113 @@ fn crds_have_arc_names_columns_and_only_a_status_subresource() {
         ]
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
+}
+
+/// Where each CRD embeds a Kubernetes type, and which.
+const EMBEDDINGS: [(&str, &str, &str); 9] = [
+    (
+        "AutoscalingRunnerSet",
+        "spec.template",
+        markers::POD_TEMPLATE_SPEC,
+    ),
+    (
+        "AutoscalingRunnerSet",
+        "spec.listenerTemplate",
+        markers::POD_TEMPLATE_SPEC,
+    ),
+    (
+        "AutoscalingRunnerSet",
+        "spec.githubServerTLS.certificateFrom.configMapKeyRef",
+        markers::CONFIG_MAP_KEY_SELECTOR,
+    ),
+    (
+        "AutoscalingListener",
+        "spec.template",
+        markers::POD_TEMPLATE_SPEC,
+    ),
+    (
+        "AutoscalingListener",
+        "spec.imagePullSecrets[]",
+        markers::LOCAL_OBJECT_REFERENCE,
+    ),
+    (
+        "EphemeralRunnerSet",
+        "spec.ephemeralRunnerSpec",
+        markers::POD_TEMPLATE_SPEC,
+    ),
+    ("EphemeralRunner", "spec", markers::POD_TEMPLATE_SPEC),
+    (
+        "EphemeralRunner",
+        "spec.githubServerTLS.certificateFrom.configMapKeyRef",
+        markers::CONFIG_MAP_KEY_SELECTOR,
+    ),
+    (
+        "EphemeralRunnerSet",
+        "spec.ephemeralRunnerSpec.githubServerTLS.certificateFrom.configMapKeyRef",
+        markers::CONFIG_MAP_KEY_SELECTOR,
+    ),
+];
+
+#[test]
+fn every_embedded_kubernetes_type_carries_its_list_and_map_markers() {
+    let committed = markers::committed();
+    for (kind, at, embedded) in EMBEDDINGS {
+        let def = crd::all()
+            .into_iter()
+            .find(|c| c.spec.names.kind == kind)
+            .expect("kind");
+        let mut schema =
+            serde_json::to_value(&def.spec.versions[0].schema).expect("json")["openAPIV3Schema"]
+                .clone();
+        let expected = &committed.types[embedded];
+        assert!(!expected.is_empty(), "no markers committed for {embedded}");
+        for marker in expected {
+            let path = [at, marker.path.as_str()]
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join(".");
+            let node = markers::node_at(&mut schema, &path)
+                .unwrap_or_else(|| panic!("{kind}: no schema at {path}"));
+            let get = |key: &str| node.get(key).cloned();
+            assert_eq!(
+                get("x-kubernetes-list-type"),
+                marker.list_type.clone().map(Into::into),
+                "{kind} {path}"
+            );
+            assert_eq!(
+                get("x-kubernetes-list-map-keys"),
+                marker.list_map_keys.clone().map(Into::into),
+                "{kind} {path}"
+            );
+            assert_eq!(
+                get("x-kubernetes-map-type"),
+                marker.map_type.clone().map(Into::into),
+                "{kind} {path}"
+            );
+            assert_eq!(get("default"), marker.default.clone(), "{kind} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn committed_markers_are_what_the_newest_api_server_declares() -> anyhow::Result<()> {
+    let cp = ControlPlane::shared().await?;
+    if cp.release() != Some(testbed::NEWEST) {
+        println!(
+            "skipped: the markers are read from Kubernetes {}",
+            testbed::NEWEST.version
+        );
+        return Ok(());
+    }
+    let served = markers::served(&cp.client()).await?;
+    assert!(
+        served == *markers::committed(),
+        "k8s-reconcilers/src/crd/kubernetes_markers.json differs from what {} declares: run \
+         `cargo xtask crds` and commit the result",
+        served.source
+    );
+    Ok(())
 }
 
 /// An AutoscalingRunnerSet as ARC's scale-set chart renders it (fields from ARC's docs).
@@ -276,6 +384,56 @@ async fn crds_install_on_the_test_bed_and_accept_an_arc_manifest() -> anyhow::Re
     assert_eq!(
         (st.job_id.as_str(), st.job_request_id, st.workflow_run_id),
         ("42", 9, 11)
+    );
+    Ok(())
+}
+
+/// Two appliers of one runner template each own their own container: server-side apply merges
+/// `containers` by name (the list-map marker), as it does on a Pod, instead of the second
+/// replacing the first's list.
+#[tokio::test]
+async fn server_side_apply_merges_template_containers_by_name() -> anyhow::Result<()> {
+    let cp = ControlPlane::shared().await?;
+    let client = cp.client();
+    crd::install(&client, TIMEOUT).await?;
+    let ns = cp.test_namespace("crds-ssa").await?;
+    let api: Api<AutoscalingRunnerSet> = Api::namespaced(client, ns.name());
+    let apply = |container: &str, image: &str| {
+        json!({
+            "apiVersion": "actions.github.com/v1alpha1", "kind": "AutoscalingRunnerSet",
+            "metadata": {"name": "merge"},
+            "spec": {"githubConfigUrl": "https://github.com/my-org", "githubConfigSecret": "s",
+                "template": {"spec": {"containers": [{"name": container, "image": image}]}}}
+        })
+    };
+    api.patch(
+        "merge",
+        &PatchParams::apply("platform-team"),
+        &Patch::Apply(apply("runner", "runner:1")),
+    )
+    .await?;
+    let merged = api
+        .patch(
+            "merge",
+            &PatchParams::apply("sidecar-injector").force(),
+            &Patch::Apply(apply("sidecar", "sidecar:1")),
+        )
+        .await?;
+    let containers: Vec<(String, Option<String>)> = merged
+        .spec
+        .template
+        .and_then(|t| t.spec)
+        .map(|s| s.containers)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.name, c.image))
+        .collect();
+    assert_eq!(
+        containers,
+        [
+            ("runner".to_owned(), Some("runner:1".to_owned())),
+            ("sidecar".to_owned(), Some("sidecar:1".to_owned())),
+        ]
     );
     Ok(())
 }

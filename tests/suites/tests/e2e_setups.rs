@@ -185,20 +185,11 @@ async fn dind_container_mode() {
     .await;
 }
 
-/// The work volume of kubernetes mode is a generic ephemeral volume, alpha in Kubernetes 1.20:
-/// this test's own API server enables the feature gate (the scheduler and node simulator treat
-/// the volume as an empty directory).
+/// The work volume of kubernetes mode is a generic ephemeral volume (the scheduler and node
+/// simulator treat it as an empty directory).
 #[tokio::test]
 async fn kubernetes_container_mode() {
-    let cp = testbed::ControlPlane::start(testbed::ControlPlaneOptions {
-        scheduling: true,
-        extra_apiserver_args: vec!["--feature-gates=GenericEphemeralVolume=true".to_owned()],
-    })
-    .await
-    .expect("control plane with GenericEphemeralVolume");
-    let sys = System::start(cp.into(), SystemOptions::new("e2e-kube"))
-        .await
-        .expect("system");
+    let sys = start("e2e-kube", |_| {}).await;
     container_mode(sys, "e2e-kube", "kubernetes", &["runner"]).await;
 }
 

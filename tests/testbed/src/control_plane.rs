@@ -14,7 +14,7 @@ use kube::config::Kubeconfig;
 use tempfile::TempDir;
 use tokio::sync::OnceCell;
 
-use crate::binaries::{etcd_binary, kubernetes_binary};
+use crate::binaries::{KubernetesRelease, etcd_binary, kubernetes_binary, kubernetes_release};
 use crate::kubeconfig::{self, Credentials};
 use crate::namespace::{TestNamespace, unique_name};
 use crate::pki::Pki;
@@ -40,6 +40,8 @@ pub struct ControlPlaneOptions {
     pub scheduling: bool,
     /// Extra kube-apiserver flags, e.g. `--audit-log-path=...`.
     pub extra_apiserver_args: Vec<String>,
+    /// The Kubernetes release to run; `None` takes `ARC_K8S_VERSION` (else the newest).
+    pub release: Option<KubernetesRelease>,
 }
 
 /// A Kubernetes control plane for tests, demos and benchmarks.
@@ -58,6 +60,7 @@ pub struct ControlPlane {
 }
 
 struct Local {
+    release: KubernetesRelease,
     pki: Pki,
     apiserver_url: String,
     apiserver_args: Vec<String>,
@@ -135,6 +138,10 @@ impl ControlPlane {
     /// temporary directory, and the controller-manager and scheduler if asked.
     pub async fn start(options: ControlPlaneOptions) -> anyhow::Result<Self> {
         let begin = Instant::now();
+        let release = match options.release {
+            Some(release) => release,
+            None => kubernetes_release()?,
+        };
         let workdir = new_workdir()?;
         let janitor = Janitor::start(workdir.path())?;
         let janitor = Mutex::new(janitor);
@@ -155,7 +162,9 @@ impl ControlPlane {
         let mut attempt = 0;
         let (processes, apiserver_url, apiserver_args, kubeconfig, config) = loop {
             attempt += 1;
-            match start_etcd_and_apiserver(&dir, &pki, &admin_token, &options, &janitor).await {
+            match start_etcd_and_apiserver(&dir, &pki, &admin_token, release, &options, &janitor)
+                .await
+            {
                 Ok(started) => break started,
                 Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
                     tracing::warn!("a port was taken while starting the control plane; retrying");
@@ -171,6 +180,7 @@ impl ControlPlane {
             kubeconfig,
             config,
             local: Some(Local {
+                release,
                 pki,
                 apiserver_url,
                 apiserver_args,
@@ -228,6 +238,11 @@ impl ControlPlane {
     /// The API server's URL.
     pub fn apiserver_url(&self) -> String {
         self.config.cluster_url.to_string()
+    }
+
+    /// The Kubernetes release of a local control plane (`None` for an existing cluster).
+    pub fn release(&self) -> Option<KubernetesRelease> {
+        self.local.as_ref().map(|l| l.release)
     }
 
     /// The cluster CA certificate (PEM) of a local control plane.
@@ -373,28 +388,26 @@ impl ControlPlane {
                     "--leader-elect=false".to_owned(),
                     "--bind-address=127.0.0.1".to_owned(),
                     "--secure-port=0".to_owned(),
-                    "--port=0".to_owned(),
                 ];
                 let scheduler_args = vec![
                     format!("--kubeconfig={kubeconfig}"),
                     "--leader-elect=false".to_owned(),
                     "--bind-address=127.0.0.1".to_owned(),
                     "--secure-port=0".to_owned(),
-                    "--port=0".to_owned(),
                 ];
                 {
                     let mut janitor = lock(&self.janitor);
                     let mut processes = lock(&local.processes);
                     processes.push(ManagedProcess::spawn(
                         "kube-controller-manager",
-                        &kubernetes_binary("kube-controller-manager")?,
+                        &kubernetes_binary(local.release, "kube-controller-manager")?,
                         &controller_manager_args,
                         &dir,
                         &mut janitor,
                     )?);
                     processes.push(ManagedProcess::spawn(
                         "kube-scheduler",
-                        &kubernetes_binary("kube-scheduler")?,
+                        &kubernetes_binary(local.release, "kube-scheduler")?,
                         &scheduler_args,
                         &dir,
                         &mut janitor,
@@ -454,7 +467,7 @@ impl ControlPlane {
                 index,
                 ManagedProcess::spawn(
                     "kube-apiserver",
-                    &kubernetes_binary("kube-apiserver")?,
+                    &kubernetes_binary(local.release, "kube-apiserver")?,
                     &local.apiserver_args,
                     &dir,
                     &mut janitor,
@@ -507,6 +520,7 @@ async fn start_etcd_and_apiserver(
     dir: &Path,
     pki: &Pki,
     admin_token: &str,
+    release: KubernetesRelease,
     options: &ControlPlaneOptions,
     janitor: &Mutex<Janitor>,
 ) -> anyhow::Result<Started> {
@@ -575,7 +589,7 @@ async fn start_etcd_and_apiserver(
         let mut janitor = lock(janitor);
         ManagedProcess::spawn(
             "kube-apiserver",
-            &kubernetes_binary("kube-apiserver")?,
+            &kubernetes_binary(release, "kube-apiserver")?,
             &apiserver_args,
             dir,
             &mut janitor,

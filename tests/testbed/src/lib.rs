@@ -11,9 +11,10 @@
 //! # }
 //! ```
 //!
-//! A control plane is etcd and kube-apiserver v1.20.2 (built by `cargo xtask controlplane
-//! install`) on free loopback ports, plus kube-controller-manager and kube-scheduler when asked
-//! for. Set `ARC_TEST_KUBECONFIG` to run against an existing cluster instead.
+//! A control plane is etcd and kube-apiserver of Kubernetes v1.37 (or v1.35 with
+//! `ARC_K8S_VERSION=1.35`; both built by `cargo xtask controlplane install`) on free loopback
+//! ports, plus kube-controller-manager and kube-scheduler when asked for. Set
+//! `ARC_TEST_KUBECONFIG` to run against an existing cluster instead.
 
 mod binaries;
 mod cleanup;
@@ -25,7 +26,11 @@ mod pki;
 mod process;
 mod watch;
 
-pub use binaries::{KUBERNETES_VERSION, binaries_installed, cache_dir, kubernetes_bin_dir};
+pub use binaries::{
+    ETCD_VERSION, KUBERNETES_BINARIES, KUBERNETES_VERSION_ENV, KubernetesRelease, NEWEST,
+    OLDEST_SUPPORTED, RELEASES, binaries_installed, cache_dir, etcd_cached_binary,
+    kubernetes_bin_dir, kubernetes_release,
+};
 pub use cleanup::{ClusterObject, DeleteOnDrop};
 pub use control_plane::{
     ControlPlane, ControlPlaneOptions, EXISTING_CLUSTER_ENV, client_from_kubeconfig,
