@@ -6,6 +6,8 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::Context;
 use clap::Args;
 
+use testbed::KubernetesRelease;
+
 use crate::{controlplane, helm, workspace_root};
 
 /// Options of `cargo xtask test`.
@@ -31,6 +33,13 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// Adds another run's counts.
+    pub fn add(&mut self, other: Totals) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+
     /// Adds the counts of one `test result: ...` line; other lines are ignored.
     pub fn add_line(&mut self, line: &str) {
         let Some(rest) = line.trim().strip_prefix("test result: ") else {
@@ -64,14 +73,36 @@ impl std::fmt::Display for Totals {
     }
 }
 
+/// The test targets run again on the oldest supported Kubernetes: the control plane, CRD install
+/// and ARC-shaped manifests, chart render and apply under the chart RBAC, the manager from its
+/// chart, and one whole end-to-end scenario.
+pub const COMPATIBILITY_SUBSET: [&str; 9] = [
+    "lifecycle",
+    "controlplane_api",
+    "controlplane_rbac",
+    "controlplane_scheduling",
+    "crds",
+    "charts_apply",
+    "charts_rbac",
+    "manager_chart",
+    "e2e_default",
+];
+
 /// Runs the whole check. The last line printed is the summary; the exit code is a failure if
 /// any step failed.
 pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
-    install_prerequisites()?;
+    let existing_cluster =
+        std::env::var_os(testbed::EXISTING_CLUSTER_ENV).is_some_and(|v| !v.is_empty());
+    let release = testbed::kubernetes_release()?;
+    // Every suite on the selected release (the newest unless ARC_K8S_VERSION says otherwise),
+    // then the compatibility subset on the oldest supported one.
+    let compatibility =
+        (!existing_cluster && release == testbed::NEWEST).then_some(testbed::OLDEST_SUPPORTED);
+    install_prerequisites(existing_cluster, release, compatibility)?;
     let mut failures = Vec::new();
     if !args.no_lint {
         if !cargo(&["fmt", "--all", "--", "--check"])? {
-            failures.push("cargo fmt --all -- --check (fix: cargo fmt --all)");
+            failures.push("cargo fmt --all -- --check (fix: cargo fmt --all)".to_owned());
         }
         if !cargo(&[
             "clippy",
@@ -81,12 +112,45 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
             "-D",
             "warnings",
         ])? {
-            failures.push("cargo clippy --workspace --all-targets -- -D warnings");
+            failures.push("cargo clippy --workspace --all-targets -- -D warnings".to_owned());
         }
     }
-    let (tests_ok, totals) = cargo_test(&args.cargo_test_args)?;
-    if !tests_ok {
-        failures.push("cargo test --workspace");
+    let label = if existing_cluster {
+        format!("the cluster of {}", testbed::EXISTING_CLUSTER_ENV)
+    } else {
+        format!("Kubernetes {}", release.version)
+    };
+    println!("xtask test: every suite on {label}");
+    let mut selection = vec!["--workspace".to_owned()];
+    let (ok, mut totals) = cargo_test(release, &selection, &args.cargo_test_args)?;
+    let mut summaries = vec![format!("{label}: {totals}")];
+    if !ok {
+        failures.push(format!("cargo test --workspace on {label}"));
+    }
+    if let Some(old) = compatibility {
+        println!(
+            "xtask test: the compatibility subset on Kubernetes {}",
+            old.version
+        );
+        selection = vec!["-p".into(), "testbed".into(), "-p".into(), "suites".into()];
+        for target in COMPATIBILITY_SUBSET {
+            selection.extend(["--test".to_owned(), target.to_owned()]);
+        }
+        let (ok, subset) = cargo_test(old, &selection, &args.cargo_test_args)?;
+        summaries.push(format!(
+            "Kubernetes {} (compatibility subset): {subset}",
+            old.version
+        ));
+        if !ok {
+            failures.push(format!(
+                "the compatibility subset on Kubernetes {}",
+                old.version
+            ));
+        }
+        totals.add(subset);
+    }
+    for summary in &summaries {
+        println!("xtask test: {summary}");
     }
     for failure in &failures {
         println!("xtask test: FAILED: {failure}");
@@ -99,14 +163,20 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn install_prerequisites() -> anyhow::Result<()> {
-    if std::env::var_os(testbed::EXISTING_CLUSTER_ENV).is_some_and(|v| !v.is_empty()) {
+fn install_prerequisites(
+    existing_cluster: bool,
+    release: KubernetesRelease,
+    compatibility: Option<KubernetesRelease>,
+) -> anyhow::Result<()> {
+    if existing_cluster {
         println!(
             "xtask test: using the cluster of {}; not installing a local control plane",
             testbed::EXISTING_CLUSTER_ENV
         );
     } else {
-        controlplane::install()?;
+        for release in std::iter::once(release).chain(compatibility) {
+            controlplane::install_release(release)?;
+        }
     }
     let python = helm::ensure_venv().context("installing the Helm environment")?;
     println!("xtask test: Helm environment ready ({})", python.display());
@@ -123,15 +193,29 @@ fn cargo(args: &[&str]) -> anyhow::Result<bool> {
     Ok(status.success())
 }
 
-fn cargo_test(extra: &[String]) -> anyhow::Result<(bool, Totals)> {
-    let mut args = vec!["test", "--workspace", "--no-fail-fast"];
+/// `cargo test <selection> --no-fail-fast [-- extra]` on `release`; whether it passed, and its
+/// totals.
+fn cargo_test(
+    release: KubernetesRelease,
+    selection: &[String],
+    extra: &[String],
+) -> anyhow::Result<(bool, Totals)> {
+    let mut args: Vec<&str> = vec!["test"];
+    args.extend(selection.iter().map(String::as_str));
+    args.push("--no-fail-fast");
     if !extra.is_empty() {
         args.push("--");
         args.extend(extra.iter().map(String::as_str));
     }
-    println!("xtask test: cargo {}", args.join(" "));
+    println!(
+        "xtask test: {}={} cargo {}",
+        testbed::KUBERNETES_VERSION_ENV,
+        release.minor,
+        args.join(" ")
+    );
     let mut child = Command::new(cargo_bin())
         .args(&args)
+        .env(testbed::KUBERNETES_VERSION_ENV, release.minor)
         .current_dir(workspace_root())
         .stdout(Stdio::piped())
         .spawn()

@@ -98,7 +98,10 @@ fn strip_defaults(schema: &mut JSONSchemaProps, keep_own: bool, kept_properties:
     if let Some(not) = schema.not.as_mut() {
         strip_defaults(not, false, &[]);
     }
-    let map_keys = schema.x_kubernetes_list_map_keys.clone().unwrap_or_default();
+    let map_keys = schema
+        .x_kubernetes_list_map_keys
+        .clone()
+        .unwrap_or_default();
     match schema.items.as_mut() {
         Some(JSONSchemaPropsOrArray::Schema(s)) => strip_defaults(s, false, &map_keys),
         Some(JSONSchemaPropsOrArray::Schemas(list)) => list

@@ -105,7 +105,10 @@ impl PodTask {
             .as_deref()
             .unwrap_or_default()
             .iter()
-            .map(|c| ContainerRecord::new(&c.name, image(c), waiting("PodInitializing")))
+            .map(|c| ContainerRecord {
+                sidecar: c.restart_policy.as_deref() == Some("Always"),
+                ..ContainerRecord::new(&c.name, image(c), waiting("PodInitializing"))
+            })
             .collect();
         let initial = if init.is_empty() {
             "ContainerCreating"
@@ -408,7 +411,8 @@ impl PodTask {
         (container == name).then_some(code)
     }
 
-    /// Runs init containers in order (each completes at once unless a failure is injected).
+    /// Runs init containers in order (each completes at once unless a failure is injected; a
+    /// sidecar starts and keeps running).
     async fn run_init_containers(&mut self) -> Option<End> {
         let mut i = 0;
         let mut backoff = FIRST_BACKOFF;
@@ -416,6 +420,10 @@ impl PodTask {
             let name = self.rt.init[i].name.clone();
             let at = now();
             self.rt.init[i].start(at);
+            if self.rt.init[i].sidecar {
+                i += 1;
+                continue;
+            }
             let code = self.init_failure(&name).unwrap_or(0);
             self.rt.init[i].terminate(code, None, at);
             if code == 0 {
@@ -524,6 +532,9 @@ impl PodTask {
 
     async fn main_loop(&mut self) -> End {
         loop {
+            if self.rt.phase().is_terminal() && self.live() == 0 && self.rt.stop_sidecars(now()) {
+                self.dirty = true;
+            }
             self.write_status().await;
             if self.rt.phase().is_terminal() && self.live() == 0 {
                 return self.wait_terminal().await;
@@ -643,6 +654,7 @@ impl PodTask {
             self.signal_all(Signal::Kill);
             self.wait_exits(Instant::now() + KILL_WAIT).await;
         }
+        self.rt.stop_sidecars(now());
         self.dirty = true;
         self.write_status().await;
         self.finalize().await;

@@ -93,6 +93,9 @@ pub(crate) struct ContainerRecord {
     pub state: ContainerState,
     pub last_state: Option<ContainerState>,
     pub restart_count: i32,
+    /// An init container with `restartPolicy: Always` (a native sidecar): it keeps running beside
+    /// the regular containers and is stopped after them.
+    pub sidecar: bool,
 }
 
 impl ContainerRecord {
@@ -104,7 +107,13 @@ impl ContainerRecord {
             state,
             last_state: None,
             restart_count: 0,
+            sidecar: false,
         }
+    }
+
+    /// Whether an init container lets the pod go on: it completed, or it is a started sidecar.
+    fn init_done(&self) -> bool {
+        self.state.exit_code() == Some(0) || (self.sidecar && self.container_id.is_some())
     }
 
     /// A started container has an id; a restart moves the old state to `lastState`.
@@ -229,7 +238,22 @@ impl PodRuntime {
     }
 
     pub(crate) fn initialized(&self) -> bool {
-        self.init.iter().all(|c| c.state.exit_code() == Some(0))
+        self.init.iter().all(ContainerRecord::init_done)
+    }
+
+    /// Stops the running sidecars as a kubelet does once the regular containers have ended;
+    /// whether any was running.
+    pub(crate) fn stop_sidecars(&mut self, now: Timestamp) -> bool {
+        let mut stopped = false;
+        for sidecar in self
+            .init
+            .iter_mut()
+            .filter(|c| c.sidecar && c.state.is_running())
+        {
+            sidecar.terminate(0, None, now);
+            stopped = true;
+        }
+        stopped
     }
 
     /// The phase a kubelet computes (`getPhase`).
@@ -320,7 +344,7 @@ impl PodRuntime {
         } else if initialized {
             None
         } else {
-            let names = unfinished(&self.init, &|c| c.state.exit_code() == Some(0));
+            let names = unfinished(&self.init, &ContainerRecord::init_done);
             Some((
                 "ContainersNotInitialized".to_owned(),
                 Some(format!("containers with incomplete status: [{names}]")),
@@ -409,6 +433,35 @@ mod tests {
             vec![ContainerRecord::new("runner", "runner:1", waiting())],
             "127.0.0.1",
         )
+    }
+
+    #[test]
+    fn a_native_sidecar_runs_beside_the_runner_and_stops_after_it() {
+        let now = Timestamp::now();
+        let mut rt = runtime("Never", 2);
+        rt.init[1].sidecar = true;
+        rt.init[0].start(now);
+        rt.init[0].terminate(0, None, now);
+        assert!(!rt.initialized(), "the sidecar has not started");
+        rt.init[1].start(now);
+        assert!(rt.initialized(), "a started sidecar lets the pod go on");
+        rt.containers[0].start(now);
+        assert_eq!(rt.phase(), Phase::Running);
+        let status = rt.status(None, now);
+        assert!(status["initContainerStatuses"][1]["state"]["running"].is_object());
+        assert_eq!(status["initContainerStatuses"][1]["started"], json!(true));
+        rt.containers[0].terminate(0, None, now);
+        assert_eq!(
+            rt.phase(),
+            Phase::Succeeded,
+            "the sidecar does not hold the phase"
+        );
+        assert!(rt.stop_sidecars(now));
+        assert!(!rt.stop_sidecars(now), "stopped once");
+        let status = rt.status(None, now);
+        let sidecar = &status["initContainerStatuses"][1]["state"]["terminated"];
+        assert_eq!(sidecar["exitCode"], json!(0));
+        assert_eq!(rt.phase(), Phase::Succeeded);
     }
 
     #[test]

@@ -146,6 +146,20 @@ async fn scale_set_update_reaches_new_runners() {
 }
 
 async fn container_mode(sys: System, name: &str, mode: &str, expected: &[&str]) {
+    container_mode_checked(sys, name, mode, expected, |_, _| async { Ok(()) }).await;
+}
+
+/// [`container_mode`] with `check` run on the system and the first runner pod, before the jobs.
+async fn container_mode_checked<F, Fut>(
+    sys: System,
+    name: &str,
+    mode: &str,
+    expected: &[&str],
+    check: F,
+) where
+    F: FnOnce(&System, Pod) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let outcome = async {
         let set = sys
             .install_scale_set(
@@ -165,6 +179,7 @@ async fn container_mode(sys: System, name: &str, mode: &str, expected: &[&str]) 
                 "{mode} runner pod lacks container {want}: {names:?}"
             );
         }
+        check(&sys, pod.clone()).await?;
         let jobs = sys.run_jobs(&set, 2, Duration::from_secs(1), 1).await?;
         sys.uninstall_scale_set(&set).await?;
         sys.leak_check(&set, &jobs).await
@@ -173,14 +188,52 @@ async fn container_mode(sys: System, name: &str, mode: &str, expected: &[&str]) 
     finish(sys, outcome).await;
 }
 
+/// On Kubernetes 1.29 and later the chart renders `dind` as a native sidecar: an init container
+/// with `restartPolicy: Always` that runs beside the runner; jobs then complete on those pods.
 #[tokio::test]
 async fn dind_container_mode() {
     let sys = start("e2e-dind", |_| {}).await;
-    container_mode(
+    container_mode_checked(
         sys,
         "e2e-dind",
         "dind",
         &["init-dind-externals", "dind", "runner"],
+        |sys, pod| async move {
+            let spec = pod.spec.clone().unwrap_or_default();
+            let dind = spec
+                .init_containers
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.name == "dind")
+                .ok_or_else(|| anyhow::anyhow!("dind is not an init container"))?;
+            anyhow::ensure!(
+                dind.restart_policy.as_deref() == Some("Always"),
+                "dind is not a native sidecar: restartPolicy {:?}",
+                dind.restart_policy
+            );
+            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let pods: kube::Api<Pod> = kube::Api::namespaced(sys.client(), &namespace);
+            wait_for(
+                WAIT,
+                "the dind sidecar running beside the runner",
+                || async {
+                    let pod = pods.get(&name).await?;
+                    let status = pod.status.unwrap_or_default();
+                    let running =
+                        |list: Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>,
+                         container: &str| {
+                            list.unwrap_or_default().iter().any(|c| {
+                                c.name == container
+                                    && c.state.as_ref().is_some_and(|s| s.running.is_some())
+                            })
+                        };
+                    Ok(running(status.init_container_statuses, "dind")
+                        && running(status.container_statuses, "runner"))
+                },
+            )
+            .await
+        },
     )
     .await;
 }
