@@ -34,6 +34,7 @@ if have_kubernetes && [ -x "$ETCD_DIR/etcd" ]; then
 fi
 
 step "check Go"
+if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then PATH="$PATH:/usr/local/go/bin"; fi
 command -v go >/dev/null || { echo "go not found on PATH: these builds need Go 1.26 or newer" >&2; false; }
 # The machine's own Go builds everything; never download another toolchain behind the user's back.
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly

@@ -17,7 +17,7 @@ document) or, with `--output json`, one JSON object
 {"manifests": [{"source": PATH, "object": {...}}], "notes": TEXT}. Without --kubeconfig the
 render is offline (`lookup` finds nothing, as in `helm template`); with it, `lookup` and the
 capabilities come from that cluster, except the Kubernetes version, which the SDK leaves at
-Helm's default: pass the cluster's with --kube-version (e.g. v1.20.2). Values are merged like the helm CLI: files in order, then
+Helm's default: pass the cluster's with --kube-version (e.g. v1.37.2). Values are merged like the helm CLI: files in order, then
 --values-json, then every --set form in order. Failures exit 1 with `Error: <message>` on stderr.
 """
 
@@ -200,7 +200,7 @@ def main() -> None:
     t.add_argument("--release", default="release-name")
     t.add_argument("--namespace", default="default")
     t.add_argument("--kubeconfig")
-    t.add_argument("--kube-version", help="Kubernetes version for .Capabilities, e.g. v1.20.2")
+    t.add_argument("--kube-version", help="Kubernetes version for .Capabilities, e.g. v1.37.2")
     t.add_argument("--output", choices=("yaml", "json"), default="yaml")
     values_options(t)
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::watcher;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::pod::{ArmedInitFailures, Fault, PodEvent, PodTask};
 use crate::runner::{self, HttpClient};
 use crate::token::ApiServer;
-use crate::{FaultError, SimulatorConfig, node};
+use crate::{FaultError, SimulatorConfig, node, provisioner};
 
 /// A program to run and its extra environment.
 pub(crate) type Program = (PathBuf, Vec<(String, String)>);
@@ -178,6 +178,21 @@ impl NodeSimulator {
                 n.name.clone(),
                 stop.child_token(),
             )));
+        }
+        provisioner::ensure_storage_class(&client)
+            .await
+            .context("applying the simulator's StorageClass")?;
+        for work in [
+            provisioner::provision_claims(client.clone()).boxed(),
+            provisioner::delete_released(client.clone()).boxed(),
+        ] {
+            let stopped = stop.child_token();
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    () = stopped.cancelled() => {}
+                    () = work => {}
+                }
+            }));
         }
         tracing::info!(nodes = ?ctx.config.nodes.iter().map(|n| &n.name).collect::<Vec<_>>(), "node simulator started");
         Ok(Self {

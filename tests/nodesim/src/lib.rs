@@ -28,6 +28,8 @@
 //!   Other containers idle until stopped; init containers complete at once.
 //! * Pod status is written as a kubelet writes it; deletion stops the containers within the
 //!   grace period, then removes the pod (grace 0).
+//! * Volumes claimed from the default StorageClass [`STORAGE_CLASS`] (persistent or generic
+//!   ephemeral) are provisioned at once and deleted when released, as a CSI driver would.
 //! * Failure injection: [`NodeSimulator::evict_pod`], [`NodeSimulator::oom_kill`],
 //!   [`NodeSimulator::kill_container`], [`NodeSimulator::fail_init_container`] (or the
 //!   [`FAIL_INIT_ANNOTATION`] on a pod template), [`NodeSimulator::lose_node`].
@@ -37,6 +39,7 @@
 mod kubelet;
 mod node;
 mod pod;
+mod provisioner;
 mod resolve;
 mod runner;
 mod status;
@@ -47,6 +50,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use kubelet::NodeSimulator;
+pub use provisioner::STORAGE_CLASS;
 pub use runner::JIT_ENV;
 
 /// The testbed's taint for simulated Nodes.

@@ -149,7 +149,8 @@ async fn container_mode(sys: System, name: &str, mode: &str, expected: &[&str]) 
     container_mode_checked(sys, name, mode, expected, |_, _| async { Ok(()) }).await;
 }
 
-/// [`container_mode`] with `check` run on the system and the first runner pod, before the jobs.
+/// [`container_mode`] with `check` run on the first runner pod (with an admin client) before the
+/// jobs.
 async fn container_mode_checked<F, Fut>(
     sys: System,
     name: &str,
@@ -157,7 +158,7 @@ async fn container_mode_checked<F, Fut>(
     expected: &[&str],
     check: F,
 ) where
-    F: FnOnce(&System, Pod) -> Fut,
+    F: FnOnce(kube::Client, Pod) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let outcome = async {
@@ -179,7 +180,7 @@ async fn container_mode_checked<F, Fut>(
                 "{mode} runner pod lacks container {want}: {names:?}"
             );
         }
-        check(&sys, pod.clone()).await?;
+        check(sys.client(), pod.clone()).await?;
         let jobs = sys.run_jobs(&set, 2, Duration::from_secs(1), 1).await?;
         sys.uninstall_scale_set(&set).await?;
         sys.leak_check(&set, &jobs).await
@@ -198,7 +199,7 @@ async fn dind_container_mode() {
         "e2e-dind",
         "dind",
         &["init-dind-externals", "dind", "runner"],
-        |sys, pod| async move {
+        |client, pod| async move {
             let spec = pod.spec.clone().unwrap_or_default();
             let dind = spec
                 .init_containers
@@ -213,7 +214,7 @@ async fn dind_container_mode() {
             );
             let namespace = pod.metadata.namespace.clone().unwrap_or_default();
             let name = pod.metadata.name.clone().unwrap_or_default();
-            let pods: kube::Api<Pod> = kube::Api::namespaced(sys.client(), &namespace);
+            let pods: kube::Api<Pod> = kube::Api::namespaced(client, &namespace);
             wait_for(
                 WAIT,
                 "the dind sidecar running beside the runner",

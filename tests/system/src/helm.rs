@@ -96,7 +96,7 @@ fn objects(doc: &Value) -> Vec<Value> {
 pub struct Cluster {
     /// Kubeconfig that Helm's `lookup` reads the cluster with.
     pub kubeconfig: std::path::PathBuf,
-    /// The API server's version (`.Capabilities.KubeVersion`), e.g. `v1.20.2`.
+    /// The API server's version (`.Capabilities.KubeVersion`), e.g. `v1.37.2`.
     pub version: String,
 }
 
