@@ -18,6 +18,18 @@ async fn shared_control_plane_serves_every_test_runtime() -> anyhow::Result<()> 
     let ns = cp.test_namespace("lifecycle-a").await?;
     let namespaces: Api<Namespace> = Api::all(cp.client());
     assert!(namespaces.get_opt(ns.name()).await?.is_some());
+    if let Some(release) = cp.release() {
+        let served = cp.client().apiserver_version().await?.git_version;
+        assert_eq!(
+            release,
+            testbed::kubernetes_release()?,
+            "ARC_K8S_VERSION picks the release"
+        );
+        assert_eq!(
+            served, release.version,
+            "the API server reports the release it was built as"
+        );
+    }
     Ok(())
 }
 
