@@ -18,10 +18,18 @@ use tokio_util::sync::CancellationToken;
 use crate::pod::{ArmedInitFailures, Fault, PodEvent, PodTask};
 use crate::runner::{self, HttpClient};
 use crate::token::ApiServer;
-use crate::{FaultError, SimulatorConfig, node, provisioner};
+use crate::{ContainerRuntime, FaultError, SimulatorConfig, node, provisioner};
 
 /// A program to run and its extra environment.
 pub(crate) type Program = (PathBuf, Vec<(String, String)>);
+
+/// What runs a listener or process container.
+pub(crate) enum Real {
+    /// A host process.
+    Program(Program),
+    /// The pod's image in podman, with this extra environment.
+    Image(Vec<(String, String)>),
+}
 
 /// State shared by the simulator's tasks.
 pub(crate) struct Ctx {
@@ -58,27 +66,33 @@ impl Ctx {
             .copied()
     }
 
-    /// The program and extra environment for a process container; `Some(Err)` when it is a
-    /// listener but no listener binary is configured.
-    pub(crate) fn process_for(&self, name: &str, image: &str) -> Option<Result<Program, String>> {
-        if self.config.listener_matcher.matches(name, image) {
-            return Some(
-                self.config
-                    .listener_binary
-                    .clone()
-                    .map(|b| (b, self.config.listener_env.clone()))
-                    .ok_or_else(|| {
-                        format!(
-                            "image {image:?}: the node simulator has no listener binary; fix: set SimulatorConfig::listener_binary"
-                        )
-                    }),
-            );
-        }
-        self.config
-            .process_rules
-            .iter()
-            .find(|r| r.matcher.matches(name, image))
-            .map(|r| Ok((r.binary.clone(), r.env.clone())))
+    /// How a listener or process container runs, with its extra environment: its program
+    /// (host processes) or its image (podman). `Some(Err)` for a listener when no listener
+    /// binary is configured for host processes; `None` for other containers.
+    pub(crate) fn real_container(&self, name: &str, image: &str) -> Option<Result<Real, String>> {
+        let (program, env) = if self.config.listener_matcher.matches(name, image) {
+            (
+                self.config.listener_binary.clone(),
+                self.config.listener_env.clone(),
+            )
+        } else {
+            let rule = self
+                .config
+                .process_rules
+                .iter()
+                .find(|r| r.matcher.matches(name, image))?;
+            (Some(rule.binary.clone()), rule.env.clone())
+        };
+        Some(match self.config.runtime {
+            ContainerRuntime::Podman => Ok(Real::Image(env)),
+            ContainerRuntime::HostProcesses => program
+                .map(|p| Real::Program((p, env)))
+                .ok_or_else(|| {
+                    format!(
+                        "image {image:?}: the node simulator has no listener binary; fix: set SimulatorConfig::listener_binary"
+                    )
+                }),
+        })
     }
 
     fn sender(&self, namespace: &str, name: &str) -> Option<mpsc::UnboundedSender<PodEvent>> {
@@ -118,7 +132,9 @@ impl NodeSimulator {
         if config.nodes.is_empty() {
             anyhow::bail!("SimulatorConfig::nodes is empty; fix: give at least one NodeConfig");
         }
+        let host_processes = config.runtime == ContainerRuntime::HostProcesses;
         if let Some(bin) = &config.listener_binary
+            && host_processes
             && !bin.is_file()
         {
             anyhow::bail!(
@@ -127,7 +143,7 @@ impl NodeSimulator {
             );
         }
         for rule in &config.process_rules {
-            if !rule.binary.is_file() {
+            if host_processes && !rule.binary.is_file() {
                 anyhow::bail!(
                     "SimulatorConfig::process_rules: binary {} is not a file; fix: build it first",
                     rule.binary.display()

@@ -36,6 +36,7 @@
 //!
 //! Every pod shares the host network: `podIP` and `hostIP` are 127.0.0.1.
 
+mod container;
 mod kubelet;
 mod node;
 mod pod;
@@ -130,9 +131,23 @@ pub struct ProcessRule {
     pub env: Vec<(String, String)>,
 }
 
+/// How listener and process containers ([`SimulatorConfig::listener_matcher`],
+/// [`SimulatorConfig::process_rules`]) run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerRuntime {
+    /// As host processes of the configured binaries, with a kubeconfig and paths under mount
+    /// points rewritten: quick, for local work.
+    HostProcesses,
+    /// As real containers from the pod's image with podman, as a kubelet runs them (the image
+    /// must be in podman's local store: nothing is pulled).
+    Podman,
+}
+
 /// What the simulator does.
 #[derive(Clone, Debug)]
 pub struct SimulatorConfig {
+    /// How listener and process containers run.
+    pub runtime: ContainerRuntime,
     /// The Nodes to register (at least one).
     pub nodes: Vec<NodeConfig>,
     /// Give the Nodes the [`SIMULATED_NODE_TAINT`] (`NoSchedule`); pods must tolerate it.
@@ -163,6 +178,7 @@ impl SimulatorConfig {
                 .map(|i| NodeConfig::new(format!("{prefix}-{i}")))
                 .collect(),
             taint: true,
+            runtime: ContainerRuntime::HostProcesses,
             listener_binary: None,
             listener_matcher: ContainerMatcher::default(),
             listener_env: Vec::new(),

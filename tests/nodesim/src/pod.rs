@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::kubelet::Ctx;
+use crate::container::{self, ContainerSpec};
+use crate::kubelet::{Ctx, Real};
 use crate::resolve::{self, NotReady, Sources};
 use crate::runner::{self, JIT_ENV};
 use crate::status::{ContainerRecord, ContainerState, PodRuntime};
@@ -301,37 +302,54 @@ impl PodTask {
         let spec = self.pod.spec.clone().unwrap_or_default();
         let mut kubeconfig: Option<PathBuf> = None;
         let mut launches = Vec::new();
+        let automount = spec.automount_service_account_token != Some(false);
         for container in &spec.containers {
+            let real = self
+                .ctx
+                .real_container(&container.name, image(container))
+                .transpose()
+                .map_err(NotReady::Image)?;
             let mounts = resolve::mounts(container, &volumes);
-            let env = resolve::environment(&self.pod, container, &mut sources, &mounts).await?;
-            let launch =
-                if let Some(process) = self.ctx.process_for(&container.name, image(container)) {
-                    let (program, extra) = process.map_err(NotReady::Image)?;
-                    if kubeconfig.is_none() && spec.automount_service_account_token != Some(false) {
-                        kubeconfig = Some(self.service_account_kubeconfig(&namespace).await?);
+            // A real container sees its volumes at their mount paths; a process sees host paths.
+            let rewrite: &[(String, PathBuf)] = match real {
+                Some(Real::Image(_)) => &[],
+                _ => &mounts,
+            };
+            let env = resolve::environment(&self.pod, container, &mut sources, rewrite).await?;
+            let launch = if let Some(real) = real {
+                if kubeconfig.is_none() && automount {
+                    kubeconfig = Some(self.service_account_kubeconfig(&namespace).await?);
+                }
+                match real {
+                    Real::Program((program, extra)) => {
+                        self.process_launch(program, container, env, extra, kubeconfig.as_ref())
                     }
-                    self.process_launch(program, container, env, extra, kubeconfig.as_ref())
-                } else if container.name == RUNNER_CONTAINER {
-                    let jit = env
-                        .iter()
-                        .find(|(k, _)| k == JIT_ENV)
-                        .map(|(_, v)| SecretString::from(v.clone()));
-                    let extra_ca = env
-                        .iter()
-                        .find(|(k, _)| k == "NODE_EXTRA_CA_CERTS")
-                        .map(|(_, v)| PathBuf::from(v));
-                    let http = match extra_ca {
-                        Some(path) => runner::http_client(Some(&path))
-                            .map_err(|e| NotReady::Mount(format!("{e:#}")))?,
-                        None => self.ctx.http.clone(),
-                    };
-                    Launch::Runner {
-                        http: Box::new(http),
-                        jit,
+                    Real::Image(extra) => {
+                        self.container_launch(container, env, extra, &volumes, automount)
+                            .await?
                     }
-                } else {
-                    Launch::Idle
+                }
+            } else if container.name == RUNNER_CONTAINER {
+                let jit = env
+                    .iter()
+                    .find(|(k, _)| k == JIT_ENV)
+                    .map(|(_, v)| SecretString::from(v.clone()));
+                let extra_ca = env
+                    .iter()
+                    .find(|(k, _)| k == "NODE_EXTRA_CA_CERTS")
+                    .map(|(_, v)| PathBuf::from(v));
+                let http = match extra_ca {
+                    Some(path) => runner::http_client(Some(&path))
+                        .map_err(|e| NotReady::Mount(format!("{e:#}")))?,
+                    None => self.ctx.http.clone(),
                 };
+                Launch::Runner {
+                    http: Box::new(http),
+                    jit,
+                }
+            } else {
+                Launch::Idle
+            };
             launches.push(launch);
         }
         Ok(launches)
@@ -358,6 +376,65 @@ impl PodTask {
         )));
         self.kubeconfig = Some(path.clone());
         Ok(path)
+    }
+
+    /// A real container: the pod's image with its environment, its volume mounts at their mount
+    /// paths and, unless automounting is off, the in-cluster ServiceAccount files and the API
+    /// server's address.
+    async fn container_launch(
+        &self,
+        container: &Container,
+        mut env: Vec<(String, String)>,
+        extra: Vec<(String, String)>,
+        volumes: &HashMap<String, PathBuf>,
+        automount: bool,
+    ) -> Result<Launch, NotReady> {
+        let image = image(container);
+        match container::image_present(image).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(NotReady::Image(format!(
+                    "image {image:?} is not in the node's image store and cannot be pulled; fix: \
+                     build it with `cargo xtask images` (or set the chart's image to one that is)"
+                )));
+            }
+            Err(e) => return Err(NotReady::Image(e)),
+        }
+        let mut mounts: Vec<(PathBuf, String, bool)> = container
+            .volume_mounts
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| {
+                let dir = volumes.get(&m.name)?;
+                let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                    Some(sub) => dir.join(sub),
+                    None => dir.clone(),
+                };
+                Some((host, m.mount_path.clone(), m.read_only == Some(true)))
+            })
+            .collect();
+        let declares_token = mounts
+            .iter()
+            .any(|(_, path, _)| path.trim_end_matches('/') == container::SERVICE_ACCOUNT_DIR);
+        if automount && !declares_token {
+            let dir = self.dir.join("serviceaccount");
+            mounts.push((dir, container::SERVICE_ACCOUNT_DIR.to_owned(), true));
+            let (host, port) = self.ctx.api_server.host_port();
+            env.insert(0, ("KUBERNETES_SERVICE_HOST".to_owned(), host));
+            env.insert(1, ("KUBERNETES_SERVICE_PORT".to_owned(), port));
+        }
+        let mut all = vec![(
+            "HOSTNAME".to_owned(),
+            self.pod.metadata.name.clone().unwrap_or_default(),
+        )];
+        all.append(&mut env);
+        all.extend(extra);
+        let spec = ContainerSpec::new(&self.pod, container, &self.dir, all, mounts);
+        Ok(Launch::Container {
+            spec: Box::new(spec),
+            log: self.dir.join(format!("{}.log", container.name)),
+        })
     }
 
     fn process_launch(
@@ -506,6 +583,7 @@ impl PodTask {
             None => (exit.code, None),
         };
         self.rt.containers[exit.index].terminate(code, reason, now());
+        self.rt.containers[exit.index].set_message(exit.message);
         tracing::info!(pod = %self.key, container = %self.rt.containers[exit.index].name, code, reason = reason.unwrap_or_default(), "container exited");
         self.schedule_restart(exit.index, code);
         self.dirty = true;

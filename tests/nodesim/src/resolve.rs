@@ -112,6 +112,13 @@ pub(crate) async fn materialise_volumes(
             ))
         };
         std::fs::create_dir_all(&target).map_err(io)?;
+        let mode = volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.default_mode)
+            .or_else(|| volume.config_map.as_ref().and_then(|c| c.default_mode))
+            .and_then(|m| u32::try_from(m).ok())
+            .unwrap_or(0o644);
         let (data, items) = if let Some(secret) = &volume.secret {
             let name = secret.secret_name.clone().unwrap_or_default();
             let optional = secret.optional.unwrap_or(false);
@@ -168,7 +175,7 @@ pub(crate) async fn materialise_volumes(
             if let Some(parent) = file.parent() {
                 std::fs::create_dir_all(parent).map_err(io)?;
             }
-            write_private(&file, &value).map_err(io)?;
+            write_file(&file, &value, mode).map_err(io)?;
         }
         out.insert(volume.name.clone(), target);
     }
@@ -184,15 +191,21 @@ fn safe_join(base: &Path, relative: &str) -> Option<PathBuf> {
 }
 
 pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_file(path, contents, 0o600)
+}
+
+/// Writes `contents` to `path` with permission bits `mode` (also when the file existed).
+pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)?;
-    f.write_all(contents)
+    f.write_all(contents)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
 /// Mount path → directory on this machine, for one container.

@@ -149,6 +149,13 @@ impl ContainerRecord {
         };
     }
 
+    /// Sets the termination message of an exited container.
+    pub(crate) fn set_message(&mut self, text: Option<String>) {
+        if let ContainerState::Terminated { message, .. } = &mut self.state {
+            *message = text;
+        }
+    }
+
     fn to_json(&self, ready: bool) -> Value {
         let mut s = json!({
             "name": self.name,

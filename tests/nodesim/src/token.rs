@@ -16,7 +16,7 @@ use kube::config::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::resolve::write_private;
+use crate::resolve::{write_file, write_private};
 
 /// The token lifetime a kubelet asks for.
 pub(crate) const TOKEN_SECONDS: i64 = 3607;
@@ -45,6 +45,28 @@ impl ApiServer {
                 .to_owned(),
             ca_pem,
             insecure: config.accept_invalid_certs,
+        }
+    }
+}
+
+impl ApiServer {
+    /// The host and port of the API server's URL, for `KUBERNETES_SERVICE_HOST` and `_PORT`.
+    pub(crate) fn host_port(&self) -> (String, String) {
+        let authority = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        match authority.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => {
+                (host.trim_matches(['[', ']']).to_owned(), port.to_owned())
+            }
+            _ => (
+                authority.trim_matches(['[', ']']).to_owned(),
+                "443".to_owned(),
+            ),
         }
     }
 }
@@ -101,7 +123,11 @@ pub(crate) async fn request_token(
         })
 }
 
-/// Writes `dir/token` and `dir/kubeconfig` (0600) and returns the kubeconfig's path.
+/// The mode of the ServiceAccount files, as a kubelet's projected volume gives them.
+const SERVICE_ACCOUNT_FILE_MODE: u32 = 0o644;
+
+/// Writes `dir` as a kubelet's ServiceAccount volume has it (`token`, `ca.crt`, `namespace`) and
+/// `dir/kubeconfig` (0600) using them; returns the kubeconfig's path.
 pub(crate) fn write_kubeconfig(
     dir: &Path,
     server: &ApiServer,
@@ -110,7 +136,23 @@ pub(crate) fn write_kubeconfig(
 ) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let token_path = dir.join("token");
-    write_private(&token_path, token.expose_secret().as_bytes())?;
+    write_file(
+        &token_path,
+        token.expose_secret().as_bytes(),
+        SERVICE_ACCOUNT_FILE_MODE,
+    )?;
+    write_file(
+        &dir.join("namespace"),
+        namespace.as_bytes(),
+        SERVICE_ACCOUNT_FILE_MODE,
+    )?;
+    if let Some(ca) = &server.ca_pem {
+        write_file(
+            &dir.join("ca.crt"),
+            ca.as_bytes(),
+            SERVICE_ACCOUNT_FILE_MODE,
+        )?;
+    }
     let cluster = Cluster {
         server: Some(server.url.clone()),
         certificate_authority_data: server
@@ -163,12 +205,41 @@ pub(crate) async fn refresh_forever(client: kube::Client, pod: Pod, dir: PathBuf
         tokio::time::sleep(every).await;
         match request_token(&client, &pod).await {
             Ok(token) => {
-                if let Err(e) = write_private(&dir.join("token"), token.expose_secret().as_bytes())
-                {
+                if let Err(e) = write_file(
+                    &dir.join("token"),
+                    token.expose_secret().as_bytes(),
+                    SERVICE_ACCOUNT_FILE_MODE,
+                ) {
                     tracing::warn!(error = %e, dir = %dir.display(), "could not refresh a pod token");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not refresh a pod token"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_come_from_the_url() {
+        let server = |url: &str| ApiServer {
+            url: url.to_owned(),
+            ca_pem: None,
+            insecure: false,
+        };
+        assert_eq!(
+            server("https://127.0.0.1:6443").host_port(),
+            ("127.0.0.1".to_owned(), "6443".to_owned())
+        );
+        assert_eq!(
+            server("https://[::1]:6443/").host_port(),
+            ("::1".to_owned(), "6443".to_owned())
+        );
+        assert_eq!(
+            server("https://kubernetes.example").host_port(),
+            ("kubernetes.example".to_owned(), "443".to_owned())
+        );
     }
 }

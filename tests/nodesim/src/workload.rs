@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
+use crate::container::{self, ContainerSpec};
 use crate::runner::{self, HttpClient};
 
 /// A signal to a container.
@@ -25,6 +26,8 @@ pub(crate) struct Exit {
     pub index: usize,
     pub generation: u64,
     pub code: i32,
+    /// The termination message, for a real container.
+    pub message: Option<String>,
 }
 
 /// How to run one container.
@@ -36,6 +39,11 @@ pub(crate) enum Launch {
         args: Vec<String>,
         env: Vec<(String, String)>,
         dir: PathBuf,
+        log: PathBuf,
+    },
+    /// A real container in podman, output to `log`.
+    Container {
+        spec: Box<ContainerSpec>,
         log: PathBuf,
     },
     /// The simulated runner.
@@ -62,11 +70,12 @@ pub(crate) fn start(
     exits: mpsc::UnboundedSender<Exit>,
 ) -> std::io::Result<Started> {
     let (control, mut rx) = mpsc::unbounded_channel();
-    let report = move |code: i32| {
+    let report = move |code: i32, message: Option<String>| {
         let _ = exits.send(Exit {
             index,
             generation,
             code,
+            message,
         });
     };
     match launch {
@@ -99,17 +108,56 @@ pub(crate) fn start(
                         },
                     }
                 };
-                report(match status {
-                    Ok(s) => exit_code(s),
+                report(
+                    match status {
+                        Ok(s) => exit_code(s),
+                        Err(_) => 128 + 9,
+                    },
+                    None,
+                );
+            });
+            Ok(Started { control, pid })
+        }
+        Launch::Container { spec, log } => {
+            let mut command = spec.run_command(generation, &log)?;
+            let mut child = with_output(&mut command, &log)?.spawn()?;
+            let pid = child.id();
+            let name = spec.container_name(generation);
+            tokio::spawn(async move {
+                let status = loop {
+                    tokio::select! {
+                        status = child.wait() => break status.map(exit_code),
+                        signal = rx.recv() => match signal {
+                            // podman run passes SIGTERM on to the container.
+                            Some(Signal::Term) => {
+                                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                                    let _ = nix::sys::signal::kill(
+                                        nix::unistd::Pid::from_raw(pid),
+                                        nix::sys::signal::Signal::SIGTERM,
+                                    );
+                                }
+                            }
+                            Some(Signal::Kill) | None => {
+                                container::remove(&name).await;
+                                let _ = child.start_kill();
+                                break child.wait().await.map(|_| 137);
+                            }
+                        },
+                    }
+                };
+                let code = match status {
+                    Ok(code) => code,
                     Err(_) => 128 + 9,
-                });
+                };
+                container::remove(&name).await;
+                report(code, spec.termination_message(code, &log));
             });
             Ok(Started { control, pid })
         }
         Launch::Runner { http, jit } => {
             let pod = pod.to_owned();
             tokio::spawn(async move {
-                report(runner::run(pod, *http, jit, rx).await);
+                report(runner::run(pod, *http, jit, rx).await, None);
             });
             Ok(Started { control, pid: None })
         }
@@ -119,7 +167,7 @@ pub(crate) fn start(
                     Some(Signal::Term) => 0,
                     Some(Signal::Kill) | None => 137,
                 };
-                report(code);
+                report(code, None);
             });
             Ok(Started { control, pid: None })
         }
@@ -144,11 +192,6 @@ fn spawn_process(
     dir: &Path,
     log: &Path,
 ) -> std::io::Result<tokio::process::Child> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    let err = out.try_clone()?;
     let mut command = if Path::new(SETPRIV).exists() {
         let mut c = Command::new(SETPRIV);
         c.arg("--pdeathsig").arg("KILL").arg("--").arg(program);
@@ -160,10 +203,20 @@ fn spawn_process(
         .args(args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .current_dir(dir)
+        .current_dir(dir);
+    with_output(&mut command, log)?.spawn()
+}
+
+/// `command` with no input, its output appended to `log`, killed if dropped.
+fn with_output<'a>(command: &'a mut Command, log: &Path) -> std::io::Result<&'a mut Command> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let err = out.try_clone()?;
+    Ok(command
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
-        .kill_on_drop(true);
-    command.spawn()
+        .kill_on_drop(true))
 }
