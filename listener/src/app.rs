@@ -13,6 +13,7 @@ use crate::logging;
 use crate::metrics::Metrics;
 use crate::scaler::Bounds;
 use crate::service::ActionsService;
+use scaleset_core::listener_lifecycle::ExitClass;
 
 /// Exit code after a clean shutdown (SIGTERM or SIGINT).
 pub const EXIT_OK: i32 = 0;
@@ -21,13 +22,98 @@ pub const EXIT_RUNTIME: i32 = 1;
 /// Exit code for bad configuration (config file, environment, unusable addresses or certificates).
 pub const EXIT_CONFIG: i32 = 2;
 
-/// Runs the listener process and returns its exit code.
+/// Where the listener writes why it ended, for the controller to read from the pod status: the
+/// container's `terminationMessagePath` (the kubelet's default unless `LISTENER_TERMINATION_LOG`
+/// names another file). Nothing is written when the file does not exist (not in a container).
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// How the process ends: its exit code, and the class and detail of its termination message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit code.
+    pub code: i32,
+    /// Why, for the controller's restart policy.
+    pub class: ExitClass,
+    /// What happened, without secrets.
+    pub detail: String,
+}
+
+impl Exit {
+    fn config(detail: impl std::fmt::Display) -> Self {
+        Self {
+            code: EXIT_CONFIG,
+            class: ExitClass::Config,
+            detail: detail.to_string(),
+        }
+    }
+
+    fn runtime(class: ExitClass, detail: impl std::fmt::Display) -> Self {
+        Self {
+            code: EXIT_RUNTIME,
+            class,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// The exit of a loop that ended with `result`.
+    pub fn of(result: Result<(), ListenerError>) -> Self {
+        use actions_client::Error as E;
+        match result {
+            Ok(()) => Self {
+                code: EXIT_OK,
+                class: ExitClass::Shutdown,
+                detail: "stopped on a signal".to_owned(),
+            },
+            Err(e) => {
+                let class = match &e {
+                    ListenerError::Unauthorized(_) => ExitClass::Auth,
+                    ListenerError::Fatal(E::ScaleSetNotFound(_)) => ExitClass::ScaleSetMissing,
+                    ListenerError::Fatal(_) => ExitClass::Config,
+                    ListenerError::SessionConflict { .. } => ExitClass::Conflict,
+                };
+                let code = match &e {
+                    ListenerError::Fatal(E::Config { .. }) => EXIT_CONFIG,
+                    _ => EXIT_RUNTIME,
+                };
+                Self {
+                    code,
+                    class,
+                    detail: e.to_string(),
+                }
+            }
+        }
+    }
+
+    /// Writes the termination message to `path` if that file exists; a failure is only logged.
+    pub fn write_termination_message(&self, path: &std::path::Path) {
+        if !path.exists() {
+            return;
+        }
+        let message = self.class.termination_message(&self.detail);
+        if let Err(e) = std::fs::write(path, message) {
+            eprintln!(
+                "listener: cannot write the termination message to {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Runs the listener process and returns its exit code, after writing its termination message.
 pub fn main_exit_code() -> i32 {
+    let exit = main_exit();
+    let path = std::env::var_os("LISTENER_TERMINATION_LOG")
+        .map_or_else(|| std::path::PathBuf::from(TERMINATION_LOG), Into::into);
+    exit.write_termination_message(&path);
+    exit.code
+}
+
+fn main_exit() -> Exit {
     let config = match ListenerConfig::from_env() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("listener: failed to read config: {e}");
-            return EXIT_CONFIG;
+            return Exit::config(format!("failed to read config: {e}"));
         }
     };
     // One thread: the listener is one poll loop plus two small HTTP servers, and every extra
@@ -39,7 +125,10 @@ pub fn main_exit_code() -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("listener: cannot start the async runtime: {e}");
-            return EXIT_RUNTIME;
+            return Exit::runtime(
+                ExitClass::Transient,
+                format!("cannot start the async runtime: {e}"),
+            );
         }
     };
     runtime.block_on(run(config))
@@ -70,8 +159,8 @@ fn watch_signals(shutdown: CancellationToken) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs with a loaded config; returns the exit code.
-pub async fn run(config: ListenerConfig) -> i32 {
+/// Runs with a loaded config; returns how the process ends.
+pub async fn run(config: ListenerConfig) -> Exit {
     logging::init(config.log_level, config.log_format);
     let span = info_span!(
         "listener",
@@ -82,17 +171,20 @@ pub async fn run(config: ListenerConfig) -> i32 {
     run_in_span(config).instrument(span).await
 }
 
-async fn run_in_span(config: ListenerConfig) -> i32 {
+async fn run_in_span(config: ListenerConfig) -> Exit {
     let shutdown = CancellationToken::new();
     if let Err(e) = watch_signals(shutdown.clone()) {
         error!(error = %e, "cannot install signal handlers");
-        return EXIT_RUNTIME;
+        return Exit::runtime(
+            ExitClass::Transient,
+            format!("cannot install signal handlers: {e}"),
+        );
     }
     let bounds = match Bounds::from_spec(Some(config.min_runners), Some(config.max_runners)) {
         Ok(b) => b,
         Err(e) => {
             error!(error = %e, "invalid runner bounds");
-            return EXIT_CONFIG;
+            return Exit::config(format!("invalid runner bounds: {e}"));
         }
     };
     let servers = CancellationToken::new();
@@ -102,7 +194,7 @@ async fn run_in_span(config: ListenerConfig) -> i32 {
             health::serve(addr, health::health_router(health.clone()), servers.clone()).await
         {
             error!(error = %e, addr = %addr, "cannot listen on health_addr; fix: choose a free host:port");
-            return EXIT_CONFIG;
+            return Exit::config(format!("cannot listen on health_addr {addr}: {e}"));
         }
         info!(addr = %addr, "serving /healthz and /readyz");
     }
@@ -118,7 +210,7 @@ async fn run_in_span(config: ListenerConfig) -> i32 {
             let router = health::metrics_router(metrics.clone(), &config.metrics_endpoint);
             if let Err(e) = health::serve(addr, router, servers.clone()).await {
                 error!(error = %e, addr = %addr, "cannot listen on metrics_addr; fix: choose a free host:port");
-                return EXIT_CONFIG;
+                return Exit::config(format!("cannot listen on metrics_addr {addr}: {e}"));
             }
             info!(addr = %addr, path = %config.metrics_endpoint, "serving metrics");
             Some(metrics)
@@ -128,7 +220,7 @@ async fn run_in_span(config: ListenerConfig) -> i32 {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "cannot configure the Kubernetes client; fix: run in a pod with a service account, or set KUBECONFIG (with a kubeconfig, leave HTTPS_PROXY unset: the client does not support proxies)");
-            return EXIT_CONFIG;
+            return Exit::config(format!("cannot configure the Kubernetes client: {e}"));
         }
     };
     let patcher = KubePatcher::new(
@@ -141,7 +233,7 @@ async fn run_in_span(config: ListenerConfig) -> i32 {
         Err(e) => {
             error!(error = %e, "cannot build the Actions client");
             eprintln!("listener: cannot build the Actions client: {e}");
-            return EXIT_CONFIG;
+            return Exit::config(format!("cannot build the Actions client: {e}"));
         }
     };
     let mut settings = LoopSettings::new(config.runner_scale_set_id, bounds, owner_name());
@@ -149,18 +241,49 @@ async fn run_in_span(config: ListenerConfig) -> i32 {
     let listener = Listener::new(service, patcher, settings, metrics, health);
     let result = listener.run(shutdown).await;
     servers.cancel();
-    match result {
-        Ok(()) => {
-            info!("listener stopped");
-            EXIT_OK
-        }
+    match &result {
+        Ok(()) => info!("listener stopped"),
         Err(e) => {
             error!(error = %e, "listener failed");
             eprintln!("listener: {e}");
-            match e {
-                ListenerError::Fatal(actions_client::Error::Config { .. }) => EXIT_CONFIG,
-                _ => EXIT_RUNTIME,
-            }
         }
+    }
+    Exit::of(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exit_names_its_class_and_the_termination_message_round_trips() {
+        let stopped = Exit::of(Ok(()));
+        assert_eq!(
+            (stopped.code, stopped.class),
+            (EXIT_OK, ExitClass::Shutdown)
+        );
+        let config = Exit::of(Err(ListenerError::Fatal(actions_client::Error::Config {
+            field: "github_configure_url",
+            value: "ftp://x".to_owned(),
+            reason: "must be https; fix: use the URL of the organization".to_owned(),
+        })));
+        assert_eq!(
+            (config.code, config.class),
+            (EXIT_CONFIG, ExitClass::Config)
+        );
+
+        let dir = tempfile::tempdir().expect("dir");
+        let missing = dir.path().join("absent");
+        config.write_termination_message(&missing);
+        assert!(!missing.exists(), "no file is created outside a container");
+        let log = dir.path().join("termination-log");
+        std::fs::write(&log, "").expect("create");
+        config.write_termination_message(&log);
+        let message = std::fs::read_to_string(&log).expect("read");
+        assert!(message.contains("ftp://x"), "{message}");
+        assert_eq!(
+            ExitClass::from_termination_message(&message),
+            ExitClass::Config
+        );
     }
 }
