@@ -8,6 +8,7 @@ mod controlplane;
 mod crds;
 mod demo;
 mod helm;
+mod images;
 mod test;
 
 use std::process::ExitCode;
@@ -39,6 +40,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure the whole system and write docs/benchmarks.md (takes about 10 minutes).
     Bench(bench::BenchArgs),
+    /// Build the manager and listener images FROM scratch with podman (static release
+    /// binaries) and save them as OCI archives under <target dir>/images/.
+    Images,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Crds => crds::generate(),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Images => images::run(),
     };
     exit(result.map(|()| ExitCode::SUCCESS))
 }

@@ -180,6 +180,8 @@ fn install_prerequisites(
     }
     let python = helm::ensure_venv().context("installing the Helm environment")?;
     println!("xtask test: Helm environment ready ({})", python.display());
+    // The images suite builds and runs the container images with podman.
+    system::images::ensure_tools().context("installing podman, buildah, skopeo and runc")?;
     Ok(())
 }
 

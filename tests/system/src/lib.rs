@@ -32,6 +32,7 @@
 mod binaries;
 mod cluster;
 mod helm;
+pub mod images;
 mod leak;
 mod process;
 mod proxy;
