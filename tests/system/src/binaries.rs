@@ -17,6 +17,23 @@ pub struct Binaries {
 
 pub(crate) use testbed::workspace_root;
 
+/// Builds the static release binaries and the manager and listener images from them
+/// ([`crate::images`]) once per process; a quick check when nothing changed.
+pub fn build_images_once() -> anyhow::Result<crate::images::Images> {
+    static IMAGES: OnceLock<Result<crate::images::Images, String>> = OnceLock::new();
+    IMAGES
+        .get_or_init(|| {
+            let build = || {
+                crate::images::ensure_tools()?;
+                let (manager, listener) = crate::images::build_static_binaries()?;
+                crate::images::build_images(&manager, &listener)
+            };
+            build().map_err(|e: anyhow::Error| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
 /// Builds `manager` and `listener` (`--release` when asked) once per process and returns their
 /// paths. A no-op build when they are up to date.
 pub fn build_binaries(release: bool) -> anyhow::Result<Binaries> {

@@ -13,13 +13,13 @@ use k8s_reconcilers::crd::{AutoscalingListener, AutoscalingRunnerSet, EphemeralR
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Scope, pinned_kind};
-use nodesim::{ContainerMatcher, NodeSimulator, ProcessRule, SimulatorConfig};
+use nodesim::{ContainerMatcher, ContainerRuntime, NodeSimulator, ProcessRule, SimulatorConfig};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use testbed::{ControlPlane, TestNamespace};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::binaries::{Binaries, build_binaries};
+use crate::binaries::{Binaries, build_binaries, build_images_once};
 use crate::cluster::{apply, wait_for};
 use crate::helm::{Chart, Cluster, controller_crds, render};
 use crate::{ORG, WAIT};
@@ -80,6 +80,22 @@ pub struct SystemOptions {
     pub release: bool,
     /// Extra environment of the manager process (after the pod's), e.g. `RUST_LOG`.
     pub manager_env: Vec<(String, String)>,
+    /// How the manager and listener pods run: from the images `cargo xtask images` builds, in
+    /// podman (the default), or as host processes of the binaries in target/ when
+    /// `ARC_TEST_HOST_PROCESSES=1` asks for quick local runs.
+    pub runtime: ContainerRuntime,
+}
+
+/// The environment variable that runs the manager and listener as host processes instead of
+/// containers.
+pub const HOST_PROCESSES_ENV: &str = "ARC_TEST_HOST_PROCESSES";
+
+/// [`ContainerRuntime::HostProcesses`] when `ARC_TEST_HOST_PROCESSES=1`, else podman.
+pub fn runtime_from_env() -> ContainerRuntime {
+    match std::env::var(HOST_PROCESSES_ENV).as_deref() {
+        Ok("1" | "true") => ContainerRuntime::HostProcesses,
+        _ => ContainerRuntime::Podman,
+    }
 }
 
 impl SystemOptions {
@@ -100,6 +116,7 @@ impl SystemOptions {
             single_namespace: false,
             release: false,
             manager_env: Vec::new(),
+            runtime: runtime_from_env(),
         }
     }
 }
@@ -232,7 +249,13 @@ impl System {
         let runner_ns = plane
             .test_namespace(&format!("{}-run", options.name))
             .await?;
+        if options.runtime == ContainerRuntime::Podman {
+            tokio::task::spawn_blocking(build_images_once)
+                .await
+                .context("building the images")??;
+        }
         let mut sim = SimulatorConfig::with_nodes(&format!("{}-node", options.name), options.nodes);
+        sim.runtime = options.runtime;
         sim.taint = false;
         for node in &mut sim.nodes {
             node.pods = options.node_pods;
