@@ -648,7 +648,15 @@ fn the_dockerfile_final_stage_gives_the_layout() -> anyhow::Result<()> {
         );
         let (code, _, stderr) = output(
             images::podman()
-                .args(["build", "--timestamp", "0", "-t", &name, "-f"])
+                .args([
+                    "build",
+                    "--layers=false",
+                    "--timestamp",
+                    "0",
+                    "-t",
+                    &name,
+                    "-f",
+                ])
                 .arg(&file)
                 .arg(&context.0),
         )?;

@@ -591,6 +591,7 @@ pub fn build_images(manager_bin: &Path, listener_bin: &Path) -> anyhow::Result<I
         let containerfile = context.path().join("Containerfile");
         std::fs::write(&containerfile, layout.containerfile())
             .with_context(|| format!("writing {}", containerfile.display()))?;
+        let previous = image_id(name);
         let iidfile = context.path().join("image-id");
         run(
             podman()
@@ -605,6 +606,10 @@ pub fn build_images(manager_bin: &Path, listener_bin: &Path) -> anyhow::Result<I
             .with_context(|| format!("reading {}", iidfile.display()))?;
         let id = id.trim();
         let id = id.strip_prefix("sha256:").unwrap_or(id);
+        if let Some(previous) = previous.filter(|p| p != id) {
+            // The image this tag named before, with its cached steps; kept if still in use.
+            let _ = podman().args(["rmi", &previous]).output();
+        }
         let archive = archive_path(kind);
         let fresh = archive.is_file()
             && read_archive(&archive)
@@ -616,6 +621,16 @@ pub fn build_images(manager_bin: &Path, listener_bin: &Path) -> anyhow::Result<I
         layout.check(&describe(&archive)?)?;
     }
     Ok(images)
+}
+
+/// The ID of the local image `name`, if there is one.
+fn image_id(name: &str) -> Option<String> {
+    let out = podman()
+        .args(["image", "inspect", "--format", "{{.Id}}", name])
+        .output()
+        .ok()?;
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !id.is_empty()).then_some(id)
 }
 
 /// Copies every entry of `layout` under `root` with its mode.
