@@ -321,12 +321,17 @@ impl Harness {
         })
     }
 
-    /// Plays the kubelet: writes the pod's status.
+    /// Plays the kubelet: writes the pod's status once the controller has created the pod (a
+    /// runner is registered before its pod exists, and a busy machine widens that gap).
     pub async fn set_pod_status(
         &self,
         name: &str,
         status: serde_json::Value,
     ) -> anyhow::Result<Pod> {
+        eventually(&format!("pod {name}"), WAIT, || async {
+            Ok(self.pods().get_opt(name).await?.map(|_| ()))
+        })
+        .await?;
         Ok(self
             .pods()
             .patch_status(
