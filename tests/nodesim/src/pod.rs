@@ -530,10 +530,17 @@ impl PodTask {
         };
         slot.generation += 1;
         slot.restart_at = None;
+        let podman_name = match &launch {
+            Launch::Container { spec, .. } => Some(spec.container_name(slot.generation)),
+            _ => None,
+        };
         match workload::start(&self.key, launch, i, slot.generation, self.exits_tx.clone()) {
             Ok(started) => {
                 slot.control = Some(started.control);
                 self.rt.containers[i].start(now());
+                if let Some(name) = podman_name {
+                    self.rt.containers[i].container_id = Some(format!("podman://{name}"));
+                }
                 tracing::debug!(pod = %self.key, container = %self.rt.containers[i].name, pid = ?started.pid, "container started");
             }
             Err(e) => {

@@ -145,10 +145,7 @@ pub(crate) fn start(
                         },
                     }
                 };
-                let code = match status {
-                    Ok(code) => code,
-                    Err(_) => 128 + 9,
-                };
+                let code = status.unwrap_or(128 + 9);
                 container::remove(&name).await;
                 report(code, spec.termination_message(code, &log));
             });

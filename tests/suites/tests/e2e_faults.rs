@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use actions_emulator::{Fault, FaultKind};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_reconcilers::controllers::autoscaling_listener::RESTART_HISTORY_ANNOTATION;
+use secrecy::ExposeSecret;
 use system::{ScaleSet, ScaleSetSpec, System, SystemOptions, WAIT, wait_for};
 use testbed::{ControlPlane, ControlPlaneOptions};
 
@@ -223,6 +225,129 @@ async fn pods_evicted() {
         .await?;
         let jobs = sys.queue_jobs(&set, 3, Duration::from_secs(1));
         settle(&sys, &set, &jobs, 2).await
+    }
+    .await;
+    finish(sys, outcome).await;
+}
+
+/// The state of the `listener` container of a listener pod.
+fn listener_state(pod: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerState> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "listener")?
+        .state
+        .clone()
+}
+
+/// The listener runs in a container from the manager image (its pod status names the podman
+/// container); when the service rejects its credentials it exits writing `auth` to its
+/// termination log, the status carries that message as a kubelet reads it, and the controller
+/// records the exit class and holds the restart back instead of restarting at once.
+#[tokio::test]
+async fn rejected_credentials_reach_the_controller_through_the_termination_message() {
+    let sys = start("e2e-lstauth").await;
+    let outcome = async {
+        let set = sys
+            .install_scale_set(ScaleSetSpec::new("arc-lstauth"))
+            .await?;
+        let pod = sys
+            .listener_pod(&set)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no listener pod"))?;
+        let uid = pod.metadata.uid.clone();
+        if sys.options().runtime == system::ContainerRuntime::Podman {
+            let id = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.iter().find(|c| c.name == "listener"))
+                .and_then(|c| c.container_id.clone())
+                .unwrap_or_default();
+            let name = id
+                .strip_prefix("podman://")
+                .ok_or_else(|| anyhow::anyhow!("listener container id {id:?} is not podman's"))?;
+            let inspect = system::images::podman()
+                .args(["inspect", "--format", "{{.ImageName}}", name])
+                .output()?;
+            let text = String::from_utf8_lossy(&inspect.stdout);
+            anyhow::ensure!(
+                inspect.status.success() && text.contains("gha-runner-scale-set-controller"),
+                "podman does not run the listener from the manager image: {text}"
+            );
+        }
+        // The controller replaces the pod as soon as it has read the exit, so watch for it.
+        let pods: kube::Api<Pod> = kube::Api::namespaced(sys.client(), sys.controller_namespace());
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let config =
+            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let mut updates = Box::pin(kube::runtime::WatchStreamExt::applied_objects(
+            kube::runtime::watcher(pods, config),
+        ));
+        let exit = tokio::spawn(async move {
+            while let Some(pod) = futures::TryStreamExt::try_next(&mut updates).await? {
+                let terminated = Some(&pod)
+                    .filter(|p| p.metadata.uid == uid)
+                    .and_then(listener_state)
+                    .and_then(|s| s.terminated);
+                if let Some(t) = terminated {
+                    return anyhow::Ok(t.message.unwrap_or_default());
+                }
+            }
+            anyhow::bail!("the pod watch ended")
+        });
+        // The watch lists the pod first, so it is under way before the faults go in.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for endpoint in [
+            actions_emulator::Endpoint::GetMessage,
+            actions_emulator::Endpoint::RefreshSession,
+            actions_emulator::Endpoint::CreateSession,
+        ] {
+            sys.emulator()
+                .inject(Fault::always(endpoint, FaultKind::status(401)));
+        }
+        let message = tokio::time::timeout(WAIT, exit).await.map_err(|_| {
+            anyhow::anyhow!("the listener did not exit on rejected credentials")
+        })???;
+        anyhow::ensure!(
+            message.starts_with("arc-listener-exit=auth: "),
+            "termination message: {message:?}"
+        );
+        let pat = sys.emulator().pat();
+        anyhow::ensure!(
+            !message.contains(pat.expose_secret()),
+            "a secret in {message:?}"
+        );
+        let listeners: kube::Api<k8s_reconcilers::crd::AutoscalingListener> =
+            kube::Api::namespaced(sys.client(), sys.controller_namespace());
+        wait_for(WAIT, "the controller to record the auth exit", || async {
+            let recorded = listeners
+                .list(&Default::default())
+                .await?
+                .items
+                .iter()
+                .filter_map(|l| l.metadata.annotations.as_ref())
+                .filter_map(|a| a.get(RESTART_HISTORY_ANNOTATION))
+                .any(|h| h.contains("Auth"));
+            Ok(recorded)
+        })
+        .await?;
+        // A deterministic exit is restarted after a minute, not at once.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let replaced = sys
+            .listener_pod(&set)
+            .await?
+            .and_then(|p| listener_state(&p))
+            .is_some_and(|s| s.running.is_some());
+        anyhow::ensure!(
+            !replaced,
+            "the listener was restarted at once after an auth exit"
+        );
+        sys.emulator().clear_faults();
+        sys.uninstall_scale_set(&set).await?;
+        sys.leak_check(&set, &[]).await
     }
     .await;
     finish(sys, outcome).await;

@@ -756,6 +756,11 @@ impl System {
         out.join("; ")
     }
 
+    /// The options the system was started with.
+    pub fn options(&self) -> &SystemOptions {
+        &self.options
+    }
+
     /// The listener pod of a scale set, once it exists.
     pub async fn listener_pod(&self, set: &ScaleSet) -> anyhow::Result<Option<Pod>> {
         let listeners: Api<AutoscalingListener> =
