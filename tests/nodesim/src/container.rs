@@ -3,8 +3,8 @@
 //! ServiceAccount's token, CA and namespace at the in-cluster path, the security context's user,
 //! and the termination-message file, whose text goes into the container's terminated state.
 //!
-//! Every podman command uses the `vfs` storage driver, `cgroupfs`, `runc` and the host network
-//! (the flags that work on the project's machines, as root).
+//! Every podman command uses the `vfs` storage driver, `cgroupfs` and `runc` (the flags that work
+//! on the project's machines, as root); containers join their pod's network namespace.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -62,6 +62,8 @@ pub(crate) struct ContainerSpec {
     pub termination_path: String,
     /// `FallbackToLogsOnError`: an empty message on failure is taken from the log's end.
     pub fallback_to_logs: bool,
+    /// The pod's network namespace (its path), or the host's network when `None`.
+    pub network: Option<String>,
 }
 
 impl ContainerSpec {
@@ -108,6 +110,7 @@ impl ContainerSpec {
                 .unwrap_or_else(|| TERMINATION_MESSAGE_PATH.to_owned()),
             fallback_to_logs: container.termination_message_policy.as_deref()
                 == Some("FallbackToLogsOnError"),
+            network: None,
         }
     }
 
@@ -125,16 +128,12 @@ impl ContainerSpec {
         // A fresh, world-writable message file per start, as the kubelet makes one.
         crate::resolve::write_file(&self.termination_file, b"", 0o666)?;
         let mut c = podman();
-        c.args([
-            "run",
-            "--rm",
-            "--pull",
-            "never",
-            "--runtime",
-            "runc",
-            "--network",
-            "host",
-        ]);
+        let network = self
+            .network
+            .as_ref()
+            .map_or_else(|| "host".to_owned(), |path| format!("ns:{path}"));
+        c.args(["run", "--rm", "--pull", "never", "--runtime", "runc"]);
+        c.arg("--network").arg(network);
         c.args([
             "--ulimit",
             "nofile=1024:1024",

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::netns::HostPorts;
 use crate::pod::{ArmedInitFailures, Fault, PodEvent, PodTask};
 use crate::runner::{self, HttpClient};
 use crate::token::ApiServer;
@@ -38,6 +39,8 @@ pub(crate) struct Ctx {
     pub api_server: ApiServer,
     pub workdir: PathBuf,
     pub http: HttpClient,
+    /// Host ports forwarded into every pod network (podman runtime).
+    pub host_ports: HostPorts,
     pods: Mutex<HashMap<String, PodEntry>>,
     armed: Mutex<ArmedInitFailures>,
     lost: Mutex<HashSet<String>>,
@@ -165,8 +168,14 @@ impl NodeSimulator {
             }
         };
         let http = runner::http_client(None)?;
+        let api_server = ApiServer::from_config(&kube_config);
+        let host_ports: HostPorts = Arc::default();
+        if let Ok(port) = api_server.host_port().1.parse::<u16>() {
+            lock(&host_ports).insert(port);
+        }
         let ctx = Arc::new(Ctx {
-            api_server: ApiServer::from_config(&kube_config),
+            host_ports,
+            api_server,
             client: client.clone(),
             config,
             workdir,
@@ -218,6 +227,12 @@ impl NodeSimulator {
             heartbeats,
             _tempdir: tempdir,
         })
+    }
+
+    /// Makes the host's `127.0.0.1:port` reachable at the same address inside every pod that
+    /// runs in podman (each has its own network namespace), as the API server's port is.
+    pub fn forward_host_port(&self, port: u16) {
+        lock(&self.ctx.host_ports).insert(port);
     }
 
     /// The names of the simulated Nodes.

@@ -38,6 +38,7 @@
 
 mod container;
 mod kubelet;
+mod netns;
 mod node;
 mod pod;
 mod provisioner;

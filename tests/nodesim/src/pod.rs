@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::container::{self, ContainerSpec};
 use crate::kubelet::{Ctx, Real};
+use crate::netns::PodNetwork;
 use crate::resolve::{self, NotReady, Sources};
 use crate::runner::{self, JIT_ENV};
 use crate::status::{ContainerRecord, ContainerState, PodRuntime};
@@ -84,6 +85,8 @@ pub(crate) struct PodTask {
     background: Vec<tokio::task::JoinHandle<()>>,
     /// The pod's ServiceAccount kubeconfig, once written.
     kubeconfig: Option<PathBuf>,
+    /// The pod's network namespace, once a real container needs it.
+    network: Option<PodNetwork>,
 }
 
 fn now() -> Timestamp {
@@ -154,6 +157,7 @@ impl PodTask {
             stopping: false,
             background: Vec::new(),
             kubeconfig: None,
+            network: None,
         }
     }
 
@@ -171,6 +175,9 @@ impl PodTask {
         }
         for task in self.background.drain(..) {
             task.abort();
+        }
+        if let Some(network) = self.network.take() {
+            network.remove().await;
         }
         for sub in ["volumes", "serviceaccount"] {
             let _ = std::fs::remove_dir_all(self.dir.join(sub));
@@ -382,7 +389,7 @@ impl PodTask {
     /// paths and, unless automounting is off, the in-cluster ServiceAccount files and the API
     /// server's address.
     async fn container_launch(
-        &self,
+        &mut self,
         container: &Container,
         mut env: Vec<(String, String)>,
         extra: Vec<(String, String)>,
@@ -430,7 +437,21 @@ impl PodTask {
         )];
         all.append(&mut env);
         all.extend(extra);
-        let spec = ContainerSpec::new(&self.pod, container, &self.dir, all, mounts);
+        if self.network.is_none() {
+            let uid = self.pod.metadata.uid.clone().unwrap_or_default();
+            let short: String = uid
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(12)
+                .collect();
+            let network =
+                PodNetwork::create(&format!("nodesim-{short}"), self.ctx.host_ports.clone())
+                    .await
+                    .map_err(|e| NotReady::Mount(format!("setting up the pod network: {e}")))?;
+            self.network = Some(network);
+        }
+        let mut spec = ContainerSpec::new(&self.pod, container, &self.dir, all, mounts);
+        spec.network = self.network.as_ref().map(PodNetwork::path);
         Ok(Launch::Container {
             spec: Box::new(spec),
             log: self.dir.join(format!("{}.log", container.name)),

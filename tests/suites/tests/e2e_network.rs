@@ -26,6 +26,7 @@ async fn proxy_carries_the_github_traffic() {
         .expect("system");
     let outcome = async {
         let proxy = Proxy::start(sys.emulator().addr()).await?;
+        sys.sim().forward_host_port(proxy.addr().port());
         let url = format!(
             "http://github.proxy.invalid:{}/{}",
             sys.emulator().addr().port(),

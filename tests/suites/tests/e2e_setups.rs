@@ -252,3 +252,59 @@ async fn kubernetes_novolume_container_mode() {
     let sys = start("e2e-kubenv", |_| {}).await;
     container_mode(sys, "e2e-kubenv", "kubernetes-novolume", &["runner"]).await;
 }
+
+/// Three scale sets at once, each with its own listener: in podman every listener pod has its
+/// own network namespace, so all three serve their health and metrics ports on the same port
+/// numbers, and each set runs its own jobs.
+#[tokio::test]
+async fn three_scale_sets_each_with_its_own_listener() {
+    let sys = start("e2e-three", |_| {}).await;
+    let outcome = async {
+        let mut sets = Vec::new();
+        for name in ["arc-three-a", "arc-three-b", "arc-three-c"] {
+            sets.push(sys.install_scale_set(ScaleSetSpec::new(name)).await?);
+        }
+        let mut listeners = Vec::new();
+        for set in &sets {
+            let pod = sys
+                .listener_pod(set)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no listener pod for {}", set.name))?;
+            listeners.push(pod.metadata.uid.clone());
+        }
+        let jobs: Vec<Vec<i64>> = sets
+            .iter()
+            .map(|set| sys.queue_jobs(set, 2, Duration::from_secs(1)))
+            .collect();
+        for (set, jobs) in sets.iter().zip(&jobs) {
+            sys.wait_jobs_completed(jobs, WAIT).await?;
+            sys.wait_runners(set, 0, WAIT).await?;
+        }
+        // The listeners that took the jobs are the first ones: none crash-looped.
+        for (set, uid) in sets.iter().zip(&listeners) {
+            let pod = sys.listener_pod(set).await?;
+            let restarts = pod
+                .as_ref()
+                .filter(|p| p.metadata.uid == *uid)
+                .and_then(|p| p.status.as_ref())
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.iter().find(|c| c.name == "listener"))
+                .map(|c| c.restart_count);
+            anyhow::ensure!(
+                restarts == Some(0),
+                "the listener of {} was replaced or restarted ({restarts:?})",
+                set.name
+            );
+        }
+        // The leak check looks at the whole runner namespace, which the three sets share.
+        for set in &sets {
+            sys.uninstall_scale_set(set).await?;
+        }
+        for (set, jobs) in sets.iter().zip(&jobs) {
+            sys.leak_check(set, jobs).await?;
+        }
+        Ok(())
+    }
+    .await;
+    finish(sys, outcome).await;
+}

@@ -51,7 +51,12 @@ impl Proxy {
         })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// The proxy's address on the host.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The proxy's URL, `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

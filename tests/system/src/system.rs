@@ -270,6 +270,7 @@ impl System {
             env: options.manager_env.clone(),
         }];
         let sim = NodeSimulator::start(plane.config().clone(), sim).await?;
+        sim.forward_host_port(emulator.addr().port());
         let kube_version = plane
             .client()
             .apiserver_version()
