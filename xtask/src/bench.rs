@@ -238,8 +238,8 @@ async fn burst(
     let timeline = Timeline::start(sys.client(), &set.namespace).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     if results.listener_rss.is_none() {
-        results.listener_rss = rss(&sys.listener_pids());
-        results.manager_rss_idle = rss(&sys.manager_pids());
+        results.listener_rss = rss(&sys.listener_pids().await);
+        results.manager_rss_idle = rss(&sys.manager_pids().await);
     }
     let audit_start = file_len(audit_log);
     sys.emulator().reset_counters();
@@ -416,7 +416,7 @@ async fn idle(sys: &System, args: &BenchArgs, results: &mut Results) -> anyhow::
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut samples = Vec::new();
     for _ in 0..5 {
-        if let Some(v) = rss(&sys.manager_pids()) {
+        if let Some(v) = rss(&sys.manager_pids().await) {
             samples.push(v);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -172,6 +172,13 @@ async fn demo(args: &DemoArgs, binaries: &Binaries) -> anyhow::Result<()> {
     let emu = Emulator::start(EmulatorConfig::default()).await?;
     println!("==> Actions-service emulator at {} (org {ORG})", emu.url());
     let mut sim = SimulatorConfig::with_nodes("demo-node", args.nodes);
+    sim.runtime = system::runtime_from_env();
+    if sim.runtime == system::ContainerRuntime::Podman {
+        println!("==> building the manager and listener images (cargo xtask images)");
+        tokio::task::spawn_blocking(system::build_images_once)
+            .await
+            .context("building the images")??;
+    }
     sim.taint = false;
     sim.listener_binary = Some(binaries.listener.clone());
     sim.process_rules = vec![ProcessRule {
@@ -184,6 +191,7 @@ async fn demo(args: &DemoArgs, binaries: &Binaries) -> anyhow::Result<()> {
     }];
     sim.workdir = Some(cp.workdir()?.join("nodes"));
     let sim = NodeSimulator::start(cp.config().clone(), sim).await?;
+    sim.forward_host_port(emu.addr().port());
     println!("==> node simulator running {}", sim.node_names().join(", "));
 
     let work = async {

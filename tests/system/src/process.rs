@@ -34,6 +34,37 @@ pub fn find_processes(binary: &Path, marker: &str) -> Vec<u32> {
     out
 }
 
+/// Pids of the main processes of the podman containers named `container` in `pods` (the node
+/// simulator names them `nodesim-<pod uid>-<container>-<start>`).
+pub fn container_pids(pods: &[k8s_openapi::api::core::v1::Pod], container: &str) -> Vec<u32> {
+    let prefixes: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.uid.as_deref())
+        .map(|uid| {
+            let short: String = uid
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(12)
+                .collect();
+            format!("nodesim-{short}-{container}-")
+        })
+        .collect();
+    let Ok(output) = crate::images::podman()
+        .args(["ps", "--format", "{{.Names}} {{.Pid}}"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(name, _)| prefixes.iter().any(|p| name.starts_with(p.as_str())))
+        .filter_map(|(_, pid)| pid.trim().parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// Resident set size of a process in bytes (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -491,19 +491,36 @@ impl System {
     }
 
     /// The pids of this system's manager processes (normally one).
-    pub fn manager_pids(&self) -> Vec<u32> {
-        crate::process::find_processes(
-            &self.binaries.manager,
-            &self.sim().workdir().display().to_string(),
-        )
+    pub async fn manager_pids(&self) -> Vec<u32> {
+        match self.options.runtime {
+            ContainerRuntime::HostProcesses => crate::process::find_processes(
+                &self.binaries.manager,
+                &self.sim().workdir().display().to_string(),
+            ),
+            ContainerRuntime::Podman => {
+                let pods = self.manager_pods().await.unwrap_or_default();
+                crate::process::container_pids(&pods, "manager")
+            }
+        }
     }
 
     /// The pids of this system's listener processes.
-    pub fn listener_pids(&self) -> Vec<u32> {
-        crate::process::find_processes(
-            &self.binaries.listener,
-            &self.sim().workdir().display().to_string(),
-        )
+    pub async fn listener_pids(&self) -> Vec<u32> {
+        match self.options.runtime {
+            ContainerRuntime::HostProcesses => crate::process::find_processes(
+                &self.binaries.listener,
+                &self.sim().workdir().display().to_string(),
+            ),
+            ContainerRuntime::Podman => {
+                let pods: Api<Pod> = Api::namespaced(self.client(), self.controller_namespace());
+                let pods = pods
+                    .list(&ListParams::default())
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default();
+                crate::process::container_pids(&pods, "listener")
+            }
+        }
     }
 
     /// The base values of a scale set of this system.
