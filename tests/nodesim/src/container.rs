@@ -21,6 +21,20 @@ const MAX_TERMINATION_MESSAGE: usize = 4096;
 /// `FallbackToLogsOnError` takes at most this many lines of the log.
 const FALLBACK_LOG_LINES: usize = 80;
 
+/// The first 12 letters and digits of a pod's uid: short, and unique enough on one machine.
+pub(crate) fn short_uid(uid: &str) -> String {
+    uid.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect()
+}
+
+/// The start of podman's names for container `container` of the pod with `uid`; each start
+/// appends `-<n>`.
+pub fn podman_name_prefix(uid: &str, container: &str) -> String {
+    format!("nodesim-{}-{container}", short_uid(uid))
+}
+
 /// podman's global flags for every command.
 fn podman() -> Command {
     let mut c = Command::new("podman");
@@ -87,11 +101,6 @@ impl ContainerSpec {
             (None, None) => None,
         };
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let short: String = uid
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(12)
-            .collect();
         Self {
             image: container.image.clone().unwrap_or_default(),
             command: container.command.clone().filter(|c| !c.is_empty()),
@@ -101,7 +110,7 @@ impl ContainerSpec {
             user,
             working_dir: container.working_dir.clone().filter(|w| !w.is_empty()),
             read_only_root: security.read_only_root_filesystem == Some(true),
-            name: format!("nodesim-{short}-{}", container.name),
+            name: podman_name_prefix(&uid, &container.name),
             termination_file: pod_dir.join(format!("{}.termination-log", container.name)),
             termination_path: container
                 .termination_message_path

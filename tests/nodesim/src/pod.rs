@@ -407,19 +407,17 @@ impl PodTask {
             }
             Err(e) => return Err(NotReady::Image(e)),
         }
-        let mut mounts: Vec<(PathBuf, String, bool)> = container
-            .volume_mounts
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|m| {
-                let dir = volumes.get(&m.name)?;
-                let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                    Some(sub) => dir.join(sub),
-                    None => dir.clone(),
-                };
-                Some((host, m.mount_path.clone(), m.read_only == Some(true)))
-            })
+        let read_only = |path: &str| {
+            container
+                .volume_mounts
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|m| m.mount_path.trim_end_matches('/') == path && m.read_only == Some(true))
+        };
+        let mut mounts: Vec<(PathBuf, String, bool)> = resolve::mounts(container, volumes)
+            .into_iter()
+            .map(|(path, host)| (host, path.clone(), read_only(&path)))
             .collect();
         let declares_token = mounts
             .iter()

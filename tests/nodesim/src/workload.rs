@@ -86,66 +86,22 @@ pub(crate) fn start(
             dir,
             log,
         } => {
-            let mut child = spawn_process(&program, &args, &env, &dir, &log)?;
+            let child = spawn_process(&program, &args, &env, &dir, &log)?;
             let pid = child.id();
             tokio::spawn(async move {
-                let status = loop {
-                    tokio::select! {
-                        status = child.wait() => break status,
-                        signal = rx.recv() => match signal {
-                            Some(Signal::Term) => {
-                                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                                    let _ = nix::sys::signal::kill(
-                                        nix::unistd::Pid::from_raw(pid),
-                                        nix::sys::signal::Signal::SIGTERM,
-                                    );
-                                }
-                            }
-                            Some(Signal::Kill) | None => {
-                                let _ = child.start_kill();
-                                break child.wait().await;
-                            }
-                        },
-                    }
-                };
-                report(
-                    match status {
-                        Ok(s) => exit_code(s),
-                        Err(_) => 128 + 9,
-                    },
-                    None,
-                );
+                let code = supervise(child, rx, async {}).await;
+                report(code, None);
             });
             Ok(Started { control, pid })
         }
         Launch::Container { spec, log } => {
             let mut command = spec.run_command(generation, &log)?;
-            let mut child = with_output(&mut command, &log)?.spawn()?;
+            let child = with_output(&mut command, &log)?.spawn()?;
             let pid = child.id();
             let name = spec.container_name(generation);
             tokio::spawn(async move {
-                let status = loop {
-                    tokio::select! {
-                        status = child.wait() => break status.map(exit_code),
-                        signal = rx.recv() => match signal {
-                            // podman run passes SIGTERM on to the container.
-                            Some(Signal::Term) => {
-                                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                                    let _ = nix::sys::signal::kill(
-                                        nix::unistd::Pid::from_raw(pid),
-                                        nix::sys::signal::Signal::SIGTERM,
-                                    );
-                                }
-                            }
-                            Some(Signal::Kill) | None => {
-                                container::remove(&name).await;
-                                let _ = child.start_kill();
-                                break child.wait().await.map(|_| 137);
-                            }
-                        },
-                    }
-                };
-                let code = status.unwrap_or(128 + 9);
+                // podman run passes SIGTERM on to the container; SIGKILL removes the container.
+                let code = supervise(child, rx, container::remove(&name)).await;
                 container::remove(&name).await;
                 report(code, spec.termination_message(code, &log));
             });
@@ -169,6 +125,36 @@ pub(crate) fn start(
             Ok(Started { control, pid: None })
         }
     }
+}
+
+/// Waits for `child` and returns its exit code, passing SIGTERM on; on SIGKILL (or when its
+/// control goes away) runs `before_kill`, then kills it.
+async fn supervise(
+    mut child: tokio::process::Child,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+    before_kill: impl std::future::Future<Output = ()>,
+) -> i32 {
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            signal = signals.recv() => match signal {
+                Some(Signal::Term) => {
+                    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
+                }
+                Some(Signal::Kill) | None => {
+                    before_kill.await;
+                    let _ = child.start_kill();
+                    break child.wait().await;
+                }
+            },
+        }
+    };
+    status.map_or(128 + 9, exit_code)
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {

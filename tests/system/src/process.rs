@@ -34,20 +34,13 @@ pub fn find_processes(binary: &Path, marker: &str) -> Vec<u32> {
     out
 }
 
-/// Pids of the main processes of the podman containers named `container` in `pods` (the node
-/// simulator names them `nodesim-<pod uid>-<container>-<start>`).
+/// Pids of the main processes of the podman containers named `container` in `pods` (as the node
+/// simulator names them).
 pub fn container_pids(pods: &[k8s_openapi::api::core::v1::Pod], container: &str) -> Vec<u32> {
     let prefixes: Vec<String> = pods
         .iter()
         .filter_map(|p| p.metadata.uid.as_deref())
-        .map(|uid| {
-            let short: String = uid
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .take(12)
-                .collect();
-            format!("nodesim-{short}-{container}-")
-        })
+        .map(|uid| format!("{}-", nodesim::podman_name_prefix(uid, container)))
         .collect();
     let Ok(output) = crate::images::podman()
         .args(["ps", "--format", "{{.Names}} {{.Pid}}"])
