@@ -578,8 +578,9 @@ async fn start_etcd_and_apiserver(
         format!("--service-account-signing-key-file={}", path("sa.key")),
         "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
         "--allow-privileged=true".to_owned(),
-        // Without a kubelet nothing mounts ServiceAccount tokens; pods that name one must still
-        // be accepted before the controller-manager has made its token secret.
+        // Most suites run no controller-manager, so new namespaces get no `default`
+        // ServiceAccount, and the ServiceAccount admission plugin refuses pods whose account is
+        // missing. The node simulator gives pods their token itself (TokenRequest).
         "--disable-admission-plugins=ServiceAccount".to_owned(),
         "--endpoint-reconciler-type=none".to_owned(),
         "--profiling=false".to_owned(),
