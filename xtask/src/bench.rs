@@ -57,11 +57,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     crate::controlplane::install()?;
     crate::helm::ensure_venv().context("preparing Helm for the charts")?;
-    println!(
-        "==> building manager and listener ({})",
-        if args.debug { "debug" } else { "release" }
-    );
-    system::build_binaries(!args.debug)?;
+    if system::runtime_from_env() == system::ContainerRuntime::HostProcesses {
+        println!(
+            "==> building manager and listener ({})",
+            if args.debug { "debug" } else { "release" }
+        );
+        system::build_binaries(!args.debug)?;
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     let results = runtime.block_on(bench(args))?;
     let report = render(args, &results);
@@ -567,9 +569,16 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- Set-up: Kubernetes {} control plane (etcd, kube-apiserver with an audit log of writes, controller-manager, scheduler) on loopback, the Actions-service emulator over HTTP, the node simulator with 4 Nodes; both charts rendered with real Helm and applied; the manager and listener are {} builds run by the node simulator under the charts' ServiceAccounts. Manager flags from the chart: `k8sClientRateLimiterQPS: {QPS}`, `k8sClientRateLimiterBurst: {BURST}`, `runnerMaxConcurrentReconciles: {RUNNER_WORKERS}`. Everything shares the machine's cores.",
+        "- Set-up: Kubernetes {} control plane (etcd, kube-apiserver with an audit log of writes, controller-manager, scheduler) on loopback, the Actions-service emulator over HTTP, the node simulator with 4 Nodes; both charts rendered with real Helm and applied; the manager and listener {} under the charts' ServiceAccounts. Manager flags from the chart: `k8sClientRateLimiterQPS: {QPS}`, `k8sClientRateLimiterBurst: {BURST}`, `runnerMaxConcurrentReconciles: {RUNNER_WORKERS}`. Everything shares the machine's cores.",
         r.kubernetes,
-        if args.debug { "debug" } else { "release" }
+        match system::runtime_from_env() {
+            system::ContainerRuntime::Podman =>
+                "run from the images (static release builds, `cargo xtask images`) in podman, each pod in its own network namespace, by the node simulator".to_owned(),
+            system::ContainerRuntime::HostProcesses => format!(
+                "are {} builds run as host processes by the node simulator",
+                if args.debug { "debug" } else { "release" }
+            ),
+        }
     );
     let _ = writeln!(
         out,
@@ -707,7 +716,38 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- *RSS*: `VmRSS` of the manager and listener processes (found by executable and by the node simulator's work directory in their environment)."
+        "- *RSS*: `VmRSS` of the manager and listener processes (their containers' main processes, found through podman; as host processes, by executable and by the node simulator's work directory in their environment)."
     );
+    images_section(&mut out);
     out
+}
+
+/// The sizes of the images `cargo xtask images` saved (the bench runs them), goal beside each.
+fn images_section(out: &mut String) {
+    let _ = writeln!(out, "\n## Images\n");
+    let _ = writeln!(
+        out,
+        "| Image | Uncompressed | Compressed (gzip layers) | Goal |\n|---|---|---|---|"
+    );
+    for kind in system::images::Kind::ALL {
+        let archive = system::images::archive_path(kind);
+        match system::images::describe(&archive) {
+            Ok(info) => {
+                let goal = match kind {
+                    system::images::Kind::Manager => "≤ 20 MB uncompressed",
+                    system::images::Kind::Listener => "-",
+                };
+                let _ = writeln!(
+                    out,
+                    "| `{}` | {} | {} | {goal} |",
+                    info.name,
+                    system::images::human_size(info.uncompressed_bytes),
+                    system::images::human_size(info.compressed_bytes),
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "| {} | not built: {e:#} | | |", archive.display());
+            }
+        }
+    }
 }

@@ -186,7 +186,7 @@ async fn demo(args: &DemoArgs, binaries: &Binaries) -> anyhow::Result<()> {
             names: vec!["manager".to_owned()],
             image_contains: Vec::new(),
         },
-        binary: binaries.manager.clone(),
+        binary: Some(binaries.manager.clone()),
         env: vec![("RUST_LOG".to_owned(), "info".to_owned())],
     }];
     sim.workdir = Some(cp.workdir()?.join("nodes"));

@@ -84,7 +84,7 @@ impl Ctx {
                 .process_rules
                 .iter()
                 .find(|r| r.matcher.matches(name, image))?;
-            (Some(rule.binary.clone()), rule.env.clone())
+            (rule.binary.clone(), rule.env.clone())
         };
         Some(match self.config.runtime {
             ContainerRuntime::Podman => Ok(Real::Image(env)),
@@ -92,7 +92,7 @@ impl Ctx {
                 .map(|p| Real::Program((p, env)))
                 .ok_or_else(|| {
                     format!(
-                        "image {image:?}: the node simulator has no listener binary; fix: set SimulatorConfig::listener_binary"
+                        "image {image:?}: the node simulator has no binary for container {name:?}; fix: set SimulatorConfig::listener_binary or the ProcessRule's binary"
                     )
                 }),
         })
@@ -146,10 +146,14 @@ impl NodeSimulator {
             );
         }
         for rule in &config.process_rules {
-            if host_processes && !rule.binary.is_file() {
+            if let Some(binary) = rule
+                .binary
+                .as_ref()
+                .filter(|b| host_processes && !b.is_file())
+            {
                 anyhow::bail!(
                     "SimulatorConfig::process_rules: binary {} is not a file; fix: build it first",
-                    rule.binary.display()
+                    binary.display()
                 );
             }
         }

@@ -120,15 +120,15 @@ impl ContainerMatcher {
     }
 }
 
-/// Containers to run as a given binary (besides the listener), e.g. the manager pod of the
-/// controller chart (container `manager`). The container's `args` are passed; its `command`
-/// (the image's entrypoint) is replaced by `binary`.
+/// Containers that really run (besides the listener), e.g. the manager pod of the controller
+/// chart (container `manager`): from their image in podman, or as host processes of `binary`
+/// (the container's `args` are passed; its `command`, the image's entrypoint, is replaced).
 #[derive(Clone, Debug)]
 pub struct ProcessRule {
     /// Which containers.
     pub matcher: ContainerMatcher,
-    /// The program to run.
-    pub binary: PathBuf,
+    /// The program to run as a host process; required for [`ContainerRuntime::HostProcesses`].
+    pub binary: Option<PathBuf>,
     /// Extra environment, after the pod's.
     pub env: Vec<(String, String)>,
 }

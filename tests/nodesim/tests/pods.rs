@@ -27,7 +27,7 @@ fn shell(config: &mut nodesim::SimulatorConfig) {
             names: vec!["manager".to_owned()],
             image_contains: Vec::new(),
         },
-        binary: "/bin/sh".into(),
+        binary: Some("/bin/sh".into()),
         env: vec![("FROM_RULE".to_owned(), "rule-env".to_owned())],
     }];
 }

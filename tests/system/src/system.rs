@@ -168,7 +168,8 @@ pub struct ScaleSet {
 pub struct System {
     emulator: Emulator,
     sim: Option<NodeSimulator>,
-    binaries: Binaries,
+    /// The host binaries, when the manager and listener run as host processes.
+    binaries: Option<Binaries>,
     controller_ns: Option<TestNamespace>,
     runner_ns: Option<TestNamespace>,
     release: String,
@@ -228,11 +229,21 @@ impl System {
     /// Waits first for any other system of this process to shut down.
     pub async fn start(plane: Plane, options: SystemOptions) -> anyhow::Result<System> {
         let serial = serial().lock_owned().await;
-        let binaries = {
-            let release = options.release;
-            tokio::task::spawn_blocking(move || build_binaries(release))
-                .await
-                .context("building the binaries")??
+        let binaries = match options.runtime {
+            ContainerRuntime::HostProcesses => {
+                let release = options.release;
+                Some(
+                    tokio::task::spawn_blocking(move || build_binaries(release))
+                        .await
+                        .context("building the binaries")??,
+                )
+            }
+            ContainerRuntime::Podman => {
+                tokio::task::spawn_blocking(build_images_once)
+                    .await
+                    .context("building the images")??;
+                None
+            }
         };
         plane
             .ensure_scheduling()
@@ -249,24 +260,19 @@ impl System {
         let runner_ns = plane
             .test_namespace(&format!("{}-run", options.name))
             .await?;
-        if options.runtime == ContainerRuntime::Podman {
-            tokio::task::spawn_blocking(build_images_once)
-                .await
-                .context("building the images")??;
-        }
         let mut sim = SimulatorConfig::with_nodes(&format!("{}-node", options.name), options.nodes);
         sim.runtime = options.runtime;
         sim.taint = false;
         for node in &mut sim.nodes {
             node.pods = options.node_pods;
         }
-        sim.listener_binary = Some(binaries.listener.clone());
+        sim.listener_binary = binaries.as_ref().map(|b| b.listener.clone());
         sim.process_rules = vec![ProcessRule {
             matcher: ContainerMatcher {
                 names: vec!["manager".to_owned()],
                 image_contains: Vec::new(),
             },
-            binary: binaries.manager.clone(),
+            binary: binaries.as_ref().map(|b| b.manager.clone()),
             env: options.manager_env.clone(),
         }];
         let sim = NodeSimulator::start(plane.config().clone(), sim).await?;
@@ -405,11 +411,6 @@ impl System {
         }
     }
 
-    /// The manager and listener binaries in use.
-    pub fn binaries(&self) -> &Binaries {
-        &self.binaries
-    }
-
     /// Where the manager runs (the controller chart's namespace).
     pub fn controller_namespace(&self) -> &str {
         self.controller_ns
@@ -492,34 +493,35 @@ impl System {
 
     /// The pids of this system's manager processes (normally one).
     pub async fn manager_pids(&self) -> Vec<u32> {
-        match self.options.runtime {
-            ContainerRuntime::HostProcesses => crate::process::find_processes(
-                &self.binaries.manager,
-                &self.sim().workdir().display().to_string(),
-            ),
-            ContainerRuntime::Podman => {
-                let pods = self.manager_pods().await.unwrap_or_default();
-                crate::process::container_pids(&pods, "manager")
-            }
-        }
+        let pods = self.manager_pods().await.unwrap_or_default();
+        self.pids(&pods, "manager", |b| &b.manager)
     }
 
     /// The pids of this system's listener processes.
     pub async fn listener_pids(&self) -> Vec<u32> {
-        match self.options.runtime {
-            ContainerRuntime::HostProcesses => crate::process::find_processes(
-                &self.binaries.listener,
+        let pods: Api<Pod> = Api::namespaced(self.client(), self.controller_namespace());
+        let pods = pods
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        self.pids(&pods, "listener", |b| &b.listener)
+    }
+
+    /// The processes of container `container` of `pods`: their podman containers, or the host
+    /// processes of `binary`.
+    fn pids(
+        &self,
+        pods: &[Pod],
+        container: &str,
+        binary: fn(&Binaries) -> &std::path::PathBuf,
+    ) -> Vec<u32> {
+        match &self.binaries {
+            Some(binaries) => crate::process::find_processes(
+                binary(binaries),
                 &self.sim().workdir().display().to_string(),
             ),
-            ContainerRuntime::Podman => {
-                let pods: Api<Pod> = Api::namespaced(self.client(), self.controller_namespace());
-                let pods = pods
-                    .list(&ListParams::default())
-                    .await
-                    .map(|l| l.items)
-                    .unwrap_or_default();
-                crate::process::container_pids(&pods, "listener")
-            }
+            None => crate::process::container_pids(pods, container),
         }
     }
 
