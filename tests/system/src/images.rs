@@ -949,107 +949,30 @@ struct TarEntry {
     data: std::ops::Range<usize>,
 }
 
-/// The members of a POSIX (ustar/pax) or GNU tar file in memory.
+/// The members of a tar file in memory (the `tar` crate reads the pax and GNU extensions).
 fn tar_entries(bytes: &[u8]) -> anyhow::Result<Vec<TarEntry>> {
-    fn text(field: &[u8]) -> String {
-        let end = field.iter().position(|b| *b == 0).unwrap_or(field.len());
-        String::from_utf8_lossy(&field[..end]).into_owned()
-    }
-    fn number(field: &[u8]) -> anyhow::Result<u64> {
-        if field.first().is_some_and(|b| b & 0x80 != 0) {
-            // GNU base-256
-            let mut n: u64 = u64::from(field[0] & 0x7f);
-            for b in &field[1..] {
-                n = n.checked_mul(256).context("tar number overflows")? + u64::from(*b);
-            }
-            return Ok(n);
-        }
-        let digits = text(field);
-        let digits = digits.trim_matches(|c: char| c == ' ' || c == '\0');
-        if digits.is_empty() {
-            return Ok(0);
-        }
-        u64::from_str_radix(digits, 8).with_context(|| format!("bad tar number {digits:?}"))
-    }
+    let mut archive = tar::Archive::new(bytes);
     let mut entries = Vec::new();
-    let mut offset = 0;
-    let mut long_name: Option<String> = None;
-    let mut pax: BTreeMap<String, String> = BTreeMap::new();
-    while offset + 512 <= bytes.len() {
-        let header = &bytes[offset..offset + 512];
-        if header.iter().all(|b| *b == 0) {
-            break;
-        }
-        let size = number(&header[124..136])?;
-        let start = offset + 512;
+    for entry in archive.entries().context("reading the tar")? {
+        let entry = entry.context("reading a tar member")?;
+        let header = entry.header();
+        let size = entry.size();
+        let start = usize::try_from(entry.raw_file_position())?;
         let end = start
             .checked_add(usize::try_from(size)?)
             .filter(|end| *end <= bytes.len())
             .context("tar member runs past the end of the file")?;
-        let data = &bytes[start..end];
-        let typeflag = header[156];
-        offset = start + usize::try_from(size.div_ceil(512) * 512)?;
-        match typeflag {
-            b'x' => {
-                pax = parse_pax(data);
-                continue;
-            }
-            b'g' => continue,
-            b'L' => {
-                long_name = Some(text(data));
-                continue;
-            }
-            _ => {}
-        }
-        let mut path = text(&header[0..100]);
-        if &header[257..262] == b"ustar" {
-            let prefix = text(&header[345..500]);
-            if !prefix.is_empty() {
-                path = format!("{prefix}/{path}");
-            }
-        }
-        if let Some(name) = long_name.take() {
-            path = name;
-        }
-        let pax_number = |key: &str, default: u64| -> u64 {
-            pax.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
-        };
-        if let Some(name) = pax.get("path") {
-            path = name.clone();
-        }
-        let size = pax_number("size", size);
         entries.push(TarEntry {
-            path,
-            mode: u32::try_from(number(&header[100..108])?).context("tar mode overflows")?,
-            uid: pax_number("uid", number(&header[108..116])?),
-            gid: pax_number("gid", number(&header[116..124])?),
+            path: entry.path()?.to_string_lossy().into_owned(),
+            mode: header.mode()?,
+            uid: header.uid()?,
+            gid: header.gid()?,
             size,
-            typeflag,
+            typeflag: header.entry_type().as_byte(),
             data: start..end,
         });
-        pax.clear();
     }
     Ok(entries)
-}
-
-/// `length key=value\n` records of a pax extended header.
-fn parse_pax(mut data: &[u8]) -> BTreeMap<String, String> {
-    let mut records = BTreeMap::new();
-    while let Some(space) = data.iter().position(|b| *b == b' ') {
-        let Some(len) = std::str::from_utf8(&data[..space])
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-            .filter(|len| *len > space && *len <= data.len())
-        else {
-            break;
-        };
-        let record = String::from_utf8_lossy(&data[space + 1..len]);
-        if let Some((key, value)) = record.trim_end_matches('\n').split_once('=') {
-            records.insert(key.to_owned(), value.to_owned());
-        }
-        data = &data[len..];
-    }
-    records
 }
 
 /// A human-readable size: `12.3 MB` (decimal units, as registries show).
@@ -1104,13 +1027,5 @@ mod tests {
                 .containerfile()
                 .contains("ENTRYPOINT [\"/manager\"]")
         );
-    }
-
-    #[test]
-    fn pax_records() {
-        let data = b"20 path=a/long/name\n11 uid=123\n";
-        let records = parse_pax(data);
-        assert_eq!(records["path"], "a/long/name");
-        assert_eq!(records["uid"], "123");
     }
 }
