@@ -35,10 +35,25 @@ pub fn podman_name_prefix(uid: &str, container: &str) -> String {
     format!("nodesim-{}-{container}", short_uid(uid))
 }
 
-/// podman's global flags for every command.
+/// podman's global flags for every command: the ones that work on the project's machines.
+pub const PODMAN_ARGS: [&str; 4] = ["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"];
+
+/// `podman run`'s flags that work on the project's machines (runc, small ulimits); the network
+/// is the caller's.
+pub const PODMAN_RUN_ARGS: [&str; 8] = [
+    "run",
+    "--rm",
+    "--runtime",
+    "runc",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1000:1000",
+];
+
 fn podman() -> Command {
     let mut c = Command::new("podman");
-    c.args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]);
+    c.args(PODMAN_ARGS);
     c
 }
 
@@ -141,14 +156,8 @@ impl ContainerSpec {
             .network
             .as_ref()
             .map_or_else(|| "host".to_owned(), |path| format!("ns:{path}"));
-        c.args(["run", "--rm", "--pull", "never", "--runtime", "runc"]);
+        c.args(PODMAN_RUN_ARGS).args(["--pull", "never"]);
         c.arg("--network").arg(network);
-        c.args([
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1000:1000",
-        ]);
         c.arg("--name").arg(self.container_name(generation));
         c.arg("--env-file").arg(&env_file);
         for (host, path, read_only) in &self.mounts {

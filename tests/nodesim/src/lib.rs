@@ -51,7 +51,7 @@ mod workload;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use container::podman_name_prefix;
+pub use container::{PODMAN_ARGS, PODMAN_RUN_ARGS, podman_name_prefix};
 pub use kubelet::NodeSimulator;
 pub use provisioner::STORAGE_CLASS;
 pub use runner::JIT_ENV;

@@ -539,10 +539,11 @@ pub fn check_static(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `podman --storage-driver vfs`: every podman command of the project starts so.
+/// `podman` with [`nodesim::PODMAN_ARGS`] (vfs, cgroupfs): every podman command of the project
+/// starts so.
 pub fn podman() -> Command {
     let mut command = Command::new("podman");
-    command.args(["--storage-driver", "vfs"]);
+    command.args(nodesim::PODMAN_ARGS);
     command
 }
 
@@ -550,20 +551,9 @@ pub fn podman() -> Command {
 /// host network, small ulimits); append options, the image and its arguments.
 pub fn podman_run() -> Command {
     let mut command = podman();
-    command.args([
-        "--cgroup-manager",
-        "cgroupfs",
-        "run",
-        "--rm",
-        "--runtime",
-        "runc",
-        "--network",
-        "host",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1000:1000",
-    ]);
+    command
+        .args(nodesim::PODMAN_RUN_ARGS)
+        .args(["--network", "host"]);
     command
 }
 
