@@ -52,13 +52,13 @@ impl PodNetwork {
         ip(&["netns", "add", name]).await?;
         ip(&["-n", name, "link", "set", "lo", "up"]).await?;
         let mut forwarded = BTreeSet::new();
-        let first = forward_new(name, &ports, &mut forwarded, Vec::new()).await?;
+        let first = forward_new(name, &ports, &mut forwarded).await?;
         let ns = name.to_owned();
         let task = tokio::spawn(async move {
             let mut tasks = first;
             loop {
                 tokio::time::sleep(REFRESH).await;
-                match forward_new(&ns, &ports, &mut forwarded, Vec::new()).await {
+                match forward_new(&ns, &ports, &mut forwarded).await {
                     Ok(more) => tasks.extend(more),
                     Err(e) => tracing::warn!(netns = %ns, error = %e, "forwarding a host port"),
                 }
@@ -90,7 +90,6 @@ async fn forward_new(
     ns: &str,
     ports: &HostPorts,
     forwarded: &mut BTreeSet<u16>,
-    mut tasks: Vec<JoinHandle<()>>,
 ) -> Result<Vec<JoinHandle<()>>, String> {
     let wanted: Vec<u16> = ports
         .lock()
@@ -99,6 +98,7 @@ async fn forward_new(
         .copied()
         .filter(|p| !forwarded.contains(p))
         .collect();
+    let mut tasks = Vec::new();
     for port in wanted {
         let listener = listen_in(ns, port).await?;
         forwarded.insert(port);
