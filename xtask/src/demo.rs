@@ -6,8 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use actions_emulator::{Emulator, EmulatorConfig, JobPhase, JobResult, JobSpec, StateSnapshot};
@@ -22,7 +20,7 @@ use serde_json::json;
 use system::{Chart, Cluster, wait_for};
 use testbed::{ControlPlane, ControlPlaneOptions};
 
-use crate::{helm, workspace_root};
+use crate::helm;
 
 const CONTROLLER_NAMESPACE: &str = "arc-systems";
 const RUNNER_NAMESPACE: &str = "arc-runners";
@@ -113,53 +111,28 @@ impl DemoArgs {
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     args.validate()?;
-    let binaries = build(args.release)?;
+    // The images, or with ARC_TEST_HOST_PROCESSES=1 the binaries run as host processes.
+    let binaries = match system::runtime_from_env() {
+        system::ContainerRuntime::Podman => {
+            println!("==> building the manager and listener images (cargo xtask images)");
+            system::build_images_once()?;
+            None
+        }
+        system::ContainerRuntime::HostProcesses => {
+            println!(
+                "==> building manager and listener ({})",
+                if args.release { "release" } else { "debug" }
+            );
+            Some(system::build_binaries(args.release)?)
+        }
+    };
     crate::controlplane::install()?;
     helm::ensure_venv().context("preparing Helm for the charts")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    runtime.block_on(demo(args, &binaries))
+    runtime.block_on(demo(args, binaries.as_ref()))
 }
 
-struct Binaries {
-    manager: PathBuf,
-    listener: PathBuf,
-}
-
-fn build(release: bool) -> anyhow::Result<Binaries> {
-    let profile = if release { "release" } else { "debug" };
-    println!("==> building manager and listener ({profile})");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .args([
-            "build", "--quiet", "-p", "manager", "--bin", "manager", "-p", "listener", "--bin",
-            "listener",
-        ])
-        .current_dir(workspace_root());
-    if release {
-        command.arg("--release");
-    }
-    let status = command.status().context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build of the manager and listener failed ({status}); the errors are above");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-        .join(profile);
-    let binaries = Binaries {
-        manager: target.join("manager"),
-        listener: target.join("listener"),
-    };
-    for b in [&binaries.manager, &binaries.listener] {
-        if !b.is_file() {
-            bail!("cargo build succeeded but {} is missing", b.display());
-        }
-    }
-    Ok(binaries)
-}
-
-async fn demo(args: &DemoArgs, binaries: &Binaries) -> anyhow::Result<()> {
+async fn demo(args: &DemoArgs, binaries: Option<&system::Binaries>) -> anyhow::Result<()> {
     let begin = Instant::now();
     println!(
         "==> starting the control plane (etcd, kube-apiserver, controller-manager, scheduler)"
@@ -172,21 +145,19 @@ async fn demo(args: &DemoArgs, binaries: &Binaries) -> anyhow::Result<()> {
     let emu = Emulator::start(EmulatorConfig::default()).await?;
     println!("==> Actions-service emulator at {} (org {ORG})", emu.url());
     let mut sim = SimulatorConfig::with_nodes("demo-node", args.nodes);
-    sim.runtime = system::runtime_from_env();
-    if sim.runtime == system::ContainerRuntime::Podman {
-        println!("==> building the manager and listener images (cargo xtask images)");
-        tokio::task::spawn_blocking(system::build_images_once)
-            .await
-            .context("building the images")??;
-    }
+    sim.runtime = if binaries.is_some() {
+        system::ContainerRuntime::HostProcesses
+    } else {
+        system::ContainerRuntime::Podman
+    };
     sim.taint = false;
-    sim.listener_binary = Some(binaries.listener.clone());
+    sim.listener_binary = binaries.map(|b| b.listener.clone());
     sim.process_rules = vec![ProcessRule {
         matcher: ContainerMatcher {
             names: vec!["manager".to_owned()],
             image_contains: Vec::new(),
         },
-        binary: Some(binaries.manager.clone()),
+        binary: binaries.map(|b| b.manager.clone()),
         env: vec![("RUST_LOG".to_owned(), "info".to_owned())],
     }];
     sim.workdir = Some(cp.workdir()?.join("nodes"));
