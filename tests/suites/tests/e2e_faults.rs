@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use actions_emulator::{Fault, FaultKind};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_reconcilers::controllers::autoscaling_listener::RESTART_HISTORY_ANNOTATION;
 use secrecy::ExposeSecret;
 use system::{ScaleSet, ScaleSetSpec, System, SystemOptions, WAIT, wait_for};
@@ -39,12 +39,18 @@ async fn finish(sys: System, outcome: anyhow::Result<()>) {
     }
 }
 
-fn restarts(pod: &Pod, container: &str) -> i32 {
+/// The status of `container` of `pod`, once the pod reports one.
+fn container_status<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
     pod.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.iter().find(|c| c.name == container))
-        .map_or(0, |c| c.restart_count)
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == container)
+}
+
+fn restarts(pod: &Pod, container: &str) -> i32 {
+    container_status(pod, container).map_or(0, |c| c.restart_count)
 }
 
 async fn wait_some_runner_pod(sys: &System, set: &ScaleSet) -> anyhow::Result<()> {
@@ -230,18 +236,6 @@ async fn pods_evicted() {
     finish(sys, outcome).await;
 }
 
-/// The state of the `listener` container of a listener pod.
-fn listener_state(pod: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerState> {
-    pod.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .find(|c| c.name == "listener")?
-        .state
-        .clone()
-}
-
 /// The listener runs in a container from the manager image (its pod status names the podman
 /// container); when the service rejects its credentials it exits writing `auth` to its
 /// termination log, the status carries that message as a kubelet reads it, and the controller
@@ -259,11 +253,7 @@ async fn rejected_credentials_reach_the_controller_through_the_termination_messa
             .ok_or_else(|| anyhow::anyhow!("no listener pod"))?;
         let uid = pod.metadata.uid.clone();
         if sys.options().runtime == system::ContainerRuntime::Podman {
-            let id = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.iter().find(|c| c.name == "listener"))
+            let id = container_status(&pod, "listener")
                 .and_then(|c| c.container_id.clone())
                 .unwrap_or_default();
             let name = id
@@ -290,8 +280,7 @@ async fn rejected_credentials_reach_the_controller_through_the_termination_messa
             while let Some(pod) = futures::TryStreamExt::try_next(&mut updates).await? {
                 let terminated = Some(&pod)
                     .filter(|p| p.metadata.uid == uid)
-                    .and_then(listener_state)
-                    .and_then(|s| s.terminated);
+                    .and_then(|p| container_status(p, "listener")?.state.clone()?.terminated);
                 if let Some(t) = terminated {
                     return anyhow::Ok(t.message.unwrap_or_default());
                 }
@@ -339,7 +328,8 @@ async fn rejected_credentials_reach_the_controller_through_the_termination_messa
         let replaced = sys
             .listener_pod(&set)
             .await?
-            .and_then(|p| listener_state(&p))
+            .as_ref()
+            .and_then(|p| container_status(p, "listener")?.state.as_ref())
             .is_some_and(|s| s.running.is_some());
         anyhow::ensure!(
             !replaced,
