@@ -38,6 +38,17 @@ pub struct Marker {
     pub default: Option<Value>,
 }
 
+impl Marker {
+    /// The marker's path inside a schema where its type sits at `prefix` (a path too).
+    pub fn path_under(&self, prefix: &str) -> String {
+        [prefix, self.path.as_str()]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
 /// The committed markers: where they were read, and the markers of each embedded type by its
 /// OpenAPI name (`io.k8s.api.core.v1.PodTemplateSpec`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,12 +94,7 @@ fn with_markers<T: JsonSchema>(
     let schema = generator.subschema_for::<T>();
     let mut value = schema.clone().to_value();
     for marker in committed().types.get(kind).into_iter().flatten() {
-        let path = [prefix, marker.path.as_str()]
-            .into_iter()
-            .filter(|p| !p.is_empty())
-            .collect::<Vec<_>>()
-            .join(".");
-        if let Some(node) = node_at(&mut value, &path) {
+        if let Some(node) = node_at(&mut value, &marker.path_under(prefix)) {
             set_markers(node, marker);
         }
     }

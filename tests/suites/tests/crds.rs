@@ -161,11 +161,7 @@ fn every_embedded_kubernetes_type_carries_its_list_and_map_markers() {
         let expected = &committed.types[embedded];
         assert!(!expected.is_empty(), "no markers committed for {embedded}");
         for marker in expected {
-            let path = [at, marker.path.as_str()]
-                .into_iter()
-                .filter(|p| !p.is_empty())
-                .collect::<Vec<_>>()
-                .join(".");
+            let path = marker.path_under(at);
             let node = markers::node_at(&mut schema, &path)
                 .unwrap_or_else(|| panic!("{kind}: no schema at {path}"));
             let get = |key: &str| node.get(key).cloned();
