@@ -1,4 +1,8 @@
 //! `manager`: the gha-runner-scale-set controller manager (see the `manager` library).
+//!
+//! Started under the name `ghalistener` (the manager image links `/ghalistener` to `/manager`,
+//! and the controller starts listener pods from its own image), it is the listener instead:
+//! one binary serves both, so the image carries the shared code once.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -6,8 +10,19 @@ use std::sync::Arc;
 use k8s_reconcilers::github::ActionsClientConnector;
 use manager::cli::{BUILD_VERSION, Cli};
 
+/// The file name under which the binary runs the listener.
+const LISTENER_NAME: &str = "ghalistener";
+
+fn main() -> ExitCode {
+    let invoked_as = std::env::args_os().next().map(std::path::PathBuf::from);
+    if invoked_as.is_some_and(|path| path.file_name() == Some(LISTENER_NAME.as_ref())) {
+        std::process::exit(listener::app::main_exit_code());
+    }
+    run_manager()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn run_manager() -> ExitCode {
     let cli = match Cli::parse_from_args(std::env::args()) {
         Ok(cli) => cli,
         Err(e) => {

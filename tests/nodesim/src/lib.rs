@@ -34,7 +34,10 @@
 //!   [`NodeSimulator::kill_container`], [`NodeSimulator::fail_init_container`] (or the
 //!   [`FAIL_INIT_ANNOTATION`] on a pod template), [`NodeSimulator::lose_node`].
 //!
-//! Every pod shares the host network: `podIP` and `hostIP` are 127.0.0.1.
+//! A pod that runs real containers gets a network namespace and an address of its own
+//! ([`POD_SUBNET`], in `status.podIP` and the `status.podIP` fieldRef), reachable from the host,
+//! with the host's forwarded loopback ports inside; other pods (simulated runners, host
+//! processes) share the host network, and `podIP` is 127.0.0.1. `hostIP` is 127.0.0.1.
 
 mod container;
 mod kubelet;
@@ -53,6 +56,7 @@ use std::time::Duration;
 
 pub use container::{PODMAN_ARGS, PODMAN_RUN_ARGS, podman_name_prefix};
 pub use kubelet::NodeSimulator;
+pub use netns::POD_SUBNET;
 pub use provisioner::STORAGE_CLASS;
 pub use runner::JIT_ENV;
 

@@ -322,7 +322,12 @@ impl PodTask {
                 Some(Real::Image(_)) => &[],
                 _ => &mounts,
             };
-            let env = resolve::environment(&self.pod, container, &mut sources, rewrite).await?;
+            if let Some(Real::Image(_)) = real {
+                self.ensure_network().await?;
+            }
+            let env =
+                resolve::environment(&self.pod, &self.rt.pod_ip, container, &mut sources, rewrite)
+                    .await?;
             let launch = if let Some(real) = real {
                 if kubeconfig.is_none() && automount {
                     kubeconfig = Some(self.service_account_kubeconfig(&namespace).await?);
@@ -385,6 +390,27 @@ impl PodTask {
         Ok(path)
     }
 
+    /// The pod's own network namespace and address (`status.podIP`), made once for a pod that
+    /// runs real containers.
+    async fn ensure_network(&mut self) -> Result<(), NotReady> {
+        if self.network.is_some() {
+            return Ok(());
+        }
+        let uid = self.pod.metadata.uid.clone().unwrap_or_default();
+        let id: String = uid
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
+        let network = PodNetwork::create(&id, self.ctx.host_ports.clone())
+            .await
+            .map_err(|e| NotReady::Mount(format!("setting up the pod network: {e}")))?;
+        self.rt.pod_ip = network.address().to_string();
+        self.dirty = true;
+        self.network = Some(network);
+        Ok(())
+    }
+
     /// A real container: the pod's image with its environment, its volume mounts at their mount
     /// paths and, unless automounting is off, the in-cluster ServiceAccount files and the API
     /// server's address.
@@ -435,19 +461,6 @@ impl PodTask {
         )];
         all.append(&mut env);
         all.extend(extra);
-        if self.network.is_none() {
-            let uid = self.pod.metadata.uid.clone().unwrap_or_default();
-            let short: String = uid
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .take(12)
-                .collect();
-            let network =
-                PodNetwork::create(&format!("nodesim-{short}"), self.ctx.host_ports.clone())
-                    .await
-                    .map_err(|e| NotReady::Mount(format!("setting up the pod network: {e}")))?;
-            self.network = Some(network);
-        }
         let mut spec = ContainerSpec::new(&self.pod, container, &self.dir, all, mounts);
         spec.network = self.network.as_ref().map(PodNetwork::path);
         Ok(Launch::Container {

@@ -251,6 +251,7 @@ pub(crate) fn rewrite_path(value: &str, mounts: &[(String, PathBuf)]) -> String 
 /// `$(VAR)` references expanded and paths under mounts rewritten.
 pub(crate) async fn environment(
     pod: &Pod,
+    pod_ip: &str,
     container: &Container,
     sources: &mut Sources,
     mounts: &[(String, PathBuf)],
@@ -323,7 +324,7 @@ pub(crate) async fn environment(
                     Err(e) => return Err(NotReady::Config(e)),
                 }
             } else if let Some(f) = &from.field_ref {
-                field_value(pod, &f.field_path).ok_or_else(|| {
+                field_value(pod, pod_ip, &f.field_path).ok_or_else(|| {
                     NotReady::Config(format!(
                         "env {}: unsupported fieldRef fieldPath {:?}",
                         var.name, f.field_path
@@ -380,7 +381,7 @@ fn expand(value: &str, env: &[(String, String)]) -> String {
 }
 
 /// The downward-API value of `path`.
-fn field_value(pod: &Pod, path: &str) -> Option<String> {
+fn field_value(pod: &Pod, pod_ip: &str, path: &str) -> Option<String> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let bracket = |prefix: &str, map: Option<&BTreeMap<String, String>>| {
@@ -396,7 +397,8 @@ fn field_value(pod: &Pod, path: &str) -> Option<String> {
         "metadata.uid" => meta.uid.clone(),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
         "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
-        "status.hostIP" | "status.podIP" => Some("127.0.0.1".to_owned()),
+        "status.hostIP" => Some("127.0.0.1".to_owned()),
+        "status.podIP" => Some(pod_ip.to_owned()),
         _ => bracket("metadata.labels", meta.labels.as_ref())
             .or_else(|| bracket("metadata.annotations", meta.annotations.as_ref())),
     }
@@ -442,15 +444,22 @@ mod tests {
             "spec": {"nodeName": "node-1", "containers": []},
         }))
         .expect("pod");
-        assert_eq!(field_value(&pod, "metadata.name").as_deref(), Some("p"));
         assert_eq!(
-            field_value(&pod, "spec.nodeName").as_deref(),
+            field_value(&pod, "10.244.0.7", "metadata.name").as_deref(),
+            Some("p")
+        );
+        assert_eq!(
+            field_value(&pod, "10.244.0.7", "spec.nodeName").as_deref(),
             Some("node-1")
         );
         assert_eq!(
-            field_value(&pod, "metadata.labels['app']").as_deref(),
+            field_value(&pod, "10.244.0.7", "metadata.labels['app']").as_deref(),
             Some("x")
         );
-        assert_eq!(field_value(&pod, "status.nothing"), None);
+        assert_eq!(
+            field_value(&pod, "10.244.0.7", "status.podIP").as_deref(),
+            Some("10.244.0.7")
+        );
+        assert_eq!(field_value(&pod, "10.244.0.7", "status.nothing"), None);
     }
 }

@@ -254,8 +254,8 @@ async fn kubernetes_novolume_container_mode() {
 }
 
 /// Three scale sets at once, each with its own listener: in podman every listener pod has its
-/// own network namespace, so all three serve their health and metrics ports on the same port
-/// numbers, and each set runs its own jobs.
+/// own network namespace and address, so all three serve their health and metrics ports on the
+/// same port numbers, each at its own `podIP`, and each set runs its own jobs.
 #[tokio::test]
 async fn three_scale_sets_each_with_its_own_listener() {
     let sys = start("e2e-three", |_| {}).await;
@@ -264,14 +264,36 @@ async fn three_scale_sets_each_with_its_own_listener() {
         for name in ["arc-three-a", "arc-three-b", "arc-three-c"] {
             sets.push(sys.install_scale_set(ScaleSetSpec::new(name)).await?);
         }
-        let mut listeners = Vec::new();
+        let (mut listeners, mut addresses) = (Vec::new(), Vec::new());
         for set in &sets {
             let pod = sys
                 .listener_pod(set)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no listener pod for {}", set.name))?;
             listeners.push(pod.metadata.uid.clone());
+            addresses.push(pod_ip(&pod)?);
         }
+        // Three addresses of the pod network, each answering on the listener's health port.
+        let (subnet, prefix) = system::POD_SUBNET;
+        for (set, address) in sets.iter().zip(&addresses) {
+            let mask = u32::MAX << (32 - prefix);
+            anyhow::ensure!(
+                u32::from(*address) & mask == u32::from(subnet),
+                "the listener of {} has podIP {address}, outside {subnet}/{prefix}",
+                set.name
+            );
+            let (status, body) = testbed::http_get((*address, 8081).into(), "/healthz").await?;
+            anyhow::ensure!(
+                status == 200,
+                "GET http://{address}:8081/healthz (the listener of {}) answered {status}: {body}",
+                set.name
+            );
+        }
+        let distinct: std::collections::BTreeSet<_> = addresses.iter().collect();
+        anyhow::ensure!(
+            distinct.len() == 3,
+            "the listeners share addresses: {addresses:?}"
+        );
         let jobs: Vec<Vec<i64>> = sets
             .iter()
             .map(|set| sys.queue_jobs(set, 2, Duration::from_secs(1)))
@@ -307,4 +329,14 @@ async fn three_scale_sets_each_with_its_own_listener() {
     }
     .await;
     finish(sys, outcome).await;
+}
+
+/// The pod's `status.podIP`.
+fn pod_ip(pod: &Pod) -> anyhow::Result<std::net::Ipv4Addr> {
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .ok_or_else(|| anyhow::anyhow!("pod {:?} has no podIP", pod.metadata.name))?;
+    Ok(ip.parse()?)
 }

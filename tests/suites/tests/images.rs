@@ -193,7 +193,7 @@ fn dockerfile_problems(kind: Kind) -> anyhow::Result<Vec<String>> {
         }
     }
     // Every file of the layout is copied to its path, from the right source.
-    for entry in layout.entries.iter().filter(|e| !e.is_dir()) {
+    for entry in layout.entries.iter().filter(|e| e.is_file()) {
         let copies: Vec<&Copy> = file
             .copies
             .iter()
@@ -228,7 +228,7 @@ fn dockerfile_problems(kind: Kind) -> anyhow::Result<Vec<String>> {
             Source::ListenerBinary => file
                 .build_text
                 .contains(&format!("release/listener\" {source}")),
-            Source::Directory => true,
+            Source::Directory | Source::Link(_) => true,
         };
         if !ok {
             problems.push(format!(
@@ -242,19 +242,36 @@ fn dockerfile_problems(kind: Kind) -> anyhow::Result<Vec<String>> {
         if !layout
             .entries
             .iter()
-            .any(|e| !e.is_dir() && e.path == copy.dest)
+            .any(|e| e.is_file() && e.path == copy.dest)
         {
             problems.push(format!("{} is copied but is not in the layout", copy.dest));
         }
     }
     // Directories: parents of copied files are made by COPY (0755); the others come from a
-    // directory the build stage makes with their mode and the final stage copies to /.
+    // directory the build stage makes with their mode and the final stage copies to /. Links
+    // come from such a directory too.
     let roots: Vec<&str> = file
         .copies
         .iter()
         .filter(|c| c.dest == "/")
         .flat_map(|c| c.sources.iter().map(|s| s.trim_end_matches('/')))
         .collect();
+    for entry in &layout.entries {
+        let Source::Link(target) = entry.source else {
+            continue;
+        };
+        let made = roots.iter().any(|root| {
+            file.build_text
+                .contains(&format!("ln -s {target} {root}{}", entry.path))
+        });
+        if !made {
+            problems.push(format!(
+                "link {} -> {target} is not made by the build stage in a directory copied to / \
+                 (want ln -s {target} <dir>{} and COPY --from=build <dir>/ /)",
+                entry.path, entry.path
+            ));
+        }
+    }
     for dir in layout.entries.iter().filter(|e| e.is_dir()) {
         let parent = layout
             .entries
@@ -390,14 +407,15 @@ fn images_have_the_layout_and_config() -> anyhow::Result<()> {
         let info = images::describe(&archive)?;
         assert_eq!(info.name, names.get(kind));
         layout.check(&info)?;
-        assert_eq!(
-            info.file_size("/ghalistener"),
-            Some(std::fs::metadata(listener_bin)?.len())
-        );
         let manager_size = std::fs::metadata(manager_bin)?.len();
+        let listener_size = std::fs::metadata(listener_bin)?.len();
         match kind {
+            // /ghalistener is the link to /manager (the layout check).
             Kind::Manager => assert_eq!(info.file_size("/manager"), Some(manager_size)),
-            Kind::Listener => assert_eq!(info.file_size("/manager"), None),
+            Kind::Listener => {
+                assert_eq!(info.file_size("/ghalistener"), Some(listener_size));
+                assert_eq!(info.file_size("/manager"), None);
+            }
         }
         assert_eq!(
             info.file_size(images::CA_BUNDLE),
@@ -638,7 +656,7 @@ fn the_dockerfile_final_stage_gives_the_layout() -> anyhow::Result<()> {
             .context("no final FROM scratch stage")?;
         let context = SharedDir::new()?;
         let stage = context.0.join("stage");
-        stage_build_outputs(&stage, manager_bin, listener_bin)?;
+        stage_build_outputs(kind, &stage, manager_bin, listener_bin)?;
         let containerfile = format!("FROM scratch AS build\nCOPY stage/ /\n\n{final_stage}");
         let file = context.write("Containerfile", &containerfile)?;
         let name = format!(
@@ -676,9 +694,14 @@ fn the_dockerfile_final_stage_gives_the_layout() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the Dockerfiles' build stage leaves behind: /out (binaries, passwd, group, dirs/tmp)
-/// and the CA bundle.
-fn stage_build_outputs(stage: &Path, manager: &Path, listener: &Path) -> anyhow::Result<()> {
+/// What `kind`'s Dockerfile build stage leaves behind: /out (binaries, passwd, group, dirs/tmp
+/// and, for the manager, the dirs/ghalistener link) and the CA bundle.
+fn stage_build_outputs(
+    kind: Kind,
+    stage: &Path,
+    manager: &Path,
+    listener: &Path,
+) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let out = stage.join("out");
     std::fs::create_dir_all(out.join("dirs/tmp"))?;
@@ -691,8 +714,15 @@ fn stage_build_outputs(stage: &Path, manager: &Path, listener: &Path) -> anyhow:
     for file in ["passwd", "group"] {
         std::fs::set_permissions(out.join(file), std::fs::Permissions::from_mode(0o644))?;
     }
-    std::fs::copy(manager, out.join("manager"))?;
-    std::fs::copy(listener, out.join("ghalistener"))?;
+    match kind {
+        Kind::Manager => {
+            std::fs::copy(manager, out.join("manager"))?;
+            std::os::unix::fs::symlink("manager", out.join("dirs/ghalistener"))?;
+        }
+        Kind::Listener => {
+            std::fs::copy(listener, out.join("ghalistener"))?;
+        }
+    }
     let certs = stage.join("etc/ssl/certs");
     std::fs::create_dir_all(&certs)?;
     std::fs::copy(images::CA_BUNDLE, certs.join("ca-certificates.crt"))?;

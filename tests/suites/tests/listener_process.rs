@@ -85,26 +85,6 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(socket.local_addr()?.port())
 }
 
-/// A GET over plain HTTP/1.0; returns (status, body).
-async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no HTTP status in {response:?}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
 /// Waits for `check` to return `Some`, polling every 200 ms, up to `WAIT`.
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
 where
@@ -365,11 +345,21 @@ impl ListenerProcess {
     }
 
     async fn ready(&self) -> anyhow::Result<bool> {
-        Ok(http_get(self.health_port, "/readyz").await?.0 == 200)
+        Ok(
+            testbed::http_get(([127, 0, 0, 1], self.health_port).into(), "/readyz")
+                .await?
+                .0
+                == 200,
+        )
     }
 
     async fn live(&self) -> anyhow::Result<bool> {
-        Ok(http_get(self.health_port, "/healthz").await?.0 == 200)
+        Ok(
+            testbed::http_get(([127, 0, 0, 1], self.health_port).into(), "/healthz")
+                .await?
+                .0
+                == 200,
+        )
     }
 
     async fn exit_code(mut self) -> anyhow::Result<(i32, String)> {
@@ -389,7 +379,8 @@ impl ListenerProcess {
     }
 
     async fn metrics(&self) -> anyhow::Result<String> {
-        let (status, body) = http_get(self.metrics_port, "/metrics").await?;
+        let (status, body) =
+            testbed::http_get(([127, 0, 0, 1], self.metrics_port).into(), "/metrics").await?;
         if status != 200 {
             bail!("metrics endpoint answered {status}");
         }

@@ -43,7 +43,7 @@ pub use binaries::{Binaries, build_binaries, build_images_once};
 pub use cluster::{apply, wait_for};
 pub use helm::{Chart, Cluster, render};
 pub use leak::LeakReport;
-pub use nodesim::ContainerRuntime;
+pub use nodesim::{ContainerRuntime, POD_SUBNET};
 pub use process::{find_processes, rss_bytes};
 pub use proxy::{Proxy, ProxyRecord};
 pub use system::{

@@ -20,6 +20,7 @@ mod binaries;
 mod cleanup;
 mod control_plane;
 mod helm_env;
+mod http;
 mod kubeconfig;
 mod namespace;
 mod pki;
@@ -36,5 +37,6 @@ pub use control_plane::{
     ControlPlane, ControlPlaneOptions, EXISTING_CLUSTER_ENV, client_from_kubeconfig,
 };
 pub use helm_env::{helm_python, helm_venv_dir, workspace_root};
+pub use http::http_get;
 pub use namespace::{TEST_NAMESPACE_LABEL, TestNamespace};
 pub use watch::{Recorded, WatchRecorder};
