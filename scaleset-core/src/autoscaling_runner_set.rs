@@ -9,7 +9,8 @@
 //! ```
 //! use scaleset_core::autoscaling_runner_set::*;
 //! let desired = DesiredScaleSet::from_spec("arc", None, None, &["gpu".into()], "https://github.com/org");
-//! let recorded = Recorded { id: Some(7), config_url: Some("https://github.com/org".into()) };
+//! let recorded = Recorded { id: Some(7), config_url: Some("https://github.com/org".into()),
+//!     ..Default::default() };
 //! let service = ServiceScaleSet { id: 7, name: "arc".into(), runner_group_id: 1,
 //!     runner_group_name: "Default".into(), labels: vec!["arc".into()] };
 //! match sync_scale_set(&desired, &recorded, &ServiceView::Found(service)) {
@@ -93,6 +94,10 @@ pub struct Recorded {
     pub id: Option<i64>,
     /// The `githubConfigUrl` the scale set was created under, when recorded.
     pub config_url: Option<String>,
+    /// `runner-scale-set-name`: the scale-set name the service last reported.
+    pub name: Option<String>,
+    /// `runner-group-name`: the runner-group name the service last reported.
+    pub runner_group_name: Option<String>,
 }
 
 /// Parses the `runner-scale-set-id` annotation; missing, unparsable or ≤ 0 is `None`.
@@ -177,8 +182,15 @@ pub enum SyncStep {
     },
     /// Record the config URL (set adopted from an installation that did not record it).
     RecordConfigUrl,
-    /// Push these changes.
+    /// Push these changes; the next pass reads the scale set again.
     Update(ScaleSetUpdate),
+    /// The service's names differ from the recorded ones: record these.
+    RecordNames {
+        /// The scale-set name on the service.
+        name: String,
+        /// The runner-group name on the service.
+        runner_group_name: String,
+    },
     /// Refuse: set the error state with this message and do nothing else.
     Refuse(ConfigUrlChanged),
     /// Nothing to do.
@@ -223,10 +235,17 @@ pub fn sync_scale_set(
         ServiceView::Found(s) => s,
     };
     let update = diff(desired, found);
-    if update.is_empty() {
-        SyncStep::InSync
-    } else {
+    if !update.is_empty() {
         SyncStep::Update(update)
+    } else if recorded.name.as_deref() != Some(found.name.as_str())
+        || recorded.runner_group_name.as_deref() != Some(found.runner_group_name.as_str())
+    {
+        SyncStep::RecordNames {
+            name: found.name.clone(),
+            runner_group_name: found.runner_group_name.clone(),
+        }
+    } else {
+        SyncStep::InSync
     }
 }
 
@@ -550,28 +569,39 @@ pub struct ArsObservation {
     pub finalizer: bool,
     /// [`version_allowed`] for the ARS version label.
     pub version_allowed: bool,
+    /// Why the spec cannot be acted on (e.g. `minRunners` > `maxRunners`), if it cannot.
+    pub invalid_spec: Option<String>,
     /// The `integrity-hash` annotation equals hash(spec + labels).
     pub spec_hash_current: bool,
-    /// Result of [`sync_scale_set`] (pass [`SyncStep::InSync`] when nothing is due).
-    pub scale_set: SyncStep,
+    /// The ARS status phase is `Outdated`; it stays so until the spec changes.
+    pub phase_outdated: bool,
+    /// Result of [`sync_scale_set`]; `None` until the service has been asked. The reconciler
+    /// asks it only when [`ars_step`] returns [`ArsStep::ObserveScaleSet`], so a pass that
+    /// ends earlier (finalizer, new hash, outdated hold) needs neither credentials nor the
+    /// service.
+    pub scale_set: Option<SyncStep>,
     /// The EphemeralRunnerSet.
     pub runner_set: Presence,
-    /// Its `ephemeralRunnerSpec` matches the desired one.
+    /// Its status phase is `Outdated`: its runners report a deprecated runner version (exit
+    /// code 7). The set keeps that phase for as long as it exists.
+    pub runner_set_outdated: bool,
+    /// Its `ephemeralRunnerSpec` equals the desired one.
     pub runner_set_spec_current: bool,
+    /// Its `integrity-hash` annotation equals the desired one (it lags behind the spec under
+    /// [`DriftPolicy::Replace`], whose rollout the set controller finishes).
+    pub runner_set_hash_current: bool,
     /// Its labels, annotations and `ephemeralRunnerMetadata` include the desired ones.
     pub runner_set_metadata_current: bool,
     /// Pending + running runners, from its status.
     pub active_runners: u32,
-    /// Its runners report a deprecated runner version (`Outdated`).
-    pub runner_set_outdated: bool,
-    /// The ARS status phase is already `Outdated`; it stays so until the spec changes.
-    pub phase_outdated: bool,
-    /// The AutoscalingListener (by name, or by the scale-set labels).
+    /// The AutoscalingListeners of this ARS: the one with the desired name and any other
+    /// labelled as this ARS's (left from an earlier runner group or URL, quirk Q4).
     pub listener: Presence,
-    /// The listener's spec, labels and annotations match the desired ones (pull secrets
-    /// included, see quirk Q3).
+    /// Exactly the desired listener is there (not terminating) and its spec, labels and
+    /// annotations match the desired ones (pull secrets included, see quirk Q3).
     pub listener_current: bool,
-    /// The ARS status already shows phase `Running` and the set's counters.
+    /// The ARS status already shows phase `Running`, the set's counters and a current
+    /// `Ready` condition.
     pub status_current: bool,
 }
 
@@ -580,38 +610,51 @@ pub struct ArsObservation {
 pub enum ArsStep {
     /// The version gate refused this ARS: delete it.
     DeleteSelf,
-    /// Deleting: this step of the deletion order (see [`deletion_step`]).
+    /// Deleting: carry out the deletion order (see [`deletion_step`]), then remove the
+    /// finalizer.
     Deletion(DeletionObservationNeeded),
     /// Add the ARS finalizer.
     AddFinalizer,
+    /// The spec is invalid: report it (condition `Ready=False`, reason
+    /// `InvalidConfiguration`) and do nothing else until it changes.
+    Invalid(String),
     /// Store the new integrity hash and set phase `Pending`.
     MarkPending,
-    /// Scale-set work (find/create, re-create, update, record URL).
+    /// Ask the service about the scale set ([`sync_scale_set`]), fill in
+    /// [`ArsObservation::scale_set`] and call [`ars_step`] again.
+    ObserveScaleSet,
+    /// Scale-set work (find/create, re-create, update, record URL or names).
     ScaleSet(SyncStep),
     /// Set phase `Failed` with the error; nothing else happens until the spec changes.
     Refuse(ConfigUrlChanged),
-    /// Runners report a deprecated version: set phase `Outdated`, stop the listener and scale
-    /// the runner set to zero (`replicas: 0, patchID: 0`) until the spec changes, which sets
-    /// phase `Pending` again (quirk Q6; ARC#4242). Without the sticky phase, deleting the
-    /// outdated runners would restart the listener and the cycle.
-    HoldOutdated {
-        /// The listener still exists and must be deleted.
-        stop_listener: bool,
-    },
+    /// The runners report a deprecated runner version: set phase `Outdated`. While the phase
+    /// is `Outdated` the listener is stopped and the runner set deleted, and nothing is
+    /// created again until the spec changes, which sets phase `Pending` (quirk Q6; ARC#4242).
+    /// Without the sticky phase a new runner set would start the same outdated runners, and
+    /// the listener with them, in a loop.
+    MarkOutdated,
     /// Create the EphemeralRunnerSet.
     CreateRunnerSet,
-    /// Roll out the runner spec.
+    /// Delete the EphemeralRunnerSet: during the outdated hold, or to replace an outdated set
+    /// whose runner spec changed (an outdated set stays outdated, so it is never patched).
+    DeleteRunnerSet,
+    /// Roll out the runner spec: patch it in place, or (drain) wait for the runners.
     RolloutRunnerSet(SpecDrift),
     /// Merge the desired labels, annotations and `ephemeralRunnerMetadata` into the set.
     PatchRunnerSetMetadata,
+    /// Delete every listener of this ARS (draining, or the outdated hold).
+    StopListener,
     /// Create the listener.
     CreateListener,
-    /// Delete the listener (stale spec); the next pass creates it again.
+    /// Delete the listeners that are not the current desired one; the next pass creates it.
     ReplaceListener,
     /// Wait for the listener or runner set to finish terminating.
     Wait(Duration),
-    /// Write phase `Running` and copy all counters from the runner set (quirk Q2).
+    /// Write phase `Running`, copy all counters from the runner set (quirk Q2) and mark the
+    /// `Ready` condition.
     UpdateStatus,
+    /// Outdated, with the listener and runner set gone: nothing to do until the spec changes.
+    Parked,
     /// Converged.
     Done,
 }
@@ -625,15 +668,18 @@ pub struct DeletionObservationNeeded;
 /// ```
 /// use scaleset_core::autoscaling_runner_set::*;
 /// let mut o = ArsObservation {
-///     deleting: false, finalizer: true, version_allowed: true, spec_hash_current: true,
-///     scale_set: SyncStep::InSync, runner_set: Presence::Absent, runner_set_spec_current: false,
-///     runner_set_metadata_current: false, active_runners: 0, runner_set_outdated: false,
-///     phase_outdated: false,
+///     deleting: false, finalizer: true, version_allowed: true, invalid_spec: None,
+///     spec_hash_current: true, phase_outdated: false, scale_set: None,
+///     runner_set: Presence::Absent, runner_set_outdated: false, runner_set_spec_current: false,
+///     runner_set_hash_current: false, runner_set_metadata_current: false, active_runners: 0,
 ///     listener: Presence::Absent, listener_current: false, status_current: false,
 /// };
+/// assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::ObserveScaleSet);
+/// o.scale_set = Some(SyncStep::InSync);
 /// assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::CreateRunnerSet);
 /// o.runner_set = Presence::Present;
 /// o.runner_set_spec_current = true;
+/// o.runner_set_hash_current = true;
 /// o.runner_set_metadata_current = true;
 /// assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::CreateListener);
 /// ```
@@ -651,43 +697,64 @@ pub fn ars_step(o: &ArsObservation, drift: DriftPolicy) -> ArsStep {
     if !o.finalizer {
         return ArsStep::AddFinalizer;
     }
+    if let Some(e) = &o.invalid_spec {
+        return ArsStep::Invalid(e.clone());
+    }
     if !o.spec_hash_current {
         return ArsStep::MarkPending;
     }
+    if o.phase_outdated {
+        return outdated_hold(o);
+    }
     match &o.scale_set {
-        SyncStep::InSync => {}
-        SyncStep::Refuse(e) => return ArsStep::Refuse(e.clone()),
-        other => return ArsStep::ScaleSet(other.clone()),
+        None => return ArsStep::ObserveScaleSet,
+        Some(SyncStep::InSync) => {}
+        Some(SyncStep::Refuse(e)) => return ArsStep::Refuse(e.clone()),
+        Some(other) => return ArsStep::ScaleSet(other.clone()),
     }
     match o.runner_set {
         Presence::Absent => return ArsStep::CreateRunnerSet,
         Presence::Terminating => return ArsStep::Wait(DELETION_WAIT),
         Presence::Present => {}
     }
-    if !o.runner_set_spec_current {
+    let drifted =
+        !o.runner_set_spec_current || (!o.runner_set_hash_current && drift == DriftPolicy::Drain);
+    if o.runner_set_outdated {
+        return if drifted {
+            ArsStep::DeleteRunnerSet
+        } else {
+            ArsStep::MarkOutdated
+        };
+    }
+    if drifted {
         let rollout = on_spec_drift(o.active_runners, 0, drift);
         if rollout == SpecDrift::Drain && o.listener == Presence::Present {
-            return ArsStep::ReplaceListener;
+            return ArsStep::StopListener;
         }
         return ArsStep::RolloutRunnerSet(rollout);
-    }
-    if o.runner_set_outdated || o.phase_outdated {
-        return ArsStep::HoldOutdated {
-            stop_listener: o.listener == Presence::Present,
-        };
     }
     if !o.runner_set_metadata_current {
         return ArsStep::PatchRunnerSetMetadata;
     }
     match o.listener {
         Presence::Absent => return ArsStep::CreateListener,
-        Presence::Terminating => return ArsStep::Wait(DELETION_WAIT),
         Presence::Present if !o.listener_current => return ArsStep::ReplaceListener,
         Presence::Present => {}
+        Presence::Terminating => return ArsStep::Wait(DELETION_WAIT),
     }
     if o.status_current {
         ArsStep::Done
     } else {
         ArsStep::UpdateStatus
+    }
+}
+
+/// Phase `Outdated`: stop the listener, then delete the runner set, then hold.
+fn outdated_hold(o: &ArsObservation) -> ArsStep {
+    match (o.listener, o.runner_set) {
+        (Presence::Present, _) => ArsStep::StopListener,
+        (Presence::Terminating, _) => ArsStep::Wait(DELETION_WAIT),
+        (Presence::Absent, Presence::Present) => ArsStep::DeleteRunnerSet,
+        (Presence::Absent, Presence::Absent | Presence::Terminating) => ArsStep::Parked,
     }
 }

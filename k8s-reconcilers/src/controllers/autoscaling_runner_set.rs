@@ -13,11 +13,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use scaleset_core::autoscaling_runner_set::{self as core, ArsPhase, SpecDrift};
+use scaleset_core::autoscaling_runner_set::{
+    self as core, ArsObservation, ArsPhase, ArsStep, SpecDrift,
+};
 use serde_json::json;
 
 use crate::Context;
@@ -25,11 +26,9 @@ use crate::crd::{
     AutoscalingListener, AutoscalingRunnerSet, AutoscalingRunnerSetStatus, EphemeralRunnerSet,
 };
 use crate::error::Error;
-use crate::github::ObjectSettings;
+use crate::github::{ActionsService, ObjectSettings};
 use crate::meta::contains_all;
 use crate::names::{annotations, finalizers};
-
-use scale_set::Synced;
 
 /// Controller name (metrics label).
 pub const CONTROLLER: &str = "autoscalingrunnerset";
@@ -39,6 +38,9 @@ pub const READY_CONDITION: &str = "Ready";
 const DRAIN_WAIT: Duration = Duration::from_secs(1);
 /// Steady-state re-check: finds a scale set the service lost without waiting for an event.
 pub(crate) const RECHECK: Duration = Duration::from_secs(300);
+/// Reason and message of the Ready condition once the scale set runs.
+const RUNNING_REASON: &str = "Running";
+const RUNNING_MESSAGE: &str = "the runner scale set is configured";
 /// Requeue while the listener or the runner set is being replaced (ARC: 5 s).
 const REPLACE_WAIT: Duration = Duration::from_secs(5);
 
@@ -73,98 +75,43 @@ pub async fn reconcile(ars: Arc<AutoscalingRunnerSet>, ctx: Arc<Context>) -> Res
         .await
 }
 
+/// Observe, ask [`core::ars_step`], carry out the one step it returns.
 async fn reconcile_inner(ars: Arc<AutoscalingRunnerSet>, ctx: &Context) -> Result<Action, Error> {
-    let ns = namespace(&ars)?;
-    let api: Api<AutoscalingRunnerSet> = Api::namespaced(ctx.client.clone(), &ns);
-    if ars.meta().deletion_timestamp.is_none()
-        && !core::version_allowed(
-            ars.labels()
-                .get(crate::names::labels::VERSION)
-                .map(String::as_str),
-            &ctx.options.build_version,
-        )
-    {
-        tracing::warn!(ars = %ars.name_any(), build = %ctx.options.build_version,
-            "app.kubernetes.io/version of this AutoscalingRunnerSet does not match the controller; deleting it");
-        if let Err(e) = api.delete(&ars.name_any(), &DeleteParams::default()).await {
-            tracing::warn!(error = %e, "deleting a version-mismatched AutoscalingRunnerSet failed");
-        }
-        return Ok(Action::await_change());
-    }
-    let result = finalizer(
-        &api,
-        finalizers::AUTOSCALING_RUNNER_SET,
-        ars,
-        |event| async {
-            match event {
-                Finalizer::Apply(ars) => apply(&ars, ctx).await,
-                Finalizer::Cleanup(ars) => {
-                    ctx.verified_scale_sets.forget(&ars);
-                    deletion::cleanup(&ars, ctx)
-                        .await
-                        .map(|()| Action::await_change())
-                }
-            }
-        },
-    )
-    .await;
-    super::finalizer_result(result)
-}
-
-pub(crate) fn namespace(ars: &AutoscalingRunnerSet) -> Result<String, Error> {
-    super::namespace_of(ars.meta())
-}
-
-async fn apply(ars: &AutoscalingRunnerSet, ctx: &Context) -> Result<Action, Error> {
-    match apply_inner(ars, ctx).await {
-        Err(Error::Config(message)) => {
-            set_condition(ars, ctx, false, "InvalidConfiguration", &message, None).await?;
+    let result = pass(&ars, ctx).await;
+    match result {
+        Err(Error::Config(message)) if ars.meta().deletion_timestamp.is_none() => {
+            set_condition(&ars, ctx, false, "InvalidConfiguration", &message, None).await?;
             Err(Error::Config(message))
         }
         other => other,
     }
 }
 
-async fn apply_inner(ars: &AutoscalingRunnerSet, ctx: &Context) -> Result<Action, Error> {
+async fn pass(ars: &AutoscalingRunnerSet, ctx: &Context) -> Result<Action, Error> {
+    let drift = ctx.options.drift_policy;
+    let (mut observation, observed) = observe(ars, ctx).await?;
+    let mut step = core::ars_step(&observation, drift);
+    let mut service = None;
+    if step == ArsStep::ObserveScaleSet {
+        let client = actions_service(ars, ctx).await?;
+        observation.scale_set = Some(scale_set::observe(ars, ctx, &client).await?);
+        service = Some(client);
+        step = core::ars_step(&observation, drift);
+    }
+    tracing::debug!(ars = %ars.name_any(), ?step, "autoscalingrunnerset step");
+    execute(ars, ctx, &observed, step, service).await
+}
+
+pub(crate) fn namespace(ars: &AutoscalingRunnerSet) -> Result<String, Error> {
+    super::namespace_of(ars.meta())
+}
+
+pub(crate) async fn actions_service(
+    ars: &AutoscalingRunnerSet,
+    ctx: &Context,
+) -> Result<Arc<dyn ActionsService>, Error> {
     let ns = namespace(ars)?;
-    scaleset_core::desired::Bounds::from_spec(
-        ars.spec.min_runners.map(i64::from),
-        ars.spec.max_runners.map(i64::from),
-    )
-    .map_err(|e| Error::Config(format!("spec: {e}")))?;
-    let name = ars.name_any();
-    let api: Api<AutoscalingRunnerSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let status = ars.status.clone().unwrap_or_default();
-
-    let hash = desired::ars_hash(ars);
-    if ars.annotations().get(annotations::INTEGRITY_HASH) != Some(&hash) {
-        let patch = json!({"metadata": {"annotations": {annotations::INTEGRITY_HASH: hash}}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        let patch = json!({"status": {"phase": ArsPhase::Pending.as_str()}});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        return Ok(Action::await_change());
-    }
-
-    let ers_api: Api<EphemeralRunnerSet> = Api::namespaced(ctx.client.clone(), &ns);
-    if status.phase == ArsPhase::Outdated.as_str() {
-        if !delete_listeners(ars, ctx).await? {
-            return Ok(Action::requeue(REPLACE_WAIT));
-        }
-        if let Some(ers) = ers_api.get_opt(&name).await?
-            && ers.meta().deletion_timestamp.is_none()
-        {
-            let patch = json!({"spec": {"replicas": null, "patchID": 0}});
-            ers_api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-        }
-        return Ok(Action::await_change());
-    }
-
-    let service = ctx
-        .github
+    ctx.github
         .for_object(
             &ctx.client,
             ObjectSettings {
@@ -176,213 +123,405 @@ async fn apply_inner(ars: &AutoscalingRunnerSet, ctx: &Context) -> Result<Action
                 vault: ars.spec.vault_config.as_ref(),
             },
         )
-        .await?;
-    let scale_set_id = match scale_set::sync(ars, ctx, &service).await? {
-        Synced::Ready(id) => id,
-        Synced::Patched => return Ok(Action::await_change()),
-        Synced::Refused(changed) => {
-            let message = changed.to_string();
-            let first = set_condition(
-                ars,
-                ctx,
-                false,
-                "ConfigUrlChanged",
-                &message,
-                Some(ArsPhase::Failed),
-            )
-            .await?;
-            if first {
-                ctx.publish(
-                    &ars.object_ref(&()),
-                    EventType::Warning,
-                    "ConfigUrlChanged",
-                    &message,
-                )
-                .await;
-            }
-            return Ok(Action::await_change());
-        }
-    };
-
-    // EphemeralRunnerSet.
-    let desired_ers = desired::runner_set(ars, scale_set_id, &ctx.options);
-    let Some(ers) = ers_api.get_opt(&name).await? else {
-        ers_api.create(&PostParams::default(), &desired_ers).await?;
-        return Ok(Action::await_change());
-    };
-    let ers_status = ers.status.clone().unwrap_or_default();
-    if ers_status.phase == ArsPhase::Outdated.as_str() && status.phase == ArsPhase::Running.as_str()
-    {
-        if !delete_listeners(ars, ctx).await? {
-            return Ok(Action::requeue(REPLACE_WAIT));
-        }
-        if ers.meta().deletion_timestamp.is_none() {
-            ers_api.delete(&name, &DeleteParams::default()).await?;
-        }
-        return Ok(Action::requeue(REPLACE_WAIT));
-    }
-    if ers.meta().deletion_timestamp.is_some() {
-        return Ok(Action::requeue(REPLACE_WAIT));
-    }
-    let desired_hash = desired_ers
-        .annotations()
-        .get(annotations::INTEGRITY_HASH)
-        .cloned()
-        .unwrap_or_default();
-    let live_hash = ers.annotations().get(annotations::INTEGRITY_HASH);
-    let spec_differs = ers.spec.ephemeral_runner_spec != desired_ers.spec.ephemeral_runner_spec;
-    if spec_differs
-        || live_hash != Some(&desired_hash) && ctx.options.drift_policy == core::DriftPolicy::Drain
-    {
-        let pending = u32::try_from(ers_status.pending_ephemeral_runners).unwrap_or(0);
-        let running = u32::try_from(ers_status.running_ephemeral_runners).unwrap_or(0);
-        match core::on_spec_drift(pending, running, ctx.options.drift_policy) {
-            SpecDrift::Drain => {
-                delete_listeners(ars, ctx).await?;
-                return Ok(Action::requeue(DRAIN_WAIT));
-            }
-            SpecDrift::PatchInPlace => {
-                let mut metadata = json!({
-                    "labels": desired_ers.labels(),
-                    "annotations": desired_ers.annotations(),
-                });
-                if ctx.options.drift_policy == core::DriftPolicy::Replace {
-                    // The set controller sees the hash mismatch and replaces idle runners.
-                    if let Some(a) = metadata["annotations"].as_object_mut() {
-                        a.remove(annotations::INTEGRITY_HASH);
-                    }
-                }
-                let patch = json!({
-                    "metadata": metadata,
-                    "spec": {
-                        "ephemeralRunnerSpec": desired_ers.spec.ephemeral_runner_spec,
-                        "ephemeralRunnerMetadata": desired_ers.spec.ephemeral_runner_metadata,
-                    }
-                });
-                ers_api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-                return Ok(Action::await_change());
-            }
-        }
-    }
-    let mut desired_annotations = desired_ers.annotations().clone();
-    desired_annotations.remove(annotations::INTEGRITY_HASH);
-    if !contains_all(ers.metadata.labels.as_ref(), desired_ers.labels())
-        || !contains_all(ers.metadata.annotations.as_ref(), &desired_annotations)
-        || ers.spec.ephemeral_runner_metadata != desired_ers.spec.ephemeral_runner_metadata
-    {
-        let patch = json!({
-            "metadata": {"labels": desired_ers.labels(), "annotations": desired_annotations},
-            "spec": {"ephemeralRunnerMetadata": desired_ers.spec.ephemeral_runner_metadata},
-        });
-        ers_api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        return Ok(Action::await_change());
-    }
-
-    // AutoscalingListener.
-    let desired_al = desired::listener(ars, scale_set_id, &ctx.options);
-    let al_name = desired_al.name_any();
-    let al_api: Api<AutoscalingListener> =
-        Api::namespaced(ctx.client.clone(), &ctx.options.controller_namespace);
-    let mut found = None;
-    for al in deletion::listeners_of(ars, ctx).await? {
-        if al.name_any() == al_name {
-            found = Some(al);
-        } else if al.meta().deletion_timestamp.is_none() {
-            tracing::info!(listener = %al.name_any(), "deleting a listener left from an earlier runner group or URL");
-            al_api
-                .delete(&al.name_any(), &DeleteParams::default())
-                .await?;
-        }
-    }
-    match found {
-        None => match al_api.get_opt(&al_name).await? {
-            None => {
-                al_api.create(&PostParams::default(), &desired_al).await?;
-                return Ok(Action::await_change());
-            }
-            Some(_) => {
-                // Same name but not labelled as ours (e.g. created by another tool): replace.
-                al_api.delete(&al_name, &DeleteParams::default()).await?;
-                return Ok(Action::requeue(REPLACE_WAIT));
-            }
-        },
-        Some(al) if al.meta().deletion_timestamp.is_some() => {
-            return Ok(Action::requeue(REPLACE_WAIT));
-        }
-        Some(al) => {
-            if al.spec != desired_al.spec
-                || !contains_all(al.metadata.labels.as_ref(), desired_al.labels())
-                || !contains_all(al.metadata.annotations.as_ref(), desired_al.annotations())
-            {
-                tracing::info!(listener = %al_name, "listener spec changed; recreating it");
-                al_api.delete(&al_name, &DeleteParams::default()).await?;
-                return Ok(Action::await_change());
-            }
-        }
-    }
-
-    // Status.
-    let target = AutoscalingRunnerSetStatus {
-        current_runners: ers_status.current_replicas,
-        phase: ArsPhase::Running.as_str().to_owned(),
-        pending_ephemeral_runners: ers_status.pending_ephemeral_runners,
-        running_ephemeral_runners: ers_status.running_ephemeral_runners,
-        failed_ephemeral_runners: ers_status.failed_ephemeral_runners,
-        conditions: status.conditions.clone(),
-    };
-    if target != status {
-        let patch = json!({"status": {
-            "currentRunners": target.current_runners,
-            "phase": target.phase,
-            "pendingEphemeralRunners": target.pending_ephemeral_runners,
-            "runningEphemeralRunners": target.running_ephemeral_runners,
-            "failedEphemeralRunners": target.failed_ephemeral_runners,
-        }});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-    }
-    set_condition(
-        ars,
-        ctx,
-        true,
-        "Running",
-        "the runner scale set is configured",
-        None,
-    )
-    .await?;
-    Ok(Action::requeue(RECHECK))
+        .await
 }
 
-/// Deletes every listener of `ars`; `true` once none is left.
-async fn delete_listeners(ars: &AutoscalingRunnerSet, ctx: &Context) -> Result<bool, Error> {
-    let listeners = deletion::listeners_of(ars, ctx).await?;
-    let api: Api<AutoscalingListener> =
-        Api::namespaced(ctx.client.clone(), &ctx.options.controller_namespace);
-    for al in &listeners {
-        if al.meta().deletion_timestamp.is_none() {
-            match api.delete(&al.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    Ok(listeners.is_empty())
+/// The cluster objects one pass read and the ones it would create.
+struct Observed {
+    runner_set: Option<EphemeralRunnerSet>,
+    desired_runner_set: EphemeralRunnerSet,
+    /// The listener with the desired name and every other one labelled as this ARS's.
+    listeners: Vec<AutoscalingListener>,
+    desired_listener: AutoscalingListener,
 }
 
-/// Sets the Ready condition (and optionally the phase); returns whether anything changed.
-async fn set_condition(
+fn terminating<K: Resource>(obj: &K) -> bool {
+    obj.meta().deletion_timestamp.is_some()
+}
+
+/// The listener is the desired one: same spec, and its labels and annotations include the
+/// desired ones.
+fn listener_matches(al: &AutoscalingListener, desired: &AutoscalingListener) -> bool {
+    al.name_any() == desired.name_any()
+        && al.spec == desired.spec
+        && contains_all(al.metadata.labels.as_ref(), desired.labels())
+        && contains_all(al.metadata.annotations.as_ref(), desired.annotations())
+}
+
+/// The desired runner-set annotations without the integrity hash, which the set controller
+/// owns under [`core::DriftPolicy::Replace`].
+fn runner_set_annotations(desired: &EphemeralRunnerSet) -> crate::meta::Map {
+    let mut a = desired.annotations().clone();
+    a.remove(annotations::INTEGRITY_HASH);
+    a
+}
+
+async fn observe(
     ars: &AutoscalingRunnerSet,
     ctx: &Context,
+) -> Result<(ArsObservation, Observed), Error> {
+    let ns = namespace(ars)?;
+    let name = ars.name_any();
+    let status = ars.status.clone().unwrap_or_default();
+    let id = scale_set::recorded(ars).id.unwrap_or_default();
+
+    let runner_set = Api::<EphemeralRunnerSet>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&name)
+        .await?;
+    let desired_runner_set = desired::runner_set(ars, id, &ctx.options);
+    let desired_listener = desired::listener(ars, id, &ctx.options);
+    let mut listeners = deletion::listeners_of(ars, ctx).await?;
+    if !listeners
+        .iter()
+        .any(|l| l.name_any() == desired_listener.name_any())
+        && let Some(al) = Api::<AutoscalingListener>::namespaced(
+            ctx.client.clone(),
+            &ctx.options.controller_namespace,
+        )
+        .get_opt(&desired_listener.name_any())
+        .await?
+    {
+        // Same name but not labelled as ours (e.g. created by another tool): replaced.
+        listeners.push(al);
+    }
+
+    let ers_status = runner_set
+        .as_ref()
+        .and_then(|r| r.status.clone())
+        .unwrap_or_default();
+    let as_u32 = |n: i32| u32::try_from(n).unwrap_or(0);
+    let target = running_status(&status, &ers_status);
+    let observation = ArsObservation {
+        deleting: terminating(ars),
+        finalizer: ars
+            .finalizers()
+            .iter()
+            .any(|f| f == finalizers::AUTOSCALING_RUNNER_SET),
+        version_allowed: core::version_allowed(
+            ars.labels()
+                .get(crate::names::labels::VERSION)
+                .map(String::as_str),
+            &ctx.options.build_version,
+        ),
+        invalid_spec: scaleset_core::desired::Bounds::from_spec(
+            ars.spec.min_runners.map(i64::from),
+            ars.spec.max_runners.map(i64::from),
+        )
+        .err()
+        .map(|e| format!("spec: {e}")),
+        spec_hash_current: ars.annotations().get(annotations::INTEGRITY_HASH)
+            == Some(&desired::ars_hash(ars)),
+        phase_outdated: status.phase == ArsPhase::Outdated.as_str(),
+        scale_set: None,
+        runner_set: deletion::presence(runner_set.iter().map(terminating)),
+        runner_set_outdated: ers_status.phase == ArsPhase::Outdated.as_str(),
+        runner_set_spec_current: runner_set.as_ref().is_some_and(|r| {
+            r.spec.ephemeral_runner_spec == desired_runner_set.spec.ephemeral_runner_spec
+        }),
+        runner_set_hash_current: runner_set.as_ref().is_some_and(|r| {
+            r.annotations().get(annotations::INTEGRITY_HASH)
+                == desired_runner_set
+                    .annotations()
+                    .get(annotations::INTEGRITY_HASH)
+        }),
+        runner_set_metadata_current: runner_set.as_ref().is_some_and(|r| {
+            contains_all(r.metadata.labels.as_ref(), desired_runner_set.labels())
+                && contains_all(
+                    r.metadata.annotations.as_ref(),
+                    &runner_set_annotations(&desired_runner_set),
+                )
+                && r.spec.ephemeral_runner_metadata
+                    == desired_runner_set.spec.ephemeral_runner_metadata
+        }),
+        active_runners: as_u32(ers_status.pending_ephemeral_runners)
+            .saturating_add(as_u32(ers_status.running_ephemeral_runners)),
+        listener: deletion::presence(listeners.iter().map(terminating)),
+        listener_current: listeners
+            .iter()
+            .all(|l| terminating(l) || listener_matches(l, &desired_listener))
+            && listeners
+                .iter()
+                .any(|l| !terminating(l) && listener_matches(l, &desired_listener)),
+        status_current: target == status
+            && condition_update(ars, true, RUNNING_REASON, RUNNING_MESSAGE, None).is_none(),
+    };
+    let observed = Observed {
+        runner_set,
+        desired_runner_set,
+        listeners,
+        desired_listener,
+    };
+    Ok((observation, observed))
+}
+
+/// The ARS status of a converged pass: phase `Running` and the runner set's counters.
+fn running_status(
+    status: &AutoscalingRunnerSetStatus,
+    ers: &crate::crd::EphemeralRunnerSetStatus,
+) -> AutoscalingRunnerSetStatus {
+    AutoscalingRunnerSetStatus {
+        current_runners: ers.current_replicas,
+        phase: ArsPhase::Running.as_str().to_owned(),
+        pending_ephemeral_runners: ers.pending_ephemeral_runners,
+        running_ephemeral_runners: ers.running_ephemeral_runners,
+        failed_ephemeral_runners: ers.failed_ephemeral_runners,
+        conditions: status.conditions.clone(),
+    }
+}
+
+/// Carries out one step.
+async fn execute(
+    ars: &AutoscalingRunnerSet,
+    ctx: &Context,
+    observed: &Observed,
+    step: ArsStep,
+    service: Option<Arc<dyn ActionsService>>,
+) -> Result<Action, Error> {
+    let ns = namespace(ars)?;
+    let name = ars.name_any();
+    let api: Api<AutoscalingRunnerSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let ers_api: Api<EphemeralRunnerSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let al_api: Api<AutoscalingListener> =
+        Api::namespaced(ctx.client.clone(), &ctx.options.controller_namespace);
+    match step {
+        ArsStep::DeleteSelf => {
+            tracing::warn!(ars = %name, build = %ctx.options.build_version,
+                "app.kubernetes.io/version of this AutoscalingRunnerSet does not match the controller; deleting it");
+            if let Err(e) = api.delete(&name, &DeleteParams::default()).await {
+                tracing::warn!(error = %e, "deleting a version-mismatched AutoscalingRunnerSet failed");
+            }
+            Ok(Action::await_change())
+        }
+        ArsStep::Deletion(_) => {
+            ctx.verified_scale_sets.forget(ars);
+            deletion::cleanup(ars, ctx).await?;
+            remove_finalizer(&api, ars).await
+        }
+        ArsStep::AddFinalizer => add_finalizer(&api, ars).await,
+        ArsStep::Invalid(message) => Err(Error::Config(message)),
+        ArsStep::MarkPending => {
+            let hash = desired::ars_hash(ars);
+            let patch = json!({"metadata": {"annotations": {annotations::INTEGRITY_HASH: hash}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            set_phase(&api, &name, ArsPhase::Pending).await
+        }
+        // Not returned once the scale set is observed; look again.
+        ArsStep::ObserveScaleSet => Ok(Action::requeue(Duration::ZERO)),
+        ArsStep::ScaleSet(sync) => {
+            let service = match service {
+                Some(s) => s,
+                None => actions_service(ars, ctx).await?,
+            };
+            scale_set::execute(ars, ctx, &service, sync).await
+        }
+        ArsStep::Refuse(changed) => refuse(ars, ctx, &changed).await,
+        ArsStep::MarkOutdated => {
+            let message = "the runners report a deprecated runner version (exit code 7); the listener is stopped and the runner set deleted until the spec changes (e.g. a newer runner image)";
+            tracing::warn!(ars = %name, "{message}");
+            ctx.publish(
+                &ars.object_ref(&()),
+                EventType::Warning,
+                "RunnerVersionOutdated",
+                message,
+            )
+            .await;
+            set_phase(&api, &name, ArsPhase::Outdated).await
+        }
+        ArsStep::CreateRunnerSet => {
+            ers_api
+                .create(&PostParams::default(), &observed.desired_runner_set)
+                .await?;
+            Ok(Action::await_change())
+        }
+        ArsStep::DeleteRunnerSet => {
+            deletion::ignore_not_found(ers_api.delete(&name, &DeleteParams::default()).await)?;
+            Ok(Action::requeue(REPLACE_WAIT))
+        }
+        ArsStep::RolloutRunnerSet(SpecDrift::Drain) => Ok(Action::requeue(DRAIN_WAIT)),
+        ArsStep::RolloutRunnerSet(SpecDrift::PatchInPlace) => {
+            let desired = &observed.desired_runner_set;
+            let annotations = match ctx.options.drift_policy {
+                // The set controller sees the hash mismatch and replaces idle runners.
+                core::DriftPolicy::Replace => runner_set_annotations(desired),
+                core::DriftPolicy::Drain => desired.annotations().clone(),
+            };
+            let patch = json!({
+                "metadata": {"labels": desired.labels(), "annotations": annotations},
+                "spec": {
+                    "ephemeralRunnerSpec": desired.spec.ephemeral_runner_spec,
+                    "ephemeralRunnerMetadata": desired.spec.ephemeral_runner_metadata,
+                }
+            });
+            ers_api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            Ok(Action::await_change())
+        }
+        ArsStep::PatchRunnerSetMetadata => {
+            let desired = &observed.desired_runner_set;
+            let patch = json!({
+                "metadata": {"labels": desired.labels(), "annotations": runner_set_annotations(desired)},
+                "spec": {"ephemeralRunnerMetadata": desired.spec.ephemeral_runner_metadata},
+            });
+            ers_api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            Ok(Action::await_change())
+        }
+        ArsStep::StopListener => {
+            delete_listeners(&al_api, observed, |_| true).await?;
+            Ok(Action::requeue(REPLACE_WAIT))
+        }
+        ArsStep::CreateListener => {
+            al_api
+                .create(&PostParams::default(), &observed.desired_listener)
+                .await?;
+            Ok(Action::await_change())
+        }
+        ArsStep::ReplaceListener => {
+            delete_listeners(&al_api, observed, |al| {
+                !listener_matches(al, &observed.desired_listener)
+            })
+            .await?;
+            Ok(Action::requeue(REPLACE_WAIT))
+        }
+        ArsStep::Wait(d) => Ok(Action::requeue(d)),
+        ArsStep::UpdateStatus => {
+            let status = ars.status.clone().unwrap_or_default();
+            let ers = observed
+                .runner_set
+                .as_ref()
+                .and_then(|r| r.status.clone())
+                .unwrap_or_default();
+            let target = running_status(&status, &ers);
+            if target != status {
+                let patch = json!({"status": {
+                    "currentRunners": target.current_runners,
+                    "phase": target.phase,
+                    "pendingEphemeralRunners": target.pending_ephemeral_runners,
+                    "runningEphemeralRunners": target.running_ephemeral_runners,
+                    "failedEphemeralRunners": target.failed_ephemeral_runners,
+                }});
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            set_condition(ars, ctx, true, RUNNING_REASON, RUNNING_MESSAGE, None).await?;
+            Ok(Action::requeue(RECHECK))
+        }
+        ArsStep::Parked => Ok(Action::await_change()),
+        ArsStep::Done => Ok(Action::requeue(RECHECK)),
+    }
+}
+
+async fn set_phase(
+    api: &Api<AutoscalingRunnerSet>,
+    name: &str,
+    phase: ArsPhase,
+) -> Result<Action, Error> {
+    let patch = json!({"status": {"phase": phase.as_str()}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(Action::await_change())
+}
+
+/// Phase `Failed` with a `ConfigUrlChanged` condition, and an Event the first time.
+async fn refuse(
+    ars: &AutoscalingRunnerSet,
+    ctx: &Context,
+    changed: &core::ConfigUrlChanged,
+) -> Result<Action, Error> {
+    let message = changed.to_string();
+    let reason = "ConfigUrlChanged";
+    if set_condition(ars, ctx, false, reason, &message, Some(ArsPhase::Failed)).await? {
+        ctx.publish(&ars.object_ref(&()), EventType::Warning, reason, &message)
+            .await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Deletes the listeners of `observed` that are not terminating and match `which`.
+async fn delete_listeners(
+    api: &Api<AutoscalingListener>,
+    observed: &Observed,
+    which: impl Fn(&AutoscalingListener) -> bool,
+) -> Result<(), Error> {
+    for al in observed
+        .listeners
+        .iter()
+        .filter(|al| !terminating(*al) && which(al))
+    {
+        tracing::info!(listener = %al.name_any(), "deleting listener");
+        deletion::ignore_not_found(api.delete(&al.name_any(), &DeleteParams::default()).await)?;
+    }
+    Ok(())
+}
+
+/// Applies a JSON patch to the ARS; an ARS already gone is done.
+async fn json_patch(
+    api: &Api<AutoscalingRunnerSet>,
+    ars: &AutoscalingRunnerSet,
+    ops: serde_json::Value,
+) -> Result<Action, Error> {
+    let patch = serde_json::from_value(ops).map_err(|source| Error::Serialize {
+        what: "finalizer patch",
+        source,
+    })?;
+    deletion::ignore_not_found(
+        api.patch(
+            &ars.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await,
+    )?;
+    Ok(Action::await_change())
+}
+
+async fn add_finalizer(
+    api: &Api<AutoscalingRunnerSet>,
+    ars: &AutoscalingRunnerSet,
+) -> Result<Action, Error> {
+    let ops = match &ars.metadata.finalizers {
+        None => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [finalizers::AUTOSCALING_RUNNER_SET]},
+        ]),
+        Some(current) => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": current},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": finalizers::AUTOSCALING_RUNNER_SET},
+        ]),
+    };
+    json_patch(api, ars, ops).await
+}
+
+async fn remove_finalizer(
+    api: &Api<AutoscalingRunnerSet>,
+    ars: &AutoscalingRunnerSet,
+) -> Result<Action, Error> {
+    let Some(i) = ars
+        .finalizers()
+        .iter()
+        .position(|f| f == finalizers::AUTOSCALING_RUNNER_SET)
+    else {
+        return Ok(Action::await_change());
+    };
+    let path = format!("/metadata/finalizers/{i}");
+    let ops = json!([
+        {"op": "test", "path": path, "value": finalizers::AUTOSCALING_RUNNER_SET},
+        {"op": "remove", "path": path},
+    ]);
+    json_patch(api, ars, ops).await
+}
+
+/// The Ready condition (and phase) to write, or `None` when the status already says so.
+fn condition_update(
+    ars: &AutoscalingRunnerSet,
     ready: bool,
     reason: &str,
     message: &str,
     phase: Option<ArsPhase>,
-) -> Result<bool, Error> {
+) -> Option<serde_json::Value> {
     let status = ars.status.clone().unwrap_or_default();
     let wanted = if ready { "True" } else { "False" };
     let current = status
@@ -396,11 +535,11 @@ async fn set_condition(
         && c.message == message
         && phase_ok
     {
-        return Ok(false);
+        return None;
     }
     if current.is_none() && ready {
         // Nothing to report until something went wrong once.
-        return Ok(false);
+        return None;
     }
     let transition = match current {
         Some(c) if c.status == wanted => c.last_transition_time.clone(),
@@ -418,6 +557,21 @@ async fn set_condition(
     if let Some(p) = phase {
         patch["status"]["phase"] = json!(p.as_str());
     }
+    Some(patch)
+}
+
+/// Sets the Ready condition (and optionally the phase); returns whether anything changed.
+async fn set_condition(
+    ars: &AutoscalingRunnerSet,
+    ctx: &Context,
+    ready: bool,
+    reason: &str,
+    message: &str,
+    phase: Option<ArsPhase>,
+) -> Result<bool, Error> {
+    let Some(patch) = condition_update(ars, ready, reason, message, phase) else {
+        return Ok(false);
+    };
     let api: Api<AutoscalingRunnerSet> = Api::namespaced(ctx.client.clone(), &namespace(ars)?);
     api.patch_status(
         &ars.name_any(),

@@ -11,6 +11,8 @@ fn recorded() -> Recorded {
     Recorded {
         id: Some(7),
         config_url: Some(URL.into()),
+        name: Some("arc".into()),
+        runner_group_name: Some("Default".into()),
     }
 }
 
@@ -45,14 +47,15 @@ fn in_sync_when_service_matches() {
         sync_scale_set(&desired(), &recorded(), &found(service())),
         SyncStep::InSync
     );
-    // case differences are not drift
+    // case differences are not drift (the annotations record the service's spelling)
     let mut s = service();
     s.name = "ARC".into();
     s.labels = vec!["Arc".into()];
-    assert_eq!(
-        sync_scale_set(&desired(), &recorded(), &found(s)),
-        SyncStep::InSync
-    );
+    let r = Recorded {
+        name: Some("ARC".into()),
+        ..recorded()
+    };
+    assert_eq!(sync_scale_set(&desired(), &r, &found(s)), SyncStep::InSync);
 }
 
 /// controllers.md 14.6: runnerScaleSetName and runnerGroup changes are pushed to the service.
@@ -130,13 +133,47 @@ fn changed_config_url_is_refused() {
 #[test]
 fn unrecorded_config_url_is_recorded_first() {
     let r = Recorded {
-        id: Some(7),
         config_url: None,
+        ..recorded()
     };
     assert_eq!(
         sync_scale_set(&desired(), &r, &found(service())),
         SyncStep::RecordConfigUrl
     );
+}
+
+/// The service's names are recorded once the scale set is otherwise in sync (after a rename,
+/// or when adopting a scale set whose group an older installation did not record).
+#[test]
+fn service_names_are_recorded_after_the_update() {
+    let d = DesiredScaleSet::from_spec("arc", Some("arc-v2"), None, &[], URL);
+    assert!(matches!(
+        sync_scale_set(&d, &recorded(), &found(service())),
+        SyncStep::Update(_)
+    ));
+    let mut renamed = service();
+    renamed.name = "arc-v2".into();
+    renamed.labels = vec!["arc-v2".into()];
+    assert_eq!(
+        sync_scale_set(&d, &recorded(), &found(renamed.clone())),
+        SyncStep::RecordNames {
+            name: "arc-v2".into(),
+            runner_group_name: "Default".into()
+        }
+    );
+    let r = Recorded {
+        name: Some("arc-v2".into()),
+        ..recorded()
+    };
+    assert_eq!(sync_scale_set(&d, &r, &found(renamed)), SyncStep::InSync);
+    let r = Recorded {
+        runner_group_name: None,
+        ..recorded()
+    };
+    assert!(matches!(
+        sync_scale_set(&desired(), &r, &found(service())),
+        SyncStep::RecordNames { .. }
+    ));
 }
 
 /// ARC#4370 / #3935: the service lost the scale set: re-create it.
@@ -316,14 +353,16 @@ fn converged() -> ArsObservation {
         deleting: false,
         finalizer: true,
         version_allowed: true,
+        invalid_spec: None,
         spec_hash_current: true,
-        scale_set: SyncStep::InSync,
+        phase_outdated: false,
+        scale_set: Some(SyncStep::InSync),
         runner_set: Presence::Present,
+        runner_set_outdated: false,
         runner_set_spec_current: true,
+        runner_set_hash_current: true,
         runner_set_metadata_current: true,
         active_runners: 0,
-        runner_set_outdated: false,
-        phase_outdated: false,
         listener: Presence::Present,
         listener_current: true,
         status_current: true,
@@ -344,7 +383,7 @@ fn converged_ars_does_nothing() {
     assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::UpdateStatus);
 }
 
-/// controllers.md 4.2 order: deletion, version gate, finalizer, hash, scale set.
+/// controllers.md 4.2 order: deletion, version gate, finalizer, spec checks, hash, scale set.
 #[test]
 fn ars_step_order() {
     let d = DriftPolicy::default();
@@ -371,22 +410,53 @@ fn ars_step_order() {
     assert_eq!(ars_step(&o, d), ArsStep::DeleteSelf);
     let o = ArsObservation {
         finalizer: false,
+        invalid_spec: Some("bad".into()),
         spec_hash_current: false,
         ..converged()
     };
     assert_eq!(ars_step(&o, d), ArsStep::AddFinalizer);
     let o = ArsObservation {
+        invalid_spec: Some("bad".into()),
         spec_hash_current: false,
-        scale_set: SyncStep::FindOrCreate,
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, d), ArsStep::Invalid("bad".into()));
+    let o = ArsObservation {
+        spec_hash_current: false,
+        scale_set: None,
         ..converged()
     };
     assert_eq!(ars_step(&o, d), ArsStep::MarkPending);
     let o = ArsObservation {
-        scale_set: SyncStep::FindOrCreate,
+        scale_set: Some(SyncStep::FindOrCreate),
         runner_set: Presence::Absent,
         ..converged()
     };
     assert_eq!(ars_step(&o, d), ArsStep::ScaleSet(SyncStep::FindOrCreate));
+}
+
+/// The service is asked only when the pass gets to the scale set, and then before anything
+/// that needs its id.
+#[test]
+fn scale_set_is_observed_when_needed() {
+    let d = DriftPolicy::default();
+    let o = ArsObservation {
+        scale_set: None,
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, d), ArsStep::ObserveScaleSet);
+    let o = ArsObservation {
+        scale_set: None,
+        spec_hash_current: false,
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, d), ArsStep::MarkPending);
+    let o = ArsObservation {
+        scale_set: None,
+        phase_outdated: true,
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, d), ArsStep::StopListener);
 }
 
 /// Q5: a refused URL change stops everything else.
@@ -397,7 +467,7 @@ fn refused_url_change_is_terminal_until_spec_changes() {
         desired: "b".into(),
     };
     let o = ArsObservation {
-        scale_set: SyncStep::Refuse(e.clone()),
+        scale_set: Some(SyncStep::Refuse(e.clone())),
         ..converged()
     };
     assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::Refuse(e));
@@ -408,10 +478,11 @@ fn refused_url_change_is_terminal_until_spec_changes() {
 fn spec_change_rollout() {
     let o = ArsObservation {
         runner_set_spec_current: false,
+        runner_set_hash_current: false,
         active_runners: 2,
         ..converged()
     };
-    assert_eq!(ars_step(&o, DriftPolicy::Drain), ArsStep::ReplaceListener);
+    assert_eq!(ars_step(&o, DriftPolicy::Drain), ArsStep::StopListener);
     let gone = ArsObservation {
         listener: Presence::Absent,
         ..o.clone()
@@ -420,15 +491,47 @@ fn spec_change_rollout() {
         ars_step(&gone, DriftPolicy::Drain),
         ArsStep::RolloutRunnerSet(SpecDrift::Drain)
     );
+    let terminating = ArsObservation {
+        listener: Presence::Terminating,
+        ..o.clone()
+    };
+    assert_eq!(
+        ars_step(&terminating, DriftPolicy::Drain),
+        ArsStep::RolloutRunnerSet(SpecDrift::Drain)
+    );
     assert_eq!(
         ars_step(&o, DriftPolicy::Replace),
         ArsStep::RolloutRunnerSet(SpecDrift::PatchInPlace)
     );
+    let idle = ArsObservation {
+        active_runners: 0,
+        ..o
+    };
+    assert_eq!(
+        ars_step(&idle, DriftPolicy::Drain),
+        ArsStep::RolloutRunnerSet(SpecDrift::PatchInPlace)
+    );
 }
 
-/// controllers.md 14.4: a stale listener is replaced; Q6 / ARC#4242: outdated runners hold.
+/// Under Replace the set's hash lags behind its spec until the set controller has replaced
+/// the runners: that is not drift. Under Drain the ARS writes the hash itself, so a stale
+/// hash is.
 #[test]
-fn listener_replacement_and_outdated_hold() {
+fn stale_runner_set_hash_is_drift_only_when_draining() {
+    let o = ArsObservation {
+        runner_set_hash_current: false,
+        ..converged()
+    };
+    assert_eq!(ars_step(&o, DriftPolicy::Replace), ArsStep::Done);
+    assert_eq!(
+        ars_step(&o, DriftPolicy::Drain),
+        ArsStep::RolloutRunnerSet(SpecDrift::PatchInPlace)
+    );
+}
+
+/// controllers.md 14.4: a stale listener (or one left from an earlier group) is replaced.
+#[test]
+fn listener_replacement() {
     let o = ArsObservation {
         listener_current: false,
         ..converged()
@@ -438,36 +541,133 @@ fn listener_replacement_and_outdated_hold() {
         ArsStep::ReplaceListener
     );
     let o = ArsObservation {
-        runner_set_outdated: true,
+        listener: Presence::Terminating,
+        listener_current: false,
         ..converged()
     };
     assert_eq!(
         ars_step(&o, DriftPolicy::default()),
-        ArsStep::HoldOutdated {
-            stop_listener: true
-        }
+        ArsStep::Wait(DELETION_WAIT)
     );
-    // the exit: a new runner template changes the spec hash
     let o = ArsObservation {
-        runner_set_outdated: true,
-        spec_hash_current: false,
+        listener: Presence::Absent,
+        listener_current: false,
         ..converged()
     };
-    assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::MarkPending);
+    assert_eq!(
+        ars_step(&o, DriftPolicy::default()),
+        ArsStep::CreateListener
+    );
+}
+
+/// Q6 / ARC#4242: outdated runners set the sticky phase `Outdated`, whatever the phase was
+/// (ARC reacted only in `Running`, and without setting the phase its new runner set started
+/// the same outdated runners again).
+#[test]
+fn outdated_runners_set_the_outdated_phase() {
+    for drift in [DriftPolicy::Replace, DriftPolicy::Drain] {
+        let o = ArsObservation {
+            runner_set_outdated: true,
+            ..converged()
+        };
+        assert_eq!(ars_step(&o, drift), ArsStep::MarkOutdated);
+        let o = ArsObservation {
+            runner_set_outdated: true,
+            listener: Presence::Absent,
+            status_current: false,
+            ..converged()
+        };
+        assert_eq!(ars_step(&o, drift), ArsStep::MarkOutdated);
+    }
+}
+
+/// While `Outdated`: stop the listener, then delete the runner set, then hold; the service is
+/// not asked and nothing is created.
+#[test]
+fn outdated_phase_holds() {
+    let d = DriftPolicy::default();
+    let held = ArsObservation {
+        phase_outdated: true,
+        runner_set_outdated: true,
+        scale_set: None,
+        ..converged()
+    };
+    assert_eq!(ars_step(&held, d), ArsStep::StopListener);
+    let o = ArsObservation {
+        listener: Presence::Terminating,
+        ..held.clone()
+    };
+    assert_eq!(ars_step(&o, d), ArsStep::Wait(DELETION_WAIT));
+    let o = ArsObservation {
+        listener: Presence::Absent,
+        ..held.clone()
+    };
+    assert_eq!(ars_step(&o, d), ArsStep::DeleteRunnerSet);
+    for runner_set in [Presence::Terminating, Presence::Absent] {
+        let o = ArsObservation {
+            listener: Presence::Absent,
+            runner_set,
+            ..held.clone()
+        };
+        assert_eq!(ars_step(&o, d), ArsStep::Parked);
+    }
+}
+
+/// The exit from `Outdated` is a spec change: phase `Pending`, then a new runner set. An
+/// outdated set still there whose runner spec changed is replaced, not patched (it would stay
+/// outdated); with the runner spec unchanged the runners are still outdated, so it holds again.
+#[test]
+fn spec_change_leaves_outdated() {
+    let d = DriftPolicy::default();
+    let changed = ArsObservation {
+        phase_outdated: true,
+        spec_hash_current: false,
+        listener: Presence::Absent,
+        runner_set: Presence::Absent,
+        ..converged()
+    };
+    assert_eq!(ars_step(&changed, d), ArsStep::MarkPending);
+    let pending = ArsObservation {
+        phase_outdated: false,
+        spec_hash_current: true,
+        ..changed
+    };
+    assert_eq!(ars_step(&pending, d), ArsStep::CreateRunnerSet);
+    for drift in [DriftPolicy::Replace, DriftPolicy::Drain] {
+        let still_there = ArsObservation {
+            runner_set: Presence::Present,
+            runner_set_outdated: true,
+            runner_set_spec_current: false,
+            runner_set_hash_current: false,
+            ..pending.clone()
+        };
+        assert_eq!(ars_step(&still_there, drift), ArsStep::DeleteRunnerSet);
+        let same_runners = ArsObservation {
+            runner_set_spec_current: true,
+            runner_set_hash_current: true,
+            ..still_there
+        };
+        assert_eq!(ars_step(&same_runners, drift), ArsStep::MarkOutdated);
+    }
 }
 
 fn any_obs() -> impl Strategy<Value = ArsObservation> {
     (
-        proptest::collection::vec(any::<bool>(), 9),
+        proptest::collection::vec(any::<bool>(), 10),
         prop_oneof![
-            Just(SyncStep::InSync),
-            Just(SyncStep::FindOrCreate),
-            Just(SyncStep::Recreate { lost_id: 3 }),
-            Just(SyncStep::RecordConfigUrl),
-            Just(SyncStep::Update(ScaleSetUpdate {
+            Just(None),
+            Just(Some(SyncStep::InSync)),
+            Just(Some(SyncStep::FindOrCreate)),
+            Just(Some(SyncStep::Recreate { lost_id: 3 })),
+            Just(Some(SyncStep::RecordConfigUrl)),
+            Just(Some(SyncStep::RecordNames {
+                name: "x".into(),
+                runner_group_name: "Default".into()
+            })),
+            Just(Some(SyncStep::Update(ScaleSetUpdate {
                 name: Some("x".into()),
                 ..Default::default()
-            })),
+            }))),
         ],
         presence(),
         presence(),
@@ -478,14 +678,16 @@ fn any_obs() -> impl Strategy<Value = ArsObservation> {
                 deleting: false,
                 finalizer: b[0],
                 version_allowed: true,
+                invalid_spec: None,
                 spec_hash_current: b[1],
+                phase_outdated: b[6],
                 scale_set,
                 runner_set,
+                runner_set_outdated: b[7] && runner_set != Presence::Absent,
                 runner_set_spec_current: b[2],
+                runner_set_hash_current: b[8],
                 runner_set_metadata_current: b[3],
                 active_runners: active,
-                runner_set_outdated: false,
-                phase_outdated: false,
                 listener,
                 listener_current: b[4],
                 status_current: b[5],
@@ -493,33 +695,95 @@ fn any_obs() -> impl Strategy<Value = ArsObservation> {
         )
 }
 
+/// Carries out `step` in a simulated cluster; `runners_outdated`: new runners exit 7.
+fn simulate(o: &mut ArsObservation, step: &ArsStep, runners_outdated: bool) {
+    match step {
+        ArsStep::AddFinalizer => o.finalizer = true,
+        ArsStep::MarkPending => {
+            o.spec_hash_current = true;
+            o.phase_outdated = false;
+            o.status_current = false;
+        }
+        ArsStep::MarkOutdated => o.phase_outdated = true,
+        ArsStep::ObserveScaleSet => o.scale_set = Some(SyncStep::InSync),
+        ArsStep::ScaleSet(_) => o.scale_set = None,
+        ArsStep::CreateRunnerSet => {
+            o.runner_set = Presence::Present;
+            o.runner_set_outdated = runners_outdated;
+            o.runner_set_spec_current = true;
+            o.runner_set_hash_current = true;
+            o.runner_set_metadata_current = true;
+        }
+        ArsStep::DeleteRunnerSet => o.runner_set = Presence::Terminating,
+        ArsStep::RolloutRunnerSet(SpecDrift::PatchInPlace) => {
+            o.runner_set_spec_current = true;
+            o.runner_set_hash_current = true;
+        }
+        // draining: busy runners finish over time
+        ArsStep::RolloutRunnerSet(SpecDrift::Drain) => {
+            o.active_runners = o.active_runners.saturating_sub(1);
+        }
+        ArsStep::PatchRunnerSetMetadata => o.runner_set_metadata_current = true,
+        ArsStep::CreateListener => {
+            o.listener = Presence::Present;
+            o.listener_current = true;
+        }
+        ArsStep::ReplaceListener | ArsStep::StopListener => o.listener = Presence::Terminating,
+        ArsStep::Wait(_) => {
+            if o.listener == Presence::Terminating {
+                o.listener = Presence::Absent;
+            }
+            if o.runner_set == Presence::Terminating {
+                o.runner_set = Presence::Absent;
+            }
+        }
+        ArsStep::UpdateStatus => o.status_current = true,
+        _ => {}
+    }
+}
+
 proptest! {
-    /// Carrying out each step in a simulated cluster converges to Done for either drift policy.
+    /// Carrying out each step in a simulated cluster converges to Done for either drift
+    /// policy, or, when the runners are outdated, to Parked with no listener or runner set.
     #[test]
-    fn ars_reconcile_converges(start in any_obs(), drain in any::<bool>()) {
+    fn ars_reconcile_converges(start in any_obs(), drain in any::<bool>(), outdated in any::<bool>()) {
         let drift = if drain { DriftPolicy::Drain } else { DriftPolicy::Replace };
         let mut o = start;
-        for _ in 0..40 {
+        let mut created = 0;
+        for _ in 0..60 {
             let step = ars_step(&o, drift);
-            match step {
-                ArsStep::Done => return Ok(()),
-                ArsStep::AddFinalizer => o.finalizer = true,
-                ArsStep::MarkPending => { o.spec_hash_current = true; o.status_current = false; }
-                ArsStep::ScaleSet(_) => o.scale_set = SyncStep::InSync,
-                ArsStep::CreateRunnerSet => { o.runner_set = Presence::Present; o.runner_set_spec_current = true; o.runner_set_metadata_current = true; }
-                ArsStep::RolloutRunnerSet(SpecDrift::PatchInPlace) => o.runner_set_spec_current = true,
-                // draining: busy runners finish over time
-                ArsStep::RolloutRunnerSet(SpecDrift::Drain) => o.active_runners = o.active_runners.saturating_sub(1),
-                ArsStep::PatchRunnerSetMetadata => o.runner_set_metadata_current = true,
-                ArsStep::CreateListener => { o.listener = Presence::Present; o.listener_current = true; }
-                ArsStep::ReplaceListener => o.listener = Presence::Terminating,
-                ArsStep::Wait(_) => {
-                    if o.listener == Presence::Terminating { o.listener = Presence::Absent; }
-                    if o.runner_set == Presence::Terminating { o.runner_set = Presence::Absent; }
+            match &step {
+                ArsStep::Done => {
+                    prop_assert!(!o.phase_outdated && !o.runner_set_outdated);
+                    return Ok(());
                 }
-                ArsStep::UpdateStatus => o.status_current = true,
+                ArsStep::Parked => {
+                    prop_assert!(o.phase_outdated);
+                    prop_assert_eq!(o.listener, Presence::Absent);
+                    prop_assert_ne!(o.runner_set, Presence::Present);
+                    return Ok(());
+                }
+                ArsStep::CreateRunnerSet => {
+                    prop_assert!(!o.phase_outdated);
+                    created += 1;
+                    prop_assert!(created <= 1, "a second runner set was created");
+                }
+                ArsStep::CreateListener => prop_assert!(!o.phase_outdated && !o.runner_set_outdated),
+                ArsStep::AddFinalizer
+                | ArsStep::MarkPending
+                | ArsStep::MarkOutdated
+                | ArsStep::ObserveScaleSet
+                | ArsStep::ScaleSet(_)
+                | ArsStep::DeleteRunnerSet
+                | ArsStep::RolloutRunnerSet(_)
+                | ArsStep::PatchRunnerSetMetadata
+                | ArsStep::ReplaceListener
+                | ArsStep::StopListener
+                | ArsStep::Wait(_)
+                | ArsStep::UpdateStatus => {}
                 other => prop_assert!(false, "unexpected step {:?}", other),
             }
+            simulate(&mut o, &step, outdated);
         }
         prop_assert!(false, "did not converge: {:?}", o);
     }

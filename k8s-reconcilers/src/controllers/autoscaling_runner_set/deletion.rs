@@ -15,7 +15,6 @@ use serde_json::json;
 use crate::Context;
 use crate::crd::{AutoscalingListener, AutoscalingRunnerSet, EphemeralRunnerSet};
 use crate::error::Error;
-use crate::github::ObjectSettings;
 use crate::names::{annotations, finalizers, labels};
 
 /// Most steps one pass performs before it waits for the cluster.
@@ -95,20 +94,7 @@ pub async fn cleanup(ars: &AutoscalingRunnerSet, ctx: &Context) -> Result<(), Er
                 });
             }
             DeletionStep::DeleteScaleSet(id) => {
-                let service = ctx
-                    .github
-                    .for_object(
-                        &ctx.client,
-                        ObjectSettings {
-                            namespace: &ns,
-                            config_url: ars.spec.github_config_url.as_deref().unwrap_or_default(),
-                            secret: ars.spec.github_config_secret.as_deref().unwrap_or_default(),
-                            proxy: ars.spec.proxy.as_ref(),
-                            tls: ars.spec.github_server_tls.as_ref(),
-                            vault: ars.spec.vault_config.as_ref(),
-                        },
-                    )
-                    .await?;
+                let service = super::actions_service(ars, ctx).await?;
                 match service.delete_runner_scale_set(id).await {
                     Ok(()) => {}
                     Err(e) if e.is_not_found() => {}
@@ -141,7 +127,8 @@ pub async fn cleanup(ars: &AutoscalingRunnerSet, ctx: &Context) -> Result<(), Er
     })
 }
 
-fn presence(deleting: impl Iterator<Item = bool>) -> Presence {
+/// Presence of a set of objects from whether each is terminating.
+pub(super) fn presence(deleting: impl Iterator<Item = bool>) -> Presence {
     let all: Vec<bool> = deleting.collect();
     if all.iter().any(|d| !d) {
         Presence::Present
@@ -152,7 +139,8 @@ fn presence(deleting: impl Iterator<Item = bool>) -> Presence {
     }
 }
 
-fn ignore_not_found<T>(r: Result<T, kube::Error>) -> Result<(), Error> {
+/// A call whose object is already gone counts as done.
+pub(super) fn ignore_not_found<T>(r: Result<T, kube::Error>) -> Result<(), Error> {
     match r {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),

@@ -5,11 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use scaleset_core::autoscaling_runner_set::{
-    self as core, ConfigUrlChanged, DesiredScaleSet, Lookup, Recorded, ServiceScaleSet,
-    ServiceView, SyncStep,
+    self as core, DesiredScaleSet, Lookup, Recorded, ScaleSetUpdate, ServiceScaleSet, ServiceView,
+    SyncStep,
 };
 use serde_json::json;
 
@@ -20,17 +21,6 @@ use crate::github::{ActionsService, NewScaleSet, ScaleSet, ScaleSetPatch};
 use crate::names::annotations;
 
 use super::desired::url_labels;
-
-/// Result of one scale-set sync.
-#[derive(Debug)]
-pub enum Synced {
-    /// The scale set exists and the ARS records it.
-    Ready(i64),
-    /// The ARS was patched; the resulting watch event continues the work.
-    Patched,
-    /// The config URL moved after creation: refuse.
-    Refused(ConfigUrlChanged),
-}
 
 /// How long a scale set read from the service stands for it while the ARS is unchanged; the
 /// controller's periodic re-check reads it again after this.
@@ -116,32 +106,37 @@ fn service_err(e: crate::github::ServiceError) -> Error {
     Error::Service(e)
 }
 
-/// Brings the service-side scale set in line with the ARS.
-pub async fn sync(
-    ars: &AutoscalingRunnerSet,
-    ctx: &Context,
-    service: &Arc<dyn ActionsService>,
-) -> Result<Synced, Error> {
+/// The scale set the spec asks for.
+fn desired(ars: &AutoscalingRunnerSet) -> DesiredScaleSet {
     let spec = &ars.spec;
-    let config_url = spec.github_config_url.clone().unwrap_or_default();
-    let desired = DesiredScaleSet::from_spec(
+    DesiredScaleSet::from_spec(
         &ars.name_any(),
         spec.runner_scale_set_name.as_deref(),
         spec.runner_group.as_deref(),
         spec.runner_scale_set_labels.as_deref().unwrap_or_default(),
-        &config_url,
-    );
-    let recorded = Recorded {
-        id: core::parse_scale_set_id(
-            ars.annotations()
-                .get(annotations::RUNNER_SCALE_SET_ID)
-                .map(String::as_str),
-        ),
-        config_url: ars
-            .annotations()
-            .get(annotations::GITHUB_CONFIG_URL)
-            .cloned(),
-    };
+        spec.github_config_url.as_deref().unwrap_or_default(),
+    )
+}
+
+/// What the ARS annotations record about its scale set.
+pub fn recorded(ars: &AutoscalingRunnerSet) -> Recorded {
+    let a = ars.annotations();
+    Recorded {
+        id: core::parse_scale_set_id(a.get(annotations::RUNNER_SCALE_SET_ID).map(String::as_str)),
+        config_url: a.get(annotations::GITHUB_CONFIG_URL).cloned(),
+        name: a.get(annotations::RUNNER_SCALE_SET_NAME).cloned(),
+        runner_group_name: a.get(annotations::RUNNER_GROUP_NAME).cloned(),
+    }
+}
+
+/// Reads the recorded scale set (from the verified reads when the ARS is unchanged, else from
+/// the service) and returns scaleset-core's step for it.
+pub async fn observe(
+    ars: &AutoscalingRunnerSet,
+    ctx: &Context,
+    service: &Arc<dyn ActionsService>,
+) -> Result<SyncStep, Error> {
+    let recorded = recorded(ars);
     let verified = &ctx.verified_scale_sets;
     let view = match recorded.id {
         Some(id) => match verified.get(ars, id, Instant::now()) {
@@ -164,15 +159,26 @@ pub async fn sync(
         },
         None => ServiceView::Missing,
     };
-    let step = core::sync_scale_set(&desired, &recorded, &view);
+    let step = core::sync_scale_set(&desired(ars), &recorded, &view);
     if !matches!(step, SyncStep::InSync) {
         verified.forget(ars);
     }
+    Ok(step)
+}
+
+/// Carries out one scale-set step (never `InSync` or `Refuse`, which the reconciler handles).
+pub async fn execute(
+    ars: &AutoscalingRunnerSet,
+    ctx: &Context,
+    service: &Arc<dyn ActionsService>,
+    step: SyncStep,
+) -> Result<Action, Error> {
+    let desired = desired(ars);
+    let config_url = desired.config_url.clone();
     let api: Api<AutoscalingRunnerSet> =
         Api::namespaced(ctx.client.clone(), &super::namespace(ars)?);
     let name = ars.name_any();
-
-    match step {
+    let patch = match step {
         SyncStep::FindOrCreate => {
             let group_id = group_id(service, desired.runner_group.as_deref()).await?;
             let found = service
@@ -204,16 +210,15 @@ pub async fn sync(
                     "labels": url_labels(&config_url),
                 }
             });
-            if spec
+            if ars
+                .spec
                 .runner_scale_set_name
                 .as_deref()
                 .is_none_or(|n| n.trim().is_empty())
             {
                 patch["spec"] = json!({ "runnerScaleSetName": desired.name });
             }
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            Ok(Synced::Patched)
+            patch
         }
         SyncStep::Recreate { lost_id } => {
             tracing::warn!(ars = %name, lost_id, "the service lost the runner scale set; creating it again");
@@ -226,67 +231,64 @@ pub async fn sync(
                 ),
             )
             .await;
-            let patch =
-                json!({"metadata": {"annotations": {annotations::RUNNER_SCALE_SET_ID: null}}});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            Ok(Synced::Patched)
+            json!({"metadata": {"annotations": {annotations::RUNNER_SCALE_SET_ID: null}}})
         }
         SyncStep::RecordConfigUrl => {
-            let patch =
-                json!({"metadata": {"annotations": {annotations::GITHUB_CONFIG_URL: config_url}}});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            Ok(Synced::Patched)
+            json!({"metadata": {"annotations": {annotations::GITHUB_CONFIG_URL: config_url}}})
         }
-        SyncStep::Refuse(changed) => Ok(Synced::Refused(changed)),
+        SyncStep::RecordNames {
+            name: set_name,
+            runner_group_name,
+        } => json!({"metadata": {"annotations": {
+            annotations::RUNNER_SCALE_SET_NAME: set_name,
+            annotations::RUNNER_GROUP_NAME: runner_group_name,
+        }}}),
         SyncStep::Update(update) => {
-            let id = recorded.id.unwrap_or_default();
-            let runner_group_id = match &update.runner_group {
-                None => None,
-                Some(group) => Some(group_id(service, group.as_deref()).await?),
-            };
-            let updated = service
-                .update_runner_scale_set(
-                    id,
-                    ScaleSetPatch {
-                        name: update.name.clone(),
-                        runner_group_id,
-                        labels: update.labels.clone(),
-                    },
-                )
-                .await
-                .map_err(service_err)?;
-            let missing = core::not_applied(&update, &to_core(&updated));
-            if !missing.is_empty() {
-                ctx.publish(
-                    &ars.object_ref(&()),
-                    EventType::Warning,
-                    "RunnerScaleSetUpdateNotApplied",
-                    &format!("the service did not apply these scale set changes: {missing:?}"),
-                )
-                .await;
-            }
-            record_names(&api, ars, &updated).await
+            update_scale_set(ars, ctx, service, &update).await?;
+            // The ARS is unchanged, so no watch event follows: look again at once.
+            return Ok(Action::requeue(Duration::ZERO));
         }
-        SyncStep::InSync => {
-            let ServiceView::Found(found) = view else {
-                return Err(Error::Config("scale set in sync but not found".into()));
-            };
-            let id = found.id;
-            let found = ScaleSet {
-                id: found.id,
-                name: found.name,
-                runner_group_id: found.runner_group_id,
-                runner_group_name: found.runner_group_name,
-                labels: found.labels,
-            };
-            match record_names(&api, ars, &found).await? {
-                Synced::Patched => Ok(Synced::Patched),
-                _ => Ok(Synced::Ready(id)),
-            }
-        }
+        SyncStep::InSync | SyncStep::Refuse(_) => return Ok(Action::await_change()),
+    };
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(Action::await_change())
+}
+
+/// Pushes `update` and reports, as an Event, what the service did not apply.
+async fn update_scale_set(
+    ars: &AutoscalingRunnerSet,
+    ctx: &Context,
+    service: &Arc<dyn ActionsService>,
+    update: &ScaleSetUpdate,
+) -> Result<(), Error> {
+    let id = recorded(ars).id.unwrap_or_default();
+    let runner_group_id = match &update.runner_group {
+        None => None,
+        Some(group) => Some(group_id(service, group.as_deref()).await?),
+    };
+    let updated = service
+        .update_runner_scale_set(
+            id,
+            ScaleSetPatch {
+                name: update.name.clone(),
+                runner_group_id,
+                labels: update.labels.clone(),
+            },
+        )
+        .await
+        .map_err(service_err)?;
+    let missing = core::not_applied(update, &to_core(&updated));
+    if !missing.is_empty() {
+        ctx.publish(
+            &ars.object_ref(&()),
+            EventType::Warning,
+            "RunnerScaleSetUpdateNotApplied",
+            &format!("the service did not apply these scale set changes: {missing:?}"),
+        )
+        .await;
     }
+    Ok(())
 }
 
 async fn group_id(service: &Arc<dyn ActionsService>, group: Option<&str>) -> Result<i64, Error> {
@@ -298,29 +300,4 @@ async fn group_id(service: &Arc<dyn ActionsService>, group: Option<&str>) -> Res
             .map_err(service_err)?
             .id),
     }
-}
-
-/// Copies the service's scale-set and group names into the ARS annotations when they differ.
-async fn record_names(
-    api: &Api<AutoscalingRunnerSet>,
-    ars: &AutoscalingRunnerSet,
-    set: &ScaleSet,
-) -> Result<Synced, Error> {
-    let a = ars.annotations();
-    if a.get(annotations::RUNNER_SCALE_SET_NAME) == Some(&set.name)
-        && a.get(annotations::RUNNER_GROUP_NAME) == Some(&set.runner_group_name)
-    {
-        return Ok(Synced::Ready(set.id));
-    }
-    let patch = json!({"metadata": {"annotations": {
-        annotations::RUNNER_SCALE_SET_NAME: set.name,
-        annotations::RUNNER_GROUP_NAME: set.runner_group_name,
-    }}});
-    api.patch(
-        &ars.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(Synced::Patched)
 }
