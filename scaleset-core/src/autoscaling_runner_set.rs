@@ -19,6 +19,11 @@
 //! }
 //! ```
 //!
+//! Reconcile order: the reconciler builds an [`ArsObservation`] from what it reads (the ARS,
+//! its EphemeralRunnerSet and listeners; the service only when [`ars_step`] returns
+//! [`ArsStep::ObserveScaleSet`]) and carries out the one [`ArsStep`] that [`ars_step`] returns;
+//! the watch events and requeues of that step start the next pass.
+//!
 //! Deletion: observe the listener, the EphemeralRunnerSet, the recorded scale-set id and the
 //! chart's cleanup targets into a [`DeletionObservation`] and perform one [`DeletionStep`] per
 //! pass, from [`deletion_step`], until it returns [`DeletionStep::RemoveFinalizer`].

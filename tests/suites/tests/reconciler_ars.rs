@@ -765,3 +765,75 @@ async fn runner_changes_do_not_reread_the_scale_set() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// Quirk Q6 / ARC#4242: runners that report a deprecated version (the runner set's phase
+/// `Outdated`) park the ARS: phase `Outdated`, no listener, no runner set, and nothing comes
+/// back until the spec changes; a new runner image then brings a fresh runner set and the
+/// listener back.
+#[tokio::test]
+async fn outdated_runners_park_the_ars_until_the_spec_changes() -> anyhow::Result<()> {
+    let h = Harness::start("ars-outdated").await?;
+    h.pat_secret("gh", "t").await?;
+    let url = "https://github.example.com/org";
+    h.create_ars("arc", spec(url, "gh")).await?;
+    ready_ars(&h, "arc").await?;
+    let ars_api = h.api::<AutoscalingRunnerSet>(h.ns());
+    let ers_api = h.api::<EphemeralRunnerSet>(h.ns());
+    let als = h.api::<AutoscalingListener>(h.ctrl());
+    let old_uid = ers_api.get("arc").await?.uid();
+
+    // The runner set controller sets this phase once any runner exits with code 7.
+    ers_api
+        .patch_status(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Outdated"}})),
+        )
+        .await?;
+    wait_for("phase Outdated, no listener, no runner set", || async {
+        let phase = ars_api.get("arc").await?.status.unwrap_or_default().phase;
+        let listeners = als.list(&ListParams::default()).await?.items.len();
+        let ers = ers_api.get_opt("arc").await?;
+        Ok((phase == "Outdated" && listeners == 0 && ers.is_none()).then_some(()))
+    })
+    .await?;
+    warning_event(&h, "arc", "deprecated runner version").await?;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert!(
+        ers_api.get_opt("arc").await?.is_none()
+            && als.list(&ListParams::default()).await?.items.is_empty(),
+        "nothing is created again while Outdated"
+    );
+    assert_eq!(
+        ars_api.get("arc").await?.status.unwrap_or_default().phase,
+        "Outdated"
+    );
+
+    let mut s = spec(url, "gh");
+    s["template"]["spec"]["containers"][0]["image"] = json!("runner:v2");
+    ars_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": s["template"]}})),
+        )
+        .await?;
+    ready_ars(&h, "arc").await?;
+    let ers = ers_api.get("arc").await?;
+    assert_ne!(ers.uid(), old_uid, "a fresh runner set");
+    assert_ne!(
+        ers.status.map(|s| s.phase).as_deref(),
+        Some("Outdated"),
+        "the fresh set is not outdated"
+    );
+    wait_for("the listener back", || async {
+        Ok(als
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .next())
+    })
+    .await?;
+    Ok(())
+}
