@@ -133,19 +133,22 @@ impl ObservedRunner {
     }
 
     /// Sets `runner_id`.
-    pub fn with_runner_id(mut self, id: i64) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_runner_id(mut self, id: i64) -> Self {
         self.runner_id = id;
         self
     }
 
     /// Sets `patch_id`.
-    pub fn with_patch_id(mut self, id: i64) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_patch_id(mut self, id: i64) -> Self {
         self.patch_id = Some(id);
         self
     }
 
     /// Sets `has_job`.
-    pub fn with_job(mut self, has_job: bool) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_job(mut self, has_job: bool) -> Self {
         self.has_job = has_job;
         self
     }
