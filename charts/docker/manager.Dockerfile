@@ -30,13 +30,13 @@ RUN case "$TARGETARCH" in \
       *) echo "unsupported TARGETARCH=$TARGETARCH" >&2; exit 1 ;; \
     esac \
  && rustup target add "$(cat /target)" \
- && cargo build --release --locked --target "$(cat /target)" -p manager \
+ && cargo build --profile image --locked --target "$(cat /target)" -p manager \
  && mkdir -p /out/dirs/tmp \
  && chmod 1777 /out/dirs/tmp \
  && ln -s manager /out/dirs/ghalistener \
  && printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' > /out/passwd \
  && printf '%s\n' 'root:x:0:' 'nonroot:x:65532:' > /out/group \
- && cp "target/$(cat /target)/release/manager" /out/manager
+ && cp "target/$(cat /target)/image/manager" /out/manager
 
 FROM scratch
 # /tmp and the /ghalistener link: a COPY keeps the mode of what a copied directory holds, not of

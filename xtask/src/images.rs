@@ -1,5 +1,5 @@
 //! `cargo xtask images`: the manager image and the listener-only image, built FROM scratch with
-//! podman from statically linked release binaries, saved as OCI archives under
+//! podman from statically linked binaries of the `image` profile, saved as OCI archives under
 //! `<target dir>/images/`.
 
 use std::time::Instant;
@@ -14,7 +14,7 @@ pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let (manager, listener) = images::build_static_binaries()?;
     println!(
-        "images: static release binaries ready in {:.0} s",
+        "images: static binaries (profile image) ready in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     for binary in [&manager, &listener] {

@@ -224,10 +224,10 @@ fn dockerfile_problems(kind: Kind) -> anyhow::Result<Vec<String>> {
             }
             Source::ManagerBinary => file
                 .build_text
-                .contains(&format!("release/manager\" {source}")),
+                .contains(&format!("{}/manager\" {source}", images::PROFILE)),
             Source::ListenerBinary => file
                 .build_text
-                .contains(&format!("release/listener\" {source}")),
+                .contains(&format!("{}/listener\" {source}", images::PROFILE)),
             Source::Directory | Source::Link(_) => true,
         };
         if !ok {

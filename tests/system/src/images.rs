@@ -38,6 +38,8 @@ use crate::binaries::workspace_root;
 
 /// The Rust target the image binaries are built for.
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The Cargo profile of the image binaries (the workspace's Cargo.toml says why).
+pub const PROFILE: &str = "image";
 /// The rustflags that link the image binaries statically (glibc's static libc).
 pub const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static";
 /// Where rustls-native-certs (through openssl-probe) finds the CA bundle in the images.
@@ -457,7 +459,7 @@ pub fn archive_path(kind: Kind) -> PathBuf {
         .join(format!("{}.oci.tar", kind.short_name()))
 }
 
-/// Builds the manager and listener statically linked for [`TARGET`] in release mode and
+/// Builds the manager and listener statically linked for [`TARGET`] with [`PROFILE`] and
 /// returns their paths (manager, listener); fails naming a binary that is not static.
 ///
 /// Build scripts and proc-macros are built for the host without the static flag: the flags
@@ -468,7 +470,8 @@ pub fn build_static_binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let args = [
         "build",
-        "--release",
+        "--profile",
+        PROFILE,
         "--locked",
         "--target",
         TARGET,
@@ -499,7 +502,7 @@ pub fn build_static_binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
             args.join(" ")
         );
     }
-    let dir = target_dir().join(TARGET).join("release");
+    let dir = target_dir().join(TARGET).join(PROFILE);
     let manager = dir.join("manager");
     let listener = dir.join("listener");
     for binary in [&manager, &listener] {
