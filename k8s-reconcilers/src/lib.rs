@@ -3,27 +3,44 @@
 //! | Module | Holds |
 //! |---|---|
 //! | [`crd`] | the four `actions.github.com/v1alpha1` kinds |
+//! | [`listener_config`] | the listener's `config.json`, written by the manager, read by the listener |
 //! | [`names`] | annotation, label and finalizer keys; derived object names |
 //! | [`github`] | Actions service access: credentials, proxy, CA, client cache |
 //! | [`context`] | per-controller context and error policy |
 //! | [`controllers`] | one reconciler per kind |
 //! | [`metrics`] | controller metrics |
 //! | [`meta`] | label/annotation merging and the integrity hash |
+//!
+//! Everything but [`crd`] and [`listener_config`] is behind the default feature `controllers`;
+//! the listener depends on the crate without it.
 
+#[cfg(feature = "controllers")]
 pub mod context;
+#[cfg(feature = "controllers")]
 pub mod controllers;
 pub mod crd;
+#[cfg(feature = "controllers")]
 pub mod error;
+#[cfg(feature = "controllers")]
 pub mod github;
+pub mod listener_config;
+#[cfg(feature = "controllers")]
 pub mod meta;
+#[cfg(feature = "controllers")]
 pub mod metrics;
+#[cfg(feature = "controllers")]
 pub mod names;
+#[cfg(feature = "controllers")]
 pub mod options;
 
+#[cfg(feature = "controllers")]
 pub use context::Context;
+#[cfg(feature = "controllers")]
 pub use error::Error;
+#[cfg(feature = "controllers")]
 pub use options::ManagerOptions;
 
+#[cfg(feature = "controllers")]
 use std::sync::Arc;
 
 /// Runs the four controllers and the orphaned-registration sweep.
@@ -33,6 +50,7 @@ use std::sync::Arc;
 /// flight and this returns `Ok`. If one of them stops before that, this returns an error (the
 /// manager then exits and is restarted). Dropping the future stops everything at once (lost
 /// leadership).
+#[cfg(feature = "controllers")]
 pub async fn run(client: kube::Client, options: ManagerOptions) -> anyhow::Result<()> {
     use futures::StreamExt;
     use futures::future::BoxFuture;

@@ -2,7 +2,7 @@
 //! RoleBinding, proxy and config Secrets and its pod; restarts by cause with backoff from
 //! `scaleset_core::listener_lifecycle`; deletion of all of them.
 
-mod config;
+pub mod config;
 mod pod;
 mod resources;
 

@@ -1,99 +1,66 @@
-//! The listener's `config.json` (controllers.md 5.5, listener.md 2.2), with ARC's keys in
-//! ARC's order.
+//! Builds the listener's `config.json` ([`ListenerConfigFile`]) from an AutoscalingListener
+//! (controllers.md 5.5, listener.md 2.2).
 
-use secrecy::ExposeSecret;
-use serde::Serialize;
-
-use crate::crd::{AutoscalingListener, MetricsConfig};
+use crate::crd::AutoscalingListener;
 use crate::error::Error;
 use crate::github::Credentials;
+use crate::listener_config::ListenerConfigFile;
 use crate::options::ManagerOptions;
 
-#[derive(Serialize)]
-struct ListenerConfig<'a> {
-    configure_url: &'a str,
-    vault_type: &'a str,
-    vault_lookup_key: &'a str,
-    github_app_id: &'a str,
-    github_app_installation_id: i64,
-    github_app_private_key: &'a str,
-    github_token: &'a str,
-    ephemeral_runner_set_namespace: &'a str,
-    ephemeral_runner_set_name: &'a str,
-    max_runners: i32,
-    min_runners: i32,
-    runner_scale_set_id: i64,
-    runner_scale_set_name: &'a str,
-    server_root_ca: &'a str,
-    log_level: &'a str,
-    log_format: &'a str,
-    metrics_addr: &'a str,
-    metrics_endpoint: &'a str,
-    metrics: Option<&'a MetricsConfig>,
-    health_addr: &'a str,
+/// The config of the listener of `al`, checked as ARC's controller checks it.
+pub fn listener_config(
+    al: &AutoscalingListener,
+    credentials: &Credentials,
+    root_ca: Option<&str>,
+    options: &ManagerOptions,
+) -> Result<ListenerConfigFile, Error> {
+    let spec = &al.spec;
+    let mut config = ListenerConfigFile {
+        configure_url: spec.github_config_url.clone().unwrap_or_default(),
+        ephemeral_runner_set_namespace: spec
+            .autoscaling_runner_set_namespace
+            .clone()
+            .unwrap_or_default(),
+        ephemeral_runner_set_name: spec.ephemeral_runner_set_name.clone().unwrap_or_default(),
+        max_runners: Some(spec.max_runners.unwrap_or(i32::MAX).into()),
+        min_runners: spec.min_runners.unwrap_or(0).into(),
+        runner_scale_set_id: spec.runner_scale_set_id.unwrap_or(0),
+        runner_scale_set_name: spec.autoscaling_runner_set_name.clone().unwrap_or_default(),
+        server_root_ca: root_ca.unwrap_or_default().to_owned(),
+        log_level: options.listener_log_level.clone(),
+        log_format: options.listener_log_format.clone(),
+        metrics: spec.metrics.clone(),
+        health_addr: super::pod::health_addr(al).to_owned(),
+        ..Default::default()
+    };
+    match credentials {
+        Credentials::Pat(token) => config.github_token = token.clone(),
+        Credentials::App {
+            app_id,
+            installation_id,
+            private_key,
+        } => {
+            config.github_app_id = app_id.clone();
+            config.github_app_installation_id = *installation_id;
+            config.github_app_private_key = private_key.clone();
+        }
+    }
+    if !options.listener_metrics_addr.is_empty() {
+        config.metrics_addr = options.listener_metrics_addr.clone();
+        config.metrics_endpoint = options.listener_metrics_endpoint.clone();
+    }
+    validate(&config)?;
+    Ok(config)
 }
 
-/// Builds and validates `config.json` (one JSON document and a newline).
+/// [`listener_config`] as the Secret holds it: one JSON document and a newline.
 pub fn config_json(
     al: &AutoscalingListener,
     credentials: &Credentials,
     root_ca: Option<&str>,
     options: &ManagerOptions,
 ) -> Result<String, Error> {
-    let spec = &al.spec;
-    let (token, app_id, installation_id, key) = match credentials {
-        Credentials::Pat(t) => (t.expose_secret(), "", 0, ""),
-        Credentials::App {
-            app_id,
-            installation_id,
-            private_key,
-        } => (
-            "",
-            app_id.as_str(),
-            *installation_id,
-            private_key.expose_secret(),
-        ),
-    };
-    let (metrics_addr, metrics_endpoint) = if options.listener_metrics_addr.is_empty() {
-        ("", "")
-    } else {
-        (
-            options.listener_metrics_addr.as_str(),
-            options.listener_metrics_endpoint.as_str(),
-        )
-    };
-    let config = ListenerConfig {
-        configure_url: spec.github_config_url.as_deref().unwrap_or_default(),
-        vault_type: "",
-        vault_lookup_key: "",
-        github_app_id: app_id,
-        github_app_installation_id: installation_id,
-        github_app_private_key: key,
-        github_token: token,
-        ephemeral_runner_set_namespace: spec
-            .autoscaling_runner_set_namespace
-            .as_deref()
-            .unwrap_or_default(),
-        ephemeral_runner_set_name: spec
-            .ephemeral_runner_set_name
-            .as_deref()
-            .unwrap_or_default(),
-        max_runners: spec.max_runners.unwrap_or(i32::MAX),
-        min_runners: spec.min_runners.unwrap_or(0),
-        runner_scale_set_id: spec.runner_scale_set_id.unwrap_or(0),
-        runner_scale_set_name: spec
-            .autoscaling_runner_set_name
-            .as_deref()
-            .unwrap_or_default(),
-        server_root_ca: root_ca.unwrap_or_default(),
-        log_level: &options.listener_log_level,
-        log_format: &options.listener_log_format,
-        metrics_addr,
-        metrics_endpoint,
-        metrics: spec.metrics.as_ref(),
-        health_addr: super::pod::health_addr(al),
-    };
-    validate(&config)?;
+    let config = listener_config(al, credentials, root_ca, options)?;
     let mut json = serde_json::to_string(&config).map_err(|source| Error::Serialize {
         what: "listener config.json",
         source,
@@ -102,7 +69,7 @@ pub fn config_json(
     Ok(json)
 }
 
-fn validate(c: &ListenerConfig<'_>) -> Result<(), Error> {
+fn validate(c: &ListenerConfigFile) -> Result<(), Error> {
     let fail = |m: String| Err(Error::Config(format!("listener config: {m}")));
     if c.configure_url.is_empty() {
         return fail("GitHubConfigUrl is not provided; set spec.githubConfigUrl".into());
@@ -116,10 +83,11 @@ fn validate(c: &ListenerConfig<'_>) -> Result<(), Error> {
     if c.runner_scale_set_id == 0 {
         return fail("RunnerScaleSetId \"0\" is missing".into());
     }
-    if c.max_runners < c.min_runners {
+    let max_runners = c.max_runners.unwrap_or(i32::MAX.into());
+    if max_runners < c.min_runners {
         return fail(format!(
             "MinRunners \"{}\" cannot be greater than MaxRunners \"{}\"; set spec.minRunners <= spec.maxRunners",
-            c.min_runners, c.max_runners
+            c.min_runners, max_runners
         ));
     }
     Ok(())

@@ -11,6 +11,7 @@ use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::AutoscalingListener;
+use crate::listener_config;
 use crate::meta::integrity_hash;
 use crate::names::{
     LISTENER_CONTAINER, annotations, listener_config_secret_name, listener_proxy_secret_name,
@@ -78,8 +79,8 @@ pub fn listener_pod(
 ) -> Pod {
     let name = al.name_any();
     let mut env = vec![EnvVar {
-        name: "LISTENER_CONFIG_PATH".into(),
-        value: Some(format!("{CONFIG_DIR}/config.json")),
+        name: listener_config::PATH_ENV.into(),
+        value: Some(format!("{CONFIG_DIR}/{}", listener_config::FILE_NAME)),
         ..Default::default()
     }];
     if let Some(proxy) = &al.spec.proxy {

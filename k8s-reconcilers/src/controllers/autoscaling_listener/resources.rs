@@ -11,6 +11,7 @@ use secrecy::ExposeSecret;
 
 use crate::crd::AutoscalingListener;
 use crate::github::ProxySettings;
+use crate::listener_config;
 use crate::meta::{Map, integrity_hash, merge_annotations, merge_labels};
 use crate::names::{annotations, labels, listener_config_secret_name, listener_proxy_secret_name};
 
@@ -157,7 +158,7 @@ pub fn role_binding(
 pub fn config_secret(al: &AutoscalingListener, config_json: String, excluded: &[String]) -> Secret {
     let meta = al.spec.config_secret_metadata.clone().unwrap_or_default();
     let data = BTreeMap::from([(
-        "config.json".to_owned(),
+        listener_config::FILE_NAME.to_owned(),
         ByteString(config_json.into_bytes()),
     )]);
     Secret {
