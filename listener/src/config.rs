@@ -1,20 +1,24 @@
-//! The listener's JSON configuration, in the format ARC's controller writes (`config.json`).
+//! The listener's configuration: `config.json` ([`ListenerConfigFile`], the format the manager
+//! and ARC's controller write), checked key by key.
 //!
-//! Keys are ARC's; unknown keys are ignored so that files written by either controller load.
-//! A few optional keys of our own (`health_addr`, `liveness_stale_after_seconds`,
+//! Unknown keys are ignored so that files written by either controller load. A few optional
+//! keys of our own (`health_addr`, `liveness_stale_after_seconds`,
 //! `session_conflict_timeout_seconds`) are ignored by ARC's listener.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use actions_client::{GitHubConfig, Scope};
+use k8s_reconcilers::listener_config::{
+    EXPECTED_INTEGER, EXPECTED_STRING, KeyError, ListenerConfigFile, NOT_WHOLE,
+};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+/// The `metrics` key: which metrics to register, with which labels (ARS `spec.listenerMetrics`).
+pub use k8s_reconcilers::crd::MetricsConfig;
 /// Environment variable holding the path of the config file.
-pub const CONFIG_PATH_ENV: &str = "LISTENER_CONFIG_PATH";
+pub use k8s_reconcilers::listener_config::PATH_ENV as CONFIG_PATH_ENV;
 
 /// Largest value of `max_runners` (and ARC's default when the scale set sets none).
 pub const MAX_RUNNERS_LIMIT: i64 = i32::MAX as i64;
@@ -51,7 +55,7 @@ pub enum ConfigError {
     #[error("config key `{key}`: {problem}; fix: {fix}")]
     Key {
         /// The JSON key at fault.
-        key: &'static str,
+        key: String,
         /// What is wrong (never contains secret values).
         problem: String,
         /// How to fix it.
@@ -60,14 +64,33 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn key(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+    fn key(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
         ConfigError::Key {
-            key,
+            key: key.to_owned(),
             problem: problem.into(),
             fix: fix.into(),
         }
     }
 }
+
+impl From<KeyError> for ConfigError {
+    fn from(KeyError { key, problem }: KeyError) -> Self {
+        let fix = if problem.ends_with(EXPECTED_STRING) {
+            format!("write {key} as a JSON string")
+        } else if problem.ends_with(EXPECTED_INTEGER) {
+            format!("write {key} as a JSON integer without quotes")
+        } else if problem.ends_with(NOT_WHOLE) {
+            format!("write {key} as a JSON integer")
+        } else if key == "metrics" {
+            METRICS_FIX.to_owned()
+        } else {
+            format!("correct the value of {key}")
+        };
+        ConfigError::Key { key, problem, fix }
+    }
+}
+
+const METRICS_FIX: &str = "use {\"counters\":{name:{\"labels\":[..]}},\"gauges\":{..},\"histograms\":{name:{\"labels\":[..],\"buckets\":[..]}}}";
 
 /// Log level (`log_level`), case-insensitive in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,39 +128,6 @@ pub enum GitHubCredentials {
         /// PEM RSA private key.
         private_key: SecretString,
     },
-}
-
-/// One counter or gauge entry of the `metrics` object.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct MetricSpec {
-    /// Labels, in order.
-    #[serde(default)]
-    pub labels: Vec<String>,
-}
-
-/// One histogram entry of the `metrics` object.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct HistogramSpec {
-    /// Labels, in order.
-    #[serde(default)]
-    pub labels: Vec<String>,
-    /// Bucket upper bounds; empty means ARC's defaults.
-    #[serde(default)]
-    pub buckets: Vec<f64>,
-}
-
-/// The `metrics` object (ARS `spec.listenerMetrics`): which metrics to register, with which labels.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct MetricsConfig {
-    /// Counters by full name (`gha_started_jobs_total`, ...).
-    #[serde(default)]
-    pub counters: BTreeMap<String, MetricSpec>,
-    /// Gauges by full name.
-    #[serde(default)]
-    pub gauges: BTreeMap<String, MetricSpec>,
-    /// Histograms by full name.
-    #[serde(default)]
-    pub histograms: BTreeMap<String, HistogramSpec>,
 }
 
 /// The validated listener configuration.
@@ -222,17 +212,17 @@ impl ListenerConfig {
             path: String::new(),
             message: e.to_string(),
         })?;
-        let Value::Object(map) = value else {
+        if !value.is_object() {
             return Err(ConfigError::Json {
                 path: String::new(),
                 message: "the top level is not an object".into(),
             });
-        };
-        Self::from_map(&map)
+        }
+        Self::validate(ListenerConfigFile::from_value(value)?)
     }
 
-    fn from_map(map: &Map<String, Value>) -> Result<Self, ConfigError> {
-        let configure_url = string(map, "configure_url")?.trim_matches('/').to_string();
+    fn validate(file: ListenerConfigFile) -> Result<Self, ConfigError> {
+        let configure_url = file.configure_url.trim_matches('/').to_string();
         if configure_url.is_empty() {
             return Err(ConfigError::key(
                 "configure_url",
@@ -242,23 +232,21 @@ impl ListenerConfig {
         }
         parse_config_url(&configure_url)?;
 
-        let namespace = string(map, "ephemeral_runner_set_namespace")?;
-        if namespace.is_empty() {
+        if file.ephemeral_runner_set_namespace.is_empty() {
             return Err(ConfigError::key(
                 "ephemeral_runner_set_namespace",
                 "is empty",
                 "set it to the namespace of the AutoscalingRunnerSet",
             ));
         }
-        let name = string(map, "ephemeral_runner_set_name")?;
-        if name.is_empty() {
+        if file.ephemeral_runner_set_name.is_empty() {
             return Err(ConfigError::key(
                 "ephemeral_runner_set_name",
                 "is empty",
                 "set it to the name of the EphemeralRunnerSet to patch",
             ));
         }
-        let runner_scale_set_id = integer(map, "runner_scale_set_id")?.unwrap_or(0);
+        let runner_scale_set_id = file.runner_scale_set_id;
         if runner_scale_set_id <= 0 {
             return Err(ConfigError::key(
                 "runner_scale_set_id",
@@ -266,8 +254,8 @@ impl ListenerConfig {
                 "set it to the scale set id from the AutoscalingRunnerSet annotation runner-scale-set-id",
             ));
         }
-        let min_runners = integer(map, "min_runners")?.unwrap_or(0);
-        let max_runners = integer(map, "max_runners")?.unwrap_or(MAX_RUNNERS_LIMIT);
+        let min_runners = file.min_runners;
+        let max_runners = file.max_runners.unwrap_or(MAX_RUNNERS_LIMIT);
         if !(0..=MAX_RUNNERS_LIMIT).contains(&min_runners) {
             return Err(ConfigError::key(
                 "min_runners",
@@ -290,9 +278,7 @@ impl ListenerConfig {
             ));
         }
 
-        let vault_type = string(map, "vault_type")?;
-        let vault_lookup_key = string(map, "vault_lookup_key")?;
-        match vault_type.as_str() {
+        match file.vault_type.as_str() {
             "" => {}
             "azure_key_vault" => {
                 return Err(ConfigError::key(
@@ -309,30 +295,29 @@ impl ListenerConfig {
                 ));
             }
         }
-        if !vault_lookup_key.is_empty() {
+        if !file.vault_lookup_key.is_empty() {
             return Err(ConfigError::key(
                 "vault_lookup_key",
                 "is set but vault_type is empty",
                 "set vault_type, or remove vault_lookup_key",
             ));
         }
-        let credentials = credentials(map)?;
+        let credentials = credentials(&file)?;
 
-        let server_root_ca = string(map, "server_root_ca")?;
-        let server_root_ca = if server_root_ca.trim().is_empty() {
+        let server_root_ca = if file.server_root_ca.trim().is_empty() {
             None
         } else {
-            if !server_root_ca.contains("-----BEGIN CERTIFICATE-----") {
+            if !file.server_root_ca.contains("-----BEGIN CERTIFICATE-----") {
                 return Err(ConfigError::key(
                     "server_root_ca",
                     "contains no PEM certificate",
                     "set it to PEM text with one or more -----BEGIN CERTIFICATE----- blocks",
                 ));
             }
-            Some(server_root_ca)
+            Some(file.server_root_ca)
         };
 
-        let log_level = match string(map, "log_level")?.to_ascii_lowercase().as_str() {
+        let log_level = match file.log_level.to_ascii_lowercase().as_str() {
             "debug" => LogLevel::Debug,
             "info" => LogLevel::Info,
             "warn" => LogLevel::Warn,
@@ -345,7 +330,7 @@ impl ListenerConfig {
                 ));
             }
         };
-        let log_format = match string(map, "log_format")?.as_str() {
+        let log_format = match file.log_format.as_str() {
             "json" => LogFormat::Json,
             "text" => LogFormat::Text,
             other => {
@@ -357,14 +342,8 @@ impl ListenerConfig {
             }
         };
 
-        let metrics_addr = string(map, "metrics_addr")?;
-        let metrics_addr = if metrics_addr.is_empty() {
-            None
-        } else {
-            check_addr("metrics_addr", &metrics_addr)?;
-            Some(metrics_addr)
-        };
-        let mut metrics_endpoint = string(map, "metrics_endpoint")?;
+        let metrics_addr = address("metrics_addr", file.metrics_addr)?;
+        let mut metrics_endpoint = file.metrics_endpoint;
         if metrics_endpoint.is_empty() {
             metrics_endpoint = "/metrics".into();
         } else if !metrics_endpoint.starts_with('/') {
@@ -374,54 +353,49 @@ impl ListenerConfig {
                 "start it with '/', e.g. /metrics",
             ));
         }
-        let metrics = match map.get("metrics") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(MetricsConfig::deserialize(v).map_err(|e| {
-                ConfigError::key(
+        let histograms = file
+            .metrics
+            .iter()
+            .flat_map(|m| m.histograms.iter().flatten());
+        for (name, h) in histograms {
+            let buckets = h.buckets.as_deref().unwrap_or_default();
+            let increasing = buckets.windows(2).all(|w| w[0] < w[1]);
+            if !increasing || buckets.iter().any(|b| !b.is_finite()) {
+                return Err(ConfigError::key(
                     "metrics",
-                    format!("invalid: {e}"),
-                    "use {\"counters\":{name:{\"labels\":[..]}},\"gauges\":{..},\"histograms\":{name:{\"labels\":[..],\"buckets\":[..]}}}",
-                )
-            })?),
-        };
-        if let Some(m) = &metrics {
-            for (name, h) in &m.histograms {
-                let increasing = h.buckets.windows(2).all(|w| w[0] < w[1]);
-                if !increasing || h.buckets.iter().any(|b| !b.is_finite()) {
-                    return Err(ConfigError::key(
-                        "metrics",
-                        format!("histogram {name}: buckets must be finite and strictly increasing"),
-                        "list bucket upper bounds in increasing order, or omit buckets for the defaults",
-                    ));
-                }
+                    format!("histogram {name}: buckets must be finite and strictly increasing"),
+                    "list bucket upper bounds in increasing order, or omit buckets for the defaults",
+                ));
             }
         }
 
-        let health_addr = string(map, "health_addr")?;
-        let health_addr = if health_addr.is_empty() {
-            None
-        } else {
-            check_addr("health_addr", &health_addr)?;
-            Some(health_addr)
-        };
-        let liveness_stale_after = seconds(map, "liveness_stale_after_seconds", 180)?;
-        let session_conflict_timeout = seconds(map, "session_conflict_timeout_seconds", 300)?;
+        let health_addr = address("health_addr", file.health_addr)?;
+        let liveness_stale_after = seconds(
+            "liveness_stale_after_seconds",
+            file.liveness_stale_after_seconds,
+            180,
+        )?;
+        let session_conflict_timeout = seconds(
+            "session_conflict_timeout_seconds",
+            file.session_conflict_timeout_seconds,
+            300,
+        )?;
 
         Ok(ListenerConfig {
             configure_url,
             credentials,
-            ephemeral_runner_set_namespace: namespace,
-            ephemeral_runner_set_name: name,
+            ephemeral_runner_set_namespace: file.ephemeral_runner_set_namespace,
+            ephemeral_runner_set_name: file.ephemeral_runner_set_name,
             max_runners,
             min_runners,
             runner_scale_set_id,
-            runner_scale_set_name: string(map, "runner_scale_set_name")?,
+            runner_scale_set_name: file.runner_scale_set_name,
             server_root_ca,
             log_level,
             log_format,
             metrics_addr,
             metrics_endpoint,
-            metrics,
+            metrics: file.metrics,
             health_addr,
             liveness_stale_after,
             session_conflict_timeout,
@@ -434,14 +408,11 @@ impl ListenerConfig {
     }
 }
 
-fn credentials(map: &Map<String, Value>) -> Result<GitHubCredentials, ConfigError> {
-    let token = secret(map, "github_token")?;
-    let app_id = match map.get("github_app_id") {
-        Some(Value::Number(n)) => n.to_string(),
-        _ => string(map, "github_app_id")?,
-    };
-    let installation_id = integer(map, "github_app_installation_id")?.unwrap_or(0);
-    let private_key = secret(map, "github_app_private_key")?;
+fn credentials(file: &ListenerConfigFile) -> Result<GitHubCredentials, ConfigError> {
+    let token = file.github_token.clone();
+    let app_id = file.github_app_id.clone();
+    let installation_id = file.github_app_installation_id;
+    let private_key = file.github_app_private_key.clone();
     let app_complete =
         !app_id.is_empty() && installation_id > 0 && !private_key.expose_secret().is_empty();
     let has_token = !token.expose_secret().is_empty();
@@ -491,65 +462,27 @@ fn credentials(map: &Map<String, Value>) -> Result<GitHubCredentials, ConfigErro
     ))
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// `None` for an empty address, else the address if it is `host:port`.
+fn address(key: &str, addr: String) -> Result<Option<String>, ConfigError> {
+    if addr.is_empty() {
+        return Ok(None);
     }
-}
-
-fn string(map: &Map<String, Value>, key: &'static str) -> Result<String, ConfigError> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(ConfigError::key(
+    let port_ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+    if port_ok {
+        Ok(Some(addr))
+    } else {
+        Err(ConfigError::key(
             key,
-            format!("is {}, expected a string", type_name(other)),
-            format!("write {key} as a JSON string"),
-        )),
+            format!("{addr:?} is not host:port"),
+            "use host:port, e.g. :8080 or 0.0.0.0:8080",
+        ))
     }
 }
 
-fn secret(map: &Map<String, Value>, key: &'static str) -> Result<SecretString, ConfigError> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(SecretString::from(String::new())),
-        Some(Value::String(s)) => Ok(SecretString::from(s.clone())),
-        Some(other) => Err(ConfigError::key(
-            key,
-            format!("is {}, expected a string", type_name(other)),
-            format!("write {key} as a JSON string"),
-        )),
-    }
-}
-
-fn integer(map: &Map<String, Value>, key: &'static str) -> Result<Option<i64>, ConfigError> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| {
-            ConfigError::key(
-                key,
-                format!("{n} is not a whole number in the 64-bit range"),
-                format!("write {key} as a JSON integer"),
-            )
-        }),
-        Some(other) => Err(ConfigError::key(
-            key,
-            format!("is {}, expected an integer", type_name(other)),
-            format!("write {key} as a JSON integer without quotes"),
-        )),
-    }
-}
-
-fn seconds(
-    map: &Map<String, Value>,
-    key: &'static str,
-    default: u64,
-) -> Result<Duration, ConfigError> {
-    match integer(map, key)? {
+fn seconds(key: &str, value: Option<i64>, default: u64) -> Result<Duration, ConfigError> {
+    match value {
         None => Ok(Duration::from_secs(default)),
         Some(s) if s > 0 => Ok(Duration::from_secs(s.unsigned_abs())),
         Some(s) => Err(ConfigError::key(
@@ -557,21 +490,6 @@ fn seconds(
             format!("is {s}, must be positive"),
             format!("set a number of seconds > 0, or remove the key for the default {default}"),
         )),
-    }
-}
-
-fn check_addr(key: &'static str, addr: &str) -> Result<(), ConfigError> {
-    let port_ok = addr
-        .rsplit_once(':')
-        .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
-    if port_ok {
-        Ok(())
-    } else {
-        Err(ConfigError::key(
-            key,
-            format!("{addr:?} is not host:port"),
-            "use host:port, e.g. :8080 or 0.0.0.0:8080",
-        ))
     }
 }
 

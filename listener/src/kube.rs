@@ -1,12 +1,22 @@
 //! Blind JSON merge patches on the EphemeralRunnerSet and EphemeralRunner status: the only
 //! Kubernetes calls the listener makes (its Role grants `patch` and nothing else).
+//!
+//! A patch is built as ARC's listener builds it (`jsonpatch.CreateMergePatch`): the difference
+//! between two objects of the CRD type, so it can only name fields the CRD types have. The
+//! answers are read as metadata only: the listener needs nothing from them, and reading the
+//! whole objects would link the deserializers of the CRD types and their pod templates.
 
+use std::fmt;
 use std::future::Future;
-
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
+use std::marker::PhantomData;
 
 use actions_client::JobStarted;
+use k8s_reconcilers::crd::{EphemeralRunner, EphemeralRunnerSet, EphemeralRunnerStatus};
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 /// Why a Kubernetes patch failed.
 #[derive(Debug, thiserror::Error)]
@@ -15,7 +25,7 @@ pub enum PatchError {
     #[error("{kind} {namespace}/{name} not found")]
     NotFound {
         /// Kind of the object.
-        kind: &'static str,
+        kind: String,
         /// Namespace.
         namespace: String,
         /// Name.
@@ -25,7 +35,7 @@ pub enum PatchError {
     #[error("patching {kind} {namespace}/{name}: {message}")]
     Failed {
         /// Kind of the object.
-        kind: &'static str,
+        kind: String,
         /// Namespace.
         namespace: String,
         /// Name.
@@ -35,62 +45,126 @@ pub enum PatchError {
     },
 }
 
+/// A JSON merge patch (RFC 7386) of a `K`.
+pub struct MergePatch<K> {
+    body: Value,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Serialize> MergePatch<K> {
+    /// The patch that turns `from` into `to`: the keys whose values differ, with `null` for the
+    /// keys `to` omits.
+    pub fn between(from: &K, to: &K) -> Result<Self, serde_json::Error> {
+        Ok(MergePatch {
+            body: difference(&serde_json::to_value(from)?, &serde_json::to_value(to)?),
+            kind: PhantomData,
+        })
+    }
+}
+
+impl<K> MergePatch<K> {
+    /// The JSON body.
+    pub fn body(&self) -> &Value {
+        &self.body
+    }
+}
+
+impl<K> Clone for MergePatch<K> {
+    fn clone(&self) -> Self {
+        MergePatch {
+            body: self.body.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> fmt::Debug for MergePatch<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.body, f)
+    }
+}
+
+impl<K> fmt::Display for MergePatch<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.body, f)
+    }
+}
+
+impl<K> Serialize for MergePatch<K> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.body.serialize(s)
+    }
+}
+
+fn difference(from: &Value, to: &Value) -> Value {
+    let (Value::Object(from), Value::Object(to)) = (from, to) else {
+        return to.clone();
+    };
+    let mut patch: Map<String, Value> = from
+        .keys()
+        .filter(|key| !to.contains_key(*key))
+        .map(|key| (key.clone(), Value::Null))
+        .collect();
+    for (key, new) in to {
+        match from.get(key) {
+            Some(old) if old == new => {}
+            Some(old) => {
+                patch.insert(key.clone(), difference(old, new));
+            }
+            None => {
+                patch.insert(key.clone(), new.clone());
+            }
+        }
+    }
+    Value::Object(patch)
+}
+
 /// What the loop writes to Kubernetes.
 pub trait RunnerSetPatcher: Send + Sync + 'static {
-    /// Merge-patches the EphemeralRunnerSet; returns the resulting `spec.replicas`.
+    /// Merge-patches the EphemeralRunnerSet.
     fn patch_runner_set(
         &self,
-        body: serde_json::Value,
-    ) -> impl Future<Output = Result<i64, PatchError>> + Send;
+        patch: &MergePatch<EphemeralRunnerSet>,
+    ) -> impl Future<Output = Result<(), PatchError>> + Send;
     /// Merge-patches an EphemeralRunner's status.
     fn patch_runner_status(
         &self,
         runner_name: &str,
-        body: serde_json::Value,
+        patch: &MergePatch<EphemeralRunner>,
     ) -> impl Future<Output = Result<(), PatchError>> + Send;
 }
 
-/// The status patch ARC's listener sends on JobStarted (empty fields omitted).
-pub fn runner_status_patch(started: &JobStarted) -> serde_json::Value {
+/// The status patch ARC's listener sends on JobStarted: the job's fields that are set.
+pub fn runner_status_patch(
+    started: &JobStarted,
+) -> Result<MergePatch<EphemeralRunner>, serde_json::Error> {
     let job = &started.job;
-    let mut status = serde_json::Map::new();
-    if !job.job_display_name.is_empty() {
-        status.insert("jobDisplayName".into(), job.job_display_name.clone().into());
-    }
-    if !job.job_id.is_empty() {
-        status.insert("jobId".into(), job.job_id.clone().into());
-    }
-    if !job.owner_name.is_empty() || !job.repository_name.is_empty() {
-        status.insert(
-            "jobRepositoryName".into(),
-            format!("{}/{}", job.owner_name, job.repository_name).into(),
-        );
-    }
-    if job.runner_request_id != 0 {
-        status.insert("jobRequestId".into(), job.runner_request_id.into());
-    }
-    if !job.job_workflow_ref.is_empty() {
-        status.insert("jobWorkflowRef".into(), job.job_workflow_ref.clone().into());
-    }
-    if job.workflow_run_id != 0 {
-        status.insert("workflowRunId".into(), job.workflow_run_id.into());
-    }
-    serde_json::json!({ "status": status })
+    let repository = if job.owner_name.is_empty() && job.repository_name.is_empty() {
+        String::new()
+    } else {
+        format!("{}/{}", job.owner_name, job.repository_name)
+    };
+    let runner = |status| EphemeralRunner {
+        status: Some(status),
+        ..Default::default()
+    };
+    let with_job = EphemeralRunnerStatus {
+        job_display_name: job.job_display_name.clone(),
+        job_id: job.job_id.clone(),
+        job_repository_name: repository,
+        job_request_id: job.runner_request_id,
+        job_workflow_ref: job.job_workflow_ref.clone(),
+        workflow_run_id: job.workflow_run_id,
+        ..Default::default()
+    };
+    MergePatch::between(&runner(EphemeralRunnerStatus::default()), &runner(with_job))
 }
 
-fn resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("actions.github.com", "v1alpha1", kind),
-        plural,
-    )
-}
-
-/// [`RunnerSetPatcher`] over a kube client, with `DynamicObject` so the listener does not
-/// depend on the CRD types.
+/// [`RunnerSetPatcher`] over a kube client.
 #[derive(Clone)]
 pub struct KubePatcher {
-    runner_sets: Api<DynamicObject>,
-    runners: Api<DynamicObject>,
+    runner_sets: Api<PartialObjectMeta<EphemeralRunnerSet>>,
+    runners: Api<PartialObjectMeta<EphemeralRunner>>,
     namespace: String,
     runner_set_name: String,
 }
@@ -98,17 +172,16 @@ pub struct KubePatcher {
 impl KubePatcher {
     /// Patches `namespace/runner_set_name` and the EphemeralRunners of `namespace`.
     pub fn new(client: kube::Client, namespace: &str, runner_set_name: &str) -> Self {
-        let ers = resource("EphemeralRunnerSet", "ephemeralrunnersets");
-        let er = resource("EphemeralRunner", "ephemeralrunners");
         KubePatcher {
-            runner_sets: Api::namespaced_with(client.clone(), namespace, &ers),
-            runners: Api::namespaced_with(client, namespace, &er),
+            runner_sets: Api::namespaced(client.clone(), namespace),
+            runners: Api::namespaced(client, namespace),
             namespace: namespace.to_string(),
             runner_set_name: runner_set_name.to_string(),
         }
     }
 
-    fn error(&self, kind: &'static str, name: &str, e: kube::Error) -> PatchError {
+    fn error<K: Resource<DynamicType = ()>>(&self, name: &str, e: kube::Error) -> PatchError {
+        let kind = K::kind(&()).into_owned();
         match e {
             kube::Error::Api(status) if object_missing(&status, name) => PatchError::NotFound {
                 kind,
@@ -135,32 +208,30 @@ fn object_missing(status: &kube::core::Status, name: &str) -> bool {
 }
 
 impl RunnerSetPatcher for KubePatcher {
-    async fn patch_runner_set(&self, body: serde_json::Value) -> Result<i64, PatchError> {
-        let object = self
-            .runner_sets
+    async fn patch_runner_set(
+        &self,
+        patch: &MergePatch<EphemeralRunnerSet>,
+    ) -> Result<(), PatchError> {
+        self.runner_sets
             .patch(
                 &self.runner_set_name,
                 &PatchParams::default(),
-                &Patch::Merge(body),
+                &Patch::Merge(patch),
             )
             .await
-            .map_err(|e| self.error("EphemeralRunnerSet", &self.runner_set_name, e))?;
-        Ok(object
-            .data
-            .pointer("/spec/replicas")
-            .and_then(serde_json::Value::as_i64)
-            .unwrap_or(0))
+            .map_err(|e| self.error::<EphemeralRunnerSet>(&self.runner_set_name, e))?;
+        Ok(())
     }
 
     async fn patch_runner_status(
         &self,
         runner_name: &str,
-        body: serde_json::Value,
+        patch: &MergePatch<EphemeralRunner>,
     ) -> Result<(), PatchError> {
         self.runners
-            .patch_status(runner_name, &PatchParams::default(), &Patch::Merge(body))
+            .patch_status(runner_name, &PatchParams::default(), &Patch::Merge(patch))
             .await
-            .map_err(|e| self.error("EphemeralRunner", runner_name, e))?;
+            .map_err(|e| self.error::<EphemeralRunner>(runner_name, e))?;
         Ok(())
     }
 }
@@ -207,8 +278,9 @@ mod tests {
             runner_name: "runner-a".into(),
             ..Default::default()
         };
+        let patch = runner_status_patch(&job).expect("a patch");
         assert_eq!(
-            runner_status_patch(&job).to_string(),
+            patch.to_string(),
             r#"{"status":{"jobId":"77aa","jobRepositoryName":"octo-org/app","jobRequestId":998,"workflowRunId":554}}"#
         );
     }

@@ -14,7 +14,7 @@ use actions_client::{Error, JobMessage, JobStarted, MessageSession, Statistics};
 use crate::health::Health;
 use crate::kube::{PatchError, RunnerSetPatcher, runner_status_patch};
 use crate::metrics::{JobStages, Metrics};
-use crate::scaler::{Bounds, Scaler, ers_patch_body};
+use crate::scaler::{Bounds, Scaler, ers_patch};
 use crate::service::{Message, Reaction, ScaleSetService, reaction};
 
 /// Loop settings (from the config, plus timings tests may shorten).
@@ -552,12 +552,18 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
             warn!(runner_request_id = job.job.runner_request_id, job_id = %job.job.job_id, "JobStarted without runnerName; no status patch");
             return;
         }
-        let body = runner_status_patch(job);
+        let patch = match runner_status_patch(job) {
+            Ok(patch) => patch,
+            Err(e) => {
+                error!(error = %e, job_id = %job.job.job_id, "could not build the ephemeral runner status patch");
+                return;
+            }
+        };
         let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
         for attempt in 1..=3 {
             match self
                 .patcher
-                .patch_runner_status(&job.runner_name, body.clone())
+                .patch_runner_status(&job.runner_name, &patch)
                 .await
             {
                 Ok(()) => return,
@@ -589,13 +595,19 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         if let (true, Some(m)) = (record, &self.metrics) {
             m.record_desired(decision.target.into());
         }
-        let body = ers_patch_body(decision);
+        let patch = match ers_patch(decision) {
+            Ok(patch) => patch,
+            Err(e) => {
+                error!(error = %e, "could not build the ephemeral runner set patch");
+                return;
+            }
+        };
         let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
         for attempt in 1..=3 {
-            match self.patcher.patch_runner_set(body.clone()).await {
-                Ok(replicas) => {
+            match self.patcher.patch_runner_set(&patch).await {
+                Ok(()) => {
                     debug!(
-                        replicas,
+                        replicas = decision.target,
                         patch_id = decision.patch_id,
                         "patched the ephemeral runner set"
                     );

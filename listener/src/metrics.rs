@@ -13,7 +13,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::config::{ConfigUrlParts, HistogramSpec, MetricSpec, MetricsConfig};
+use k8s_reconcilers::crd::{CounterMetric, GaugeMetric, HistogramMetric};
+
+use crate::config::{ConfigUrlParts, MetricsConfig};
 use actions_client::{JobCompleted, JobInfo, JobStarted, Statistics};
 
 type Labels = Vec<(String, String)>;
@@ -220,51 +222,37 @@ impl Metrics {
     ) -> Self {
         let owned = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let default_config = || {
-            let mut c = MetricsConfig::default();
-            for (n, _) in GAUGES {
-                c.gauges.insert(
-                    n.into(),
-                    MetricSpec {
-                        labels: owned(&GAUGE_LABELS),
-                    },
-                );
-            }
             let mut completed = owned(&JOB_LABELS);
             completed.push("job_result".into());
-            c.counters.insert(
-                "gha_started_jobs_total".into(),
-                MetricSpec {
-                    labels: owned(&JOB_LABELS),
-                },
-            );
-            c.counters.insert(
-                "gha_completed_jobs_total".into(),
-                MetricSpec {
-                    labels: completed.clone(),
-                },
-            );
-            c.histograms.insert(
-                "gha_job_startup_duration_seconds".into(),
-                HistogramSpec {
-                    labels: owned(&JOB_LABELS),
-                    buckets: Vec::new(),
-                },
-            );
-            c.histograms.insert(
-                "gha_job_execution_duration_seconds".into(),
-                HistogramSpec {
-                    labels: completed,
-                    buckets: Vec::new(),
-                },
-            );
-            c
+            let gauges = GAUGES.iter().map(|(n, _)| {
+                let labels = owned(&GAUGE_LABELS);
+                ((*n).to_owned(), GaugeMetric { labels })
+            });
+            let counters = [
+                ("gha_started_jobs_total", owned(&JOB_LABELS)),
+                ("gha_completed_jobs_total", completed.clone()),
+            ]
+            .map(|(n, labels)| (n.to_owned(), CounterMetric { labels }));
+            let histograms = [
+                ("gha_job_startup_duration_seconds", owned(&JOB_LABELS)),
+                ("gha_job_execution_duration_seconds", completed),
+            ]
+            .map(|(n, labels)| {
+                let buckets = None;
+                (n.to_owned(), HistogramMetric { labels, buckets })
+            });
+            MetricsConfig {
+                counters: Some(counters.into_iter().collect()),
+                gauges: Some(gauges.collect()),
+                histograms: Some(histograms.into_iter().collect()),
+            }
         };
         let config = config.cloned().unwrap_or_else(default_config);
         let mut registry = Registry::default();
         let mut gauges = HashMap::new();
         let mut counters = HashMap::new();
         let mut histograms = HashMap::new();
-        for (metric, spec) in &config.gauges {
+        for (metric, spec) in config.gauges.iter().flatten() {
             let Some((n, help)) = GAUGES.iter().find(|(n, _)| n == metric) else {
                 tracing::error!(kind = "gauge", name = %metric, "unknown metric name");
                 continue;
@@ -279,7 +267,7 @@ impl Metrics {
                 },
             );
         }
-        for (metric, spec) in &config.counters {
+        for (metric, spec) in config.counters.iter().flatten() {
             let Some((n, help)) = COUNTERS.iter().find(|(n, _)| n == metric) else {
                 tracing::error!(kind = "counter", name = %metric, "unknown metric name");
                 continue;
@@ -294,15 +282,14 @@ impl Metrics {
                 },
             );
         }
-        for (metric, spec) in &config.histograms {
+        for (metric, spec) in config.histograms.iter().flatten() {
             let Some((n, help)) = HISTOGRAMS.iter().find(|(n, _)| n == metric) else {
                 tracing::error!(kind = "histogram", name = %metric, "unknown metric name");
                 continue;
             };
-            let buckets = if spec.buckets.is_empty() {
-                DEFAULT_BUCKETS.to_vec()
-            } else {
-                spec.buckets.clone()
+            let buckets = match spec.buckets.as_deref() {
+                None | Some([]) => DEFAULT_BUCKETS.to_vec(),
+                Some(buckets) => buckets.to_vec(),
             };
             let family = Family::new_with_constructor(Buckets(buckets));
             registry.register(*n, *help, family.clone());

@@ -6,23 +6,29 @@ use std::time::Duration;
 use actions_client::{JobInfo, JobStarted};
 use anyhow::Context;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use k8s_reconcilers::crd::{
+    EphemeralRunner, EphemeralRunnerSet, EphemeralRunnerSetSpec, EphemeralRunnerSpec,
+};
+use kube::Resource;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::runtime::{conditions, wait::await_condition};
 use listener::kube::{KubePatcher, PatchError, RunnerSetPatcher, runner_status_patch};
-use listener::scaler::{Decision, ers_patch_body};
+use listener::scaler::{Decision, ers_patch};
 use serde_json::{Value, json};
 use testbed::ControlPlane;
 
-const KINDS: [(&str, &str); 2] = [
-    ("EphemeralRunnerSet", "ephemeralrunnersets"),
-    ("EphemeralRunner", "ephemeralrunners"),
-];
-
-fn resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("actions.github.com", "v1alpha1", kind),
-        plural,
-    )
+/// Kind and plural of the two kinds the listener patches.
+fn kinds() -> [(String, String); 2] {
+    [
+        (
+            EphemeralRunnerSet::kind(&()),
+            EphemeralRunnerSet::plural(&()),
+        ),
+        (EphemeralRunner::kind(&()), EphemeralRunner::plural(&())),
+    ]
+    .map(|(kind, plural)| (kind.into_owned(), plural.into_owned()))
 }
 
 async fn apply(
@@ -53,15 +59,15 @@ async fn apply(
 /// suites; here only names, plurals and the status subresource matter). Existing CRDs are kept.
 async fn ensure_crds(client: &kube::Client) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (kind, plural) in KINDS {
+    for (kind, plural) in kinds() {
         let name = format!("{plural}.actions.github.com");
         if crds.get_opt(&name).await?.is_none() {
             let crd: CustomResourceDefinition = serde_json::from_value(json!({
                 "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
                 "metadata": {"name": name},
-                "spec": {"group": "actions.github.com", "scope": "Namespaced",
+                "spec": {"group": EphemeralRunner::group(&()), "scope": "Namespaced",
                     "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
-                    "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                    "versions": [{"name": EphemeralRunner::version(&()), "served": true, "storage": true,
                         "subresources": {"status": {}},
                         "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
             }))?;
@@ -112,50 +118,47 @@ async fn patches_work_with_only_the_listener_role() -> anyhow::Result<()> {
         "subjects": [{"kind": "ServiceAccount", "name": "listener", "namespace": ns}]}),
     )
     .await?;
-    let ers = resource("EphemeralRunnerSet", "ephemeralrunnersets");
-    let er = resource("EphemeralRunner", "ephemeralrunners");
-    apply(
-        &admin,
-        &ers,
-        Some(&ns),
-        json!({"apiVersion": "actions.github.com/v1alpha1", "kind": "EphemeralRunnerSet",
-        "metadata": {"name": "set", "namespace": ns}, "spec": {"replicas": 2, "patchID": 0}}),
-    )
-    .await?;
-    apply(
-        &admin,
-        &er,
-        Some(&ns),
-        json!({"apiVersion": "actions.github.com/v1alpha1", "kind": "EphemeralRunner",
-        "metadata": {"name": "runner-1", "namespace": ns}, "spec": {}}),
-    )
-    .await?;
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.clone()),
+        ..Default::default()
+    };
+    let sets: Api<EphemeralRunnerSet> = Api::namespaced(admin.clone(), &ns);
+    let set = EphemeralRunnerSet {
+        metadata: meta("set"),
+        spec: EphemeralRunnerSetSpec {
+            replicas: 2,
+            ..Default::default()
+        },
+        status: None,
+    };
+    sets.create(&PostParams::default(), &set).await?;
+    let runners: Api<EphemeralRunner> = Api::namespaced(admin.clone(), &ns);
+    let runner = EphemeralRunner {
+        metadata: meta("runner-1"),
+        spec: EphemeralRunnerSpec::default(),
+        status: None,
+    };
+    runners.create(&PostParams::default(), &runner).await?;
 
     let sa = cp.service_account_client(&ns, "listener").await?;
     let patcher = KubePatcher::new(sa.clone(), &ns, "set");
-    let replicas = patcher
-        .patch_runner_set(ers_patch_body(Decision {
+    patcher
+        .patch_runner_set(&ers_patch(Decision {
             target: 5,
             patch_id: 3,
-        }))
+        })?)
         .await?;
-    assert_eq!(replicas, 5);
-    let replicas = patcher
-        .patch_runner_set(ers_patch_body(Decision {
+    let stored = sets.get("set").await?;
+    assert_eq!((stored.spec.replicas, stored.spec.patch_id), (5, 3));
+    patcher
+        .patch_runner_set(&ers_patch(Decision {
             target: 0,
             patch_id: 4,
-        }))
+        })?)
         .await?;
-    assert_eq!(replicas, 0);
-    let stored = Api::<DynamicObject>::namespaced_with(admin.clone(), &ns, &ers)
-        .get("set")
-        .await?;
-    assert_eq!(stored.data["spec"]["patchID"], json!(4));
-    assert!(
-        stored.data["spec"].get("replicas").is_none(),
-        "{:?}",
-        stored.data
-    );
+    let stored = sets.get("set").await?;
+    assert_eq!((stored.spec.replicas, stored.spec.patch_id), (0, 4));
 
     let job = JobStarted {
         job: JobInfo {
@@ -171,32 +174,23 @@ async fn patches_work_with_only_the_listener_role() -> anyhow::Result<()> {
         runner_id: 1,
         runner_name: "runner-1".into(),
     };
-    patcher
-        .patch_runner_status("runner-1", runner_status_patch(&job))
-        .await?;
-    let runner = Api::<DynamicObject>::namespaced_with(admin.clone(), &ns, &er)
-        .get("runner-1")
-        .await?;
-    assert_eq!(runner.data["status"]["jobRequestId"], json!(77));
-    assert_eq!(
-        runner.data["status"]["jobRepositoryName"],
-        json!("octo/app")
-    );
-    assert_eq!(runner.data["status"]["jobDisplayName"], json!("build"));
+    let status = runner_status_patch(&job)?;
+    patcher.patch_runner_status("runner-1", &status).await?;
+    let status_of_runner = runners.get("runner-1").await?.status.unwrap_or_default();
+    assert_eq!(status_of_runner.job_request_id, 77);
+    assert_eq!(status_of_runner.job_repository_name, "octo/app");
+    assert_eq!(status_of_runner.job_display_name, "build");
 
-    match patcher
-        .patch_runner_status("runner-gone", runner_status_patch(&job))
-        .await
-    {
+    match patcher.patch_runner_status("runner-gone", &status).await {
         Err(PatchError::NotFound { name, .. }) => assert_eq!(name, "runner-gone"),
         other => panic!("expected NotFound for a missing runner, got {other:?}"),
     }
     let other_set = KubePatcher::new(sa.clone(), &ns, "other-set");
     match other_set
-        .patch_runner_set(ers_patch_body(Decision {
+        .patch_runner_set(&ers_patch(Decision {
             target: 1,
             patch_id: 1,
-        }))
+        })?)
         .await
     {
         Err(PatchError::Failed { message, .. }) => {
@@ -204,7 +198,7 @@ async fn patches_work_with_only_the_listener_role() -> anyhow::Result<()> {
         }
         other => panic!("patching another runner set must be forbidden, got {other:?}"),
     }
-    let read = Api::<DynamicObject>::namespaced_with(sa, &ns, &ers)
+    let read = Api::<EphemeralRunnerSet>::namespaced(sa, &ns)
         .get("set")
         .await;
     assert!(

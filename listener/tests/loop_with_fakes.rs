@@ -8,8 +8,9 @@ use std::time::Duration;
 use actions_client::{
     Error, ErrorInfo, JobAvailable, JobInfo, JobMessage, JobStarted, MessageSession, Statistics,
 };
+use k8s_reconcilers::crd::{EphemeralRunner, EphemeralRunnerSet};
 use listener::health::Health;
-use listener::kube::{PatchError, RunnerSetPatcher};
+use listener::kube::{MergePatch, PatchError, RunnerSetPatcher};
 use listener::scaler::Bounds;
 use listener::service::{Message, ScaleSetService};
 use listener::{Listener, ListenerError, LoopSettings};
@@ -132,22 +133,22 @@ impl FakePatcher {
 }
 
 impl RunnerSetPatcher for FakePatcher {
-    async fn patch_runner_set(&self, body: serde_json::Value) -> Result<i64, PatchError> {
-        self.0.lock().expect("lock").push(format!("ers {body}"));
-        Ok(body
-            .pointer("/spec/replicas")
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0))
+    async fn patch_runner_set(
+        &self,
+        patch: &MergePatch<EphemeralRunnerSet>,
+    ) -> Result<(), PatchError> {
+        self.0.lock().expect("lock").push(format!("ers {patch}"));
+        Ok(())
     }
     async fn patch_runner_status(
         &self,
         name: &str,
-        body: serde_json::Value,
+        patch: &MergePatch<EphemeralRunner>,
     ) -> Result<(), PatchError> {
         self.0
             .lock()
             .expect("lock")
-            .push(format!("er {name} {body}"));
+            .push(format!("er {name} {patch}"));
         Ok(())
     }
 }

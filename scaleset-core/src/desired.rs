@@ -137,44 +137,6 @@ pub struct Decision {
     pub patch_id: i64,
 }
 
-impl Decision {
-    /// The JSON merge-patch body ARC's listener sends; serialize it with any serde format.
-    ///
-    /// `replicas` is `null` when the target is 0 (ARC omits a zero `replicas`, so the merge
-    /// patch deletes the field), and `patchID` is always present.
-    ///
-    /// ```
-    /// use scaleset_core::desired::{Decision, ErsPatch, ErsPatchSpec};
-    /// let body = Decision { target: 0, patch_id: 4 }.merge_patch();
-    /// assert_eq!(body, ErsPatch { spec: ErsPatchSpec { patch_id: 4, replicas: None } });
-    /// ```
-    pub fn merge_patch(self) -> ErsPatch {
-        ErsPatch {
-            spec: ErsPatchSpec {
-                patch_id: self.patch_id,
-                replicas: (self.target > 0).then_some(self.target),
-            },
-        }
-    }
-}
-
-/// `{"spec":{"patchID":P,"replicas":T|null}}` as a serde value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErsPatch {
-    /// The `spec` object.
-    pub spec: ErsPatchSpec,
-}
-
-/// The `spec` part of [`ErsPatch`]; field order matches ARC's body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErsPatchSpec {
-    /// `patchID`, always serialized.
-    #[serde(rename = "patchID")]
-    pub patch_id: i64,
-    /// `replicas`; `None` serializes as `null`, which removes the field (= 0).
-    pub replicas: Option<u32>,
-}
-
 /// The listener's scaler state: last target, patch sequence, and whether job events arrived.
 ///
 /// Call [`Scaler::step`] once at session start (initial statistics), after every handled message
@@ -326,24 +288,6 @@ mod tests {
         s.step(1);
         s.set_patch_seq(i64::from(i32::MAX));
         assert_eq!(s.step(3).patch_id, 1);
-    }
-
-    /// listener.md 5.1: zero target is sent as `replicas: null`; patchID always present.
-    #[test]
-    fn zero_target_patch_has_null_replicas() {
-        let p = Decision {
-            target: 0,
-            patch_id: 0,
-        }
-        .merge_patch();
-        assert_eq!(p.spec.replicas, None);
-        let p = Decision {
-            target: 2,
-            patch_id: 7,
-        }
-        .merge_patch();
-        assert_eq!(p.spec.replicas, Some(2));
-        assert_eq!(p.spec.patch_id, 7);
     }
 
     #[test]
