@@ -62,22 +62,6 @@ impl<K: Serialize> MergePatch<K> {
     }
 }
 
-impl<K> MergePatch<K> {
-    /// The JSON body.
-    pub fn body(&self) -> &Value {
-        &self.body
-    }
-}
-
-impl<K> Clone for MergePatch<K> {
-    fn clone(&self) -> Self {
-        MergePatch {
-            body: self.body.clone(),
-            kind: PhantomData,
-        }
-    }
-}
-
 impl<K> fmt::Debug for MergePatch<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.body, f)
@@ -262,6 +246,16 @@ mod tests {
         let unserved = "the server could not find the requested resource";
         assert!(!object_missing(&status(unserved, None), "runner-a"));
         assert!(!object_missing(&status(unserved, Some("")), "runner-a"));
+    }
+
+    #[test]
+    fn difference_is_the_merge_patch_from_one_document_to_the_other() {
+        let from = serde_json::json!({"gone": 1, "same": {"a": 1}, "nested": {"a": 1, "b": 2}, "list": [1]});
+        let to = serde_json::json!({"same": {"a": 1}, "nested": {"a": 1, "b": 3}, "list": [2], "new": "x"});
+        assert_eq!(
+            difference(&from, &to),
+            serde_json::json!({"gone": null, "nested": {"b": 3}, "list": [2], "new": "x"})
+        );
     }
 
     #[test]
