@@ -106,6 +106,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- with .runnerMaxConcurrentReconciles }}
 - "--runner-max-concurrent-reconciles={{ . }}"
 {{- end }}
+{{- with .updateStrategy }}
+- "--update-strategy={{ . }}"
+{{- end }}
 {{- end }}
 {{- with .Values.metrics }}
 - "--listener-metrics-addr={{ .listenerAddr }}"

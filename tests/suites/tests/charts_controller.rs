@@ -324,6 +324,7 @@ fn default_deployment() {
         "--listener-metrics-addr=0",
         "--listener-metrics-endpoint=",
         "--runner-max-concurrent-reconciles=2",
+        "--update-strategy=immediate",
     ];
     want.sort();
     assert_eq!(got, want);
@@ -499,7 +500,7 @@ fn watch_single_namespace() {
     );
     let a = args(&r);
     assert!(a.contains(&"--watch-single-namespace=demo".to_string()));
-    assert_eq!(a.len(), 8, "{a:?}");
+    assert_eq!(a.len(), 9, "{a:?}");
 
     assert!(r.of_kind("ClusterRole").is_empty());
     assert!(r.of_kind("ClusterRoleBinding").is_empty());
@@ -659,6 +660,16 @@ fn exclude_label_propagation_prefixes() {
     let a = args(&r);
     assert!(a.contains(&"--exclude-label-propagation-prefix=prefix.com/".to_string()));
     assert!(a.contains(&"--exclude-label-propagation-prefix=complete.io/label".to_string()));
+}
+
+#[test]
+fn update_strategy_reaches_the_manager() {
+    let r = render(json!({"flags": {"updateStrategy": "eventual"}}));
+    assert!(args(&r).contains(&"--update-strategy=eventual".to_string()));
+    let r = render(json!({"flags": {"updateStrategy": null}}));
+    assert!(!args(&r).iter().any(|a| a.starts_with("--update-strategy")));
+    let err = render_err(json!({"flags": {"updateStrategy": "later"}}));
+    assert!(err.contains("updateStrategy"), "{err}");
 }
 
 #[test]

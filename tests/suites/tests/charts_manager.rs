@@ -15,6 +15,7 @@ use k8s_reconcilers::ManagerOptions;
 use k8s_reconcilers::crd::{AutoscalingListener, AutoscalingRunnerSet, EphemeralRunnerSet};
 use k8s_reconcilers::github::memory::MemoryService;
 use kube::api::{Api, DeleteParams, ListParams};
+use scaleset_core::autoscaling_runner_set::DriftPolicy;
 use serde_json::{Value, json};
 use suites::helm::{self, Chart, Render};
 use testbed::ControlPlane;
@@ -75,6 +76,13 @@ fn options_from_deployment(
                 options.listener_metrics_addr = if value == "0" { "" } else { value }.into()
             }
             "--listener-metrics-endpoint" => options.listener_metrics_endpoint = value.into(),
+            "--update-strategy" => {
+                options.drift_policy = match value {
+                    "immediate" => DriftPolicy::Replace,
+                    "eventual" => DriftPolicy::Drain,
+                    other => panic!("the chart passes --update-strategy={other}"),
+                }
+            }
             "--metrics-addr" => options.publish_metrics = value != "0",
             "--auto-scaler-image-pull-secrets" => {
                 options.listener_image_pull_secrets.push(value.into())
