@@ -1,4 +1,4 @@
-//! Turning an unexpected response into an [`Error`] (actions-protocol.md §7.2, §7.3).
+//! Turning an unexpected response into an [`Error`] (docs/architecture.md#errors-and-retries).
 
 use http::{StatusCode, header};
 

@@ -1,4 +1,5 @@
-//! Parsing of the configuration URL and the GitHub API base (actions-protocol.md §2).
+//! Parsing of the configuration URL and the GitHub API base
+//! (docs/architecture.md#configuration-url-and-api-base).
 
 use std::fmt;
 
@@ -32,7 +33,8 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// Path of the registration-token endpoint for this scope (§3.4).
+    /// Path of the registration-token endpoint for this scope
+    /// (docs/architecture.md#credential-exchange).
     pub fn registration_token_path(&self) -> String {
         match self {
             Scope::Repository { owner, repository } => {
@@ -107,7 +109,7 @@ impl GitHubConfig {
         })
     }
 
-    /// The URL as sent in the runner-registration body (§2.1 step 4).
+    /// The URL as sent in the runner-registration body (docs/architecture.md#credential-exchange).
     pub fn config_url(&self) -> &str {
         &self.config_url
     }
@@ -122,7 +124,8 @@ impl GitHubConfig {
         self.hosted
     }
 
-    /// The GitHub REST API base `B` without a trailing slash (§2.2).
+    /// The GitHub REST API base `B` without a trailing slash
+    /// (docs/architecture.md#configuration-url-and-api-base).
     pub fn api_base(&self) -> &str {
         &self.api_base
     }

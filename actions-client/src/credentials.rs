@@ -1,4 +1,4 @@
-//! Credentials: a personal access token or a GitHub App (actions-protocol.md §3.1, §3.2).
+//! Credentials: a personal access token or a GitHub App (docs/architecture.md#credential-exchange).
 
 use std::fmt;
 

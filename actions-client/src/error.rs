@@ -6,7 +6,7 @@ use std::time::Duration;
 /// What is known about a failed call. Never contains a credential.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ErrorInfo {
-    /// The operation, named as in actions-protocol.md §6.1 (e.g. `create session`).
+    /// The operation, named as in docs/architecture.md#operations (e.g. `create session`).
     pub operation: &'static str,
     /// HTTP method, when a request was made.
     pub method: Option<String>,

@@ -1,5 +1,5 @@
-//! The GitHub REST credential exchange (actions-protocol.md §3.3–§3.6) and the admin-token cache
-//! with single-flight refresh.
+//! The GitHub REST credential exchange (docs/architecture.md#credential-exchange) and the
+//! admin-token cache with single-flight refresh.
 
 use std::sync::Mutex;
 use std::time::Duration;

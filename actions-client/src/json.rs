@@ -1,5 +1,6 @@
-//! Lenient JSON decoding as the Go client does it (actions-protocol.md §4.4): BOM stripped, only
-//! the first value read, case-insensitive keys, `null` as "absent", unknown keys logged and ignored.
+//! Lenient JSON decoding as the Go client does it
+//! (docs/architecture.md#urls-decoding-and-user-agent): BOM stripped, only the first value read,
+//! case-insensitive keys, `null` as "absent", unknown keys logged and ignored.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

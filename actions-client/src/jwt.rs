@@ -1,4 +1,5 @@
-//! Reading the admin token's `exp` claim without verifying the signature (actions-protocol.md §3.6).
+//! Reading the admin token's `exp` claim without verifying the signature
+//! (docs/architecture.md#credential-exchange).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,10 +1,11 @@
 //! Client for GitHub's REST credential exchange and the Actions service's runner scale set APIs.
 //!
-//! It speaks the protocol of `actions-protocol.md` (the wire specification in the design
-//! documents): a PAT or GitHub App is exchanged for a registration token, the registration token
-//! for the Actions service URL and an admin token (refreshed before it expires, one refresh for
-//! any number of concurrent callers), and the admin token authenticates runner-group, scale-set,
-//! session, JIT and runner calls. Message sessions long-poll a queue with their own token.
+//! It speaks the Actions service's wire protocol (summarised in
+//! docs/architecture.md#wire-protocol): a PAT or GitHub App is exchanged for a registration token,
+//! the registration token for the Actions service URL and an admin token (refreshed before it
+//! expires, one refresh for any number of concurrent callers), and the admin token authenticates
+//! runner-group, scale-set, session, JIT and runner calls. Message sessions long-poll a queue with
+//! their own token.
 //!
 //! * [`ActionsClient`]: every endpoint, stateless with respect to sessions.
 //! * [`ScaleSetSession`]: owns one message session (refresh on 401, re-create when gone, retry

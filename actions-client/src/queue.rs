@@ -1,4 +1,5 @@
-//! Message sessions, the message queue and job acquisition (actions-protocol.md §6.4–§6.6).
+//! Message sessions, the message queue and job acquisition
+//! (docs/architecture.md#message-session-and-long-poll, docs/architecture.md#acquiring-jobs).
 //!
 //! These calls are stateless: the caller passes the [`MessageSession`]. [`crate::ScaleSetSession`]
 //! owns a session and handles token refresh and re-creation.

@@ -1,4 +1,4 @@
-//! The transport retry policy (actions-protocol.md §7.5).
+//! The transport retry policy (docs/architecture.md#errors-and-retries).
 
 use std::time::Duration;
 
@@ -52,7 +52,7 @@ impl RetryPolicy {
 pub(crate) enum RetryMode {
     /// 429 and 5xx except 501.
     Standard,
-    /// Standard plus 401 and 403 (runner-registration, §3.5).
+    /// Standard plus 401 and 403 (runner-registration, docs/architecture.md#credential-exchange).
     Registration,
 }
 

@@ -1,4 +1,4 @@
-//! Runner groups, scale sets, JIT configs and runners (actions-protocol.md §6.2, §6.3, §6.7).
+//! Runner groups, scale sets, JIT configs and runners (docs/architecture.md#operations).
 
 use http::{Method, StatusCode};
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! The service's data types (actions-protocol.md §5), decoded leniently.
+//! The service's data types (docs/architecture.md#wire-protocol), decoded leniently.
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;

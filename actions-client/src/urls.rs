@@ -1,4 +1,6 @@
-//! Building Actions service and message-queue URLs (actions-protocol.md §4.3, §6.5).
+//! Building Actions service and message-queue URLs
+//! (docs/architecture.md#urls-decoding-and-user-agent,
+//! docs/architecture.md#message-session-and-long-poll).
 
 use url::Url;
 

@@ -1,4 +1,4 @@
-//! The JSON `User-Agent` (actions-protocol.md §4.2).
+//! The JSON `User-Agent` (docs/architecture.md#urls-decoding-and-user-agent).
 
 use serde::Serialize;
 

@@ -151,8 +151,9 @@ pub enum Found<T> {
     Many(i64),
 }
 
-/// Applies the `count` rule (§13 case 8); `count 1` with no item is an error.
-/// Every decodable element of `list`; the others are logged (as a `what`) and skipped.
+/// Applies the `count` rule (edge case 8 of docs/architecture.md#protocol-edge-cases); `count 1`
+/// with no item is an error. Every decodable element of `list`; the others are logged (as a `what`)
+/// and skipped.
 pub fn each<T: serde::de::DeserializeOwned>(list: List, what: &str) -> Vec<T> {
     list.value
         .into_iter()
@@ -282,8 +283,8 @@ struct Extras {
     result: String,
 }
 
-/// Decodes a GET-message envelope (§5.6, §5.7). Unknown envelope and element types are
-/// tolerated: they are logged and yield no jobs.
+/// Decodes a GET-message envelope (docs/architecture.md#message-session-and-long-poll). Unknown
+/// envelope and element types are tolerated: they are logged and yield no jobs.
 pub fn message(value: Value) -> Result<ScaleSetMessage, String> {
     let w: EnvelopeWire = json::from_value(value)?;
     let mut message = ScaleSetMessage {

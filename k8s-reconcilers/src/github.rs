@@ -1,6 +1,7 @@
 //! Actions service access for the controllers: the service operations they use, credentials,
-//! proxy and CA resolution from Kubernetes objects (controllers.md 3.4, 9), and a client cache
-//! keyed by everything that went into a client, so that a rotated Secret yields a new client.
+//! proxy and CA resolution from Kubernetes objects (docs/architecture.md#credentials-proxy-and-ca),
+//! and a client cache keyed by everything that went into a client, so that a rotated Secret yields
+//! a new client.
 //!
 //! The reconcilers talk to [`ActionsService`]; a [`Connector`] builds one from a
 //! [`ServiceConfig`]. [`ActionsClientConnector`] is the production connector over

@@ -1,5 +1,5 @@
 //! The listener's `config.json`: the AutoscalingListener reconciler writes it into the
-//! listener's config Secret, the listener reads it (controllers.md 5.5, listener.md 2.2).
+//! listener's config Secret, the listener reads it (docs/architecture.md#listener-configuration).
 //!
 //! Keys and their order are ARC's, so ARC's listener can read what the manager writes and this
 //! listener can read what ARC's controller writes; the last three keys are ours and ARC's

@@ -1,5 +1,5 @@
-//! Label and annotation merging (controllers.md 3.2) and the integrity hash (3.1), shared by the
-//! reconcilers so that every controller computes the same values.
+//! Label and annotation merging and the integrity hash, shared by the reconcilers so that every
+//! controller computes the same values (docs/architecture.md#integrity-hash-and-merge-rules).
 
 use std::collections::BTreeMap;
 
@@ -42,8 +42,8 @@ pub fn merge_annotations(base: Option<&Map>, overwrite: Option<&Map>) -> Map {
         .collect()
 }
 
-/// Whether every entry of `desired` is present with the same value in `actual` (the drift
-/// check that tolerates foreign keys, quirk Q1).
+/// Whether every entry of `desired` is present with the same value in `actual` (the drift check
+/// that tolerates foreign keys, quirk Q1 of docs/architecture.md#arc-reconciler-quirks).
 pub fn contains_all(actual: Option<&Map>, desired: &Map) -> bool {
     desired
         .iter()

@@ -1,5 +1,5 @@
-//! Controller metrics (controllers.md 8.2): reconcile counts, errors and durations per
-//! controller, runner gauges per scale set, listener gauge.
+//! Controller metrics (docs/architecture.md#controller-metrics): reconcile counts, errors and
+//! durations per controller, runner gauges per scale set, listener gauge.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

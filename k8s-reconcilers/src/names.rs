@@ -1,5 +1,6 @@
-//! Well-known names ARC uses: annotations, labels, finalizers, child-object names (controllers.md
-//! 2 and 10).
+//! Well-known names ARC uses: annotations, labels, finalizers, child-object names
+//! (docs/architecture.md#names-and-hashes, docs/architecture.md#labels-and-annotations,
+//! docs/architecture.md#finalizers).
 
 /// Annotation keys.
 pub mod annotations {

@@ -55,7 +55,7 @@ impl Default for Shutdown {
 }
 
 /// What [`crate::run`] needs besides a Kubernetes client. The manager binary builds it from
-/// ARC-compatible flags and env vars (controllers.md 8.1).
+/// ARC-compatible flags and env vars (docs/architecture.md#manager-flags).
 #[derive(Clone)]
 pub struct ManagerOptions {
     /// Controller namespace (`CONTROLLER_MANAGER_POD_NAMESPACE`): listeners live here.

@@ -1,5 +1,5 @@
 //! Command line and environment of the manager, compatible with what ARC's controller chart
-//! passes (controllers.md 8.1, charts.md 1.3), and their validation into [`Settings`].
+//! passes (docs/architecture.md#manager-flags), and their validation into [`Settings`].
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! AutoscalingRunnerSet decisions: the service-side scale set (create, adopt, update, re-create,
 //! refuse a moved URL), the version gate, spec-drift draining, and the deletion order of ADR
-//! 2022-10-27 (controllers.md 3.5, 4.2-4.9; anchors.md pain points 7 and 20).
+//! 2022-10-27 (docs/architecture.md#autoscalingrunnerset-reconciler; pain points 7 and 20 of
+//! docs/architecture.md#arc-pain-points-and-our-answers).
 //!
 //! Scale-set sync: the reconciler builds a [`DesiredScaleSet`] from the spec, a [`Recorded`]
 //! from the ARS annotations, and a [`ServiceView`] from `GetRunnerScaleSetById` (404 or `null`
@@ -311,7 +312,8 @@ pub fn on_lookup(found: Option<&ServiceScaleSet>) -> Lookup {
     }
 }
 
-/// What to do when the runner pod spec of the ARS changed (controllers.md 4.6).
+/// What to do when the runner pod spec of the ARS changed
+/// (docs/architecture.md#spec-drift-and-rollout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SpecDrift {
     /// Runners are still pending or running: stop the listener, wait (requeue 1 s).
@@ -349,8 +351,8 @@ pub fn on_spec_drift(pending_runners: u32, running_runners: u32, policy: DriftPo
     }
 }
 
-/// The version gate (controllers.md 3.5): may this controller build manage an ARS with this
-/// `app.kubernetes.io/version` label? A refused ARS is deleted.
+/// The version gate (docs/architecture.md#version-gate): may this controller build manage an ARS
+/// with this `app.kubernetes.io/version` label? A refused ARS is deleted.
 ///
 /// ```
 /// use scaleset_core::autoscaling_runner_set::version_allowed;
@@ -408,7 +410,7 @@ pub enum Presence {
 }
 
 /// Chart-created objects whose `actions.github.com/cleanup-protection` finalizer the ARS
-/// removes last, in this order (controllers.md 4.9 step 4).
+/// removes last, in this order (docs/architecture.md#ars-deletion-order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum CleanupTarget {
     /// `cleanup-kubernetes-mode-role-binding-name`.
@@ -565,7 +567,8 @@ impl ArsPhase {
 #[cfg(test)]
 mod tests;
 
-/// Everything the ARS reconciler observed, reduced to what orders its work (controllers.md 4.2).
+/// Everything the ARS reconciler observed, reduced to what orders its work
+/// (docs/architecture.md#ars-reconcile-order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArsObservation {
     /// `deletionTimestamp` is set.
@@ -668,7 +671,8 @@ pub enum ArsStep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletionObservationNeeded;
 
-/// Orders the ARS reconcile (controllers.md 4.2, with quirks Q1-Q3 and Q5-Q6 resolved).
+/// Orders the ARS reconcile (docs/architecture.md#ars-reconcile-order, with quirks Q1-Q3 and Q5-Q6
+/// of docs/architecture.md#arc-reconciler-quirks resolved).
 ///
 /// ```
 /// use scaleset_core::autoscaling_runner_set::*;

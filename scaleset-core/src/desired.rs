@@ -1,4 +1,5 @@
-//! Desired runner count and the EphemeralRunnerSet patch sequence (listener.md section 5).
+//! Desired runner count and the EphemeralRunnerSet patch sequence
+//! (docs/architecture.md#desired-count).
 //!
 //! `minRunners` is the minimum number of *idle* runners (ADR 2023-11-02): the target is
 //! `min(minRunners + totalAssignedJobs, maxRunners)`. Each step also yields the `patchID` the
@@ -213,7 +214,8 @@ mod tests {
         Bounds::new(min, max).expect("valid bounds")
     }
 
-    /// listener.md section 5 worked example (min=1, max=3).
+    /// ARC's worked example of the desired count (min=1, max=3;
+    /// docs/architecture.md#desired-count).
     #[test]
     fn listener_md_worked_example_min1_max3() {
         let mut s = Scaler::new(bounds(1, 3));
@@ -248,7 +250,7 @@ mod tests {
         );
     }
 
-    /// listener.md: min=0, max=5, 6 assigned → 5 (never above maxRunners).
+    /// docs/architecture.md#desired-count: min=0, max=5, 6 assigned → 5 (never above maxRunners).
     #[test]
     fn capped_by_max_runners() {
         let mut s = Scaler::new(bounds(0, 5));

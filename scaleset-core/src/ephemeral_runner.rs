@@ -1,5 +1,6 @@
 //! EphemeralRunner lifecycle: what each observation of the runner and its pod means and what to do
-//! next (controllers.md 7.2-7.9, anchors.md pain points 8, 9 and 25).
+//! next (docs/architecture.md#ephemeralrunner-lifecycle; pain points 8, 9 and 25 of
+//! docs/architecture.md#arc-pain-points-and-our-answers).
 //!
 //! The reconciler builds a [`RunnerState`] from the EphemeralRunner status (and whether the JIT
 //! Secret exists), a [`PodObservation`] from the pod (or `None` when there is no pod), and calls

@@ -1,4 +1,4 @@
-//! Names, hashes and label values (controllers.md 2.2, 3.3, 10).
+//! Names, hashes and label values (docs/architecture.md#names-and-hashes).
 //!
 //! The listener name hash is ARC's exactly, so that an existing installation keeps its
 //! listener names:
@@ -114,8 +114,9 @@ pub enum NameError {
     },
 }
 
-/// ARC's treatment of URL-derived label values (controllers.md 10.3): longer than 63 → first 58
-/// characters plus `-trim`; otherwise leading and trailing `-`, `_`, `.` stripped.
+/// ARC's treatment of URL-derived label values (docs/architecture.md#label-values-from-the-url):
+/// longer than 63 → first 58 characters plus `-trim`; otherwise leading and trailing `-`, `_`, `.`
+/// stripped.
 ///
 /// ```
 /// use scaleset_core::naming::trim_label_value;
@@ -213,7 +214,7 @@ pub struct ConfigUrlError {
 }
 
 impl ConfigUrl {
-    /// Parses like controllers.md 3.3.
+    /// Parses as ARC does (docs/architecture.md#configuration-url-and-api-base).
     ///
     /// ```
     /// use scaleset_core::naming::{ConfigUrl, Scope};
@@ -302,7 +303,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// controllers.md 10.1 verified examples (Go hash/fnv).
+    /// Examples verified with Go hash/fnv (docs/architecture.md#names-and-hashes).
     #[test]
     fn arc_listener_hash_examples() {
         assert_eq!(

@@ -1,4 +1,5 @@
-//! EphemeralRunnerSet scaling: which runners to create and which to delete (controllers.md 6.3-6.7).
+//! EphemeralRunnerSet scaling: which runners to create and which to delete
+//! (docs/architecture.md#ephemeralrunnerset-reconciler).
 //!
 //! The reconciler lists the set's EphemeralRunners, turns each into an [`ObservedRunner`], and
 //! calls [`plan`] with the set's `spec.replicas` and `spec.patchID`. It then carries out the plan:
@@ -14,7 +15,7 @@
 //!   positive `patchID` surplus runners drain as their jobs finish;
 //! * a runner with a job is never chosen.
 //!
-//! Differences (anchors.md pain points 8 and 10):
+//! Differences (pain points 8 and 10 of docs/architecture.md#arc-pain-points-and-our-answers):
 //! * failed runners do not count against `replicas` (and so not against `maxRunners`) unless
 //!   [`SetPolicy::count_failed`] asks for ARC's behaviour; they are deleted after
 //!   [`SetPolicy::failed_ttl`], and creation pauses while [`SetPolicy::pause_after_failed`] or
@@ -419,7 +420,8 @@ fn candidate(r: &ObservedRunner) -> Candidate {
     }
 }
 
-/// Work for emptying the set (deletion, spec change, outdated runners; controllers.md 6.6).
+/// Work for emptying the set (deletion, spec change, outdated runners;
+/// docs/architecture.md#runner-set-cleanup).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CleanupPlan {
     /// Finished, failed and outdated runners: delete them (they are already off the service or
@@ -472,7 +474,8 @@ pub fn cleanup(runners: &[ObservedRunner]) -> CleanupPlan {
     plan
 }
 
-/// What the EphemeralRunnerSet reconciler observed about the set itself (controllers.md 6.2).
+/// What the EphemeralRunnerSet reconciler observed about the set itself
+/// (docs/architecture.md#ephemeralrunnerset-reconciler).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetObservation {
     /// `deletionTimestamp` is set.

@@ -1,5 +1,6 @@
-//! Every EphemeralRunner state reachable through the lifecycle decisions can still reach
-//! "deleted": there are no dead ends (anchors.md pain points 7-9).
+//! Every EphemeralRunner state reachable through the lifecycle decisions can still reach "deleted":
+//! there are no dead ends (pain points 7-9 of
+//! docs/architecture.md#arc-pain-points-and-our-answers).
 
 use scaleset_core::ephemeral_runner::{
     Action, ContainerState, PodObservation, PodPhase, RetryPolicy, RunnerState, decide,

@@ -1,5 +1,6 @@
-//! AutoscalingRunnerSet reconciler (controllers.md 4): the service-side scale set, the
-//! EphemeralRunnerSet and AutoscalingListener, status, and deletion in order.
+//! AutoscalingRunnerSet reconciler (docs/architecture.md#autoscalingrunnerset-reconciler): the
+//! service-side scale set, the EphemeralRunnerSet and AutoscalingListener, status, and deletion in
+//! order.
 
 mod deletion;
 pub mod desired;

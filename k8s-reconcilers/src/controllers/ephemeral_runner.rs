@@ -1,6 +1,6 @@
-//! EphemeralRunner reconciler (controllers.md 7): JIT config, JIT Secret and runner pod in one
-//! pass, status mirrored from the pod, the retry budget, and removal from the service before
-//! anything is deleted.
+//! EphemeralRunner reconciler (docs/architecture.md#ephemeralrunner-lifecycle): JIT config, JIT
+//! Secret and runner pod in one pass, status mirrored from the pod, the retry budget, and removal
+//! from the service before anything is deleted.
 //!
 //! Each pass observes the runner, its JIT Secret and its pod, asks
 //! [`scaleset_core::ephemeral_runner::decide`] what to do, carries that out, and observes again

@@ -1,6 +1,6 @@
-//! EphemeralRunnerSet reconciler (controllers.md 6): scales the set's EphemeralRunners to
-//! `spec.replicas` under the patchID rules, never removes a runner with a job, keeps the status
-//! counters, and empties the set before it goes.
+//! EphemeralRunnerSet reconciler (docs/architecture.md#ephemeralrunnerset-reconciler): scales the
+//! set's EphemeralRunners to `spec.replicas` under the patchID rules, never removes a runner with a
+//! job, keeps the status counters, and empties the set before it goes.
 //!
 //! The decisions come from `scaleset_core::runner_set` ([`set_step`], [`plan`], [`cleanup`]);
 //! this module observes the runners and carries the decisions out. It never writes the set's

@@ -1,4 +1,5 @@
-//! `AutoscalingListener`: one per runner scale set, in the controller namespace (controllers.md 1.4).
+//! `AutoscalingListener`: one per runner scale set, in the controller namespace
+//! (docs/architecture.md#crds).
 
 use k8s_openapi::api::core::v1::{LocalObjectReference, PodTemplateSpec};
 use kube::CustomResource;

@@ -1,4 +1,4 @@
-//! `AutoscalingRunnerSet`: the user-facing kind (controllers.md 1.3).
+//! `AutoscalingRunnerSet`: the user-facing kind (docs/architecture.md#crds).
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::CustomResource;

@@ -1,4 +1,4 @@
-//! Sub-types shared by several of the four kinds (controllers.md 1.2).
+//! Sub-types shared by several of the four kinds (docs/architecture.md#crds).
 
 use std::collections::BTreeMap;
 

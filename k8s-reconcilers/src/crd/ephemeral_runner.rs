@@ -1,4 +1,4 @@
-//! `EphemeralRunner`: one per runner pod (controllers.md 1.6).
+//! `EphemeralRunner`: one per runner pod (docs/architecture.md#crds).
 
 use std::collections::BTreeMap;
 

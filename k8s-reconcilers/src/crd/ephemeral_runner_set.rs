@@ -1,4 +1,4 @@
-//! `EphemeralRunnerSet`: one per runner scale set, named after it (controllers.md 1.5).
+//! `EphemeralRunnerSet`: one per runner scale set, named after it (docs/architecture.md#crds).
 
 use kube::CustomResource;
 use schemars::JsonSchema;

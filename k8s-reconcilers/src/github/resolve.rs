@@ -1,5 +1,6 @@
 //! Resolution of an object's service settings from Kubernetes: the credentials Secret (ARC's
-//! keys), proxy credential Secrets and the TLS ConfigMap (controllers.md 9).
+//! keys), proxy credential Secrets and the TLS ConfigMap
+//! (docs/architecture.md#credentials-proxy-and-ca).
 
 use std::collections::BTreeMap;
 

@@ -98,7 +98,7 @@ pub enum ServiceErrorKind {
 pub struct ServiceError {
     /// Class.
     pub kind: ServiceErrorKind,
-    /// Operation name (as in actions-protocol.md).
+    /// Operation name (as in docs/architecture.md#operations).
     pub operation: &'static str,
     /// What happened.
     pub message: String,

@@ -30,7 +30,8 @@ fn found(s: ServiceScaleSet) -> ServiceView {
     ServiceView::Found(s)
 }
 
-/// controllers.md 14.1: a new ARS creates (or adopts) its scale set.
+/// Behaviour 1 (docs/architecture.md#integration-behaviours): a new ARS creates (or adopts) its
+/// scale set.
 #[test]
 fn missing_id_finds_or_creates() {
     assert_eq!(
@@ -58,7 +59,8 @@ fn in_sync_when_service_matches() {
     assert_eq!(sync_scale_set(&desired(), &r, &found(s)), SyncStep::InSync);
 }
 
-/// controllers.md 14.6: runnerScaleSetName and runnerGroup changes are pushed to the service.
+/// Behaviour 6 (docs/architecture.md#integration-behaviours): runnerScaleSetName and runnerGroup
+/// changes are pushed to the service.
 #[test]
 fn rename_and_regroup_are_updates() {
     let d = DesiredScaleSet::from_spec("arc", Some("arc-v2"), Some("gpu-group"), &[], URL);
@@ -70,7 +72,8 @@ fn rename_and_regroup_are_updates() {
     assert_eq!(u.labels, Some(vec!["arc-v2".to_string()]));
 }
 
-/// ARC quirk (controllers.md 4.4): emptying runnerGroup does not move back; here it does.
+/// ARC quirk (docs/architecture.md#scale-set-sync): emptying runnerGroup does not move back; here
+/// it does.
 #[test]
 fn empty_group_moves_back_to_default() {
     let mut s = service();
@@ -111,7 +114,8 @@ fn dropped_labels_are_reported() {
     assert!(not_applied(&asked, &ok).is_empty());
 }
 
-/// Quirk Q5 / ADR 2022-10-27: a changed githubConfigUrl is refused with a fix in the message.
+/// Quirk Q5 (docs/architecture.md#arc-reconciler-quirks) / ADR 2022-10-27: a changed
+/// githubConfigUrl is refused with a fix in the message.
 #[test]
 fn changed_config_url_is_refused() {
     let d = DesiredScaleSet::from_spec("arc", None, None, &[], "https://github.com/other-org");
@@ -185,7 +189,7 @@ fn lost_scale_set_is_recreated() {
     );
 }
 
-/// controllers.md 4.6 / 14.7: ARC drains while runners are active.
+/// docs/architecture.md#spec-drift-and-rollout / behaviour 7: ARC drains while runners are active.
 #[test]
 fn arc_spec_drift_drains_active_runners() {
     assert_eq!(on_spec_drift(1, 0, DriftPolicy::Drain), SpecDrift::Drain);
@@ -206,7 +210,7 @@ fn default_spec_drift_never_blocks_on_idle_runners() {
     );
 }
 
-/// controllers.md 3.5 table.
+/// The version gate rules (docs/architecture.md#version-gate).
 #[test]
 fn version_gate_table() {
     let cases = [
@@ -233,7 +237,8 @@ fn version_gate_table() {
     }
 }
 
-/// controllers.md 14.2: deletion works without a recorded scale-set id.
+/// Behaviour 2 (docs/architecture.md#integration-behaviours): deletion works without a recorded
+/// scale-set id.
 #[test]
 fn deletion_without_scale_set_id() {
     let o = DeletionObservation {
@@ -246,7 +251,7 @@ fn deletion_without_scale_set_id() {
     assert_eq!(deletion_step(&o), DeletionStep::RemoveFinalizer);
 }
 
-/// controllers.md 4.9 step 4 order.
+/// Cleanup-protection removal order (docs/architecture.md#ars-deletion-order).
 #[test]
 fn cleanup_finalizers_in_order() {
     let o = DeletionObservation {
@@ -369,7 +374,7 @@ fn converged() -> ArsObservation {
     }
 }
 
-/// controllers.md 14.3: steady state is stable.
+/// Behaviour 3 (docs/architecture.md#integration-behaviours): steady state is stable.
 #[test]
 fn converged_ars_does_nothing() {
     assert_eq!(
@@ -383,7 +388,8 @@ fn converged_ars_does_nothing() {
     assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::UpdateStatus);
 }
 
-/// controllers.md 4.2 order: deletion, version gate, finalizer, spec checks, hash, scale set.
+/// docs/architecture.md#ars-reconcile-order: deletion, version gate, finalizer, spec checks, hash,
+/// scale set.
 #[test]
 fn ars_step_order() {
     let d = DriftPolicy::default();
@@ -473,7 +479,8 @@ fn refused_url_change_is_terminal_until_spec_changes() {
     assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::Refuse(e));
 }
 
-/// controllers.md 14.7 (ARC drain) versus the default in-place rollout (ARC#4432).
+/// Behaviour 7 of docs/architecture.md#integration-behaviours (ARC drain) versus the default
+/// in-place rollout (ARC#4432).
 #[test]
 fn spec_change_rollout() {
     let o = ArsObservation {
@@ -529,7 +536,8 @@ fn stale_runner_set_hash_is_drift_only_when_draining() {
     );
 }
 
-/// controllers.md 14.4: a stale listener (or one left from an earlier group) is replaced.
+/// Behaviour 4 (docs/architecture.md#integration-behaviours): a stale listener (or one left from an
+/// earlier group) is replaced.
 #[test]
 fn listener_replacement() {
     let o = ArsObservation {

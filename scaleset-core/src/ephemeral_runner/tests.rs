@@ -51,7 +51,8 @@ fn retry(action: Action) -> Retry {
     }
 }
 
-/// controllers.md 14.13: JIT Secret, then runner id, then the pod.
+/// Behaviour 13 (docs/architecture.md#integration-behaviours): JIT Secret, then runner id, then the
+/// pod.
 #[test]
 fn creation_sequence() {
     assert_eq!(go(&RunnerState::default(), None), Action::RequestJitConfig);
@@ -108,7 +109,7 @@ fn exit_zero_is_success_even_in_failed_pod() {
     }
 }
 
-/// controllers.md 7.6 cases 3 and 8; ARC#4242: exit 7 means deprecated runner.
+/// docs/architecture.md#pod-states; ARC#4242: exit 7 means deprecated runner.
 #[test]
 fn exit_seven_marks_outdated() {
     assert_eq!(
@@ -340,7 +341,8 @@ fn deleting_pod_waits() {
     assert_eq!(go(&started(), Some(&pod)), Action::Wait(None));
 }
 
-/// controllers.md 7.2 step 9; ARC#4272 / #4305 (quota and admission retried, then recreated).
+/// docs/architecture.md#jit-config-and-pod; ARC#4272 / #4305 (quota and admission retried, then
+/// recreated).
 #[test]
 fn pod_create_errors() {
     let p = RetryPolicy::default();
@@ -386,7 +388,8 @@ fn pod_create_errors() {
     assert_eq!(PodCreateError::classify(500, "boom"), PodCreateError::Other);
 }
 
-/// controllers.md 7.9: JobStillRunning waits 30 s; id 0 has nothing to remove.
+/// docs/architecture.md#ephemeralrunner-deletion: JobStillRunning waits 30 s; id 0 has nothing to
+/// remove.
 #[test]
 fn finalizer_steps() {
     let p = RetryPolicy::default();

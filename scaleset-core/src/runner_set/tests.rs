@@ -159,7 +159,8 @@ fn listener_restart_patch_zero_is_authoritative() {
     assert_eq!(p.outcome, Outcome::ScaleDown);
 }
 
-/// controllers.md 6.3: unparsable or missing stamps are ignored; deleting runners count.
+/// docs/architecture.md#the-patchid-protocol: unparsable or missing stamps are ignored; deleting
+/// runners count.
 #[test]
 fn latest_patch_id_includes_deleting_runners() {
     let runners = [
@@ -173,7 +174,7 @@ fn latest_patch_id_includes_deleting_runners() {
     assert_eq!(latest_patch_id(&[]), 0);
 }
 
-/// controllers.md 6.7: counters and the Outdated flag.
+/// docs/architecture.md#runner-set-status: counters and the Outdated flag.
 #[test]
 fn status_counters() {
     let runners = [
@@ -197,7 +198,8 @@ fn status_counters() {
     );
 }
 
-/// controllers.md 6.6: cleanup partitions runners; deleting ones are left to their finalizer.
+/// docs/architecture.md#runner-set-cleanup: cleanup partitions runners; deleting ones are left to
+/// their finalizer.
 #[test]
 fn cleanup_partitions() {
     let runners = [
@@ -216,7 +218,8 @@ fn cleanup_partitions() {
     assert!(!c.done);
 }
 
-/// controllers.md 6.2 order: deletion, finalizer, spec change, outdated, scale.
+/// docs/architecture.md#ephemeralrunnerset-reconciler order: deletion, finalizer, spec change,
+/// outdated, scale.
 #[test]
 fn set_step_order() {
     let all = |deleting, finalizer, spec_hash_current| SetObservation {

@@ -45,7 +45,9 @@ impl AppConfig {
     }
 }
 
-/// The shape of admin tokens runner-registration hands out (spec §3.6, §13.1).
+/// The shape of admin tokens runner-registration hands out
+/// (docs/architecture.md#credential-exchange, edge case 1 of
+/// docs/architecture.md#protocol-edge-cases).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum AdminTokenStyle {
@@ -120,7 +122,8 @@ pub struct EmulatorConfig {
     /// Answer on Q1, Q2, A10 and A8 when the session was deleted or expired (spec: inferred).
     pub session_gone: ErrorSpec,
     /// A session create from the owner of the live session replaces it instead of a conflict
-    /// [inferred; the spec's §13.7 default is a conflict for everyone].
+    /// [inferred; edge case 7 of docs/architecture.md#protocol-edge-cases is a conflict for
+    /// everyone].
     pub same_owner_replaces_session: bool,
     /// Answer to a second session while one is alive.
     pub session_conflict: ErrorSpec,
@@ -137,7 +140,8 @@ pub struct EmulatorConfig {
     /// Offer no more jobs to a scale set than the last `X-ScaleSetMaxCapacity` it sent (0 = none)
     /// (spec, inferred: the header's exact server semantics are not public).
     pub respect_max_capacity: bool,
-    /// Runners that connect are told their version is deprecated (spec §11.3) and get no job.
+    /// Runners that connect are told their version is deprecated
+    /// (docs/architecture.md#runner-version-deprecation) and get no job.
     pub runner_version_deprecated: bool,
     /// Acquired jobs become assigned after this delay.
     pub assign_delay: Duration,

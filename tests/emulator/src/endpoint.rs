@@ -1,4 +1,4 @@
-//! The emulated endpoints and how request paths map onto them (protocol spec §6.1).
+//! The emulated endpoints and how request paths map onto them (docs/architecture.md#operations).
 
 use std::fmt;
 use std::str::FromStr;
@@ -141,7 +141,7 @@ impl Endpoint {
     }
 }
 
-/// Endpoint families (spec §1), plus the emulator's runner side.
+/// Endpoint families (docs/architecture.md#wire-protocol), plus the emulator's runner side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
     /// GitHub REST (credential exchange).
@@ -207,7 +207,7 @@ pub enum RouteError {
 }
 
 /// Whether `host` (a `Host` header value) is a hosted GitHub API host, which serves the REST
-/// paths at `/` instead of `/api/v3` (spec §2.2).
+/// paths at `/` instead of `/api/v3` (docs/architecture.md#configuration-url-and-api-base).
 pub fn is_hosted_api_host(host: &str) -> bool {
     let name = host.rsplit_once(':').map_or(host, |(h, p)| {
         if p.chars().all(|c| c.is_ascii_digit()) {

@@ -3,10 +3,11 @@
 //! [`Emulator::start`] serves HTTP on a free 127.0.0.1 port ([`Emulator::start_tls`] serves
 //! HTTPS with a generated CA). [`Emulator::url`] is the GitHub host: a client configured with
 //! `{url}/my-org` (or `{url}/my-org/my-repo`, `{url}/enterprises/acme`) finds the REST API under
-//! `{url}/api/v3` (GHES rules, spec §2) and learns the Actions service URL
-//! `{url}/tenant/1/` from runner-registration. Jobs are queued with [`Emulator::queue_job`];
-//! simulated runners use [`Emulator::runner_connect`] or the HTTP runner API (`/_runner/…`).
-//! Everything is also reachable over the JSON control API (`/_emulator/…`). See README.md.
+//! `{url}/api/v3` (GHES rules, docs/architecture.md#configuration-url-and-api-base) and learns the
+//! Actions service URL `{url}/tenant/1/` from runner-registration. Jobs are queued with
+//! [`Emulator::queue_job`]; simulated runners use [`Emulator::runner_connect`] or the HTTP runner
+//! API (`/_runner/…`). Everything is also reachable over the JSON control API (`/_emulator/…`). See
+//! README.md.
 
 #![warn(missing_docs)]
 

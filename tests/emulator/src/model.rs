@@ -317,8 +317,9 @@ pub struct RunnerConnection {
     pub scale_set_id: i64,
     /// Bearer token for the other runner-side calls (empty when `version_deprecated`).
     pub runner_token: String,
-    /// The service refuses this runner version (spec §11.3): the runner must exit (code 7 when
-    /// `ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1`); it never gets a job.
+    /// The service refuses this runner version (docs/architecture.md#runner-version-deprecation):
+    /// the runner must exit (code 7 when `ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1`);
+    /// it never gets a job.
     #[serde(default)]
     pub version_deprecated: bool,
 }

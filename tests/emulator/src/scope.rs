@@ -1,4 +1,5 @@
-//! Config URL parsing (protocol spec §2.1), used to validate runner-registration bodies.
+//! Config URL parsing (docs/architecture.md#configuration-url-and-api-base), used to validate
+//! runner-registration bodies.
 
 use std::fmt;
 
@@ -35,8 +36,9 @@ impl Scope {
     }
 }
 
-/// Parses a config URL into its scope, following §2.1 (leading/trailing `/` stripped, 1 or 2
-/// path segments, `enterprises/{name}`).
+/// Parses a config URL into its scope, following
+/// docs/architecture.md#configuration-url-and-api-base (leading/trailing `/` stripped, 1 or 2 path
+/// segments, `enterprises/{name}`).
 pub fn parse_config_url(raw: &str) -> Result<Scope, String> {
     let invalid = || {
         format!("{raw:?}: invalid config URL, should point to an enterprise, org, or repository")

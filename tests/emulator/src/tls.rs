@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 pub struct TlsMaterial {
     /// Root CA certificate (PEM): trust this to reach the emulator.
     pub ca_pem: String,
-    /// Intermediate CA certificate (PEM); trusting only this also works (spec §8).
+    /// Intermediate CA certificate (PEM); trusting only this also works (docs/architecture.md#tls).
     pub intermediate_pem: String,
     pub(crate) acceptor: tokio_rustls::TlsAcceptor,
 }

@@ -1,4 +1,4 @@
-//! Endpoint conformance over raw HTTP against actions-protocol.md §3 to §7: paths, methods,
+//! Endpoint conformance over raw HTTP against docs/architecture.md#operations: paths, methods,
 //! query parameters, headers, JSON shapes, status codes and error bodies.
 #![allow(clippy::unwrap_used)]
 
@@ -266,7 +266,8 @@ async fn runner_registration_returns_s_and_an_admin_jwt_with_exp() {
     send(format!("RemoteAuth {reg}"), "{not json".into())
         .await
         .assert_github_error(400);
-    // trailing slash stripped (§2.1) and the repo scope matches
+    // trailing slash stripped (docs/architecture.md#configuration-url-and-api-base) and the repo
+    // scope matches
     let r = send(
         format!("RemoteAuth {reg}"),
         format!(
@@ -323,7 +324,7 @@ async fn actions_service_auth_api_version_and_content_type() {
         .call(Method::PUT, "_apis/runtime/runnerscalesets/1", "{}")
         .await;
     assert_eq!(r.status, 405);
-    // legacy double slash collapses (§6.6)
+    // legacy double slash collapses (docs/architecture.md#acquiring-jobs)
     let r = http
         .send(
             Method::GET,

@@ -1,4 +1,5 @@
-//! The ten edge cases of actions-protocol.md §13, from the server side, over raw HTTP.
+//! The ten protocol edge cases (docs/architecture.md#protocol-edge-cases), from the server side,
+//! over raw HTTP.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -14,7 +15,7 @@ use http::Method;
 use serde_json::json;
 use support::{Admin, Client, WAIT, api, emulator};
 
-/// §13.1: admin tokens expire by `exp`, can be revoked, and `S` may change on refresh.
+/// Edge case 1: admin tokens expire by `exp`, can be revoked, and `S` may change on refresh.
 #[tokio::test]
 async fn e01_admin_token_expiry_and_changed_s() {
     let emu = Emulator::start(EmulatorConfig {
@@ -98,7 +99,7 @@ async fn e01_admin_token_expiry_and_changed_s() {
     assert_eq!(r.text(), bad);
 }
 
-/// §13.2: runner-registration answers 401/403 N times (propagation delay), then succeeds.
+/// Edge case 2: runner-registration answers 401/403 N times (propagation delay), then succeeds.
 #[tokio::test]
 async fn e02_runner_registration_propagation_delay() {
     let emu = emulator().await;
@@ -162,7 +163,7 @@ async fn e02_runner_registration_propagation_delay() {
     assert_eq!(emu.count(Endpoint::RunnerRegistration), 4);
 }
 
-/// §13.3: an expired mq token gives 401 on Q1, Q2 and A10; one PATCH makes all three work.
+/// Edge case 3: an expired mq token gives 401 on Q1, Q2 and A10; one PATCH makes all three work.
 #[tokio::test]
 async fn e03_message_queue_token_expiry_on_all_three_calls() {
     let emu = emulator().await;
@@ -213,8 +214,8 @@ async fn e03_message_queue_token_expiry_on_all_three_calls() {
     short.get_message(&http, 0, "1").await.assert_empty(401);
 }
 
-/// §13.4: the long poll holds, answers 202 with an empty body, wakes up for new messages, and a
-/// client that goes away is forgotten.
+/// Edge case 4: the long poll holds, answers 202 with an empty body, wakes up for new messages, and
+/// a client that goes away is forgotten.
 #[tokio::test]
 async fn e04_long_poll() {
     let emu = Emulator::start(EmulatorConfig {
@@ -275,7 +276,7 @@ async fn e04_long_poll() {
         .assert_empty(204);
 }
 
-/// §13.5: lastMessageId, query preservation and redelivery of unacknowledged messages.
+/// Edge case 5: lastMessageId, query preservation and redelivery of unacknowledged messages.
 #[tokio::test]
 async fn e05_last_message_id_and_redelivery() {
     let emu = emulator().await;
@@ -317,7 +318,7 @@ async fn e05_last_message_id_and_redelivery() {
     assert_eq!(first, m2);
 }
 
-/// §13.6 and §13.10: the envelope, zero timestamps on a canceled JobCompleted, and a job no
+/// Edge cases 6 and 10: the envelope, zero timestamps on a canceled JobCompleted, and a job no
 /// runner takes being reassigned up to `max_requeues` times.
 #[tokio::test]
 async fn e06_e10_reassignment_and_zero_timestamps() {
@@ -382,7 +383,7 @@ async fn e06_e10_reassignment_and_zero_timestamps() {
     assert_eq!(rec.requeues, 3);
 }
 
-/// §13.7: session conflict until the old session is deleted or expires.
+/// Edge case 7: session conflict until the old session is deleted or expires.
 #[tokio::test]
 async fn e07_session_conflict_until_expiry() {
     let emu = Emulator::start(EmulatorConfig {
@@ -435,8 +436,8 @@ async fn e07_session_conflict_until_expiry() {
     );
 }
 
-/// §13.8: list responses always have `count` equal to the items; by-id of an unknown set follows
-/// the configured mode (404 here, `null` in the conformance suite).
+/// Edge case 8: list responses always have `count` equal to the items; by-id of an unknown set
+/// follows the configured mode (404 here, `null` in the conformance suite).
 #[tokio::test]
 async fn e08_count_matches_value() {
     let emu = emulator().await;
@@ -479,7 +480,7 @@ async fn e08_count_matches_value() {
     );
 }
 
-/// §13.9: error body variants, BOM, and retryable bursts with Retry-After.
+/// Edge case 9: error body variants, BOM, and retryable bursts with Retry-After.
 #[tokio::test]
 async fn e09_error_bodies_and_bursts() {
     let emu = emulator().await;
@@ -556,7 +557,7 @@ async fn e09_error_bodies_and_bursts() {
     assert!(emu.faults().is_empty(), "used-up faults disappear");
 }
 
-/// §13.10: runner lifecycle races: JIT name collision recovery, removal of a busy runner, a
+/// Edge case 10: runner lifecycle races: JIT name collision recovery, removal of a busy runner, a
 /// scale set deleted behind the client's back.
 #[tokio::test]
 async fn e10_runner_races_and_lost_scale_set() {
@@ -625,8 +626,8 @@ async fn e10_runner_races_and_lost_scale_set() {
     let _ = api;
 }
 
-/// §13.1 (token shapes): admin tokens without `exp`, with padded base64, or without `alg`, for
-/// client tests; the emulator itself accepts each of them.
+/// Edge case 1 (token shapes): admin tokens without `exp`, with padded base64, or without `alg`,
+/// for client tests; the emulator itself accepts each of them.
 #[tokio::test]
 async fn e01_admin_token_shapes() {
     use actions_emulator::AdminTokenStyle;
@@ -682,7 +683,7 @@ async fn e01_admin_token_shapes() {
         .assert_empty(401);
 }
 
-/// §13.5 and §13.6: a poison message (body that is not a JSON array, unknown envelope type,
+/// Edge cases 5 and 6: a poison message (body that is not a JSON array, unknown envelope type,
 /// missing statistics) is redelivered on every poll and after a "restart" until deleted.
 #[tokio::test]
 async fn e05_e06_poison_messages_are_redelivered_until_deleted() {

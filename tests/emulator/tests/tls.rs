@@ -30,7 +30,7 @@ async fn https_with_the_generated_ca() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
 
-    // an intermediate-only trust pool validates the served chain too (spec §8)
+    // an intermediate-only trust pool validates the served chain too (docs/architecture.md#tls)
     let inter = Client::https(emu.intermediate_pem().unwrap());
     let r = inter
         .send(

@@ -1,4 +1,5 @@
-//! The gha-runner-scale-set-controller chart rendered with real Helm (charts.md §3).
+//! The gha-runner-scale-set-controller chart rendered with real Helm (the cases of ARC's chart
+//! tests; docs/architecture.md#charts).
 
 use serde_json::{Value, json};
 use suites::helm::{Chart, Render, Rendered};

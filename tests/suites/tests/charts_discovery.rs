@@ -1,6 +1,6 @@
 //! Real Helm against the real API server: `helm install` of the controller chart, then the
-//! scale-set chart finding the controller's ServiceAccount with `lookup` (charts.md §2.5), and
-//! capabilities taken from the cluster.
+//! scale-set chart finding the controller's ServiceAccount with `lookup`
+//! (docs/architecture.md#charts), and capabilities taken from the cluster.
 //!
 //! One test per binary: discovery lists every Deployment in the cluster, so no other test may
 //! create controller Deployments while it runs.

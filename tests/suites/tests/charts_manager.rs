@@ -42,7 +42,8 @@ where
 }
 
 /// ManagerOptions from the chart's Deployment: its env and every flag it passes (the same
-/// meaning as ARC's manager flags, controllers.md 8.1). An unmapped flag fails the test.
+/// meaning as ARC's manager flags, docs/architecture.md#manager-flags). An unmapped flag fails the
+/// test.
 fn options_from_deployment(
     deployment: &Value,
     namespace: &str,

@@ -1,8 +1,9 @@
 //! The charts' RBAC, for real: both charts are applied to the API server, then every API call
-//! ARC's controller, listener and kube-mode runners make (controllers.md, listener.md §1) is made
-//! as the chart's own ServiceAccounts — with tokens from the TokenRequest API, no admin. A
-//! missing permission fails with 403; so do the calls the design forbids (cluster-wide Secrets,
-//! a listener reading what it should only patch).
+//! ARC's controller, listener and kube-mode runners make
+//! (docs/architecture.md#objects-ownership-and-finalizers) is made as the chart's own
+//! ServiceAccounts — with tokens from the TokenRequest API, no admin. A missing permission fails
+//! with 403; so do the calls the design forbids (cluster-wide Secrets, a listener reading what it
+//! should only patch).
 
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,

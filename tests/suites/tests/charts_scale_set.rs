@@ -1,4 +1,5 @@
-//! The gha-runner-scale-set chart rendered with real Helm (charts.md §4 and §2).
+//! The gha-runner-scale-set chart rendered with real Helm (the cases of ARC's chart tests,
+//! naming and rendered objects; docs/architecture.md#charts).
 
 use serde_json::{Value, json};
 use suites::helm::{Chart, Render, Rendered};

@@ -520,7 +520,7 @@ fn conflict_duration() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// Every metric of ARC's listener (listener.md 7.2) with its type.
+/// Every metric of ARC's listener (docs/architecture.md#listener-metrics-and-health) with its type.
 const ARC_METRICS: [(&str, &str); 12] = [
     ("gha_assigned_jobs", "gauge"),
     ("gha_running_jobs", "gauge"),

@@ -1,6 +1,7 @@
-//! The real manager binary against the real kube-apiserver and the Actions-service emulator
-//! over HTTP: a scale set from creation to deletion (controllers.md 14, behaviours 1, 2, 13 and
-//! 15), its metrics and health endpoints, and a graceful SIGTERM.
+//! The real manager binary against the real kube-apiserver and the Actions-service emulator over
+//! HTTP: a scale set from creation to deletion (behaviours 1, 2, 13 and 15 of
+//! docs/architecture.md#integration-behaviours), its metrics and health endpoints, and a graceful
+//! SIGTERM.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

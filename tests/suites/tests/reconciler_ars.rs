@@ -1,5 +1,6 @@
-//! AutoscalingRunnerSet reconciler against the real API server (controllers.md 14, behaviours
-//! 1, 2, 4, 6, 8 and the arc-rs additions: refused URL change, lost scale set, bad input).
+//! AutoscalingRunnerSet reconciler against the real API server (behaviours 1, 2, 4, 6, 8 of
+//! docs/architecture.md#integration-behaviours and the arc-rs additions: refused URL change, lost
+//! scale set, bad input).
 
 #[path = "reconciler_ars_support/mod.rs"]
 mod support;
@@ -766,10 +767,10 @@ async fn runner_changes_do_not_reread_the_scale_set() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Quirk Q6 / ARC#4242: runners that report a deprecated version (the runner set's phase
-/// `Outdated`) park the ARS: phase `Outdated`, no listener, no runner set, and nothing comes
-/// back until the spec changes; a new runner image then brings a fresh runner set and the
-/// listener back.
+/// Quirk Q6 (docs/architecture.md#arc-reconciler-quirks) / ARC#4242: runners that report a
+/// deprecated version (the runner set's phase `Outdated`) park the ARS: phase `Outdated`, no
+/// listener, no runner set, and nothing comes back until the spec changes; a new runner image then
+/// brings a fresh runner set and the listener back.
 #[tokio::test]
 async fn outdated_runners_park_the_ars_until_the_spec_changes() -> anyhow::Result<()> {
     let h = Harness::start("ars-outdated").await?;

@@ -1,6 +1,6 @@
-//! EphemeralRunner reconciler against a real kube-apiserver: JIT Secret and pod in one pass,
-//! status mirrored from the pod, the retry budget, and removal from the service before the
-//! runner's resources go (controllers.md 14, behaviours 13-15).
+//! EphemeralRunner reconciler against a real kube-apiserver: JIT Secret and pod in one pass, status
+//! mirrored from the pod, the retry budget, and removal from the service before the runner's
+//! resources go (behaviours 13-15 of docs/architecture.md#integration-behaviours).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

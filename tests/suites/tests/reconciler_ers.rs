@@ -1,7 +1,7 @@
-//! EphemeralRunnerSet reconciler against a real kube-apiserver (controllers.md 14, behaviours
-//! 11 and 12): scale 0→N→0 with busy runners protected, the patchID rules, status counters,
-//! spec rollout that leaves busy runners alone, and the sweep that removes registrations
-//! without an EphemeralRunner.
+//! EphemeralRunnerSet reconciler against a real kube-apiserver (behaviours 11 and 12 of
+//! docs/architecture.md#integration-behaviours): scale 0→N→0 with busy runners protected, the
+//! patchID rules, status counters, spec rollout that leaves busy runners alone, and the sweep that
+//! removes registrations without an EphemeralRunner.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

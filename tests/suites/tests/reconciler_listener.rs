@@ -1,6 +1,6 @@
-//! AutoscalingListener reconciler against the real API server (controllers.md 14, behaviours
-//! 9 and 10): RBAC, config Secret, pod and template merge, restarts by cause, proxy Secret,
-//! credential rotation, deletion.
+//! AutoscalingListener reconciler against the real API server (behaviours 9 and 10 of
+//! docs/architecture.md#integration-behaviours): RBAC, config Secret, pod and template merge,
+//! restarts by cause, proxy Secret, credential rotation, deletion.
 
 #[path = "reconciler_ars_support/mod.rs"]
 mod support;

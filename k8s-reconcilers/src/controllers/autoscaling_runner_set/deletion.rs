@@ -1,5 +1,6 @@
 //! Deletion of an AutoscalingRunnerSet in ADR 2022-10-27 order: listener, runners, scale set,
-//! chart objects' cleanup-protection finalizers, then the ARS finalizer (controllers.md 4.9).
+//! chart objects' cleanup-protection finalizers, then the ARS finalizer
+//! (docs/architecture.md#ars-deletion-order).
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -148,8 +149,9 @@ pub(super) fn ignore_not_found<T>(r: Result<T, kube::Error>) -> Result<(), Error
     }
 }
 
-/// Listeners of this ARS: by the scale-set labels in the controller namespace (this also
-/// finds listeners left behind by a runner-group or URL change, quirk Q4).
+/// Listeners of this ARS: by the scale-set labels in the controller namespace (this also finds
+/// listeners left behind by a runner-group or URL change, quirk Q4 of
+/// docs/architecture.md#arc-reconciler-quirks).
 pub async fn listeners_of(
     ars: &AutoscalingRunnerSet,
     ctx: &Context,

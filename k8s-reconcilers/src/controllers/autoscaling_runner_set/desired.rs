@@ -1,5 +1,5 @@
 //! The EphemeralRunnerSet and AutoscalingListener an AutoscalingRunnerSet asks for
-//! (controllers.md 4.6, 4.7): pure builders.
+//! (docs/architecture.md#autoscalingrunnerset-reconciler): pure builders.
 
 use k8s_openapi::api::core::v1::LocalObjectReference;
 use kube::api::ObjectMeta;

@@ -1,5 +1,5 @@
-//! Deletion of an EphemeralRunner (controllers.md 7.9): the registration first, then the pod,
-//! the JIT Secret and container-hook resources; nothing is left behind.
+//! Deletion of an EphemeralRunner (docs/architecture.md#ephemeralrunner-deletion): the registration
+//! first, then the pod, the JIT Secret and container-hook resources; nothing is left behind.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;

@@ -1,5 +1,5 @@
-//! The JIT Secret and the runner Pod of an EphemeralRunner (controllers.md 7.4, 7.5): pure
-//! builders and the JIT Secret reader.
+//! The JIT Secret and the runner Pod of an EphemeralRunner
+//! (docs/architecture.md#jit-config-and-pod): pure builders and the JIT Secret reader.
 
 use std::collections::BTreeMap;
 

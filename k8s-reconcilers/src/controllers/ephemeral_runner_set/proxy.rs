@@ -1,5 +1,6 @@
 //! The set's proxy Secret for runner pods, `<set>-<h8(namespace)>-runner-proxy`
-//! (controllers.md 6.8): `http_proxy`, `https_proxy` and `no_proxy`, credentials included.
+//! (docs/architecture.md#runner-proxy-secret): `http_proxy`, `https_proxy` and `no_proxy`,
+//! credentials included.
 
 use std::collections::BTreeMap;
 

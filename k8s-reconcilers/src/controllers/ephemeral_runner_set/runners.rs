@@ -1,6 +1,6 @@
 //! The EphemeralRunnerSet's view of its runners: which EphemeralRunners it owns, their
 //! observation for `scaleset_core::runner_set`, and the construction of new ones
-//! (controllers.md 6.3, 6.5, 6.7).
+//! (docs/architecture.md#ephemeralrunnerset-reconciler).
 
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
