@@ -573,7 +573,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
         r.kubernetes,
         match system::runtime_from_env() {
             system::ContainerRuntime::Podman =>
-                "run from the images (static release builds, `cargo xtask images`) in podman, each pod in its own network namespace, by the node simulator".to_owned(),
+                "run from the images (static builds of the `image` profile, `cargo xtask images`) in podman, each pod in its own network namespace, by the node simulator".to_owned(),
             system::ContainerRuntime::HostProcesses => format!(
                 "are {} builds run as host processes by the node simulator",
                 if args.debug { "debug" } else { "release" }
