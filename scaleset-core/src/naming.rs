@@ -137,31 +137,6 @@ pub fn trim_label_value(value: &str) -> String {
         .to_string()
 }
 
-/// Makes any string a valid label value: characters other than `[A-Za-z0-9-_.]` become `-`,
-/// at most 63 characters, starting and ending alphanumeric (possibly empty).
-///
-/// ```
-/// use scaleset_core::naming::{is_valid_label_value, sanitize_label_value};
-/// assert_eq!(sanitize_label_value("My Org/Repo!"), "My-Org-Repo");
-/// assert!(is_valid_label_value(&sanitize_label_value(&"x/".repeat(80))));
-/// ```
-pub fn sanitize_label_value(value: &str) -> String {
-    let mapped: String = value
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(MAX_LABEL_VALUE)
-        .collect();
-    mapped
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
-}
-
 /// Kubernetes label-value syntax: empty, or ≤ 63 of `[A-Za-z0-9-_.]`, alphanumeric at both ends.
 pub fn is_valid_label_value(value: &str) -> bool {
     if value.is_empty() {
@@ -354,9 +329,22 @@ mod tests {
     }
 
     proptest! {
+        /// Any object name (DNS subdomain, up to 253 characters) is refused by
+        /// `check_ars_name`, or it and every name derived from it are valid labels and names.
         #[test]
-        fn sanitized_values_are_valid(s in ".{0,100}") {
-            prop_assert!(is_valid_label_value(&sanitize_label_value(&s)));
+        fn accepted_ars_names_give_valid_labels_and_names(
+            name in "[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?",
+            namespace in "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?",
+        ) {
+            if check_ars_name(&name).is_ok() {
+                prop_assert!(is_valid_label_value(&name));
+                let listener = listener_name(&name, &namespace, "", "https://github.com/o");
+                prop_assert!(is_valid_label_value(&listener), "{}", listener);
+                prop_assert!(listener_config_secret_name(&listener).len() <= MAX_NAME);
+                prop_assert!(runner_proxy_secret_name(&name, &namespace).len() <= MAX_NAME);
+            } else {
+                prop_assert!(name.len() > MAX_ARS_NAME);
+            }
         }
 
         #[test]

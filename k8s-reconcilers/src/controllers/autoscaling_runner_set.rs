@@ -204,12 +204,17 @@ async fn observe(
                 .map(String::as_str),
             &ctx.options.build_version,
         ),
-        invalid_spec: scaleset_core::desired::Bounds::from_spec(
-            ars.spec.min_runners.map(i64::from),
-            ars.spec.max_runners.map(i64::from),
-        )
-        .err()
-        .map(|e| format!("spec: {e}")),
+        invalid_spec: scaleset_core::naming::check_ars_name(&ars.name_any())
+            .err()
+            .map(|e| format!("metadata.name: {e}"))
+            .or_else(|| {
+                scaleset_core::desired::Bounds::from_spec(
+                    ars.spec.min_runners.map(i64::from),
+                    ars.spec.max_runners.map(i64::from),
+                )
+                .err()
+                .map(|e| format!("spec: {e}"))
+            }),
         spec_hash_current: ars.annotations().get(annotations::INTEGRITY_HASH)
             == Some(&desired::ars_hash(ars)),
         phase_outdated: status.phase == ArsPhase::Outdated.as_str(),

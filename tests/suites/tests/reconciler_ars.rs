@@ -567,6 +567,40 @@ async fn invalid_fields_get_a_condition_and_an_event_without_a_crash_loop() -> a
     Ok(())
 }
 
+/// A name too long for the names derived from it (46 characters, and 70: no label value at all)
+/// gets the condition naming the field, the value and the fix; nothing reaches the service, and
+/// deletion completes.
+#[tokio::test]
+async fn too_long_names_get_a_condition_and_deletion_completes() -> anyhow::Result<()> {
+    let h = Harness::start("ars-longname").await?;
+    h.pat_secret("gh", "t").await?;
+    let api = h.api::<AutoscalingRunnerSet>(h.ns());
+    for len in [46, 70] {
+        let name = format!("n{}", "a".repeat(len - 1));
+        h.create_ars(&name, spec("https://github.example.com/org", "gh"))
+            .await?;
+        let message = invalid_condition(&h, &name).await?;
+        assert!(
+            message.contains("metadata.name")
+                && message.contains(&name)
+                && message.contains("choose a shorter name"),
+            "{message}"
+        );
+        warning_event(&h, &name, "choose a shorter name").await?;
+        api.delete(&name, &DeleteParams::default()).await?;
+        wait_for("the ARS to be gone", || async {
+            Ok(api.get_opt(&name).await?.is_none().then_some(()))
+        })
+        .await?;
+    }
+    assert!(
+        h.service.with(|s| s.scale_sets.is_empty()),
+        "nothing reached the service"
+    );
+    assert!(h.running(), "the controllers never stopped");
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_ars_of_another_minor_version_is_deleted() -> anyhow::Result<()> {
     let h = Harness::start_with("ars-version", |o| o.build_version = "0.14.2".into()).await?;

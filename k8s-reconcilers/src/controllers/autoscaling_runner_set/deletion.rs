@@ -151,11 +151,16 @@ pub(super) fn ignore_not_found<T>(r: Result<T, kube::Error>) -> Result<(), Error
 
 /// Listeners of this ARS: by the scale-set labels in the controller namespace (this also finds
 /// listeners left behind by a runner-group or URL change, quirk Q4 of
-/// docs/architecture.md#arc-reconciler-quirks).
+/// docs/architecture.md#arc-reconciler-quirks). An ARS whose name is no label value has none
+/// (nothing can carry that label), and the list is not asked for, so deleting it never fails on
+/// an invalid selector.
 pub async fn listeners_of(
     ars: &AutoscalingRunnerSet,
     ctx: &Context,
 ) -> Result<Vec<AutoscalingListener>, Error> {
+    if !scaleset_core::naming::is_valid_label_value(&ars.name_any()) {
+        return Ok(Vec::new());
+    }
     let api: Api<AutoscalingListener> =
         Api::namespaced(ctx.client.clone(), &ctx.options.controller_namespace);
     let selector = format!(
