@@ -4,7 +4,9 @@ use http::{StatusCode, header};
 
 use crate::error::{Error, ErrorInfo};
 use crate::json;
-use crate::retry::retry_after;
+use std::time::Duration;
+
+use crate::retry::parse_retry_after;
 use crate::transport::{Call, Reply};
 use crate::wire::Exception;
 
@@ -85,6 +87,41 @@ pub(crate) fn info(call: &Call, reply: &Reply) -> ErrorInfo {
     info
 }
 
+/// How long to wait, when `reply` is a rate limit: GitHub answers 429, or 403 with a
+/// `Retry-After`, with `x-ratelimit-remaining: 0`, or with a message about a secondary rate
+/// limit. The wait is the `Retry-After`, else until `x-ratelimit-reset` (epoch seconds), else a
+/// minute for a secondary limit (GitHub's advice), else unknown (`Some(None)`).
+fn rate_limit(reply: &Reply, message: &str) -> Option<Option<Duration>> {
+    let code = reply.status.as_u16();
+    if code != 429 && code != 403 {
+        return None;
+    }
+    let retry_after = header_text(reply, "retry-after").and_then(|v| parse_retry_after(&v));
+    let exhausted = header_text(reply, "x-ratelimit-remaining").as_deref() == Some("0");
+    let secondary = message
+        .to_ascii_lowercase()
+        .contains("secondary rate limit");
+    if code == 403 && retry_after.is_none() && !exhausted && !secondary {
+        return None;
+    }
+    let until_reset = || {
+        let reset: i64 = header_text(reply, "x-ratelimit-reset")?
+            .trim()
+            .parse()
+            .ok()?;
+        let wait = reset.saturating_sub(chrono::Utc::now().timestamp());
+        Some(Duration::from_secs(u64::try_from(wait).unwrap_or(0)))
+    };
+    Some(
+        retry_after
+            .or_else(|| exhausted.then(until_reset).flatten())
+            .or_else(|| secondary.then_some(SECONDARY_RATE_LIMIT_WAIT)),
+    )
+}
+
+/// The wait after a secondary rate limit that names none.
+const SECONDARY_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
 /// Classifies a response whose status the call did not expect.
 pub(crate) fn error(call: &Call, reply: &Reply, target: Target) -> Error {
     let info = info(call, reply);
@@ -119,6 +156,12 @@ pub(crate) fn error(call: &Call, reply: &Reply, target: Target) -> Error {
     if exception.contains("RunnerGroupNotFound") {
         return Error::RunnerGroupNotFound(boxed);
     }
+    if let Some(retry_after) = rate_limit(reply, &boxed.message) {
+        return Error::RateLimited {
+            retry_after,
+            info: boxed,
+        };
+    }
     match status.as_u16() {
         401 | 403 => Error::AuthFailed(boxed),
         404 if exception.contains("MessageNotFound") => Error::Rejected(boxed),
@@ -130,10 +173,6 @@ pub(crate) fn error(call: &Call, reply: &Reply, target: Target) -> Error {
             Target::GitHub | Target::SessionCreate => Error::Rejected(boxed),
         },
         409 if target == Target::SessionCreate => Error::SessionConflict(boxed),
-        429 => Error::RateLimited {
-            retry_after: retry_after(status, &reply.headers),
-            info: boxed,
-        },
         500..=599 => Error::Server(boxed),
         _ => Error::Rejected(boxed),
     }
@@ -271,5 +310,59 @@ mod tests {
         assert!(matches!(e, Error::RateLimited { retry_after: Some(d), .. } if d.as_secs() == 9));
         let e = error(&call(), &reply(404, &[], ""), Target::ScaleSet);
         assert!(matches!(e, Error::ScaleSetNotFound(_)));
+    }
+
+    /// A 403 is a rate limit, not a credential problem, when GitHub says so in any of its ways;
+    /// otherwise it stays an authentication failure.
+    #[test]
+    fn rate_limits_on_403() {
+        let wait = |e: &Error| match e {
+            Error::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        let e = error(
+            &call(),
+            &reply(403, &[("retry-after", "30")], ""),
+            Target::GitHub,
+        );
+        assert_eq!(wait(&e), Some(Some(Duration::from_secs(30))));
+        let reset = (chrono::Utc::now().timestamp() + 120).to_string();
+        let e = error(
+            &call(),
+            &reply(
+                403,
+                &[
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", &reset),
+                ],
+                r#"{"message":"API rate limit exceeded for installation ID 1."}"#,
+            ),
+            Target::GitHub,
+        );
+        let after = wait(&e).flatten().unwrap();
+        assert!(after > Duration::from_secs(100) && after <= Duration::from_secs(120));
+        let e = error(
+            &call(),
+            &reply(
+                403,
+                &[],
+                r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}"#,
+            ),
+            Target::GitHub,
+        );
+        assert_eq!(wait(&e), Some(Some(SECONDARY_RATE_LIMIT_WAIT)));
+        assert!(e.to_string().contains("rate limited"), "{e}");
+        let e = error(
+            &call(),
+            &reply(
+                403,
+                &[("x-ratelimit-remaining", "4999")],
+                r#"{"message":"Resource not accessible by integration"}"#,
+            ),
+            Target::GitHub,
+        );
+        assert!(matches!(e, Error::AuthFailed(_)), "{e:?}");
+        let e = error(&call(), &reply(429, &[], ""), Target::Queue);
+        assert_eq!(wait(&e), Some(None));
     }
 }

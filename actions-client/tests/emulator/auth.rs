@@ -394,3 +394,43 @@ async fn fifty_callers_hitting_a_revoked_token_share_one_refresh() {
         "50 refused, 50 retried"
     );
 }
+
+/// A 403 that is a rate limit (a `Retry-After`, or GitHub's secondary-rate-limit message) is
+/// `RateLimited` with the wait, not a credential rejection.
+#[tokio::test]
+async fn a_rate_limited_403_is_not_an_authentication_failure() {
+    let emu = support::emulator(|_| {}).await;
+    let client = support::pat_client(&emu, &emu.org_url("octo-org"), support::transport(|_| {}));
+    client.get_runner_scale_set(1, "x").await.unwrap();
+    emu.inject(Fault::on(
+        Endpoint::ListScaleSets,
+        FaultKind::Status {
+            status: 403,
+            retry_after: Some("7".into()),
+            type_key: None,
+            message: None,
+        },
+        1,
+    ));
+    let err = client.get_runner_scale_set(1, "x").await.unwrap_err();
+    assert!(
+        matches!(err, Error::RateLimited { retry_after: Some(d), .. } if d.as_secs() == 7),
+        "{err}"
+    );
+    emu.inject(Fault::on(
+        Endpoint::ListScaleSets,
+        FaultKind::Respond {
+            status: 403,
+            content_type: Some("application/json".into()),
+            body: r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}"#.into(),
+        },
+        1,
+    ));
+    let err = client.get_runner_scale_set(1, "x").await.unwrap_err();
+    assert!(
+        matches!(err, Error::RateLimited { retry_after: Some(d), .. } if d.as_secs() == 60),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("PAT"), "{err}");
+    client.get_runner_scale_set(1, "x").await.unwrap();
+}
