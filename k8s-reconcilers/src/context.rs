@@ -22,6 +22,23 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(1000);
 /// so it is picked up within this time.
 pub const CONFIG_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
+/// One reconcile under way in `controller_runtime_active_workers`, also when the reconcile is
+/// dropped before it ends.
+struct ActiveWorker(prometheus_client::metrics::gauge::Gauge);
+
+impl ActiveWorker {
+    fn start(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for ActiveWorker {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Everything a controller's reconcile function needs; one per controller.
 pub struct Context {
     /// Controller name (metrics label, Event source).
@@ -57,6 +74,12 @@ impl Context {
         };
         let bucket = (options.requeue_limiter == RequeueLimiter::Bucket)
             .then(|| Mutex::new(RequeueBucket::new(Instant::now())));
+        // Zero from the start, as controller-runtime reports them, so rates are defined.
+        let label = ControllerLabel {
+            controller: controller.to_owned(),
+        };
+        metrics.reconcile_errors.get_or_create(&label);
+        metrics.active_workers.get_or_create(&label);
         Arc::new(Self {
             controller,
             bucket,
@@ -77,14 +100,35 @@ impl Context {
         K: Resource,
         F: Future<Output = Result<Action, Error>>,
     {
+        let controller = ControllerLabel {
+            controller: self.controller.to_owned(),
+        };
+        let worker = ActiveWorker::start(&self.metrics.active_workers.get_or_create(&controller));
         let started = Instant::now();
         let result = reconcile.await;
+        drop(worker);
         self.metrics
             .reconcile_duration
-            .get_or_create(&ControllerLabel {
-                controller: self.controller.to_owned(),
-            })
+            .get_or_create(&controller)
             .observe(started.elapsed().as_secs_f64());
+        let runtime_result = match &result {
+            Ok(_) => "success",
+            Err(Error::Waiting { .. }) => "requeue_after",
+            Err(_) => {
+                self.metrics
+                    .reconcile_errors
+                    .get_or_create(&controller)
+                    .inc();
+                "error"
+            }
+        };
+        self.metrics
+            .runtime_reconciles
+            .get_or_create(&ReconcileLabels {
+                controller: self.controller.to_owned(),
+                result: runtime_result.to_owned(),
+            })
+            .inc();
         let label = match &result {
             Ok(_) => "success",
             Err(e) => e.metric_label(),

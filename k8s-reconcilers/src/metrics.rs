@@ -1,5 +1,8 @@
 //! Controller metrics (docs/architecture.md#controller-metrics): reconcile counts, errors and
-//! durations per controller, runner gauges per scale set, listener gauge.
+//! durations per controller, runner gauges per scale set, listener gauge, and the
+//! controller-runtime metrics that ARC's controller exposes and its sample Grafana dashboard
+//! queries (`controller_runtime_reconcile_*`, `controller_runtime_active_workers`,
+//! `rest_client_requests_total`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,6 +25,17 @@ pub struct ReconcileLabels {
 pub struct ControllerLabel {
     /// Controller name.
     pub controller: String,
+}
+
+/// Labels of `rest_client_requests_total`, as client-go sets them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestClientLabels {
+    /// Status code, or `<error>` when no response came.
+    pub code: String,
+    /// The API server's host (and port).
+    pub host: String,
+    /// HTTP method.
+    pub method: String,
 }
 
 /// ARC's scale-set labels of the `gha_controller_*` gauges.
@@ -79,8 +93,17 @@ pub struct ServiceCallLabels {
 pub struct Metrics {
     /// Reconciles by controller and result.
     pub reconciles: Family<ReconcileLabels, Counter>,
-    /// Reconcile durations by controller.
+    /// `controller_runtime_reconcile_time_seconds`: reconcile durations by controller.
     pub reconcile_duration: Family<ControllerLabel, Histogram>,
+    /// `controller_runtime_reconcile_total`: reconciles by controller and controller-runtime's
+    /// result (`success`, `error`, `requeue_after`).
+    pub runtime_reconciles: Family<ReconcileLabels, Counter>,
+    /// `controller_runtime_reconcile_errors_total`.
+    pub reconcile_errors: Family<ControllerLabel, Counter>,
+    /// `controller_runtime_active_workers`: reconciles under way.
+    pub active_workers: Family<ControllerLabel, Gauge>,
+    /// `rest_client_requests_total`: the manager's Kubernetes API requests.
+    pub rest_client_requests: Family<RestClientLabels, Counter>,
     /// `gha_controller_pending_ephemeral_runners`.
     pub pending_runners: Family<ScaleSetLabels, Gauge>,
     /// `gha_controller_running_ephemeral_runners`.
@@ -100,6 +123,10 @@ impl Default for Metrics {
             reconcile_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.005, 2.0, 14))
             }),
+            runtime_reconciles: Family::default(),
+            reconcile_errors: Family::default(),
+            active_workers: Family::default(),
+            rest_client_requests: Family::default(),
             pending_runners: Family::default(),
             running_runners: Family::default(),
             failed_runners: Family::default(),
@@ -118,9 +145,29 @@ impl Metrics {
             self.reconciles.clone(),
         );
         registry.register(
-            "arc_controller_reconcile_duration_seconds",
-            "Reconcile durations by controller",
+            "controller_runtime_reconcile_time_seconds",
+            "Length of time per reconciliation per controller",
             self.reconcile_duration.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile",
+            "Total number of reconciliations per controller",
+            self.runtime_reconciles.clone(),
+        );
+        registry.register(
+            "controller_runtime_reconcile_errors",
+            "Total number of reconciliation errors per controller",
+            self.reconcile_errors.clone(),
+        );
+        registry.register(
+            "controller_runtime_active_workers",
+            "Number of currently used workers per controller",
+            self.active_workers.clone(),
+        );
+        registry.register(
+            "rest_client_requests",
+            "Number of HTTP requests to the Kubernetes API, partitioned by status code, method, and host",
+            self.rest_client_requests.clone(),
         );
         registry.register(
             "gha_controller_pending_ephemeral_runners",

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod http;
 pub mod leader;
 pub mod rate_limit;
+pub mod request_metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,13 +49,26 @@ pub fn init_logging(settings: &Settings) {
 }
 
 /// A Kubernetes client from the environment (in-cluster or `KUBECONFIG`), rate limited to
-/// `qps` with bursts of `burst` requests.
-pub async fn kube_client(qps: f64, burst: u64) -> anyhow::Result<kube::Client> {
+/// `qps` with bursts of `burst` requests, counting its requests in `metrics`.
+pub async fn kube_client(
+    qps: f64,
+    burst: u64,
+    metrics: &k8s_reconcilers::metrics::Metrics,
+) -> anyhow::Result<kube::Client> {
     let config = kube::Config::infer().await.map_err(|e| {
         anyhow::anyhow!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}")
     })?;
+    let host = config
+        .cluster_url
+        .authority()
+        .map(ToString::to_string)
+        .unwrap_or_default();
     let service = kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&rate_limit::TokenBucketLayer::new(qps, burst));
+        .with_layer(&rate_limit::TokenBucketLayer::new(qps, burst))
+        .with_layer(&request_metrics::RequestMetricsLayer::new(
+            metrics.rest_client_requests.clone(),
+            host,
+        ));
     Ok(service.build())
 }
 
@@ -113,14 +127,6 @@ pub async fn run(settings: Settings, connector: Arc<dyn Connector>) -> anyhow::R
     if settings.pprof_ignored {
         tracing::warn!("--pprof-addr is accepted for compatibility; arc-rs has no pprof server");
     }
-    let client = kube_client(settings.qps, settings.burst).await?;
-    let version = client
-        .apiserver_version()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API server: {e}"))?;
-    tracing::info!(version = %version.git_version, "connected to the API server");
-
-    let readiness = http::Readiness::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let shutdown = Shutdown::on({
         let mut rx = stop_rx.clone();
@@ -129,6 +135,14 @@ pub async fn run(settings: Settings, connector: Arc<dyn Connector>) -> anyhow::R
         }
     });
     let options = manager_options(&settings, connector, shutdown.clone());
+    let client = kube_client(settings.qps, settings.burst, &options.metrics).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API server: {e}"))?;
+    tracing::info!(version = %version.git_version, "connected to the API server");
+
+    let readiness = http::Readiness::default();
     let mut servers = Vec::new();
     if let Some(addr) = settings.metrics_addr {
         let mut registry = Registry::default();

@@ -164,7 +164,49 @@ async fn a_scale_set_from_creation_to_deletion() -> anyhow::Result<()> {
         )
         .is_some_and(|n| n > 0.0)
     );
-    assert!(metrics.contains("arc_controller_reconcile_duration_seconds_bucket"));
+    // The controller-runtime metrics ARC's sample Grafana dashboard queries.
+    let ephemeral_runner = [("controller", "ephemeralrunner")];
+    assert!(
+        sample(
+            &metrics,
+            "controller_runtime_reconcile_total",
+            &[("controller", "ephemeralrunner"), ("result", "success")]
+        )
+        .is_some_and(|n| n > 0.0)
+    );
+    for name in [
+        "controller_runtime_reconcile_errors_total",
+        "controller_runtime_active_workers",
+    ] {
+        for controller in [
+            "autoscalingrunnerset",
+            "autoscalinglistener",
+            "ephemeralrunnerset",
+            "ephemeralrunner",
+        ] {
+            assert!(
+                sample(&metrics, name, &[("controller", controller)]).is_some(),
+                "{name} for {controller}"
+            );
+        }
+    }
+    assert!(
+        sample(
+            &metrics,
+            "controller_runtime_reconcile_time_seconds_sum",
+            &ephemeral_runner
+        )
+        .is_some_and(|n| n > 0.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            "rest_client_requests_total",
+            &[("method", "POST"), ("code", "201")]
+        )
+        .is_some_and(|n| n >= 2.0),
+        "the runners' creates are counted"
+    );
 
     // The first runner's job ends: it exits 0, is removed from the service, and goes.
     let done = json!({"status": {"phase": "Succeeded", "containerStatuses": [{"name": "runner", "image": "x",
