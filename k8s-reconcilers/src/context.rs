@@ -78,8 +78,8 @@ impl Context {
         let label = ControllerLabel {
             controller: controller.to_owned(),
         };
-        metrics.reconcile_errors.get_or_create(&label);
-        metrics.active_workers.get_or_create(&label);
+        drop(metrics.reconcile_errors.get_or_create(&label));
+        drop(metrics.active_workers.get_or_create(&label));
         Arc::new(Self {
             controller,
             bucket,

@@ -22,23 +22,17 @@ use testbed::ControlPlane;
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// Polls `check` until it yields a value, failing after [`WAIT`] with `what`.
+/// [`testbed::eventually`] with this suite's timeout, for checks that cannot fail.
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let polled = testbed::eventually(what, WAIT, || {
+        let next = check();
+        async move { Ok(next.await) }
+    });
+    polled.await.unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// ManagerOptions from the chart's Deployment: its env and every flag it passes (the same

@@ -381,28 +381,7 @@ pub fn exited_status(code: i32) -> serde_json::Value {
     })
 }
 
-/// Polls `check` until it returns `Some`, for at most `timeout`.
-pub async fn eventually<T, F, Fu>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fu,
-    Fu: Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last_error = None;
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last_error = Some(e),
-        }
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!(
-                "timed out after {timeout:?} waiting for {what} (last error: {last_error:?})"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use testbed::eventually;
 
 /// Generous limit for a condition the controllers should reach.
 pub const WAIT: Duration = Duration::from_secs(60);

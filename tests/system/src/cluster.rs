@@ -1,9 +1,9 @@
 //! Small Kubernetes helpers: server-side apply of rendered objects and condition polling.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{Scope, pinned_kind};
@@ -42,27 +42,15 @@ pub async fn apply(client: &kube::Client, objects: &[Value]) -> anyhow::Result<(
     Ok(())
 }
 
-/// Polls `check` every 200 ms until it returns `Ok(true)`; fails after `timeout` naming `what`
-/// and the last error `check` returned.
+/// Polls `check` until it returns true, for at most `timeout` ([`testbed::eventually`]).
 pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<bool>>,
 {
-    let deadline = Instant::now() + timeout;
-    let mut last_error = String::new();
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last_error = format!("{e:#}"),
-        }
-        if Instant::now() > deadline {
-            if last_error.is_empty() {
-                bail!("timed out after {timeout:?} waiting for {what}");
-            }
-            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_error})");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    testbed::eventually(what, timeout, || {
+        let next = check();
+        async move { Ok(next.await?.then_some(())) }
+    })
+    .await
 }

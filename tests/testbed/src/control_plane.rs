@@ -706,7 +706,8 @@ fn new_workdir() -> anyhow::Result<TempDir> {
         .context("creating the control plane's temporary directory")
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A free TCP port on 127.0.0.1 (free when asked; the suites bind it soon after).
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).context("finding a free loopback port")?;
     Ok(listener
         .local_addr()

@@ -25,6 +25,7 @@ mod kubeconfig;
 mod namespace;
 mod pki;
 mod process;
+mod wait;
 mod watch;
 
 pub use binaries::{
@@ -34,9 +35,10 @@ pub use binaries::{
 };
 pub use cleanup::{ClusterObject, DeleteOnDrop};
 pub use control_plane::{
-    ControlPlane, ControlPlaneOptions, EXISTING_CLUSTER_ENV, client_from_kubeconfig,
+    ControlPlane, ControlPlaneOptions, EXISTING_CLUSTER_ENV, client_from_kubeconfig, free_port,
 };
 pub use helm_env::{helm_python, helm_venv_dir, workspace_root};
 pub use http::http_get;
 pub use namespace::{TEST_NAMESPACE_LABEL, TestNamespace};
+pub use wait::{POLL, eventually};
 pub use watch::{Recorded, WatchRecorder};

@@ -146,25 +146,11 @@ pub fn empty_spec() -> AutoscalingRunnerSetSpec {
     AutoscalingRunnerSetSpec::default()
 }
 
-/// Polls `check` until it returns `Some`, or fails after [`TIMEOUT`] with `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+/// [`testbed::eventually`] with this suite's timeout.
+pub async fn wait_for<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    let mut last_err = None;
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last_err = Some(e),
-        }
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!(
-                "timed out after {TIMEOUT:?} waiting for {what} (last error: {last_err:?})"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    testbed::eventually(what, TIMEOUT, check).await
 }
