@@ -72,7 +72,7 @@ async fn https_with_a_custom_root_or_intermediate_ca() {
 #[tokio::test]
 async fn https_through_an_authenticating_connect_proxy() {
     let emu = tls_emulator().await;
-    let proxy = Proxy::start(emu.addr()).await;
+    let proxy = Proxy::start(emu.addr()).await.expect("proxy");
     let ca = emu.ca_pem().unwrap().to_owned();
     let proxy_url = proxy.url_with_auth("arc", "pr0xy-pa55");
     let client = support::pat_client(
@@ -105,7 +105,7 @@ async fn https_through_an_authenticating_connect_proxy() {
 #[tokio::test]
 async fn http_through_a_forward_proxy_and_no_proxy_rules() {
     let emu = support::emulator(|_| {}).await;
-    let proxy = Proxy::start(emu.addr()).await;
+    let proxy = Proxy::start(emu.addr()).await.expect("proxy");
     let via_proxy = |no_proxy: Vec<String>| {
         support::transport(|c| {
             c.proxy = ProxyConfig {
@@ -172,7 +172,7 @@ async fn http_through_a_forward_proxy_and_no_proxy_rules() {
 #[tokio::test]
 async fn hosted_github_com_and_ghe_com_rules_through_the_proxy() {
     let emu = support::emulator(|_| {}).await;
-    let proxy = Proxy::start(emu.addr()).await;
+    let proxy = Proxy::start(emu.addr()).await.expect("proxy");
     for (config_url, api_host, prefix) in [
         (
             "http://github.com/octo-org",
@@ -247,7 +247,7 @@ async fn hosted_github_com_and_ghe_com_rules_through_the_proxy() {
 #[tokio::test]
 async fn proxy_environment_variables_are_honoured() {
     let emu = support::emulator(|_| {}).await;
-    let proxy = Proxy::start(emu.addr()).await;
+    let proxy = Proxy::start(emu.addr()).await.expect("proxy");
     let exe = std::env::current_exe().unwrap();
     let output = tokio::process::Command::new(exe)
         .args([

@@ -16,6 +16,7 @@ mod endpoint;
 mod faults;
 mod jit;
 mod model;
+pub mod proxy;
 mod routes;
 mod runner_client;
 mod scope;

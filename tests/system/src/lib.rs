@@ -35,17 +35,16 @@ mod helm;
 pub mod images;
 mod leak;
 mod process;
-mod proxy;
 mod system;
 mod timeline;
 
+pub use actions_emulator::proxy::{Proxy, ProxyRecord};
 pub use binaries::{Binaries, build_binaries, build_images_once};
 pub use cluster::{apply, wait_for};
 pub use helm::{Chart, Cluster, render};
 pub use leak::LeakReport;
 pub use nodesim::{ContainerRuntime, POD_SUBNET};
 pub use process::{find_processes, rss_bytes};
-pub use proxy::{Proxy, ProxyRecord};
 pub use system::{
     CA_CONFIG_MAP, HOST_PROCESSES_ENV, Plane, ScaleSet, ScaleSetSpec, System, SystemOptions,
     install_crds, runtime_from_env,

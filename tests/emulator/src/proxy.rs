@@ -1,5 +1,6 @@
-//! A recording HTTP proxy (CONNECT tunnels and absolute-form forwarding) for the proxy
-//! scenario: every connection goes to one upstream, whatever host it asked for.
+//! A recording forward proxy (CONNECT tunnels and absolute-form forwarding) on 127.0.0.1 that
+//! sends every connection to one upstream, whatever host was asked for, so that names like
+//! `api.github.com` reach the emulator; the proxy scenarios of every suite use it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -7,16 +8,18 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// One request the proxy saw.
+/// One request seen by the proxy.
 #[derive(Clone, Debug)]
 pub struct ProxyRecord {
     /// `CONNECT` or the forwarded method.
     pub method: String,
     /// Request target (`host:port` for CONNECT, the absolute URL otherwise).
     pub target: String,
+    /// `Proxy-Authorization` header.
+    pub auth: Option<String>,
 }
 
-/// A forward proxy on 127.0.0.1; stops when dropped.
+/// The proxy; stops when dropped.
 pub struct Proxy {
     addr: SocketAddr,
     records: Arc<Mutex<Vec<ProxyRecord>>>,
@@ -31,7 +34,7 @@ impl Drop for Proxy {
 
 impl Proxy {
     /// Starts a proxy that sends every connection to `upstream`.
-    pub async fn start(upstream: SocketAddr) -> anyhow::Result<Proxy> {
+    pub async fn start(upstream: SocketAddr) -> std::io::Result<Proxy> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let records = Arc::new(Mutex::new(Vec::new()));
@@ -56,16 +59,21 @@ impl Proxy {
         self.addr
     }
 
-    /// The proxy's URL, `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://user:password@127.0.0.1:PORT`.
+    pub fn url_with_auth(&self, user: &str, password: &str) -> String {
+        format!("http://{user}:{password}@{}", self.addr)
     }
 
     /// What went through so far.
     pub fn records(&self) -> Vec<ProxyRecord> {
         self.records
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 }
@@ -83,22 +91,28 @@ async fn serve(
             return Ok(());
         }
         head.extend_from_slice(&buf[..n]);
-        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
+        if let Some(pos) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
         }
         if head.len() > 64 * 1024 {
             return Ok(());
         }
     };
     let text = String::from_utf8_lossy(&head[..end]).into_owned();
-    let mut parts = text.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_owned();
-    let target = parts.next().unwrap_or_default().to_owned();
+    let mut lines = text.split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split(' ');
+    let method = first.next().unwrap_or_default().to_owned();
+    let target = first.next().unwrap_or_default().to_owned();
+    let auth = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("proxy-authorization"))
+        .map(|(_, v)| v.trim().to_owned());
     log.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unwrap_or_else(|p| p.into_inner())
         .push(ProxyRecord {
             method: method.clone(),
             target,
+            auth,
         });
     let mut server = TcpStream::connect(upstream).await?;
     if method == "CONNECT" {
