@@ -9,6 +9,7 @@
 
 mod actions;
 mod instrumented;
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod resolve;
 mod service;
