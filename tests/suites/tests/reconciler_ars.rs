@@ -729,6 +729,14 @@ async fn drain_policy_holds_a_spec_change_until_the_busy_runner_is_done() -> any
     })
     .await?;
     assert_eq!(ers.uid(), ers_uid, "patched in place");
+    listener_back(&als).await?;
+    Ok(())
+}
+
+/// Waits until a listener exists again.
+async fn listener_back(
+    als: &kube::Api<AutoscalingListener>,
+) -> anyhow::Result<AutoscalingListener> {
     wait_for("the listener back", || async {
         Ok(als
             .list(&ListParams::default())
@@ -737,8 +745,7 @@ async fn drain_policy_holds_a_spec_change_until_the_busy_runner_is_done() -> any
             .into_iter()
             .next())
     })
-    .await?;
-    Ok(())
+    .await
 }
 
 fn scale_set_reads(h: &Harness) -> usize {
@@ -861,14 +868,6 @@ async fn outdated_runners_park_the_ars_until_the_spec_changes() -> anyhow::Resul
         Some("Outdated"),
         "the fresh set is not outdated"
     );
-    wait_for("the listener back", || async {
-        Ok(als
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .next())
-    })
-    .await?;
+    listener_back(&als).await?;
     Ok(())
 }
