@@ -237,7 +237,7 @@ async fn run_in_span(config: ListenerConfig) -> Exit {
         }
     };
     let mut settings = LoopSettings::new(config.runner_scale_set_id, bounds, owner_name());
-    settings.session_conflict_timeout = config.session_conflict_timeout;
+    settings.policy.conflict_timeout = config.session_conflict_timeout;
     let listener = Listener::new(service, patcher, settings, metrics, health);
     let result = listener.run(shutdown).await;
     servers.cancel();

@@ -7,15 +7,19 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn, warn_span};
 
 use actions_client::{Error, JobMessage, JobStarted, MessageSession, Statistics};
+use scaleset_core::listener_lifecycle::ExitClass;
+use scaleset_core::listener_policy::{
+    Call, ErrorClass, Failure, ListenerPolicy, Reaction, on_error,
+};
 
 use crate::health::Health;
 use crate::kube::{PatchError, RunnerSetPatcher, runner_status_patch};
 use crate::metrics::{JobStages, Metrics};
 use crate::scaler::{Bounds, Scaler, ers_patch};
-use crate::service::{Message, Reaction, ScaleSetService, reaction};
+use crate::service::{Message, ScaleSetService, classify};
 
 /// Loop settings (from the config, plus timings tests may shorten).
 #[derive(Debug, Clone)]
@@ -26,12 +30,8 @@ pub struct LoopSettings {
     pub bounds: Bounds,
     /// Session owner name (the pod's hostname).
     pub owner: String,
-    /// How long a 409 session conflict is retried before giving up.
-    pub session_conflict_timeout: Duration,
-    /// First retry delay.
-    pub retry_initial: Duration,
-    /// Largest retry delay.
-    pub retry_max: Duration,
+    /// What to do about failed calls: backoff, attempts, auth-failure limit, conflict timeout.
+    pub policy: ListenerPolicy,
     /// Deadline for deleting the session on shutdown.
     pub session_delete_timeout: Duration,
 }
@@ -43,20 +43,11 @@ impl LoopSettings {
             scale_set_id,
             bounds,
             owner,
-            session_conflict_timeout: Duration::from_secs(300),
-            retry_initial: Duration::from_secs(1),
-            retry_max: Duration::from_secs(15),
+            policy: ListenerPolicy::default(),
             session_delete_timeout: Duration::from_secs(30),
         }
     }
 }
-
-/// Consecutive credential rejections (each after a fresh credential exchange) before the
-/// listener gives up.
-const MAX_AUTH_FAILURES: u32 = 3;
-
-/// Attempts of one queue call (ack, acquire) before it is left to the service's redelivery.
-const QUEUE_CALL_ATTEMPTS: u32 = 4;
 
 /// Why the loop stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -85,35 +76,49 @@ pub enum ListenerError {
     },
 }
 
-struct Backoff {
-    next: Duration,
-    initial: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            next: initial,
-            initial,
-            max,
-        }
-    }
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
-    fn delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-}
-
-/// Sleeps unless cancelled; returns false when cancelled.
-async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
+/// Sleeps unless cancelled; returns false when cancelled. Without `shutdown` the sleep is not
+/// interrupted.
+async fn pause(d: Duration, shutdown: Option<&CancellationToken>) -> bool {
+    let Some(shutdown) = shutdown else {
+        tokio::time::sleep(d).await;
+        return true;
+    };
     tokio::select! {
         _ = shutdown.cancelled() => false,
         _ = tokio::time::sleep(d) => true,
+    }
+}
+
+/// A draw from `[0, 1)` for the backoff's jitter.
+fn random() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// What is left for the caller after [`Listener::react`] carried out the policy's reaction.
+enum Next {
+    /// Make the call again (after the wait, if any).
+    Again,
+    /// Refresh the session, then make the call again.
+    Refresh,
+    /// The session was dropped; the loop creates a new one.
+    Recreate,
+    /// Leave the call undone.
+    Skip,
+    /// Shutdown interrupted the wait.
+    Cancelled,
+}
+
+fn describe(call: Call) -> &'static str {
+    match call {
+        Call::CreateSession => "creating the message session",
+        Call::RefreshSession => "refreshing the message session",
+        Call::Poll => "polling for messages",
+        Call::Queue => "a message queue call",
+        Call::Patch => "a Kubernetes patch",
     }
 }
 
@@ -130,11 +135,6 @@ pub struct Listener<S, P> {
     session: Option<MessageSession>,
     last_message_id: i64,
     auth_failures: u32,
-}
-
-enum Step {
-    Continue,
-    Stop,
 }
 
 impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
@@ -189,7 +189,7 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
     }
 
     async fn run_loop(&mut self, shutdown: &CancellationToken) -> Result<(), ListenerError> {
-        let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
+        let mut failures = 0u32;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -209,7 +209,7 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
             match poll {
                 Ok(None) => {
                     self.poll_done();
-                    backoff.reset();
+                    failures = 0;
                     debug!(last_message_id = self.last_message_id, "no message");
                     if let Some(stats) = self.latest {
                         self.apply(stats.total_assigned_jobs, false).await;
@@ -217,12 +217,19 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                 }
                 Ok(Some(message)) => {
                     self.poll_done();
-                    backoff.reset();
+                    failures = 0;
                     self.last_message_id = message.message_id;
                     self.handle_message(message).await?;
                 }
                 Err(e) => {
-                    if let Step::Stop = self.recover(e, shutdown, &mut backoff).await? {
+                    failures = failures.saturating_add(1);
+                    let mut next = self
+                        .react(Call::Poll, e, failures, Duration::ZERO, Some(shutdown))
+                        .await?;
+                    if let Next::Refresh = next {
+                        next = self.refresh_session(failures, Some(shutdown)).await?;
+                    }
+                    if let Next::Cancelled = next {
                         return Ok(());
                     }
                 }
@@ -238,86 +245,97 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         }
     }
 
-    /// Counts a credential rejection and forgets the admin token; fatal after
-    /// [`MAX_AUTH_FAILURES`] in a row.
-    fn auth_failed(&mut self, e: Error) -> Result<(), ListenerError> {
-        self.auth_failures += 1;
-        if self.auth_failures >= MAX_AUTH_FAILURES {
-            return Err(ListenerError::Unauthorized(e));
-        }
-        warn!(error = %e, attempt = self.auth_failures, "credentials rejected; exchanging them again");
-        self.service.reauthenticate();
-        Ok(())
-    }
-
-    /// Handles a failed poll. Fatal errors end the loop; everything else is retried.
-    async fn recover(
+    /// Asks the policy what to do about `error` from `call` (its `attempt`-th failure in a row)
+    /// and carries out what it can here: exits, waits, re-authentication, dropping the session.
+    async fn react(
         &mut self,
-        e: Error,
-        shutdown: &CancellationToken,
-        backoff: &mut Backoff,
-    ) -> Result<Step, ListenerError> {
-        let retry_after = match reaction(&e) {
-            Reaction::RefreshToken => {
-                info!("message queue token expired; refreshing the session");
-                !self.refresh_session().await?
-            }
-            Reaction::SessionGone | Reaction::Conflict => {
-                warn!(error = %e, "the service dropped the message session; creating a new one");
-                self.session = None;
-                false
-            }
-            Reaction::Reauthenticate => {
-                self.auth_failed(e)?;
-                true
-            }
-            Reaction::Fatal => return Err(ListenerError::Fatal(e)),
-            Reaction::Retry => {
-                warn!(error = %e, "polling for messages failed; retrying");
-                true
-            }
+        call: Call,
+        error: Error,
+        attempt: u32,
+        conflicting_for: Duration,
+        shutdown: Option<&CancellationToken>,
+    ) -> Result<Next, ListenerError> {
+        let class = classify(&error);
+        if class == ErrorClass::Unauthorized {
+            self.auth_failures = self.auth_failures.saturating_add(1);
+        }
+        let failure = Failure {
+            call,
+            class,
+            attempt,
+            auth_failures: self.auth_failures,
+            conflicting_for,
         };
-        if retry_after {
-            let d = backoff.delay();
-            debug!(
-                retry_in_ms = d.as_millis() as u64,
-                "waiting before the next poll"
-            );
-            if !pause(d, shutdown).await {
-                return Ok(Step::Stop);
+        let what = describe(call);
+        match on_error(&failure, &self.settings.policy, random()) {
+            Reaction::Exit(exit) => Err(match exit {
+                ExitClass::Auth => ListenerError::Unauthorized(error),
+                ExitClass::Conflict => ListenerError::SessionConflict {
+                    scale_set_id: self.settings.scale_set_id,
+                    waited_secs: conflicting_for.as_secs(),
+                    last: error,
+                },
+                ExitClass::Config
+                | ExitClass::ScaleSetMissing
+                | ExitClass::Transient
+                | ExitClass::Shutdown => ListenerError::Fatal(error),
+            }),
+            Reaction::Retry {
+                after,
+                reauthenticate,
+            } => {
+                let retry_in_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+                if reauthenticate {
+                    warn!(error = %error, attempt = self.auth_failures, retry_in_ms, "credentials rejected; exchanging them again");
+                    self.service.reauthenticate();
+                } else if class == ErrorClass::SessionConflict {
+                    warn!(error = %error, waited_secs = conflicting_for.as_secs(), retry_in_ms,
+                        "another session exists for this scale set; retrying");
+                } else {
+                    warn!(error = %error, attempt, retry_in_ms, "{what} failed; retrying");
+                }
+                Ok(if pause(after, shutdown).await {
+                    Next::Again
+                } else {
+                    Next::Cancelled
+                })
+            }
+            Reaction::RefreshSession => {
+                info!("message queue token expired; refreshing the session");
+                Ok(Next::Refresh)
+            }
+            Reaction::RecreateSession => {
+                warn!(error = %error, "the service dropped the message session; creating a new one");
+                self.session = None;
+                Ok(Next::Recreate)
+            }
+            Reaction::Skip => {
+                error!(error = %error, attempt, "{what} failed; giving up on it");
+                Ok(Next::Skip)
             }
         }
-        Ok(Step::Continue)
     }
 
-    /// Refreshes the session. `Ok(false)` means a transient failure (retry later); a session the
-    /// service no longer knows is dropped so that the loop creates a new one.
-    async fn refresh_session(&mut self) -> Result<bool, ListenerError> {
+    /// Refreshes the session after the `attempt`-th failure of the call that needed it; the
+    /// result tells the caller what is left to do.
+    async fn refresh_session(
+        &mut self,
+        attempt: u32,
+        shutdown: Option<&CancellationToken>,
+    ) -> Result<Next, ListenerError> {
         let Some(session) = self.session.clone() else {
-            return Ok(true);
+            return Ok(Next::Recreate);
         };
         match self.service.refresh_session(&session).await {
             Ok(fresh) => {
                 info!(session_id = %fresh.session_id, "refreshed the message queue token");
                 self.session = Some(fresh);
-                Ok(true)
+                Ok(Next::Again)
             }
-            Err(e) => match reaction(&e) {
-                Reaction::SessionGone | Reaction::RefreshToken | Reaction::Conflict => {
-                    warn!(error = %e, "session refresh failed; creating a new session");
-                    self.session = None;
-                    Ok(true)
-                }
-                Reaction::Reauthenticate => {
-                    self.auth_failed(e)?;
-                    Ok(false)
-                }
-                Reaction::Fatal => Err(ListenerError::Fatal(e)),
-                Reaction::Retry => {
-                    warn!(error = %e, "session refresh failed; retrying");
-                    Ok(false)
-                }
-            },
+            Err(e) => {
+                self.react(Call::RefreshSession, e, attempt, Duration::ZERO, shutdown)
+                    .await
+            }
         }
     }
 
@@ -327,15 +345,15 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         &mut self,
         shutdown: &CancellationToken,
     ) -> Result<bool, ListenerError> {
-        let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
+        let mut attempt = 0u32;
         let mut conflict_since: Option<Instant> = None;
         loop {
-            let attempt = tokio::select! {
+            let created = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(false),
                 r = self.service.create_session(&self.settings.owner) => r,
             };
-            let e = match attempt {
+            let e = match created {
                 Ok(session) => {
                     info!(session_id = %session.session_id, owner = %self.settings.owner, "created message session");
                     self.auth_failures = 0;
@@ -357,37 +375,24 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                 }
                 Err(e) => e,
             };
-            match reaction(&e) {
-                Reaction::Conflict => {
-                    self.health.progress();
-                    let since = *conflict_since.get_or_insert_with(Instant::now);
-                    let waited = since.elapsed();
-                    if waited >= self.settings.session_conflict_timeout {
-                        return Err(ListenerError::SessionConflict {
-                            scale_set_id: self.settings.scale_set_id,
-                            waited_secs: waited.as_secs(),
-                            last: e,
-                        });
-                    }
-                    warn!(error = %e, waited_secs = waited.as_secs(),
-                        "another session exists for this scale set; retrying");
-                }
-                Reaction::Reauthenticate => {
-                    conflict_since = None;
-                    self.auth_failed(e)?;
-                }
-                Reaction::Fatal => return Err(ListenerError::Fatal(e)),
-                Reaction::SessionGone | Reaction::RefreshToken | Reaction::Retry => {
-                    conflict_since = None;
-                    warn!(error = %e, "creating the message session failed; retrying");
-                }
-            }
-            let d = backoff.delay();
-            debug!(
-                retry_in_ms = d.as_millis() as u64,
-                "waiting before creating the session again"
-            );
-            if !pause(d, shutdown).await {
+            attempt = attempt.saturating_add(1);
+            let conflicting_for = if classify(&e) == ErrorClass::SessionConflict {
+                self.health.progress();
+                conflict_since.get_or_insert_with(Instant::now).elapsed()
+            } else {
+                conflict_since = None;
+                Duration::ZERO
+            };
+            let next = self
+                .react(
+                    Call::CreateSession,
+                    e,
+                    attempt,
+                    conflicting_for,
+                    Some(shutdown),
+                )
+                .await?;
+            if let Next::Cancelled = next {
                 return Ok(false);
             }
         }
@@ -411,8 +416,8 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         F: Fn(S, MessageSession) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
-        for _ in 0..QUEUE_CALL_ATTEMPTS {
+        let mut attempt = 0u32;
+        loop {
             let Some(session) = self.session.clone() else {
                 return Ok(None);
             };
@@ -420,33 +425,20 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                 Ok(v) => return Ok(Some(v)),
                 Err(e) => e,
             };
-            match reaction(&e) {
-                Reaction::RefreshToken => {
-                    if self.refresh_session().await? {
-                        continue;
-                    }
-                }
-                Reaction::SessionGone | Reaction::Conflict => {
-                    warn!(error = %e, operation = what, "session gone; a new one will be created");
-                    self.session = None;
-                    return Ok(None);
-                }
-                Reaction::Reauthenticate => self.auth_failed(e)?,
-                Reaction::Fatal => return Err(ListenerError::Fatal(e)),
-                Reaction::Retry if matches!(e, Error::Rejected(_)) => {
-                    error!(error = %e, operation = what, "the service rejected the call");
-                    return Ok(None);
-                }
-                Reaction::Retry => warn!(error = %e, operation = what, "retrying"),
+            attempt = attempt.saturating_add(1);
+            let span = warn_span!("queue_call", operation = what);
+            let mut next = self
+                .react(Call::Queue, e, attempt, Duration::ZERO, None)
+                .instrument(span.clone())
+                .await?;
+            if let Next::Refresh = next {
+                next = self.refresh_session(attempt, None).instrument(span).await?;
             }
-            tokio::time::sleep(backoff.delay()).await;
+            match next {
+                Next::Again => {}
+                Next::Refresh | Next::Recreate | Next::Skip | Next::Cancelled => return Ok(None),
+            }
         }
-        error!(
-            operation = what,
-            attempts = QUEUE_CALL_ATTEMPTS,
-            "giving up on this call"
-        );
-        Ok(None)
     }
 
     /// One message, in ARC's order: statistics, ack, acquire, started, completed, desired count.
@@ -559,26 +551,54 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                 return;
             }
         };
-        let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
-        for attempt in 1..=3 {
-            match self
+        let mut attempt = 0u32;
+        loop {
+            let e = match self
                 .patcher
                 .patch_runner_status(&job.runner_name, &patch)
                 .await
             {
                 Ok(()) => return,
-                Err(PatchError::NotFound { .. }) => {
+                Err(e) => e,
+            };
+            attempt = attempt.saturating_add(1);
+            match self.patch_failed(&e, attempt) {
+                Some(after) => {
+                    warn!(error = %e, job_id = %job.job.job_id, "patching the ephemeral runner status failed; retrying");
+                    tokio::time::sleep(after).await;
+                }
+                None if matches!(e, PatchError::NotFound { .. }) => {
                     info!(runner_name = %job.runner_name, job_id = %job.job.job_id, "ephemeral runner not found, skipping the job status patch");
                     return;
                 }
-                Err(e) if attempt < 3 => {
-                    warn!(error = %e, job_id = %job.job.job_id, "patching the ephemeral runner status failed; retrying");
-                    tokio::time::sleep(backoff.delay()).await;
-                }
-                Err(e) => {
-                    error!(error = %e, job_id = %job.job.job_id, "could not patch the ephemeral runner status")
+                None => {
+                    error!(error = %e, job_id = %job.job.job_id, "could not patch the ephemeral runner status");
+                    return;
                 }
             }
+        }
+    }
+
+    /// The policy's wait before retrying the `attempt`-th failed Kubernetes patch in a row;
+    /// `None` leaves the patch undone.
+    fn patch_failed(&self, error: &PatchError, attempt: u32) -> Option<Duration> {
+        let class = match error {
+            PatchError::NotFound { .. } => ErrorClass::Rejected,
+            PatchError::Failed { .. } => ErrorClass::Transient,
+        };
+        let failure = Failure {
+            call: Call::Patch,
+            class,
+            attempt,
+            auth_failures: 0,
+            conflicting_for: Duration::ZERO,
+        };
+        match on_error(&failure, &self.settings.policy, random()) {
+            Reaction::Retry { after, .. } => Some(after),
+            Reaction::RefreshSession
+            | Reaction::RecreateSession
+            | Reaction::Skip
+            | Reaction::Exit(_) => None,
         }
     }
 
@@ -602,9 +622,9 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                 return;
             }
         };
-        let mut backoff = Backoff::new(self.settings.retry_initial, self.settings.retry_max);
-        for attempt in 1..=3 {
-            match self.patcher.patch_runner_set(&patch).await {
+        let mut attempt = 0u32;
+        loop {
+            let e = match self.patcher.patch_runner_set(&patch).await {
                 Ok(()) => {
                     debug!(
                         replicas = decision.target,
@@ -613,12 +633,17 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                     );
                     return;
                 }
-                Err(e) if attempt < 3 => {
+                Err(e) => e,
+            };
+            attempt = attempt.saturating_add(1);
+            match self.patch_failed(&e, attempt) {
+                Some(after) => {
                     warn!(error = %e, "patching the ephemeral runner set failed; retrying");
-                    tokio::time::sleep(backoff.delay()).await;
+                    tokio::time::sleep(after).await;
                 }
-                Err(e) => {
-                    error!(error = %e, "could not patch the ephemeral runner set; the next poll applies the count again")
+                None => {
+                    error!(error = %e, "could not patch the ephemeral runner set; the next poll applies the count again");
+                    return;
                 }
             }
         }

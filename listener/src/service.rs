@@ -1,11 +1,13 @@
 //! What the loop needs from the Actions service ([`ScaleSetService`]), its implementation over
-//! `actions_client` ([`ActionsService`]), and how a failed call is treated ([`reaction`]).
+//! `actions_client` ([`ActionsService`]), and the class of a failed call ([`classify`]).
 
 use std::future::Future;
 
 use actions_client::{
     ActionsClient, Credentials, Error, MessageSession, SystemInfo, Transport, TransportConfig,
 };
+
+use scaleset_core::listener_policy::ErrorClass;
 
 use crate::config::{GitHubCredentials, ListenerConfig};
 
@@ -52,32 +54,22 @@ pub trait ScaleSetService: Send + Sync + 'static {
     fn reauthenticate(&self);
 }
 
-/// What the loop does about a failed call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reaction {
-    /// Another session holds the scale set: retry the create for a bounded time.
-    Conflict,
-    /// The service dropped the session: create a new one.
-    SessionGone,
-    /// The message-queue token expired: refresh the session.
-    RefreshToken,
-    /// Credentials were rejected: get a new admin token; exit if that keeps failing.
-    Reauthenticate,
-    /// Nothing this process can fix (bad configuration, unknown scale set): exit.
-    Fatal,
-    /// Transient (transport, 5xx, 429, an unreadable or unexpected answer): retry with backoff.
-    Retry,
-}
-
-/// Classifies an `actions_client` error for the loop.
-pub fn reaction(error: &Error) -> Reaction {
+/// Classifies an `actions_client` error for the error policy
+/// ([`scaleset_core::listener_policy::on_error`]).
+pub fn classify(error: &Error) -> ErrorClass {
     match error {
-        Error::SessionConflict(_) => Reaction::Conflict,
-        Error::SessionNotFound(_) => Reaction::SessionGone,
-        Error::TokenExpired(_) => Reaction::RefreshToken,
-        Error::AuthFailed(_) => Reaction::Reauthenticate,
-        Error::Config { .. } | Error::ScaleSetNotFound(_) => Reaction::Fatal,
-        _ => Reaction::Retry,
+        Error::Config { .. } => ErrorClass::InvalidConfig,
+        Error::ScaleSetNotFound(_) => ErrorClass::ScaleSetNotFound,
+        Error::SessionConflict(_) => ErrorClass::SessionConflict,
+        Error::SessionNotFound(_) => ErrorClass::SessionNotFound,
+        Error::TokenExpired(_) => ErrorClass::QueueTokenExpired,
+        Error::AuthFailed(_) => ErrorClass::Unauthorized,
+        Error::RateLimited { retry_after, .. } => ErrorClass::RateLimited(*retry_after),
+        Error::Rejected(_)
+        | Error::RunnerGroupNotFound(_)
+        | Error::RunnerNotFound(_)
+        | Error::RunnerExists(_) => ErrorClass::Rejected,
+        _ => ErrorClass::Transient,
     }
 }
 
@@ -183,35 +175,31 @@ mod tests {
     }
 
     #[test]
-    fn reactions() {
-        assert_eq!(
-            reaction(&Error::SessionConflict(info())),
-            Reaction::Conflict
-        );
-        assert_eq!(
-            reaction(&Error::SessionNotFound(info())),
-            Reaction::SessionGone
-        );
-        assert_eq!(
-            reaction(&Error::TokenExpired(info())),
-            Reaction::RefreshToken
-        );
-        assert_eq!(
-            reaction(&Error::AuthFailed(info())),
-            Reaction::Reauthenticate
-        );
-        assert_eq!(reaction(&Error::ScaleSetNotFound(info())), Reaction::Fatal);
-        for transient in [
-            Error::Server(info()),
-            Error::Transport(info()),
-            Error::BadResponse(info()),
-            Error::Rejected(info()),
-            Error::RateLimited {
-                retry_after: None,
-                info: info(),
-            },
-        ] {
-            assert_eq!(reaction(&transient), Reaction::Retry, "{transient}");
+    fn classes() {
+        let rate_limited = Error::RateLimited {
+            retry_after: Some(std::time::Duration::from_secs(7)),
+            info: info(),
+        };
+        let cases = [
+            (Error::SessionConflict(info()), ErrorClass::SessionConflict),
+            (Error::SessionNotFound(info()), ErrorClass::SessionNotFound),
+            (Error::TokenExpired(info()), ErrorClass::QueueTokenExpired),
+            (Error::AuthFailed(info()), ErrorClass::Unauthorized),
+            (
+                Error::ScaleSetNotFound(info()),
+                ErrorClass::ScaleSetNotFound,
+            ),
+            (Error::Rejected(info()), ErrorClass::Rejected),
+            (Error::Server(info()), ErrorClass::Transient),
+            (Error::Transport(info()), ErrorClass::Transient),
+            (Error::BadResponse(info()), ErrorClass::Transient),
+            (
+                rate_limited,
+                ErrorClass::RateLimited(Some(std::time::Duration::from_secs(7))),
+            ),
+        ];
+        for (error, class) in cases {
+            assert_eq!(classify(&error), class, "{error}");
         }
     }
 }

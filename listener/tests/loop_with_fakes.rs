@@ -14,6 +14,7 @@ use listener::kube::{MergePatch, PatchError, RunnerSetPatcher};
 use listener::scaler::Bounds;
 use listener::service::{Message, ScaleSetService};
 use listener::{Listener, ListenerError, LoopSettings};
+use scaleset_core::backoff::Backoff;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
@@ -156,9 +157,8 @@ impl RunnerSetPatcher for FakePatcher {
 fn settings(min: u32, max: u32) -> LoopSettings {
     let bounds = Bounds::new(min, max).expect("bounds");
     let mut s = LoopSettings::new(7, bounds, "pod-a".into());
-    s.retry_initial = Duration::from_millis(5);
-    s.retry_max = Duration::from_millis(20);
-    s.session_conflict_timeout = Duration::from_millis(200);
+    s.policy.backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(20));
+    s.policy.conflict_timeout = Duration::from_millis(200);
     s
 }
 

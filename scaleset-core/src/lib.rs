@@ -9,16 +9,20 @@
 //! | [`autoscaling_runner_set`] | reconcile order (`ars_step`), scale set create/adopt/update/re-create, URL change refusal, version gate, spec rollout, deletion order |
 //! | [`desired`] | listener target count and `patchID` sequence |
 //! | [`ephemeral_runner`] | runner lifecycle: pod states, retry budget, JIT re-registration, finalizer |
-//! | [`listener_lifecycle`] | listener error handling in process; AutoscalingListener reconcile order (`listener_step`); pod (re)creation with backoff by error class |
+//! | [`backoff`] | the retry backoff (doubling to a cap, jitter drawn by the caller) |
+//! | [`listener_lifecycle`] | listener exit classes; AutoscalingListener reconcile order (`listener_step`); pod (re)creation with backoff by exit class |
+//! | [`listener_policy`] | the listener's reaction to each failed call: retry, refresh or re-create the session, skip, exit |
 //! | [`registrations`] | which runner registrations on the service have no EphemeralRunner behind them |
 //! | [`naming`] | ARC listener name hash, derived names, label values, config URL parsing |
 //! | [`runner_set`] | EphemeralRunnerSet creates, scale-down candidates, cleanup, status |
 //! | [`time`] | the `Timestamp` value type used for all time inputs |
 
 pub mod autoscaling_runner_set;
+pub mod backoff;
 pub mod desired;
 pub mod ephemeral_runner;
 pub mod listener_lifecycle;
+pub mod listener_policy;
 pub mod naming;
 pub mod registrations;
 pub mod runner_set;

@@ -1,12 +1,10 @@
-//! Listener lifecycle: in-process error handling in the listener and (re)creation of the
-//! listener pod by the controller, with backoff by error class (anchors.md pain points 3-6;
-//! controllers.md 5.8; listener.md 4.3 and 9).
+//! Listener lifecycle: how the listener process ends and (re)creation of the listener pod by
+//! the controller, with backoff by exit class (anchors.md pain point 6; controllers.md 5.8;
+//! listener.md 9). The listener's in-process error handling is
+//! [`crate::listener_policy`].
 //!
-//! Two halves:
-//! * In the listener, [`on_error`] turns a classified error ([`ErrorClass`]) and the number of
-//!   consecutive failures of that class into an [`InProcess`] step: retry, refresh or re-create
-//!   the message session, or exit. On exit the listener writes
-//!   [`ExitClass::termination_message`] to its termination log (`/dev/termination-log`).
+//! * On exit the listener writes [`ExitClass::termination_message`] to its termination log
+//!   (`/dev/termination-log`).
 //! * In the controller, [`decide`] looks at the listener pod ([`ListenerPod`]) and the recorded
 //!   [`ListenerHistory`] and returns a [`ListenerAction`]. A pod that exits for a deterministic
 //!   reason (bad credentials, invalid configuration, scale set gone) is recreated after a long,
@@ -32,32 +30,10 @@
 //! assert_eq!(decide(&ListenerPod::Missing, "", "h2", &history, later, &policy), ListenerAction::Create);
 //! ```
 
+use crate::backoff::Backoff;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-
-/// A classified listener-side error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ErrorClass {
-    /// Connection errors, timeouts, 5xx, EOF on a 200: retry in process.
-    Transient,
-    /// 429 or a rate-limit 403, with the server's `Retry-After` when given.
-    RateLimited(Option<Duration>),
-    /// 409 `RunnerScaleSetSessionConflictException`: another session holds the scale set.
-    SessionConflict,
-    /// The session is gone (refresh 404, "session ID doesn't exist").
-    SessionNotFound,
-    /// 401 on a queue call (`MessageQueueTokenExpired`).
-    QueueTokenExpired,
-    /// Credentials rejected (401/403 from GitHub, revoked token, bad app key).
-    Unauthorized,
-    /// The scale set does not exist on the service (404 `RunnerScaleSetNotFound`).
-    ScaleSetNotFound,
-    /// Invalid configuration (config file, URL, ERS missing or forbidden).
-    InvalidConfig,
-    /// Shutdown requested (SIGTERM).
-    Shutdown,
-}
 
 /// Why the listener process ended; written as its termination message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -119,31 +95,15 @@ impl ExitClass {
             .find(|(_, t)| *t == token)
             .map_or(ExitClass::Transient, |(c, _)| *c)
     }
-
-    /// Deterministic failures that restarting cannot fix until something changes.
-    pub fn is_deterministic(self) -> bool {
-        matches!(
-            self,
-            ExitClass::Auth | ExitClass::Config | ExitClass::ScaleSetMissing
-        )
-    }
 }
 
 const PREFIX: &str = "arc-listener-exit=";
 
-/// Tunables for both halves.
+/// Controller-side tunables.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LifecyclePolicy {
-    /// First in-process retry delay for transient errors; doubles per attempt.
-    pub transient_base: Duration,
-    /// Cap of the in-process transient delay.
-    pub transient_max: Duration,
-    /// In-process transient attempts before exiting.
-    pub transient_attempts: u32,
-    /// Delay between session-conflict retries (the old ARC listener: 30 s).
+    /// Controller restart delay after a session-conflict exit; doubles per consecutive failure.
     pub conflict_interval: Duration,
-    /// Session-conflict retries before exiting (the old ARC listener: 10).
-    pub conflict_attempts: u32,
     /// Controller restart delay after a transient exit; doubles per consecutive failure.
     pub restart_base: Duration,
     /// Controller restart delay after a deterministic exit; doubles per consecutive failure.
@@ -157,73 +117,12 @@ pub struct LifecyclePolicy {
 impl Default for LifecyclePolicy {
     fn default() -> Self {
         LifecyclePolicy {
-            transient_base: Duration::from_secs(1),
-            transient_max: Duration::from_secs(60),
-            transient_attempts: 10,
             conflict_interval: Duration::from_secs(30),
-            conflict_attempts: 10,
             restart_base: Duration::from_secs(5),
             deterministic_base: Duration::from_secs(60),
             restart_max: Duration::from_secs(30 * 60),
             stable_after: Duration::from_secs(10 * 60),
         }
-    }
-}
-
-fn doubling(base: Duration, exponent: u32, cap: Duration) -> Duration {
-    let factor = 1u32.checked_shl(exponent.min(20)).unwrap_or(u32::MAX);
-    base.checked_mul(factor).unwrap_or(cap).min(cap)
-}
-
-/// What the listener does about an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum InProcess {
-    /// Retry the same call after the delay.
-    RetryAfter(Duration),
-    /// Refresh the message session, then retry once.
-    RefreshSession,
-    /// Create a new message session (the old one is gone) and continue from the last message.
-    RecreateSession,
-    /// Delete the session and exit with this class.
-    Exit(ExitClass),
-}
-
-/// Listener-side error handling. `attempt` counts consecutive failures of this class,
-/// starting at 1; reset it after a successful call.
-///
-/// ```
-/// use scaleset_core::listener_lifecycle::*;
-/// use std::time::Duration;
-/// let p = LifecyclePolicy::default();
-/// assert_eq!(on_error(ErrorClass::Transient, 1, &p), InProcess::RetryAfter(Duration::from_secs(1)));
-/// assert_eq!(on_error(ErrorClass::SessionNotFound, 1, &p), InProcess::RecreateSession);
-/// assert_eq!(on_error(ErrorClass::Unauthorized, 1, &p), InProcess::Exit(ExitClass::Auth));
-/// ```
-pub fn on_error(class: ErrorClass, attempt: u32, policy: &LifecyclePolicy) -> InProcess {
-    let n = attempt.max(1);
-    match class {
-        ErrorClass::Shutdown => InProcess::Exit(ExitClass::Shutdown),
-        ErrorClass::Unauthorized => InProcess::Exit(ExitClass::Auth),
-        ErrorClass::InvalidConfig => InProcess::Exit(ExitClass::Config),
-        ErrorClass::ScaleSetNotFound => InProcess::Exit(ExitClass::ScaleSetMissing),
-        ErrorClass::QueueTokenExpired if n == 1 => InProcess::RefreshSession,
-        ErrorClass::SessionNotFound if n <= 2 => InProcess::RecreateSession,
-        ErrorClass::SessionConflict if n <= policy.conflict_attempts => {
-            InProcess::RetryAfter(policy.conflict_interval)
-        }
-        ErrorClass::SessionConflict => InProcess::Exit(ExitClass::Conflict),
-        ErrorClass::RateLimited(Some(after)) if n <= policy.transient_attempts => {
-            InProcess::RetryAfter(after.max(policy.transient_base))
-        }
-        ErrorClass::Transient
-        | ErrorClass::RateLimited(_)
-        | ErrorClass::QueueTokenExpired
-        | ErrorClass::SessionNotFound
-            if n <= policy.transient_attempts =>
-        {
-            InProcess::RetryAfter(doubling(policy.transient_base, n - 1, policy.transient_max))
-        }
-        _ => InProcess::Exit(ExitClass::Transient),
     }
 }
 
@@ -316,13 +215,14 @@ impl ListenerHistory {
 /// ```
 pub fn restart_delay(class: ExitClass, failures: u32, policy: &LifecyclePolicy) -> Duration {
     let n = failures.max(1);
+    let doubling = |base| Backoff::new(base, policy.restart_max);
     match class {
         ExitClass::Shutdown => Duration::ZERO,
         ExitClass::Transient if n == 1 => Duration::ZERO,
-        ExitClass::Transient => doubling(policy.restart_base, n - 2, policy.restart_max),
-        ExitClass::Conflict => doubling(policy.conflict_interval, n - 1, policy.restart_max),
+        ExitClass::Transient => doubling(policy.restart_base).delay(n - 1, 0.0),
+        ExitClass::Conflict => doubling(policy.conflict_interval).delay(n, 0.0),
         ExitClass::Auth | ExitClass::Config | ExitClass::ScaleSetMissing => {
-            doubling(policy.deterministic_base, n - 1, policy.restart_max)
+            doubling(policy.deterministic_base).delay(n, 0.0)
         }
     }
 }

@@ -225,99 +225,6 @@ fn listener_deletion_and_orphan() {
     assert_eq!(listener_step(&o), ListenerStep::AddFinalizer);
 }
 
-/// ARC#3209 / #4285: 409 session conflict is retried (10 × 30 s like the old listener), then exits.
-#[test]
-fn session_conflict_retries_then_exits() {
-    let policy = p();
-    for n in 1..=10 {
-        assert_eq!(
-            on_error(ErrorClass::SessionConflict, n, &policy),
-            InProcess::RetryAfter(Duration::from_secs(30))
-        );
-    }
-    assert_eq!(
-        on_error(ErrorClass::SessionConflict, 11, &policy),
-        InProcess::Exit(ExitClass::Conflict)
-    );
-}
-
-/// ARC#4356 / scaleset#123: refresh 404 re-creates the session instead of crashing.
-#[test]
-fn session_not_found_recreates_session() {
-    assert_eq!(
-        on_error(ErrorClass::SessionNotFound, 1, &p()),
-        InProcess::RecreateSession
-    );
-    assert_eq!(
-        on_error(ErrorClass::SessionNotFound, 2, &p()),
-        InProcess::RecreateSession
-    );
-    assert!(matches!(
-        on_error(ErrorClass::SessionNotFound, 3, &p()),
-        InProcess::RetryAfter(_)
-    ));
-}
-
-/// listener.md 4.3: 401 on a queue call refreshes the session once.
-#[test]
-fn queue_token_expired_refreshes_once() {
-    assert_eq!(
-        on_error(ErrorClass::QueueTokenExpired, 1, &p()),
-        InProcess::RefreshSession
-    );
-    assert!(matches!(
-        on_error(ErrorClass::QueueTokenExpired, 2, &p()),
-        InProcess::RetryAfter(_)
-    ));
-}
-
-/// ARC#3591 / #3529: transient protocol errors are retried in process with backoff.
-#[test]
-fn transient_errors_back_off_then_exit() {
-    let policy = p();
-    assert_eq!(
-        on_error(ErrorClass::Transient, 1, &policy),
-        InProcess::RetryAfter(Duration::from_secs(1))
-    );
-    assert_eq!(
-        on_error(ErrorClass::Transient, 3, &policy),
-        InProcess::RetryAfter(Duration::from_secs(4))
-    );
-    assert_eq!(
-        on_error(ErrorClass::Transient, 10, &policy),
-        InProcess::RetryAfter(Duration::from_secs(60))
-    );
-    assert_eq!(
-        on_error(ErrorClass::Transient, 11, &policy),
-        InProcess::Exit(ExitClass::Transient)
-    );
-    assert_eq!(
-        on_error(
-            ErrorClass::RateLimited(Some(Duration::from_secs(90))),
-            1,
-            &policy
-        ),
-        InProcess::RetryAfter(Duration::from_secs(90))
-    );
-}
-
-#[test]
-fn deterministic_errors_exit_with_their_class() {
-    assert_eq!(
-        on_error(ErrorClass::InvalidConfig, 1, &p()),
-        InProcess::Exit(ExitClass::Config)
-    );
-    assert_eq!(
-        on_error(ErrorClass::ScaleSetNotFound, 1, &p()),
-        InProcess::Exit(ExitClass::ScaleSetMissing)
-    );
-    assert_eq!(
-        on_error(ErrorClass::Shutdown, 1, &p()),
-        InProcess::Exit(ExitClass::Shutdown)
-    );
-    assert!(ExitClass::Auth.is_deterministic() && !ExitClass::Transient.is_deterministic());
-}
-
 #[test]
 fn termination_messages_round_trip() {
     for (class, _) in ExitClass::TOKENS {
@@ -348,36 +255,8 @@ proptest! {
         let d = restart_delay(class, n, &policy);
         prop_assert!(d <= policy.restart_max);
         prop_assert!(restart_delay(class, n + 1, &policy) >= d);
-        if class.is_deterministic() {
+        if matches!(class, ExitClass::Auth | ExitClass::Config | ExitClass::ScaleSetMissing) {
             prop_assert!(d >= policy.deterministic_base);
-        }
-    }
-
-    /// Any sequence of in-process errors ends in an exit or keeps retrying with bounded delays;
-    /// deterministic errors exit immediately.
-    #[test]
-    fn in_process_steps_bounded(attempt in 1u32..50, kind in 0u8..9) {
-        let class = match kind {
-            0 => ErrorClass::Transient,
-            1 => ErrorClass::RateLimited(None),
-            2 => ErrorClass::SessionConflict,
-            3 => ErrorClass::SessionNotFound,
-            4 => ErrorClass::QueueTokenExpired,
-            5 => ErrorClass::Unauthorized,
-            6 => ErrorClass::ScaleSetNotFound,
-            7 => ErrorClass::InvalidConfig,
-            _ => ErrorClass::Shutdown,
-        };
-        let policy = p();
-        match on_error(class, attempt, &policy) {
-            InProcess::RetryAfter(d) => {
-                prop_assert!(d <= policy.transient_max.max(policy.conflict_interval));
-                prop_assert!(attempt <= policy.transient_attempts.max(policy.conflict_attempts));
-            }
-            InProcess::Exit(_) | InProcess::RefreshSession | InProcess::RecreateSession => {}
-        }
-        if kind >= 5 {
-            prop_assert!(matches!(on_error(class, attempt, &policy), InProcess::Exit(_)));
         }
     }
 }
