@@ -8,8 +8,6 @@
 //! their own token.
 //!
 //! * [`ActionsClient`]: every endpoint, stateless with respect to sessions.
-//! * [`ScaleSetSession`]: owns one message session (refresh on 401, re-create when gone, retry
-//!   conflicts, delete on close or drop).
 //! * [`Transport`]: one pooled HTTPS client per process, with proxies, extra CAs, timeouts and
 //!   bounded retries.
 //! * [`Error`]: one enum to match on; no variant ever carries a credential.
@@ -18,8 +16,7 @@
 //!
 //! ```no_run
 //! use actions_client::{
-//!     ActionsClient, Credentials, JitSetting, NewRunnerScaleSet, ScaleSetSession,
-//!     SessionOptions, DEFAULT_RUNNER_GROUP_ID,
+//!     ActionsClient, Credentials, JitSetting, NewRunnerScaleSet, DEFAULT_RUNNER_GROUP_ID,
 //! };
 //! use secrecy::SecretString;
 //!
@@ -38,21 +35,21 @@
 //! };
 //! client.set_scale_set_id(scale_set.id);
 //!
-//! let session = ScaleSetSession::open(client.clone(), scale_set.id, "my-listener", SessionOptions::default()).await?;
+//! let session = client.create_message_session(scale_set.id, "my-listener").await?;
 //! let max_runners = 10;
 //! let mut runners = 0;
 //! let mut last_message_id = 0;
 //! loop {
-//!     let Some(message) = session.get_message(last_message_id, max_runners).await? else {
+//!     let Some(message) = client.get_message(&session, last_message_id, max_runners).await? else {
 //!         continue; // 202: nothing new; keep the last known target
 //!     };
 //!     last_message_id = message.message_id;
-//!     session.delete_message(message.message_id).await?;
+//!     client.delete_message(&session, message.message_id).await?;
 //!     let available = message.available_request_ids();
 //!     if !available.is_empty() {
-//!         session.acquire_jobs(&available).await?;
+//!         client.acquire_jobs(scale_set.id, &session, &available).await?;
 //!     }
-//!     let assigned = session.statistics().map_or(0, |s| s.total_assigned_jobs);
+//!     let assigned = message.statistics.map_or(0, |s| s.total_assigned_jobs);
 //!     while runners < assigned.min(max_runners) {
 //!         runners += 1;
 //!         let jit = client
@@ -63,7 +60,7 @@
 //!     }
 //!     # break;
 //! }
-//! session.close().await?;
+//! client.delete_message_session(scale_set.id, &session.session_id).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -82,7 +79,6 @@ mod proxy;
 mod queue;
 mod retry;
 mod service;
-mod session;
 mod transport;
 mod types;
 mod urls;
@@ -96,7 +92,6 @@ pub use error::{Error, ErrorInfo, Result};
 pub use jwt::unverified_exp;
 pub use proxy::ProxyConfig;
 pub use retry::RetryPolicy;
-pub use session::{ScaleSetSession, SessionOptions};
 pub use transport::{Transport, TransportConfig};
 pub use types::{
     DEFAULT_RUNNER_GROUP_ID, DEFAULT_RUNNER_GROUP_NAME, JOB_MESSAGES_TYPE, JitConfig, JitSetting,

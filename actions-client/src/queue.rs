@@ -1,8 +1,9 @@
 //! Message sessions, the message queue and job acquisition
 //! (docs/architecture.md#message-session-and-long-poll, docs/architecture.md#acquiring-jobs).
 //!
-//! These calls are stateless: the caller passes the [`MessageSession`]. [`crate::ScaleSetSession`]
-//! owns a session and handles token refresh and re-creation.
+//! These calls are stateless: the caller passes the [`MessageSession`] and decides what to do
+//! about an expired token, a lost session or a conflict (the listener: its error policy in
+//! `scaleset_core::listener_policy`).
 
 use http::{Method, StatusCode, header};
 

@@ -1,23 +1,15 @@
-//! The session helper: token refresh, re-creation, conflicts, close and drop.
+//! Message-session calls the listener relies on: what the client reports when the queue token
+//! expires, the session expires or the scale set vanishes, and that a session survives a
+//! cancelled long poll until it is deleted. The reaction to each is the listener's
+//! (`scaleset_core::listener_policy`).
 
 use std::time::Duration;
 
-use actions_client::{
-    ActionsClient, DEFAULT_RUNNER_GROUP_ID, Error, NewRunnerScaleSet, ScaleSetSession,
-    SessionOptions,
-};
+use actions_client::{ActionsClient, DEFAULT_RUNNER_GROUP_ID, Error, NewRunnerScaleSet};
 use actions_emulator::{Emulator, Endpoint, Fault, FaultKind, JobSpec, SessionState};
 use secrecy::ExposeSecret;
 
 use crate::support::{self, assert_no_secrets, texts};
-
-fn quick() -> SessionOptions {
-    SessionOptions {
-        conflict_timeout: Duration::from_secs(60),
-        conflict_min_delay: Duration::from_millis(50),
-        conflict_max_delay: Duration::from_millis(500),
-    }
-}
 
 async fn setup(name: &str) -> (Emulator, ActionsClient, i64) {
     let emu = support::emulator(|c| c.long_poll_hold = Duration::from_millis(500)).await;
@@ -37,76 +29,38 @@ fn active(emu: &Emulator, id: i64) -> usize {
         .count()
 }
 
-#[tokio::test]
-async fn queue_token_expiry_refreshes_once_per_call() {
-    let (emu, client, id) = setup("refresh").await;
-    let session = ScaleSetSession::open(client.clone(), id, "helper", quick())
-        .await
-        .unwrap();
-    let first_token = session.session().message_queue_access_token;
-    assert_eq!(session.statistics().unwrap().total_assigned_jobs, 0);
+fn unauthorized(times: u32) -> Fault {
+    Fault::on(
+        Endpoint::GetMessage,
+        FaultKind::Status {
+            status: 401,
+            retry_after: None,
+            type_key: None,
+            message: None,
+        },
+        times,
+    )
+}
 
-    emu.reset_counters();
+#[tokio::test]
+async fn an_expired_queue_token_is_reported_and_a_refresh_cures_it() {
+    let (emu, client, id) = setup("refresh").await;
+    let session = client.create_message_session(id, "helper").await.unwrap();
+    let first_token = session.message_queue_access_token.clone();
+
     emu.expire_message_queue_token(id);
-    assert!(session.get_message(0, 3).await.unwrap().is_none());
-    assert_eq!(emu.count(Endpoint::RefreshSession), 1);
-    assert_eq!(emu.count(Endpoint::GetMessage), 2);
+    let err = client.get_message(&session, 0, 3).await.unwrap_err();
+    assert!(matches!(err, Error::TokenExpired(_)), "{err}");
+    assert_no_secrets(&texts(&err), &[first_token.expose_secret()]);
+    let fresh = client.refresh_message_session(id, &session).await.unwrap();
     assert_ne!(
-        session.session().message_queue_access_token.expose_secret(),
+        fresh.message_queue_access_token.expose_secret(),
         first_token.expose_secret()
     );
-
-    let job = emu.queue_job(JobSpec::with_labels(["refresh"]));
-    let message = loop {
-        if let Some(m) = session.get_message(0, 3).await.unwrap() {
-            if !m.available_request_ids().is_empty() {
-                break m;
-            }
-            session.delete_message(m.message_id).await.unwrap();
-        }
-    };
-    emu.expire_message_queue_token(id);
-    session.delete_message(message.message_id).await.unwrap();
-    assert_eq!(emu.count(Endpoint::RefreshSession), 2);
-    emu.expire_message_queue_token(id);
-    assert_eq!(session.acquire_jobs(&[job]).await.unwrap(), [job]);
-    assert_eq!(emu.count(Endpoint::RefreshSession), 3);
-    let acquire = emu
-        .calls()
-        .into_iter()
-        .filter(|c| c.endpoint == "acquire_jobs")
-        .count();
-    assert_eq!(acquire, 2, "one 401, one retry");
-
-    // A second 401 in a row is surfaced.
-    emu.reset_counters();
-    emu.inject(Fault::on(
-        Endpoint::GetMessage,
-        FaultKind::Status {
-            status: 401,
-            retry_after: None,
-            type_key: None,
-            message: None,
-        },
-        2,
-    ));
-    let err = session.get_message(0, 3).await.unwrap_err();
-    assert!(matches!(err, Error::TokenExpired(_)), "{err}");
-    assert_eq!(emu.count(Endpoint::RefreshSession), 1);
-    assert_eq!(emu.count(Endpoint::GetMessage), 2);
+    assert!(client.get_message(&fresh, 0, 3).await.unwrap().is_none());
 
     // A partial refresh answer keeps the queue URL and session id.
-    let before = session.session();
-    emu.inject(Fault::on(
-        Endpoint::GetMessage,
-        FaultKind::Status {
-            status: 401,
-            retry_after: None,
-            type_key: None,
-            message: None,
-        },
-        1,
-    ));
+    emu.inject(unauthorized(1));
     emu.inject(Fault::on(
         Endpoint::RefreshSession,
         FaultKind::Respond {
@@ -114,136 +68,46 @@ async fn queue_token_expiry_refreshes_once_per_call() {
             content_type: Some("application/json".into()),
             body: format!(
                 r#"{{"messageQueueAccessToken":"{}"}}"#,
-                before.message_queue_access_token.expose_secret()
+                fresh.message_queue_access_token.expose_secret()
             ),
         },
         1,
     ));
-    session.get_message(0, 3).await.unwrap();
-    let after = session.session();
-    assert_eq!(after.message_queue_url, before.message_queue_url);
-    assert_eq!(after.session_id, before.session_id);
-    assert_no_secrets(&texts(&err), &[first_token.expose_secret()]);
-    session.close().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_gone_session_is_recreated() {
-    let (emu, client, id) = setup("recreate").await;
-    let session = ScaleSetSession::open(client, id, "helper", quick())
+    assert!(client.get_message(&fresh, 0, 3).await.is_err());
+    let partial = client.refresh_message_session(id, &fresh).await.unwrap();
+    assert_eq!(partial.message_queue_url, fresh.message_queue_url);
+    assert_eq!(partial.session_id, fresh.session_id);
+    client.get_message(&partial, 0, 3).await.unwrap();
+    client
+        .delete_message_session(id, &partial.session_id)
         .await
         .unwrap();
-    let old = session.session().session_id;
-    emu.reset_counters();
-    assert!(emu.expire_session(id));
-    assert!(session.get_message(0, 1).await.unwrap().is_none());
-    assert_eq!(emu.count(Endpoint::CreateSession), 1);
-    assert_ne!(session.session().session_id, old);
-    assert_eq!(active(&emu, id), 1);
-
-    // Gone while refreshing the token: re-created as well.
-    emu.reset_counters();
-    emu.expire_message_queue_token(id);
-    assert!(emu.expire_session(id));
-    assert!(session.get_message(0, 1).await.unwrap().is_none());
-    assert_eq!(emu.count(Endpoint::CreateSession), 1);
-    session.close().await.unwrap();
     assert_eq!(active(&emu, id), 0);
-    session.close().await.unwrap();
-    assert!(matches!(
-        session.get_message(0, 1).await,
-        Err(Error::SessionNotFound(_))
-    ));
 }
 
 #[tokio::test]
-async fn conflicts_are_retried_for_a_bounded_time() {
-    let (emu, client, id) = setup("conflict").await;
-    let held = client.create_message_session(id, "old-pod").await.unwrap();
-
-    let impatient = ScaleSetSession::open(
-        client.clone(),
-        id,
-        "new-pod",
-        SessionOptions {
-            conflict_timeout: Duration::ZERO,
-            ..quick()
-        },
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(impatient, Error::SessionConflict(_)),
-        "{impatient}"
-    );
-
-    emu.reset_counters();
-    let releaser = {
-        let client = client.clone();
-        let held = held.session_id.clone();
-        let emu_url = emu.url().to_owned();
-        tokio::spawn(async move {
-            let _ = emu_url;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            client.delete_message_session(id, &held).await
-        })
-    };
-    let session = ScaleSetSession::open(client.clone(), id, "new-pod", quick())
-        .await
-        .unwrap();
-    releaser.await.unwrap().unwrap();
-    assert!(emu.count(Endpoint::CreateSession) >= 2);
-    assert_eq!(session.session().owner_name, "new-pod");
-
-    // Bounded: a session that never goes away ends in the conflict error.
-    let err = ScaleSetSession::open(
-        client,
-        id,
-        "third",
-        SessionOptions {
-            conflict_timeout: Duration::from_millis(300),
-            ..quick()
-        },
-    )
-    .await
-    .unwrap_err();
-    assert!(matches!(err, Error::SessionConflict(_)), "{err}");
-    session.close().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_dropped_session_is_deleted() {
-    let (emu, client, id) = setup("dropped").await;
-    let session = ScaleSetSession::open(client, id, "helper", quick())
-        .await
-        .unwrap();
+async fn an_expired_session_is_reported_as_not_found() {
+    let (emu, client, id) = setup("expired").await;
+    let session = client.create_message_session(id, "helper").await.unwrap();
+    assert!(emu.expire_session(id));
+    let err = client.get_message(&session, 0, 1).await.unwrap_err();
+    assert!(matches!(err, Error::SessionNotFound(_)), "{err}");
+    let again = client.create_message_session(id, "helper").await.unwrap();
+    assert_ne!(again.session_id, session.session_id);
     assert_eq!(active(&emu, id), 1);
-    drop(session);
-    emu.wait_until(Duration::from_secs(60), |s| {
-        s.sessions
-            .iter()
-            .filter(|x| x.scale_set_id == id)
-            .all(|x| x.state == SessionState::Deleted)
-    })
-    .await
-    .unwrap();
 }
 
 #[tokio::test]
-async fn statistics_follow_the_latest_message() {
+async fn messages_carry_statistics_and_the_poll_sends_the_capacity() {
     let (emu, client, id) = setup("stats").await;
-    let session = ScaleSetSession::open(client, id, "helper", quick())
-        .await
-        .unwrap();
+    let session = client.create_message_session(id, "helper").await.unwrap();
     emu.queue_job(JobSpec::with_labels(["stats"]));
     let message = loop {
-        if let Some(m) = session.get_message(0, 2).await.unwrap() {
+        if let Some(m) = client.get_message(&session, 0, 2).await.unwrap() {
             break m;
         }
     };
-    assert_eq!(session.statistics(), message.statistics);
     assert_eq!(message.statistics.unwrap().total_available_jobs, 1);
-    // A message without statistics keeps the last known ones.
     emu.inject(Fault::on(
         Endpoint::GetMessage,
         FaultKind::Respond {
@@ -253,13 +117,12 @@ async fn statistics_follow_the_latest_message() {
         },
         1,
     ));
-    let bare = session
-        .get_message(message.message_id, 2)
+    let bare = client
+        .get_message(&session, message.message_id, 2)
         .await
         .unwrap()
         .unwrap();
     assert!(bare.statistics.is_none());
-    assert_eq!(session.statistics(), message.statistics);
     let capacity: Vec<_> = emu
         .calls()
         .into_iter()
@@ -267,24 +130,24 @@ async fn statistics_follow_the_latest_message() {
         .filter_map(|c| c.max_capacity)
         .collect();
     assert!(capacity.iter().all(|c| c == "2"), "{capacity:?}");
-    session.close().await.unwrap();
 }
 
 #[tokio::test]
-async fn a_cancelled_long_poll_still_lets_close_delete_the_session() {
+async fn a_cancelled_long_poll_still_lets_the_session_be_deleted() {
     let emu = support::emulator(|c| c.long_poll_hold = Duration::from_secs(50)).await;
     let client = support::pat_client(&emu, &emu.org_url("octo-org"), support::transport(|_| {}));
     let set = client
         .create_runner_scale_set(&NewRunnerScaleSet::new("cancel", DEFAULT_RUNNER_GROUP_ID))
         .await
         .unwrap();
-    let session = ScaleSetSession::open(client, set.id, "helper", quick())
+    let session = client
+        .create_message_session(set.id, "helper")
         .await
         .unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let polling = async {
         tokio::select! {
-            r = session.get_message(0, 1) => Some(r),
+            r = client.get_message(&session, 0, 1) => Some(r),
             _ = stopped => None,
         }
     };
@@ -300,7 +163,10 @@ async fn a_cancelled_long_poll_still_lets_close_delete_the_session() {
     };
     let (outcome, ()) = tokio::join!(polling, waiter);
     assert!(outcome.is_none(), "the poll was cancelled, not answered");
-    session.close().await.unwrap();
+    client
+        .delete_message_session(set.id, &session.session_id)
+        .await
+        .unwrap();
     assert_eq!(emu.count(Endpoint::DeleteSession), 1);
     assert_eq!(active(&emu, set.id), 0);
 }
@@ -308,18 +174,12 @@ async fn a_cancelled_long_poll_still_lets_close_delete_the_session() {
 #[tokio::test]
 async fn a_scale_set_deleted_behind_our_back_is_reported() {
     let (emu, client, id) = setup("vanishing").await;
-    let session = ScaleSetSession::open(client.clone(), id, "helper", quick())
-        .await
-        .unwrap();
+    let session = client.create_message_session(id, "helper").await.unwrap();
     assert!(emu.delete_scale_set_behind_back(id));
-    let err = session.get_message(0, 1).await.unwrap_err();
+    let err = client.get_message(&session, 0, 1).await.unwrap_err();
     assert!(
         matches!(err, Error::ScaleSetNotFound(_) | Error::SessionNotFound(_)),
         "{err}"
-    );
-    assert!(
-        emu.count(Endpoint::CreateSession) <= 2,
-        "no re-creation loop"
     );
     assert!(
         client
@@ -328,5 +188,4 @@ async fn a_scale_set_deleted_behind_our_back_is_reported() {
             .unwrap()
             .is_none()
     );
-    session.close().await.unwrap();
 }

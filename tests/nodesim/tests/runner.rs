@@ -9,8 +9,8 @@ mod support;
 use std::time::Duration;
 
 use actions_client::{
-    ActionsClient, Credentials, DEFAULT_RUNNER_GROUP_ID, JitSetting, JobMessage, NewRunnerScaleSet,
-    ScaleSetSession, SessionOptions,
+    ActionsClient, Credentials, DEFAULT_RUNNER_GROUP_ID, JitSetting, JobMessage, MessageSession,
+    NewRunnerScaleSet,
 };
 use actions_emulator::{Emulator, EmulatorConfig, JobPhase, JobResult, JobSpec};
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -46,7 +46,12 @@ async fn jit_secret(secrets: &Api<Secret>, name: &str, jit: &str) -> anyhow::Res
 }
 
 /// Acquires job `id` for the scale set as a listener would.
-async fn acquire(session: &ScaleSetSession, id: i64) -> anyhow::Result<()> {
+async fn acquire(
+    client: &ActionsClient,
+    scale_set_id: i64,
+    session: &MessageSession,
+    id: i64,
+) -> anyhow::Result<()> {
     let mut last = 0;
     let deadline = tokio::time::Instant::now() + support::WAIT;
     loop {
@@ -54,17 +59,17 @@ async fn acquire(session: &ScaleSetSession, id: i64) -> anyhow::Result<()> {
             tokio::time::Instant::now() < deadline,
             "job {id} was never offered"
         );
-        let Some(message) = session.get_message(last, 10).await? else {
+        let Some(message) = client.get_message(session, last, 10).await? else {
             continue;
         };
         last = message.message_id;
-        session.delete_message(message.message_id).await?;
+        client.delete_message(session, message.message_id).await?;
         let offered = message
             .jobs
             .iter()
             .any(|j| matches!(j, JobMessage::Available(a) if a.job.runner_request_id == id));
         if offered {
-            let acquired = session.acquire_jobs(&[id]).await?;
+            let acquired = client.acquire_jobs(scale_set_id, session, &[id]).await?;
             assert_eq!(acquired, vec![id]);
             return Ok(());
         }
@@ -114,20 +119,16 @@ async fn a_runner_pod_takes_its_job_runs_it_and_exits_zero() -> anyhow::Result<(
     .await?;
     assert_eq!(container(&running, "runner")["ready"], json!(true));
 
-    let session = ScaleSetSession::open(
-        actions.clone(),
-        set.id,
-        "nodesim-test",
-        SessionOptions::default(),
-    )
-    .await?;
+    let session = actions
+        .create_message_session(set.id, "nodesim-test")
+        .await?;
     let job = emu.queue_job(JobSpec {
         labels: vec![LABEL.into()],
         duration: Duration::from_secs(2),
         result: JobResult::Failed,
         ..JobSpec::default()
     });
-    acquire(&session, job).await?;
+    acquire(&actions, set.id, &session, job).await?;
 
     let done = wait_pod(&pods, "runner-1", "Succeeded", |p| {
         p.filter(|p| phase(p) == "Succeeded").cloned()
@@ -222,7 +223,7 @@ async fn a_runner_pod_takes_its_job_runs_it_and_exits_zero() -> anyhow::Result<(
         duration: Duration::from_secs(600),
         ..JobSpec::default()
     });
-    acquire(&session, long).await?;
+    acquire(&actions, set.id, &session, long).await?;
     emu.wait_until(support::WAIT, |s| {
         s.job(long).is_some_and(|j| j.phase == JobPhase::Running)
     })
@@ -239,7 +240,9 @@ async fn a_runner_pod_takes_its_job_runs_it_and_exits_zero() -> anyhow::Result<(
         Some(JobResult::Canceled)
     );
 
-    session.close().await?;
+    actions
+        .delete_message_session(set.id, &session.session_id)
+        .await?;
     sim.shutdown().await;
     Ok(())
 }
