@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
+use scaleset_core::backoff::Backoff;
 
 /// Bounded exponential backoff: waits `min_delay × 2^i`, capped at `max_delay`; `Retry-After`
 /// on 429/503 replaces the wait (capped at `max_retry_after`).
@@ -38,12 +39,14 @@ impl RetryPolicy {
         }
     }
 
-    pub(crate) fn backoff(&self) -> backon::ExponentialBuilder {
-        backon::ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_factor(2.0)
-            .with_max_times(self.max_retries)
+    /// The wait before the `retry`-th retry (1 is the first): the server's `Retry-After`
+    /// (capped at [`RetryPolicy::max_retry_after`]) when it sent one, else the backoff.
+    pub(crate) fn delay(&self, retry: usize, retry_after: Option<Duration>) -> Duration {
+        match retry_after {
+            Some(after) => after.min(self.max_retry_after),
+            None => Backoff::new(self.min_delay, self.max_delay)
+                .delay(u32::try_from(retry).unwrap_or(u32::MAX), 0.0),
+        }
     }
 }
 
@@ -98,6 +101,16 @@ mod tests {
         assert!(is_retryable_status(s(401), RetryMode::Registration));
         assert!(is_retryable_status(s(403), RetryMode::Registration));
         assert!(!is_retryable_status(s(404), RetryMode::Registration));
+    }
+
+    #[test]
+    fn delays_double_to_the_cap_unless_the_server_says_when() {
+        let policy = RetryPolicy::default();
+        let secs = Duration::from_secs;
+        let delays: Vec<_> = (1..=6).map(|n| policy.delay(n, None)).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30].map(secs));
+        assert_eq!(policy.delay(1, Some(secs(7))), secs(7));
+        assert_eq!(policy.delay(1, Some(secs(6000))), secs(600));
     }
 
     #[test]

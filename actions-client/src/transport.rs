@@ -5,7 +5,6 @@ use std::error::Error as StdError;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use backon::Retryable;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -222,52 +221,41 @@ impl Transport {
     /// retries ran out on a retryable status too), or a transport error.
     pub(crate) async fn send(&self, call: &Call) -> Result<Reply> {
         let policy = self.inner.config.retry;
-        let attempt = || async {
-            match self.attempt(call).await {
-                Ok(reply) if is_retryable_status(reply.status, call.mode) => {
-                    Err(Attempt::Status(reply))
-                }
-                Ok(reply) => Ok(reply),
-                Err(e) => Err(e),
-            }
-        };
-        let result = attempt
-            .retry(policy.backoff())
-            .when(|e| match e {
+        let mut retries = 0usize;
+        loop {
+            let failure = match self.attempt(call).await {
+                Ok(reply) if !is_retryable_status(reply.status, call.mode) => return Ok(reply),
+                Ok(reply) => Attempt::Status(reply),
+                Err(e) => e,
+            };
+            let retryable = match &failure {
                 Attempt::Status(_) => true,
                 Attempt::Transport { retry, .. } => *retry,
-            })
-            .adjust(|e, wait| {
-                let wait = wait?;
-                match e {
-                    Attempt::Status(r) => Some(
-                        retry_after(r.status, &r.headers)
-                            .map(|d| d.min(policy.max_retry_after))
-                            .unwrap_or(wait),
-                    ),
-                    Attempt::Transport { .. } => Some(wait),
-                }
-            })
-            .notify(|e, wait| match e {
-                Attempt::Status(r) => tracing::debug!(
-                    operation = call.operation,
-                    status = r.status.as_u16(),
-                    ?wait,
-                    "retrying"
-                ),
-                Attempt::Transport { message, .. } => tracing::debug!(
-                    operation = call.operation,
-                    error = %message,
-                    ?wait,
-                    "retrying"
-                ),
-            })
-            .await;
-        match result {
-            Ok(reply) | Err(Attempt::Status(reply)) => Ok(reply),
-            Err(Attempt::Transport { message, .. }) => {
-                Err(Error::Transport(Box::new(call.info(message))))
+            };
+            if !retryable || retries >= policy.max_retries {
+                return match failure {
+                    Attempt::Status(reply) => Ok(reply),
+                    Attempt::Transport { message, .. } => {
+                        Err(Error::Transport(Box::new(call.info(message))))
+                    }
+                };
             }
+            retries += 1;
+            let wait = match &failure {
+                Attempt::Status(r) => {
+                    tracing::debug!(
+                        operation = call.operation,
+                        status = r.status.as_u16(),
+                        "retrying"
+                    );
+                    policy.delay(retries, retry_after(r.status, &r.headers))
+                }
+                Attempt::Transport { message, .. } => {
+                    tracing::debug!(operation = call.operation, error = %message, "retrying");
+                    policy.delay(retries, None)
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
+use scaleset_core::backoff::Backoff;
 
 use crate::error::Error;
 use crate::github::GithubClients;
@@ -274,8 +275,7 @@ impl RequeueBucket {
 
 /// Delay after the `failures`-th consecutive failure: 5 ms doubling, at most `cap`.
 pub fn backoff(failures: u32, cap: Duration) -> Duration {
-    let exp = failures.saturating_sub(1).min(30);
-    BACKOFF_BASE.saturating_mul(1u32 << exp).min(cap)
+    Backoff::new(BACKOFF_BASE, cap).delay(failures, 0.0)
 }
 
 #[cfg(test)]
