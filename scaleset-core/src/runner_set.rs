@@ -32,13 +32,13 @@
 //! use scaleset_core::runner_set::{plan, ObservedRunner, Outcome, RunnerPhase, SetPolicy, SetSpec};
 //! use scaleset_core::time::Timestamp;
 //! let now = Timestamp::from_unix_seconds(1_000);
-//! let idle = ObservedRunner::new("rs-runner-a", RunnerPhase::Running, Timestamp::from_unix_seconds(10))
-//!     .with_runner_id(11)
-//!     .with_patch_id(3);
-//! let busy = ObservedRunner::new("rs-runner-b", RunnerPhase::Running, Timestamp::from_unix_seconds(5))
-//!     .with_runner_id(12)
-//!     .with_patch_id(3)
-//!     .with_job(true);
+//! let mut idle = ObservedRunner::new("rs-runner-a", RunnerPhase::Running, Timestamp::from_unix_seconds(10));
+//! idle.runner_id = 11;
+//! idle.patch_id = Some(3);
+//! let mut busy = ObservedRunner::new("rs-runner-b", RunnerPhase::Running, Timestamp::from_unix_seconds(5));
+//! busy.runner_id = 12;
+//! busy.patch_id = Some(3);
+//! busy.has_job = true;
 //! let p = plan(SetSpec { replicas: 0, patch_id: 0 }, &[idle, busy], now, &SetPolicy::default());
 //! assert_eq!(p.outcome, Outcome::ScaleDown);
 //! assert_eq!(p.scale_down.count, 2);
@@ -442,9 +442,12 @@ pub struct CleanupPlan {
 /// use scaleset_core::runner_set::{cleanup, ObservedRunner, RunnerPhase};
 /// use scaleset_core::time::Timestamp;
 /// let t = Timestamp::from_unix_seconds(0);
+/// let mut busy = ObservedRunner::new("b", RunnerPhase::Running, t);
+/// busy.runner_id = 5;
+/// busy.has_job = true;
 /// let runners = [
 ///     ObservedRunner::new("a", RunnerPhase::Failed, t),
-///     ObservedRunner::new("b", RunnerPhase::Running, t).with_runner_id(5).with_job(true),
+///     busy,
 ///     ObservedRunner::new("c", RunnerPhase::Pending, t),
 /// ];
 /// let c = cleanup(&runners);
