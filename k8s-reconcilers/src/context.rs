@@ -148,8 +148,9 @@ impl Context {
     }
 
     /// The error policy: waits requeue after their own delay; failures back off
-    /// exponentially per object; configuration and service failures also become a Warning
-    /// Event on the object.
+    /// exponentially per object, and a rate-limited service call waits at least as long as the
+    /// service asked; configuration and service failures also become a Warning Event on the
+    /// object.
     pub fn error_policy<K>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
     where
         K: Resource<DynamicType = ()> + Send + Sync + 'static,
@@ -163,12 +164,7 @@ impl Context {
             *n = n.saturating_add(1);
             *n
         };
-        let cap = if matches!(error, Error::Config(_)) {
-            CONFIG_BACKOFF_MAX
-        } else {
-            BACKOFF_MAX
-        };
-        let mut delay = backoff(failures, cap);
+        let mut delay = failure_delay(error, failures);
         if let Some(bucket) = &ctx.bucket {
             let wait = bucket
                 .lock()
@@ -278,6 +274,21 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
     Backoff::new(BACKOFF_BASE, cap).delay(failures, 0.0)
 }
 
+/// The wait after the `failures`th failure in a row: the backoff up to the cap of the error's
+/// class, and at least what a rate-limited service asked for.
+fn failure_delay(error: &Error, failures: u32) -> Duration {
+    let cap = if matches!(error, Error::Config(_)) {
+        CONFIG_BACKOFF_MAX
+    } else {
+        BACKOFF_MAX
+    };
+    let delay = backoff(failures, cap);
+    match error {
+        Error::Service(e) => e.retry_after.map_or(delay, |after| delay.max(after)),
+        _ => delay,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,5 +319,21 @@ mod tests {
         assert_eq!(backoff(5, BACKOFF_MAX), Duration::from_millis(80));
         assert_eq!(backoff(40, BACKOFF_MAX), BACKOFF_MAX);
         assert_eq!(backoff(40, CONFIG_BACKOFF_MAX), CONFIG_BACKOFF_MAX);
+    }
+
+    #[test]
+    fn a_rate_limited_call_waits_at_least_as_long_as_asked() {
+        use crate::github::{ServiceError, ServiceErrorKind};
+        let mut limited = ServiceError::new(ServiceErrorKind::RateLimited, "ListScaleSets", "403");
+        limited.retry_after = Some(Duration::from_secs(90));
+        let limited = Error::Service(limited);
+        assert_eq!(failure_delay(&limited, 1), Duration::from_secs(90));
+        assert_eq!(failure_delay(&limited, 40), BACKOFF_MAX);
+        let transient = Error::Service(ServiceError::new(
+            ServiceErrorKind::Transient,
+            "ListScaleSets",
+            "503",
+        ));
+        assert_eq!(failure_delay(&transient, 1), Duration::from_millis(5));
     }
 }

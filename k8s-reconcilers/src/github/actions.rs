@@ -87,8 +87,13 @@ struct ClientService(ActionsClient);
 /// Maps a client error to the controllers' classes; the text never holds a credential.
 fn service_error(operation: &'static str, e: actions_client::Error) -> ServiceError {
     use actions_client::Error as E;
+    let retry_after = match &e {
+        E::RateLimited { retry_after, .. } => *retry_after,
+        _ => None,
+    };
     let kind = match &e {
         E::Config { .. } => ServiceErrorKind::Configuration,
+        E::RateLimited { .. } => ServiceErrorKind::RateLimited,
         E::ScaleSetNotFound(_)
         | E::RunnerGroupNotFound(_)
         | E::RunnerNotFound(_)
@@ -99,7 +104,9 @@ fn service_error(operation: &'static str, e: actions_client::Error) -> ServiceEr
         E::Rejected(_) | E::SessionConflict(_) => ServiceErrorKind::Invalid,
         _ => ServiceErrorKind::Transient,
     };
-    ServiceError::new(kind, operation, e.to_string())
+    let mut error = ServiceError::new(kind, operation, e.to_string());
+    error.retry_after = retry_after;
+    error
 }
 
 fn scale_set(set: RunnerScaleSet) -> ScaleSet {

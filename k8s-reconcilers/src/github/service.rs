@@ -86,8 +86,10 @@ pub enum ServiceErrorKind {
     Unauthorized,
     /// The input was refused (400/422).
     Invalid,
-    /// Network trouble, 5xx, 429: retry.
+    /// Network trouble, 5xx: retry.
     Transient,
+    /// A rate limit (429, or a 403 that says so): retry after [`ServiceError::retry_after`].
+    RateLimited,
     /// Building the client failed (bad CA, bad proxy URL, bad key).
     Configuration,
 }
@@ -102,6 +104,8 @@ pub struct ServiceError {
     pub operation: &'static str,
     /// What happened.
     pub message: String,
+    /// How long the service asked to wait before the next call.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ServiceError {
@@ -115,6 +119,7 @@ impl ServiceError {
             kind,
             operation,
             message: message.into(),
+            retry_after: None,
         }
     }
 
