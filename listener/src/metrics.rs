@@ -1,5 +1,6 @@
-//! ARC's `gha_*` listener metrics (listener.md section 7), configurable as ARC's are, plus our
-//! per-stage job latency histograms and a last-poll timestamp.
+//! ARC's `gha_*` listener metrics (docs/architecture.md#listener-metrics-and-health),
+//! configurable as ARC's are, plus our per-stage job latency histograms and a last-poll
+//! timestamp.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

@@ -1,5 +1,6 @@
-//! The desired-count step (listener.md section 5) comes from `scaleset_core::desired`; this
-//! module only turns a decision into the EphemeralRunnerSet merge patch.
+//! The desired-count step (docs/architecture.md#desired-count) comes from
+//! `scaleset_core::desired`; this module only turns a decision into the EphemeralRunnerSet merge
+//! patch.
 
 use k8s_reconcilers::crd::{EphemeralRunnerSet, EphemeralRunnerSetSpec};
 

@@ -14,7 +14,7 @@ use crate::config::{GitHubCredentials, ListenerConfig};
 /// One message from the queue.
 pub use actions_client::ScaleSetMessage as Message;
 
-/// The Actions-service operations the listener uses (actions-protocol.md A7-A10, Q1, Q2).
+/// The Actions-service operations the listener uses (docs/architecture.md#operations: A7-A10, Q1, Q2).
 pub trait ScaleSetService: Send + Sync + 'static {
     /// A7: opens a message session owned by `owner`.
     fn create_session(

@@ -1,5 +1,6 @@
 //! The listener's error policy: what the listener does when a call to the Actions service or
-//! to Kubernetes fails (listener.md 4.3 and 9; anchors.md pain points 3-5).
+//! to Kubernetes fails (docs/architecture.md#error-handling-and-exit-classes; pain points 3-5 of
+//! docs/architecture.md#arc-pain-points-and-our-answers).
 //!
 //! The listener classifies the error ([`ErrorClass`]), says which call failed ([`Call`]) and
 //! what it has counted so far ([`Failure`]), and carries out the [`Reaction`] that [`on_error`]

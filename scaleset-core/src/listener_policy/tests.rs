@@ -94,7 +94,7 @@ fn a_lost_session_is_recreated() {
     );
 }
 
-/// listener.md 4.3: a 401 on a queue call refreshes the session; a refresh that is refused in
+/// docs/architecture.md#message-session-and-long-poll: a 401 on a queue call refreshes the session; a refresh that is refused in
 /// turn re-creates it.
 #[test]
 fn an_expired_queue_token_refreshes_the_session() {
