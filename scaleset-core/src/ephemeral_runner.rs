@@ -35,6 +35,8 @@
 //! }
 //! ```
 
+pub use crate::pod::{ContainerState, Fault, PodPhase, pod_reason_fault};
+use crate::pod::{cannot_start, terminated_fault};
 use crate::runner_set::RunnerPhase;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -127,57 +129,6 @@ impl Default for RunnerState {
     }
 }
 
-/// Pod `status.phase`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum PodPhase {
-    /// `Pending` (or empty).
-    #[default]
-    Pending,
-    /// `Running`.
-    Running,
-    /// `Succeeded`.
-    Succeeded,
-    /// `Failed`.
-    Failed,
-    /// `Unknown` (node unreachable).
-    Unknown,
-}
-
-impl PodPhase {
-    /// Parses the pod phase string; empty is `Pending`.
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "Running" => PodPhase::Running,
-            "Succeeded" => PodPhase::Succeeded,
-            "Failed" => PodPhase::Failed,
-            "Unknown" => PodPhase::Unknown,
-            _ => PodPhase::Pending,
-        }
-    }
-}
-
-/// State of the container named `runner` (or of a failed init container).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum ContainerState {
-    /// Not reported yet.
-    #[default]
-    Absent,
-    /// Waiting, with its reason (`ContainerCreating`, `ImagePullBackOff`, `InvalidImageName`…).
-    Waiting {
-        /// `state.waiting.reason`.
-        reason: String,
-    },
-    /// Running.
-    Running,
-    /// Terminated.
-    Terminated {
-        /// `state.terminated.exitCode`.
-        exit_code: i32,
-        /// `state.terminated.reason` (`Completed`, `Error`, `OOMKilled`…).
-        reason: String,
-    },
-}
-
 /// What the reconciler observed of the runner pod.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PodObservation {
@@ -197,46 +148,6 @@ pub struct PodObservation {
     /// The `Ready` condition with the latest transition is true.
     pub ready: bool,
 }
-
-/// Whose fault a pod failure is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Fault {
-    /// The runner or its image/template: charged to the retry budget.
-    Runner,
-    /// The cluster (eviction, `OutOf*`, node loss, preemption, pod vanished): not charged.
-    Cluster,
-}
-
-/// Classifies a pod `status.reason` of a failed pod.
-///
-/// ```
-/// use scaleset_core::ephemeral_runner::{pod_reason_fault, Fault};
-/// assert_eq!(pod_reason_fault("Evicted"), Fault::Cluster);
-/// assert_eq!(pod_reason_fault("OutOfmemory"), Fault::Cluster);
-/// assert_eq!(pod_reason_fault("DeadlineExceeded"), Fault::Runner);
-/// ```
-pub fn pod_reason_fault(reason: &str) -> Fault {
-    const CLUSTER: &[&str] = &[
-        "Evicted",
-        "Preempting",
-        "Preempted",
-        "NodeShutdown",
-        "Shutdown",
-        "Terminated",
-        "NodeLost",
-        "NodeAffinity",
-        "UnexpectedAdmissionError",
-        "Deleted",
-    ];
-    if reason.starts_with("OutOf") || CLUSTER.contains(&reason) {
-        Fault::Cluster
-    } else {
-        Fault::Runner
-    }
-}
-
-/// Container waiting reasons that can never resolve on their own.
-const HOPELESS_WAITING: &[&str] = &["InvalidImageName", "ErrImageNeverPull"];
 
 /// How to reach the service when a runner goes away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,11 +267,7 @@ pub fn decide(
             0 => delete(DeleteCause::Completed, ServiceRemoval::None),
             7 => Action::MarkOutdated,
             code => {
-                let fault = if pod.phase == PodPhase::Failed {
-                    pod_reason_fault(&pod.reason)
-                } else {
-                    Fault::Runner
-                };
+                let fault = terminated_fault(pod.phase, &pod.reason);
                 let why = format!("runner container exited with code {code} ({reason})");
                 failure(
                     runner,
@@ -402,7 +309,7 @@ pub fn decide(
     }
     match &pod.runner {
         ContainerState::Absent => Action::Wait(None),
-        ContainerState::Waiting { reason } if HOPELESS_WAITING.contains(&reason.as_str()) => {
+        ContainerState::Waiting { reason } if cannot_start(reason) => {
             let why = format!("runner container cannot start: {reason}");
             failure(runner, Fault::Runner, used, reason.clone(), why, policy)
         }

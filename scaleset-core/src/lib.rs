@@ -14,6 +14,7 @@
 //! | [`listener_policy`] | the listener's reaction to each failed call: retry, refresh or re-create the session, skip, exit |
 //! | [`registrations`] | which runner registrations on the service have no EphemeralRunner behind them |
 //! | [`naming`] | ARC listener name hash, derived names, label values, config URL parsing |
+//! | [`pod`] | pod failure classification (cluster fault or workload fault) for runner and listener pods |
 //! | [`runner_set`] | EphemeralRunnerSet creates, scale-down candidates, cleanup, status |
 //! | [`time`] | the `Timestamp` value type used for all time inputs |
 
@@ -24,6 +25,7 @@ pub mod ephemeral_runner;
 pub mod listener_lifecycle;
 pub mod listener_policy;
 pub mod naming;
+pub mod pod;
 pub mod registrations;
 pub mod runner_set;
 pub mod time;

@@ -5,7 +5,10 @@
 //!
 //! * On exit the listener writes [`ExitClass::termination_message`] to its termination log
 //!   (`/dev/termination-log`).
-//! * In the controller, [`decide`] looks at the listener pod ([`ListenerPod`]) and the recorded
+//! * In the controller, [`listener_step`] orders the AutoscalingListener's children (apply the
+//!   missing or stale ones together, or delete them on cleanup), [`classify_pod`] turns the
+//!   listener pod's status into a [`ListenerPod`] with the rules runner pods follow
+//!   ([`crate::pod`]), and [`decide`] looks at the listener pod ([`ListenerPod`]) and the recorded
 //!   [`ListenerHistory`] and returns a [`ListenerAction`]. A pod that exits for a deterministic
 //!   reason (bad credentials, invalid configuration, scale set gone) is recreated after a long,
 //!   growing delay instead of in a tight loop (ARC#4656); a configuration change (new integrity
@@ -31,6 +34,9 @@
 //! ```
 
 use crate::backoff::Backoff;
+use crate::pod::{
+    ContainerState, Fault, PodPhase, cannot_start, pod_reason_fault, terminated_fault,
+};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -137,16 +143,17 @@ pub enum ListenerPod {
     Pending,
     /// The `listener` container runs.
     Running,
-    /// The `listener` container terminated (any exit code); `class` from its termination
-    /// message, `ran_for` from its start and finish times.
+    /// The listener failed: its container terminated (any exit code; `class` from its
+    /// termination message, `ran_for` from its start and finish times), or the pod failed for
+    /// a reason of its own before it did, or its image can never be pulled ([`classify_pod`]).
     Terminated {
         /// Parsed exit class.
         class: ExitClass,
         /// How long it ran.
         ran_for: Duration,
     },
-    /// The cluster removed it: `Evicted`, `OutOf*`, node shutdown or loss, pod phase Failed
-    /// without a container state.
+    /// The cluster failed it: `Evicted`, `Preempted`, `OutOf*`, node shutdown or loss
+    /// ([`crate::pod::pod_reason_fault`]).
     ClusterLost,
 }
 
@@ -270,6 +277,64 @@ pub fn decide(
     }
 }
 
+/// What the AutoscalingListener reconciler observed of the listener pod; the input of
+/// [`classify_pod`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ListenerPodObservation {
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// `status.phase`.
+    pub phase: PodPhase,
+    /// `status.reason` (`Evicted`, `Preempted`, `NodeLost`, `OutOfcpu`…).
+    pub reason: String,
+    /// The `listener` container.
+    pub listener: ContainerState,
+    /// `state.terminated.message` of the `listener` container (its termination log).
+    pub termination_message: String,
+    /// How long the `listener` container ran, from its start and finish times.
+    pub ran_for: Duration,
+}
+
+/// Classifies the listener pod with the same rules as runner pods ([`crate::pod`]): a pod the
+/// cluster failed (evicted, preempted, node shutdown or loss, `OutOf*`) is
+/// [`ListenerPod::ClusterLost`] even when its container was killed with it; an exit of the
+/// listener (any exit code, `OOMKilled`) is [`ListenerPod::Terminated`] with the class of its
+/// termination message; a pod that failed for another reason without the container
+/// terminating is a transient failure; an image that can never be pulled is a configuration
+/// failure. Pull errors that may resolve (`ImagePullBackOff`) leave the pod pending.
+///
+/// ```
+/// use scaleset_core::listener_lifecycle::*;
+/// use scaleset_core::pod::PodPhase;
+/// let evicted = ListenerPodObservation { phase: PodPhase::Failed, reason: "Evicted".into(), ..ListenerPodObservation::default() };
+/// assert_eq!(classify_pod(&evicted), ListenerPod::ClusterLost);
+/// ```
+pub fn classify_pod(pod: &ListenerPodObservation) -> ListenerPod {
+    if pod.deleting {
+        return ListenerPod::Deleting;
+    }
+    let failure = |class| ListenerPod::Terminated {
+        class,
+        ran_for: Duration::ZERO,
+    };
+    match &pod.listener {
+        ContainerState::Terminated { .. } => match terminated_fault(pod.phase, &pod.reason) {
+            Fault::Cluster => ListenerPod::ClusterLost,
+            Fault::Runner => ListenerPod::Terminated {
+                class: ExitClass::from_termination_message(&pod.termination_message),
+                ran_for: pod.ran_for,
+            },
+        },
+        _ if pod.phase == PodPhase::Failed => match pod_reason_fault(&pod.reason) {
+            Fault::Cluster => ListenerPod::ClusterLost,
+            Fault::Runner => failure(ExitClass::Transient),
+        },
+        ContainerState::Waiting { reason } if cannot_start(reason) => failure(ExitClass::Config),
+        ContainerState::Running => ListenerPod::Running,
+        ContainerState::Absent | ContainerState::Waiting { .. } => ListenerPod::Pending,
+    }
+}
+
 /// State of one object the AutoscalingListener owns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Child {
@@ -279,6 +344,8 @@ pub enum Child {
     Stale,
     /// Exists as desired.
     Current,
+    /// Exists and is being deleted (`deletionTimestamp` set).
+    Deleting,
 }
 
 /// The objects the listener needs before its pod, in creation order (controllers.md 5.2).
@@ -296,14 +363,14 @@ pub enum ListenerChild {
     ConfigSecret,
 }
 
-/// What the AutoscalingListener reconciler observed.
+/// What the AutoscalingListener reconciler observed. Adding and removing the finalizer is
+/// left to kube's finalizer helper: `deleting` says which of its events this pass handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerObservation {
-    /// `deletionTimestamp` is set.
+    /// The pass cleans up (the AutoscalingListener is being deleted and has the finalizer).
     pub deleting: bool,
-    /// The listener finalizer is present.
-    pub finalizer: bool,
-    /// The AutoscalingRunnerSet it serves exists.
+    /// The AutoscalingRunnerSet it serves exists; without it the children are not read (the
+    /// step is [`ListenerStep::DeleteSelf`] whatever they are).
     pub ars_exists: bool,
     /// The ServiceAccount.
     pub service_account: Child,
@@ -315,40 +382,48 @@ pub struct ListenerObservation {
     pub proxy_secret: Option<Child>,
     /// The config Secret.
     pub config_secret: Child,
-    /// The listener pod exists (in any state).
-    pub pod_exists: bool,
+    /// The listener pod, read on cleanup only: there an existing pod is [`Child::Current`] or
+    /// [`Child::Deleting`]; outside cleanup [`decide`] handles the pod and this is ignored.
+    pub pod: Child,
 }
 
 /// One AutoscalingListener reconcile step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ListenerStep {
-    /// Deleting: delete every child that still exists (pod, config Secret, proxy Secret,
-    /// RoleBinding, Role, ServiceAccount) and requeue after 1 s.
-    DeleteChildren,
-    /// Deleting and nothing is left: remove the finalizer.
+    /// Cleaning up: delete these (the pod first when `pod`, then the children in reverse
+    /// creation order; objects already being deleted are not listed) and check again after
+    /// a short wait.
+    DeleteChildren {
+        /// Delete the pod.
+        pod: bool,
+        /// Delete these children.
+        children: Vec<ListenerChild>,
+    },
+    /// Cleaning up and nothing is left: the finalizer can go.
     RemoveFinalizer,
-    /// Add the finalizer.
-    AddFinalizer,
     /// The ARS is gone: delete this AutoscalingListener.
     DeleteSelf,
-    /// Create this child.
-    Create(ListenerChild),
-    /// Update this child (merge labels and annotations, replace rules or data).
-    Update(ListenerChild),
-    /// All children are in place: handle the pod with [`decide`].
-    Pod,
+    /// A child is still being deleted: check again after a short wait, then re-create it.
+    WaitForDeletion(ListenerChild),
+    /// Create or update these children (all that are missing or stale) in creation order in
+    /// one pass, then, in the same pass, handle the pod with [`decide`]: a new listener gets
+    /// its pod without an extra round trip. Empty when every child is current.
+    Apply(Vec<ListenerChild>),
 }
 
-/// Orders the AutoscalingListener reconcile.
+/// Decides the AutoscalingListener reconcile step.
 ///
 /// ```
 /// use scaleset_core::listener_lifecycle::*;
 /// let o = ListenerObservation {
-///     deleting: false, finalizer: true, ars_exists: true, service_account: Child::Current,
-///     role: Child::Missing, role_binding: Child::Missing, proxy_secret: None,
-///     config_secret: Child::Missing, pod_exists: false,
+///     deleting: false, ars_exists: true, service_account: Child::Current,
+///     role: Child::Missing, role_binding: Child::Stale, proxy_secret: None,
+///     config_secret: Child::Current, pod: Child::Missing,
 /// };
-/// assert_eq!(listener_step(&o), ListenerStep::Create(ListenerChild::Role));
+/// assert_eq!(
+///     listener_step(&o),
+///     ListenerStep::Apply(vec![ListenerChild::Role, ListenerChild::RoleBinding])
+/// );
 /// ```
 pub fn listener_step(o: &ListenerObservation) -> ListenerStep {
     let children = [
@@ -358,31 +433,37 @@ pub fn listener_step(o: &ListenerObservation) -> ListenerStep {
         (ListenerChild::ProxySecret, o.proxy_secret),
         (ListenerChild::ConfigSecret, Some(o.config_secret)),
     ];
+    let present = |c: Child| !matches!(c, Child::Missing | Child::Deleting);
     if o.deleting {
-        let any_left = o.pod_exists
-            || children
+        let any_left = std::iter::once(o.pod)
+            .chain(children.iter().filter_map(|(_, c)| *c))
+            .any(|c| c != Child::Missing);
+        if !any_left {
+            return ListenerStep::RemoveFinalizer;
+        }
+        return ListenerStep::DeleteChildren {
+            pod: present(o.pod),
+            children: children
                 .iter()
-                .any(|(_, c)| c.is_some_and(|c| c != Child::Missing));
-        return if any_left {
-            ListenerStep::DeleteChildren
-        } else {
-            ListenerStep::RemoveFinalizer
+                .rev()
+                .filter(|(_, c)| c.is_some_and(present))
+                .map(|(kind, _)| *kind)
+                .collect(),
         };
-    }
-    if !o.finalizer {
-        return ListenerStep::AddFinalizer;
     }
     if !o.ars_exists {
         return ListenerStep::DeleteSelf;
     }
-    for (kind, state) in children {
-        match state {
-            Some(Child::Missing) => return ListenerStep::Create(kind),
-            Some(Child::Stale) => return ListenerStep::Update(kind),
-            Some(Child::Current) | None => {}
-        }
+    if let Some((kind, _)) = children.iter().find(|(_, c)| *c == Some(Child::Deleting)) {
+        return ListenerStep::WaitForDeletion(*kind);
     }
-    ListenerStep::Pod
+    ListenerStep::Apply(
+        children
+            .iter()
+            .filter(|(_, c)| matches!(c, Some(Child::Missing | Child::Stale)))
+            .map(|(kind, _)| *kind)
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -1,8 +1,13 @@
 //! AutoscalingListener reconciler (controllers.md 5): the listener's ServiceAccount, Role,
 //! RoleBinding, proxy and config Secrets and its pod; restarts by cause with backoff from
 //! `scaleset_core::listener_lifecycle`; deletion of all of them.
+//!
+//! Each pass observes (the children compared with what it would apply, the listener pod),
+//! asks `listener_step`, `classify_pod` and `decide`, and carries out their answer: a pass
+//! whose children are as desired writes none of them.
 
 pub mod config;
+mod observe;
 mod pod;
 mod resources;
 
@@ -20,22 +25,23 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use scaleset_core::listener_lifecycle::{
-    ExitClass, LifecyclePolicy, ListenerAction, ListenerHistory, ListenerPod, decide,
+    Child, LifecyclePolicy, ListenerAction, ListenerChild, ListenerHistory, ListenerObservation,
+    ListenerPod, ListenerStep, classify_pod, decide, listener_step,
 };
-use scaleset_core::time::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::ephemeral_runner::observe::now;
 use crate::Context;
 use crate::crd::{AutoscalingListener, AutoscalingRunnerSet};
 use crate::error::Error;
 use crate::github::resolve::{proxy_settings, read_ca, read_credentials};
 use crate::metrics::ScaleSetLabels;
 use crate::names::{
-    LISTENER_CONTAINER, annotations, finalizers, labels, listener_config_secret_name,
-    listener_proxy_secret_name,
+    annotations, finalizers, labels, listener_config_secret_name, listener_proxy_secret_name,
 };
+use observe::Desired;
 
 pub use pod::merge_template;
 
@@ -116,7 +122,7 @@ fn gauge_labels(al: &AutoscalingListener) -> ScaleSetLabels {
     )
 }
 
-async fn ssa<K>(ctx: &Context, obj: &K) -> Result<K, Error>
+async fn ssa<K>(ctx: &Context, obj: &K) -> Result<(), Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -125,13 +131,13 @@ where
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    Ok(api
-        .patch(
-            &obj.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(obj),
-        )
-        .await?)
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await?;
+    Ok(())
 }
 
 fn hash_of<K: Resource>(obj: &K) -> String {
@@ -139,6 +145,41 @@ fn hash_of<K: Resource>(obj: &K) -> String {
         .get(annotations::INTEGRITY_HASH)
         .cloned()
         .unwrap_or_default()
+}
+
+/// The children the listener would have now; reads the credentials, CA and proxy settings.
+async fn desired(
+    al: &AutoscalingListener,
+    ars: &AutoscalingRunnerSet,
+    owner: &resources::Owner<'_>,
+    ctx: &Context,
+) -> Result<Desired, Error> {
+    let excluded = &ctx.options.exclude_label_propagation_prefixes;
+    let proxy_secret = match &al.spec.proxy {
+        Some(proxy) => {
+            let settings = proxy_settings(&ctx.client, owner.namespace, proxy).await?;
+            Some(resources::proxy_secret(al, owner, &settings))
+        }
+        None => None,
+    };
+    let credentials = read_credentials(
+        &ctx.client,
+        owner.namespace,
+        ars.spec.github_config_secret.as_deref().unwrap_or_default(),
+    )
+    .await?;
+    let root_ca = match &al.spec.github_server_tls {
+        Some(tls) => read_ca(&ctx.client, owner.namespace, tls).await?,
+        None => None,
+    };
+    let json = config::config_json(al, &credentials, root_ca.as_deref(), &ctx.options)?;
+    Ok(Desired {
+        service_account: resources::service_account(al, owner, excluded),
+        role: resources::role(al, owner, excluded),
+        role_binding: resources::role_binding(al, owner, excluded),
+        proxy_secret,
+        config_secret: resources::config_secret(al, json, excluded),
+    })
 }
 
 async fn apply(al: &AutoscalingListener, ctx: &Context) -> Result<Action, Error> {
@@ -153,55 +194,96 @@ async fn apply(al: &AutoscalingListener, ctx: &Context) -> Result<Action, Error>
         .clone()
         .unwrap_or_default();
     let al_ns = super::namespace_of(al.meta())?;
-    let ars = if ars_ns.is_empty() || ars_name.is_empty() {
+    let ars: Option<AutoscalingRunnerSet> = if ars_ns.is_empty() || ars_name.is_empty() {
         None
     } else {
-        Api::<AutoscalingRunnerSet>::namespaced(ctx.client.clone(), &ars_ns)
-            .get_opt(&ars_name)
-            .await?
-    };
-    let Some(ars) = ars else {
-        tracing::info!(listener = %al.name_any(), "its AutoscalingRunnerSet is gone; deleting the listener");
-        Api::<AutoscalingListener>::namespaced(ctx.client.clone(), &al_ns)
-            .delete(&al.name_any(), &DeleteParams::default())
-            .await?;
-        return Ok(Action::await_change());
+        observe::get(ctx, &ars_ns, &ars_name).await?
     };
     let owner = resources::Owner {
         namespace: &ars_ns,
         name: &ars_name,
     };
-    let excluded = &ctx.options.exclude_label_propagation_prefixes;
-
-    ssa(ctx, &resources::service_account(al, &owner, excluded)).await?;
-    let role = ssa(ctx, &resources::role(al, &owner, excluded)).await?;
-    let binding = ssa(ctx, &resources::role_binding(al, &owner, excluded)).await?;
-    let mut dependencies = vec![hash_of(&role), hash_of(&binding)];
-    if let Some(proxy) = &al.spec.proxy {
-        let settings = proxy_settings(&ctx.client, &ars_ns, proxy).await?;
-        let secret = ssa(ctx, &resources::proxy_secret(al, &owner, &settings)).await?;
-        dependencies.push(hash_of(&secret));
-    }
-    let credentials = read_credentials(
-        &ctx.client,
-        &ars_ns,
-        ars.spec.github_config_secret.as_deref().unwrap_or_default(),
-    )
-    .await?;
-    let root_ca = match &al.spec.github_server_tls {
-        Some(tls) => read_ca(&ctx.client, &ars_ns, tls).await?,
+    let desired = match &ars {
+        Some(ars) => Some(desired(al, ars, &owner, ctx).await?),
         None => None,
     };
-    let json = config::config_json(al, &credentials, root_ca.as_deref(), &ctx.options)?;
-    let secret = ssa(ctx, &resources::config_secret(al, json, excluded)).await?;
-    dependencies.push(hash_of(&secret));
+    let (service_account, role, role_binding, proxy_secret, config_secret) = match &desired {
+        Some(d) => observe::children(ctx, d).await?,
+        None => (
+            Child::Missing,
+            Child::Missing,
+            Child::Missing,
+            None,
+            Child::Missing,
+        ),
+    };
+    let observation = ListenerObservation {
+        deleting: false,
+        ars_exists: ars.is_some(),
+        service_account,
+        role,
+        role_binding,
+        proxy_secret,
+        config_secret,
+        pod: Child::Missing,
+    };
+    let step = listener_step(&observation);
+    let (ListenerStep::Apply(children), Some(desired)) = (&step, &desired) else {
+        return match step {
+            ListenerStep::DeleteSelf => {
+                tracing::info!(listener = %al.name_any(), "its AutoscalingRunnerSet is gone; deleting the listener");
+                Api::<AutoscalingListener>::namespaced(ctx.client.clone(), &al_ns)
+                    .delete(&al.name_any(), &DeleteParams::default())
+                    .await?;
+                Ok(Action::await_change())
+            }
+            ListenerStep::WaitForDeletion(child) => Err(Error::Waiting {
+                what: format!("the listener's {child:?} to be deleted"),
+                retry_after: CLEANUP_WAIT,
+            }),
+            other => Err(Error::Waiting {
+                what: format!("a cleanup step outside cleanup: {other:?}"),
+                retry_after: RECHECK,
+            }),
+        };
+    };
+    for child in children {
+        match child {
+            ListenerChild::ServiceAccount => ssa(ctx, &desired.service_account).await?,
+            ListenerChild::Role => ssa(ctx, &desired.role).await?,
+            ListenerChild::RoleBinding => ssa(ctx, &desired.role_binding).await?,
+            ListenerChild::ProxySecret => {
+                if let Some(secret) = &desired.proxy_secret {
+                    ssa(ctx, secret).await?;
+                }
+            }
+            ListenerChild::ConfigSecret => ssa(ctx, &desired.config_secret).await?,
+        }
+    }
+    if !children.is_empty() {
+        tracing::debug!(listener = %al.name_any(), ?children, "listener children applied");
+    }
+    handle_pod(al, desired, &al_ns, ctx).await
+}
 
+/// Creates, replaces or keeps the listener pod, by `decide`.
+async fn handle_pod(
+    al: &AutoscalingListener,
+    desired: &Desired,
+    al_ns: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let mut dependencies = vec![hash_of(&desired.role), hash_of(&desired.role_binding)];
+    dependencies.extend(desired.proxy_secret.as_ref().map(hash_of));
+    dependencies.push(hash_of(&desired.config_secret));
     let deps: Vec<&str> = dependencies.iter().map(String::as_str).collect();
-    let desired = pod::listener_pod(al, &ctx.options, &deps);
-    let desired_hash = hash_of(&desired);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &al_ns);
+    let desired_pod = pod::listener_pod(al, &ctx.options, &deps);
+    let desired_hash = hash_of(&desired_pod);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), al_ns);
     let live = pods.get_opt(&al.name_any()).await?;
-    let observed = live.as_ref().map_or(ListenerPod::Missing, observe_pod);
+    let observed = live
+        .as_ref()
+        .map_or(ListenerPod::Missing, |p| classify_pod(&observe::pod(p)));
     let live_hash = live.as_ref().map(hash_of).unwrap_or_default();
     let history: ListenerHistory = al
         .annotations()
@@ -218,7 +300,7 @@ async fn apply(al: &AutoscalingListener, ctx: &Context) -> Result<Action, Error>
     match decide(&observed, &live_hash, &desired_hash, &history, now, &policy) {
         ListenerAction::Create => {
             gauge.set(0);
-            match pods.create(&PostParams::default(), &desired).await {
+            match pods.create(&PostParams::default(), &desired_pod).await {
                 Ok(_) => tracing::info!(listener = %al.name_any(), "listener pod created"),
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => return Err(e.into()),
@@ -239,7 +321,7 @@ async fn apply(al: &AutoscalingListener, ctx: &Context) -> Result<Action, Error>
                 })?;
                 let patch =
                     json!({"metadata": {"annotations": {RESTART_HISTORY_ANNOTATION: value}}});
-                Api::<AutoscalingListener>::namespaced(ctx.client.clone(), &al_ns)
+                Api::<AutoscalingListener>::namespaced(ctx.client.clone(), al_ns)
                     .patch(
                         &al.name_any(),
                         &PatchParams::default(),
@@ -265,54 +347,8 @@ async fn apply(al: &AutoscalingListener, ctx: &Context) -> Result<Action, Error>
     }
 }
 
-fn now() -> Timestamp {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default();
-    Timestamp::from_unix_millis(millis)
-}
-
-/// Classifies the live listener pod.
-fn observe_pod(pod: &Pod) -> ListenerPod {
-    if pod.metadata.deletion_timestamp.is_some() {
-        return ListenerPod::Deleting;
-    }
-    let status = pod.status.clone().unwrap_or_default();
-    let container = status
-        .container_statuses
-        .as_ref()
-        .and_then(|c| c.iter().find(|c| c.name == LISTENER_CONTAINER));
-    let state = container.and_then(|c| c.state.as_ref());
-    if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
-        let ran_for = match (&t.started_at, &t.finished_at) {
-            (Some(s), Some(f)) => {
-                Duration::from_secs(u64::try_from(f.0.as_second() - s.0.as_second()).unwrap_or(0))
-            }
-            _ => Duration::ZERO,
-        };
-        return ListenerPod::Terminated {
-            class: ExitClass::from_termination_message(t.message.as_deref().unwrap_or_default()),
-            ran_for,
-        };
-    }
-    let reason = status.reason.as_deref().unwrap_or_default();
-    if reason == "Evicted"
-        || reason.starts_with("OutOf")
-        || reason == "NodeLost"
-        || reason == "Terminated"
-        || (status.phase.as_deref() == Some("Failed") && state.is_none())
-    {
-        return ListenerPod::ClusterLost;
-    }
-    if state.and_then(|s| s.running.as_ref()).is_some() {
-        ListenerPod::Running
-    } else {
-        ListenerPod::Pending
-    }
-}
-
-/// Deletes the listener's children; `Err(Waiting)` while any still exists.
+/// Deletes the listener's pod and children; `Err(Waiting)` while any still exists, `Ok` when
+/// none is left (the finalizer helper then removes the finalizer).
 async fn cleanup(al: &AutoscalingListener, ctx: &Context) -> Result<(), Error> {
     let al_ns = super::namespace_of(al.meta())?;
     let ars_ns = al
@@ -321,39 +357,64 @@ async fn cleanup(al: &AutoscalingListener, ctx: &Context) -> Result<(), Error> {
         .clone()
         .unwrap_or_default();
     let name = al.name_any();
-    let mut remaining = 0;
-    let pod_left = delete_if_present::<Pod>(ctx, &al_ns, &name).await?;
-    if !pod_left {
-        ctx.metrics
-            .running_listeners
-            .get_or_create(&gauge_labels(al))
-            .set(0);
+    let config_name = listener_config_secret_name(&name);
+    let proxy_name = listener_proxy_secret_name(&name);
+    ctx.metrics
+        .running_listeners
+        .get_or_create(&gauge_labels(al))
+        .set(0);
+    let rbac = |child: Child| {
+        if ars_ns.is_empty() {
+            Child::Missing
+        } else {
+            child
+        }
+    };
+    let observation = ListenerObservation {
+        deleting: true,
+        ars_exists: true,
+        service_account: observe::existence::<ServiceAccount>(ctx, &al_ns, &name).await?,
+        role: rbac(observe::existence::<Role>(ctx, &ars_ns, &name).await?),
+        role_binding: rbac(observe::existence::<RoleBinding>(ctx, &ars_ns, &name).await?),
+        proxy_secret: match al.spec.proxy {
+            Some(_) => Some(observe::existence::<Secret>(ctx, &al_ns, &proxy_name).await?),
+            None => None,
+        },
+        config_secret: observe::existence::<Secret>(ctx, &al_ns, &config_name).await?,
+        pod: observe::existence::<Pod>(ctx, &al_ns, &name).await?,
+    };
+    let (pod, children) = match listener_step(&observation) {
+        ListenerStep::RemoveFinalizer => return Ok(()),
+        ListenerStep::DeleteChildren { pod, children } => (pod, children),
+        other => {
+            return Err(Error::Waiting {
+                what: format!("an apply step during cleanup: {other:?}"),
+                retry_after: CLEANUP_WAIT,
+            });
+        }
+    };
+    if pod {
+        delete::<Pod>(ctx, &al_ns, &name).await?;
     }
-    remaining += usize::from(pod_left);
-    remaining += usize::from(
-        delete_if_present::<Secret>(ctx, &al_ns, &listener_config_secret_name(&name)).await?,
-    );
-    if al.spec.proxy.is_some() {
-        remaining += usize::from(
-            delete_if_present::<Secret>(ctx, &al_ns, &listener_proxy_secret_name(&name)).await?,
-        );
+    for child in &children {
+        match child {
+            ListenerChild::ConfigSecret => delete::<Secret>(ctx, &al_ns, &config_name).await?,
+            ListenerChild::ProxySecret => delete::<Secret>(ctx, &al_ns, &proxy_name).await?,
+            ListenerChild::RoleBinding => delete::<RoleBinding>(ctx, &ars_ns, &name).await?,
+            ListenerChild::Role => delete::<Role>(ctx, &ars_ns, &name).await?,
+            ListenerChild::ServiceAccount => {
+                delete::<ServiceAccount>(ctx, &al_ns, &name).await?;
+            }
+        }
     }
-    if !ars_ns.is_empty() {
-        remaining += usize::from(delete_if_present::<RoleBinding>(ctx, &ars_ns, &name).await?);
-        remaining += usize::from(delete_if_present::<Role>(ctx, &ars_ns, &name).await?);
-    }
-    remaining += usize::from(delete_if_present::<ServiceAccount>(ctx, &al_ns, &name).await?);
-    if remaining > 0 {
-        return Err(Error::Waiting {
-            what: format!("{remaining} listener resources to be deleted"),
-            retry_after: CLEANUP_WAIT,
-        });
-    }
-    Ok(())
+    Err(Error::Waiting {
+        what: "listener resources to be deleted".into(),
+        retry_after: CLEANUP_WAIT,
+    })
 }
 
-/// Deletes an object unless it is gone or already being deleted; `true` if it still exists.
-async fn delete_if_present<K>(ctx: &Context, ns: &str, name: &str) -> Result<bool, Error>
+/// Deletes an object; one already gone is fine.
+async fn delete<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -361,15 +422,9 @@ where
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(obj) = api.get_opt(name).await? else {
-        return Ok(false);
-    };
-    if obj.meta().deletion_timestamp.is_none() {
-        match api.delete(name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(true)
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::pod::{ContainerState, PodPhase};
 use proptest::prelude::*;
 
 fn t(secs: i64) -> Timestamp {
@@ -145,84 +146,295 @@ fn running_is_healthy_and_pending_waits() {
     );
 }
 
-fn al(deleting: bool, children: Child, proxy: Option<Child>, pod: bool) -> ListenerObservation {
+fn al(deleting: bool, children: Child, proxy: Option<Child>, pod: Child) -> ListenerObservation {
     ListenerObservation {
         deleting,
-        finalizer: true,
         ars_exists: true,
         service_account: children,
         role: children,
         role_binding: children,
         proxy_secret: proxy,
         config_secret: children,
-        pod_exists: pod,
+        pod,
     }
 }
 
-/// controllers.md 14.9: children in order SA, Role, RoleBinding, (proxy), config, then the pod.
+const ALL: [ListenerChild; 5] = [
+    ListenerChild::ServiceAccount,
+    ListenerChild::Role,
+    ListenerChild::RoleBinding,
+    ListenerChild::ProxySecret,
+    ListenerChild::ConfigSecret,
+];
+
+/// controllers.md 14.9: children in order SA, Role, RoleBinding, (proxy), config, then the pod;
+/// a new listener gets all of them and its pod in one pass.
 #[test]
-fn listener_children_in_order() {
-    let mut o = al(false, Child::Missing, Some(Child::Missing), false);
-    let mut seen = Vec::new();
-    loop {
-        match listener_step(&o) {
-            ListenerStep::Create(c) => {
-                seen.push(c);
-                match c {
-                    ListenerChild::ServiceAccount => o.service_account = Child::Current,
-                    ListenerChild::Role => o.role = Child::Current,
-                    ListenerChild::RoleBinding => o.role_binding = Child::Current,
-                    ListenerChild::ProxySecret => o.proxy_secret = Some(Child::Current),
-                    ListenerChild::ConfigSecret => o.config_secret = Child::Current,
-                }
-            }
-            ListenerStep::Pod => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+fn listener_children_in_order_in_one_pass() {
+    let o = al(false, Child::Missing, Some(Child::Missing), Child::Missing);
+    assert_eq!(listener_step(&o), ListenerStep::Apply(ALL.to_vec()));
+    let o = al(false, Child::Missing, None, Child::Missing);
     assert_eq!(
-        seen,
-        [
+        listener_step(&o),
+        ListenerStep::Apply(vec![
             ListenerChild::ServiceAccount,
             ListenerChild::Role,
             ListenerChild::RoleBinding,
-            ListenerChild::ProxySecret,
             ListenerChild::ConfigSecret
-        ]
-    );
-    // Q7: a stale config Secret (rotated credentials) is updated
-    o.config_secret = Child::Stale;
-    assert_eq!(
-        listener_step(&o),
-        ListenerStep::Update(ListenerChild::ConfigSecret)
+        ])
     );
 }
 
-/// controllers.md 5.2 step 4 and 5.9.
+/// A pass whose children are all as desired writes none of them.
+#[test]
+fn current_children_are_not_written() {
+    let o = al(false, Child::Current, Some(Child::Current), Child::Current);
+    assert_eq!(listener_step(&o), ListenerStep::Apply(Vec::new()));
+    // Q7: a stale config Secret (rotated credentials) is updated, and nothing else
+    let o = ListenerObservation {
+        config_secret: Child::Stale,
+        ..o
+    };
+    assert_eq!(
+        listener_step(&o),
+        ListenerStep::Apply(vec![ListenerChild::ConfigSecret])
+    );
+}
+
+/// A child someone deleted that is still terminating is re-created once it is gone.
+#[test]
+fn terminating_child_is_waited_for() {
+    let o = ListenerObservation {
+        role: Child::Deleting,
+        ..al(false, Child::Current, None, Child::Current)
+    };
+    assert_eq!(
+        listener_step(&o),
+        ListenerStep::WaitForDeletion(ListenerChild::Role)
+    );
+}
+
+/// controllers.md 5.2 step 4 and 5.9: the orphan deletes itself; cleanup deletes the pod and
+/// the children in reverse creation order, then lets the finalizer go.
 #[test]
 fn listener_deletion_and_orphan() {
     let o = ListenerObservation {
         ars_exists: false,
-        ..al(false, Child::Current, None, true)
+        ..al(false, Child::Current, None, Child::Current)
     };
     assert_eq!(listener_step(&o), ListenerStep::DeleteSelf);
+    let mut reversed = ALL.to_vec();
+    reversed.reverse();
     assert_eq!(
-        listener_step(&al(true, Child::Current, None, false)),
-        ListenerStep::DeleteChildren
+        listener_step(&al(
+            true,
+            Child::Current,
+            Some(Child::Stale),
+            Child::Current
+        )),
+        ListenerStep::DeleteChildren {
+            pod: true,
+            children: reversed
+        }
     );
     assert_eq!(
-        listener_step(&al(true, Child::Missing, None, true)),
-        ListenerStep::DeleteChildren
+        listener_step(&al(true, Child::Missing, None, Child::Current)),
+        ListenerStep::DeleteChildren {
+            pod: true,
+            children: Vec::new()
+        }
+    );
+    // already terminating: not deleted again, but waited for
+    assert_eq!(
+        listener_step(&al(true, Child::Deleting, None, Child::Deleting)),
+        ListenerStep::DeleteChildren {
+            pod: false,
+            children: Vec::new()
+        }
     );
     assert_eq!(
-        listener_step(&al(true, Child::Missing, Some(Child::Missing), false)),
+        listener_step(&al(
+            true,
+            Child::Missing,
+            Some(Child::Missing),
+            Child::Missing
+        )),
         ListenerStep::RemoveFinalizer
     );
+    // cleanup does not depend on the ARS
     let o = ListenerObservation {
-        finalizer: false,
-        ..al(false, Child::Missing, None, false)
+        ars_exists: false,
+        ..al(true, Child::Missing, None, Child::Missing)
     };
-    assert_eq!(listener_step(&o), ListenerStep::AddFinalizer);
+    assert_eq!(listener_step(&o), ListenerStep::RemoveFinalizer);
+}
+
+fn failed(reason: &str, listener: ContainerState, message: &str) -> ListenerPodObservation {
+    ListenerPodObservation {
+        phase: PodPhase::Failed,
+        reason: reason.into(),
+        listener,
+        termination_message: message.into(),
+        ran_for: Duration::from_secs(7),
+        ..ListenerPodObservation::default()
+    }
+}
+
+fn exited(code: i32, reason: &str) -> ContainerState {
+    ContainerState::Terminated {
+        exit_code: code,
+        reason: reason.into(),
+    }
+}
+
+fn waiting(reason: &str) -> ContainerState {
+    ContainerState::Waiting {
+        reason: reason.into(),
+    }
+}
+
+/// Evicted, preempted, node shutdown or loss, `OutOf*`: the cluster's fault, like for runner
+/// pods, also when the listener container was killed with the pod.
+#[test]
+fn cluster_failures_are_not_listener_failures() {
+    for reason in [
+        "Evicted",
+        "Preempted",
+        "Preempting",
+        "NodeLost",
+        "NodeShutdown",
+        "Terminated",
+        "OutOfcpu",
+        "UnexpectedAdmissionError",
+    ] {
+        for container in [ContainerState::Absent, exited(137, "Error"), exited(0, "")] {
+            let pod = failed(reason, container.clone(), "");
+            assert_eq!(
+                classify_pod(&pod),
+                ListenerPod::ClusterLost,
+                "{reason} {container:?}"
+            );
+            assert_eq!(
+                decide(
+                    &classify_pod(&pod),
+                    "h",
+                    "h",
+                    &ListenerHistory::default(),
+                    t(0),
+                    &p()
+                ),
+                ListenerAction::Delete { record: None }
+            );
+        }
+    }
+}
+
+/// The listener's exit is its own failure, whatever the exit code; the class comes from its
+/// termination message, and an exit without one (OOMKilled, a crash) is transient.
+#[test]
+fn listener_exits_are_classified_by_their_message() {
+    let ran = Duration::from_secs(7);
+    let cases = [
+        (
+            exited(1, "Error"),
+            "arc-listener-exit=auth: 401",
+            ExitClass::Auth,
+        ),
+        (
+            exited(1, "Error"),
+            "arc-listener-exit=config: bad url",
+            ExitClass::Config,
+        ),
+        (
+            exited(0, "Completed"),
+            "arc-listener-exit=shutdown: SIGTERM",
+            ExitClass::Shutdown,
+        ),
+        (exited(137, "OOMKilled"), "", ExitClass::Transient),
+        (
+            exited(2, "Error"),
+            "thread 'main' panicked",
+            ExitClass::Transient,
+        ),
+        (exited(0, "Completed"), "", ExitClass::Transient),
+    ];
+    for (container, message, class) in cases {
+        let pod = failed("", container.clone(), message);
+        assert_eq!(
+            classify_pod(&pod),
+            ListenerPod::Terminated {
+                class,
+                ran_for: ran
+            },
+            "{container:?} {message}"
+        );
+    }
+    // a listener container that exited while a sidecar keeps the pod running
+    let pod = ListenerPodObservation {
+        phase: PodPhase::Running,
+        ..failed("", exited(1, "Error"), "arc-listener-exit=auth: 401")
+    };
+    assert_eq!(
+        classify_pod(&pod),
+        ListenerPod::Terminated {
+            class: ExitClass::Auth,
+            ran_for: ran
+        }
+    );
+}
+
+/// A pod that failed for a reason of its own before the listener terminated (e.g. the
+/// template's `activeDeadlineSeconds`) is charged as a transient failure, like a runner pod.
+#[test]
+fn pod_failure_of_its_own_is_transient() {
+    for reason in ["", "DeadlineExceeded"] {
+        assert_eq!(
+            classify_pod(&failed(reason, ContainerState::Running, "")),
+            ListenerPod::Terminated {
+                class: ExitClass::Transient,
+                ran_for: Duration::ZERO
+            }
+        );
+    }
+}
+
+/// Pull errors that can resolve keep the pod pending; an image that can never be pulled is a
+/// configuration failure, backed off like one.
+#[test]
+fn image_errors() {
+    let pending = |container| ListenerPodObservation {
+        listener: container,
+        ..ListenerPodObservation::default()
+    };
+    for reason in ["ErrImagePull", "ImagePullBackOff", "ContainerCreating"] {
+        assert_eq!(
+            classify_pod(&pending(waiting(reason))),
+            ListenerPod::Pending
+        );
+    }
+    for reason in ["InvalidImageName", "ErrImageNeverPull"] {
+        assert_eq!(
+            classify_pod(&pending(waiting(reason))),
+            ListenerPod::Terminated {
+                class: ExitClass::Config,
+                ran_for: Duration::ZERO
+            }
+        );
+    }
+    assert_eq!(
+        classify_pod(&pending(ContainerState::Absent)),
+        ListenerPod::Pending
+    );
+    let running = ListenerPodObservation {
+        phase: PodPhase::Running,
+        ..pending(ContainerState::Running)
+    };
+    assert_eq!(classify_pod(&running), ListenerPod::Running);
+    let deleting = ListenerPodObservation {
+        deleting: true,
+        ..failed("Evicted", exited(1, ""), "")
+    };
+    assert_eq!(classify_pod(&deleting), ListenerPod::Deleting);
 }
 
 #[test]

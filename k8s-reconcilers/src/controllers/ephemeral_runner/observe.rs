@@ -100,7 +100,8 @@ pub fn pod_ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.status == "True")
 }
 
-fn container_state(c: &ContainerStatus) -> ContainerState {
+/// The state of one container of a pod.
+pub fn container_state(c: &ContainerStatus) -> ContainerState {
     let Some(state) = c.state.as_ref() else {
         return ContainerState::Absent;
     };
