@@ -1,6 +1,7 @@
 //! Listener lifecycle: how the listener process ends and (re)creation of the listener pod by
-//! the controller, with backoff by exit class (anchors.md pain point 6; controllers.md 5.8;
-//! listener.md 9). The listener's in-process error handling is
+//! the controller, with backoff by exit class (pain point 6 of
+//! docs/architecture.md#arc-pain-points-and-our-answers; docs/architecture.md#listener-pod-and-restarts
+//! and #error-handling-and-exit-classes). The listener's in-process error handling is
 //! [`crate::listener_policy`].
 //!
 //! * On exit the listener writes [`ExitClass::termination_message`] to its termination log
@@ -348,7 +349,8 @@ pub enum Child {
     Deleting,
 }
 
-/// The objects the listener needs before its pod, in creation order (controllers.md 5.2).
+/// The objects the listener needs before its pod, in creation order
+/// (docs/architecture.md#listener-children).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ListenerChild {
     /// ServiceAccount `<AL>` in the controller namespace.

@@ -1,6 +1,6 @@
-//! AutoscalingListener reconciler (controllers.md 5): the listener's ServiceAccount, Role,
-//! RoleBinding, proxy and config Secrets and its pod; restarts by cause with backoff from
-//! `scaleset_core::listener_lifecycle`; deletion of all of them.
+//! AutoscalingListener reconciler (docs/architecture.md#autoscalinglistener-reconciler): the
+//! listener's ServiceAccount, Role, RoleBinding, proxy and config Secrets and its pod; restarts
+//! by cause with backoff from `scaleset_core::listener_lifecycle`; deletion of all of them.
 //!
 //! Each pass observes (the children compared with what it would apply, the listener pod),
 //! asks `listener_step`, `classify_pod` and `decide`, and carries out their answer: a pass

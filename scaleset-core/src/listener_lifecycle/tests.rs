@@ -49,7 +49,7 @@ fn bad_credentials_back_off_long_and_growing() {
     assert_eq!(last_delay, policy.restart_max);
 }
 
-/// controllers.md 14.10: a terminated or evicted listener is deleted and recreated (ARC#4331).
+/// Behaviour 10 of docs/architecture.md#integration-behaviours: a terminated or evicted listener is deleted and recreated (ARC#4331).
 #[test]
 fn terminated_and_evicted_pods_are_replaced() {
     let h = ListenerHistory::default();
@@ -167,7 +167,7 @@ const ALL: [ListenerChild; 5] = [
     ListenerChild::ConfigSecret,
 ];
 
-/// controllers.md 14.9: children in order SA, Role, RoleBinding, (proxy), config, then the pod;
+/// Behaviour 9 of docs/architecture.md#integration-behaviours: children in order SA, Role, RoleBinding, (proxy), config, then the pod;
 /// a new listener gets all of them and its pod in one pass.
 #[test]
 fn listener_children_in_order_in_one_pass() {
@@ -214,7 +214,7 @@ fn terminating_child_is_waited_for() {
     );
 }
 
-/// controllers.md 5.2 step 4 and 5.9: the orphan deletes itself; cleanup deletes the pod and
+/// docs/architecture.md#listener-children and #listener-deletion: the orphan deletes itself; cleanup deletes the pod and
 /// the children in reverse creation order, then lets the finalizer go.
 #[test]
 fn listener_deletion_and_orphan() {

@@ -1,5 +1,5 @@
 //! Builds the listener's `config.json` ([`ListenerConfigFile`]) from an AutoscalingListener
-//! (controllers.md 5.5, listener.md 2.2).
+//! (docs/architecture.md#listener-configuration).
 
 use crate::crd::AutoscalingListener;
 use crate::error::Error;

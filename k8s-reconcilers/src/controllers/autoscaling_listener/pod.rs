@@ -1,4 +1,4 @@
-//! The listener pod (controllers.md 5.6) and the `listenerTemplate` merge (5.7).
+//! The listener pod and the `listenerTemplate` merge (docs/architecture.md#listener-children).
 
 use std::collections::BTreeMap;
 

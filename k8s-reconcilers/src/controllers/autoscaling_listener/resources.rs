@@ -1,4 +1,5 @@
-//! The listener's ServiceAccount, Role, RoleBinding and Secrets (controllers.md 5.3-5.5).
+//! The listener's ServiceAccount, Role, RoleBinding and Secrets
+//! (docs/architecture.md#listener-children).
 
 use std::collections::BTreeMap;
 
