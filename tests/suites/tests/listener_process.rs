@@ -23,7 +23,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use testbed::ControlPlane;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -80,30 +80,13 @@ fn build_listener() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(socket.local_addr()?.port())
-}
-
-/// Waits for `check` to return `Some`, polling every 200 ms, up to `WAIT`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
+/// [`testbed::eventually`] with this suite's timeout.
+async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut last_error = None;
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last_error = Some(format!("{e:#}")),
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("timed out after {WAIT:?} waiting for {what} (last error: {last_error:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    testbed::eventually(what, WAIT, check).await
 }
 
 /// The Kubernetes side: CRDs, a namespace, the EphemeralRunnerSet, and the listener's identity.
@@ -297,8 +280,8 @@ impl ListenerProcess {
     ) -> anyhow::Result<Self> {
         let binary = listener_binary()?;
         let dir = TempDir::new("listener-test")?;
-        let health_port = free_port()?;
-        let metrics_port = free_port()?;
+        let health_port = testbed::free_port()?;
+        let metrics_port = testbed::free_port()?;
         if config.get("health_addr").is_none() {
             config["health_addr"] = json!(format!("127.0.0.1:{health_port}"));
         }
@@ -895,52 +878,6 @@ async fn github_app_over_https_with_server_root_ca() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A forward proxy (absolute form and CONNECT) that sends every request to `upstream`, whatever
-/// host it names, and records the first request line of each connection.
-async fn start_proxy(
-    upstream: std::net::SocketAddr,
-) -> anyhow::Result<(u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>)> {
-    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = socket.local_addr()?.port();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = socket.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match client.read(&mut byte).await {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let line = String::from_utf8_lossy(&head)
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                log.lock().expect("proxy log").push(line.clone());
-                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let forwarded = if line.starts_with("CONNECT ") {
-                    client
-                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                        .await
-                } else {
-                    server.write_all(&head).await
-                };
-                if forwarded.is_ok() {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
-            });
-        }
-    });
-    Ok((port, seen))
-}
-
 #[tokio::test]
 async fn github_calls_go_through_the_proxy_from_the_environment() -> anyhow::Result<()> {
     let cluster = Cluster::new("listener-proxy").await?;
@@ -948,8 +885,8 @@ async fn github_calls_go_through_the_proxy_from_the_environment() -> anyhow::Res
     cluster
         .create_runner_set(&service.config_url, service.scale_set_id)
         .await?;
-    let (port, seen) = start_proxy(service.emu.addr()).await?;
-    let proxy = format!("http://127.0.0.1:{port}");
+    let forward = actions_emulator::proxy::Proxy::start(service.emu.addr()).await?;
+    let proxy = forward.url();
     let host = format!("github.proxied.invalid:{}", service.emu.addr().port());
     let mut config = service.config(cluster.ns(), 2, 4);
     config["configure_url"] = json!(format!("http://{host}/octo-org"));
@@ -965,11 +902,15 @@ async fn github_calls_go_through_the_proxy_from_the_environment() -> anyhow::Res
         ListenerProcess::start_with_env(config, &cluster.listener_kubeconfig, &env).await?;
     listener.wait_ready().await?;
     cluster.wait_replicas(2).await?;
-    let lines = seen.lock().expect("proxy log").clone();
-    let registration = format!(
-        "POST http://{host}/api/v3/orgs/octo-org/actions/runners/registration-token HTTP/1.1"
+    let records = forward.records();
+    let registration =
+        format!("http://{host}/api/v3/orgs/octo-org/actions/runners/registration-token");
+    assert!(
+        records
+            .iter()
+            .any(|r| r.method == "POST" && r.target == registration),
+        "the proxy saw {records:?}"
     );
-    assert!(lines.contains(&registration), "the proxy saw {lines:?}");
     let (code, out) = listener.terminate().await?;
     assert_eq!(code, 0, "{out}");
     Ok(())
