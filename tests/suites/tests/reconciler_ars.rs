@@ -125,15 +125,7 @@ async fn listener_only_change_recreates_only_the_listener() -> anyhow::Result<()
     );
 
     // A runner image change patches the EphemeralRunnerSet in place.
-    let mut s = spec(url, "gh");
-    s["template"]["spec"]["containers"][0]["image"] = json!("runner:v2");
-    ars_api
-        .patch(
-            "arc",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"template": s["template"]}})),
-        )
-        .await?;
+    set_runner_image(&ars_api, url, "runner:v2").await?;
     let ers_api = h.api::<EphemeralRunnerSet>(h.ns());
     let ers = wait_for("the runner set to carry the new image", || async {
         let ers = ers_api.get("arc").await?;
@@ -679,15 +671,7 @@ async fn drain_policy_holds_a_spec_change_until_the_busy_runner_is_done() -> any
     })
     .await?;
 
-    let mut s = spec(url, "gh");
-    s["template"]["spec"]["containers"][0]["image"] = json!("runner:v2");
-    ars_api
-        .patch(
-            "arc",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"template": s["template"]}})),
-        )
-        .await?;
+    set_runner_image(&ars_api, url, "runner:v2").await?;
     let als = h.api::<AutoscalingListener>(h.ctrl());
     wait_for("the listener to be removed", || async {
         Ok(als
@@ -730,6 +714,24 @@ async fn drain_policy_holds_a_spec_change_until_the_busy_runner_is_done() -> any
     .await?;
     assert_eq!(ers.uid(), ers_uid, "patched in place");
     listener_back(&als).await?;
+    Ok(())
+}
+
+/// Patches the runner template of ARS `arc` to run `image`.
+async fn set_runner_image(
+    ars_api: &kube::Api<AutoscalingRunnerSet>,
+    url: &str,
+    image: &str,
+) -> anyhow::Result<()> {
+    let mut s = spec(url, "gh");
+    s["template"]["spec"]["containers"][0]["image"] = json!(image);
+    ars_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": s["template"]}})),
+        )
+        .await?;
     Ok(())
 }
 
@@ -851,15 +853,7 @@ async fn outdated_runners_park_the_ars_until_the_spec_changes() -> anyhow::Resul
         "Outdated"
     );
 
-    let mut s = spec(url, "gh");
-    s["template"]["spec"]["containers"][0]["image"] = json!("runner:v2");
-    ars_api
-        .patch(
-            "arc",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"template": s["template"]}})),
-        )
-        .await?;
+    set_runner_image(&ars_api, url, "runner:v2").await?;
     ready_ars(&h, "arc").await?;
     let ers = ers_api.get("arc").await?;
     assert_ne!(ers.uid(), old_uid, "a fresh runner set");
