@@ -112,35 +112,29 @@ impl Context {
             .reconcile_duration
             .get_or_create(&controller)
             .observe(started.elapsed().as_secs_f64());
-        let runtime_result = match &result {
-            Ok(_) => "success",
-            Err(Error::Waiting { .. }) => "requeue_after",
-            Err(_) => {
+        // controller-runtime's result, and ours with the error class.
+        let (runtime_result, class) = match &result {
+            Ok(_) => ("success", "success"),
+            Err(e @ Error::Waiting { .. }) => ("requeue_after", e.metric_label()),
+            Err(e) => {
                 self.metrics
                     .reconcile_errors
                     .get_or_create(&controller)
                     .inc();
-                "error"
+                ("error", e.metric_label())
             }
         };
-        self.metrics
-            .runtime_reconciles
-            .get_or_create(&ReconcileLabels {
-                controller: self.controller.to_owned(),
-                result: runtime_result.to_owned(),
-            })
-            .inc();
-        let label = match &result {
-            Ok(_) => "success",
-            Err(e) => e.metric_label(),
-        };
-        self.metrics
-            .reconciles
-            .get_or_create(&ReconcileLabels {
-                controller: self.controller.to_owned(),
-                result: label.to_owned(),
-            })
-            .inc();
+        for (family, result) in [
+            (&self.metrics.runtime_reconciles, runtime_result),
+            (&self.metrics.reconciles, class),
+        ] {
+            family
+                .get_or_create(&ReconcileLabels {
+                    controller: self.controller.to_owned(),
+                    result: result.to_owned(),
+                })
+                .inc();
+        }
         if result.is_ok() {
             self.lock().remove(&key(obj));
         }
