@@ -9,8 +9,8 @@
 //! removals succeeded. A `JobStillRunning` answer means "skip this one, it is busy".
 //!
 //! Rules kept from ARC:
-//! * the `patchID` protocol: act only when `patchID == 0` or it differs from the newest
-//!   `actions.github.com/patch-id` among the runners;
+//! * the `patchID` protocol: act only when `patchID == 0` or it differs from the one last acted
+//!   on;
 //! * live runners are deleted for scale-down only when `patchID == 0` (authoritative); with a
 //!   positive `patchID` surplus runners drain as their jobs finish;
 //! * a runner with a job is never chosen.
@@ -23,6 +23,10 @@
 //! * never-registered runners are preferred for scale-down (no service call is needed);
 //! * a `patchID` lower than the newest runner stamp is acted on like any other (the listener
 //!   restarted and its sequence began again at 0);
+//! * the `patchID` last acted on is recorded in the set's status ([`SetSpec::applied_patch_id`]),
+//!   not inferred from the runners' stamps alone: ARC infers it, so when the last runner stamped
+//!   with the current `patchID` completes and is deleted before the listener's next patch, ARC
+//!   creates a runner for the stale `replicas` (one more than there are jobs);
 //!
 //! [`cleanup`] serves the set's deletion, an `Outdated` runner, and a change of
 //! `spec.ephemeralRunnerSpec` (integrity hash differs): run it once, then store the new hash;
@@ -39,7 +43,8 @@
 //! busy.runner_id = 12;
 //! busy.patch_id = Some(3);
 //! busy.has_job = true;
-//! let p = plan(SetSpec { replicas: 0, patch_id: 0 }, &[idle, busy], now, &SetPolicy::default());
+//! let spec = SetSpec { replicas: 0, patch_id: 0, applied_patch_id: None };
+//! let p = plan(spec, &[idle, busy], now, &SetPolicy::default());
 //! assert_eq!(p.outcome, Outcome::ScaleDown);
 //! assert_eq!(p.scale_down.count, 2);
 //! // only the idle runner is a candidate; the busy one keeps its job
@@ -188,13 +193,18 @@ enum Bucket {
     Outdated,
 }
 
-/// The set's `spec.replicas` (missing = 0) and `spec.patchID`.
+/// The set's `spec.replicas` (missing = 0) and `spec.patchID`, and the `patchID` its status
+/// records as acted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetSpec {
     /// Desired runners.
     pub replicas: u32,
     /// The listener's patch id; 0 = authoritative.
     pub patch_id: i64,
+    /// `status.observedPatchID`: the `patchID` a pass last acted on. `None` when the status
+    /// does not carry it (a new set, or ARC's CRD, which prunes the field): then the newest
+    /// runner stamp ([`latest_patch_id`]) stands in, as in ARC.
+    pub applied_patch_id: Option<i64>,
 }
 
 /// Tunables of the set controller.
@@ -287,8 +297,8 @@ pub struct SetStatus {
 pub struct ScalePlan {
     /// Why.
     pub outcome: Outcome,
-    /// Highest `patch-id` stamp among all runners (0 with none).
-    pub latest_patch_id: i64,
+    /// The `patchID` acted on, to record in `status.observedPatchID` (= `spec.patchID`).
+    pub applied_patch_id: i64,
     /// Runners to create.
     pub create: u32,
     /// `actions.github.com/patch-id` for the new runners (= `spec.patchID`).
@@ -335,7 +345,9 @@ pub fn plan(
     now: Timestamp,
     policy: &SetPolicy,
 ) -> ScalePlan {
-    let latest = latest_patch_id(runners);
+    let applied = spec
+        .applied_patch_id
+        .unwrap_or_else(|| latest_patch_id(runners));
     let expired = expired_failed(runners, now, policy);
     let kept: Vec<ObservedRunner> = runners
         .iter()
@@ -345,14 +357,14 @@ pub fn plan(
     let status = status(&kept, policy);
     let mut plan = ScalePlan {
         outcome: Outcome::Steady,
-        latest_patch_id: latest,
+        applied_patch_id: spec.patch_id,
         create: 0,
         stamp_patch_id: spec.patch_id,
         delete: expired,
         scale_down: ScaleDown::default(),
         status,
     };
-    if spec.patch_id != 0 && spec.patch_id == latest {
+    if spec.patch_id != 0 && spec.patch_id == applied {
         plan.outcome = Outcome::AlreadyApplied;
         return plan;
     }

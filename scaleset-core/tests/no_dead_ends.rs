@@ -96,6 +96,7 @@ fn set_removes_terminal(phase: RunnerPhase) -> bool {
         SetSpec {
             replicas: 1,
             patch_id: 3,
+            applied_patch_id: None,
         },
         std::slice::from_ref(&r),
         later,

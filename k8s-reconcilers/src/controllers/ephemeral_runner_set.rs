@@ -165,7 +165,7 @@ impl Pass<'_> {
                     outdated: true,
                     ..status(&observed, self.policy)
                 };
-                self.write_status(set, &counts).await?;
+                self.write_status(set, &counts, None).await?;
                 self.carry_out_cleanup(set, &cleanup(&observed)).await?;
                 Ok(Requeue::await_change())
             }
@@ -184,6 +184,11 @@ impl Pass<'_> {
         let spec = SetSpec {
             replicas: u32::try_from(set.spec.replicas).unwrap_or(0),
             patch_id: i64::from(set.spec.patch_id),
+            applied_patch_id: set
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_patch_id)
+                .map(i64::from),
         };
         let decision = plan(spec, observed, now(), self.policy);
         tracing::debug!(set = %set.name_any(), ?decision, "scale plan");
@@ -216,7 +221,8 @@ impl Pass<'_> {
                 .await?;
             tracing::info!(set = %set.name_any(), wanted = decision.scale_down.count, removed, "scaled down");
         }
-        self.write_status(set, &decision.status).await?;
+        let applied = errors.is_empty().then_some(decision.applied_patch_id);
+        self.write_status(set, &decision.status, applied).await?;
         if errors.is_empty() {
             Ok(Requeue::await_change())
         } else {
@@ -372,9 +378,10 @@ impl Pass<'_> {
         &self,
         set: &EphemeralRunnerSet,
         counts: &SetStatus,
+        applied_patch_id: Option<i64>,
     ) -> Result<(), Error> {
         let current = set.status.clone().unwrap_or_default();
-        let target = runners::set_status(counts, &current.phase);
+        let target = runners::set_status(counts, &current, applied_patch_id);
         if target == current && set.status.is_some() {
             return Ok(());
         }

@@ -69,7 +69,7 @@ fn is_zero(n: &i32) -> bool {
     *n == 0
 }
 
-/// Observed runners of a set. Every field is always serialised.
+/// Observed runners of a set. Every field but `observedPatchID` is always serialised.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EphemeralRunnerSetStatus {
@@ -87,4 +87,13 @@ pub struct EphemeralRunnerSetStatus {
     /// `Running` or `Outdated`.
     #[serde(default)]
     pub phase: String,
+    /// The `spec.patchID` the controller last acted on (not in ARC's CRD). Without it a
+    /// `patchID` counts as acted on while a runner stamped with it exists, so a set whose
+    /// runners all completed before the listener's next patch would scale up again.
+    #[serde(
+        default,
+        rename = "observedPatchID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub observed_patch_id: Option<i32>,
 }

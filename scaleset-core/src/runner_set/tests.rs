@@ -6,7 +6,11 @@ fn t(secs: i64) -> Timestamp {
 }
 
 fn spec(replicas: u32, patch_id: i64) -> SetSpec {
-    SetSpec { replicas, patch_id }
+    SetSpec {
+        replicas,
+        patch_id,
+        applied_patch_id: None,
+    }
 }
 
 fn run(name: &str, phase: RunnerPhase, created: i64) -> ObservedRunner {
@@ -157,6 +161,34 @@ fn listener_restart_patch_zero_is_authoritative() {
         .with_runner_id(3)];
     let p = plan_default(spec(0, 0), &runners);
     assert_eq!(p.outcome, Outcome::ScaleDown);
+}
+
+/// The applied patchID is what the status records, not the newest runner stamp: once the last
+/// runner of patch 4 completed and went, patch 4 is still applied and nothing is created for
+/// its stale `replicas`. Without the record (ARC's inference) the set scales up again.
+#[test]
+fn recorded_patch_id_outlives_its_runners() {
+    let recorded = SetSpec {
+        applied_patch_id: Some(4),
+        ..spec(2, 4)
+    };
+    let p = plan_default(recorded, &[]);
+    assert_eq!((p.outcome, p.create), (Outcome::AlreadyApplied, 0));
+    let inferred = plan_default(spec(2, 4), &[]);
+    assert_eq!((inferred.outcome, inferred.create), (Outcome::ScaleUp, 2));
+    // a stamp newer than the record does not make an unapplied patch look applied
+    let runners = [run("a", RunnerPhase::Running, 1).with_patch_id(5)];
+    let p = plan_default(
+        SetSpec {
+            applied_patch_id: Some(4),
+            ..spec(3, 5)
+        },
+        &runners,
+    );
+    assert_eq!(
+        (p.outcome, p.create, p.applied_patch_id),
+        (Outcome::ScaleUp, 2, 5)
+    );
 }
 
 /// docs/architecture.md#the-patchid-protocol: unparsable or missing stamps are ignored; deleting

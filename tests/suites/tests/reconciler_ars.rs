@@ -714,6 +714,14 @@ async fn drain_policy_holds_a_spec_change_until_the_busy_runner_is_done() -> any
     .await?;
     assert_eq!(ers.uid(), ers_uid, "patched in place");
     listener_back(&als).await?;
+    assert!(
+        ers_runners
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty(),
+        "patch 1 was acted on: no runner for the finished job's stale replicas"
+    );
     Ok(())
 }
 

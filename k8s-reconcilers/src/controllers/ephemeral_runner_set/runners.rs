@@ -47,15 +47,20 @@ pub fn observed(er: &EphemeralRunner) -> ObservedRunner {
 }
 
 /// The set status for the counters of a pass; `phase` is `Outdated` when any runner is,
-/// otherwise the current phase, or `Running` when none is set.
-pub fn set_status(counts: &SetStatus, current_phase: &str) -> EphemeralRunnerSetStatus {
+/// otherwise the current phase, or `Running` when none is set. `applied_patch_id` is the
+/// `patchID` the pass acted on; `None` keeps the current one.
+pub fn set_status(
+    counts: &SetStatus,
+    current: &EphemeralRunnerSetStatus,
+    applied_patch_id: Option<i64>,
+) -> EphemeralRunnerSetStatus {
     let as_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     let phase = if counts.outdated {
         "Outdated"
-    } else if current_phase.is_empty() {
+    } else if current.phase.is_empty() {
         "Running"
     } else {
-        current_phase
+        &current.phase
     };
     EphemeralRunnerSetStatus {
         current_replicas: as_i32(counts.current_replicas),
@@ -63,6 +68,9 @@ pub fn set_status(counts: &SetStatus, current_phase: &str) -> EphemeralRunnerSet
         running_ephemeral_runners: as_i32(counts.running),
         failed_ephemeral_runners: as_i32(counts.failed),
         phase: phase.to_owned(),
+        observed_patch_id: applied_patch_id
+            .map(|id| i32::try_from(id).unwrap_or(i32::MAX))
+            .or(current.observed_patch_id),
     }
 }
 
@@ -201,19 +209,24 @@ mod tests {
             failed: 1,
             outdated: false,
         };
-        let st = set_status(&counts, "");
+        let st = set_status(&counts, &EphemeralRunnerSetStatus::default(), Some(5));
         assert_eq!(
             (
                 st.current_replicas,
                 st.failed_ephemeral_runners,
-                st.phase.as_str()
+                st.phase.as_str(),
+                st.observed_patch_id
             ),
-            (3, 1, "Running")
+            (3, 1, "Running", Some(5))
         );
         let outdated = SetStatus {
             outdated: true,
             ..counts
         };
-        assert_eq!(set_status(&outdated, "Running").phase, "Outdated");
+        let kept = set_status(&outdated, &st, None);
+        assert_eq!(
+            (kept.phase.as_str(), kept.observed_patch_id),
+            ("Outdated", Some(5))
+        );
     }
 }

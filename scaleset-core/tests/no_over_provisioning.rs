@@ -1,0 +1,274 @@
+//! A burst of N jobs creates N runners (plus `minRunners`), and every job gets one, whatever the
+//! interleaving of listener patches, set passes, a lagging watch cache, job assignments and
+//! completing runners (docs/architecture.md#the-patchid-protocol). One window remains: a job
+//! that completes, and whose runner is gone, while the set has not yet acted on a patch written
+//! before the completion is counted in that patch's `replicas` but no longer among the runners,
+//! so the set creates one runner for it. The property allows one runner per such race and no
+//! more.
+//!
+//! The model runs the listener's [`Scaler`] and the set controller's [`plan`] against a simulated
+//! service and API server. Its assumptions, each a matter of milliseconds against the seconds a
+//! runner needs to start, run a job and exit:
+//! - the listener handles a JobStarted before that job completes; it may handle a JobCompleted
+//!   at any time later (also after the runner is gone), and then patches `spec` with
+//!   `totalAssignedJobs` = the jobs the service has not completed;
+//! - a set pass reads the set from a watch cache that may lack the newest listener patch, but
+//!   holds every patch written before a job completed by the time that job's runner is
+//!   deleted; it sees its own status writes and lists the runners fresh;
+//! - a runner whose job completed exits and deletes itself (the EphemeralRunner controller's
+//!   rule), at any time after the completion, but before the listener's next empty long poll
+//!   ends (50 s).
+
+use proptest::prelude::*;
+use scaleset_core::desired::{Bounds, Scaler};
+use scaleset_core::runner_set::{ObservedRunner, RunnerPhase, SetPolicy, SetSpec, plan};
+use scaleset_core::time::Timestamp;
+
+/// One simulated system: the service's queue, the set object's versions and its runners.
+struct World {
+    jobs: u32,
+    queued: u32,
+    completed: u32,
+    /// Job events the listener has not handled yet: starts, and completions.
+    unhandled_starts: Vec<String>,
+    unhandled_completions: u32,
+    scaler: Scaler,
+    /// `(spec.replicas, spec.patchID)` after each listener patch; the first is the empty set.
+    spec_versions: Vec<(u32, i64)>,
+    /// Index of the version the set controller's cache holds.
+    cached: usize,
+    /// `status.observedPatchID`, or `None` to run ARC's inference from the runner stamps.
+    observed_patch_id: Option<i64>,
+    record_applied: bool,
+    runners: Vec<ObservedRunner>,
+    /// Runners whose job completed, with the newest spec version at that moment.
+    done: Vec<(String, usize)>,
+    /// The spec version the last set pass acted on.
+    applied_version: usize,
+    /// Runners deleted while a patch written before their job completed was not yet acted on.
+    raced: u32,
+    created: u32,
+    next_id: u64,
+}
+
+impl World {
+    fn new(jobs: u32, min_runners: u32, record_applied: bool) -> Self {
+        let bounds = Bounds::new(min_runners, 1_000).expect("valid bounds");
+        let mut world = World {
+            jobs,
+            queued: jobs,
+            completed: 0,
+            unhandled_starts: Vec::new(),
+            unhandled_completions: 0,
+            scaler: Scaler::new(bounds),
+            spec_versions: vec![(0, 0)],
+            cached: 0,
+            observed_patch_id: None,
+            record_applied,
+            runners: Vec::new(),
+            done: Vec::new(),
+            applied_version: 0,
+            raced: 0,
+            created: 0,
+            next_id: 0,
+        };
+        world.listener_patch();
+        world
+    }
+
+    fn listener_patch(&mut self) {
+        let d = self.scaler.step(u64::from(self.jobs - self.completed));
+        self.cached = self.spec_versions.len() - 1;
+        self.spec_versions.push((d.target, d.patch_id));
+    }
+
+    fn catch_up(&mut self) {
+        self.cached = self.spec_versions.len() - 1;
+    }
+
+    fn set_pass(&mut self) {
+        let (replicas, patch_id) = self.spec_versions[self.cached];
+        let spec = SetSpec {
+            replicas,
+            patch_id,
+            applied_patch_id: self.observed_patch_id,
+        };
+        let now = Timestamp::from_unix_seconds(1_000_000);
+        let p = plan(spec, &self.runners, now, &SetPolicy::default());
+        self.runners.retain(|r| !p.delete.contains(&r.name));
+        for _ in 0..p.create {
+            self.next_id += 1;
+            let mut r = ObservedRunner::new(
+                format!("runner-{}", self.next_id),
+                RunnerPhase::Pending,
+                now,
+            );
+            r.patch_id = Some(p.stamp_patch_id);
+            self.runners.push(r);
+            self.created += 1;
+        }
+        // The service removes every idle candidate it is asked to.
+        let remove: Vec<String> = p
+            .scale_down
+            .candidates
+            .iter()
+            .take(p.scale_down.count as usize)
+            .map(|c| c.name.clone())
+            .collect();
+        self.runners.retain(|r| !remove.contains(&r.name));
+        if self.record_applied {
+            self.observed_patch_id = Some(p.applied_patch_id);
+        }
+        self.applied_version = self.cached;
+    }
+
+    /// The service assigns a queued job to an idle runner, which starts it.
+    fn assign(&mut self, pick: usize) {
+        let idle: Vec<usize> = (0..self.runners.len())
+            .filter(|i| !self.runners[*i].has_job)
+            .collect();
+        if self.queued == 0 || idle.is_empty() {
+            return;
+        }
+        let r = &mut self.runners[idle[pick % idle.len()]];
+        r.has_job = true;
+        r.phase = RunnerPhase::Running;
+        self.unhandled_starts.push(r.name.clone());
+        self.queued -= 1;
+    }
+
+    /// The listener handles the job events it received and patches the set.
+    fn listener_handles(&mut self) {
+        if self.unhandled_starts.is_empty() && self.unhandled_completions == 0 {
+            return;
+        }
+        self.unhandled_starts.clear();
+        self.unhandled_completions = 0;
+        self.scaler.mark_dirty();
+        self.listener_patch();
+    }
+
+    /// A job whose start the listener handled completes at the service.
+    fn complete(&mut self, pick: usize) {
+        let busy: Vec<String> = self
+            .runners
+            .iter()
+            .filter(|r| r.has_job && !self.unhandled_starts.contains(&r.name))
+            .filter(|r| self.done.iter().all(|(d, _)| *d != r.name))
+            .map(|r| r.name.clone())
+            .collect();
+        if busy.is_empty() {
+            return;
+        }
+        let name = busy[pick % busy.len()].clone();
+        self.done.push((name, self.spec_versions.len() - 1));
+        self.completed += 1;
+        self.unhandled_completions += 1;
+    }
+
+    /// A long poll ends without messages: the listener steps its scaler with the statistics.
+    fn empty_poll(&mut self) {
+        if self.done.is_empty() {
+            self.listener_patch();
+        }
+    }
+
+    /// A runner whose job completed exits and is deleted.
+    fn runner_goes(&mut self, pick: usize) {
+        if self.done.is_empty() {
+            return;
+        }
+        let (name, newest_then) = self.done.remove(pick % self.done.len());
+        self.cached = self.cached.max(newest_then);
+        if self.applied_version < newest_then {
+            self.raced += 1;
+        }
+        self.runners.retain(|r| r.name != name);
+    }
+
+    fn step(&mut self, event: u8, pick: usize) {
+        match event % 7 {
+            0 => self.set_pass(),
+            1 => self.catch_up(),
+            2 => self.assign(pick),
+            3 => self.complete(pick),
+            4 => self.runner_goes(pick),
+            5 => self.listener_handles(),
+            _ => self.empty_poll(),
+        }
+    }
+
+    /// After the random prefix: a fair schedule until every job completed (bounded).
+    fn finish(&mut self) -> bool {
+        for _ in 0..10 * (self.jobs + 10) {
+            if self.completed == self.jobs {
+                return true;
+            }
+            self.catch_up();
+            self.set_pass();
+            self.assign(0);
+            self.listener_handles();
+            self.complete(0);
+            self.runner_goes(0);
+            self.listener_handles();
+            self.empty_poll();
+        }
+        self.completed == self.jobs
+    }
+}
+
+fn run(jobs: u32, min_runners: u32, events: &[(u8, usize)], record_applied: bool) -> World {
+    let mut world = World::new(jobs, min_runners, record_applied);
+    for (event, pick) in events {
+        world.step(*event, *pick);
+    }
+    assert!(world.finish(), "a job was left without a runner");
+    world
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+    #[test]
+    fn a_burst_creates_one_runner_per_job(
+        jobs in 1u32..40,
+        min_runners in 0u32..4,
+        events in proptest::collection::vec((any::<u8>(), any::<usize>()), 0..300),
+    ) {
+        let world = run(jobs, min_runners, &events, true);
+        prop_assert!(
+            world.created <= jobs + min_runners + world.raced,
+            "{} runners created for {jobs} jobs, minRunners {min_runners} and {} races",
+            world.created,
+            world.raced
+        );
+    }
+}
+
+/// The record is what makes the property hold: with ARC's inference from the runners' stamps,
+/// a runner completing before the listener's next patch lands makes the set scale up again.
+#[test]
+fn inferring_the_applied_patch_from_the_runners_over_provisions() {
+    // One job: a pass on patch 0 creates its runner, which starts the job; the listener
+    // handles the start (patch 1) and a pass acts on it (nothing to create); the job completes
+    // and the runner goes before the listener handles the completion; a pass on patch 1 then
+    // finds no runner stamped with it.
+    let events = [
+        (1u8, 0usize),
+        (0, 0),
+        (2, 0),
+        (5, 0),
+        (1, 0),
+        (0, 0),
+        (3, 0),
+        (4, 0),
+        (0, 0),
+    ];
+    let inferred = run(1, 0, &events, false);
+    assert_eq!(
+        (inferred.created, inferred.raced),
+        (2, 0),
+        "ARC's inference creates a second runner"
+    );
+    let recorded = run(1, 0, &events, true);
+    assert_eq!(recorded.created, 1);
+}
