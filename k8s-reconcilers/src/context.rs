@@ -178,6 +178,8 @@ impl Context {
             let reason = match error {
                 Error::Config(_) => Some("InvalidConfiguration"),
                 Error::Service(_) => Some("ActionsServiceError"),
+                Error::Unusable { .. } => Some("UnusableAnswer"),
+                Error::Partial { .. } => Some("CallsFailed"),
                 _ => None,
             };
             if let Some(reason) = reason {

@@ -59,6 +59,7 @@ struct State {
     /// Runner pods as the controller's pod watch last saw them; every change to one of them
     /// triggers its runner's reconcile after the store has it.
     pod_store: reflector::Store<Pod>,
+    released: deletion::Released,
 }
 
 /// Runs the EphemeralRunner controller with ARC's defaults until its stream ends.
@@ -89,6 +90,7 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         ctx,
         settings,
         pod_store,
+        released: deletion::Released::default(),
     });
     Controller::for_stream(runner_events, runner_store)
         .trigger_backoff(super::watch_backoff())
@@ -120,6 +122,9 @@ async fn reconcile(er: Arc<EphemeralRunner>, state: Arc<State>) -> Result<Requeu
                 retry_after: Duration::from_secs(1),
             });
         }
+        if state.released.contains(&er) {
+            return Ok(Requeue::await_change());
+        }
         let api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &ns);
         let pass = Pass::new(&state, &ns);
         let result = finalizer(
@@ -134,6 +139,9 @@ async fn reconcile(er: Arc<EphemeralRunner>, state: Arc<State>) -> Result<Requeu
             },
         )
         .await;
+        if result.is_ok() && er.metadata.deletion_timestamp.is_some() {
+            state.released.insert(&er);
+        }
         super::finalizer_result(result)
     })
     .await
@@ -161,6 +169,7 @@ struct Pass<'a> {
     ctx: &'a Context,
     policy: &'a RetryPolicy,
     pod_store: &'a reflector::Store<Pod>,
+    released: &'a deletion::Released,
     namespace: String,
     runners: Api<EphemeralRunner>,
     pods: Api<Pod>,
@@ -190,6 +199,7 @@ impl<'a> Pass<'a> {
             ctx: &state.ctx,
             policy: &state.settings.retry,
             pod_store: &state.pod_store,
+            released: &state.released,
             namespace: ns.to_owned(),
             runners: Api::namespaced(client.clone(), ns),
             pods: Api::namespaced(client.clone(), ns),
@@ -337,10 +347,12 @@ impl<'a> Pass<'a> {
                     }
                     Err(problem) => {
                         delete_ignoring_missing(&self.secrets, &er.name_any()).await?;
-                        Err(Error::Config(format!(
-                            "JIT Secret {}: {problem}; it was deleted and a new JIT config will be requested",
-                            er.name_any()
-                        )))
+                        Err(Error::Unusable {
+                            what: format!(
+                                "JIT Secret {}: {problem}; it was deleted and a new JIT config will be requested",
+                                er.name_any()
+                            ),
+                        })
                     }
                 }
             }
@@ -500,10 +512,12 @@ impl<'a> Pass<'a> {
             Ok(r) => r,
             Err(problem) => {
                 delete_ignoring_missing(&self.secrets, &er.name_any()).await?;
-                return Err(Error::Config(format!(
-                    "JIT Secret {}: {problem}",
-                    er.name_any()
-                )));
+                return Err(Error::Unusable {
+                    what: format!(
+                        "JIT Secret {}: {problem}; it was deleted and a new JIT config will be requested",
+                        er.name_any()
+                    ),
+                });
             }
         };
         let pod = match resources::runner_pod(&er, &registration, &self.ctx.options.build_version) {

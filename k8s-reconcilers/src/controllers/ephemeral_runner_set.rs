@@ -223,15 +223,11 @@ impl Pass<'_> {
         }
         let applied = errors.is_empty().then_some(decision.applied_patch_id);
         self.write_status(set, &decision.status, applied).await?;
-        if errors.is_empty() {
-            Ok(Requeue::await_change())
-        } else {
-            Err(Error::Config(format!(
-                "EphemeralRunnerSet {}: {}",
-                set.name_any(),
-                errors.join("; ")
-            )))
-        }
+        Error::partial(
+            format!("scaling EphemeralRunnerSet {}", set.name_any()),
+            errors,
+        )?;
+        Ok(Requeue::await_change())
     }
 
     /// Creates `count` copies of `runner` (generated names), at most [`CREATE_PARALLELISM`]
@@ -318,15 +314,10 @@ impl Pass<'_> {
             self.remove_idle(set, &work.remove_then_delete, count, &mut errors)
                 .await?;
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Config(format!(
-                "EphemeralRunnerSet {}: {}",
-                set.name_any(),
-                errors.join("; ")
-            )))
-        }
+        Error::partial(
+            format!("cleaning up EphemeralRunnerSet {}", set.name_any()),
+            errors,
+        )
     }
 
     async fn finalize(&self, set: &EphemeralRunnerSet) -> Result<Requeue, Error> {

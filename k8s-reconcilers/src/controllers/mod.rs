@@ -65,12 +65,14 @@ pub(crate) fn drop_managed_fields<K: kube::Resource>(object: &mut K) {
 
 /// Namespace of an object, or an error naming it.
 pub(crate) fn namespace_of(meta: &ObjectMeta) -> Result<String, crate::Error> {
-    meta.namespace.clone().ok_or_else(|| {
-        crate::Error::Config(format!(
-            "object {:?} has no namespace",
-            meta.name.as_deref().unwrap_or_default()
-        ))
-    })
+    meta.namespace
+        .clone()
+        .ok_or_else(|| crate::Error::Unusable {
+            what: format!(
+                "object {:?} has no namespace",
+                meta.name.as_deref().unwrap_or_default()
+            ),
+        })
 }
 
 /// The finalizer helper's result as the error policy sees it: the reconcile's own errors pass

@@ -210,7 +210,22 @@ fn listener_role_and_binding() {
     assert_eq!(role["metadata"]["namespace"], NS);
     let rs = rules(role);
     let order: Vec<&str> = rs.iter().map(|(_, res, _)| res.as_str()).collect();
-    assert_eq!(order, ["pods", "pods/status", "secrets", "serviceaccounts"]);
+    assert_eq!(
+        order,
+        [
+            "pods",
+            "pods/status",
+            "secrets",
+            "serviceaccounts",
+            "events"
+        ]
+    );
+    assert!(has_rule(
+        role,
+        "events.k8s.io",
+        "events",
+        &["create", "patch"]
+    ));
     assert!(has_rule(role, "", "pods", &["create", "delete", "get"]));
     assert!(has_rule(role, "", "pods/status", &["get"]));
     assert!(has_rule(

@@ -690,8 +690,14 @@ fn manager_role_and_binding() {
             "secrets",
             "serviceaccounts",
             "rolebindings",
-            "roles"
+            "roles",
+            "events"
         ]
+    );
+    // The manager's Warning Events about runners and scale sets (ARC's role has no such rule).
+    assert_eq!(
+        role["rules"][6],
+        json!({"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]})
     );
     assert_eq!(
         role["rules"][2]["verbs"],
@@ -726,7 +732,7 @@ fn manager_role_reads_configmaps_with_tls() {
         json!({"githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "certs", "key": "ca.crt"}}}}),
     ));
     let role = r.get("Role", &format!("{FULL}-manager")).expect("role");
-    assert_eq!(rule_resources(role).len(), 7);
+    assert_eq!(rule_resources(role).len(), 8);
     assert_eq!(
         role["rules"][6],
         json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]})

@@ -342,3 +342,58 @@ async fn rejected_credentials_reach_the_controller_through_the_termination_messa
     .await;
     finish(sys, outcome).await;
 }
+
+/// A scale set whose Secret goes missing gets a Warning Event the user reads with `kubectl get
+/// events`, published by the manager under the charts' RBAC, and runs jobs again once the
+/// Secret name is fixed.
+#[tokio::test]
+async fn a_missing_secret_is_a_warning_event_under_the_chart_rbac() {
+    use k8s_openapi::api::events::v1::Event;
+    use k8s_reconcilers::crd::AutoscalingRunnerSet;
+    use kube::api::{Patch, PatchParams};
+    let sys = start("e2e-warn").await;
+    let outcome = async {
+        let set = sys.install_scale_set(ScaleSetSpec::new("arc-warn")).await?;
+        let ars: kube::Api<AutoscalingRunnerSet> =
+            kube::Api::namespaced(sys.client(), &set.namespace);
+        let secret = ars.get(&set.name).await?.spec.github_config_secret;
+        let set_secret = |name: Option<String>| {
+            let patch = serde_json::json!({"spec": {"githubConfigSecret": name}});
+            let ars = ars.clone();
+            let ars_name = set.name.clone();
+            async move {
+                ars.patch(&ars_name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+            }
+        };
+        set_secret(Some("no-such-secret".into())).await?;
+        let events: kube::Api<Event> = kube::Api::namespaced(sys.client(), &set.namespace);
+        wait_for(
+            WAIT,
+            "a Warning Event naming the missing Secret",
+            || async {
+                Ok(events
+                    .list(&Default::default())
+                    .await?
+                    .items
+                    .iter()
+                    .any(|e| {
+                        e.type_.as_deref() == Some("Warning")
+                            && e.reason.as_deref() == Some("InvalidConfiguration")
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                                == Some(&set.name)
+                            && e.note
+                                .as_deref()
+                                .is_some_and(|n| n.contains("no-such-secret"))
+                    }))
+            },
+        )
+        .await?;
+        set_secret(secret).await?;
+        let jobs = sys.run_jobs(&set, 1, Duration::from_secs(1), 0).await?;
+        sys.uninstall_scale_set(&set).await?;
+        sys.leak_check(&set, &jobs).await
+    }
+    .await;
+    finish(sys, outcome).await;
+}

@@ -186,8 +186,11 @@ pub async fn execute(
                 .await
                 .map_err(service_err)?;
             let set = match core::on_lookup(found.as_ref().map(to_core).as_ref()) {
-                Lookup::Adopt(_) => found.ok_or_else(|| {
-                    Error::Config("service returned a scale set without an id".into())
+                Lookup::Adopt(_) => found.ok_or_else(|| Error::Unusable {
+                    what: format!(
+                        "the service found scale set {:?} but sent no id",
+                        desired.name
+                    ),
                 })?,
                 Lookup::Create => service
                     .create_runner_scale_set(NewScaleSet {

@@ -14,6 +14,9 @@ use crate::names::{finalizers, labels};
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Which finalizers a cleanup drops when it is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +25,40 @@ pub(super) enum Finish {
     Registration,
     /// Both, in one patch (the runner is not being cleaned up through the helper).
     Both,
+}
+
+/// How long a released runner is remembered: far longer than its deletion's watch events take.
+const RELEASED_MEMORY: Duration = Duration::from_secs(60);
+
+/// The UIDs of runners whose finalizers a pass removed, for a while. The watch events of their
+/// deletion still show the finalizers; a pass for one of those would only send finalizer
+/// patches that fail with 404 (two writes per runner) and read the pod and Secret again.
+#[derive(Debug, Default)]
+pub(super) struct Released(Mutex<HashMap<String, Instant>>);
+
+impl Released {
+    /// Whether `er` is a runner this controller already released.
+    pub(super) fn contains(&self, er: &EphemeralRunner) -> bool {
+        let uid = er.metadata.uid.as_deref().unwrap_or_default();
+        er.metadata.deletion_timestamp.is_some() && self.lock().contains_key(uid)
+    }
+
+    /// Remembers `er` as released, forgetting runners released long ago.
+    pub(super) fn insert(&self, er: &EphemeralRunner) {
+        let Some(uid) = er.metadata.uid.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut released = self.lock();
+        released.retain(|_, at| now.duration_since(*at) < RELEASED_MEMORY);
+        released.insert(uid, now);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl Pass<'_> {
@@ -63,6 +100,9 @@ impl Pass<'_> {
             ],
         };
         self.remove_finalizers(er, done).await?;
+        if finish == Finish::Both {
+            self.released.insert(er);
+        }
         Ok(Requeue::await_change())
     }
 
@@ -203,12 +243,5 @@ where
             errors.push(format!("{name}: {e}"));
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "deleting container-hook resources: {}",
-            errors.join("; ")
-        )))
-    }
+    Error::partial("deleting container-hook resources", errors)
 }
