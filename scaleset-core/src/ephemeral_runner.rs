@@ -174,6 +174,9 @@ pub enum DeleteCause {
     CreateRejected,
     /// The JIT name is registered by another scale set.
     NameTaken,
+    /// The runner's registration was removed by someone else while its pod failed: the set's
+    /// scale-down (which deletes the runner next) or a user on GitHub.
+    RegistrationGone,
 }
 
 /// A pod retry (the pod is deleted, then recreated on a later pass).
@@ -518,11 +521,13 @@ pub fn on_runner_exists(existing: Option<ExistingRunner>, own_scale_set_id: i64)
     }
 }
 
-/// Result of `RemoveRunner` during deletion.
+/// Result of `RemoveRunner`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RemoveResult {
-    /// 204 or 404: the registration is gone.
+    /// 204: this call removed the registration.
     Removed,
+    /// 404: the registration was already gone.
+    AlreadyGone,
     /// `JobStillRunning`.
     JobStillRunning,
     /// Any other error.
@@ -580,7 +585,7 @@ pub fn after_remove(
     policy: &RetryPolicy,
 ) -> FinalizerStep {
     match result {
-        RemoveResult::Removed => FinalizerStep::Release,
+        RemoveResult::Removed | RemoveResult::AlreadyGone => FinalizerStep::Release,
         RemoveResult::Failed => FinalizerStep::Error,
         RemoveResult::JobStillRunning
             if !runner_alive && deleting_for >= policy.orphaned_job_grace =>
@@ -588,6 +593,39 @@ pub fn after_remove(
             FinalizerStep::Release
         }
         RemoveResult::JobStillRunning => FinalizerStep::RetryAfter(Duration::from_secs(30)),
+    }
+}
+
+/// What a pod retry with a fresh registration ([`Retry::fresh_registration`]) does after
+/// `RemoveRunner` of the used registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetryRemoval {
+    /// Removed: go on with the retry (new JIT config, new pod).
+    Proceed,
+    /// Someone else removed the registration: the pod most likely failed *because* of that
+    /// (a runner exits 1 when its registration disappears), so retrying would only register a
+    /// runner the set is scaling down. Delete the runner instead, with no Event.
+    Delete(Action),
+    /// The job still runs, or the call failed: wait and look again.
+    Wait(Duration),
+}
+
+/// Decides the rest of a pod retry from the `RemoveRunner` result.
+///
+/// ```
+/// use scaleset_core::ephemeral_runner::*;
+/// assert_eq!(after_retry_removal(RemoveResult::Removed), RetryRemoval::Proceed);
+/// assert!(matches!(after_retry_removal(RemoveResult::AlreadyGone), RetryRemoval::Delete(_)));
+/// ```
+pub fn after_retry_removal(result: RemoveResult) -> RetryRemoval {
+    match result {
+        RemoveResult::Removed => RetryRemoval::Proceed,
+        RemoveResult::AlreadyGone => {
+            RetryRemoval::Delete(delete(DeleteCause::RegistrationGone, ServiceRemoval::None))
+        }
+        RemoveResult::JobStillRunning | RemoveResult::Failed => {
+            RetryRemoval::Wait(Duration::from_secs(30))
+        }
     }
 }
 

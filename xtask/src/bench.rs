@@ -399,6 +399,7 @@ async fn turnover(sys: &System, args: &BenchArgs, run: usize) -> anyhow::Result<
 
 async fn idle(sys: &System, args: &BenchArgs, results: &mut Results) -> anyhow::Result<()> {
     let n = args.idle_runners;
+    sys.emulator().reset_counters();
     let started = Instant::now();
     let set: ScaleSet = sys
         .install_scale_set(
@@ -415,6 +416,16 @@ async fn idle(sys: &System, args: &BenchArgs, results: &mut Results) -> anyhow::
     )
     .await?;
     results.idle_runners_up = Some(started.elapsed().as_secs_f64());
+    let mut refused: std::collections::BTreeMap<(String, u16), u64> = Default::default();
+    for call in sys
+        .emulator()
+        .calls()
+        .into_iter()
+        .filter(|c| c.status >= 400)
+    {
+        *refused.entry((call.endpoint, call.status)).or_default() += 1;
+    }
+    println!("    Actions calls refused while the idle runners started: {refused:?}");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut samples = Vec::new();
     for _ in 0..5 {

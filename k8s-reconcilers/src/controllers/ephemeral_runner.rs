@@ -25,8 +25,8 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use scaleset_core::ephemeral_runner::{
-    Action, DeleteCause, ExistingRunner, JitConflict, PodCreateError, RetryPolicy, ServiceRemoval,
-    decide, on_pod_create_error, on_runner_exists,
+    Action, DeleteCause, ExistingRunner, JitConflict, PodCreateError, RetryPolicy, RetryRemoval,
+    ServiceRemoval, after_retry_removal, decide, on_pod_create_error, on_runner_exists,
 };
 use serde_json::json;
 
@@ -383,7 +383,24 @@ impl<'a> Pass<'a> {
                 if let Some(service) = service {
                     let id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();
                     if id > 0 {
-                        service::remove_or_wait(&*service, id).await?;
+                        let removed = service::remove(&*service, id)
+                            .await
+                            .map_err(Error::Service)?;
+                        match after_retry_removal(removed) {
+                            RetryRemoval::Proceed => {}
+                            RetryRemoval::Delete(action) => {
+                                tracing::info!(runner = %name, id, "the registration of a failed runner was removed elsewhere; deleting the runner instead of retrying");
+                                return Box::pin(self.carry_out(action, er, None, pod)).await;
+                            }
+                            RetryRemoval::Wait(after) => {
+                                return Err(Error::Waiting {
+                                    what: format!(
+                                        "runner {name} (id {id}) removal before its pod is retried"
+                                    ),
+                                    retry_after: after,
+                                });
+                            }
+                        }
                     }
                     delete_ignoring_missing(&self.secrets, &name).await?;
                     status["runnerId"] = serde_json::Value::Null;
@@ -597,6 +614,7 @@ impl<'a> Pass<'a> {
             DeleteCause::TooManyFailures => Some("TooManyPodFailures"),
             DeleteCause::CreateRejected => Some("PodCreateRejected"),
             DeleteCause::NameTaken => Some("RunnerNameTaken"),
+            DeleteCause::RegistrationGone => None,
         };
         if let Some(reason) = warning {
             self.event(

@@ -279,7 +279,7 @@ impl Pass<'_> {
                     }
                 };
                 match crate::controllers::ephemeral_runner::service_remove(&*client, id).await {
-                    Ok(RemoveResult::Removed) => {}
+                    Ok(RemoveResult::Removed | RemoveResult::AlreadyGone) => {}
                     Ok(RemoveResult::JobStillRunning) => continue,
                     Ok(RemoveResult::Failed) => continue,
                     Err(e) => {

@@ -436,3 +436,51 @@ async fn a_failure_with_a_job_assigned_deletes_the_runner() -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// The set's scale-down removes an idle runner's registration, and the runner exits 1 before the
+/// set deletes it (a runner whose registration disappears exits at once). The failure is not
+/// retried with a fresh registration: the runner goes, with no Event and no new JIT config.
+#[tokio::test]
+async fn a_failure_after_the_registration_was_removed_elsewhere_deletes_the_runner()
+-> anyhow::Result<()> {
+    use k8s_openapi::api::events::v1::Event;
+    use k8s_reconcilers::github::ActionsService;
+    let h = Harness::start("er-regone", 5).await?;
+    create_runner(&h, "r-regone", h.runner_spec()).await?;
+    runner_with_pod(&h, "r-regone").await?;
+    let id = eventually("runnerId", WAIT, || async {
+        Ok(h.runners()
+            .get("r-regone")
+            .await?
+            .status
+            .map(|s| s.runner_id)
+            .filter(|id| *id > 0))
+    })
+    .await?;
+    h.set_pod_status("r-regone", running_status()).await?;
+    h.service.remove_runner(id).await?;
+    h.set_pod_status("r-regone", exited_status(1)).await?;
+    eventually("the runner to be deleted", WAIT, || async {
+        Ok(h.runners()
+            .get_opt("r-regone")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    assert!(
+        h.service.runners().is_empty(),
+        "no new registration: {:?}",
+        h.service.runners()
+    );
+    let events: kube::Api<Event> = kube::Api::namespaced(h.client.clone(), h.ns.name());
+    let failed: Vec<_> = events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("RunnerPodFailed"))
+        .collect();
+    assert!(failed.is_empty(), "no retry Event: {failed:?}");
+    Ok(())
+}

@@ -34,7 +34,7 @@ pub async fn for_runner(
 pub async fn remove(service: &dyn ActionsService, id: i64) -> Result<RemoveResult, ServiceError> {
     match service.remove_runner(id).await {
         Ok(()) => Ok(RemoveResult::Removed),
-        Err(e) if e.is_not_found() => Ok(RemoveResult::Removed),
+        Err(e) if e.is_not_found() => Ok(RemoveResult::AlreadyGone),
         Err(e) if e.is_job_still_running() => Ok(RemoveResult::JobStillRunning),
         Err(e) => Err(e),
     }
@@ -44,7 +44,7 @@ pub async fn remove(service: &dyn ActionsService, id: i64) -> Result<RemoveResul
 /// [`JOB_STILL_RUNNING_RETRY`].
 pub async fn remove_or_wait(service: &dyn ActionsService, id: i64) -> Result<(), Error> {
     match remove(service, id).await.map_err(Error::Service)? {
-        RemoveResult::Removed => Ok(()),
+        RemoveResult::Removed | RemoveResult::AlreadyGone => Ok(()),
         RemoveResult::JobStillRunning => Err(Error::Waiting {
             what: format!("the job of runner {id} to finish before it is removed"),
             retry_after: JOB_STILL_RUNNING_RETRY,
