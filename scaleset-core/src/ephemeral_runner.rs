@@ -159,6 +159,10 @@ pub enum ServiceRemoval {
     BestEffortAfter,
     /// Nothing to remove (never registered, or the finalizer will do it).
     None,
+    /// The service removed the registration itself: an ephemeral runner that finished the job
+    /// it started. The deletion skips `RemoveRunner`, which could only answer 404 (a finalizer
+    /// that runs again later still calls it).
+    DoneByService,
 }
 
 /// Why a runner is deleted.
@@ -267,6 +271,7 @@ pub fn decide(
     let used = jit_used(runner, Some(pod));
     if let ContainerState::Terminated { exit_code, reason } = &pod.runner {
         return match exit_code {
+            0 if runner.has_job => delete(DeleteCause::Completed, ServiceRemoval::DoneByService),
             0 => delete(DeleteCause::Completed, ServiceRemoval::None),
             7 => Action::MarkOutdated,
             code => {

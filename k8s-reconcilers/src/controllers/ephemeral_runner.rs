@@ -440,7 +440,9 @@ impl<'a> Pass<'a> {
                 if let Some(deleting) = self.runners.get_opt(&er.name_any()).await?
                     && deleting.metadata.deletion_timestamp.is_some()
                 {
-                    self.cleanup(&deleting, Finish::Both).await?;
+                    let registration_gone = removal == ServiceRemoval::DoneByService;
+                    self.cleanup(&deleting, Finish::Both { registration_gone })
+                        .await?;
                 }
                 done(Requeue::await_change())
             }

@@ -109,6 +109,24 @@ fn exit_zero_is_success_even_in_failed_pod() {
     }
 }
 
+/// An ephemeral runner that finished the job it started is removed by the service itself, so
+/// its deletion makes no `RemoveRunner` call; one without a recorded job still makes it.
+#[test]
+fn exit_zero_after_a_job_leaves_the_removal_to_the_service() {
+    let with_job = RunnerState {
+        has_job: true,
+        ..started()
+    };
+    let exited = terminated(PodPhase::Succeeded, 0, "Completed");
+    assert_eq!(
+        go(&with_job, Some(&exited)),
+        Action::DeleteRunner {
+            cause: DeleteCause::Completed,
+            removal: ServiceRemoval::DoneByService
+        }
+    );
+}
+
 /// docs/architecture.md#pod-states; ARC#4242: exit 7 means deprecated runner.
 #[test]
 fn exit_seven_marks_outdated() {

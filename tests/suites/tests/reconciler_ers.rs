@@ -95,8 +95,9 @@ async fn scale_up_then_to_zero_keeps_the_busy_runner_until_its_job_ends() -> any
     assert_eq!(left[0].name_any(), busy, "the busy runner is never chosen");
     assert_eq!(h.service.runners().get(&busy), Some(&busy_id));
 
-    // The job ends: the runner exits 0 and goes, registration and all.
-    h.service.set_busy(busy_id, false);
+    // The job ends (the service drops the ephemeral registration): the runner exits 0 and
+    // goes, with no RemoveRunner call for the registration the service already dropped.
+    h.service.job_finished(busy_id);
     h.set_pod_status(&busy, exited_status(0)).await?;
     eventually("no runner and no registration", WAIT, || async {
         let empty = h
@@ -108,6 +109,10 @@ async fn scale_up_then_to_zero_keeps_the_busy_runner_until_its_job_ends() -> any
         Ok((empty && h.service.runners().is_empty()).then_some(()))
     })
     .await?;
+    assert!(
+        !h.service.removed().contains(&busy_id),
+        "the finished runner's registration was not removed again"
+    );
     let s = eventually("status back to 0", WAIT, || async {
         let s = h.sets().get("set").await?.status.unwrap_or_default();
         Ok((s.current_replicas == 0).then_some(s))

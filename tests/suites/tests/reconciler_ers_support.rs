@@ -76,6 +76,14 @@ impl FakeService {
         }
     }
 
+    /// The job of runner `id` ends: as the service does for an ephemeral runner, the
+    /// registration goes with it.
+    pub fn job_finished(&self, id: i64) {
+        let mut r = self.lock();
+        r.busy.remove(&id);
+        r.runners.remove(&id);
+    }
+
     /// Registers a runner directly (as if a JIT config was issued and never recorded).
     pub fn register(&self, name: &str, scale_set_id: i64) -> i64 {
         let mut r = self.lock();

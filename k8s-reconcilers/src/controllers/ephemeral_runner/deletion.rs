@@ -23,8 +23,12 @@ use std::time::{Duration, Instant};
 pub(super) enum Finish {
     /// The registration finalizer; the finalizer helper drops its own.
     Registration,
-    /// Both, in one patch (the runner is not being cleaned up through the helper).
-    Both,
+    /// Both, in one patch (the runner is not being cleaned up through the helper);
+    /// `registration_gone`: the service removed the registration itself, so no `RemoveRunner`.
+    Both {
+        /// The service already removed the registration.
+        registration_gone: bool,
+    },
 }
 
 /// How long a released runner is remembered: far longer than its deletion's watch events take.
@@ -72,10 +76,17 @@ impl Pass<'_> {
         finish: Finish,
     ) -> Result<Requeue, Error> {
         let name = er.name_any();
-        let pod = if er
-            .finalizers()
-            .iter()
-            .any(|f| f == finalizers::RUNNER_REGISTRATION)
+        let registration_gone = matches!(
+            finish,
+            Finish::Both {
+                registration_gone: true
+            }
+        );
+        let pod = if !registration_gone
+            && er
+                .finalizers()
+                .iter()
+                .any(|f| f == finalizers::RUNNER_REGISTRATION)
         {
             self.release_registration(er).await?
         } else {
@@ -86,7 +97,7 @@ impl Pass<'_> {
         }
         // A cleanup the finalizer helper runs may follow one that stopped part way.
         match finish {
-            Finish::Both => delete_ignoring_missing(&self.secrets, &name).await?,
+            Finish::Both { .. } => delete_ignoring_missing(&self.secrets, &name).await?,
             Finish::Registration => delete_present(&self.secrets, &name).await?,
         }
         if resources::uses_container_hooks(er) {
@@ -94,13 +105,13 @@ impl Pass<'_> {
         }
         let done: &[&str] = match finish {
             Finish::Registration => &[finalizers::RUNNER_REGISTRATION],
-            Finish::Both => &[
+            Finish::Both { .. } => &[
                 finalizers::RUNNER_REGISTRATION,
                 finalizers::EPHEMERAL_RUNNER,
             ],
         };
         self.remove_finalizers(er, done).await?;
-        if finish == Finish::Both {
+        if matches!(finish, Finish::Both { .. }) {
             self.released.insert(er);
         }
         Ok(Requeue::await_change())
