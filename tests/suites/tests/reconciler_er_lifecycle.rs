@@ -36,6 +36,19 @@ async fn create_runner(
     Ok(h.runners().create(&PostParams::default(), &er).await?)
 }
 
+/// The runner id once the runner's status records one.
+async fn registered_id(h: &Harness, name: &str) -> anyhow::Result<i64> {
+    eventually("runnerId", WAIT, || async {
+        Ok(h.runners()
+            .get(name)
+            .await?
+            .status
+            .map(|s| s.runner_id)
+            .filter(|id| *id > 0))
+    })
+    .await
+}
+
 async fn runner_with_pod(h: &Harness, name: &str) -> anyhow::Result<(EphemeralRunner, String)> {
     let uid = eventually("the runner pod", WAIT, || async {
         Ok(h.pods().get_opt(name).await?.and_then(|p| p.metadata.uid))
@@ -202,15 +215,7 @@ async fn eviction_reschedules_without_charging_the_budget() -> anyhow::Result<()
     let h = Harness::start("er-evict", 1).await?;
     create_runner(&h, "r-evict", h.runner_spec()).await?;
     let (_, first) = runner_with_pod(&h, "r-evict").await?;
-    let id = eventually("runnerId", WAIT, || async {
-        Ok(h.runners()
-            .get("r-evict")
-            .await?
-            .status
-            .map(|s| s.runner_id)
-            .filter(|id| *id > 0))
-    })
-    .await?;
+    let id = registered_id(&h, "r-evict").await?;
     // Evicted before the runner container ever started.
     h.set_pod_status(
         "r-evict",
@@ -275,15 +280,7 @@ async fn deletion_waits_for_the_job_then_removes_registration_secret_and_pod() -
         json!([{"name": "ACTIONS_RUNNER_CONTAINER_HOOKS", "value": "/home/runner/k8s/index.js"}]);
     create_runner(&h, "r-delete", spec).await?;
     runner_with_pod(&h, "r-delete").await?;
-    let id = eventually("runnerId", WAIT, || async {
-        Ok(h.runners()
-            .get("r-delete")
-            .await?
-            .status
-            .map(|s| s.runner_id)
-            .filter(|id| *id > 0))
-    })
-    .await?;
+    let id = registered_id(&h, "r-delete").await?;
     h.set_pod_status("r-delete", running_status()).await?;
     h.assign_job("r-delete").await?;
     h.service.set_busy(id, true);
@@ -334,15 +331,7 @@ async fn unrecorded_registration_is_adopted_on_retry_and_removed_on_deletion() -
     let stale = h.service.register("r-orphan", SCALE_SET_ID);
     create_runner(&h, "r-orphan", h.runner_spec()).await?;
     runner_with_pod(&h, "r-orphan").await?;
-    let id = eventually("runnerId", WAIT, || async {
-        Ok(h.runners()
-            .get("r-orphan")
-            .await?
-            .status
-            .map(|s| s.runner_id)
-            .filter(|id| *id > 0))
-    })
-    .await?;
+    let id = registered_id(&h, "r-orphan").await?;
     assert_ne!(id, stale);
     assert_eq!(
         h.service.removed(),
@@ -384,15 +373,7 @@ async fn exit_zero_deletes_the_runner() -> anyhow::Result<()> {
     let h = Harness::start("er-done", 5).await?;
     create_runner(&h, "r-done", h.runner_spec()).await?;
     runner_with_pod(&h, "r-done").await?;
-    eventually("runnerId", WAIT, || async {
-        Ok(h.runners()
-            .get("r-done")
-            .await?
-            .status
-            .map(|s| s.runner_id)
-            .filter(|id| *id > 0))
-    })
-    .await?;
+    registered_id(&h, "r-done").await?;
     h.set_pod_status("r-done", exited_status(0)).await?;
     eventually("the runner to be gone", WAIT, || async {
         Ok(h.runners().get_opt("r-done").await?.is_none().then_some(()))
@@ -408,15 +389,7 @@ async fn a_failure_with_a_job_assigned_deletes_the_runner() -> anyhow::Result<()
     let h = Harness::start("er-jobfail", 5).await?;
     create_runner(&h, "r-jobfail", h.runner_spec()).await?;
     runner_with_pod(&h, "r-jobfail").await?;
-    eventually("runnerId", WAIT, || async {
-        Ok(h.runners()
-            .get("r-jobfail")
-            .await?
-            .status
-            .map(|s| s.runner_id)
-            .filter(|id| *id > 0))
-    })
-    .await?;
+    registered_id(&h, "r-jobfail").await?;
     h.set_pod_status("r-jobfail", running_status()).await?;
     h.assign_job("r-jobfail").await?;
     // The runner dies under the job: no retry, the job is lost with its runner.
@@ -448,15 +421,7 @@ async fn a_failure_after_the_registration_was_removed_elsewhere_deletes_the_runn
     let h = Harness::start("er-regone", 5).await?;
     create_runner(&h, "r-regone", h.runner_spec()).await?;
     runner_with_pod(&h, "r-regone").await?;
-    let id = eventually("runnerId", WAIT, || async {
-        Ok(h.runners()
-            .get("r-regone")
-            .await?
-            .status
-            .map(|s| s.runner_id)
-            .filter(|id| *id > 0))
-    })
-    .await?;
+    let id = registered_id(&h, "r-regone").await?;
     h.set_pod_status("r-regone", running_status()).await?;
     h.service.remove_runner(id).await?;
     h.set_pod_status("r-regone", exited_status(1)).await?;
