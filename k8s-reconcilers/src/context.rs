@@ -58,12 +58,6 @@ pub struct Context {
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
     bucket: Option<Mutex<RequeueBucket>>,
-    /// The controller's workers, when its concurrency is limited: a reconcile runs while it
-    /// holds a permit, and waiting reconciles get permits first come, first served.
-    /// kube-runtime's own limit is not fair: above it, requests wait in a hash set and are taken
-    /// in hash order, so under a burst some objects waited over 12 s while others that arrived
-    /// later ran at once.
-    workers: Option<tokio::sync::Semaphore>,
 }
 
 impl Context {
@@ -87,14 +81,9 @@ impl Context {
         };
         drop(metrics.reconcile_errors.get_or_create(&label));
         drop(metrics.active_workers.get_or_create(&label));
-        let workers = match options.max_concurrent_reconciles(controller) {
-            0 => None,
-            n => Some(tokio::sync::Semaphore::new(usize::from(n))),
-        };
         Arc::new(Self {
             controller,
             bucket,
-            workers,
             recorder: Recorder::new(client.clone(), reporter),
             client,
             options,
@@ -112,10 +101,6 @@ impl Context {
         K: Resource,
         F: Future<Output = Result<Action, Error>>,
     {
-        let _permit = match &self.workers {
-            Some(workers) => workers.acquire().await.ok(),
-            None => None,
-        };
         let controller = ControllerLabel {
             controller: self.controller.to_owned(),
         };

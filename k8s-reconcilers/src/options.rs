@@ -117,20 +117,6 @@ impl std::fmt::Debug for ManagerOptions {
 }
 
 impl ManagerOptions {
-    /// How many reconciles of `controller` may run at once; 0 is no limit. The EphemeralRunner
-    /// and EphemeralRunnerSet controllers have ARC's flags; the others need no limit.
-    pub fn max_concurrent_reconciles(&self, controller: &str) -> u16 {
-        match controller {
-            crate::controllers::ephemeral_runner::CONTROLLER => {
-                self.runner_max_concurrent_reconciles.max(1)
-            }
-            crate::controllers::ephemeral_runner_set::CONTROLLER => {
-                self.runner_set_max_concurrent_reconciles.max(1)
-            }
-            _ => 0,
-        }
-    }
-
     /// Options with ARC's defaults for everything but the namespace, image and connector.
     pub fn new(
         controller_namespace: impl Into<String>,

@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -71,6 +71,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
 pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<()> {
     let runners: Api<EphemeralRunner> = watched_api(&ctx);
     let pods: Api<Pod> = watched_api(&ctx);
+    let concurrency = ctx.options.runner_max_concurrent_reconciles.max(1);
     let pod_selector = format!("{}=True", labels::EPHEMERAL_RUNNER);
     let shutdown = ctx.options.shutdown.signal();
     let (pod_store, pod_writer) = reflector::store::<Pod>();
@@ -94,6 +95,7 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
     Controller::for_stream(runner_events, runner_store)
         .trigger_backoff(super::watch_backoff())
         .owns_stream(pod_events)
+        .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|result| async move {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
@@ -69,10 +69,12 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
     let sets: Api<EphemeralRunnerSet> = watched_api(&ctx);
     let runners: Api<EphemeralRunner> = watched_api(&ctx);
     let shutdown = ctx.options.shutdown.signal();
+    let concurrency = ctx.options.runner_set_max_concurrent_reconciles.max(1);
     let state = Arc::new(State { ctx, settings });
     Controller::new(sets, watcher::Config::default())
         .trigger_backoff(super::watch_backoff())
         .owns(runners, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|result| async move {
