@@ -147,6 +147,16 @@ async fn reconcile(er: Arc<EphemeralRunner>, state: Arc<State>) -> Result<Requeu
     .await
 }
 
+/// The error for a JIT Secret without a usable registration, which the caller has deleted.
+fn unusable_jit_secret(er: &EphemeralRunner, problem: &impl std::fmt::Display) -> Error {
+    Error::Unusable {
+        what: format!(
+            "JIT Secret {}: {problem}; it was deleted and a new JIT config will be requested",
+            er.name_any()
+        ),
+    }
+}
+
 /// Whether a kube error is a 404.
 pub(crate) fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
@@ -347,12 +357,7 @@ impl<'a> Pass<'a> {
                     }
                     Err(problem) => {
                         delete_ignoring_missing(&self.secrets, &er.name_any()).await?;
-                        Err(Error::Unusable {
-                            what: format!(
-                                "JIT Secret {}: {problem}; it was deleted and a new JIT config will be requested",
-                                er.name_any()
-                            ),
-                        })
+                        Err(unusable_jit_secret(&er, &problem))
                     }
                 }
             }
@@ -531,12 +536,7 @@ impl<'a> Pass<'a> {
             Ok(r) => r,
             Err(problem) => {
                 delete_ignoring_missing(&self.secrets, &er.name_any()).await?;
-                return Err(Error::Unusable {
-                    what: format!(
-                        "JIT Secret {}: {problem}; it was deleted and a new JIT config will be requested",
-                        er.name_any()
-                    ),
-                });
+                return Err(unusable_jit_secret(&er, &problem));
             }
         };
         let pod = match resources::runner_pod(&er, &registration, &self.ctx.options.build_version) {
