@@ -159,6 +159,11 @@ pub fn on_error(failure: &Failure, policy: &ListenerPolicy, random: f64) -> Reac
         conflicting_for,
     } = *failure;
     let backoff = policy.backoff.delay(attempt, random);
+    // A server's Retry-After is a floor for every call, a Kubernetes patch included.
+    let wait = match class {
+        ErrorClass::RateLimited(Some(after)) => after.max(backoff),
+        _ => backoff,
+    };
     let retry_or_skip = |after, reauthenticate| {
         let limit = match call {
             Call::Queue => policy.queue_attempts,
@@ -178,7 +183,7 @@ pub fn on_error(failure: &Failure, policy: &ListenerPolicy, random: f64) -> Reac
     if call == Call::Patch {
         return match class {
             ErrorClass::Rejected => Reaction::Skip,
-            _ => retry(backoff),
+            _ => retry(wait),
         };
     }
     match class {
@@ -206,7 +211,7 @@ pub fn on_error(failure: &Failure, policy: &ListenerPolicy, random: f64) -> Reac
             Call::CreateSession | Call::Patch => retry(backoff),
         },
         ErrorClass::Rejected if call == Call::Queue => Reaction::Skip,
-        ErrorClass::RateLimited(Some(after)) => retry(after.max(backoff)),
+        ErrorClass::RateLimited(Some(_)) => retry(wait),
         ErrorClass::Transient
         | ErrorClass::RateLimited(None)
         | ErrorClass::Rejected

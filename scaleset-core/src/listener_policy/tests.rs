@@ -191,6 +191,17 @@ fn any_call() -> impl Strategy<Value = Call> {
     ])
 }
 
+/// The case proptest found: a rate-limited Kubernetes patch waited the backoff (10 ms), not the
+/// server's Retry-After (18 ms).
+#[test]
+fn a_rate_limited_patch_waits_the_retry_after() {
+    let f = failure(Call::Patch, ErrorClass::RateLimited(Some(18 * MS)), 1);
+    assert!(matches!(
+        on_error(&f, &policy(), 0.0),
+        Reaction::Retry { after, .. } if after == 18 * MS
+    ));
+}
+
 proptest! {
     /// Every wait is a jittered backoff (or a longer Retry-After), exits happen only for the
     /// deterministic classes, an exhausted conflict or the auth limit, and a bounded call
