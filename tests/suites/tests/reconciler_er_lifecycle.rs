@@ -49,6 +49,14 @@ async fn registered_id(h: &Harness, name: &str) -> anyhow::Result<i64> {
     .await
 }
 
+/// Waits up to `timeout` for the EphemeralRunner `name` to be gone from the API server.
+async fn runner_gone(h: &Harness, name: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    eventually("the runner to be gone", timeout, || async {
+        Ok(h.runners().get_opt(name).await?.is_none().then_some(()))
+    })
+    .await
+}
+
 async fn runner_with_pod(h: &Harness, name: &str) -> anyhow::Result<(EphemeralRunner, String)> {
     let uid = eventually("the runner pod", WAIT, || async {
         Ok(h.pods().get_opt(name).await?.and_then(|p| p.metadata.uid))
@@ -186,14 +194,7 @@ async fn runner_failures_are_retried_with_fresh_registrations_until_the_budget_i
         h.set_pod_status("r-retry", exited_status(1)).await?;
     }
     // The third failure exceeds the budget of 2: the runner is deleted and unregistered.
-    eventually("the runner to be deleted", WAIT, || async {
-        Ok(h.runners()
-            .get_opt("r-retry")
-            .await?
-            .is_none()
-            .then_some(()))
-    })
-    .await?;
+    runner_gone(&h, "r-retry", WAIT).await?;
     eventually("pod and Secret to be gone", WAIT, || async {
         let pod = h.pods().get_opt("r-retry").await?;
         let secret = h.secrets().get_opt("r-retry").await?;
@@ -305,14 +306,7 @@ async fn deletion_waits_for_the_job_then_removes_registration_secret_and_pod() -
 
     h.service.set_busy(id, false);
     // The finalizer retries after JobStillRunning on its own schedule (30 s).
-    eventually("the runner to be gone", WAIT * 2, || async {
-        Ok(h.runners()
-            .get_opt("r-delete")
-            .await?
-            .is_none()
-            .then_some(()))
-    })
-    .await?;
+    runner_gone(&h, "r-delete", WAIT * 2).await?;
     assert!(h.service.runners().is_empty());
     assert!(h.pods().get_opt("r-delete").await?.is_none());
     assert!(h.secrets().get_opt("r-delete").await?.is_none());
@@ -356,14 +350,7 @@ async fn unrecorded_registration_is_adopted_on_retry_and_removed_on_deletion() -
         "stringData": {"github_token": "ghp_fake"}
     }))?;
     h.secrets().create(&PostParams::default(), &creds).await?;
-    eventually("the early runner to be gone", WAIT * 2, || async {
-        Ok(h.runners()
-            .get_opt("r-early")
-            .await?
-            .is_none()
-            .then_some(()))
-    })
-    .await?;
+    runner_gone(&h, "r-early", WAIT * 2).await?;
     assert!(h.service.removed().contains(&early));
     Ok(())
 }
@@ -375,10 +362,7 @@ async fn exit_zero_deletes_the_runner() -> anyhow::Result<()> {
     runner_with_pod(&h, "r-done").await?;
     registered_id(&h, "r-done").await?;
     h.set_pod_status("r-done", exited_status(0)).await?;
-    eventually("the runner to be gone", WAIT, || async {
-        Ok(h.runners().get_opt("r-done").await?.is_none().then_some(()))
-    })
-    .await?;
+    runner_gone(&h, "r-done", WAIT).await?;
     assert!(h.service.runners().is_empty());
     assert!(h.pods().get_opt("r-done").await?.is_none());
     Ok(())
@@ -394,14 +378,7 @@ async fn a_failure_with_a_job_assigned_deletes_the_runner() -> anyhow::Result<()
     h.assign_job("r-jobfail").await?;
     // The runner dies under the job: no retry, the job is lost with its runner.
     h.set_pod_status("r-jobfail", exited_status(137)).await?;
-    eventually("the runner to be deleted", WAIT, || async {
-        Ok(h.runners()
-            .get_opt("r-jobfail")
-            .await?
-            .is_none()
-            .then_some(()))
-    })
-    .await?;
+    runner_gone(&h, "r-jobfail", WAIT).await?;
     assert!(h.pods().get_opt("r-jobfail").await?.is_none());
     assert!(
         h.service.runners().is_empty(),
@@ -425,14 +402,7 @@ async fn a_failure_after_the_registration_was_removed_elsewhere_deletes_the_runn
     h.set_pod_status("r-regone", running_status()).await?;
     h.service.remove_runner(id).await?;
     h.set_pod_status("r-regone", exited_status(1)).await?;
-    eventually("the runner to be deleted", WAIT, || async {
-        Ok(h.runners()
-            .get_opt("r-regone")
-            .await?
-            .is_none()
-            .then_some(()))
-    })
-    .await?;
+    runner_gone(&h, "r-regone", WAIT).await?;
     assert!(
         h.service.runners().is_empty(),
         "no new registration: {:?}",
