@@ -8,6 +8,10 @@ use futures::future::{BoxFuture, Shared};
 
 use crate::github::Connector;
 
+/// The listener's command in the manager image: a link to the manager binary, which runs the
+/// listener when started under this name.
+pub const LISTENER_ENTRYPOINT: &str = "/ghalistener";
+
 pub use scaleset_core::autoscaling_runner_set::DriftPolicy;
 
 /// How failed reconciles are requeued (`--workqueue-rate-limiter`).
@@ -126,7 +130,7 @@ impl ManagerOptions {
         Self {
             controller_namespace: controller_namespace.into(),
             listener_image: listener_image.into(),
-            listener_entrypoint: "/ghalistener".into(),
+            listener_entrypoint: LISTENER_ENTRYPOINT.into(),
             listener_image_pull_secrets: Vec::new(),
             watch_namespace: None,
             listener_log_level: "debug".into(),

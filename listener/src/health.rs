@@ -1,4 +1,5 @@
-//! Liveness and readiness, and the HTTP servers for health and metrics.
+//! Liveness and readiness, and the HTTP servers for health and metrics (the listener's, and the
+//! manager's, which runs the same server code).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -100,7 +101,27 @@ pub fn health_router(health: Health) -> Router {
         .with_state(health)
 }
 
-async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+/// Something that renders itself in the OpenMetrics text format.
+pub trait OpenMetrics: Send + Sync + 'static {
+    /// The exposition text.
+    fn encode(&self) -> Result<String, std::fmt::Error>;
+}
+
+impl OpenMetrics for Metrics {
+    fn encode(&self) -> Result<String, std::fmt::Error> {
+        Metrics::encode(self)
+    }
+}
+
+impl OpenMetrics for prometheus_client::registry::Registry {
+    fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, self)?;
+        Ok(out)
+    }
+}
+
+async fn scrape<M: OpenMetrics>(State(metrics): State<Arc<M>>) -> impl IntoResponse {
     match metrics.encode() {
         Ok(body) => (
             StatusCode::OK,
@@ -115,9 +136,11 @@ async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     }
 }
 
-/// Router serving the metrics registry at `path` only.
-pub fn metrics_router(metrics: Arc<Metrics>, path: &str) -> Router {
-    Router::new().route(path, get(scrape)).with_state(metrics)
+/// Router serving `metrics` at `path` only (the listener's and the manager's).
+pub fn metrics_router<M: OpenMetrics>(metrics: Arc<M>, path: &str) -> Router {
+    Router::new()
+        .route(path, get(scrape::<M>))
+        .with_state(metrics)
 }
 
 /// Normalises Go-style `:8080` to `0.0.0.0:8080`.

@@ -35,7 +35,7 @@ pub struct Cli {
     pub listener_image: Option<String>,
 
     /// Command of the listener container.
-    #[arg(long, env = "LISTENER_ENTRYPOINT", default_value = "/ghalistener")]
+    #[arg(long, env = "LISTENER_ENTRYPOINT", default_value = k8s_reconcilers::options::LISTENER_ENTRYPOINT)]
     pub listener_entrypoint: String,
 
     /// Elect a leader through a Lease in the controller namespace; only the leader reconciles.

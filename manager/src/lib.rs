@@ -6,20 +6,22 @@
 //! controller stopped, the API server unreachable at start), 2 on bad flags or environment.
 
 pub mod cli;
-pub mod http;
 pub mod leader;
 pub mod rate_limit;
 pub mod request_metrics;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_reconcilers::ManagerOptions;
 use k8s_reconcilers::github::Connector;
 use k8s_reconcilers::options::Shutdown;
+use listener::health;
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::{LogFormat, Settings};
 
@@ -142,17 +144,16 @@ pub async fn run(settings: Settings, connector: Arc<dyn Connector>) -> anyhow::R
         .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API server: {e}"))?;
     tracing::info!(version = %version.git_version, "connected to the API server");
 
-    let readiness = http::Readiness::default();
-    let mut servers = Vec::new();
+    let servers = CancellationToken::new();
     if let Some(addr) = settings.metrics_addr {
         let mut registry = Registry::default();
         options.metrics.register(&mut registry);
-        servers.push(http::serve("metrics", addr, http::metrics_router(Arc::new(registry))).await?);
+        let router = health::metrics_router(Arc::new(registry), "/metrics");
+        serve("metrics", addr, router, &servers).await?;
     }
     if let Some(addr) = settings.health_addr {
-        servers.push(http::serve("health", addr, http::health_router(readiness.clone())).await?);
+        serve("health", addr, probes(), &servers).await?;
     }
-    readiness.set_ready();
 
     let mut elector = settings.leader_election.clone().map(|le| {
         leader::Elector::new(
@@ -169,7 +170,7 @@ pub async fn run(settings: Settings, connector: Arc<dyn Connector>) -> anyhow::R
         tokio::select! {
             () = elector.acquire() => {}
             () = &mut term => {
-                stop_servers(servers);
+                servers.cancel();
                 return Ok(());
             }
         }
@@ -202,12 +203,29 @@ pub async fn run(settings: Settings, connector: Arc<dyn Connector>) -> anyhow::R
     {
         elector.release().await;
     }
-    stop_servers(servers);
+    servers.cancel();
     result
 }
 
-fn stop_servers(servers: Vec<tokio::task::JoinHandle<()>>) {
-    for s in servers {
-        s.abort();
-    }
+/// `GET /healthz` and `GET /readyz`. They are served only once the API server answered, so both
+/// mean "the process serves requests".
+fn probes() -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/readyz", axum::routing::get(|| async { "ok" }))
+}
+
+/// Binds `addr` now (so a bad or taken address fails start-up), then serves `router` until
+/// `stop` is cancelled.
+async fn serve(
+    what: &str,
+    addr: SocketAddr,
+    router: axum::Router,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    health::serve(&addr.to_string(), router, stop.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind the {what} server to {addr}: {e}"))?;
+    tracing::info!(%addr, "{what} server listening");
+    Ok(())
 }

@@ -8,14 +8,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use k8s_reconcilers::github::ActionsClientConnector;
+use k8s_reconcilers::options::LISTENER_ENTRYPOINT;
 use manager::cli::{BUILD_VERSION, Cli};
 
-/// The file name under which the binary runs the listener.
-const LISTENER_NAME: &str = "ghalistener";
-
 fn main() -> ExitCode {
+    let listener_name = std::path::Path::new(LISTENER_ENTRYPOINT).file_name();
     let invoked_as = std::env::args_os().next().map(std::path::PathBuf::from);
-    if invoked_as.is_some_and(|path| path.file_name() == Some(LISTENER_NAME.as_ref())) {
+    if invoked_as.is_some_and(|path| path.file_name() == listener_name) {
         std::process::exit(listener::app::main_exit_code());
     }
     run_manager()

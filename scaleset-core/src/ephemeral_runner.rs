@@ -597,9 +597,13 @@ pub fn after_remove(
         {
             FinalizerStep::Release
         }
-        RemoveResult::JobStillRunning => FinalizerStep::RetryAfter(Duration::from_secs(30)),
+        RemoveResult::JobStillRunning => FinalizerStep::RetryAfter(JOB_STILL_RUNNING_RETRY),
     }
 }
+
+/// How long to wait before asking the service again to remove a runner whose job still runs (or
+/// whose removal failed).
+pub const JOB_STILL_RUNNING_RETRY: Duration = Duration::from_secs(30);
 
 /// What a pod retry with a fresh registration ([`Retry::fresh_registration`]) does after
 /// `RemoveRunner` of the used registration.
@@ -629,7 +633,7 @@ pub fn after_retry_removal(result: RemoveResult) -> RetryRemoval {
             RetryRemoval::Delete(delete(DeleteCause::RegistrationGone, ServiceRemoval::None))
         }
         RemoveResult::JobStillRunning | RemoveResult::Failed => {
-            RetryRemoval::Wait(Duration::from_secs(30))
+            RetryRemoval::Wait(JOB_STILL_RUNNING_RETRY)
         }
     }
 }

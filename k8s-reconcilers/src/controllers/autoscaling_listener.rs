@@ -14,7 +14,6 @@ mod resources;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -70,20 +69,15 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         labels::LISTENER_NAME,
         labels::LISTENER_NAMESPACE
     ));
-    Controller::new(listeners, watcher::Config::default())
+    let results = Controller::new(listeners, watcher::Config::default())
         .trigger_backoff(super::watch_backoff())
         .owns(pods, watcher::Config::default())
         .owns(accounts, watcher::Config::default())
         .watches(roles, selector.clone(), |r: Role| by_labels(r.labels()))
         .watches(bindings, selector, |r: RoleBinding| by_labels(r.labels()))
         .graceful_shutdown_on(ctx.options.shutdown.signal())
-        .run(reconcile, Context::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "autoscalinglistener controller event");
-            }
-        })
-        .await;
+        .run(reconcile, Context::error_policy, ctx);
+    super::drain(CONTROLLER, results).await;
     Ok(())
 }
 
@@ -331,11 +325,7 @@ async fn handle_pod(
                 tracing::warn!(listener = %al.name_any(), ?class, failures = history.consecutive_failures,
                     "listener exited; its pod is replaced after a backoff by cause");
             }
-            match pods.delete(&al.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+            super::delete_ignoring_missing(&pods, &al.name_any()).await?;
             Ok(Action::await_change())
         }
         ListenerAction::Wait(Some(d)) => Ok(Action::requeue(d)),
@@ -421,10 +411,5 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    super::delete_ignoring_missing(&Api::<K>::namespaced(ctx.client.clone(), ns), name).await
 }

@@ -9,7 +9,6 @@ pub(crate) mod scale_set;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -51,7 +50,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let ers: Api<EphemeralRunnerSet> = super::watched_api(&ctx);
     let listeners: Api<AutoscalingListener> =
         Api::namespaced(ctx.client.clone(), &ctx.options.controller_namespace);
-    Controller::new(ars, watcher::Config::default())
+    let results = Controller::new(ars, watcher::Config::default())
         .trigger_backoff(super::watch_backoff())
         .owns(ers, watcher::Config::default())
         .watches(listeners, watcher::Config::default(), |al| {
@@ -60,13 +59,8 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             Some(ObjectRef::<AutoscalingRunnerSet>::new(&name).within(&ns))
         })
         .graceful_shutdown_on(ctx.options.shutdown.signal())
-        .run(reconcile, Context::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "autoscalingrunnerset controller event");
-            }
-        })
-        .await;
+        .run(reconcile, Context::error_policy, ctx);
+    super::drain(CONTROLLER, results).await;
     Ok(())
 }
 
@@ -341,7 +335,7 @@ async fn execute(
             Ok(Action::await_change())
         }
         ArsStep::DeleteRunnerSet => {
-            deletion::ignore_not_found(ers_api.delete(&name, &DeleteParams::default()).await)?;
+            super::ignore_not_found(ers_api.delete(&name, &DeleteParams::default()).await)?;
             Ok(Action::requeue(REPLACE_WAIT))
         }
         ArsStep::RolloutRunnerSet(SpecDrift::Drain) => Ok(Action::requeue(DRAIN_WAIT)),
@@ -458,7 +452,7 @@ async fn delete_listeners(
         .filter(|al| !terminating(*al) && which(al))
     {
         tracing::info!(listener = %al.name_any(), "deleting listener");
-        deletion::ignore_not_found(api.delete(&al.name_any(), &DeleteParams::default()).await)?;
+        super::ignore_not_found(api.delete(&al.name_any(), &DeleteParams::default()).await)?;
     }
     Ok(())
 }
@@ -473,7 +467,7 @@ async fn json_patch(
         what: "finalizer patch",
         source,
     })?;
-    deletion::ignore_not_found(
+    super::ignore_not_found(
         api.patch(
             &ars.name_any(),
             &PatchParams::default(),

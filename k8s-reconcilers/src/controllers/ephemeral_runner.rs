@@ -15,9 +15,8 @@ mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -31,7 +30,7 @@ use scaleset_core::ephemeral_runner::{
 use serde_json::json;
 
 use crate::Context;
-use crate::controllers::{namespace_of, watched_api};
+use crate::controllers::{delete_ignoring_missing, namespace_of, watched_api};
 use crate::crd::EphemeralRunner;
 use crate::error::Error;
 use crate::names::{finalizers, labels};
@@ -92,18 +91,13 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         pod_store,
         released: deletion::Released::default(),
     });
-    Controller::for_stream(runner_events, runner_store)
+    let results = Controller::for_stream(runner_events, runner_store)
         .trigger_backoff(super::watch_backoff())
         .owns_stream(pod_events)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, state)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller = CONTROLLER, error = %e, "reconcile dispatch");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, state);
+    super::drain(CONTROLLER, results).await;
     Ok(())
 }
 
@@ -154,23 +148,6 @@ fn unusable_jit_secret(er: &EphemeralRunner, problem: &impl std::fmt::Display) -
             "JIT Secret {}: {problem}; it was deleted and a new JIT config will be requested",
             er.name_any()
         ),
-    }
-}
-
-/// Whether a kube error is a 404.
-pub(crate) fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-/// Deletes `name`, treating not-found as done.
-pub(crate) async fn delete_ignoring_missing<K>(api: &Api<K>, name: &str) -> Result<(), Error>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }
 

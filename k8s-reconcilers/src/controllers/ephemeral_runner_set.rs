@@ -27,7 +27,7 @@ use scaleset_core::runner_set::{
 use serde_json::json;
 
 use crate::Context;
-use crate::controllers::ephemeral_runner::delete_ignoring_missing;
+use crate::controllers::delete_ignoring_missing;
 use crate::controllers::ephemeral_runner::observe::now;
 use crate::controllers::{finalizer_result, namespace_of, watched_api};
 use crate::crd::{EphemeralRunner, EphemeralRunnerSet};
@@ -71,18 +71,13 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
     let shutdown = ctx.options.shutdown.signal();
     let concurrency = ctx.options.runner_set_max_concurrent_reconciles.max(1);
     let state = Arc::new(State { ctx, settings });
-    Controller::new(sets, watcher::Config::default())
+    let results = Controller::new(sets, watcher::Config::default())
         .trigger_backoff(super::watch_backoff())
         .owns(runners, watcher::Config::default())
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, state)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller = CONTROLLER, error = %e, "reconcile dispatch");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, state);
+    super::drain(CONTROLLER, results).await;
     Ok(())
 }
 

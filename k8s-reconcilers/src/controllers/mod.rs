@@ -20,6 +20,7 @@ pub mod orphaned_registrations;
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use kube::Api;
 use kube::api::ObjectMeta;
 use kube::runtime::controller::Action;
@@ -57,6 +58,46 @@ pub(crate) fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> 
     ResetTimerBackoff::new(exponential.into(), Duration::from_secs(30))
 }
 
+/// Runs a controller's result stream to its end. Its errors are the dispatch's (an object gone
+/// from the cache, a watch error), not the reconciles', which the error policy handles.
+pub(crate) async fn drain<T, E: std::fmt::Display>(
+    controller: &'static str,
+    results: impl futures::Stream<Item = Result<T, E>>,
+) {
+    results
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(controller, error = %e, "reconcile dispatch");
+            }
+        })
+        .await;
+}
+
+/// Whether a kube error is a 404.
+pub(crate) fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// A call whose object is already gone counts as done.
+pub(crate) fn ignore_not_found<T>(r: Result<T, kube::Error>) -> Result<(), crate::Error> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes `name` (its dependents in the background), treating not-found as done.
+pub(crate) async fn delete_ignoring_missing<K>(api: &Api<K>, name: &str) -> Result<(), crate::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    ignore_not_found(
+        api.delete(name, &kube::api::DeleteParams::background())
+            .await,
+    )
+}
+
 /// Drops `metadata.managedFields` from an object before a watch cache stores it: no reconciler
 /// reads them, and they are about as large as the rest of a runner's pod or EphemeralRunner.
 pub(crate) fn drop_managed_fields<K: kube::Resource>(object: &mut K) {
@@ -83,7 +124,7 @@ pub(crate) fn finalizer_result(
 ) -> Result<Action, crate::Error> {
     use finalizer::Error as F;
     match result {
-        Err(F::AddFinalizer(e) | F::RemoveFinalizer(e)) if ephemeral_runner::is_not_found(&e) => {
+        Err(F::AddFinalizer(e) | F::RemoveFinalizer(e)) if is_not_found(&e) => {
             Ok(Action::await_change())
         }
         Err(F::ApplyFailed(e) | F::CleanupFailed(e)) => Err(e),

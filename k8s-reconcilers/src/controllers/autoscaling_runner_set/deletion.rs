@@ -2,6 +2,7 @@
 //! chart objects' cleanup-protection finalizers, then the ARS finalizer
 //! (docs/architecture.md#ars-deletion-order).
 
+use crate::controllers::ignore_not_found;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -137,15 +138,6 @@ pub(super) fn presence(deleting: impl Iterator<Item = bool>) -> Presence {
         Presence::Absent
     } else {
         Presence::Terminating
-    }
-}
-
-/// A call whose object is already gone counts as done.
-pub(super) fn ignore_not_found<T>(r: Result<T, kube::Error>) -> Result<(), Error> {
-    match r {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
     }
 }
 

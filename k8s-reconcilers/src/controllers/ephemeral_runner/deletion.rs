@@ -7,7 +7,8 @@ use kube::{Api, ResourceExt};
 use scaleset_core::ephemeral_runner::{FinalizerStep, after_remove, finalizer_start};
 use serde_json::json;
 
-use super::{Pass, delete_ignoring_missing, observe, resources, service};
+use super::{Pass, observe, resources, service};
+use crate::controllers::delete_ignoring_missing;
 use crate::crd::EphemeralRunner;
 use crate::error::Error;
 use crate::names::{finalizers, labels};
@@ -164,7 +165,7 @@ impl Pass<'_> {
                 FinalizerStep::Error => {
                     return Err(Error::Waiting {
                         what: format!("runner {name} (id {runner_id}) removal from the service"),
-                        retry_after: service::JOB_STILL_RUNNING_RETRY,
+                        retry_after: scaleset_core::ephemeral_runner::JOB_STILL_RUNNING_RETRY,
                     });
                 }
             }
@@ -212,7 +213,7 @@ impl Pass<'_> {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if super::is_not_found(&e) => Ok(()),
+            Err(e) if crate::controllers::is_not_found(&e) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

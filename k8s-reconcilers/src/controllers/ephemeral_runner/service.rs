@@ -2,18 +2,14 @@
 //! answers mapped onto `scaleset_core::ephemeral_runner::RemoveResult`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::ResourceExt;
-use scaleset_core::ephemeral_runner::RemoveResult;
+use scaleset_core::ephemeral_runner::{JOB_STILL_RUNNING_RETRY, RemoveResult};
 
 use crate::Context;
 use crate::crd::EphemeralRunner;
 use crate::error::Error;
 use crate::github::{ActionsService, ObjectSettings, ServiceError};
-
-/// How long to wait before asking again when the service says the runner's job still runs.
-pub const JOB_STILL_RUNNING_RETRY: Duration = Duration::from_secs(30);
 
 /// The service client for the runner's config URL, secret, proxy and CA.
 pub async fn for_runner(

@@ -82,7 +82,7 @@ pub async fn delete(client: &kube::Client, set: &EphemeralRunnerSet) -> Result<b
     if secrets.get_opt(&name).await?.is_none() {
         return Ok(false);
     }
-    crate::controllers::ephemeral_runner::delete_ignoring_missing(&secrets, &name).await?;
+    crate::controllers::delete_ignoring_missing(&secrets, &name).await?;
     Ok(true)
 }
 
