@@ -32,6 +32,8 @@ pub mod metrics;
 pub mod names;
 #[cfg(feature = "controllers")]
 pub mod options;
+#[cfg(all(test, feature = "controllers"))]
+mod testing_api;
 
 #[cfg(feature = "controllers")]
 pub use context::Context;

@@ -7,6 +7,8 @@
 //! whose children are as desired writes none of them.
 
 pub mod config;
+#[cfg(test)]
+mod mock_tests;
 mod observe;
 mod pod;
 mod resources;

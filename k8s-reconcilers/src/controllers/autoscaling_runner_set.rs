@@ -4,6 +4,8 @@
 
 mod deletion;
 pub mod desired;
+#[cfg(test)]
+mod mock_tests;
 pub(crate) mod scale_set;
 
 use std::sync::Arc;

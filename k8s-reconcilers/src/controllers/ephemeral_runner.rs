@@ -10,6 +10,8 @@ pub mod observe;
 pub mod resources;
 
 mod deletion;
+#[cfg(test)]
+mod mock_tests;
 mod service;
 
 use std::sync::Arc;

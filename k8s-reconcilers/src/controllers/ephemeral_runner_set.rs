@@ -7,6 +7,8 @@
 //! spec (the listener owns `replicas` and `patchID`): only its finalizer, its
 //! `integrity-hash` annotation and its status.
 
+#[cfg(test)]
+mod mock_tests;
 pub mod proxy;
 pub mod runners;
 

@@ -1,0 +1,303 @@
+//! Reconcile-level tests of the EphemeralRunner controller against a mocked API server
+//! (`crate::testing_api`): each pins the requests of one path, in order.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::runtime::controller::Action as Requeue;
+use serde_json::json;
+
+use super::{Settings, State, reconcile};
+use crate::crd::EphemeralRunner;
+use crate::error::Error;
+use crate::names::finalizers::{EPHEMERAL_RUNNER, RUNNER_REGISTRATION};
+use crate::testing_api::{
+    Exchange, Harness, RUNNER_NS, b64, cache, collection, deleting, from_json, object,
+    read_credentials, runner, runner_set, status, with_status,
+};
+
+const NAME: &str = "arc-runner-abcde";
+
+/// The controller's state.
+struct Controller {
+    state: Arc<State>,
+}
+
+impl Controller {
+    /// The controller of `harness` whose pod watch has listed `pods`.
+    fn new(harness: &Harness, pods: &[Pod]) -> Self {
+        let (pod_store, _) = cache(pods);
+        let state = Arc::new(State {
+            ctx: harness.ctx.clone(),
+            settings: Settings::default(),
+            pod_store,
+            released: super::deletion::Released::default(),
+        });
+        Self { state }
+    }
+
+    /// One reconcile of `er`, as the controller runs it once the runner watch delivered it.
+    fn pass(
+        &mut self,
+        er: &EphemeralRunner,
+    ) -> impl Future<Output = Result<Requeue, Error>> + use<> {
+        reconcile(Arc::new(er.clone()), self.state.clone())
+    }
+}
+
+/// A runner of the set of scale set `scale_set_id`, as the set controller creates it.
+fn new_runner(scale_set_id: i64) -> EphemeralRunner {
+    runner(&runner_set(scale_set_id, 1, 1), NAME, 1)
+}
+
+/// The runner pod as the controller creates it for runner `er`, with `status`.
+fn runner_pod(status: serde_json::Value) -> Pod {
+    from_json(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": NAME, "namespace": RUNNER_NS, "uid": "pod-uid",
+                     "labels": {"actions-ephemeral-runner": "True"}},
+        "spec": {"containers": [{"name": "runner", "image": "runner"}]},
+        "status": status,
+    }))
+}
+
+/// What a pass does for runner `er` without JIT Secret or pod: look for the Secret, check the
+/// runner on the API server, read the credentials, register runner `runner_id` on the service,
+/// then write the JIT Secret, `status.runnerId` and the pod (three writes).
+fn register_and_start(er: &EphemeralRunner, scale_set_id: i64, runner_id: i64) -> Vec<Exchange> {
+    let owner = json!([{"kind": "EphemeralRunner", "name": NAME, "uid": er.metadata.uid, "controller": true}]);
+    vec![
+        Exchange::get(object::<Secret>(RUNNER_NS, NAME)).not_found(),
+        Exchange::get(object::<EphemeralRunner>(RUNNER_NS, NAME)).reply(er),
+        read_credentials(),
+        Exchange::create(collection::<Secret>(RUNNER_NS)).body(json!({
+            "metadata": {"name": NAME, "ownerReferences": owner},
+            "data": {
+                "jitToken": b64(&format!("jit-{runner_id}")),
+                "runnerId": b64(&runner_id.to_string()),
+                "runnerName": b64(NAME),
+                "scaleSetId": b64(&scale_set_id.to_string()),
+            },
+        })),
+        Exchange::merge_patch(status::<EphemeralRunner>(RUNNER_NS, NAME))
+            .body_exact(json!({"status": {"runnerId": runner_id, "runnerName": NAME}}))
+            .patched(er),
+        Exchange::create(collection::<Pod>(RUNNER_NS)).body(json!({
+            "metadata": {
+                "name": NAME,
+                "labels": {"actions-ephemeral-runner": "True"},
+                "ownerReferences": owner,
+            },
+            "spec": {"containers": [{
+                "name": "runner",
+                "env": [
+                    {"name": "ACTIONS_RUNNER_INPUT_JITCONFIG",
+                     "valueFrom": {"secretKeyRef": {"name": NAME, "key": "jitToken"}}},
+                    {"name": "GITHUB_ACTIONS_RUNNER_EXTRA_USER_AGENT",
+                     "value": "actions-runner-controller/dev"},
+                    {"name": "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE", "value": "1"},
+                ],
+            }]},
+        })),
+    ]
+}
+
+#[tokio::test]
+async fn a_runner_without_finalizers_gets_them_then_registers_and_starts() {
+    let mut t = Harness::new(super::CONTROLLER);
+    let scale_set = t.scale_set().await;
+    let mut bare = new_runner(scale_set);
+    bare.metadata.finalizers = None;
+    let mut runners = Controller::new(&t, &[]);
+
+    // Pass 1: the finalizer helper adds the main finalizer and nothing else.
+    let first = t
+        .api
+        .run(
+            vec![
+                Exchange::json_patch(object::<EphemeralRunner>(RUNNER_NS, NAME))
+                    .body_exact(json!([
+                        {"op": "test", "path": "/metadata/finalizers", "value": null},
+                        {"op": "add", "path": "/metadata/finalizers", "value": [EPHEMERAL_RUNNER]},
+                    ]))
+                    .patched(&bare),
+            ],
+            runners.pass(&bare),
+        )
+        .await;
+    assert_eq!(first.expect("pass 1"), Requeue::await_change());
+    let with_main: EphemeralRunner = t.api.answer(0);
+    assert_eq!(t.api.writes(), 1);
+
+    // Pass 2: the registration finalizer, then on to the registration and the pod.
+    let mut exchanges = vec![
+        Exchange::json_patch(object::<EphemeralRunner>(RUNNER_NS, NAME))
+            .body_exact(json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": [EPHEMERAL_RUNNER]},
+                {"op": "add", "path": "/metadata/finalizers/-", "value": RUNNER_REGISTRATION},
+            ]))
+            .patched(&with_main),
+    ];
+    let mut both = with_main.clone();
+    both.metadata.finalizers = Some(vec![EPHEMERAL_RUNNER.into(), RUNNER_REGISTRATION.into()]);
+    exchanges.extend(register_and_start(&both, scale_set, scale_set + 1));
+    let second = t.api.run(exchanges, runners.pass(&with_main)).await;
+    assert_eq!(second.expect("pass 2"), Requeue::await_change());
+    assert_eq!(t.api.writes(), 4);
+    assert_eq!(t.calls(), ["generate_jit_runner_config"]);
+}
+
+#[tokio::test]
+async fn a_new_runner_gets_a_jit_config_a_secret_and_a_pod_in_one_pass_with_three_writes() {
+    let mut t = Harness::new(super::CONTROLLER);
+    let scale_set = t.scale_set().await;
+    let er = new_runner(scale_set);
+    // The in-memory service numbers everything it creates: the runner comes after the set.
+    let runner_id = scale_set + 1;
+    let result = t
+        .api
+        .run(
+            register_and_start(&er, scale_set, runner_id),
+            Controller::new(&t, &[]).pass(&er),
+        )
+        .await;
+    assert_eq!(result.expect("pass"), Requeue::await_change());
+    assert_eq!(t.api.writes(), 3, "writes for a new runner");
+    assert_eq!(t.calls(), ["generate_jit_runner_config"]);
+    let registered = t.service.with(|s| s.runners.get(&runner_id).cloned());
+    assert_eq!(
+        registered.map(|r| (r.name, r.runner_scale_set_id)),
+        Some((NAME.to_owned(), scale_set))
+    );
+}
+
+#[tokio::test]
+async fn a_running_pod_is_mirrored_into_the_status_with_one_write() {
+    let mut t = Harness::new(super::CONTROLLER);
+    let scale_set = t.scale_set().await;
+    let er = with_status(
+        new_runner(scale_set),
+        json!({"phase": "Pending", "runnerId": scale_set + 1, "runnerName": NAME}),
+    );
+    let pod = runner_pod(json!({
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "containerStatuses": [{"name": "runner", "image": "runner", "imageID": "", "ready": true,
+                               "restartCount": 0, "state": {"running": {}}}],
+    }));
+    let result = t
+        .api
+        .run(
+            vec![
+                Exchange::merge_patch(status::<EphemeralRunner>(RUNNER_NS, NAME))
+                    .body_exact(json!({"status": {
+                        "phase": "Running", "ready": true, "reason": null, "message": null,
+                    }}))
+                    .patched(&er),
+            ],
+            Controller::new(&t, &[pod]).pass(&er),
+        )
+        .await;
+    assert_eq!(result.expect("pass"), Requeue::await_change());
+    assert!(t.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_runner_whose_job_completed_is_deleted_with_its_pod_and_secret_in_one_pass() {
+    let mut t = Harness::new(super::CONTROLLER);
+    let scale_set = t.scale_set().await;
+    let runner_id = t.register(scale_set, NAME).await;
+    let er = with_status(
+        new_runner(scale_set),
+        json!({"phase": "Running", "ready": true, "runnerId": runner_id, "runnerName": NAME,
+               "jobId": "job-1"}),
+    );
+    let pod = runner_pod(json!({
+        "phase": "Succeeded",
+        "containerStatuses": [{"name": "runner", "image": "runner", "imageID": "", "ready": false,
+                               "restartCount": 0,
+                               "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
+    }));
+    let mut runners = Controller::new(&t, std::slice::from_ref(&pod));
+    let gone = deleting(er.clone());
+    let result = t
+        .api
+        .run(
+            vec![
+                // A deletion is judged on the runner and pod as the API server has them.
+                Exchange::get(object::<EphemeralRunner>(RUNNER_NS, NAME)).reply(&er),
+                Exchange::get(object::<Pod>(RUNNER_NS, NAME)).reply(&pod),
+                Exchange::delete_background(object::<EphemeralRunner>(RUNNER_NS, NAME)),
+                // The deletion goes on in this pass: pod, JIT Secret, both finalizers at once.
+                Exchange::get(object::<EphemeralRunner>(RUNNER_NS, NAME)).reply(&gone),
+                Exchange::get(object::<Pod>(RUNNER_NS, NAME)).reply(&pod),
+                Exchange::delete_background(object::<Pod>(RUNNER_NS, NAME)),
+                Exchange::delete_background(object::<Secret>(RUNNER_NS, NAME)),
+                Exchange::json_patch(object::<EphemeralRunner>(RUNNER_NS, NAME))
+                    .body_exact(json!([
+                        {"op": "test", "path": "/metadata/finalizers/1", "value": RUNNER_REGISTRATION},
+                        {"op": "remove", "path": "/metadata/finalizers/1"},
+                        {"op": "test", "path": "/metadata/finalizers/0", "value": EPHEMERAL_RUNNER},
+                        {"op": "remove", "path": "/metadata/finalizers/0"},
+                    ]))
+                    .patched(&gone),
+            ],
+            runners.pass(&er),
+        )
+        .await;
+    assert_eq!(result.expect("pass"), Requeue::await_change());
+    assert_eq!(t.api.writes(), 4, "writes for a finished runner");
+    // The service removed the registration with the job: no RemoveRunner.
+    assert!(t.calls().is_empty());
+
+    // The watch events of the deletion still show the finalizers: they cost no request.
+    let after = t.api.run(vec![], runners.pass(&gone)).await;
+    assert_eq!(after.expect("released"), Requeue::await_change());
+}
+
+#[tokio::test]
+async fn a_deleted_runner_without_pod_is_removed_from_the_service_then_released() {
+    let mut t = Harness::new(super::CONTROLLER);
+    let scale_set = t.scale_set().await;
+    let runner_id = t.register(scale_set, NAME).await;
+    let er = deleting(with_status(
+        new_runner(scale_set),
+        json!({"phase": "Pending", "runnerId": runner_id, "runnerName": NAME}),
+    ));
+    let mut registration_released = er.clone();
+    registration_released.metadata.finalizers = Some(vec![EPHEMERAL_RUNNER.into()]);
+    let mut runners = Controller::new(&t, &[]);
+    let result = t
+        .api
+        .run(
+            vec![
+                Exchange::get(object::<Pod>(RUNNER_NS, NAME)).not_found(),
+                read_credentials(),
+                // RemoveRunner on the service happens here; then the JIT Secret, if any.
+                Exchange::get(object::<Secret>(RUNNER_NS, NAME)).not_found(),
+                Exchange::json_patch(object::<EphemeralRunner>(RUNNER_NS, NAME))
+                    .body_exact(json!([
+                        {"op": "test", "path": "/metadata/finalizers/1", "value": RUNNER_REGISTRATION},
+                        {"op": "remove", "path": "/metadata/finalizers/1"},
+                    ]))
+                    .patched(&er),
+                // The finalizer helper drops its own finalizer.
+                Exchange::json_patch(object::<EphemeralRunner>(RUNNER_NS, NAME))
+                    .body_exact(json!([
+                        {"op": "test", "path": "/metadata/finalizers/0", "value": EPHEMERAL_RUNNER},
+                        {"op": "remove", "path": "/metadata/finalizers/0"},
+                    ]))
+                    .patched(&registration_released),
+            ],
+            runners.pass(&er),
+        )
+        .await;
+    assert_eq!(result.expect("pass"), Requeue::await_change());
+    assert_eq!(t.api.writes(), 2);
+    assert_eq!(t.calls(), ["remove_runner"]);
+    assert!(t.service.with(|s| s.runners.is_empty()));
+
+    let after = t.api.run(vec![], runners.pass(&er)).await;
+    assert_eq!(after.expect("released"), Requeue::await_change());
+}
