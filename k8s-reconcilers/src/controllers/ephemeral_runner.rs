@@ -261,18 +261,19 @@ impl<'a> Pass<'a> {
         Ok(Requeue::requeue(Duration::from_secs(1)))
     }
 
+    /// The runner's pod as the pod watch last saw it.
+    fn cached_pod(&self, name: &str) -> Option<Pod> {
+        self.pod_store
+            .get(&ObjectRef::new(name).within(&self.namespace))
+            .map(|p| (*p).clone())
+    }
+
     /// Reads the pod from the watch cache (from the API server when `fresh`, or when the
     /// cache has none for a registered runner), and the JIT Secret only when the decision can depend on it: no pod, or
     /// a finished runner whose leftovers are cleaned up.
     async fn observe(&self, er: &EphemeralRunner, fresh: bool) -> Result<Observed, Error> {
         let name = er.name_any();
-        let cached = if fresh {
-            None
-        } else {
-            self.pod_store
-                .get(&ObjectRef::new(&name).within(&self.namespace))
-                .map(|p| (*p).clone())
-        };
+        let cached = if fresh { None } else { self.cached_pod(&name) };
         // The pod is created only after the runner id is recorded, so a runner without one
         // that the cache shows no pod for has none of this registration.
         let registered = er.status.as_ref().is_some_and(|s| s.runner_id > 0);

@@ -57,6 +57,21 @@ async fn runner_gone(h: &Harness, name: &str, timeout: std::time::Duration) -> a
     .await
 }
 
+/// Waits for the runner's pod and JIT Secret to be gone (the garbage collector deletes them after
+/// the runner).
+async fn dependents_gone(h: &Harness, name: &str) -> anyhow::Result<()> {
+    eventually(
+        "the runner's pod and JIT Secret to be gone",
+        WAIT,
+        || async {
+            let pod = h.pods().get_opt(name).await?;
+            let secret = h.secrets().get_opt(name).await?;
+            Ok((pod.is_none() && secret.is_none()).then_some(()))
+        },
+    )
+    .await
+}
+
 async fn runner_with_pod(h: &Harness, name: &str) -> anyhow::Result<(EphemeralRunner, String)> {
     let uid = eventually("the runner pod", WAIT, || async {
         Ok(h.pods().get_opt(name).await?.and_then(|p| p.metadata.uid))
@@ -308,8 +323,7 @@ async fn deletion_waits_for_the_job_then_removes_registration_secret_and_pod() -
     // The finalizer retries after JobStillRunning on its own schedule (30 s).
     runner_gone(&h, "r-delete", WAIT * 2).await?;
     assert!(h.service.runners().is_empty());
-    assert!(h.pods().get_opt("r-delete").await?.is_none());
-    assert!(h.secrets().get_opt("r-delete").await?.is_none());
+    dependents_gone(&h, "r-delete").await?;
     assert!(
         h.pods().get_opt("r-delete-workflow").await?.is_none(),
         "hook pods are cleaned up"
@@ -355,6 +369,24 @@ async fn unrecorded_registration_is_adopted_on_retry_and_removed_on_deletion() -
     Ok(())
 }
 
+/// `kubectl delete --cascade=orphan` would leave the pod and the JIT Secret to the garbage
+/// collector's orphaning; the cleanup deletes them itself.
+#[tokio::test]
+async fn an_orphaning_deletion_still_removes_the_pod_and_the_secret() -> anyhow::Result<()> {
+    let h = Harness::start("er-orphaning", 5).await?;
+    create_runner(&h, "r-orphaning", h.runner_spec()).await?;
+    runner_with_pod(&h, "r-orphaning").await?;
+    registered_id(&h, "r-orphaning").await?;
+    assert!(h.secrets().get_opt("r-orphaning").await?.is_some());
+    h.runners()
+        .delete("r-orphaning", &DeleteParams::orphan())
+        .await?;
+    runner_gone(&h, "r-orphaning", WAIT).await?;
+    dependents_gone(&h, "r-orphaning").await?;
+    assert!(h.service.runners().is_empty());
+    Ok(())
+}
+
 #[tokio::test]
 async fn exit_zero_deletes_the_runner() -> anyhow::Result<()> {
     let h = Harness::start("er-done", 5).await?;
@@ -364,7 +396,7 @@ async fn exit_zero_deletes_the_runner() -> anyhow::Result<()> {
     h.set_pod_status("r-done", exited_status(0)).await?;
     runner_gone(&h, "r-done", WAIT).await?;
     assert!(h.service.runners().is_empty());
-    assert!(h.pods().get_opt("r-done").await?.is_none());
+    dependents_gone(&h, "r-done").await?;
     Ok(())
 }
 
@@ -379,7 +411,7 @@ async fn a_failure_with_a_job_assigned_deletes_the_runner() -> anyhow::Result<()
     // The runner dies under the job: no retry, the job is lost with its runner.
     h.set_pod_status("r-jobfail", exited_status(137)).await?;
     runner_gone(&h, "r-jobfail", WAIT).await?;
-    assert!(h.pods().get_opt("r-jobfail").await?.is_none());
+    dependents_gone(&h, "r-jobfail").await?;
     assert!(
         h.service.runners().is_empty(),
         "its registration is removed too"

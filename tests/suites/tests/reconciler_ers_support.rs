@@ -229,7 +229,9 @@ impl Drop for Harness {
 impl Harness {
     /// Starts the controllers with test timings (20 ms pod backoff, `max_failures` budget).
     pub async fn start(prefix: &str, max_failures: u32) -> anyhow::Result<Self> {
-        let cp = testbed::ControlPlane::shared().await?;
+        // With the controller-manager: its garbage collector deletes a removed runner's pod and
+        // JIT Secret, as in a cluster.
+        let cp = testbed::ControlPlane::shared_with_scheduling().await?;
         let client = cp.client();
         k8s_reconcilers::crd::install(&client, Duration::from_secs(60)).await?;
         let ns = cp.test_namespace(prefix).await?;

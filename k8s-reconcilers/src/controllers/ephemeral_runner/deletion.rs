@@ -91,16 +91,9 @@ impl Pass<'_> {
         {
             self.release_registration(er).await?
         } else {
-            self.pods.get_opt(&name).await?
+            self.cached_pod(&name)
         };
-        if pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) {
-            delete_ignoring_missing(&self.pods, &name).await?;
-        }
-        // A cleanup the finalizer helper runs may follow one that stopped part way.
-        match finish {
-            Finish::Both { .. } => delete_ignoring_missing(&self.secrets, &name).await?,
-            Finish::Registration => delete_present(&self.secrets, &name).await?,
-        }
+        self.delete_orphaned_dependents(er, pod.as_ref()).await?;
         if resources::uses_container_hooks(er) {
             self.delete_hook_resources(&name).await?;
         }
@@ -119,10 +112,10 @@ impl Pass<'_> {
     }
 
     /// Removes the runner from the service, waiting while its job runs; returns the runner's
-    /// pod as it read it.
+    /// pod as the watch cache has it.
     async fn release_registration(&self, er: &EphemeralRunner) -> Result<Option<Pod>, Error> {
         let name = er.name_any();
-        let pod = self.pods.get_opt(&name).await?;
+        let pod = self.cached_pod(&name);
         let mut runner_id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();
         if runner_id <= 0
             && let Some(secret) = self.secrets.get_opt(&name).await?
@@ -218,6 +211,38 @@ impl Pass<'_> {
         }
     }
 
+    /// The pod and the JIT Secret name the runner as their controlling owner, so the garbage
+    /// collector deletes them once the runner is gone. Deletes them here only when this deletion
+    /// orphans them: the runner carries the `orphan` finalizer (`kubectl delete
+    /// --cascade=orphan`), or the collector already took the runner's owner reference off them.
+    async fn delete_orphaned_dependents(
+        &self,
+        er: &EphemeralRunner,
+        pod: Option<&Pod>,
+    ) -> Result<(), Error> {
+        let name = er.name_any();
+        let orphaning = er.finalizers().iter().any(|f| f == ORPHAN_FINALIZER);
+        match pod {
+            Some(pod) if !orphaning && owned_by(&pod.metadata, er) => Ok(()),
+            Some(pod) => {
+                if pod.metadata.deletion_timestamp.is_none() {
+                    delete_ignoring_missing(&self.pods, &name).await?;
+                }
+                delete_ignoring_missing(&self.secrets, &name).await
+            }
+            // No pod (or none in the cache yet): the Secret says whether it was orphaned.
+            None => match self.secrets.get_opt(&name).await? {
+                Some(secret)
+                    if secret.metadata.deletion_timestamp.is_none()
+                        && (orphaning || !owned_by(&secret.metadata, er)) =>
+                {
+                    delete_ignoring_missing(&self.secrets, &name).await
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
     /// Job pods and Secrets that the container hooks labelled `runner-pod=<runner>`.
     async fn delete_hook_resources(&self, runner: &str) -> Result<(), Error> {
         let selector = ListParams::default().labels(&format!("{}={runner}", labels::RUNNER_POD));
@@ -226,19 +251,15 @@ impl Pass<'_> {
     }
 }
 
-/// Deletes `name` when the API server has it and is not deleting it yet: for a cleanup that may
-/// follow one that stopped part way, which then reads instead of sending a delete that can only
-/// fail.
-async fn delete_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.get_opt(name).await? {
-        Some(object) if object.meta().deletion_timestamp.is_none() => {
-            delete_ignoring_missing(api, name).await
-        }
-        _ => Ok(()),
-    }
+/// The finalizer the API server adds to an object deleted with `propagationPolicy: Orphan`.
+const ORPHAN_FINALIZER: &str = "orphan";
+
+/// Whether an object names `er` as one of its owners.
+fn owned_by(meta: &kube::api::ObjectMeta, er: &EphemeralRunner) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(&o.uid) == er.metadata.uid.as_ref())
 }
 
 async fn delete_labelled<K>(api: &Api<K>, selector: &ListParams) -> Result<(), Error>

@@ -56,7 +56,10 @@ fn runner_pod(status: serde_json::Value) -> Pod {
     from_json(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": NAME, "namespace": RUNNER_NS, "uid": "pod-uid",
-                     "labels": {"actions-ephemeral-runner": "True"}},
+                     "labels": {"actions-ephemeral-runner": "True"},
+                     "ownerReferences": [{"apiVersion": "actions.github.com/v1alpha1",
+                                          "kind": "EphemeralRunner", "name": NAME,
+                                          "uid": format!("{NAME}-uid"), "controller": true}]},
         "spec": {"containers": [{"name": "runner", "image": "runner"}]},
         "status": status,
     }))
@@ -204,7 +207,8 @@ async fn a_running_pod_is_mirrored_into_the_status_with_one_write() {
 }
 
 #[tokio::test]
-async fn a_runner_whose_job_completed_is_deleted_with_its_pod_and_secret_in_one_pass() {
+async fn a_runner_whose_job_completed_is_deleted_in_one_pass_and_its_pod_and_secret_left_to_the_collector()
+ {
     let mut t = Harness::new(super::CONTROLLER);
     let scale_set = t.scale_set().await;
     let runner_id = t.register(scale_set, NAME).await;
@@ -229,11 +233,9 @@ async fn a_runner_whose_job_completed_is_deleted_with_its_pod_and_secret_in_one_
                 Exchange::get(object::<EphemeralRunner>(RUNNER_NS, NAME)).reply(&er),
                 Exchange::get(object::<Pod>(RUNNER_NS, NAME)).reply(&pod),
                 Exchange::delete_background(object::<EphemeralRunner>(RUNNER_NS, NAME)),
-                // The deletion goes on in this pass: pod, JIT Secret, both finalizers at once.
+                // The deletion goes on in this pass: both finalizers at once; the pod and the
+                // JIT Secret are the garbage collector's (the cached pod names its owner).
                 Exchange::get(object::<EphemeralRunner>(RUNNER_NS, NAME)).reply(&gone),
-                Exchange::get(object::<Pod>(RUNNER_NS, NAME)).reply(&pod),
-                Exchange::delete_background(object::<Pod>(RUNNER_NS, NAME)),
-                Exchange::delete_background(object::<Secret>(RUNNER_NS, NAME)),
                 Exchange::json_patch(object::<EphemeralRunner>(RUNNER_NS, NAME))
                     .body_exact(json!([
                         {"op": "test", "path": "/metadata/finalizers/1", "value": RUNNER_REGISTRATION},
@@ -247,7 +249,7 @@ async fn a_runner_whose_job_completed_is_deleted_with_its_pod_and_secret_in_one_
         )
         .await;
     assert_eq!(result.expect("pass"), Requeue::await_change());
-    assert_eq!(t.api.writes(), 4, "writes for a finished runner");
+    assert_eq!(t.api.writes(), 2, "writes for a finished runner");
     // The service removed the registration with the job: no RemoveRunner.
     assert!(t.calls().is_empty());
 
@@ -272,9 +274,9 @@ async fn a_deleted_runner_without_pod_is_removed_from_the_service_then_released(
         .api
         .run(
             vec![
-                Exchange::get(object::<Pod>(RUNNER_NS, NAME)).not_found(),
                 read_credentials(),
-                // RemoveRunner on the service happens here; then the JIT Secret, if any.
+                // RemoveRunner on the service happens here; then the JIT Secret, if any, is
+                // read to see whether the deletion orphaned it.
                 Exchange::get(object::<Secret>(RUNNER_NS, NAME)).not_found(),
                 Exchange::json_patch(object::<EphemeralRunner>(RUNNER_NS, NAME))
                     .body_exact(json!([
