@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn, warn_span};
 
@@ -20,6 +21,9 @@ use crate::kube::{PatchError, RunnerSetPatcher, runner_status_patch};
 use crate::metrics::{JobStages, Metrics};
 use crate::scaler::{Bounds, Scaler, ers_patch};
 use crate::service::{Message, ScaleSetService, classify};
+
+/// Most runner status patches for JobStarted in flight at once.
+const JOB_PATCH_PARALLELISM: usize = 16;
 
 /// Loop settings (from the config, plus timings tests may shorten).
 #[derive(Debug, Clone)]
@@ -509,10 +513,16 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                 }
             }
         }
-        for job in &message.jobs {
-            if let JobMessage::Started(job) = job {
-                self.job_started(message_id, job).await;
-            }
+        let started: Vec<&JobStarted> = message
+            .jobs
+            .iter()
+            .filter_map(|j| match j {
+                JobMessage::Started(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        for job in &started {
+            self.job_started(message_id, job);
         }
         for job in message.jobs.iter().filter_map(|j| match j {
             JobMessage::Completed(c) => Some(c),
@@ -526,13 +536,20 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
             }
             self.scaler.mark_dirty();
         }
+        // The count goes first: a completion it reflects must reach the set before the set can see
+        // the finished runner gone, or the set replaces a runner whose job is done. The runners'
+        // job patches follow, several at a time.
         if let Some(stats) = self.latest {
             self.apply(stats.total_assigned_jobs, true).await;
         }
+        futures::stream::iter(started)
+            .for_each_concurrent(JOB_PATCH_PARALLELISM, |job| self.patch_job_started(job))
+            .await;
         Ok(())
     }
 
-    async fn job_started(&mut self, message_id: i64, job: &JobStarted) {
+    /// Logs and counts a JobStarted.
+    fn job_started(&mut self, message_id: i64, job: &JobStarted) {
         info!(message_id, runner_request_id = job.job.runner_request_id, job_id = %job.job.job_id,
             runner_name = %job.runner_name, "job started");
         if let Some(m) = &self.metrics {
@@ -540,6 +557,10 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
             self.stages.started(m, &job.job, Utc::now());
         }
         self.scaler.mark_dirty();
+    }
+
+    /// Records the job in its runner's status (the runner then counts as busy).
+    async fn patch_job_started(&self, job: &JobStarted) {
         if job.runner_name.is_empty() {
             warn!(runner_request_id = job.job.runner_request_id, job_id = %job.job.job_id, "JobStarted without runnerName; no status patch");
             return;

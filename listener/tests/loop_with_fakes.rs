@@ -227,11 +227,12 @@ async fn message_is_acked_then_acquired_then_scaled() {
     );
     assert_eq!(
         patcher.patches(),
+        // The count of a batch goes before its runners' job patches.
         vec![
             r#"ers {"spec":{"patchID":0,"replicas":2}}"#.to_string(),
+            r#"ers {"spec":{"patchID":1,"replicas":4}}"#.to_string(),
             r#"er r-1 {"status":{"jobId":"j9","jobRepositoryName":"o/r","jobRequestId":9}}"#
                 .to_string(),
-            r#"ers {"spec":{"patchID":1,"replicas":4}}"#.to_string(),
             r#"ers {"spec":{"patchID":2,"replicas":4}}"#.to_string(),
         ]
     );
