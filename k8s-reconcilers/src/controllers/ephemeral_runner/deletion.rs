@@ -1,5 +1,6 @@
 //! Deletion of an EphemeralRunner (docs/architecture.md#ephemeralrunner-deletion): the registration
-//! first, then the pod, the JIT Secret and container-hook resources; nothing is left behind.
+//! first, then container-hook resources and the finalizers; the pod and the JIT Secret follow the
+//! runner by garbage collection. Nothing is left behind.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
@@ -67,8 +68,8 @@ impl Released {
 }
 
 impl Pass<'_> {
-    /// Runs while the main finalizer is present on a deleting runner: the registration, the pod,
-    /// the JIT Secret and hook resources, then the registration finalizer. Called by the
+    /// Runs while the main finalizer is present on a deleting runner: the registration, hook
+    /// resources (and an orphaned pod and JIT Secret), then the registration finalizer. Called by the
     /// finalizer helper, which drops the main finalizer when this returns `Ok`, or directly by
     /// the pass that deleted the runner (`Finish::Both`), which drops both in one patch.
     pub(super) async fn cleanup(
