@@ -38,6 +38,11 @@ pub mod annotations {
     pub const GITHUB_CONFIG_URL: &str = "actions.github.com/github-config-url";
     /// Written by the chart (sha256 of the values); not read.
     pub const VALUES_HASH: &str = "actions.github.com/values-hash";
+    /// On a runner pod: the id of the registration its JIT config belongs to (an arc-rs
+    /// addition), copied into `status.runnerId` with the first status write.
+    pub const RUNNER_ID: &str = "actions.github.com/runner-id";
+    /// On a runner pod: the registration's runner name (an arc-rs addition).
+    pub const RUNNER_NAME: &str = "actions.github.com/runner-name";
 }
 
 /// Label keys and fixed values.

@@ -102,7 +102,8 @@ pub struct RunnerState {
     pub ready: bool,
     /// The JIT Secret exists.
     pub jit_secret: bool,
-    /// `status.runnerId` (0 or less = not recorded yet).
+    /// The runner's registration id: `status.runnerId`, or the one its pod carries (0 or less =
+    /// not known).
     pub runner_id: i64,
     /// `status.jobId` / `jobRequestId` is set.
     pub has_job: bool,
@@ -207,11 +208,11 @@ pub enum Action {
     CleanupTerminal,
     /// No JIT Secret: generate a JIT config (see [`on_runner_exists`] for a name conflict).
     RequestJitConfig,
-    /// The JIT Secret exists but `status.runnerId` is not recorded: copy it from the Secret.
-    RecordRunnerId,
-    /// Create the runner pod.
+    /// Create the runner pod (the JIT Secret exists).
     CreatePod,
-    /// Copy phase, ready, reason and message from the pod into the status.
+    /// Copy phase, ready, reason and message from the pod into the status, with the runner id
+    /// and name the pod carries when the status does not have them yet: the status is written
+    /// once the pod runs, not also when the runner registers.
     MirrorStatus {
         /// New `status.phase`.
         phase: RunnerPhase,
@@ -340,9 +341,6 @@ fn without_pod(runner: &RunnerState, now: Timestamp, policy: &RetryPolicy) -> Ac
     }
     if !runner.jit_secret {
         return Action::RequestJitConfig;
-    }
-    if runner.runner_id <= 0 {
-        return Action::RecordRunnerId;
     }
     if jit_used(runner, None) {
         // The pod vanished after the runner started (node loss, manual delete).

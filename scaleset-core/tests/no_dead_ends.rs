@@ -121,7 +121,6 @@ fn step(k: Key, obs: &Option<PodObservation>, policy: &RetryPolicy) -> Node {
         }
         Action::Wait(_) | Action::CreatePod => {}
         Action::RequestJitConfig => r.jit_secret = true,
-        Action::RecordRunnerId => r.runner_id = 42,
         Action::MirrorStatus { phase, ready } => {
             r.phase = phase;
             r.ready = ready;

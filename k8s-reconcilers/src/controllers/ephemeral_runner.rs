@@ -223,7 +223,8 @@ impl<'a> Pass<'a> {
                 },
                 None => self.observe(&er, fresh).await?,
             };
-            let runner = observe::runner_state(&er, seen.secret.is_some() || !seen.secret_known);
+            let jit_secret = seen.secret.is_some() || !seen.secret_known;
+            let runner = observe::runner_state(&er, jit_secret, seen.pod.as_ref());
             let observed = seen.pod.as_ref().map(observe::pod_observation);
             let action = decide(&runner, observed.as_ref(), observe::now(), self.policy);
             // A failure is judged on the runner and pod as the API server has them, not the
@@ -268,24 +269,21 @@ impl<'a> Pass<'a> {
             .map(|p| (*p).clone())
     }
 
-    /// Reads the pod from the watch cache (from the API server when `fresh`, or when the
-    /// cache has none for a registered runner), and the JIT Secret only when the decision can depend on it: no pod, or
-    /// a finished runner whose leftovers are cleaned up.
+    /// Reads the pod from the watch cache (from the API server when `fresh`, or when the cache
+    /// has none but the JIT Secret exists, since the pod is created only after the Secret), and
+    /// the JIT Secret only when the decision can depend on it: no pod, or a finished runner whose
+    /// leftovers are cleaned up.
     async fn observe(&self, er: &EphemeralRunner, fresh: bool) -> Result<Observed, Error> {
         let name = er.name_any();
-        let cached = if fresh { None } else { self.cached_pod(&name) };
-        // The pod is created only after the runner id is recorded, so a runner without one
-        // that the cache shows no pod for has none of this registration.
-        let registered = er.status.as_ref().is_some_and(|s| s.runner_id > 0);
-        let pod = match cached {
-            Some(pod) => Some(pod),
-            None if !fresh && !registered => None,
-            None => self.pods.get_opt(&name).await?,
-        };
         let terminal = matches!(
             er.status.as_ref().map(|s| s.phase.as_str()),
             Some("Succeeded" | "Failed" | "Outdated")
         );
+        let pod = if fresh {
+            self.pods.get_opt(&name).await?
+        } else {
+            self.cached_pod(&name)
+        };
         if pod.is_some() && !terminal {
             return Ok(Observed {
                 secret: None,
@@ -293,8 +291,14 @@ impl<'a> Pass<'a> {
                 pod,
             });
         }
+        let secret = self.secrets.get_opt(&name).await?;
+        let pod = match pod {
+            // The cache may not have a pod made from this Secret yet.
+            None if !fresh && secret.is_some() => self.pods.get_opt(&name).await?,
+            pod => pod,
+        };
         Ok(Observed {
-            secret: self.secrets.get_opt(&name).await?,
+            secret,
             secret_known: true,
             pod,
         })
@@ -308,6 +312,7 @@ impl<'a> Pass<'a> {
         pod: Option<Pod>,
     ) -> Result<Next, Error> {
         let done = |r: Requeue| Ok(Next::Done(r));
+        let registered = resources::registered_id(&er, pod.as_ref(), secret.as_ref());
         match action {
             Action::Wait(Some(after)) => done(Requeue::requeue(after)),
             Action::Wait(None) => done(Requeue::await_change()),
@@ -322,34 +327,21 @@ impl<'a> Pass<'a> {
                 done(Requeue::await_change())
             }
             Action::RequestJitConfig => self.request_jit_config(er).await,
-            Action::RecordRunnerId => {
-                let Some(secret) = secret else {
-                    return Ok(Next::Again(Box::new(er), None));
-                };
-                match resources::registration(&secret) {
-                    Ok(reg) => {
-                        let patch = json!({"status": {
-                            "runnerId": reg.runner_id,
-                            "runnerName": reg.runner_name,
-                        }});
-                        let er = self.patch_status(&er, patch).await?;
-                        Ok(Next::Again(Box::new(er), Some(Box::new(secret))))
-                    }
-                    Err(problem) => {
-                        delete_ignoring_missing(&self.secrets, &er.name_any()).await?;
-                        Err(unusable_jit_secret(&er, &problem))
-                    }
-                }
-            }
             Action::CreatePod => self.create_pod(er, secret).await,
             Action::MirrorStatus { phase, ready } => {
+                let recorded = er.status.as_ref().is_some_and(|s| s.runner_id > 0);
+                let registration = pod.as_ref().and_then(resources::pod_registration);
                 let status = pod.and_then(|p| p.status).unwrap_or_default();
-                let patch = json!({"status": {
+                let mut patch = json!({"status": {
                     "phase": phase.as_str(),
                     "ready": ready,
                     "reason": text_or_delete(status.reason),
                     "message": text_or_delete(status.message),
                 }});
+                if let (false, Some((id, name))) = (recorded, registration) {
+                    patch["status"]["runnerId"] = json!(id);
+                    patch["status"]["runnerName"] = json!(name);
+                }
                 self.patch_status(&er, patch).await?;
                 done(Requeue::await_change())
             }
@@ -366,7 +358,7 @@ impl<'a> Pass<'a> {
                     "message": retry.message,
                 });
                 if let Some(service) = service {
-                    let id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();
+                    let id = registered;
                     if id > 0 {
                         let removed = service::remove(&*service, id)
                             .await
@@ -419,7 +411,7 @@ impl<'a> Pass<'a> {
                 done(Requeue::await_change())
             }
             Action::DeleteRunner { cause, removal } => {
-                self.delete_runner(&er, cause, removal).await?;
+                self.delete_runner(&er, registered, cause, removal).await?;
                 // The deletion goes on in this pass (registration, pod, Secret, both
                 // finalizers) instead of waiting for the deletion event.
                 if let Some(deleting) = self.runners.get_opt(&er.name_any()).await?
@@ -438,11 +430,11 @@ impl<'a> Pass<'a> {
                     "message": "Runner is deprecated",
                 }});
                 let er = self.patch_status(&er, patch).await?;
-                self.remove_from_service(&er).await?;
+                self.remove_from_service(&er, registered).await?;
                 done(Requeue::await_change())
             }
             Action::MarkFailed { reason, message } => {
-                self.mark_failed(&er, &reason, &message).await
+                self.mark_failed(&er, registered, &reason, &message).await
             }
         }
     }
@@ -530,6 +522,7 @@ impl<'a> Pass<'a> {
                 return self
                     .mark_failed(
                         &er,
+                        registration.runner_id,
                         "InvalidPod",
                         &format!("Failed to create the pod: {problem}"),
                     )
@@ -543,7 +536,7 @@ impl<'a> Pass<'a> {
                 if kind == PodCreateError::Other {
                     return Err(kube::Error::Api(status).into());
                 }
-                let runner = observe::runner_state(&er, true);
+                let runner = observe::runner_state(&er, true, None);
                 let action = on_pod_create_error(
                     kind,
                     &status.message,
@@ -569,24 +562,28 @@ impl<'a> Pass<'a> {
     async fn mark_failed(
         &self,
         er: &EphemeralRunner,
+        runner_id: i64,
         reason: &str,
         message: &str,
     ) -> Result<Next, Error> {
         let patch = json!({"status": {"phase": "Failed", "reason": reason, "message": message}});
         let er = self.patch_status(er, patch).await?;
         self.event(&er, EventType::Warning, reason, message).await;
-        self.remove_from_service(&er).await?;
+        self.remove_from_service(&er, runner_id).await?;
         Ok(Next::Done(Requeue::await_change()))
     }
 
+    /// Deletes runner `er`, whose registration is `runner_id` (0: not known), removing the
+    /// registration from the service first or afterwards as `removal` says.
     async fn delete_runner(
         &self,
         er: &EphemeralRunner,
+        runner_id: i64,
         cause: DeleteCause,
         removal: ServiceRemoval,
     ) -> Result<(), Error> {
         if removal == ServiceRemoval::Before {
-            self.remove_from_service(er).await?;
+            self.remove_from_service(er, runner_id).await?;
         }
         // A runner that finished its job is the normal case and gets no Event: one write per
         // runner that nobody reads on an object about to be gone.
@@ -609,7 +606,7 @@ impl<'a> Pass<'a> {
         }
         delete_ignoring_missing(&self.runners, &er.name_any()).await?;
         if removal == ServiceRemoval::BestEffortAfter {
-            let id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();
+            let id = runner_id;
             if id > 0 {
                 match self.service(er).await {
                     Ok(service) => {
@@ -626,10 +623,9 @@ impl<'a> Pass<'a> {
         Ok(())
     }
 
-    /// `RemoveRunner(status.runnerId)` when the runner is registered; a missing registration
+    /// `RemoveRunner(id)` when the runner is registered (`id` > 0); a missing registration
     /// counts as removed.
-    async fn remove_from_service(&self, er: &EphemeralRunner) -> Result<(), Error> {
-        let id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();
+    async fn remove_from_service(&self, er: &EphemeralRunner, id: i64) -> Result<(), Error> {
         if id <= 0 {
             return Ok(());
         }

@@ -51,8 +51,8 @@ fn retry(action: Action) -> Retry {
     }
 }
 
-/// Behaviour 13 (docs/architecture.md#integration-behaviours): JIT Secret, then runner id, then the
-/// pod.
+/// Behaviour 13 (docs/architecture.md#integration-behaviours): JIT Secret, then the pod; the
+/// runner id is written with the first status write, when the pod runs.
 #[test]
 fn creation_sequence() {
     assert_eq!(go(&RunnerState::default(), None), Action::RequestJitConfig);
@@ -60,7 +60,7 @@ fn creation_sequence() {
         jit_secret: true,
         ..RunnerState::default()
     };
-    assert_eq!(go(&no_id, None), Action::RecordRunnerId);
+    assert_eq!(go(&no_id, None), Action::CreatePod);
     assert_eq!(go(&registered(), None), Action::CreatePod);
 }
 

@@ -11,7 +11,7 @@ mod support;
 
 use actions_emulator::{Emulator, EmulatorConfig};
 use anyhow::Context;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_reconcilers::crd::{
     AutoscalingListener, AutoscalingRunnerSet, EphemeralRunner, EphemeralRunnerSet,
@@ -163,11 +163,10 @@ async fn the_chart_deployment_runs_the_binary_under_the_chart_rbac() -> anyhow::
         )
         .await?;
     let er_api: Api<EphemeralRunner> = Api::namespaced(admin.clone(), r);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), r);
     let runner = eventually("a registered runner", WAIT, || async {
-        let list = er_api.list(&Default::default()).await?.items;
-        Ok(list
-            .into_iter()
-            .find(|e| e.status.as_ref().is_some_and(|s| s.runner_id > 0)))
+        let list = suites::runners_with_registration(&er_api, &pods).await?;
+        Ok(list.into_iter().find(|(_, id)| *id > 0).map(|(er, _)| er))
     })
     .await?;
     assert!(

@@ -9,6 +9,7 @@ mod support;
 
 use actions_emulator::{Emulator, EmulatorConfig, Endpoint};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_reconcilers::crd::{AutoscalingRunnerSet, EphemeralRunner, EphemeralRunnerSet};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -26,20 +27,6 @@ async fn reconciles(m: &Manager) -> anyhow::Result<f64> {
         .filter(|l| l.starts_with("arc_controller_reconciles_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum())
-}
-
-async fn registered_runners(
-    api: &Api<EphemeralRunner>,
-    n: usize,
-) -> anyhow::Result<Vec<EphemeralRunner>> {
-    eventually(&format!("{n} registered runners"), WAIT, || async {
-        let list = api.list(&Default::default()).await?.items;
-        let registered = list
-            .iter()
-            .all(|e| e.status.as_ref().is_some_and(|s| s.runner_id > 0));
-        Ok((list.len() == n && registered).then_some(list))
-    })
-    .await
 }
 
 #[tokio::test]
@@ -110,7 +97,8 @@ async fn only_the_leader_acts_and_the_other_takes_over_when_it_dies() -> anyhow:
         )
         .await?;
     let er_api: Api<EphemeralRunner> = Api::namespaced(admin.clone(), r);
-    registered_runners(&er_api, 1).await?;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), r);
+    suites::registered_runners(&er_api, &pods, 1, WAIT).await?;
 
     assert!(
         reconciles(&managers[leader]).await? > 0.0,
@@ -155,7 +143,7 @@ async fn only_the_leader_acts_and_the_other_takes_over_when_it_dies() -> anyhow:
             &Patch::Merge(&json!({"spec": {"replicas": 2, "patchID": 2}})),
         )
         .await?;
-    let runners = registered_runners(&er_api, 2).await?;
+    let runners = suites::registered_runners(&er_api, &pods, 2, WAIT).await?;
     assert!(
         reconciles(&managers[follower]).await? > 0.0,
         "the new leader reconciles"
@@ -178,7 +166,7 @@ async fn only_the_leader_acts_and_the_other_takes_over_when_it_dies() -> anyhow:
         .map(|r| r.name.clone())
         .collect();
     registered.sort();
-    let mut names: Vec<String> = runners.iter().map(|r| r.name_any()).collect();
+    let mut names: Vec<String> = runners.iter().map(|(r, _)| r.name_any()).collect();
     names.sort();
     assert_eq!(
         registered, names,

@@ -86,15 +86,9 @@ async fn a_scale_set_from_creation_to_deletion() -> anyhow::Result<()> {
         )
         .await?;
     let er_api: Api<EphemeralRunner> = Api::namespaced(admin.clone(), r);
-    let runners = eventually("two registered runners", WAIT, || async {
-        let list = er_api.list(&Default::default()).await?.items;
-        let registered = list
-            .iter()
-            .all(|e| e.status.as_ref().is_some_and(|s| s.runner_id > 0));
-        Ok((list.len() == 2 && registered).then_some(list))
-    })
-    .await?;
-    let names: BTreeSet<String> = runners.iter().map(|r| r.name_any()).collect();
+    let pods_r: Api<Pod> = Api::namespaced(admin.clone(), r);
+    let runners = suites::registered_runners(&er_api, &pods_r, 2, WAIT).await?;
+    let names: BTreeSet<String> = runners.iter().map(|(r, _)| r.name_any()).collect();
     let snapshot = emu.snapshot();
     let registered: BTreeSet<String> = snapshot
         .runners
@@ -109,20 +103,16 @@ async fn a_scale_set_from_creation_to_deletion() -> anyhow::Result<()> {
 
     // The JIT config in the runner's Secret is one the service accepts.
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), r);
-    let first = runners[0].name_any();
+    let first = runners[0].0.name_any();
     let jit = secrets.get(&first).await?.data.unwrap()["jitToken"]
         .0
         .clone();
     let conn = emu
         .runner_connect(std::str::from_utf8(&jit)?)
         .map_err(|e| anyhow::anyhow!("JIT config refused: {e:?}"))?;
-    assert_eq!(
-        conn.runner_id,
-        runners[0].status.as_ref().unwrap().runner_id
-    );
+    assert_eq!(conn.runner_id, runners[0].1);
 
     // Play the kubelet: both pods run.
-    let pods_r: Api<Pod> = Api::namespaced(admin.clone(), r);
     for name in &names {
         eventually("the runner pod", WAIT, || async {
             pods_r.get_opt(name).await.map_err(Into::into)
@@ -357,13 +347,10 @@ async fn a_custom_root_ca_from_a_config_map_reaches_the_service_over_tls() -> an
         )
         .await?;
     let er_api: Api<EphemeralRunner> = Api::namespaced(admin.clone(), r);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), r);
     let runner = eventually("a runner registered over HTTPS", WAIT, || async {
-        Ok(er_api
-            .list(&Default::default())
-            .await?
-            .items
-            .into_iter()
-            .find(|e| e.status.as_ref().is_some_and(|s| s.runner_id > 0)))
+        let list = suites::runners_with_registration(&er_api, &pods).await?;
+        Ok(list.into_iter().find(|(_, id)| *id > 0).map(|(er, _)| er))
     })
     .await?;
     assert!(

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actions_emulator::{Emulator, EmulatorConfig, Endpoint, Fault, FaultKind};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_reconcilers::crd::{AutoscalingRunnerSet, EphemeralRunner, EphemeralRunnerSet};
 use kube::ResourceExt;
@@ -165,18 +165,17 @@ async fn killed_between_the_jit_call_and_the_status_write_then_restarted() -> an
     grant_secret_create(&admin, r, c).await?;
     emu.clear_faults();
     let mut second = Manager::start(&kubeconfig, c, r, &[])?;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), r);
     let runners = eventually(
         "both runners recorded and registered once",
         WAIT,
         || async {
-            let ers = er_api.list(&Default::default()).await?.items;
+            let ers = suites::runners_with_registration(&er_api, &pods).await?;
             let registered = registrations(&emu, id);
             let recorded: BTreeMap<String, i64> = ers
                 .iter()
-                .filter_map(|e| {
-                    let id = e.status.as_ref()?.runner_id;
-                    (id > 0).then(|| (e.name_any(), id))
-                })
+                .filter(|(_, id)| *id > 0)
+                .map(|(e, id)| (e.name_any(), *id))
                 .collect();
             Ok(
                 (ers.len() == 2 && recorded.len() == 2 && recorded == registered)
@@ -264,13 +263,10 @@ async fn registrations_without_a_runner_are_swept_at_start_up() -> anyhow::Resul
         )
         .await?;
     let er_api: Api<EphemeralRunner> = Api::namespaced(admin.clone(), r);
-    let runner = eventually("a registered runner", WAIT, || async {
-        Ok(er_api
-            .list(&Default::default())
-            .await?
-            .items
-            .into_iter()
-            .find(|e| e.status.as_ref().is_some_and(|s| s.runner_id > 0)))
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), r);
+    let (runner, runner_id) = eventually("a registered runner", WAIT, || async {
+        let list = suites::runners_with_registration(&er_api, &pods).await?;
+        Ok(list.into_iter().find(|(_, id)| *id > 0))
     })
     .await?;
     first.signal("TERM")?;
@@ -297,7 +293,7 @@ async fn registrations_without_a_runner_are_swept_at_start_up() -> anyhow::Resul
     let left = registrations(&emu, id);
     assert_eq!(
         left.get(&runner.name_any()),
-        runner.status.as_ref().map(|s| &s.runner_id),
+        Some(&runner_id),
         "the runner's own registration stays"
     );
     assert!(

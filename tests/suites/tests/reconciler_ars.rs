@@ -643,16 +643,12 @@ async fn drain_policy_holds_a_spec_change_until_the_busy_runner_is_done() -> any
         )
         .await?;
     let ers_runners = h.api::<EphemeralRunner>(h.ns());
+    let pods = h.api::<Pod>(h.ns());
     let runner = wait_for("a registered runner", || async {
-        Ok(ers_runners
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .find(|e| e.status.as_ref().is_some_and(|s| s.runner_id > 0)))
+        let list = suites::runners_with_registration(&ers_runners, &pods).await?;
+        Ok(list.into_iter().find(|(_, id)| *id > 0).map(|(er, _)| er))
     })
     .await?;
-    let pods = h.api::<Pod>(h.ns());
     let name = runner.name_any();
     wait_for("the runner pod", || async {
         Ok(pods.get_opt(&name).await?)

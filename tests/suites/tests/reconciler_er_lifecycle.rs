@@ -36,15 +36,12 @@ async fn create_runner(
     Ok(h.runners().create(&PostParams::default(), &er).await?)
 }
 
-/// The runner id once the runner's status records one.
+/// The runner's registration id once its pod (or its status) carries one.
 async fn registered_id(h: &Harness, name: &str) -> anyhow::Result<i64> {
-    eventually("runnerId", WAIT, || async {
-        Ok(h.runners()
-            .get(name)
-            .await?
-            .status
-            .map(|s| s.runner_id)
-            .filter(|id| *id > 0))
+    eventually("the registration id", WAIT, || async {
+        let er = h.runners().get(name).await?;
+        let id = suites::registration_id(&h.pods(), &er).await?;
+        Ok((id > 0).then_some(id))
     })
     .await
 }
@@ -84,16 +81,9 @@ async fn runner_with_pod(h: &Harness, name: &str) -> anyhow::Result<(EphemeralRu
 async fn creates_secret_and_pod_with_jit_env_and_mirrors_pod_status() -> anyhow::Result<()> {
     let h = Harness::start("er-create", 5).await?;
     create_runner(&h, "r-create", h.runner_spec()).await?;
-    let (_, _) = runner_with_pod(&h, "r-create").await?;
-
-    let er = eventually("runnerId in status", WAIT, || async {
-        let er = h.runners().get("r-create").await?;
-        Ok(er.status.clone().filter(|s| s.runner_id > 0).map(|_| er))
-    })
-    .await?;
-    let status = er.status.clone().unwrap();
-    assert_eq!(status.runner_name, "r-create");
-    assert_eq!(h.service.runners().get("r-create"), Some(&status.runner_id));
+    let (er, _) = runner_with_pod(&h, "r-create").await?;
+    let runner_id = registered_id(&h, "r-create").await?;
+    assert_eq!(h.service.runners().get("r-create"), Some(&runner_id));
 
     let secret = h.secrets().get("r-create").await?;
     let data = secret.data.clone().unwrap();
@@ -104,7 +94,7 @@ async fn creates_secret_and_pod_with_jit_env_and_mirrors_pod_status() -> anyhow:
     );
     assert_eq!(
         String::from_utf8_lossy(&data["runnerId"].0),
-        status.runner_id.to_string()
+        runner_id.to_string()
     );
     assert_eq!(
         String::from_utf8_lossy(&data["scaleSetId"].0),
@@ -141,17 +131,19 @@ async fn creates_secret_and_pod_with_jit_env_and_mirrors_pod_status() -> anyhow:
             .any(|e| e.name == "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE")
     );
 
-    // No runner container status yet: the phase is not written.
+    // No runner container status yet: no status is written, the pod carries the registration.
+    let status = h
+        .runners()
+        .get("r-create")
+        .await?
+        .status
+        .unwrap_or_default();
     assert!(
-        h.runners()
-            .get("r-create")
-            .await?
-            .status
-            .unwrap()
-            .phase
-            .is_empty()
+        status.phase.is_empty() && status.runner_id == 0,
+        "{status:?}"
     );
     h.set_pod_status("r-create", running_status()).await?;
+    // One write: phase, ready and the registration.
     eventually("phase Running and ready", WAIT, || async {
         let s = h
             .runners()
@@ -159,7 +151,8 @@ async fn creates_secret_and_pod_with_jit_env_and_mirrors_pod_status() -> anyhow:
             .await?
             .status
             .unwrap_or_default();
-        Ok((s.phase == "Running" && s.ready).then_some(()))
+        let recorded = (s.runner_id, s.runner_name.as_str()) == (runner_id, "r-create");
+        Ok((s.phase == "Running" && s.ready && recorded).then_some(()))
     })
     .await?;
 
@@ -183,28 +176,25 @@ async fn runner_failures_are_retried_with_fresh_registrations_until_the_budget_i
     let mut seen_pods = BTreeSet::new();
     let mut seen_ids = BTreeSet::new();
     for attempt in 0..3u32 {
-        let (_, uid) = eventually("a new runner pod", WAIT, || async {
+        let (id, uid) = eventually("a new runner pod", WAIT, || async {
             let pod = h.pods().get_opt("r-retry").await?;
             let er = h.runners().get("r-retry").await?;
-            let id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();
+            let id = suites::registration_id(&h.pods(), &er).await?;
             Ok(pod
                 .and_then(|p| p.metadata.uid)
                 .filter(|uid| !seen_pods.contains(uid) && id > 0)
-                .map(|uid| (er, uid)))
+                .map(|uid| (id, uid)))
         })
         .await?;
         seen_pods.insert(uid.clone());
         let er = h.runners().get("r-retry").await?;
-        let status = er.status.unwrap();
+        let status = er.status.unwrap_or_default();
         assert_eq!(
             status.failures.len(),
             attempt as usize,
             "one charged failure per failed pod"
         );
-        assert!(
-            seen_ids.insert(status.runner_id),
-            "a used JIT config is never reused"
-        );
+        assert!(seen_ids.insert(id), "a used JIT config is never reused");
         // The runner started and exited non-zero.
         h.set_pod_status("r-retry", exited_status(1)).await?;
     }
@@ -253,7 +243,11 @@ async fn eviction_reschedules_without_charging_the_budget() -> anyhow::Result<()
         "evictions are not charged: {:?}",
         status.failures
     );
-    assert_eq!(status.runner_id, id, "the unused JIT config is kept");
+    assert_eq!(
+        registered_id(&h, "r-evict").await?,
+        id,
+        "the unused JIT config is kept"
+    );
     assert_eq!(status.reason, "Evicted");
     Ok(())
 }

@@ -49,16 +49,10 @@ async fn live(h: &Harness) -> anyhow::Result<Vec<EphemeralRunner>> {
         .collect())
 }
 
-/// Waits until exactly `n` live runners exist, each registered (runnerId > 0).
+/// Waits until exactly `n` live runners exist, each registered.
 async fn registered_runners(h: &Harness, n: usize) -> anyhow::Result<Vec<EphemeralRunner>> {
-    eventually(&format!("{n} registered runners"), WAIT, || async {
-        let runners = live(h).await?;
-        let registered = runners
-            .iter()
-            .all(|r| r.status.as_ref().is_some_and(|s| s.runner_id > 0));
-        Ok((runners.len() == n && registered).then_some(runners))
-    })
-    .await
+    let runners = suites::registered_runners(&h.runners(), &h.pods(), n, WAIT).await?;
+    Ok(runners.into_iter().map(|(er, _)| er).collect())
 }
 
 fn names(runners: &[EphemeralRunner]) -> BTreeSet<String> {
@@ -76,7 +70,7 @@ async fn scale_up_then_to_zero_keeps_the_busy_runner_until_its_job_ends() -> any
         h.set_pod_status(&r.name_any(), running_status()).await?;
     }
     let busy = runners[0].name_any();
-    let busy_id = runners[0].status.as_ref().unwrap().runner_id;
+    let busy_id = suites::registration_id(&h.pods(), &runners[0]).await?;
     h.assign_job(&busy).await?;
     h.service.set_busy(busy_id, true);
 
@@ -176,7 +170,7 @@ async fn spec_change_replaces_idle_runners_and_leaves_busy_ones() -> anyhow::Res
     h.set_pod_status(&busy, running_status()).await?;
     h.assign_job(&busy).await?;
     h.service
-        .set_busy(before[0].status.as_ref().unwrap().runner_id, true);
+        .set_busy(suites::registration_id(&h.pods(), &before[0]).await?, true);
 
     let mut spec = h.runner_spec();
     spec["spec"]["containers"][0]["image"] = json!("ghcr.io/actions/actions-runner:2.330.0");

@@ -117,7 +117,7 @@ impl Pass<'_> {
     async fn release_registration(&self, er: &EphemeralRunner) -> Result<Option<Pod>, Error> {
         let name = er.name_any();
         let pod = self.cached_pod(&name);
-        let mut runner_id = er.status.as_ref().map(|s| s.runner_id).unwrap_or_default();
+        let mut runner_id = resources::registered_id(er, pod.as_ref(), None);
         if runner_id <= 0
             && let Some(secret) = self.secrets.get_opt(&name).await?
         {

@@ -67,7 +67,7 @@ fn runner_pod(status: serde_json::Value) -> Pod {
 
 /// What a pass does for runner `er` without JIT Secret or pod: look for the Secret, check the
 /// runner on the API server, read the credentials, register runner `runner_id` on the service,
-/// then write the JIT Secret, `status.runnerId` and the pod (three writes).
+/// then write the JIT Secret and the pod, which carries the registration (two writes).
 fn register_and_start(er: &EphemeralRunner, scale_set_id: i64, runner_id: i64) -> Vec<Exchange> {
     let owner = json!([{"kind": "EphemeralRunner", "name": NAME, "uid": er.metadata.uid, "controller": true}]);
     vec![
@@ -83,13 +83,12 @@ fn register_and_start(er: &EphemeralRunner, scale_set_id: i64, runner_id: i64) -
                 "scaleSetId": b64(&scale_set_id.to_string()),
             },
         })),
-        Exchange::merge_patch(status::<EphemeralRunner>(RUNNER_NS, NAME))
-            .body_exact(json!({"status": {"runnerId": runner_id, "runnerName": NAME}}))
-            .patched(er),
         Exchange::create(collection::<Pod>(RUNNER_NS)).body(json!({
             "metadata": {
                 "name": NAME,
                 "labels": {"actions-ephemeral-runner": "True"},
+                "annotations": {"actions.github.com/runner-id": runner_id.to_string(),
+                                "actions.github.com/runner-name": NAME},
                 "ownerReferences": owner,
             },
             "spec": {"containers": [{
@@ -147,12 +146,12 @@ async fn a_runner_without_finalizers_gets_them_then_registers_and_starts() {
     exchanges.extend(register_and_start(&both, scale_set, scale_set + 1));
     let second = t.api.run(exchanges, runners.pass(&with_main)).await;
     assert_eq!(second.expect("pass 2"), Requeue::await_change());
-    assert_eq!(t.api.writes(), 4);
+    assert_eq!(t.api.writes(), 3);
     assert_eq!(t.calls(), ["generate_jit_runner_config"]);
 }
 
 #[tokio::test]
-async fn a_new_runner_gets_a_jit_config_a_secret_and_a_pod_in_one_pass_with_three_writes() {
+async fn a_new_runner_gets_a_jit_config_a_secret_and_a_pod_in_one_pass_with_two_writes() {
     let mut t = Harness::new(super::CONTROLLER);
     let scale_set = t.scale_set().await;
     let er = new_runner(scale_set);
@@ -166,7 +165,7 @@ async fn a_new_runner_gets_a_jit_config_a_secret_and_a_pod_in_one_pass_with_thre
         )
         .await;
     assert_eq!(result.expect("pass"), Requeue::await_change());
-    assert_eq!(t.api.writes(), 3, "writes for a new runner");
+    assert_eq!(t.api.writes(), 2, "writes for a new runner");
     assert_eq!(t.calls(), ["generate_jit_runner_config"]);
     let registered = t.service.with(|s| s.runners.get(&runner_id).cloned());
     assert_eq!(
@@ -176,19 +175,27 @@ async fn a_new_runner_gets_a_jit_config_a_secret_and_a_pod_in_one_pass_with_thre
 }
 
 #[tokio::test]
-async fn a_running_pod_is_mirrored_into_the_status_with_one_write() {
+async fn a_running_pod_is_mirrored_into_the_status_with_its_registration_in_one_write() {
     let mut t = Harness::new(super::CONTROLLER);
     let scale_set = t.scale_set().await;
-    let er = with_status(
-        new_runner(scale_set),
-        json!({"phase": "Pending", "runnerId": scale_set + 1, "runnerName": NAME}),
-    );
-    let pod = runner_pod(json!({
+    let runner_id = scale_set + 1;
+    let er = with_status(new_runner(scale_set), json!({"phase": "Pending"}));
+    let mut pod = runner_pod(json!({
         "phase": "Running",
         "conditions": [{"type": "Ready", "status": "True"}],
         "containerStatuses": [{"name": "runner", "image": "runner", "imageID": "", "ready": true,
                                "restartCount": 0, "state": {"running": {}}}],
     }));
+    pod.metadata.annotations = Some(
+        [
+            (
+                "actions.github.com/runner-id".to_owned(),
+                runner_id.to_string(),
+            ),
+            ("actions.github.com/runner-name".to_owned(), NAME.to_owned()),
+        ]
+        .into(),
+    );
     let result = t
         .api
         .run(
@@ -196,6 +203,7 @@ async fn a_running_pod_is_mirrored_into_the_status_with_one_write() {
                 Exchange::merge_patch(status::<EphemeralRunner>(RUNNER_NS, NAME))
                     .body_exact(json!({"status": {
                         "phase": "Running", "ready": true, "reason": null, "message": null,
+                        "runnerId": runner_id, "runnerName": NAME,
                     }}))
                     .patched(&er),
             ],

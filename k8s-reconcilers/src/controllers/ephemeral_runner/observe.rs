@@ -31,8 +31,9 @@ pub fn has_job(er: &EphemeralRunner) -> bool {
         .is_some_and(|s| !s.job_id.is_empty() || s.job_request_id > 0)
 }
 
-/// What the controller knows about the runner: its status and whether the JIT Secret exists.
-pub fn runner_state(er: &EphemeralRunner, jit_secret: bool) -> RunnerState {
+/// What the controller knows about the runner: its status, whether the JIT Secret exists, and
+/// the registration its pod carries before the status records it.
+pub fn runner_state(er: &EphemeralRunner, jit_secret: bool, pod: Option<&Pod>) -> RunnerState {
     let status = er.status.clone().unwrap_or_default();
     let last_failure = status
         .failures
@@ -44,7 +45,7 @@ pub fn runner_state(er: &EphemeralRunner, jit_secret: bool) -> RunnerState {
         phase: RunnerPhase::parse(&status.phase),
         ready: status.ready,
         jit_secret,
-        runner_id: status.runner_id,
+        runner_id: super::resources::registered_id(er, pod, None),
         has_job: has_job(er),
         failures: u32::try_from(status.failures.len()).unwrap_or(u32::MAX),
         last_failure,
@@ -209,7 +210,7 @@ mod tests {
             }
         }))
         .expect("er json");
-        let s = runner_state(&er, true);
+        let s = runner_state(&er, true, None);
         assert_eq!(s.failures, 2);
         assert_eq!(s.runner_id, 4);
         assert!(s.has_job && s.jit_secret);

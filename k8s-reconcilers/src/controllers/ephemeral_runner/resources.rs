@@ -12,7 +12,7 @@ use secrecy::ExposeSecret;
 use crate::crd::EphemeralRunner;
 use crate::github::JitConfig;
 use crate::meta::{Map, integrity_hash, merge_annotations, merge_labels};
-use crate::names::{RUNNER_CONTAINER, labels};
+use crate::names::{RUNNER_CONTAINER, annotations, labels};
 
 /// Key of the encoded JIT config in the JIT Secret.
 pub const JIT_TOKEN_KEY: &str = "jitToken";
@@ -152,6 +152,37 @@ pub fn runner_env(er: &EphemeralRunner, build_version: &str) -> Vec<EnvVar> {
     env
 }
 
+/// The registration a runner pod was created for, from its annotations: runner id and name.
+pub fn pod_registration(pod: &Pod) -> Option<(i64, String)> {
+    let annotations = pod.metadata.annotations.as_ref()?;
+    let id = annotations
+        .get(annotations::RUNNER_ID)?
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)?;
+    let name = annotations
+        .get(annotations::RUNNER_NAME)
+        .cloned()
+        .unwrap_or_default();
+    Some((id, name))
+}
+
+/// The id of the registration of runner `er`: `status.runnerId`, else the one its pod carries,
+/// else the one in its JIT Secret; 0 when none of them says.
+pub fn registered_id(er: &EphemeralRunner, pod: Option<&Pod>, secret: Option<&Secret>) -> i64 {
+    er.status
+        .as_ref()
+        .map(|s| s.runner_id)
+        .filter(|id| *id > 0)
+        .or_else(|| pod.and_then(pod_registration).map(|(id, _)| id))
+        .or_else(|| {
+            secret
+                .and_then(|s| registration(s).ok())
+                .map(|r| r.runner_id)
+        })
+        .unwrap_or_default()
+}
+
 /// The runner pod: the template verbatim plus ARC's labels and annotations and the runner env.
 /// Fails when the template has no container named `runner`.
 pub fn runner_pod(
@@ -170,7 +201,16 @@ pub fn runner_pod(
             registration.scale_set_id,
         )),
     );
-    let annotations = merge_annotations(Some(er.annotations()), template_meta.annotations.as_ref());
+    let mut annotations =
+        merge_annotations(Some(er.annotations()), template_meta.annotations.as_ref());
+    annotations.insert(
+        annotations::RUNNER_ID.into(),
+        registration.runner_id.to_string(),
+    );
+    annotations.insert(
+        annotations::RUNNER_NAME.into(),
+        registration.runner_name.clone(),
+    );
     let mut spec: PodSpec = er.spec.pod_template.spec.clone().unwrap_or_default();
     let runner = spec
         .containers
@@ -188,7 +228,7 @@ pub fn runner_pod(
     Ok(Pod {
         metadata: ObjectMeta {
             labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
+            annotations: Some(annotations),
             ..owner_meta(er)
         },
         spec: Some(spec),
@@ -315,7 +355,9 @@ mod tests {
         );
         assert!(labels.contains_key(labels::POD_TEMPLATE_HASH));
         let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-        assert_eq!(annotations.len(), 2);
+        assert_eq!(annotations.len(), 4, "{annotations:?}");
+        let registration = pod_registration(&pod).expect("registration");
+        assert_eq!(registration, (sample().runner_id, sample().runner_name));
         let owner = &pod.metadata.owner_references.clone().unwrap_or_default()[0];
         assert_eq!((owner.uid.as_str(), owner.controller), ("u-1", Some(true)));
         let spec = pod.spec.expect("spec");
