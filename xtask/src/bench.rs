@@ -608,6 +608,16 @@ fn render(args: &BenchArgs, r: &Results) -> String {
         args.burst,
         met(all_pods <= 5.0)
     );
+    let created: Vec<String> = r.bursts.iter().map(|b| b.runners.to_string()).collect();
+    let most_created = r.bursts.iter().map(|b| b.runners).max().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "| Runners created for a burst of {} jobs (minRunners 0) | {most_created} at most (runs: {}) | {}, one per job | {} | not published |",
+        args.burst,
+        created.join(", "),
+        args.burst,
+        met(most_created <= args.burst)
+    );
     let _ = writeln!(
         out,
         "| Job acquired → pod created | p50 {p50:.0} ms, p95 {p95:.0} ms, max {max:.0} ms | p95 ≤ 1 s | {} | single job on an idle cluster, listener → pod 20–30 s (ARC#3534, v0.9.x); queue → runner online 30–90 s typical (ARC#3704, #3953) |",
