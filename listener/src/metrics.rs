@@ -7,7 +7,6 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 
 use chrono::{DateTime, Utc};
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
@@ -430,9 +429,7 @@ impl Metrics {
 
     /// The registry in the Prometheus/OpenMetrics text format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut out = String::new();
-        encode(&mut out, &self.registry)?;
-        Ok(out)
+        crate::health::OpenMetrics::encode(&self.registry)
     }
 }
 

@@ -605,18 +605,15 @@ impl<'a> Pass<'a> {
             .await;
         }
         delete_ignoring_missing(&self.runners, &er.name_any()).await?;
-        if removal == ServiceRemoval::BestEffortAfter {
-            let id = runner_id;
-            if id > 0 {
-                match self.service(er).await {
-                    Ok(service) => {
-                        if let Err(e) = service.remove_runner(id).await {
-                            tracing::info!(runner = %er.name_any(), error = %e, "best-effort runner removal failed; the finalizer retries");
-                        }
+        if removal == ServiceRemoval::BestEffortAfter && runner_id > 0 {
+            match self.service(er).await {
+                Ok(service) => {
+                    if let Err(e) = service.remove_runner(runner_id).await {
+                        tracing::info!(runner = %er.name_any(), error = %e, "best-effort runner removal failed; the finalizer retries");
                     }
-                    Err(e) => {
-                        tracing::info!(runner = %er.name_any(), error = %e, "no service client for a best-effort removal")
-                    }
+                }
+                Err(e) => {
+                    tracing::info!(runner = %er.name_any(), error = %e, "no service client for a best-effort removal")
                 }
             }
         }

@@ -118,12 +118,9 @@ impl Pass<'_> {
         let name = er.name_any();
         let pod = self.cached_pod(&name);
         let mut runner_id = resources::registered_id(er, pod.as_ref(), None);
-        if runner_id <= 0
-            && let Some(secret) = self.secrets.get_opt(&name).await?
-        {
-            runner_id = resources::registration(&secret)
-                .map(|r| r.runner_id)
-                .unwrap_or_default();
+        if runner_id <= 0 {
+            let secret = self.secrets.get_opt(&name).await?;
+            runner_id = resources::registered_id(er, pod.as_ref(), secret.as_ref());
         }
         let service = self.service(er).await?;
         if runner_id <= 0 {
