@@ -76,7 +76,7 @@ pub(crate) fn info(call: &Call, reply: &Reply) -> ErrorInfo {
         match json::decode::<Exception>(body) {
             Ok(e) => {
                 if !e.type_name.is_empty() {
-                    info.exception = Some(e.type_name);
+                    info.exception = Some(call.redact(truncate(&e.type_name)));
                 }
                 truncate(&e.message)
             }
@@ -310,6 +310,22 @@ mod tests {
         assert!(matches!(e, Error::RateLimited { retry_after: Some(d), .. } if d.as_secs() == 9));
         let e = error(&call(), &reply(404, &[], ""), Target::ScaleSet);
         assert!(matches!(e, Error::ScaleSetNotFound(_)));
+    }
+
+    /// The exception name is as much the service's text as its message: an echo of the call's
+    /// credential in either is redacted (found by the fuzz targets: a body that is an array
+    /// decodes positionally, its first string becoming `typeName`).
+    #[test]
+    fn exception_names_are_redacted_too() {
+        for body in [
+            r#"{"typeName":"Bad sekret-token","message":"m"}"#,
+            r#"["{\"message\":\"echo sekret-token\"}"]"#,
+        ] {
+            let e = error(&call(), &reply(422, &[], body), Target::Runner);
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains("sekret-token"), "{text}");
+            assert!(text.contains("[REDACTED]"), "{text}");
+        }
     }
 
     /// A 403 is a rate limit, not a credential problem, when GitHub says so in any of its ways;

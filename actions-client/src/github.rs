@@ -8,14 +8,12 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use http::{Method, StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 
 use crate::classify::{self, Target};
 use crate::config::GitHubConfig;
 use crate::credentials::{Credentials, GitHubApp};
-use crate::error::{Error, Result};
-use crate::json;
-use crate::jwt;
+use crate::decode;
+use crate::error::Result;
 use crate::retry::RetryMode;
 use crate::transport::{Call, Reply, Transport};
 use crate::wire;
@@ -45,19 +43,6 @@ pub(crate) struct Chain {
     pub user_agent: String,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct TokenWire {
-    token: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RegistrationWire {
-    url: String,
-    token: String,
-}
-
 impl Chain {
     async fn post(&self, call: Call, expect: fn(StatusCode) -> bool) -> Result<(Call, Reply)> {
         let reply = self.transport.send(&call).await?;
@@ -65,15 +50,6 @@ impl Chain {
             return Err(classify::error(&call, &reply, Target::GitHub));
         }
         Ok((call, reply))
-    }
-
-    fn token_from(call: &Call, reply: &Reply) -> Result<SecretString> {
-        let w: TokenWire = json::decode(&reply.body)
-            .map_err(|e| Error::bad_response(call.info(format!("token response: {e}"))))?;
-        if w.token.is_empty() {
-            return Err(Error::bad_response(call.info("response has no token")));
-        }
-        Ok(SecretString::from(w.token))
     }
 
     /// G1: an installation access token for the App.
@@ -89,7 +65,7 @@ impl Chain {
             .header(header::CONTENT_TYPE, "application/vnd.github+json")
             .header(header::USER_AGENT, &self.user_agent);
         let (call, reply) = self.post(call, |s| s == StatusCode::CREATED).await?;
-        Self::token_from(&call, &reply)
+        decode::token(&call, &reply)
     }
 
     /// G2: a runner registration token for the configured scope.
@@ -107,7 +83,7 @@ impl Chain {
         .header(header::CONTENT_TYPE, "application/vnd.github.v3+json")
         .header(header::USER_AGENT, &self.user_agent);
         let (call, reply) = self.post(call, |s| s == StatusCode::CREATED).await?;
-        Self::token_from(&call, &reply)
+        decode::token(&call, &reply)
     }
 
     /// G1–G3: the Actions service URL and a fresh admin token.
@@ -121,36 +97,7 @@ impl Chain {
             .body(wire::registration_body(self.github.config_url()));
         call.mode = RetryMode::Registration;
         let (call, reply) = self.post(call, |s| s.is_success()).await?;
-        let w: RegistrationWire = json::decode(&reply.body).map_err(|e| {
-            Error::bad_response(call.info(format!("runner registration response: {e}")))
-        })?;
-        if w.url.is_empty() {
-            return Err(Error::bad_response(
-                call.info("runner registration response: missing url"),
-            ));
-        }
-        if w.token.is_empty() {
-            return Err(Error::bad_response(
-                call.info("runner registration response: missing token"),
-            ));
-        }
-        let expires_at = match jwt::unverified_exp(&w.token) {
-            Ok(Some(exp)) => Some(exp),
-            Ok(None) => {
-                tracing::warn!("admin token has no exp claim; it is refreshed before every call");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(problem = %e, "admin token is not a readable JWT; it is refreshed before every call");
-                None
-            }
-        };
-        tracing::debug!(service_url = %w.url, ?expires_at, "admin token refreshed");
-        Ok(AdminToken {
-            service_url: w.url,
-            token: SecretString::from(w.token),
-            expires_at,
-        })
+        decode::admin_token(&call, &reply)
     }
 }
 

@@ -9,12 +9,12 @@ use http::{Method, StatusCode, header};
 
 use crate::classify::{self, Target};
 use crate::client::{ActionsClient, ServiceRequest};
+use crate::decode;
 use crate::error::{Error, Result};
-use crate::json;
 use crate::transport::Call;
 use crate::types::{MessageSession, ScaleSetMessage};
 use crate::urls;
-use crate::wire::{self, List};
+use crate::wire;
 
 fn sessions(scale_set_id: i64) -> String {
     format!("/_apis/runtime/runnerscalesets/{scale_set_id}/sessions")
@@ -37,8 +37,7 @@ impl ActionsClient {
         )
         .json(wire::session_body(owner));
         let (call, reply) = self.service(req).await?;
-        wire::session(Self::value(&call, &reply)?, None)
-            .map_err(|e| Self::bad(&call, &reply, format!("session: {e}")))
+        decode::session(&call, &reply, None)
     }
 
     /// A8: a new message-queue token. Fields a partial answer leaves out keep the values of
@@ -56,9 +55,7 @@ impl ActionsClient {
             Target::Session,
         );
         let (call, reply) = self.service(req).await?;
-        let refreshed = wire::session(Self::value(&call, &reply)?, Some(session))
-            .map_err(|e| Self::bad(&call, &reply, format!("session: {e}")))?;
-        Ok(refreshed)
+        decode::session(&call, &reply, Some(session))
     }
 
     /// A9: closes a message session.
@@ -96,16 +93,7 @@ impl ActionsClient {
             );
         call.long_poll = true;
         let reply = self.inner.transport.send(&call).await?;
-        match reply.status {
-            StatusCode::ACCEPTED => Ok(None),
-            StatusCode::OK => {
-                let value = Self::value(&call, &reply)?;
-                wire::message(value)
-                    .map(Some)
-                    .map_err(|e| Self::bad(&call, &reply, format!("message: {e}")))
-            }
-            _ => Err(classify::error(&call, &reply, Target::Queue)),
-        }
+        decode::message(&call, &reply)
     }
 
     /// Q2: acknowledges (deletes) a message. A 401 is [`Error::TokenExpired`].
@@ -142,20 +130,6 @@ impl ActionsClient {
         .json(body);
         req.token = Some(&session.message_queue_access_token);
         let (call, reply) = self.service(req).await?;
-        let value = Self::value(&call, &reply)?;
-        let list: List = json::from_value(value)
-            .map_err(|e| Self::bad(&call, &reply, format!("acquired jobs: {e}")))?;
-        list.value
-            .into_iter()
-            .map(|v| {
-                v.as_i64().ok_or_else(|| {
-                    Self::bad(
-                        &call,
-                        &reply,
-                        format!("acquired job id {v} is not an integer"),
-                    )
-                })
-            })
-            .collect()
+        decode::acquired_jobs(&call, &reply)
     }
 }

@@ -1,17 +1,16 @@
 //! Runner groups, scale sets, JIT configs and runners (docs/architecture.md#operations).
 
 use http::{Method, StatusCode};
-use serde_json::Value;
 
 use crate::classify::Target;
 use crate::client::{ActionsClient, ServiceRequest};
+use crate::decode;
 use crate::error::{Error, ErrorInfo, Result};
-use crate::json;
 use crate::types::{
     JitConfig, JitSetting, NewRunnerScaleSet, RunnerGroup, RunnerReference, RunnerScaleSet,
     RunnerScaleSetUpdate,
 };
-use crate::wire::{self, Found, List};
+use crate::wire;
 
 const SCALE_SETS: &str = "/_apis/runtime/runnerscalesets";
 const AGENTS: &str = "/_apis/distributedtask/pools/0/agents";
@@ -29,21 +28,7 @@ impl ActionsClient {
         )
         .param("groupName", name);
         let (call, reply) = self.service(req).await?;
-        let list: List = json::from_value(Self::value(&call, &reply)?)
-            .map_err(|e| Self::bad(&call, &reply, format!("runner group list: {e}")))?;
-        match wire::one::<RunnerGroup>(list, "runner groups")
-            .map_err(|e| Self::bad(&call, &reply, e))?
-        {
-            Found::One(group) => Ok(group),
-            Found::None => Err(Error::RunnerGroupNotFound(Box::new(
-                call.info(format!("no runner group found with name {name:?}")),
-            ))),
-            Found::Many(n) => Err(Self::bad(
-                &call,
-                &reply,
-                format!("{n} runner groups found with name {name:?}"),
-            )),
-        }
+        decode::runner_group(&call, &reply, name)
     }
 
     /// A2: the scale set named `name` in runner group `runner_group_id`; `None` when there is none.
@@ -63,19 +48,7 @@ impl ActionsClient {
         .param("runnerGroupId", &gid)
         .param("name", name);
         let (call, reply) = self.service(req).await?;
-        let list: List = json::from_value(Self::value(&call, &reply)?)
-            .map_err(|e| Self::bad(&call, &reply, format!("scale set list: {e}")))?;
-        match wire::one::<RunnerScaleSet>(list, "runner scale sets")
-            .map_err(|e| Self::bad(&call, &reply, e))?
-        {
-            Found::One(set) => Ok(Some(set)),
-            Found::None => Ok(None),
-            Found::Many(n) => Err(Self::bad(
-                &call,
-                &reply,
-                format!("{n} runner scale sets found with name {name:?}"),
-            )),
-        }
+        decode::scale_set_by_name(&call, &reply, name)
     }
 
     /// P1 (an unmerged proposal of the Go library, not in the protocol's core set): every scale
@@ -97,9 +70,7 @@ impl ActionsClient {
             req = req.param("runnerGroupId", gid);
         }
         let (call, reply) = self.service(req).await?;
-        let list: List = json::from_value(Self::value(&call, &reply)?)
-            .map_err(|e| Self::bad(&call, &reply, format!("scale set list: {e}")))?;
-        Ok(wire::each(list, "scale set"))
+        decode::scale_sets(&call, &reply)
     }
 
     /// A3: the scale set with `id`; `None` for a `null` body or a not-found exception (a bare
@@ -117,18 +88,7 @@ impl ActionsClient {
             Err(Error::ScaleSetNotFound(i)) if i.exception.is_some() => return Ok(None),
             Err(e) => return Err(e),
         };
-        if json::strip_bom(&reply.body)
-            .iter()
-            .all(u8::is_ascii_whitespace)
-        {
-            return Ok(None);
-        }
-        match Self::value(&call, &reply)? {
-            Value::Null => Ok(None),
-            value => json::from_value(value)
-                .map(Some)
-                .map_err(|e| Self::bad(&call, &reply, format!("scale set: {e}"))),
-        }
+        decode::scale_set_by_id(&call, &reply)
     }
 
     /// A4: creates a scale set. Without labels the name is the only label; a scale set with
@@ -171,12 +131,7 @@ impl ActionsClient {
 
     async fn scale_set_reply(&self, req: ServiceRequest<'_>) -> Result<RunnerScaleSet> {
         let (call, reply) = self.service(req).await?;
-        let set: RunnerScaleSet = json::from_value(Self::value(&call, &reply)?)
-            .map_err(|e| Self::bad(&call, &reply, format!("scale set: {e}")))?;
-        if set.id <= 0 {
-            return Err(Self::bad(&call, &reply, "scale set has no id".to_owned()));
-        }
-        Ok(set)
+        decode::scale_set(&call, &reply)
     }
 
     /// A6: deletes a scale set (exactly 204; a missing one is [`Error::ScaleSetNotFound`]).
@@ -210,8 +165,7 @@ impl ActionsClient {
         )
         .json(body);
         let (call, reply) = self.service(req).await?;
-        wire::jit(Self::value(&call, &reply)?)
-            .map_err(|e| Self::bad(&call, &reply, format!("JIT config: {e}")))
+        decode::jit(&call, &reply)
     }
 
     /// A12: the runner with `id`; `None` when the service says it does not exist.
@@ -228,12 +182,7 @@ impl ActionsClient {
             Err(Error::RunnerNotFound(i)) if i.exception.is_some() => return Ok(None),
             Err(e) => return Err(e),
         };
-        match Self::value(&call, &reply)? {
-            Value::Null => Ok(None),
-            value => json::from_value(value)
-                .map(Some)
-                .map_err(|e| Self::bad(&call, &reply, format!("runner: {e}"))),
-        }
+        decode::runner(&call, &reply)
     }
 
     /// A13: the runner named `name`; `None` when there is none.
@@ -247,19 +196,7 @@ impl ActionsClient {
         )
         .param("agentName", name);
         let (call, reply) = self.service(req).await?;
-        let list: List = json::from_value(Self::value(&call, &reply)?)
-            .map_err(|e| Self::bad(&call, &reply, format!("runner list: {e}")))?;
-        match wire::one::<RunnerReference>(list, "runners")
-            .map_err(|e| Self::bad(&call, &reply, e))?
-        {
-            Found::One(runner) => Ok(Some(runner)),
-            Found::None => Ok(None),
-            Found::Many(n) => Err(Self::bad(
-                &call,
-                &reply,
-                format!("{n} runners found with name {name:?}"),
-            )),
-        }
+        decode::runner_by_name(&call, &reply, name)
     }
 
     /// A13 without `agentName` [inferred: the spec documents only the filtered form]: every
@@ -275,9 +212,7 @@ impl ActionsClient {
             Target::Runner,
         );
         let (call, reply) = self.service(req).await?;
-        let list: List = json::from_value(Self::value(&call, &reply)?)
-            .map_err(|e| Self::bad(&call, &reply, format!("runner list: {e}")))?;
-        Ok(wire::each(list, "runner"))
+        decode::runners(&call, &reply)
     }
 
     /// A14: removes a runner. A runner the service reports unknown (204, or a not-found

@@ -52,6 +52,9 @@
 //! assert_eq!(p.scale_down.candidates[0].name, "rs-runner-a");
 //! ```
 
+mod unseen_writes;
+pub use unseen_writes::{UNSEEN_WRITE_TTL, UnseenWrites};
+
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

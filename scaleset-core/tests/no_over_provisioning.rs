@@ -14,14 +14,19 @@
 //!   `totalAssignedJobs` = the jobs the service has not completed;
 //! - a set pass reads the set from a watch cache that may lack the newest listener patch, but
 //!   holds every patch written before a job completed by the time that job's runner is
-//!   deleted; it sees its own status writes and lists the runners fresh;
+//!   deleted; it sees its own status writes;
+//! - a set pass reads the runners from a watch cache that may lag behind the API server, with
+//!   the set's own unseen creations and deletions laid over it ([`UnseenWrites`]);
+//!   the cache shows every change older than a long poll (so before an empty poll ends);
 //! - a runner whose job completed exits and deletes itself (the EphemeralRunner controller's
 //!   rule), at any time after the completion, but before the listener's next empty long poll
 //!   ends (50 s).
 
 use proptest::prelude::*;
 use scaleset_core::desired::{Bounds, Scaler};
-use scaleset_core::runner_set::{ObservedRunner, RunnerPhase, SetPolicy, SetSpec, plan};
+use scaleset_core::runner_set::{
+    ObservedRunner, RunnerPhase, SetPolicy, SetSpec, UnseenWrites, plan,
+};
 use scaleset_core::time::Timestamp;
 
 /// One simulated system: the service's queue, the set object's versions and its runners.
@@ -40,7 +45,12 @@ struct World {
     /// `status.observedPatchID`, or `None` to run ARC's inference from the runner stamps.
     observed_patch_id: Option<i64>,
     record_applied: bool,
+    /// The runners in the API server.
     runners: Vec<ObservedRunner>,
+    /// The runners in the set controller's watch cache.
+    runner_cache: Vec<ObservedRunner>,
+    /// The set's own writes laid over the cache, or `None` to read the cache alone.
+    unseen: Option<UnseenWrites>,
     /// Runners whose job completed, with the newest spec version at that moment.
     done: Vec<(String, usize)>,
     /// The spec version the last set pass acted on.
@@ -52,7 +62,7 @@ struct World {
 }
 
 impl World {
-    fn new(jobs: u32, min_runners: u32, record_applied: bool) -> Self {
+    fn new(jobs: u32, min_runners: u32, record_applied: bool, overlay: bool) -> Self {
         let bounds = Bounds::new(min_runners, 1_000).expect("valid bounds");
         let mut world = World {
             jobs,
@@ -66,6 +76,8 @@ impl World {
             observed_patch_id: None,
             record_applied,
             runners: Vec::new(),
+            runner_cache: Vec::new(),
+            unseen: overlay.then(UnseenWrites::default),
             done: Vec::new(),
             applied_version: 0,
             raced: 0,
@@ -86,6 +98,17 @@ impl World {
         self.cached = self.spec_versions.len() - 1;
     }
 
+    fn runner_cache_catches_up(&mut self) {
+        self.runner_cache = self.runners.clone();
+    }
+
+    fn set_deletes(&mut self, name: &str, now: Timestamp) {
+        self.runners.retain(|r| r.name != name);
+        if let Some(unseen) = &mut self.unseen {
+            unseen.deleted(name, now);
+        }
+    }
+
     fn set_pass(&mut self) {
         let (replicas, patch_id) = self.spec_versions[self.cached];
         let spec = SetSpec {
@@ -94,8 +117,15 @@ impl World {
             applied_patch_id: self.observed_patch_id,
         };
         let now = Timestamp::from_unix_seconds(1_000_000);
-        let p = plan(spec, &self.runners, now, &SetPolicy::default());
-        self.runners.retain(|r| !p.delete.contains(&r.name));
+        let cached = self.runner_cache.clone();
+        let observed = match &mut self.unseen {
+            Some(unseen) => unseen.overlay(cached, now),
+            None => cached,
+        };
+        let p = plan(spec, &observed, now, &SetPolicy::default());
+        for name in &p.delete {
+            self.set_deletes(name, now);
+        }
         for _ in 0..p.create {
             self.next_id += 1;
             let mut r = ObservedRunner::new(
@@ -104,18 +134,24 @@ impl World {
                 now,
             );
             r.patch_id = Some(p.stamp_patch_id);
+            if let Some(unseen) = &mut self.unseen {
+                unseen.created(r.name.clone(), p.stamp_patch_id, now);
+            }
             self.runners.push(r);
             self.created += 1;
         }
-        // The service removes every idle candidate it is asked to.
+        // The service removes every candidate that has no job (the cache may not show it).
         let remove: Vec<String> = p
             .scale_down
             .candidates
             .iter()
+            .filter(|c| !self.runners.iter().any(|r| r.name == c.name && r.has_job))
             .take(p.scale_down.count as usize)
             .map(|c| c.name.clone())
             .collect();
-        self.runners.retain(|r| !remove.contains(&r.name));
+        for name in &remove {
+            self.set_deletes(name, now);
+        }
         if self.record_applied {
             self.observed_patch_id = Some(p.applied_patch_id);
         }
@@ -169,6 +205,7 @@ impl World {
     /// A long poll ends without messages: the listener steps its scaler with the statistics.
     fn empty_poll(&mut self) {
         if self.done.is_empty() {
+            self.runner_cache_catches_up();
             self.listener_patch();
         }
     }
@@ -187,14 +224,15 @@ impl World {
     }
 
     fn step(&mut self, event: u8, pick: usize) {
-        match event % 7 {
+        match event % 8 {
             0 => self.set_pass(),
             1 => self.catch_up(),
             2 => self.assign(pick),
             3 => self.complete(pick),
             4 => self.runner_goes(pick),
             5 => self.listener_handles(),
-            _ => self.empty_poll(),
+            6 => self.empty_poll(),
+            _ => self.runner_cache_catches_up(),
         }
     }
 
@@ -205,6 +243,7 @@ impl World {
                 return true;
             }
             self.catch_up();
+            self.runner_cache_catches_up();
             self.set_pass();
             self.assign(0);
             self.listener_handles();
@@ -217,8 +256,14 @@ impl World {
     }
 }
 
-fn run(jobs: u32, min_runners: u32, events: &[(u8, usize)], record_applied: bool) -> World {
-    let mut world = World::new(jobs, min_runners, record_applied);
+fn run(
+    jobs: u32,
+    min_runners: u32,
+    events: &[(u8, usize)],
+    record_applied: bool,
+    overlay: bool,
+) -> World {
+    let mut world = World::new(jobs, min_runners, record_applied, overlay);
     for (event, pick) in events {
         world.step(*event, *pick);
     }
@@ -234,7 +279,7 @@ proptest! {
         min_runners in 0u32..4,
         events in proptest::collection::vec((any::<u8>(), any::<usize>()), 0..300),
     ) {
-        let world = run(jobs, min_runners, &events, true);
+        let world = run(jobs, min_runners, &events, true, true);
         prop_assert!(
             world.created <= jobs + min_runners + world.raced,
             "{} runners created for {jobs} jobs, minRunners {min_runners} and {} races",
@@ -254,21 +299,43 @@ fn inferring_the_applied_patch_from_the_runners_over_provisions() {
     // finds no runner stamped with it.
     let events = [
         (1u8, 0usize),
+        (7, 0),
         (0, 0),
+        (7, 0),
         (2, 0),
         (5, 0),
         (1, 0),
+        (7, 0),
         (0, 0),
         (3, 0),
         (4, 0),
+        (7, 0),
         (0, 0),
     ];
-    let inferred = run(1, 0, &events, false);
+    let inferred = run(1, 0, &events, false, true);
     assert_eq!(
         (inferred.created, inferred.raced),
         (2, 0),
         "ARC's inference creates a second runner"
     );
-    let recorded = run(1, 0, &events, true);
+    let recorded = run(1, 0, &events, true, true);
     assert_eq!(recorded.created, 1);
 }
+
+/// The overlay is what makes a watch cache safe to plan from: a pass on a new patch that
+/// follows the set's own creations before the cache shows them creates the runners again.
+#[test]
+fn planning_from_a_lagging_runner_cache_alone_over_provisions() {
+    // Two jobs: a pass creates two runners; one starts its job and the listener patches again;
+    // a pass on that patch runs before the runner cache shows the two runners.
+    let events = [(1u8, 0usize), (0, 0), (2, 0), (5, 0), (1, 0), (0, 0)];
+    let cache_alone = run(2, 0, &events, true, false);
+    assert!(
+        cache_alone.created > 2,
+        "{} runners for 2 jobs",
+        cache_alone.created
+    );
+    let overlaid = run(2, 0, &events, true, true);
+    assert_eq!(overlaid.created, 2);
+}
+

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use scaleset_core::runner_set::{
     Candidate, CleanupPlan, ObservedRunner, RunnerPhase, SetObservation, SetPolicy, SetSpec,
@@ -46,6 +46,9 @@ pub const CONTROLLER: &str = "ephemeralrunnerset";
 /// How often a deleting set looks at its runners when no runner event arrives.
 const CLEANUP_POLL: Duration = Duration::from_secs(30);
 
+/// Longest a reconcile waits for the runner watch's first list before it retries.
+const RUNNER_CACHE_WAIT: Duration = Duration::from_secs(10);
+
 /// Most runner creations one pass has in flight at once.
 pub const CREATE_PARALLELISM: usize = 16;
 
@@ -59,6 +62,7 @@ pub struct Settings {
 struct State {
     ctx: Arc<Context>,
     settings: Settings,
+    runners: runners::RunnerView,
 }
 
 /// Runs the EphemeralRunnerSet controller with the default policy until its stream ends.
@@ -72,10 +76,27 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
     let runners: Api<EphemeralRunner> = watched_api(&ctx);
     let shutdown = ctx.options.shutdown.signal();
     let concurrency = ctx.options.runner_set_max_concurrent_reconciles.max(1);
-    let state = Arc::new(State { ctx, settings });
+    let (store, writer) = reflector::store::<EphemeralRunner>();
+    let state = Arc::new(State {
+        ctx,
+        settings,
+        runners: runners::RunnerView::new(store),
+    });
+    let seen = state.clone();
+    let runner_events = watcher(runners, watcher::Config::default())
+        .modify(super::drop_managed_fields)
+        .reflect(writer)
+        .backoff(super::watch_backoff())
+        .touched_objects()
+        .map(move |event| {
+            if let Ok(er) = &event {
+                seen.runners.seen(er);
+            }
+            event
+        });
     let results = Controller::new(sets, watcher::Config::default())
         .trigger_backoff(super::watch_backoff())
-        .owns(runners, watcher::Config::default())
+        .owns_stream(runner_events)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state);
@@ -91,9 +112,18 @@ async fn reconcile(set: Arc<EphemeralRunnerSet>, state: Arc<State>) -> Result<Re
     let ctx = state.ctx.clone();
     ctx.instrumented(&*set, async {
         let ns = namespace_of(&set.metadata)?;
+        let ready =
+            tokio::time::timeout(RUNNER_CACHE_WAIT, state.runners.store().wait_until_ready());
+        if !matches!(ready.await, Ok(Ok(()))) {
+            return Err(Error::Waiting {
+                what: "the runner watch to list the EphemeralRunners".into(),
+                retry_after: Duration::from_secs(1),
+            });
+        }
         let pass = Pass {
             ctx: &state.ctx,
             policy: &state.settings.policy,
+            view: &state.runners,
             sets: Api::namespaced(ctx.client.clone(), &ns),
             runners: Api::namespaced(ctx.client.clone(), &ns),
         };
@@ -117,14 +147,14 @@ async fn reconcile(set: Arc<EphemeralRunnerSet>, state: Arc<State>) -> Result<Re
 struct Pass<'a> {
     ctx: &'a Context,
     policy: &'a SetPolicy,
+    view: &'a runners::RunnerView,
     sets: Api<EphemeralRunnerSet>,
     runners: Api<EphemeralRunner>,
 }
 
 impl Pass<'_> {
     async fn apply(&self, set: &EphemeralRunnerSet) -> Result<Requeue, Error> {
-        let owned = self.owned_runners(set).await?;
-        let observed: Vec<ObservedRunner> = owned.iter().map(runners::observed).collect();
+        let observed = self.view.of(set);
         let hash = integrity_hash(&set.spec.ephemeral_runner_spec);
         let observation = SetObservation {
             deleting: false,
@@ -192,7 +222,7 @@ impl Pass<'_> {
         self.publish_gauges(set, &decision.status);
         let mut errors = Vec::new();
         for name in &decision.delete {
-            if let Err(e) = delete_ignoring_missing(&self.runners, name).await {
+            if let Err(e) = self.delete_runner(set, name).await {
                 tracing::warn!(set = %set.name_any(), runner = %name, error = %e, "deleting a finished runner");
             }
         }
@@ -203,7 +233,13 @@ impl Pass<'_> {
                 &self.ctx.options.exclude_label_propagation_prefixes,
             );
             let created = self
-                .create_runners(&runner, decision.create, &mut errors)
+                .create_runners(
+                    set,
+                    &runner,
+                    decision.stamp_patch_id,
+                    decision.create,
+                    &mut errors,
+                )
                 .await;
             tracing::debug!(set = %set.name_any(), wanted = decision.create, created, "created runners");
         }
@@ -227,11 +263,13 @@ impl Pass<'_> {
         Ok(Requeue::await_change())
     }
 
-    /// Creates `count` copies of `runner` (generated names), at most [`CREATE_PARALLELISM`]
-    /// at a time, all in this pass; returns how many were created.
+    /// Creates `count` copies of `runner` (generated names, stamped with `patch_id`), at most
+    /// [`CREATE_PARALLELISM`] at a time, all in this pass; returns how many were created.
     async fn create_runners(
         &self,
+        set: &EphemeralRunnerSet,
         runner: &EphemeralRunner,
+        patch_id: i64,
         count: u32,
         errors: &mut Vec<String>,
     ) -> u32 {
@@ -244,7 +282,10 @@ impl Pass<'_> {
         let mut created = 0;
         for result in results {
             match result {
-                Ok(_) => created += 1,
+                Ok(er) => {
+                    self.view.created(set, er.name_any(), patch_id);
+                    created += 1;
+                }
                 Err(e) => errors.push(format!("creating a runner: {e}")),
             }
         }
@@ -285,7 +326,7 @@ impl Pass<'_> {
                     }
                 }
             }
-            match delete_ignoring_missing(&self.runners, &candidate.name).await {
+            match self.delete_runner(set, &candidate.name).await {
                 Ok(()) => removed += 1,
                 Err(e) => errors.push(format!("deleting runner {}: {e}", candidate.name)),
             }
@@ -302,7 +343,7 @@ impl Pass<'_> {
     ) -> Result<(), Error> {
         let mut errors = Vec::new();
         for name in &work.delete {
-            if let Err(e) = delete_ignoring_missing(&self.runners, name).await {
+            if let Err(e) = self.delete_runner(set, name).await {
                 errors.push(format!("deleting runner {name}: {e}"));
             }
         }
@@ -318,8 +359,7 @@ impl Pass<'_> {
     }
 
     async fn finalize(&self, set: &EphemeralRunnerSet) -> Result<Requeue, Error> {
-        let owned = self.owned_runners(set).await?;
-        let observed: Vec<ObservedRunner> = owned.iter().map(runners::observed).collect();
+        let observed = self.view.of(set);
         let work = cleanup(&observed);
         if !work.done {
             self.carry_out_cleanup(set, &work).await?;
@@ -348,18 +388,15 @@ impl Pass<'_> {
                 retry_after: Duration::from_secs(1),
             });
         }
+        self.view.forget(set);
         Ok(Requeue::await_change())
     }
 
-    async fn owned_runners(&self, set: &EphemeralRunnerSet) -> Result<Vec<EphemeralRunner>, Error> {
-        Ok(self
-            .runners
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter(|er| runners::owned_by(er, set))
-            .collect())
+    /// Deletes runner `name` of `set` and records the deletion for the view.
+    async fn delete_runner(&self, set: &EphemeralRunnerSet, name: &str) -> Result<(), Error> {
+        delete_ignoring_missing(&self.runners, name).await?;
+        self.view.deleted(set, name);
+        Ok(())
     }
 
     async fn write_status(

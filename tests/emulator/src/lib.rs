@@ -319,6 +319,31 @@ impl Emulator {
         self.shared.mutate(|st, _| f(&mut st.cfg));
     }
 
+    /// Every credential the emulator knows and a system under test must never write to a log, an
+    /// Event or a status: the PATs it accepts, the test App's private key, and every token it
+    /// issued (installation, registration, admin, message-queue and runner tokens, JIT configs and
+    /// the secrets inside them), expired or not; each with its kind.
+    pub fn issued_secrets(&self) -> Vec<(&'static str, SecretString)> {
+        self.shared.read(|st, _| {
+            let accepted = st
+                .cfg
+                .pats
+                .iter()
+                .map(|p| ("PAT", p.clone()))
+                .chain(std::iter::once((
+                    "GitHub App private key",
+                    SecretString::from(TEST_APP_PRIVATE_KEY_PEM),
+                )));
+            accepted
+                .chain(
+                    st.issued_secrets()
+                        .iter()
+                        .map(|(kind, v)| (*kind, SecretString::from(v.clone()))),
+                )
+                .collect()
+        })
+    }
+
     /// Calls per endpoint name.
     pub fn counters(&self) -> BTreeMap<String, u64> {
         self.shared.read(|st, _| st.counters.clone())

@@ -7,29 +7,53 @@ use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
 use kube::runtime::controller::Action as Requeue;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
 use serde_json::json;
 
+use super::runners::RunnerView;
 use super::{Settings, State, reconcile};
 use crate::crd::{EphemeralRunner, EphemeralRunnerSet};
 use crate::error::Error;
 use crate::names::{annotations, finalizers};
 use crate::testing_api::{
-    Exchange, Harness, RUNNER_NS, SET_NAME, assert_waiting, collection, deleting, from_json,
+    Exchange, Harness, RUNNER_NS, SET_NAME, assert_waiting, cache, collection, deleting, from_json,
     object, read_credentials, runner, runner_set, status, with_status,
 };
 
-/// The controller's state.
+/// The controller's state and its runner watch cache.
 struct Controller {
     state: Arc<State>,
+    runner_watch: Writer<EphemeralRunner>,
 }
 
 impl Controller {
-    fn new(harness: &Harness) -> Self {
+    /// The controller with `runners` in its watch cache.
+    fn new(harness: &Harness, runners: &[EphemeralRunner]) -> Self {
+        let (store, runner_watch) = cache(runners);
         let state = Arc::new(State {
             ctx: harness.ctx.clone(),
             settings: Settings::default(),
+            runners: RunnerView::new(store),
         });
-        Self { state }
+        Self {
+            state,
+            runner_watch,
+        }
+    }
+
+    /// The runner watch delivers `runner`.
+    fn watch_delivers(&mut self, runner: &EphemeralRunner) {
+        self.runner_watch
+            .apply_watcher_event(&watcher::Event::Apply(runner.clone()));
+        self.state.runners.seen(runner);
+    }
+
+    /// The runner watch delivers the deletion of `runner`.
+    fn watch_deletes(&mut self, runner: &EphemeralRunner) {
+        self.runner_watch
+            .apply_watcher_event(&watcher::Event::Delete(runner.clone()));
+        self.state.runners.seen(runner);
     }
 
     /// One reconcile of `set`, as the controller runs it once the set watch delivered it.
@@ -61,7 +85,7 @@ async fn a_set_gets_its_finalizer_then_creates_one_runner_per_missing_replica() 
     let scale_set = t.scale_set().await;
     let mut set = runner_set(scale_set, 3, 1);
     set.metadata.finalizers = None;
-    let mut sets = Controller::new(&t);
+    let mut sets = Controller::new(&t, &[]);
 
     // Pass 1: the finalizer helper adds the set finalizer and nothing else.
     let first = t
@@ -98,7 +122,6 @@ async fn a_set_gets_its_finalizer_then_creates_one_runner_per_missing_replica() 
         .api
         .run(
             vec![
-                Exchange::list(runners_path()).items::<EphemeralRunner>(&[]),
                 new_runner.clone(),
                 new_runner.clone(),
                 new_runner,
@@ -118,38 +141,79 @@ async fn a_set_gets_its_finalizer_then_creates_one_runner_per_missing_replica() 
         4,
         "one create per runner and one status write"
     );
-    let created: Vec<EphemeralRunner> = (1..=3).map(|i| t.api.answer(i)).collect();
-    let set: EphemeralRunnerSet = t.api.answer(4);
+    let created: Vec<EphemeralRunner> = (0..3).map(|i| t.api.answer(i)).collect();
+    let set: EphemeralRunnerSet = t.api.answer(3);
 
-    // Pass 3, on the creations' watch events: the patch was acted on; only the counters change.
+    // Pass 3, before the watch delivers the creations: the set counts them all the same.
     let third = t
         .api
         .run(
-            vec![
-                Exchange::list(runners_path()).items(&created),
-                set_status_patch(
-                    json!({"currentReplicas": 3, "pendingEphemeralRunners": 3,
-                           "runningEphemeralRunners": 0, "failedEphemeralRunners": 0,
-                           "phase": "Running", "observedPatchID": 1}),
-                    &set,
-                ),
-            ],
+            vec![set_status_patch(
+                json!({"currentReplicas": 3, "pendingEphemeralRunners": 3,
+                       "runningEphemeralRunners": 0, "failedEphemeralRunners": 0,
+                       "phase": "Running", "observedPatchID": 1}),
+                &set,
+            )],
             sets.pass(&set),
         )
         .await;
     assert_eq!(third.expect("pass 3"), Requeue::await_change());
-    let set: EphemeralRunnerSet = t.api.answer(1);
+    let set: EphemeralRunnerSet = t.api.answer(0);
 
-    // Pass 4: nothing changed, nothing is written.
-    let fourth = t
+    // Pass 4, on the creations' watch events: nothing changed, nothing is written.
+    for runner in &created {
+        sets.watch_delivers(runner);
+    }
+    let fourth = t.api.run(vec![], sets.pass(&set)).await;
+    assert_eq!(fourth.expect("pass 4"), Requeue::await_change());
+    assert!(t.calls().is_empty(), "scaling up needs no service call");
+}
+
+#[tokio::test]
+async fn a_pass_before_the_watch_shows_its_deletions_deletes_no_more() {
+    let mut t = Harness::new(super::CONTROLLER);
+    let scale_set = t.scale_set().await;
+    let set = runner_set(scale_set, 1, 0);
+    let runners: Vec<EphemeralRunner> = ["arc-runner-a", "arc-runner-b", "arc-runner-c"]
+        .into_iter()
+        .map(|name| runner(&set, name, 0))
+        .collect();
+    let mut sets = Controller::new(&t, &runners);
+    let counts = json!({"currentReplicas": 3, "pendingEphemeralRunners": 3,
+                        "runningEphemeralRunners": 0, "failedEphemeralRunners": 0,
+                        "phase": "Running", "observedPatchID": 0});
+
+    // Pass 1: an authoritative scale-down from 3 to 1 deletes two never-registered runners.
+    let first = t
         .api
         .run(
-            vec![Exchange::list(runners_path()).items(&created)],
+            vec![
+                Exchange::delete_background(runner_path("arc-runner-a")),
+                Exchange::delete_background(runner_path("arc-runner-b")),
+                set_status_patch(counts.clone(), &set),
+            ],
             sets.pass(&set),
         )
         .await;
-    assert_eq!(fourth.expect("pass 4"), Requeue::await_change());
-    assert!(t.calls().is_empty(), "scaling up needs no service call");
+    assert_eq!(first.expect("pass 1"), Requeue::await_change());
+    let set: EphemeralRunnerSet = t.api.answer(2);
+
+    // Pass 2, before the watch shows the deletions: the two count as deleting, so the third
+    // runner stays; only the counters change.
+    let second = t
+        .api
+        .run(
+            vec![set_status_patch(
+                json!({"currentReplicas": 1, "pendingEphemeralRunners": 1,
+                       "runningEphemeralRunners": 0, "failedEphemeralRunners": 0,
+                       "phase": "Running", "observedPatchID": 0}),
+                &set,
+            )],
+            sets.pass(&set),
+        )
+        .await;
+    assert_eq!(second.expect("pass 2"), Requeue::await_change());
+    assert_eq!(t.api.writes(), 1, "no runner is deleted");
 }
 
 #[tokio::test]
@@ -178,7 +242,6 @@ async fn an_authoritative_scale_down_removes_idle_runners_and_spares_the_busy_on
         .api
         .run(
             vec![
-                Exchange::list(runners_path()).items(&[busy, idle, unregistered]),
                 // A runner that never registered goes first and needs no service call.
                 Exchange::delete_background(runner_path("arc-runner-new")),
                 read_credentials(),
@@ -190,7 +253,7 @@ async fn an_authoritative_scale_down_removes_idle_runners_and_spares_the_busy_on
                     &set,
                 ),
             ],
-            Controller::new(&t).pass(&set),
+            Controller::new(&t, &[busy, idle, unregistered]).pass(&set),
         )
         .await;
     assert_eq!(result.expect("pass"), Requeue::await_change());
@@ -216,7 +279,8 @@ async fn a_deleted_set_removes_idle_runners_waits_for_busy_ones_then_drops_its_f
         json!({"phase": "Running", "runnerId": busy_id, "jobId": "job-1"}),
     );
     let going = deleting(runner(&set, "arc-runner-going", 5));
-    let mut sets = Controller::new(&t);
+    let listed = [idle, busy, going];
+    let mut sets = Controller::new(&t, &listed);
 
     // Pass 1: the idle runner is removed from the service and deleted; the busy one keeps its
     // job, the one being deleted is left to its finalizers; an Event says what the set waits for.
@@ -224,7 +288,6 @@ async fn a_deleted_set_removes_idle_runners_waits_for_busy_ones_then_drops_its_f
         .api
         .run(
             vec![
-                Exchange::list(runners_path()).items(&[idle, busy, going]),
                 read_credentials(),
                 Exchange::delete_background(runner_path("arc-runner-idle")),
                 Exchange::create(collection::<Event>(RUNNER_NS)).body(json!({
@@ -241,11 +304,13 @@ async fn a_deleted_set_removes_idle_runners_waits_for_busy_ones_then_drops_its_f
     assert_eq!(t.service.with(|s| s.runners.len()), 1);
 
     // Pass 2: no runner left; the finalizer goes.
+    for runner in &listed {
+        sets.watch_deletes(runner);
+    }
     let second = t
         .api
         .run(
             vec![
-                Exchange::list(runners_path()).items::<EphemeralRunner>(&[]),
                 Exchange::json_patch(object::<EphemeralRunnerSet>(RUNNER_NS, SET_NAME))
                     .body_exact(json!([
                         {"op": "test", "path": "/metadata/finalizers/0",

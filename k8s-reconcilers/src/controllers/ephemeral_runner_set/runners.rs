@@ -2,25 +2,116 @@
 //! observation for `scaleset_core::runner_set`, and the construction of new ones
 //! (docs/architecture.md#ephemeralrunnerset-reconciler).
 
-use kube::api::ObjectMeta;
-use kube::{Resource, ResourceExt};
-use scaleset_core::runner_set::{ObservedRunner, RunnerPhase, SetStatus};
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
-use crate::controllers::ephemeral_runner::observe::{has_job, timestamp};
+use kube::api::ObjectMeta;
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+use scaleset_core::runner_set::{ObservedRunner, RunnerPhase, SetStatus, UnseenWrites};
+
+use crate::controllers::ephemeral_runner::observe::{has_job, now, timestamp};
 use crate::crd::{EphemeralRunner, EphemeralRunnerSet, EphemeralRunnerSetStatus};
 use crate::meta::{merge_annotations, merge_labels};
 use crate::names::{
     annotations, finalizers, labels, runner_generate_name, runner_proxy_secret_name,
 };
 
-/// Whether `er` is controlled by `set` (owner reference with the set's UID).
-pub fn owned_by(er: &EphemeralRunner, set: &EphemeralRunnerSet) -> bool {
-    let Some(uid) = set.meta().uid.as_deref() else {
-        return false;
-    };
+/// The set controller's view of the EphemeralRunners: its watch cache, with each set's own
+/// creations and deletions that the cache does not show yet laid over it
+/// (docs/architecture.md#runners-from-the-watch-cache).
+pub struct RunnerView {
+    store: Store<EphemeralRunner>,
+    /// By the set's UID.
+    unseen: Mutex<HashMap<String, UnseenWrites>>,
+}
+
+impl RunnerView {
+    /// A view of the runners in `store`.
+    pub fn new(store: Store<EphemeralRunner>) -> Self {
+        RunnerView {
+            store,
+            unseen: Mutex::default(),
+        }
+    }
+
+    /// The watch cache, to wait for its first list.
+    pub fn store(&self) -> &Store<EphemeralRunner> {
+        &self.store
+    }
+
+    /// Forgets the writes a watch event for `er` shows.
+    pub fn seen(&self, er: &EphemeralRunner) {
+        let Some(set) = owner_uid(er) else { return };
+        let mut unseen = self.lock();
+        if let Some(writes) = unseen.get_mut(set) {
+            writes.seen(&er.name_any(), er.metadata.deletion_timestamp.is_some());
+        }
+    }
+
+    /// The runners of `set` as `scaleset_core::runner_set` sees them.
+    pub fn of(&self, set: &EphemeralRunnerSet) -> Vec<ObservedRunner> {
+        let cached: Vec<ObservedRunner> = self
+            .store
+            .state()
+            .iter()
+            .filter(|er| owned_by(er, set))
+            .map(|er| observed(er))
+            .collect();
+        let Some(uid) = set.meta().uid.as_deref() else {
+            return cached;
+        };
+        let mut unseen = self.lock();
+        let Some(writes) = unseen.get_mut(uid) else {
+            return cached;
+        };
+        let view = writes.overlay(cached, now());
+        if writes.is_empty() {
+            unseen.remove(uid);
+        }
+        view
+    }
+
+    /// Records the creation of runner `name` of `set`, stamped with `patch_id`.
+    pub fn created(&self, set: &EphemeralRunnerSet, name: String, patch_id: i64) {
+        if let Some(uid) = set.meta().uid.clone() {
+            self.lock()
+                .entry(uid)
+                .or_default()
+                .created(name, patch_id, now());
+        }
+    }
+
+    /// Records the deletion of runner `name` of `set`.
+    pub fn deleted(&self, set: &EphemeralRunnerSet, name: &str) {
+        if let Some(uid) = set.meta().uid.clone() {
+            self.lock().entry(uid).or_default().deleted(name, now());
+        }
+    }
+
+    /// Forgets `set`'s writes (the set is gone).
+    pub fn forget(&self, set: &EphemeralRunnerSet) {
+        if let Some(uid) = set.meta().uid.as_deref() {
+            self.lock().remove(uid);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UnseenWrites>> {
+        self.unseen.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The UID of the EphemeralRunnerSet controlling `er`.
+fn owner_uid(er: &EphemeralRunner) -> Option<&str> {
     er.owner_references()
         .iter()
-        .any(|o| o.controller == Some(true) && o.uid == uid && o.kind == "EphemeralRunnerSet")
+        .find(|o| o.controller == Some(true) && o.kind == "EphemeralRunnerSet")
+        .map(|o| o.uid.as_str())
+}
+
+/// Whether `er` is controlled by `set` (owner reference with the set's UID).
+pub fn owned_by(er: &EphemeralRunner, set: &EphemeralRunnerSet) -> bool {
+    set.meta().uid.is_some() && owner_uid(er) == set.meta().uid.as_deref()
 }
 
 /// An EphemeralRunner as `scaleset_core::runner_set` sees it.

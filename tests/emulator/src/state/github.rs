@@ -18,6 +18,7 @@ impl State {
             return Err(ApiError::github(404, "Not Found"));
         }
         let token = tokens::opaque("ghs_");
+        self.issue("installation token", &token);
         let expires_at = later(now, self.cfg.installation_token_lifetime);
         self.installation_tokens.insert(
             token.clone(),
@@ -57,6 +58,7 @@ impl State {
     ) -> Result<Value, ApiError> {
         self.check_github_token(bearer, now)?;
         let token = tokens::opaque("AABF");
+        self.issue("registration token", &token);
         let expires_at = later(now, self.cfg.registration_token_lifetime);
         self.registration_tokens.insert(
             token.clone(),
@@ -117,6 +119,7 @@ impl State {
                 status: 500,
                 body: format!("minting admin token failed: {e}"),
             })?;
+        self.issue("admin token", &token);
         let generation = self.admin_generation;
         self.admin_tokens
             .retain(|_, c| c.generation >= generation && c.exp.is_none_or(|exp| exp > iat));

@@ -78,6 +78,8 @@ pub struct State {
     runners: BTreeMap<i64, RunnerRecord>,
     jit_credentials: HashMap<String, JitCredential>,
     runner_tokens: HashMap<String, i64>,
+    /// Every credential issued so far, with its kind (see [`State::issued_secrets`]).
+    issued: Vec<(&'static str, String)>,
     next_runner_id: i64,
     jobs: BTreeMap<i64, JobRecord>,
     next_job_id: i64,
@@ -127,6 +129,7 @@ impl State {
             runners: BTreeMap::new(),
             jit_credentials: HashMap::new(),
             runner_tokens: HashMap::new(),
+            issued: Vec::new(),
             next_runner_id: 1,
             jobs: BTreeMap::new(),
             next_job_id: 1001,
@@ -168,6 +171,17 @@ impl State {
         let before = self.faults.len();
         self.faults.retain(|f| f.id != id);
         self.faults.len() != before
+    }
+
+    /// Every credential this emulator issued (installation, registration, admin, message-queue
+    /// and runner tokens, JIT configs and the secrets inside them) with its kind, oldest first,
+    /// including those that expired or were used up.
+    pub fn issued_secrets(&self) -> &[(&'static str, String)] {
+        &self.issued
+    }
+
+    fn issue(&mut self, kind: &'static str, value: &str) {
+        self.issued.push((kind, value.to_owned()));
     }
 
     /// A full snapshot (no secrets).

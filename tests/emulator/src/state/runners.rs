@@ -56,6 +56,8 @@ impl State {
         let client_id = uuid::Uuid::new_v4().to_string();
         let secret = tokens::opaque("");
         let encoded = self.encode_jit(id, &name, &ss, &work_folder, &client_id, &secret);
+        self.issue("JIT runner secret", &secret);
+        self.issue("JIT config", &encoded);
         self.jit_credentials.insert(
             client_id,
             JitCredential {
@@ -201,6 +203,7 @@ impl State {
             runner_token: token.clone(),
             version_deprecated: false,
         };
+        self.issue("runner token", &token);
         self.runner_tokens.insert(token, runner_id);
         Ok(conn)
     }

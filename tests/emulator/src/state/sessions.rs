@@ -27,6 +27,7 @@ impl State {
     pub(super) fn new_mq_token(&mut self, session_id: &str, now: DateTime<Utc>) -> String {
         self.mq_tokens.retain(|_, t| t.value != session_id);
         let token = tokens::opaque("mq_");
+        self.issue("message queue token", &token);
         self.mq_tokens.insert(
             token.clone(),
             ExpiringToken {
