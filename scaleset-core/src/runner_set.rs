@@ -315,6 +315,55 @@ pub struct ScalePlan {
     pub status: SetStatus,
 }
 
+/// Shortest time between two status writes of a set that change only its counters: a burst
+/// changes them with nearly every runner, and nothing acts on them (the metrics are published
+/// from every pass's own counts).
+pub const COUNTERS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Whether a pass writes the set's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWrite {
+    /// The status is current.
+    Unchanged,
+    /// Write it now.
+    Now,
+    /// Only counters changed and the last write was recent: write in a later pass, after this.
+    After(Duration),
+}
+
+/// When to write a status that differs from the current one in `changes`; `last_write` is the
+/// time of this controller's last status write for the set, if it made one.
+pub fn status_write(
+    changes: StatusChanges,
+    last_write: Option<Timestamp>,
+    now: Timestamp,
+) -> StatusWrite {
+    match changes {
+        StatusChanges::None => StatusWrite::Unchanged,
+        StatusChanges::More => StatusWrite::Now,
+        StatusChanges::CountersOnly => {
+            let since = last_write.map(|at| now.saturating_duration_since(at));
+            match since {
+                Some(since) if since < COUNTERS_INTERVAL => {
+                    StatusWrite::After(COUNTERS_INTERVAL - since)
+                }
+                _ => StatusWrite::Now,
+            }
+        }
+    }
+}
+
+/// How a set's target status differs from its current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChanges {
+    /// Not at all.
+    None,
+    /// Only in the runner counters.
+    CountersOnly,
+    /// In the phase or the `patchID` acted on (or there is no status yet).
+    More,
+}
+
 /// Counts the runners into the status buckets.
 pub fn status(runners: &[ObservedRunner], policy: &SetPolicy) -> SetStatus {
     let mut s = SetStatus::default();

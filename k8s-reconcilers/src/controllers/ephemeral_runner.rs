@@ -61,6 +61,7 @@ struct State {
     /// triggers its runner's reconcile after the store has it.
     pod_store: reflector::Store<Pod>,
     released: deletion::Released,
+    own_writes: super::OwnWrites,
 }
 
 /// Runs the EphemeralRunner controller with ARC's defaults until its stream ends.
@@ -92,6 +93,7 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         settings,
         pod_store,
         released: deletion::Released::default(),
+        own_writes: super::OwnWrites::default(),
     });
     let results = Controller::for_stream(runner_events, runner_store)
         .trigger_backoff(super::watch_backoff())
@@ -118,7 +120,7 @@ async fn reconcile(er: Arc<EphemeralRunner>, state: Arc<State>) -> Result<Requeu
                 retry_after: Duration::from_secs(1),
             });
         }
-        if state.released.contains(&er) {
+        if state.released.contains(&er) || state.own_writes.superseded(&er.metadata) {
             return Ok(Requeue::await_change());
         }
         let api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &ns);
@@ -137,6 +139,7 @@ async fn reconcile(er: Arc<EphemeralRunner>, state: Arc<State>) -> Result<Requeu
         .await;
         if result.is_ok() && er.metadata.deletion_timestamp.is_some() {
             state.released.insert(&er);
+            state.own_writes.forget(&er.metadata);
         }
         super::finalizer_result(result)
     })
@@ -159,6 +162,7 @@ struct Pass<'a> {
     policy: &'a RetryPolicy,
     pod_store: &'a reflector::Store<Pod>,
     released: &'a deletion::Released,
+    own_writes: &'a super::OwnWrites,
     namespace: String,
     runners: Api<EphemeralRunner>,
     pods: Api<Pod>,
@@ -189,6 +193,7 @@ impl<'a> Pass<'a> {
             policy: &state.settings.retry,
             pod_store: &state.pod_store,
             released: &state.released,
+            own_writes: &state.own_writes,
             namespace: ns.to_owned(),
             runners: Api::namespaced(client.clone(), ns),
             pods: Api::namespaced(client.clone(), ns),
@@ -642,14 +647,16 @@ impl<'a> Pass<'a> {
         er: &EphemeralRunner,
         patch: serde_json::Value,
     ) -> Result<EphemeralRunner, Error> {
-        Ok(self
+        let patched = self
             .runners
             .patch_status(
                 &er.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
-            .await?)
+            .await?;
+        self.own_writes.wrote(&er.metadata, &patched.metadata);
+        Ok(patched)
     }
 
     async fn add_registration_finalizer(

@@ -24,8 +24,9 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use scaleset_core::runner_set::{
     Candidate, CleanupPlan, ObservedRunner, RunnerPhase, SetObservation, SetPolicy, SetSpec,
-    SetStatus, SetStep, cleanup, plan, set_step, status,
+    SetStatus, SetStep, StatusWrite, cleanup, plan, set_step, status, status_write,
 };
+use scaleset_core::time::Timestamp;
 use serde_json::json;
 
 use crate::Context;
@@ -63,6 +64,32 @@ struct State {
     ctx: Arc<Context>,
     settings: Settings,
     runners: runners::RunnerView,
+    own_writes: super::OwnWrites,
+    status_writes: StatusWrites,
+}
+
+/// When this controller last wrote each set's status, by the set's UID.
+#[derive(Default)]
+struct StatusWrites(std::sync::Mutex<std::collections::HashMap<String, Timestamp>>);
+
+impl StatusWrites {
+    fn last(&self, uid: &str) -> Option<Timestamp> {
+        self.lock().get(uid).copied()
+    }
+
+    fn record(&self, uid: String, at: Timestamp) {
+        self.lock().insert(uid, at);
+    }
+
+    fn forget(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Timestamp>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Runs the EphemeralRunnerSet controller with the default policy until its stream ends.
@@ -81,6 +108,8 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         ctx,
         settings,
         runners: runners::RunnerView::new(store),
+        own_writes: super::OwnWrites::default(),
+        status_writes: StatusWrites::default(),
     });
     let seen = state.clone();
     let runner_events = watcher(runners, watcher::Config::default())
@@ -120,10 +149,15 @@ async fn reconcile(set: Arc<EphemeralRunnerSet>, state: Arc<State>) -> Result<Re
                 retry_after: Duration::from_secs(1),
             });
         }
+        if state.own_writes.superseded(&set.metadata) {
+            return Ok(Requeue::await_change());
+        }
         let pass = Pass {
             ctx: &state.ctx,
             policy: &state.settings.policy,
             view: &state.runners,
+            own_writes: &state.own_writes,
+            status_writes: &state.status_writes,
             sets: Api::namespaced(ctx.client.clone(), &ns),
             runners: Api::namespaced(ctx.client.clone(), &ns),
         };
@@ -148,6 +182,8 @@ struct Pass<'a> {
     ctx: &'a Context,
     policy: &'a SetPolicy,
     view: &'a runners::RunnerView,
+    own_writes: &'a super::OwnWrites,
+    status_writes: &'a StatusWrites,
     sets: Api<EphemeralRunnerSet>,
     runners: Api<EphemeralRunner>,
 }
@@ -178,13 +214,15 @@ impl Pass<'_> {
                 proxy::reconcile(&self.ctx.client, set).await?;
                 let patch =
                     json!({"metadata": {"annotations": {annotations::INTEGRITY_HASH: hash}}});
-                self.sets
+                let patched = self
+                    .sets
                     .patch(
                         &set.name_any(),
                         &PatchParams::default(),
                         &Patch::Merge(&patch),
                     )
                     .await?;
+                self.own_writes.wrote(&set.metadata, &patched.metadata);
                 Ok(Requeue::await_change())
             }
             SetStep::CleanupOutdated => {
@@ -192,9 +230,9 @@ impl Pass<'_> {
                     outdated: true,
                     ..status(&observed, self.policy)
                 };
-                self.write_status(set, &counts, None).await?;
+                let later = self.write_status(set, &counts, None).await?;
                 self.carry_out_cleanup(set, &cleanup(&observed)).await?;
-                Ok(Requeue::await_change())
+                Ok(later.map_or_else(Requeue::await_change, Requeue::requeue))
             }
             SetStep::Scale => self.scale(set, &observed).await,
         }
@@ -255,12 +293,12 @@ impl Pass<'_> {
             tracing::info!(set = %set.name_any(), wanted = decision.scale_down.count, removed, "scaled down");
         }
         let applied = errors.is_empty().then_some(decision.applied_patch_id);
-        self.write_status(set, &decision.status, applied).await?;
+        let later = self.write_status(set, &decision.status, applied).await?;
         Error::partial(
             format!("scaling EphemeralRunnerSet {}", set.name_any()),
             errors,
         )?;
-        Ok(Requeue::await_change())
+        Ok(later.map_or_else(Requeue::await_change, Requeue::requeue))
     }
 
     /// Creates `count` copies of `runner` (generated names, stamped with `patch_id`), at most
@@ -389,6 +427,8 @@ impl Pass<'_> {
             });
         }
         self.view.forget(set);
+        self.own_writes.forget(&set.metadata);
+        self.status_writes.forget(&set.uid().unwrap_or_default());
         Ok(Requeue::await_change())
     }
 
@@ -399,26 +439,36 @@ impl Pass<'_> {
         Ok(())
     }
 
+    /// Writes the status for `counts` (and `applied_patch_id`), or returns when a later pass
+    /// is to write it ([`status_write`]).
     async fn write_status(
         &self,
         set: &EphemeralRunnerSet,
         counts: &SetStatus,
         applied_patch_id: Option<i64>,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Duration>, Error> {
         let current = set.status.clone().unwrap_or_default();
         let target = runners::set_status(counts, &current, applied_patch_id);
-        if target == current && set.status.is_some() {
-            return Ok(());
+        let changes = runners::status_changes(set.status.as_ref(), &target);
+        let uid = set.uid().unwrap_or_default();
+        let last_write = self.status_writes.last(&uid);
+        match status_write(changes, last_write, now()) {
+            StatusWrite::Unchanged => return Ok(None),
+            StatusWrite::After(wait) => return Ok(Some(wait)),
+            StatusWrite::Now => {}
         }
         let patch = json!({ "status": target });
-        self.sets
+        let patched = self
+            .sets
             .patch_status(
                 &set.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(&patch),
             )
             .await?;
-        Ok(())
+        self.own_writes.wrote(&set.metadata, &patched.metadata);
+        self.status_writes.record(uid, now());
+        Ok(None)
     }
 
     fn publish_gauges(&self, set: &EphemeralRunnerSet, counts: &SetStatus) {

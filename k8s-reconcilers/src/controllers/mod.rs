@@ -17,6 +17,9 @@ pub mod autoscaling_runner_set;
 pub mod ephemeral_runner;
 pub mod ephemeral_runner_set;
 pub mod orphaned_registrations;
+mod own_writes;
+
+pub(crate) use own_writes::OwnWrites;
 
 use std::time::Duration;
 

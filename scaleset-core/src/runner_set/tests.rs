@@ -418,3 +418,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn counters_alone_are_written_at_most_every_interval() {
+    let now = Timestamp::from_unix_seconds(100);
+    let recent = Some(Timestamp::from_unix_millis(99_500));
+    assert_eq!(
+        status_write(StatusChanges::None, recent, now),
+        StatusWrite::Unchanged
+    );
+    assert_eq!(
+        status_write(StatusChanges::More, recent, now),
+        StatusWrite::Now
+    );
+    assert_eq!(
+        status_write(StatusChanges::CountersOnly, recent, now),
+        StatusWrite::After(COUNTERS_INTERVAL - Duration::from_millis(500))
+    );
+    assert_eq!(
+        status_write(StatusChanges::CountersOnly, None, now),
+        StatusWrite::Now
+    );
+    let long_ago = Some(Timestamp::from_unix_seconds(90));
+    assert_eq!(
+        status_write(StatusChanges::CountersOnly, long_ago, now),
+        StatusWrite::Now
+    );
+}

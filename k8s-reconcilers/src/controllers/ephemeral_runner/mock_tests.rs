@@ -33,6 +33,7 @@ impl Controller {
             settings: Settings::default(),
             pod_store,
             released: super::deletion::Released::default(),
+            own_writes: crate::controllers::OwnWrites::default(),
         });
         Self { state }
     }

@@ -8,7 +8,9 @@ use std::sync::{Mutex, PoisonError};
 use kube::api::ObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
-use scaleset_core::runner_set::{ObservedRunner, RunnerPhase, SetStatus, UnseenWrites};
+use scaleset_core::runner_set::{
+    ObservedRunner, RunnerPhase, SetStatus, StatusChanges, UnseenWrites,
+};
 
 use crate::controllers::ephemeral_runner::observe::{has_job, now, timestamp};
 use crate::crd::{EphemeralRunner, EphemeralRunnerSet, EphemeralRunnerSetStatus};
@@ -162,6 +164,23 @@ pub fn set_status(
         observed_patch_id: applied_patch_id
             .map(|id| i32::try_from(id).unwrap_or(i32::MAX))
             .or(current.observed_patch_id),
+    }
+}
+
+/// How `target` differs from the set's `current` status.
+pub fn status_changes(
+    current: Option<&EphemeralRunnerSetStatus>,
+    target: &EphemeralRunnerSetStatus,
+) -> StatusChanges {
+    match current {
+        Some(current) if current == target => StatusChanges::None,
+        Some(current)
+            if current.phase == target.phase
+                && current.observed_patch_id == target.observed_patch_id =>
+        {
+            StatusChanges::CountersOnly
+        }
+        _ => StatusChanges::More,
     }
 }
 
