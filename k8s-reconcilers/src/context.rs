@@ -1,5 +1,7 @@
-//! Per-controller context: clients, options, metrics, Events, and the error policy with a
-//! per-object exponential backoff (ARC's rate-limited requeue: 5 ms doubling up to 1000 s).
+//! Per-controller context: clients, options, metrics, Events, and the error policy, which asks
+//! `scaleset_core::failure::after_failure` what follows a failure: nothing until the object
+//! changes (invalid input), a retry in minutes (a missing or unreachable dependency), or ARC's
+//! rate-limited requeue (5 ms doubling up to 1000 s).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,20 +10,12 @@ use std::time::{Duration, Instant};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
-use scaleset_core::backoff::Backoff;
+use scaleset_core::failure::{Remedy, after_cleanup_failure, after_failure};
 
 use crate::error::Error;
 use crate::github::GithubClients;
 use crate::metrics::{ControllerLabel, Metrics, ReconcileLabels};
 use crate::options::{ManagerOptions, RequeueLimiter};
-
-/// First retry delay after a failure.
-pub const BACKOFF_BASE: Duration = Duration::from_millis(5);
-/// Longest retry delay after repeated failures.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(1000);
-/// Longest retry delay for configuration errors: a fixed Secret or ConfigMap is not watched,
-/// so it is picked up within this time.
-pub const CONFIG_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// One reconcile under way in `controller_runtime_active_workers`, also when the reconcile is
 /// dropped before it ends.
@@ -141,10 +135,11 @@ impl Context {
         result
     }
 
-    /// The error policy: waits requeue after their own delay; failures back off
-    /// exponentially per object, and a rate-limited service call waits at least as long as the
-    /// service asked; configuration and service failures also become a Warning Event on the
-    /// object.
+    /// The error policy: waits requeue after their own delay; for failures
+    /// `scaleset_core::failure::after_failure` decides: invalid input waits for the object to
+    /// change, a missing or unreachable dependency is retried in minutes, anything else backs
+    /// off exponentially per object (a rate-limited service call at least as long as the service
+    /// asked). Failures the user can act on also become a Warning Event on the object.
     pub fn error_policy<K>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
     where
         K: Resource<DynamicType = ()> + Send + Sync + 'static,
@@ -158,8 +153,21 @@ impl Context {
             *n = n.saturating_add(1);
             *n
         };
-        let mut delay = failure_delay(error, failures);
-        if let Some(bucket) = &ctx.bucket {
+        let remedy = if obj.meta().deletion_timestamp.is_some() {
+            after_cleanup_failure(
+                error.failure(),
+                failures,
+                crate::controllers::cleanup_bound::deleting_for(&*obj),
+                ctx.options.deletion_grace,
+            )
+        } else {
+            after_failure(error.failure(), failures)
+        };
+        let mut delay = match remedy {
+            Remedy::AwaitChange => Duration::ZERO,
+            Remedy::RetryAfter(d) => d,
+        };
+        if let (Remedy::RetryAfter(_), Some(bucket)) = (remedy, &ctx.bucket) {
             let wait = bucket
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -170,19 +178,12 @@ impl Context {
             controller = ctx.controller,
             object = %key(&*obj),
             failures,
-            retry_in = ?delay,
+            retry = ?remedy,
             error = %error,
             "reconcile failed"
         );
         if failures == 1 || failures % 10 == 0 {
-            let reason = match error {
-                Error::Config(_) => Some("InvalidConfiguration"),
-                Error::Service(_) => Some("ActionsServiceError"),
-                Error::Unusable { .. } => Some("UnusableAnswer"),
-                Error::Partial { .. } => Some("CallsFailed"),
-                _ => None,
-            };
-            if let Some(reason) = reason {
+            if let Some(reason) = error.reason() {
                 let note = error.to_string();
                 let reference = obj.object_ref(&());
                 let ctx = ctx.clone();
@@ -192,7 +193,10 @@ impl Context {
                 });
             }
         }
-        Action::requeue(delay)
+        match remedy {
+            Remedy::AwaitChange => Action::await_change(),
+            Remedy::RetryAfter(_) => Action::requeue(delay),
+        }
     }
 
     /// Publishes an Event about `reference`; failures to publish are only logged.
@@ -265,26 +269,6 @@ impl RequeueBucket {
     }
 }
 
-/// Delay after the `failures`-th consecutive failure: 5 ms doubling, at most `cap`.
-pub fn backoff(failures: u32, cap: Duration) -> Duration {
-    Backoff::new(BACKOFF_BASE, cap).delay(failures, 0.0)
-}
-
-/// The wait after the `failures`th failure in a row: the backoff up to the cap of the error's
-/// class, and at least what a rate-limited service asked for.
-fn failure_delay(error: &Error, failures: u32) -> Duration {
-    let cap = if matches!(error, Error::Config(_)) {
-        CONFIG_BACKOFF_MAX
-    } else {
-        BACKOFF_MAX
-    };
-    let delay = backoff(failures, cap);
-    match error {
-        Error::Service(e) => e.retry_after.map_or(delay, |after| delay.max(after)),
-        _ => delay,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,27 +293,46 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_from_5ms_up_to_the_cap() {
-        assert_eq!(backoff(1, BACKOFF_MAX), Duration::from_millis(5));
-        assert_eq!(backoff(2, BACKOFF_MAX), Duration::from_millis(10));
-        assert_eq!(backoff(5, BACKOFF_MAX), Duration::from_millis(80));
-        assert_eq!(backoff(40, BACKOFF_MAX), BACKOFF_MAX);
-        assert_eq!(backoff(40, CONFIG_BACKOFF_MAX), CONFIG_BACKOFF_MAX);
-    }
-
-    #[test]
-    fn a_rate_limited_call_waits_at_least_as_long_as_asked() {
+    fn failures_map_to_their_remedies() {
         use crate::github::{ServiceError, ServiceErrorKind};
+        let remedy = |e: &Error, n| after_failure(e.failure(), n);
+        assert_eq!(
+            remedy(&Error::Config("spec.x".into()), 1),
+            Remedy::AwaitChange
+        );
+        assert_eq!(
+            remedy(&Error::Unavailable("Secret".into()), 1),
+            Remedy::RetryAfter(Duration::from_secs(30))
+        );
+        let unreachable = Error::Service(ServiceError::new(
+            ServiceErrorKind::Unreachable,
+            "GetRunnerGroupByName",
+            "connection refused",
+        ));
+        assert_eq!(
+            remedy(&unreachable, 1),
+            Remedy::RetryAfter(Duration::from_secs(30))
+        );
+        assert_eq!(unreachable.reason(), Some("ServiceUnreachable"));
         let mut limited = ServiceError::new(ServiceErrorKind::RateLimited, "ListScaleSets", "403");
         limited.retry_after = Some(Duration::from_secs(90));
         let limited = Error::Service(limited);
-        assert_eq!(failure_delay(&limited, 1), Duration::from_secs(90));
-        assert_eq!(failure_delay(&limited, 40), BACKOFF_MAX);
+        assert_eq!(
+            remedy(&limited, 1),
+            Remedy::RetryAfter(Duration::from_secs(90))
+        );
+        assert_eq!(
+            remedy(&limited, 40),
+            Remedy::RetryAfter(Duration::from_secs(1000))
+        );
         let transient = Error::Service(ServiceError::new(
             ServiceErrorKind::Transient,
             "ListScaleSets",
             "503",
         ));
-        assert_eq!(failure_delay(&transient, 1), Duration::from_millis(5));
+        assert_eq!(
+            remedy(&transient, 1),
+            Remedy::RetryAfter(Duration::from_millis(5))
+        );
     }
 }

@@ -8,10 +8,15 @@ pub enum Error {
     /// The Kubernetes API refused or failed a call.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// The user's configuration cannot work; the message names the field, the value and the fix.
-    /// The only variant reported as `InvalidConfiguration` and retried at the slow backoff.
+    /// The object's own configuration cannot work; the message names the field, the value and
+    /// the fix. Reported as `InvalidConfiguration` and not retried until the object changes.
     #[error("{0}")]
     Config(String),
+    /// Something the object names is missing or unusable (a Secret or ConfigMap, or the keys in
+    /// it); the message names the field, the value and the fix. It may heal without an edit of
+    /// the object, so it is retried every few minutes.
+    #[error("{0}")]
+    Unavailable(String),
     /// The Actions service or the API server returned something this controller cannot use
     /// (a scale set without an id, an object without a namespace, a JIT Secret without its
     /// registration); `what` says which.
@@ -66,11 +71,57 @@ impl Error {
         }
     }
 
+    /// The class of this failure, for [`scaleset_core::failure::after_failure`].
+    pub fn failure(&self) -> scaleset_core::failure::Failure {
+        use crate::github::ServiceErrorKind as K;
+        use scaleset_core::failure::Failure;
+        match self {
+            Error::Config(_) => Failure::Invalid,
+            Error::Unavailable(_) => Failure::Unavailable,
+            Error::Service(e)
+                if matches!(e.kind, K::Unreachable | K::Unauthorized | K::Configuration) =>
+            {
+                Failure::Unavailable
+            }
+            Error::Service(e) => Failure::Transient {
+                retry_after: e.retry_after,
+            },
+            _ => Failure::Transient { retry_after: None },
+        }
+    }
+
+    /// The reason of the Warning Event (and, on an AutoscalingRunnerSet, of the `Ready=False`
+    /// condition) that reports this failure to the user; `None` for failures that are not the
+    /// user's to fix.
+    pub fn reason(&self) -> Option<&'static str> {
+        use crate::github::ServiceErrorKind as K;
+        match self {
+            // A Secret or ConfigMap the spec names is part of the configuration, too.
+            Error::Config(_) | Error::Unavailable(_) => Some("InvalidConfiguration"),
+            Error::Service(e) if e.kind == K::Unreachable => Some("ServiceUnreachable"),
+            Error::Service(e) if e.kind == K::Unauthorized => Some("CredentialsRejected"),
+            Error::Service(e) if e.kind == K::Configuration => Some("InvalidConfiguration"),
+            Error::Service(_) => Some("ActionsServiceError"),
+            Error::Unusable { .. } => Some("UnusableAnswer"),
+            Error::Partial { .. } => Some("CallsFailed"),
+            _ => None,
+        }
+    }
+
+    /// Whether the user can fix this failure (it gets a condition where the kind has one).
+    pub fn is_users_to_fix(&self) -> bool {
+        !matches!(
+            self.failure(),
+            scaleset_core::failure::Failure::Transient { .. }
+        )
+    }
+
     /// Short label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
             Error::Config(_) => "config",
+            Error::Unavailable(_) => "unavailable",
             Error::Unusable { .. } => "unusable",
             Error::Partial { .. } => "partial",
             Error::Service(_) => "service",

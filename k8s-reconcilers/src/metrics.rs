@@ -114,6 +114,9 @@ pub struct Metrics {
     pub running_listeners: Family<ScaleSetLabels, Gauge>,
     /// Actions service calls by operation and outcome.
     pub service_calls: Family<ServiceCallLabels, Counter>,
+    /// `arc_controller_abandoned_cleanups_total`: deletions whose finalizer was removed after
+    /// the grace period although part of their cleanup failed, by controller.
+    pub abandoned_cleanups: Family<ControllerLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -132,6 +135,7 @@ impl Default for Metrics {
             failed_runners: Family::default(),
             running_listeners: Family::default(),
             service_calls: Family::default(),
+            abandoned_cleanups: Family::default(),
         }
     }
 }
@@ -193,6 +197,11 @@ impl Metrics {
             "arc_actions_service_calls",
             "Actions service calls by operation and outcome",
             self.service_calls.clone(),
+        );
+        registry.register(
+            "arc_controller_abandoned_cleanups",
+            "Deletions whose finalizer was removed after the grace period with part of their cleanup left undone",
+            self.abandoned_cleanups.clone(),
         );
     }
 }

@@ -126,6 +126,14 @@ mod tests {
     }
 
     #[test]
+    fn the_crd_admits_the_names_the_reconciler_accepts() {
+        assert_eq!(
+            crate::crd::MAX_ARS_NAME,
+            scaleset_core::naming::MAX_ARS_NAME
+        );
+    }
+
+    #[test]
     fn listener_name_matches_arc() {
         assert_eq!(
             listener_name("set", "arc-runners", "", "https://github.com/org/repo"),

@@ -107,6 +107,9 @@ pub struct ManagerOptions {
     pub drift_policy: DriftPolicy,
     /// Metrics the controllers update; register them with [`crate::metrics::Metrics::register`].
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// How long a deletion retries cleanup that fails before its finalizer goes anyway and
+    /// what was left is reported (`scaleset_core::failure::on_cleanup_failure`).
+    pub deletion_grace: Duration,
 }
 
 impl std::fmt::Debug for ManagerOptions {
@@ -150,6 +153,7 @@ impl ManagerOptions {
             event_reporter: "gha-runner-scale-set-controller".into(),
             drift_policy: Default::default(),
             metrics: Arc::default(),
+            deletion_grace: scaleset_core::failure::DELETION_GRACE,
         }
     }
 }

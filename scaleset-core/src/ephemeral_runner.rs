@@ -67,7 +67,7 @@ impl Default for RetryPolicy {
                 .map(Duration::from_secs)
                 .collect(),
             create_retry_window: Duration::from_secs(600),
-            orphaned_job_grace: Duration::from_secs(15 * 60),
+            orphaned_job_grace: crate::failure::DELETION_GRACE,
         }
     }
 }
@@ -591,7 +591,9 @@ pub fn after_remove(
         RemoveResult::Removed | RemoveResult::AlreadyGone => FinalizerStep::Release,
         RemoveResult::Failed => FinalizerStep::Error,
         RemoveResult::JobStillRunning
-            if !runner_alive && deleting_for >= policy.orphaned_job_grace =>
+            if !runner_alive
+                && crate::failure::on_cleanup_failure(deleting_for, policy.orphaned_job_grace)
+                    == crate::failure::CleanupFailure::Abandon =>
         {
             FinalizerStep::Release
         }

@@ -10,6 +10,7 @@
 //! | [`desired`] | listener target count and `patchID` sequence |
 //! | [`ephemeral_runner`] | runner lifecycle: pod states, retry budget, JIT re-registration, finalizer |
 //! | [`backoff`] | the retry backoff (doubling to a cap, jitter drawn by the caller) |
+//! | [`failure`] | what follows a failed reconcile (await an edit, retry in minutes, back off) and when a deletion gives up on its cleanup |
 //! | [`listener_lifecycle`] | listener exit classes; AutoscalingListener reconcile order (`listener_step`); pod (re)creation with backoff by exit class |
 //! | [`listener_policy`] | the listener's reaction to each failed call: retry, refresh or re-create the session, skip, exit |
 //! | [`registrations`] | which runner registrations on the service have no EphemeralRunner behind them |
@@ -22,6 +23,7 @@ pub mod autoscaling_runner_set;
 pub mod backoff;
 pub mod desired;
 pub mod ephemeral_runner;
+pub mod failure;
 pub mod listener_lifecycle;
 pub mod listener_policy;
 pub mod naming;

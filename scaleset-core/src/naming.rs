@@ -82,11 +82,28 @@ pub fn runner_generate_name(ers_name: &str) -> String {
     format!("{ers_name}-runner-")
 }
 
-/// Longest ARS name whose derived names fit (the chart's limit).
+/// Longest ARS name whose derived names fit (the chart's limit, and ARC's: a longer name makes
+/// the listener name, `<ars>-<h8>-listener`, longer than the 63 characters of the label value it
+/// is also written to). The CRD refuses longer names at admission; this check covers objects
+/// stored before that rule.
 pub const MAX_ARS_NAME: usize = 45;
 
-/// Checks an ARS name against [`MAX_ARS_NAME`]; the error names the value and the fix.
+/// Checks an ARS name: a DNS-1123 subdomain (what the API server accepts) of at most
+/// [`MAX_ARS_NAME`] characters. When it passes, every name and label value derived from it is
+/// valid (the property test below checks them all); the error names the value and the fix.
+///
+/// ```
+/// use scaleset_core::naming::check_ars_name;
+/// assert!(check_ars_name("arc-runners").is_ok());
+/// let e = check_ars_name(&"a".repeat(213)).unwrap_err();
+/// assert!(e.to_string().contains("at most 45"));
+/// ```
 pub fn check_ars_name(name: &str) -> Result<(), NameError> {
+    if !is_dns1123_subdomain(name) {
+        return Err(NameError::NotDns {
+            name: name.to_string(),
+        });
+    }
     if name.len() > MAX_ARS_NAME {
         return Err(NameError::TooLong {
             name: name.to_string(),
@@ -112,6 +129,35 @@ pub enum NameError {
         /// The limit.
         max: usize,
     },
+    /// Not an object name at all.
+    #[error(
+        "AutoscalingRunnerSet name {name:?} is not a DNS-1123 subdomain: choose a name of at most 45 lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+    )]
+    NotDns {
+        /// The name.
+        name: String,
+    },
+}
+
+/// DNS-1123 subdomain (the syntax of most object names): at most 253 characters of lower-case
+/// ASCII letters, digits, `-` and `.`, in dot-separated parts that start and end with a letter or
+/// digit.
+///
+/// ```
+/// use scaleset_core::naming::is_dns1123_subdomain;
+/// assert!(is_dns1123_subdomain("arc.runners-1"));
+/// assert!(!is_dns1123_subdomain("arc..runners"));
+/// assert!(!is_dns1123_subdomain("Arc"));
+/// ```
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME && name.split('.').all(is_dns1123_part)
+}
+
+fn is_dns1123_part(part: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    part.chars().next().is_some_and(alnum)
+        && part.chars().last().is_some_and(alnum)
+        && part.chars().all(|c| alnum(c) || c == '-')
 }
 
 /// ARC's treatment of URL-derived label values (docs/architecture.md#label-values-from-the-url):
@@ -329,21 +375,49 @@ mod tests {
     }
 
     proptest! {
-        /// Any object name (DNS subdomain, up to 253 characters) is refused by
-        /// `check_ars_name`, or it and every name derived from it are valid labels and names.
+        /// Any string of up to 253 characters (lower-case names with dots and dashes, and any
+        /// unicode) is refused by `check_ars_name` with an error naming it and the fix, or it
+        /// and every name and label value derived from it are valid.
         #[test]
-        fn accepted_ars_names_give_valid_labels_and_names(
-            name in "[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?",
+        fn ars_names_are_refused_or_give_valid_names_and_labels(
+            name in prop_oneof![
+                "[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?",
+                "[a-z0-9][a-z0-9-]{0,60}",
+                "[a-z0-9][a-z0-9-]{30,50}\\.[a-z0-9]{1,5}",
+                "\\PC{0,253}",
+                "[a-zA-Z0-9._ü€-]{1,80}",
+            ],
             namespace in "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?",
+            group in "\\PC{0,20}",
         ) {
-            if check_ars_name(&name).is_ok() {
-                prop_assert!(is_valid_label_value(&name));
-                let listener = listener_name(&name, &namespace, "", "https://github.com/o");
-                prop_assert!(is_valid_label_value(&listener), "{}", listener);
-                prop_assert!(listener_config_secret_name(&listener).len() <= MAX_NAME);
-                prop_assert!(runner_proxy_secret_name(&name, &namespace).len() <= MAX_NAME);
-            } else {
-                prop_assert!(name.len() > MAX_ARS_NAME);
+            match check_ars_name(&name) {
+                Ok(()) => {
+                    let url = "https://github.com/o";
+                    // ERS, runner pods and JIT Secrets, proxy Secrets: object names.
+                    prop_assert!(is_dns1123_subdomain(&name));
+                    let runner = format!("{}abcde", runner_generate_name(&name));
+                    prop_assert!(is_dns1123_subdomain(&runner), "{}", runner);
+                    let proxy = runner_proxy_secret_name(&name, &namespace);
+                    prop_assert!(is_dns1123_subdomain(&proxy), "{}", proxy);
+                    // The listener name is also a label value.
+                    let listener = listener_name(&name, &namespace, &group, url);
+                    prop_assert!(is_dns1123_subdomain(&listener), "{}", listener);
+                    prop_assert!(is_valid_label_value(&listener), "{}", listener);
+                    for child in [listener_config_secret_name(&listener), listener_proxy_secret_name(&listener)] {
+                        prop_assert!(is_dns1123_subdomain(&child), "{}", child);
+                    }
+                    // The scale-set-name label value.
+                    prop_assert!(is_valid_label_value(&name));
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    prop_assert!(
+                        name.len() > MAX_ARS_NAME || !is_dns1123_subdomain(&name),
+                        "a valid name was refused: {}", message
+                    );
+                    prop_assert!(message.contains(&format!("{name:?}")), "{}", message);
+                    prop_assert!(message.contains("choose a"), "{}", message);
+                }
             }
         }
 

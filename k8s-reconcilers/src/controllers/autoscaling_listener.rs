@@ -103,7 +103,15 @@ async fn reconcile_inner(al: Arc<AutoscalingListener>, ctx: &Context) -> Result<
     let result = finalizer(&api, finalizers::AUTOSCALING_LISTENER, al, |event| async {
         match event {
             Finalizer::Apply(al) => apply(&al, ctx).await,
-            Finalizer::Cleanup(al) => cleanup(&al, ctx).await.map(|()| Action::await_change()),
+            Finalizer::Cleanup(al) => {
+                if let Err(e) = cleanup(&al, ctx).await {
+                    // Nothing here waits for a job: a child that does not go (a foreign
+                    // finalizer, a lost node, no permission) is reported after the grace period.
+                    let left = format!("children of listener {}", al.name_any());
+                    super::cleanup_bound::abandon_after_grace(ctx, &*al, e, &left).await?;
+                }
+                Ok(Action::await_change())
+            }
         }
     })
     .await;
@@ -385,8 +393,10 @@ async fn cleanup(al: &AutoscalingListener, ctx: &Context) -> Result<(), Error> {
             });
         }
     };
+    let mut left = Vec::new();
     if pod {
         delete::<Pod>(ctx, &al_ns, &name).await?;
+        left.push(format!("Pod {al_ns}/{name}"));
     }
     for child in &children {
         match child {
@@ -398,9 +408,10 @@ async fn cleanup(al: &AutoscalingListener, ctx: &Context) -> Result<(), Error> {
                 delete::<ServiceAccount>(ctx, &al_ns, &name).await?;
             }
         }
+        left.push(format!("{child:?}"));
     }
     Err(Error::Waiting {
-        what: "listener resources to be deleted".into(),
+        what: format!("listener resources to be deleted: {}", left.join(", ")),
         retry_after: CLEANUP_WAIT,
     })
 }

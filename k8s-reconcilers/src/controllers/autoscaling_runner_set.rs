@@ -76,9 +76,12 @@ pub async fn reconcile(ars: Arc<AutoscalingRunnerSet>, ctx: Arc<Context>) -> Res
 async fn reconcile_inner(ars: Arc<AutoscalingRunnerSet>, ctx: &Context) -> Result<Action, Error> {
     let result = pass(&ars, ctx).await;
     match result {
-        Err(Error::Config(message)) if ars.meta().deletion_timestamp.is_none() => {
-            set_condition(&ars, ctx, false, "InvalidConfiguration", &message, None).await?;
-            Err(Error::Config(message))
+        // Input the user can fix (the spec, a Secret it names, the host of its URL) ends as the
+        // Ready=False condition; the error policy adds the Warning Event and decides the retry.
+        Err(e) if ars.meta().deletion_timestamp.is_none() && e.is_users_to_fix() => {
+            let reason = e.reason().unwrap_or("InvalidConfiguration");
+            set_condition(&ars, ctx, false, reason, &e.to_string(), None).await?;
+            Err(e)
         }
         other => other,
     }
@@ -296,7 +299,23 @@ async fn execute(
         }
         ArsStep::Deletion(_) => {
             ctx.verified_scale_sets.forget(ars);
-            deletion::cleanup(ars, ctx).await?;
+            match deletion::cleanup(ars, ctx).await {
+                Ok(()) => {}
+                // Waiting for the listener and the runner set, which have bounds of their own
+                // (busy runners finish their job first).
+                Err(e @ Error::Waiting { .. }) => return Err(e),
+                Err(e) => {
+                    let left = match scale_set::recorded(ars).id {
+                        Some(id) => format!(
+                            "runner scale set {id} on the service (and the cleanup-protection finalizers of the chart's objects)"
+                        ),
+                        None => {
+                            "the cleanup-protection finalizers of the chart's objects".to_owned()
+                        }
+                    };
+                    super::cleanup_bound::abandon_after_grace(ctx, ars, e, &left).await?;
+                }
+            }
             remove_finalizer(&api, ars).await
         }
         ArsStep::AddFinalizer => add_finalizer(&api, ars).await,

@@ -168,7 +168,19 @@ async fn reconcile(set: Arc<EphemeralRunnerSet>, state: Arc<State>) -> Result<Re
             |event| async {
                 match event {
                     Finalizer::Apply(set) => pass.apply(&set).await,
-                    Finalizer::Cleanup(set) => pass.finalize(&set).await,
+                    Finalizer::Cleanup(set) => match pass.finalize(&set).await {
+                        // A failure (the service gone, say) is reported after the grace
+                        // period; the runners left go by garbage collection, each bounded by
+                        // its own deletion. Waiting for busy runners' jobs is not bounded.
+                        Err(e) if !matches!(e, Error::Waiting { .. }) => {
+                            let left = format!("runners of {}", set.name_any());
+                            super::cleanup_bound::abandon_after_grace(&ctx, &*set, e, &left)
+                                .await?;
+                            pass.view.forget(&set);
+                            Ok(Requeue::await_change())
+                        }
+                        other => other,
+                    },
                 }
             },
         )

@@ -14,6 +14,7 @@
 
 pub mod autoscaling_listener;
 pub mod autoscaling_runner_set;
+pub mod cleanup_bound;
 pub mod ephemeral_runner;
 pub mod ephemeral_runner_set;
 pub mod orphaned_registrations;

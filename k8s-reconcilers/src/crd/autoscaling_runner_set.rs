@@ -1,6 +1,7 @@
 //! `AutoscalingRunnerSet`: the user-facing kind (docs/architecture.md#crds).
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -152,4 +153,27 @@ pub struct AutoscalingRunnerSetStatus {
     /// Conditions naming configuration problems (an arc-rs addition; ARC has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
+}
+
+/// Longest AutoscalingRunnerSet name the CRD admits: `scaleset_core::naming::MAX_ARS_NAME`
+/// (this module does not depend on scaleset-core; a test checks that both agree).
+pub const MAX_NAME: usize = 45;
+
+/// The admission rule on the AutoscalingRunnerSet's name: at most [`MAX_NAME`] characters,
+/// checked when the object is created
+/// (`optionalOldSelf`), so an object stored before the rule can still be updated and deleted.
+/// ARC refuses longer names in its chart, and its controller cannot run them either: the
+/// listener name `<name>-<h8>-listener` is written to a label value, at most 63 characters.
+pub fn name_rule() -> ValidationRule {
+    let max = MAX_NAME;
+    ValidationRule {
+        rule: format!("oldSelf.hasValue() || self.metadata.name.size() <= {max}"),
+        optional_old_self: Some(true),
+        message: Some(format!(
+            "metadata.name may have at most {max} characters, so that the listener name <name>-<hash>-listener fits in a 63-character label value: choose a shorter name"
+        )),
+        message_expression: None,
+        reason: Some("FieldValueInvalid".into()),
+        field_path: None,
+    }
 }

@@ -17,6 +17,7 @@ pub use autoscaling_listener::{
 };
 pub use autoscaling_runner_set::{
     AutoscalingRunnerSet, AutoscalingRunnerSetSpec, AutoscalingRunnerSetStatus,
+    MAX_NAME as MAX_ARS_NAME, name_rule,
 };
 pub use common::{
     AzureKeyVaultConfig, CounterMetric, GaugeMetric, HistogramMetric, MetricsConfig, ProxyConfig,
@@ -48,13 +49,34 @@ pub const API_VERSION: &str = "actions.github.com/v1alpha1";
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
         AutoscalingListener::crd(),
-        AutoscalingRunnerSet::crd(),
+        with_root_rule(AutoscalingRunnerSet::crd(), name_rule()),
         EphemeralRunnerSet::crd(),
         EphemeralRunner::crd(),
     ]
     .into_iter()
     .map(without_defaults)
     .collect()
+}
+
+/// Adds an `x-kubernetes-validations` rule to the root of every version's schema (where a rule
+/// can see `metadata.name`).
+fn with_root_rule(
+    mut crd: CustomResourceDefinition,
+    rule: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule,
+) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            schema
+                .x_kubernetes_validations
+                .get_or_insert_with(Vec::new)
+                .push(rule.clone());
+        }
+    }
+    crd
 }
 
 fn without_defaults(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {

@@ -75,14 +75,49 @@ impl Connector for ActionsClientConnector {
     ) -> BoxFuture<'_, Result<Arc<dyn ActionsService>, ServiceError>> {
         let built = self.build(&config);
         Box::pin(async move {
-            let client: Arc<dyn ActionsService> = Arc::new(ClientService(built?));
+            let client: Arc<dyn ActionsService> = Arc::new(ClientService {
+                client: built?,
+                config_url: redacted_url(&config.config_url),
+            });
             Ok(client)
         })
     }
 }
 
 /// [`ActionsService`] over one `ActionsClient`.
-struct ClientService(ActionsClient);
+struct ClientService {
+    client: ActionsClient,
+    /// The object's `githubConfigUrl` without any user information, for error messages.
+    config_url: String,
+}
+
+impl ClientService {
+    /// [`service_error`], where a call that got no answer names the URL and the fix.
+    fn error(&self, operation: &'static str, e: actions_client::Error) -> ServiceError {
+        let mut error = service_error(operation, e);
+        if error.kind == ServiceErrorKind::Unreachable {
+            error.message = format!(
+                "spec.githubConfigUrl {:?}: the Actions service could not be reached ({}); check the host and port in githubConfigUrl, DNS, spec.proxy and network policies between the controller and the host",
+                self.config_url, error.message
+            );
+        }
+        error
+    }
+}
+
+/// `url` without user name and password (a URL may carry credentials; messages never do).
+fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            // Both succeed for the http(s) URLs that have user information.
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "<not a URL>".to_owned(),
+    }
+}
 
 /// Maps a client error to the controllers' classes; the text never holds a credential.
 fn service_error(operation: &'static str, e: actions_client::Error) -> ServiceError {
@@ -102,6 +137,7 @@ fn service_error(operation: &'static str, e: actions_client::Error) -> ServiceEr
         E::RunnerExists(_) => ServiceErrorKind::RunnerExists,
         E::AuthFailed(_) => ServiceErrorKind::Unauthorized,
         E::Rejected(_) | E::SessionConflict(_) => ServiceErrorKind::Invalid,
+        E::Transport(_) => ServiceErrorKind::Unreachable,
         _ => ServiceErrorKind::Transient,
     };
     let mut error = ServiceError::new(kind, operation, e.to_string());
@@ -134,10 +170,10 @@ impl ActionsService for ClientService {
     ) -> BoxFuture<'a, Result<RunnerGroup, ServiceError>> {
         Box::pin(async move {
             let g = self
-                .0
+                .client
                 .get_runner_group_by_name(name)
                 .await
-                .map_err(|e| service_error("GetRunnerGroupByName", e))?;
+                .map_err(|e| self.error("GetRunnerGroupByName", e))?;
             Ok(RunnerGroup {
                 id: g.id,
                 name: g.name,
@@ -151,11 +187,11 @@ impl ActionsService for ClientService {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<ScaleSet>, ServiceError>> {
         Box::pin(async move {
-            self.0
+            self.client
                 .get_runner_scale_set(runner_group_id, name)
                 .await
                 .map(|s| s.map(scale_set))
-                .map_err(|e| service_error("GetRunnerScaleSet", e))
+                .map_err(|e| self.error("GetRunnerScaleSet", e))
         })
     }
 
@@ -164,10 +200,10 @@ impl ActionsService for ClientService {
         id: i64,
     ) -> BoxFuture<'_, Result<Option<ScaleSet>, ServiceError>> {
         Box::pin(async move {
-            match self.0.get_runner_scale_set_by_id(id).await {
+            match self.client.get_runner_scale_set_by_id(id).await {
                 Ok(s) => Ok(s.map(scale_set)),
                 Err(actions_client::Error::ScaleSetNotFound(_)) => Ok(None),
-                Err(e) => Err(service_error("GetRunnerScaleSetById", e)),
+                Err(e) => Err(self.error("GetRunnerScaleSetById", e)),
             }
         })
     }
@@ -179,11 +215,11 @@ impl ActionsService for ClientService {
         Box::pin(async move {
             let request =
                 NewRunnerScaleSet::new(new.name, new.runner_group_id).with_labels(new.labels);
-            self.0
+            self.client
                 .create_runner_scale_set(&request)
                 .await
                 .map(scale_set)
-                .map_err(|e| service_error("CreateRunnerScaleSet", e))
+                .map_err(|e| self.error("CreateRunnerScaleSet", e))
         })
     }
 
@@ -204,19 +240,19 @@ impl ActionsService for ClientService {
                 }),
                 disable_update: true,
             };
-            self.0
+            self.client
                 .update_runner_scale_set(id, &update)
                 .await
                 .map(scale_set)
-                .map_err(|e| service_error("UpdateRunnerScaleSet", e))
+                .map_err(|e| self.error("UpdateRunnerScaleSet", e))
         })
     }
 
     fn delete_runner_scale_set(&self, id: i64) -> BoxFuture<'_, Result<(), ServiceError>> {
         Box::pin(async move {
-            match self.0.delete_runner_scale_set(id).await {
+            match self.client.delete_runner_scale_set(id).await {
                 Ok(()) | Err(actions_client::Error::ScaleSetNotFound(_)) => Ok(()),
-                Err(e) => Err(service_error("DeleteRunnerScaleSet", e)),
+                Err(e) => Err(self.error("DeleteRunnerScaleSet", e)),
             }
         })
     }
@@ -233,10 +269,10 @@ impl ActionsService for ClientService {
                 work_folder: work_folder.to_owned(),
             };
             let jit = self
-                .0
+                .client
                 .generate_jit_config(scale_set_id, &setting)
                 .await
-                .map_err(|e| service_error("GenerateJitRunnerConfig", e))?;
+                .map_err(|e| self.error("GenerateJitRunnerConfig", e))?;
             Ok(JitConfig {
                 runner: runner(jit.runner),
                 encoded_jit_config: jit.encoded_jit_config,
@@ -249,20 +285,20 @@ impl ActionsService for ClientService {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<RunnerInfo>, ServiceError>> {
         Box::pin(async move {
-            self.0
+            self.client
                 .get_runner_by_name(name)
                 .await
                 .map(|r| r.map(runner))
-                .map_err(|e| service_error("GetRunnerByName", e))
+                .map_err(|e| self.error("GetRunnerByName", e))
         })
     }
 
     fn remove_runner(&self, id: i64) -> BoxFuture<'_, Result<(), ServiceError>> {
         Box::pin(async move {
-            self.0
+            self.client
                 .remove_runner(id)
                 .await
-                .map_err(|e| service_error("RemoveRunner", e))
+                .map_err(|e| self.error("RemoveRunner", e))
         })
     }
 
@@ -272,10 +308,10 @@ impl ActionsService for ClientService {
     ) -> BoxFuture<'_, Result<Vec<RunnerInfo>, ServiceError>> {
         Box::pin(async move {
             let all = self
-                .0
+                .client
                 .list_runners()
                 .await
-                .map_err(|e| service_error("ListRunners", e))?;
+                .map_err(|e| self.error("ListRunners", e))?;
             Ok(all
                 .into_iter()
                 .filter(|r| r.runner_scale_set_id == scale_set_id)

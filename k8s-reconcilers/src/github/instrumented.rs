@@ -53,6 +53,7 @@ fn outcome<T>(result: &Result<T, ServiceError>) -> &'static str {
             ServiceErrorKind::Unauthorized => "unauthorized",
             ServiceErrorKind::Invalid => "invalid",
             ServiceErrorKind::Transient => "transient",
+            ServiceErrorKind::Unreachable => "unreachable",
             ServiceErrorKind::RateLimited => "rate_limited",
             ServiceErrorKind::Configuration => "configuration",
         },

@@ -35,7 +35,7 @@ impl Credentials {
             match data.get(key) {
                 None => Ok(String::new()),
                 Some(bytes) => String::from_utf8(bytes.clone()).map_err(|_| {
-                    Error::Config(format!("Secret {secret}: key {key} is not valid UTF-8"))
+                    Error::Unavailable(format!("Secret {secret}: key {key} is not valid UTF-8"))
                 }),
             }
         };
@@ -47,7 +47,7 @@ impl Credentials {
             0
         } else {
             installation.trim().parse::<i64>().map_err(|_| {
-                Error::Config(format!(
+                Error::Unavailable(format!(
                     "Secret {secret}: github_app_installation_id {:?} is not an integer; set it to the numeric installation id",
                     installation.trim()
                 ))
@@ -56,10 +56,10 @@ impl Credentials {
         let has_token = !token.is_empty();
         let has_app = !app_id.is_empty() && installation_id > 0 && !key.is_empty();
         match (has_token, has_app) {
-            (true, true) => Err(Error::Config(format!(
+            (true, true) => Err(Error::Unavailable(format!(
                 "Secret {secret}: both PAT and GitHub App credentials provided; keep either github_token or github_app_id/github_app_installation_id/github_app_private_key"
             ))),
-            (false, false) => Err(Error::Config(format!(
+            (false, false) => Err(Error::Unavailable(format!(
                 "Secret {secret}: no credentials provided; set github_token, or github_app_id, github_app_installation_id and github_app_private_key"
             ))),
             (true, false) => Ok(Credentials::Pat(SecretString::from(token))),
@@ -257,7 +257,7 @@ async fn read_secret(
 ) -> Result<BTreeMap<String, Vec<u8>>, Error> {
     let api: Api<Secret> = Api::namespaced(kube.clone(), namespace);
     let secret = api.get_opt(name).await?.ok_or_else(|| {
-        Error::Config(format!(
+        Error::Unavailable(format!(
             "Secret {namespace}/{name} (named in {field}) was not found; create it or fix {field}"
         ))
     })?;
@@ -310,7 +310,7 @@ pub async fn proxy_settings(
                     .into_owned()
             };
             let bad = || {
-                Error::Config(format!(
+                Error::Unavailable(format!(
                     "{field}: cannot put the credentials of Secret {namespace}/{secret} into {raw:?}"
                 ))
             };
@@ -339,7 +339,7 @@ pub async fn read_ca(
     let name = selector.name.as_str();
     let api: Api<ConfigMap> = Api::namespaced(kube.clone(), namespace);
     let cm = api.get_opt(name).await?.ok_or_else(|| {
-        Error::Config(format!(
+        Error::Unavailable(format!(
             "ConfigMap {namespace}/{name} (spec.githubServerTLS.certificateFrom.configMapKeyRef) was not found; create it with the CA bundle under key {:?}",
             selector.key
         ))
@@ -350,7 +350,7 @@ pub async fn read_ca(
         .and_then(|d| d.get(&selector.key))
         .cloned()
         .ok_or_else(|| {
-            Error::Config(format!(
+            Error::Unavailable(format!(
                 "ConfigMap {namespace}/{name} has no key {:?} (spec.githubServerTLS.certificateFrom.configMapKeyRef.key); add the PEM bundle under that key",
                 selector.key
             ))

@@ -86,8 +86,11 @@ pub enum ServiceErrorKind {
     Unauthorized,
     /// The input was refused (400/422).
     Invalid,
-    /// Network trouble, 5xx: retry.
+    /// 5xx, a bad answer: retry.
     Transient,
+    /// No answer at all (connection refused, DNS, TLS, proxy, timeout, after the client's own
+    /// retries): the host in `githubConfigUrl` may be wrong or out of reach.
+    Unreachable,
     /// A rate limit (429, or a 403 that says so): retry after [`ServiceError::retry_after`].
     RateLimited,
     /// Building the client failed (bad CA, bad proxy URL, bad key).

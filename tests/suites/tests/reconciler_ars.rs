@@ -306,6 +306,9 @@ async fn missing_secret_gets_a_condition_and_event_then_recovers() -> anyhow::Re
     h.api::<Secret>(h.ns())
         .create(&PostParams::default(), &bad)
         .await?;
+    // A missing Secret is retried every few minutes (Secrets are not watched); any change of
+    // the ARS starts a pass at once.
+    poke(&h, "arc", "1").await?;
     wait_for("a condition about the missing keys", || async {
         let ars = ars_api.get("arc").await?;
         Ok(ars
@@ -323,6 +326,7 @@ async fn missing_secret_gets_a_condition_and_event_then_recovers() -> anyhow::Re
         .delete("gh", &DeleteParams::default())
         .await?;
     h.pat_secret("gh", "t").await?;
+    poke(&h, "arc", "2").await?;
     let ars = ready_ars(&h, "arc").await?;
     let ready = ars.status.and_then(|s| s.conditions).unwrap_or_default();
     wait_for("Ready=True", || async {
@@ -462,6 +466,18 @@ async fn runner_group_is_looked_up_and_recorded() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Changes an annotation of the ARS, which starts a reconcile pass at once.
+async fn poke(h: &Harness, name: &str, value: &str) -> anyhow::Result<()> {
+    h.api::<AutoscalingRunnerSet>(h.ns())
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"annotations": {"test/poke": value}}})),
+        )
+        .await?;
+    Ok(())
+}
+
 /// The `Ready=False` condition message once its reason is `InvalidConfiguration`.
 async fn invalid_condition(h: &Harness, name: &str) -> anyhow::Result<String> {
     let api = h.api::<AutoscalingRunnerSet>(h.ns());
@@ -481,23 +497,16 @@ async fn invalid_condition(h: &Harness, name: &str) -> anyhow::Result<String> {
 }
 
 async fn warning_event(h: &Harness, object: &str, needle: &str) -> anyhow::Result<()> {
-    let events = h.api::<Event>(h.ns());
-    wait_for(
-        &format!("a Warning Event on {object} saying {needle:?}"),
-        || async {
-            let list = events.list(&ListParams::default()).await?;
-            Ok(list
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.type_.as_deref() == Some("Warning")
-                        && e.involved_object.name.as_deref() == Some(object)
-                        && e.message.as_deref().is_some_and(|m| m.contains(needle))
-                })
-                .map(|_| ()))
-        },
+    suites::warning_event(
+        &h.client,
+        h.ns(),
+        object,
+        "InvalidConfiguration",
+        needle,
+        support::TIMEOUT,
     )
     .await
+    .map(drop)
 }
 
 #[tokio::test]
@@ -559,35 +568,195 @@ async fn invalid_fields_get_a_condition_and_an_event_without_a_crash_loop() -> a
     Ok(())
 }
 
-/// A name too long for the names derived from it (46 characters, and 70: no label value at all)
-/// gets the condition naming the field, the value and the fix; nothing reaches the service, and
-/// deletion completes.
+/// Issue #20, case (a): a `runnerScaleSetName` of 213 characters, which the chart makes the
+/// AutoscalingRunnerSet's name, is refused at admission with a message naming the field, the
+/// value and the fix, before anything reaches the service; so are 46 and 70 characters (no name
+/// ARC can run either: the listener name would not fit in its label value). 45 characters, the
+/// longest ARC runs, is admitted, runs with the same derived names as ARC's, and deletes cleanly.
 #[tokio::test]
-async fn too_long_names_get_a_condition_and_deletion_completes() -> anyhow::Result<()> {
+async fn too_long_names_are_refused_at_admission() -> anyhow::Result<()> {
     let h = Harness::start("ars-longname").await?;
     h.pat_secret("gh", "t").await?;
-    let api = h.api::<AutoscalingRunnerSet>(h.ns());
-    for len in [46, 70] {
+    let url = "https://github.example.com/org";
+    for len in [213, 70, 46] {
         let name = format!("n{}", "a".repeat(len - 1));
-        h.create_ars(&name, spec("https://github.example.com/org", "gh"))
-            .await?;
-        let message = invalid_condition(&h, &name).await?;
+        let mut s = spec(url, "gh");
+        s["runnerScaleSetName"] = json!(name);
+        let Err(refused) = h.create_ars(&name, s).await else {
+            anyhow::bail!("an AutoscalingRunnerSet named with {len} characters was admitted");
+        };
+        let Some(kube::Error::Api(status)) = refused.downcast_ref::<kube::Error>() else {
+            anyhow::bail!("not refused by the API server: {refused:?}");
+        };
+        assert_eq!(status.code, 422, "{status:?}");
         assert!(
-            message.contains("metadata.name")
-                && message.contains(&name)
-                && message.contains("choose a shorter name"),
-            "{message}"
+            status.message.contains(&format!("\"{name}\" is invalid"))
+                && status
+                    .message
+                    .contains("metadata.name may have at most 45 characters")
+                && status.message.contains("choose a shorter name"),
+            "{}",
+            status.message
         );
-        warning_event(&h, &name, "choose a shorter name").await?;
-        api.delete(&name, &DeleteParams::default()).await?;
-        wait_for("the ARS to be gone", || async {
-            Ok(api.get_opt(&name).await?.is_none().then_some(()))
-        })
-        .await?;
     }
     assert!(
         h.service.with(|s| s.scale_sets.is_empty()),
         "nothing reached the service"
+    );
+
+    let name = format!("n{}", "a".repeat(44));
+    h.create_ars(&name, spec(url, "gh")).await?;
+    ready_ars(&h, &name).await?;
+    let ers = h.api::<EphemeralRunnerSet>(h.ns()).get(&name).await?;
+    assert_eq!(ers.labels()[labels::SCALE_SET_NAME], name);
+    let listener = listener_name(&name, h.ns(), "", url);
+    assert_eq!(listener.len(), 63, "ARC's name, at the label-value limit");
+    h.api::<AutoscalingListener>(h.ctrl())
+        .get(&listener)
+        .await?;
+    let api = h.api::<AutoscalingRunnerSet>(h.ns());
+    api.delete(&name, &DeleteParams::default()).await?;
+    wait_for("the ARS to be gone", || async {
+        Ok(api.get_opt(&name).await?.is_none().then_some(()))
+    })
+    .await?;
+    assert!(
+        h.service.with(|s| s.scale_sets.is_empty()),
+        "the scale set was deleted with the ARS"
+    );
+    assert!(h.running(), "the controllers never stopped");
+    Ok(())
+}
+
+/// Issue #20, case (b): a `githubConfigUrl` whose host refuses connections, over real HTTP with
+/// the production connector. The ARS gets `Ready=False`, reason `ServiceUnreachable`, with a
+/// message naming the field, the URL and the fix, and a Warning Event; it is retried in minutes,
+/// not in a silent loop (each pass costs the client's own five attempts); and a fixed URL (the
+/// Actions-service emulator) is picked up at once.
+#[tokio::test]
+async fn an_unreachable_host_is_reported_and_retried_slowly_until_fixed() -> anyhow::Result<()> {
+    use actions_emulator::{DEFAULT_PAT, Emulator, EmulatorConfig};
+    use k8s_reconcilers::metrics::{Metrics, ReconcileLabels};
+    use std::sync::Arc;
+    let metrics = Arc::new(Metrics::default());
+    let shared = metrics.clone();
+    let h = Harness::start_with("ars-unreach", move |o| {
+        o.connector = Arc::new(k8s_reconcilers::github::ActionsClientConnector::new("test"));
+        o.metrics = shared;
+    })
+    .await?;
+    h.pat_secret("gh", DEFAULT_PAT).await?;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("http://127.0.0.1:{closed}/org");
+    h.create_ars("arc", spec(&url, "gh")).await?;
+
+    let api = h.api::<AutoscalingRunnerSet>(h.ns());
+    let (reason, message) = wait_for("a Ready=False condition", || async {
+        let ars = api.get("arc").await?;
+        Ok(ars
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|c| {
+                c.into_iter()
+                    .find(|c| c.type_ == "Ready" && c.status == "False")
+            })
+            .map(|c| (c.reason, c.message)))
+    })
+    .await?;
+    assert_eq!(reason, "ServiceUnreachable", "{message}");
+    assert!(
+        message.contains("spec.githubConfigUrl")
+            && message.contains(&url)
+            && message.contains("check the host and port"),
+        "the message names the field, the value and the fix: {message}"
+    );
+    suites::warning_event(
+        &h.client,
+        h.ns(),
+        "arc",
+        "ServiceUnreachable",
+        &url,
+        support::TIMEOUT,
+    )
+    .await?;
+
+    // The condition's write starts one more pass; after it the next one is a minute away.
+    let failed = || {
+        metrics
+            .reconciles
+            .get_or_create(&ReconcileLabels {
+                controller: "autoscalingrunnerset".into(),
+                result: "service".into(),
+            })
+            .get()
+    };
+    let before = failed();
+    tokio::time::sleep(std::time::Duration::from_secs(40)).await;
+    let passes = failed() - before;
+    assert!(passes <= 1, "{passes} failed passes in 40 s: a retry loop");
+
+    let emulator = Emulator::start(EmulatorConfig::default()).await?;
+    api.patch(
+        "arc",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"githubConfigUrl": emulator.org_url("org")}})),
+    )
+    .await?;
+    ready_ars(&h, "arc").await?;
+    assert!(h.running(), "the controllers never stopped");
+    Ok(())
+}
+
+/// Issue #20 item 2, AutoscalingRunnerSet: its deletion needs the service (DeleteRunnerScaleSet),
+/// and the credentials Secret is gone. After the grace period the finalizer goes anyway and the
+/// scale set left on the service is reported: a Warning Event naming it and the metric.
+#[tokio::test]
+async fn deletion_completes_when_the_service_cannot_be_called() -> anyhow::Result<()> {
+    use k8s_reconcilers::metrics::Metrics;
+    use std::sync::Arc;
+    let metrics = Arc::new(Metrics::default());
+    let shared = metrics.clone();
+    let h = Harness::start_with("ars-delbound", move |o| {
+        o.deletion_grace = std::time::Duration::from_secs(5);
+        o.metrics = shared;
+    })
+    .await?;
+    h.pat_secret("gh", "t").await?;
+    h.create_ars("arc", spec("https://github.example.com/org", "gh"))
+        .await?;
+    let ars = ready_ars(&h, "arc").await?;
+    let id: i64 = ars.annotations()[annotations::RUNNER_SCALE_SET_ID].parse()?;
+
+    h.api::<Secret>(h.ns())
+        .delete("gh", &DeleteParams::default())
+        .await?;
+    // Past the reuse of the resolved credentials.
+    tokio::time::sleep(k8s_reconcilers::github::RESOLVED_CONFIG_TTL).await;
+    let api = h.api::<AutoscalingRunnerSet>(h.ns());
+    api.delete("arc", &DeleteParams::default()).await?;
+    wait_for("the ARS to be gone", || async {
+        Ok(api.get_opt("arc").await?.is_none().then_some(()))
+    })
+    .await?;
+    let message = suites::warning_event(
+        &h.client,
+        h.ns(),
+        "arc",
+        "CleanupAbandoned",
+        &format!("runner scale set {id} on the service"),
+        support::TIMEOUT,
+    )
+    .await?;
+    assert!(message.contains("Secret"), "the Event says why: {message}");
+    assert!(
+        h.service.with(|s| s.scale_sets.contains_key(&id)),
+        "the scale set could not be deleted; it is reported, not hidden"
+    );
+    assert_eq!(
+        suites::abandoned_cleanups(&metrics, "autoscalingrunnerset"),
+        1
     );
     assert!(h.running(), "the controllers never stopped");
     Ok(())

@@ -445,3 +445,41 @@ async fn a_failure_after_the_registration_was_removed_elsewhere_deletes_the_runn
     assert!(failed.is_empty(), "no retry Event: {failed:?}");
     Ok(())
 }
+
+/// Issue #20 item 2, EphemeralRunner: the registration cannot be removed (the credentials
+/// Secret is gone, so the service cannot be called). After the grace period both finalizers go
+/// and the registration left on the service is reported (a Warning Event naming it and the
+/// metric) for the orphaned-registration sweep, instead of the runner hanging in deletion.
+#[tokio::test]
+async fn deletion_completes_when_the_registration_cannot_be_removed() -> anyhow::Result<()> {
+    let h = Harness::start_with("er-delbound", 5, |o| {
+        o.deletion_grace = std::time::Duration::from_secs(5);
+    })
+    .await?;
+    create_runner(&h, "r1", h.runner_spec()).await?;
+    let id = registered_id(&h, "r1").await?;
+    h.secrets()
+        .delete("creds", &DeleteParams::default())
+        .await?;
+    // Past the reuse of the resolved credentials.
+    tokio::time::sleep(k8s_reconcilers::github::RESOLVED_CONFIG_TTL).await;
+    h.runners().delete("r1", &DeleteParams::default()).await?;
+    runner_gone(&h, "r1", WAIT).await?;
+    let message = suites::warning_event(
+        &h.client,
+        h.ns.name(),
+        "r1",
+        "CleanupAbandoned",
+        "the registration of runner r1 on the service",
+        WAIT,
+    )
+    .await?;
+    assert!(message.contains("creds"), "the Event says why: {message}");
+    assert_eq!(
+        h.service.runners().get("r1"),
+        Some(&id),
+        "the registration stays for the sweep"
+    );
+    assert_eq!(suites::abandoned_cleanups(&h.metrics, "ephemeralrunner"), 1);
+    Ok(())
+}

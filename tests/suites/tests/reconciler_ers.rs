@@ -410,3 +410,56 @@ async fn a_burst_creates_every_runner_once_in_parallel() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Issue #20 item 2, EphemeralRunnerSet: its idle runner cannot be removed from the service (the
+/// credentials Secret is gone). After the grace period the set's finalizer goes and the runners
+/// left are reported (a Warning Event and the metric); they follow by garbage collection, each
+/// bounded by its own deletion, so nothing is left hanging.
+#[tokio::test]
+async fn deletion_completes_when_runners_cannot_be_removed_from_the_service() -> anyhow::Result<()>
+{
+    let h = Harness::start_with("ers-delbound", 5, |o| {
+        o.deletion_grace = std::time::Duration::from_secs(5);
+    })
+    .await?;
+    create_set(&h, "set", 1, 1).await?;
+    let runners = registered_runners(&h, 1).await?;
+    let runner = runners[0].name_any();
+    h.secrets()
+        .delete("creds", &kube::api::DeleteParams::default())
+        .await?;
+    // Past the reuse of the resolved credentials.
+    tokio::time::sleep(k8s_reconcilers::github::RESOLVED_CONFIG_TTL).await;
+    h.sets()
+        .delete("set", &kube::api::DeleteParams::default())
+        .await?;
+    eventually("the set and its runner to be gone", WAIT, || async {
+        let set = h.sets().get_opt("set").await?;
+        let er = h.runners().get_opt(&runner).await?;
+        Ok((set.is_none() && er.is_none()).then_some(()))
+    })
+    .await?;
+    suites::warning_event(
+        &h.client,
+        h.ns.name(),
+        "set",
+        "CleanupAbandoned",
+        "runners of set",
+        WAIT,
+    )
+    .await?;
+    assert_eq!(
+        suites::abandoned_cleanups(&h.metrics, "ephemeralrunnerset"),
+        1
+    );
+    assert_eq!(
+        suites::abandoned_cleanups(&h.metrics, "ephemeralrunner"),
+        1,
+        "the runner's own deletion was bounded too"
+    );
+    assert!(
+        h.service.runners().contains_key(&runner),
+        "the registration stays for the sweep"
+    );
+    Ok(())
+}

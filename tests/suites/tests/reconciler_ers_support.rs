@@ -213,6 +213,8 @@ pub struct Harness {
     pub client: kube::Client,
     pub ns: testbed::TestNamespace,
     pub service: FakeService,
+    /// The metrics both controllers update.
+    pub metrics: Arc<Metrics>,
     options: Arc<ManagerOptions>,
     github: Arc<GithubClients>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -229,6 +231,15 @@ impl Drop for Harness {
 impl Harness {
     /// Starts the controllers with test timings (20 ms pod backoff, `max_failures` budget).
     pub async fn start(prefix: &str, max_failures: u32) -> anyhow::Result<Self> {
+        Self::start_with(prefix, max_failures, |_| {}).await
+    }
+
+    /// Like [`Harness::start`], with a chance to adjust the options.
+    pub async fn start_with(
+        prefix: &str,
+        max_failures: u32,
+        adjust: impl FnOnce(&mut ManagerOptions),
+    ) -> anyhow::Result<Self> {
         // With the controller-manager: its garbage collector deletes a removed runner's pod and
         // JIT Secret, as in a cluster.
         let cp = testbed::ControlPlane::shared_with_scheduling().await?;
@@ -245,6 +256,7 @@ impl Harness {
         let connector: Arc<dyn Connector> = Arc::new(FakeConnector(service.clone()));
         let mut options = ManagerOptions::new(ns.name(), "listener:test", connector.clone());
         options.watch_namespace = Some(ns.name().to_owned());
+        adjust(&mut options);
         let options = Arc::new(options);
         let github = Arc::new(GithubClients::new(connector));
         let metrics = Arc::new(Metrics::default());
@@ -260,7 +272,7 @@ impl Harness {
             client.clone(),
             options.clone(),
             github.clone(),
-            metrics,
+            metrics.clone(),
         );
         let retry = scaleset_core::ephemeral_runner::RetryPolicy {
             max_failures,
@@ -280,6 +292,7 @@ impl Harness {
             client,
             ns,
             service,
+            metrics,
             options,
             github,
             tasks,

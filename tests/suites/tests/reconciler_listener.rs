@@ -400,3 +400,65 @@ async fn proxy_secret_and_env_then_full_cleanup() -> anyhow::Result<()> {
     assert!(h.api::<RoleBinding>(h.ns()).get_opt(&name).await?.is_none());
     Ok(())
 }
+
+/// Issue #20 item 2, AutoscalingListener: a child that never goes (here the config Secret, held
+/// by another controller's finalizer; a pod on a lost node is the same) does not hold the
+/// deletion. After the grace period the listener's finalizer goes, the ARS deletion completes,
+/// and the child left behind is reported: a Warning Event naming it and the metric.
+#[tokio::test]
+async fn a_child_that_never_goes_does_not_hold_the_listener_deletion() -> anyhow::Result<()> {
+    use k8s_reconcilers::metrics::Metrics;
+    use std::sync::Arc;
+    let metrics = Arc::new(Metrics::default());
+    let shared = metrics.clone();
+    let h = Harness::start_with("al-delbound", move |o| {
+        o.deletion_grace = Duration::from_secs(5);
+        o.metrics = shared;
+    })
+    .await?;
+    h.pat_secret("gh", "t").await?;
+    h.create_ars("arc", spec(URL, "gh")).await?;
+    let name = listener_name("arc", h.ns(), "", URL);
+    listener_pod(&h, &name).await?;
+    let secrets = h.api::<Secret>(h.ctrl());
+    let config = format!("{name}-config");
+    let hold = json!({"metadata": {"finalizers": ["example.com/hold"]}});
+    secrets
+        .patch(&config, &PatchParams::default(), &Patch::Merge(&hold))
+        .await?;
+
+    let ars = h.api::<AutoscalingRunnerSet>(h.ns());
+    ars.delete("arc", &DeleteParams::default()).await?;
+    wait_for("the ARS and its listener to be gone", || async {
+        let al = h
+            .api::<AutoscalingListener>(h.ctrl())
+            .get_opt(&name)
+            .await?;
+        Ok((al.is_none() && ars.get_opt("arc").await?.is_none()).then_some(()))
+    })
+    .await?;
+    suites::warning_event(
+        &h.client,
+        h.ctrl(),
+        &name,
+        "CleanupAbandoned",
+        "ConfigSecret",
+        support::TIMEOUT,
+    )
+    .await?;
+    assert_eq!(
+        suites::abandoned_cleanups(&metrics, "autoscalinglistener"),
+        1
+    );
+    let held = secrets.get(&config).await?;
+    assert!(
+        held.metadata.deletion_timestamp.is_some(),
+        "the Secret was deleted; only the foreign finalizer holds it"
+    );
+    let release = json!({"metadata": {"finalizers": null}});
+    secrets
+        .patch(&config, &PatchParams::default(), &Patch::Merge(&release))
+        .await?;
+    assert!(h.running(), "the controllers never stopped");
+    Ok(())
+}

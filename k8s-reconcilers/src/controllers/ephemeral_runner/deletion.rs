@@ -90,7 +90,18 @@ impl Pass<'_> {
                 .iter()
                 .any(|f| f == finalizers::RUNNER_REGISTRATION)
         {
-            self.release_registration(er).await?
+            match self.release_registration(er).await {
+                Ok(pod) => pod,
+                Err(e @ Error::Waiting { .. }) => return Err(e),
+                // The service gone, the Secret missing: after the grace period the
+                // registration is left to the orphaned-registration sweep, and reported.
+                Err(e) => {
+                    let left = format!("the registration of runner {name} on the service");
+                    crate::controllers::cleanup_bound::abandon_after_grace(self.ctx, er, e, &left)
+                        .await?;
+                    self.cached_pod(&name)
+                }
+            }
         } else {
             self.cached_pod(&name)
         };

@@ -155,7 +155,7 @@ async fn proxy_data(
             .filter(|s| !s.is_empty())
         {
             let found = secrets.get_opt(secret).await?.ok_or_else(|| {
-                Error::Config(format!(
+                Error::Unavailable(format!(
                     "Secret {namespace}/{secret} (spec.ephemeralRunnerSpec.proxy.{field}.credentialSecretRef) was not found; create it with keys username and password"
                 ))
             })?;
@@ -167,7 +167,7 @@ async fn proxy_data(
                     .unwrap_or_default()
             };
             let refused = || {
-                Error::Config(format!(
+                Error::Unavailable(format!(
                     "spec.ephemeralRunnerSpec.proxy.{field}: the credentials of Secret {namespace}/{secret} cannot be put into the proxy URL"
                 ))
             };
