@@ -82,7 +82,8 @@ struct Burst {
     all_pods: f64,
     acquired_to_pod: Vec<f64>,
     done_to_removed: Vec<f64>,
-    manager_writes: BTreeMap<String, u64>,
+    /// The manager's requests by verb and resource, reads and writes.
+    manager_requests: BTreeMap<String, u64>,
     listener_writes: u64,
     other_writes: u64,
     runners: usize,
@@ -91,8 +92,25 @@ struct Burst {
 
 impl Burst {
     fn manager_writes_total(&self) -> u64 {
-        self.manager_writes.values().sum()
+        self.manager_requests
+            .iter()
+            .filter(|(k, _)| !is_read(k))
+            .map(|(_, v)| v)
+            .sum()
     }
+
+    fn manager_reads_total(&self) -> u64 {
+        self.manager_requests
+            .iter()
+            .filter(|(k, _)| is_read(k))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// Whether a "verb resource" key of the audit counts is a read.
+fn is_read(key: &str) -> bool {
+    key.starts_with("get ") || key.starts_with("list ")
 }
 
 #[derive(Debug, Default)]
@@ -121,7 +139,7 @@ fn audit_policy(dir: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join("audit-policy.yaml");
     std::fs::write(
         &path,
-        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n- level: Metadata\n  verbs: [\"create\", \"update\", \"patch\", \"delete\", \"deletecollection\"]\n- level: None\n",
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n- level: Metadata\n  verbs: [\"create\", \"update\", \"patch\", \"delete\", \"deletecollection\"]\n- level: Metadata\n  userGroups: [\"system:serviceaccounts\"]\n  verbs: [\"get\", \"list\"]\n- level: None\n",
     )?;
     Ok(path)
 }
@@ -283,13 +301,13 @@ async fn burst(
         })
         .collect();
     done_to_removed.sort_by(f64::total_cmp);
-    let (manager_writes, listener_writes, other_writes) =
-        audit_writes(audit_log, audit_start, audit_end, sys)?;
+    let (manager_requests, listener_writes, other_writes) =
+        audit_requests(audit_log, audit_start, audit_end, sys)?;
     let burst = Burst {
         all_pods,
         acquired_to_pod,
         done_to_removed,
-        manager_writes,
+        manager_requests,
         listener_writes,
         other_writes,
         runners: timeline.runners_created().len(),
@@ -322,9 +340,10 @@ fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Writes in the audit log between two offsets: the manager's by verb and resource, the
-/// listeners' total, and everyone else's (node simulator, scheduler, controller-manager).
-fn audit_writes(
+/// Requests in the audit log between two offsets: the manager's reads and writes by verb and
+/// resource, the listeners' writes, and everyone else's writes (node simulator, scheduler,
+/// controller-manager).
+fn audit_requests(
     path: &Path,
     start: u64,
     end: u64,
@@ -349,14 +368,15 @@ fn audit_writes(
             continue;
         }
         let user = event["user"]["username"].as_str().unwrap_or_default();
+        let verb = event["verb"].as_str().unwrap_or("?");
         if user == manager {
             let resource = event["objectRef"]["resource"].as_str().unwrap_or("?");
             let sub = event["objectRef"]["subresource"]
                 .as_str()
                 .map(|s| format!("/{s}"))
                 .unwrap_or_default();
-            let verb = event["verb"].as_str().unwrap_or("?");
             *by.entry(format!("{verb} {resource}{sub}")).or_insert(0) += 1;
+        } else if matches!(verb, "get" | "list") {
         } else if user.starts_with(&listeners) {
             listener += 1;
         } else {
@@ -529,6 +549,12 @@ fn render(args: &BenchArgs, r: &Results) -> String {
             .map(|b| ratio(b.manager_writes_total(), b.runners))
             .collect(),
     );
+    let reads = median(
+        r.bursts
+            .iter()
+            .map(|b| ratio(b.manager_reads_total(), b.runners))
+            .collect(),
+    );
     let listener_writes = median(
         r.bursts
             .iter()
@@ -640,6 +666,10 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
+        "| Kubernetes API reads per runner lifecycle (manager; watches left out) | {reads:.1} | — | — | not published; ARC reads from its informer caches |"
+    );
+    let _ = writeln!(
+        out,
         "| Actions API calls per job (manager + listener; the runners' own calls left out) | {calls:.1} | — | — | not published; one JIT call per runner is the floor |"
     );
     let _ = writeln!(
@@ -647,6 +677,14 @@ fn render(args: &BenchArgs, r: &Results) -> String {
         "| Manager RSS with {} EphemeralRunners | {manager:.1} MiB | ≤ 40 MiB | {} | not published (the chart sets `resources: {{}}`) |",
         r.idle_runners,
         met(manager <= 40.0)
+    );
+    let idle_up = r.idle_runners_up.unwrap_or(f64::NAN);
+    let _ = writeln!(
+        out,
+        "| {} idle runners (minRunners {}) all up | {idle_up:.1} s | ≤ 15 s | {} | not published |",
+        r.idle_runners,
+        r.idle_runners,
+        met(idle_up <= 15.0)
     );
     let _ = writeln!(
         out,
@@ -656,13 +694,13 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     let _ = writeln!(out, "\n## Details\n");
     let _ = writeln!(
         out,
-        "| Run | all pods (s) | acquired→pod p50 / p95 / max (ms) | done→removed p50 / p95 (ms) | turnovers/s | manager writes/runner | listener writes/runner | other writes/runner | Actions calls/job |"
+        "| Run | all pods (s) | acquired→pod p50 / p95 / max (ms) | done→removed p50 / p95 (ms) | turnovers/s | manager writes/runner | manager reads/runner | listener writes/runner | other writes/runner | Actions calls/job |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
     for (i, b) in r.bursts.iter().enumerate() {
         let _ = writeln!(
             out,
-            "| {} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             i + 1,
             b.all_pods,
             percentile(&b.acquired_to_pod, 50.0),
@@ -672,6 +710,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
             percentile(&b.done_to_removed, 95.0),
             r.turnovers.get(i).copied().unwrap_or(f64::NAN),
             ratio(b.manager_writes_total(), b.runners),
+            ratio(b.manager_reads_total(), b.runners),
             ratio(b.listener_writes, b.runners),
             ratio(b.other_writes, b.runners),
             ratio(b.actions_calls.values().sum(), r.jobs_per_burst),
@@ -680,9 +719,9 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     if let Some(b) = r.bursts.first() {
         let _ = writeln!(
             out,
-            "\nManager writes in run 1 by verb and resource ({} runners): {}.\n",
+            "\nManager requests in run 1 by verb and resource ({} runners): {}.\n",
             b.runners,
-            b.manager_writes
+            b.manager_requests
                 .iter()
                 .map(|(k, v)| format!("{k} {v}"))
                 .collect::<Vec<_>>()
@@ -729,7 +768,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- *Kubernetes writes*: create/update/patch/delete events (stage ResponseComplete) in the API server's audit log, by the manager's ServiceAccount, during the burst (from queuing to every runner removed), divided by the runners created."
+        "- *Kubernetes writes and reads*: create/update/patch/delete (writes) and get/list (reads) events (stage ResponseComplete) in the API server's audit log, by the manager's ServiceAccount, during the burst (from queuing to every runner removed), divided by the runners created. Watches are long-running requests and left out; the manager's client spends its rate limit (QPS, burst) on reads and writes alike."
     );
     let _ = writeln!(
         out,
