@@ -8,7 +8,7 @@
 //! credential in it.
 //!
 //! One pass uses a fixed seed, one a fresh seed that is printed; `ARC_FUZZ_SEED=<n>` replays a
-//! pass, `ARC_FUZZ_SECS` sets the time budget of both passes together (default 16 s).
+//! pass, `ARC_FUZZ_SECS` sets the time budget of both passes together (default 10 s).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
 const FIXED_SEED: u64 = 0x0a2c_5eed_2026;
-const DEFAULT_SECS: u64 = 16;
+const DEFAULT_SECS: u64 = 10;
 const CONTENT_TYPES: [Option<&str>; 3] = [Some("application/json"), Some("text/plain"), None];
 
 fn seed_dir() -> PathBuf {

@@ -7,6 +7,7 @@ mod bench;
 mod controlplane;
 mod crds;
 mod demo;
+mod fuzz;
 mod helm;
 mod images;
 mod test;
@@ -40,6 +41,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure the whole system and write docs/benchmarks.md (takes about 10 minutes).
     Bench(bench::BenchArgs),
+    /// Run the coverage-guided fuzz targets on actions-client's decoding (cargo-fuzz), each for
+    /// a bounded time, growing their corpus under the cache directory.
+    Fuzz(fuzz::FuzzArgs),
     /// Build the manager and listener images FROM scratch with podman (static release
     /// binaries) and save them as OCI archives under <target dir>/images/.
     Images,
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Images => images::run(),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     exit(result.map(|()| ExitCode::SUCCESS))
 }

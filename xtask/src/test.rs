@@ -8,7 +8,7 @@ use clap::Args;
 
 use testbed::KubernetesRelease;
 
-use crate::{controlplane, helm, workspace_root};
+use crate::{controlplane, fuzz, helm, workspace_root};
 
 /// Options of `cargo xtask test`.
 #[derive(Debug, Args)]
@@ -16,6 +16,9 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and `cargo clippy`.
     #[arg(long)]
     pub no_lint: bool,
+    /// Skip the coverage-guided fuzz targets (`cargo xtask fuzz`).
+    #[arg(long)]
+    pub no_fuzz: bool,
     /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
     #[arg(last = true)]
     pub cargo_test_args: Vec<String>,
@@ -127,6 +130,17 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     if !ok {
         failures.push(format!("cargo test --workspace on {label}"));
     }
+    if !args.no_fuzz {
+        println!(
+            "xtask test: the fuzz targets, {} s each",
+            fuzz::TEST_SECS_PER_TARGET
+        );
+        let names: Vec<String> = fuzz::target_names();
+        if let Err(e) = fuzz::run_targets(&names, fuzz::TEST_SECS_PER_TARGET) {
+            println!("xtask test: {e:#}");
+            failures.push("the fuzz targets (cargo xtask fuzz)".to_owned());
+        }
+    }
     if let Some(old) = compatibility {
         println!(
             "xtask test: the compatibility subset on Kubernetes {}",
@@ -236,7 +250,8 @@ fn cargo_test(
     Ok((status.success() && totals.failed == 0, totals))
 }
 
-fn cargo_bin() -> std::ffi::OsString {
+/// The cargo that runs xtask (`$CARGO`), else `cargo`.
+pub(crate) fn cargo_bin() -> std::ffi::OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 

@@ -871,6 +871,38 @@ impl System {
         out
     }
 
+    /// Every manager and listener log this system's node simulator wrote, including those of
+    /// pods that are gone: (pod directory, container, log), for checks over every line (the
+    /// bad-input campaign's secret-leak check).
+    pub fn all_controller_logs(&self) -> Vec<(String, &'static str, String)> {
+        let mut out = Vec::new();
+        let Some(sim) = &self.sim else {
+            return out;
+        };
+        let prefix = format!("{}_", self.controller_namespace());
+        let Ok(dirs) = std::fs::read_dir(sim.workdir()) else {
+            return out;
+        };
+        let mut dirs: Vec<std::path::PathBuf> = dirs
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for container in ["manager", "listener"] {
+                if let Ok(log) = std::fs::read_to_string(dir.join(format!("{container}.log"))) {
+                    out.push((name.clone(), container, log));
+                }
+            }
+        }
+        out
+    }
+
     /// With `ARC_TEST_LOG_DIR` set, writes the whole manager and listener logs there as
     /// `<system>_<pod>_<container>.log`, whatever the outcome.
     async fn save_logs(&self) {

@@ -16,6 +16,7 @@
 //! ports, plus kube-controller-manager and kube-scheduler when asked for. Set
 //! `ARC_TEST_KUBECONFIG` to run against an existing cluster instead.
 
+mod audit;
 mod binaries;
 mod cleanup;
 mod control_plane;
@@ -28,6 +29,7 @@ mod process;
 mod wait;
 mod watch;
 
+pub use audit::{AuditEvent, AuditLog, AuditPolicy};
 pub use binaries::{
     ETCD_VERSION, KUBERNETES_BINARIES, KUBERNETES_VERSION_ENV, KubernetesRelease, NEWEST,
     OLDEST_SUPPORTED, RELEASES, binaries_installed, cache_dir, etcd_cached_binary,
