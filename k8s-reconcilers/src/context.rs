@@ -182,16 +182,16 @@ impl Context {
             error = %error,
             "reconcile failed"
         );
-        if failures == 1 || failures % 10 == 0 {
-            if let Some(reason) = error.reason() {
-                let note = error.to_string();
-                let reference = obj.object_ref(&());
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    ctx.publish(&reference, EventType::Warning, reason, &note)
-                        .await;
-                });
-            }
+        if (failures == 1 || failures % 10 == 0)
+            && let Some(reason) = error.reason()
+        {
+            let note = error.to_string();
+            let reference = obj.object_ref(&());
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                ctx.publish(&reference, EventType::Warning, reason, &note)
+                    .await;
+            });
         }
         match remedy {
             Remedy::AwaitChange => Action::await_change(),

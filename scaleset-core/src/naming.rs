@@ -176,7 +176,9 @@ pub fn trim_label_value(value: &str) -> String {
         while !value.is_char_boundary(cut) {
             cut -= 1;
         }
-        return format!("{}-trim", &value[..cut]);
+        // ARC's value, except that it may not start with `-`, `_` or `.` (ARC's would be invalid).
+        let head = value[..cut].trim_start_matches(['-', '_', '.']);
+        return format!("{head}-trim");
     }
     value
         .trim_matches(|c| c == '-' || c == '_' || c == '.')
@@ -263,6 +265,16 @@ impl ConfigUrl {
             return Err(err("missing host"));
         }
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // GitHub's enterprise, organization and repository names use only these characters;
+        // they also become label values.
+        if parts.iter().any(|p| {
+            !p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        }) {
+            return Err(err(
+                "an enterprise, organization or repository name may only contain letters, digits, '-', '_' and '.'",
+            ));
+        }
         let scope = match parts.as_slice() {
             [org] if !org.is_empty() => Scope::Organization((*org).to_string()),
             [first, ent] if first.eq_ignore_ascii_case("enterprises") && !ent.is_empty() => {
@@ -424,6 +436,31 @@ mod tests {
         #[test]
         fn trimmed_values_fit(s in "[a-zA-Z0-9._-]{0,100}") {
             prop_assert!(trim_label_value(&s).len() <= MAX_LABEL_VALUE);
+        }
+
+        /// Any `githubConfigUrl` path is refused with an error naming the URL and the fix, or
+        /// every label value derived from it is valid.
+        #[test]
+        fn config_urls_are_refused_or_give_valid_labels(
+            path in prop_oneof![
+                "[a-zA-Z0-9._-]{1,100}(/[a-zA-Z0-9._-]{1,100})?",
+                "enterprises/[a-zA-Z0-9._-]{1,100}",
+                "\\PC{1,100}(/\\PC{1,40})?",
+            ],
+        ) {
+            let url = format!("https://github.example.com/{path}");
+            match ConfigUrl::parse(&url) {
+                Ok(parsed) => {
+                    for (key, value) in parsed.labels() {
+                        prop_assert!(is_valid_label_value(&value), "{}={:?}", key, value);
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    prop_assert!(message.contains(&format!("{url:?}")), "{}", message);
+                    prop_assert!(message.contains("https://<host>/<org>"), "{}", message);
+                }
+            }
         }
 
         #[test]

@@ -383,6 +383,19 @@ async fn cleanup(al: &AutoscalingListener, ctx: &Context) -> Result<(), Error> {
         config_secret: observe::existence::<Secret>(ctx, &al_ns, &config_name).await?,
         pod: observe::existence::<Pod>(ctx, &al_ns, &name).await?,
     };
+    // Everything still there, terminating or not, for the report if the deletion gives up.
+    let left: Vec<String> = [
+        ("Pod", Some(observation.pod)),
+        ("ServiceAccount", Some(observation.service_account)),
+        ("Role", Some(observation.role)),
+        ("RoleBinding", Some(observation.role_binding)),
+        ("ProxySecret", observation.proxy_secret),
+        ("ConfigSecret", Some(observation.config_secret)),
+    ]
+    .into_iter()
+    .filter(|(_, child)| child.is_some_and(|c| c != Child::Missing))
+    .map(|(kind, _)| kind.to_owned())
+    .collect();
     let (pod, children) = match listener_step(&observation) {
         ListenerStep::RemoveFinalizer => return Ok(()),
         ListenerStep::DeleteChildren { pod, children } => (pod, children),
@@ -393,10 +406,8 @@ async fn cleanup(al: &AutoscalingListener, ctx: &Context) -> Result<(), Error> {
             });
         }
     };
-    let mut left = Vec::new();
     if pod {
         delete::<Pod>(ctx, &al_ns, &name).await?;
-        left.push(format!("Pod {al_ns}/{name}"));
     }
     for child in &children {
         match child {
@@ -408,7 +419,6 @@ async fn cleanup(al: &AutoscalingListener, ctx: &Context) -> Result<(), Error> {
                 delete::<ServiceAccount>(ctx, &al_ns, &name).await?;
             }
         }
-        left.push(format!("{child:?}"));
     }
     Err(Error::Waiting {
         what: format!("listener resources to be deleted: {}", left.join(", ")),

@@ -425,6 +425,13 @@ async fn deletion_completes_when_runners_cannot_be_removed_from_the_service() ->
     create_set(&h, "set", 1, 1).await?;
     let runners = registered_runners(&h, 1).await?;
     let runner = runners[0].name_any();
+    // A running runner: its status records the registration, which the set removes first.
+    h.set_pod_status(&runner, running_status()).await?;
+    eventually("the runner's recorded registration", WAIT, || async {
+        let er = h.runners().get(&runner).await?;
+        Ok(er.status.is_some_and(|s| s.runner_id > 0).then_some(()))
+    })
+    .await?;
     h.secrets()
         .delete("creds", &kube::api::DeleteParams::default())
         .await?;
