@@ -315,10 +315,12 @@ pub struct ScalePlan {
     pub status: SetStatus,
 }
 
-/// Shortest time between two status writes of a set that change only its counters: a burst
-/// changes them with nearly every runner, and nothing acts on them (the metrics are published
-/// from every pass's own counts).
-pub const COUNTERS_INTERVAL: Duration = Duration::from_secs(2);
+/// Shortest time between two status writes of a set that change only its counters and its
+/// `observedPatchID`: a burst changes them with nearly every runner and every listener patch.
+/// Nothing acts on the counters (the metrics are published from every pass's own counts), and
+/// the set controller acts on the `patchID` it remembers; the status is its record across
+/// restarts.
+pub const ROUTINE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Whether a pass writes the set's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,7 +329,7 @@ pub enum StatusWrite {
     Unchanged,
     /// Write it now.
     Now,
-    /// Only counters changed and the last write was recent: write in a later pass, after this.
+    /// A routine change and a recent last write: write in a later pass, after this.
     After(Duration),
 }
 
@@ -340,12 +342,12 @@ pub fn status_write(
 ) -> StatusWrite {
     match changes {
         StatusChanges::None => StatusWrite::Unchanged,
-        StatusChanges::More => StatusWrite::Now,
-        StatusChanges::CountersOnly => {
+        StatusChanges::Phase => StatusWrite::Now,
+        StatusChanges::Routine => {
             let since = last_write.map(|at| now.saturating_duration_since(at));
             match since {
-                Some(since) if since < COUNTERS_INTERVAL => {
-                    StatusWrite::After(COUNTERS_INTERVAL - since)
+                Some(since) if since < ROUTINE_INTERVAL => {
+                    StatusWrite::After(ROUTINE_INTERVAL - since)
                 }
                 _ => StatusWrite::Now,
             }
@@ -358,10 +360,10 @@ pub fn status_write(
 pub enum StatusChanges {
     /// Not at all.
     None,
-    /// Only in the runner counters.
-    CountersOnly,
-    /// In the phase or the `patchID` acted on (or there is no status yet).
-    More,
+    /// In the runner counters or the `patchID` acted on.
+    Routine,
+    /// In the phase (or there is no status yet).
+    Phase,
 }
 
 /// Counts the runners into the status buckets.

@@ -44,6 +44,10 @@ pub const CONTROLLER: &str = "ephemeralrunner";
 /// Most steps one pass carries out before it yields (JIT, Secret, runner id, pod and slack).
 const MAX_STEPS: usize = 8;
 
+/// How long after the controller started a runner must have been created for the controller to
+/// know it made every JIT Secret the runner has (clock skew between the API server and here).
+const START_MARGIN: Duration = Duration::from_secs(10);
+
 /// Longest a reconcile waits for the pod watch's first list before it retries.
 const POD_CACHE_WAIT: Duration = Duration::from_secs(10);
 
@@ -62,6 +66,8 @@ struct State {
     pod_store: reflector::Store<Pod>,
     released: deletion::Released,
     own_writes: super::OwnWrites,
+    /// When this controller started, and the runners it created a JIT Secret for since.
+    made: observe::Made,
 }
 
 /// Runs the EphemeralRunner controller with ARC's defaults until its stream ends.
@@ -78,7 +84,7 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
     let shutdown = ctx.options.shutdown.signal();
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let pod_events = watcher(pods, watcher::Config::default().labels(&pod_selector))
-        .modify(super::drop_managed_fields)
+        .modify(slim_pod)
         .reflect(pod_writer)
         .backoff(super::watch_backoff())
         .touched_objects();
@@ -94,6 +100,7 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         pod_store,
         released: deletion::Released::default(),
         own_writes: super::OwnWrites::default(),
+        made: observe::Made::since(observe::now() + START_MARGIN),
     });
     let results = Controller::for_stream(runner_events, runner_store)
         .trigger_backoff(super::watch_backoff())
@@ -103,6 +110,13 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         .run(reconcile, error_policy, state);
     super::drain(CONTROLLER, results).await;
     Ok(())
+}
+
+/// What the pod cache keeps of a runner pod: its metadata and status. No pass reads a cached
+/// pod's spec (a pod is created from the runner), and the spec is most of a pod.
+fn slim_pod(pod: &mut Pod) {
+    super::drop_managed_fields(pod);
+    pod.spec = None;
 }
 
 fn error_policy(er: Arc<EphemeralRunner>, error: &Error, state: Arc<State>) -> Requeue {
@@ -139,7 +153,10 @@ async fn reconcile(er: Arc<EphemeralRunner>, state: Arc<State>) -> Result<Requeu
         .await;
         if result.is_ok() && er.metadata.deletion_timestamp.is_some() {
             state.released.insert(&er);
+        }
+        if state.released.contains(&er) {
             state.own_writes.forget(&er.metadata);
+            state.made.forget(&er);
         }
         super::finalizer_result(result)
     })
@@ -163,6 +180,7 @@ struct Pass<'a> {
     pod_store: &'a reflector::Store<Pod>,
     released: &'a deletion::Released,
     own_writes: &'a super::OwnWrites,
+    made: &'a observe::Made,
     namespace: String,
     runners: Api<EphemeralRunner>,
     pods: Api<Pod>,
@@ -194,6 +212,7 @@ impl<'a> Pass<'a> {
             pod_store: &state.pod_store,
             released: &state.released,
             own_writes: &state.own_writes,
+            made: &state.made,
             namespace: ns.to_owned(),
             runners: Api::namespaced(client.clone(), ns),
             pods: Api::namespaced(client.clone(), ns),
@@ -237,7 +256,12 @@ impl<'a> Pass<'a> {
             // deletion. A registration is requested only for a runner the API server still has
             // and is not deleting: after a watch gap the cache can show a runner whose cleanup
             // has just removed its registration and JIT Secret.
+            // A runner this controller has known since its creation cannot be one whose cleanup
+            // already ran (it would be among the released ones).
             let register = matches!(action, Action::RequestJitConfig);
+            if register && self.made.untouched(&er) {
+                checked = true;
+            }
             if !checked
                 && (register || matches!(action, Action::RetryPod(_) | Action::DeleteRunner { .. }))
             {
@@ -293,6 +317,13 @@ impl<'a> Pass<'a> {
             return Ok(Observed {
                 secret: None,
                 secret_known: false,
+                pod,
+            });
+        }
+        if pod.is_none() && !fresh && self.made.untouched(er) {
+            return Ok(Observed {
+                secret: None,
+                secret_known: true,
                 pod,
             });
         }
@@ -459,7 +490,16 @@ impl<'a> Pass<'a> {
                     &jit,
                     &self.ctx.options.exclude_label_propagation_prefixes,
                 );
-                match self.secrets.create(&PostParams::default(), &secret).await {
+                let created = self.secrets.create(&PostParams::default(), &secret).await;
+                let exists = match &created {
+                    Ok(_) => true,
+                    Err(kube::Error::Api(status)) => status.code == 409,
+                    Err(_) => false,
+                };
+                if exists {
+                    self.made.jit_secret(&er);
+                }
+                match created {
                     Ok(created) => Ok(Next::Again(Box::new(er), Some(Box::new(created)))),
                     Err(kube::Error::Api(s)) if s.code == 409 => {
                         Ok(Next::Again(Box::new(er), None))

@@ -65,27 +65,40 @@ struct State {
     settings: Settings,
     runners: runners::RunnerView,
     own_writes: super::OwnWrites,
-    status_writes: StatusWrites,
+    records: SetRecords,
 }
 
-/// When this controller last wrote each set's status, by the set's UID.
+/// What this controller remembers of each set, by the set's UID.
 #[derive(Default)]
-struct StatusWrites(std::sync::Mutex<std::collections::HashMap<String, Timestamp>>);
+struct SetRecords(std::sync::Mutex<std::collections::HashMap<String, SetRecord>>);
 
-impl StatusWrites {
-    fn last(&self, uid: &str) -> Option<Timestamp> {
-        self.lock().get(uid).copied()
+#[derive(Clone, Copy, Default)]
+struct SetRecord {
+    /// When it last wrote the set's status.
+    status_written: Option<Timestamp>,
+    /// The `patchID` it last acted on, which the status records at its next write.
+    applied_patch_id: Option<i64>,
+}
+
+impl SetRecords {
+    fn get(&self, set: &EphemeralRunnerSet) -> SetRecord {
+        self.lock()
+            .get(set.uid().as_deref().unwrap_or_default())
+            .copied()
+            .unwrap_or_default()
     }
 
-    fn record(&self, uid: String, at: Timestamp) {
-        self.lock().insert(uid, at);
+    fn update(&self, set: &EphemeralRunnerSet, change: impl FnOnce(&mut SetRecord)) {
+        if let Some(uid) = set.uid() {
+            change(self.lock().entry(uid).or_default());
+        }
     }
 
-    fn forget(&self, uid: &str) {
-        self.lock().remove(uid);
+    fn forget(&self, set: &EphemeralRunnerSet) {
+        self.lock().remove(set.uid().as_deref().unwrap_or_default());
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Timestamp>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SetRecord>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -109,11 +122,11 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         settings,
         runners: runners::RunnerView::new(store),
         own_writes: super::OwnWrites::default(),
-        status_writes: StatusWrites::default(),
+        records: SetRecords::default(),
     });
     let seen = state.clone();
     let runner_events = watcher(runners, watcher::Config::default())
-        .modify(super::drop_managed_fields)
+        .modify(slim_runner)
         .reflect(writer)
         .backoff(super::watch_backoff())
         .touched_objects()
@@ -131,6 +144,13 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         .run(reconcile, error_policy, state);
     super::drain(CONTROLLER, results).await;
     Ok(())
+}
+
+/// What the set's runner cache keeps of an EphemeralRunner: its metadata and status, which is
+/// all a set reads of its runners; the spec (a whole pod template) is most of a runner.
+fn slim_runner(runner: &mut EphemeralRunner) {
+    super::drop_managed_fields(runner);
+    runner.spec = Default::default();
 }
 
 fn error_policy(set: Arc<EphemeralRunnerSet>, error: &Error, state: Arc<State>) -> Requeue {
@@ -157,7 +177,7 @@ async fn reconcile(set: Arc<EphemeralRunnerSet>, state: Arc<State>) -> Result<Re
             policy: &state.settings.policy,
             view: &state.runners,
             own_writes: &state.own_writes,
-            status_writes: &state.status_writes,
+            records: &state.records,
             sets: Api::namespaced(ctx.client.clone(), &ns),
             runners: Api::namespaced(ctx.client.clone(), &ns),
         };
@@ -195,7 +215,7 @@ struct Pass<'a> {
     policy: &'a SetPolicy,
     view: &'a runners::RunnerView,
     own_writes: &'a super::OwnWrites,
-    status_writes: &'a StatusWrites,
+    records: &'a SetRecords,
     sets: Api<EphemeralRunnerSet>,
     runners: Api<EphemeralRunner>,
 }
@@ -261,11 +281,11 @@ impl Pass<'_> {
         let spec = SetSpec {
             replicas: u32::try_from(set.spec.replicas).unwrap_or(0),
             patch_id: i64::from(set.spec.patch_id),
-            applied_patch_id: set
+            applied_patch_id: self.records.get(set).applied_patch_id.or(set
                 .status
                 .as_ref()
                 .and_then(|s| s.observed_patch_id)
-                .map(i64::from),
+                .map(i64::from)),
         };
         let decision = plan(spec, observed, now(), self.policy);
         tracing::debug!(set = %set.name_any(), ?decision, "scale plan");
@@ -305,6 +325,9 @@ impl Pass<'_> {
             tracing::info!(set = %set.name_any(), wanted = decision.scale_down.count, removed, "scaled down");
         }
         let applied = errors.is_empty().then_some(decision.applied_patch_id);
+        if let Some(id) = applied {
+            self.records.update(set, |r| r.applied_patch_id = Some(id));
+        }
         let later = self.write_status(set, &decision.status, applied).await?;
         Error::partial(
             format!("scaling EphemeralRunnerSet {}", set.name_any()),
@@ -440,7 +463,7 @@ impl Pass<'_> {
         }
         self.view.forget(set);
         self.own_writes.forget(&set.metadata);
-        self.status_writes.forget(&set.uid().unwrap_or_default());
+        self.records.forget(set);
         Ok(Requeue::await_change())
     }
 
@@ -462,8 +485,7 @@ impl Pass<'_> {
         let current = set.status.clone().unwrap_or_default();
         let target = runners::set_status(counts, &current, applied_patch_id);
         let changes = runners::status_changes(set.status.as_ref(), &target);
-        let uid = set.uid().unwrap_or_default();
-        let last_write = self.status_writes.last(&uid);
+        let last_write = self.records.get(set).status_written;
         match status_write(changes, last_write, now()) {
             StatusWrite::Unchanged => return Ok(None),
             StatusWrite::After(wait) => return Ok(Some(wait)),
@@ -479,7 +501,7 @@ impl Pass<'_> {
             )
             .await?;
         self.own_writes.wrote(&set.metadata, &patched.metadata);
-        self.status_writes.record(uid, now());
+        self.records.update(set, |r| r.status_written = Some(now()));
         Ok(None)
     }
 

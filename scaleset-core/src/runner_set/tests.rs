@@ -420,7 +420,7 @@ proptest! {
 }
 
 #[test]
-fn counters_alone_are_written_at_most_every_interval() {
+fn routine_changes_are_written_at_most_every_interval() {
     let now = Timestamp::from_unix_seconds(100);
     let recent = Some(Timestamp::from_unix_millis(99_500));
     assert_eq!(
@@ -428,20 +428,20 @@ fn counters_alone_are_written_at_most_every_interval() {
         StatusWrite::Unchanged
     );
     assert_eq!(
-        status_write(StatusChanges::More, recent, now),
+        status_write(StatusChanges::Phase, recent, now),
         StatusWrite::Now
     );
     assert_eq!(
-        status_write(StatusChanges::CountersOnly, recent, now),
-        StatusWrite::After(COUNTERS_INTERVAL - Duration::from_millis(500))
+        status_write(StatusChanges::Routine, recent, now),
+        StatusWrite::After(ROUTINE_INTERVAL - Duration::from_millis(500))
     );
     assert_eq!(
-        status_write(StatusChanges::CountersOnly, None, now),
+        status_write(StatusChanges::Routine, None, now),
         StatusWrite::Now
     );
     let long_ago = Some(Timestamp::from_unix_seconds(90));
     assert_eq!(
-        status_write(StatusChanges::CountersOnly, long_ago, now),
+        status_write(StatusChanges::Routine, long_ago, now),
         StatusWrite::Now
     );
 }

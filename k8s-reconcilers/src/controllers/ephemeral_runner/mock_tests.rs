@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::controller::Action as Requeue;
+use scaleset_core::time::Timestamp;
 use serde_json::json;
 
 use super::{Settings, State, reconcile};
@@ -34,8 +35,18 @@ impl Controller {
             pod_store,
             released: super::deletion::Released::default(),
             own_writes: crate::controllers::OwnWrites::default(),
+            made: super::observe::Made::since(super::observe::now() + super::START_MARGIN),
         });
         Self { state }
+    }
+
+    /// The controller of `harness`, started before the runners it will see were created.
+    fn started_earlier(harness: &Harness) -> Self {
+        let mut controller = Self::new(harness, &[]);
+        if let Some(state) = Arc::get_mut(&mut controller.state) {
+            state.made = super::observe::Made::since(Timestamp::from_unix_seconds(0));
+        }
+        controller
     }
 
     /// One reconcile of `er`, as the controller runs it once the runner watch delivered it.
@@ -70,10 +81,19 @@ fn runner_pod(status: serde_json::Value) -> Pod {
 /// runner on the API server, read the credentials, register runner `runner_id` on the service,
 /// then write the JIT Secret and the pod, which carries the registration (two writes).
 fn register_and_start(er: &EphemeralRunner, scale_set_id: i64, runner_id: i64) -> Vec<Exchange> {
-    let owner = json!([{"kind": "EphemeralRunner", "name": NAME, "uid": er.metadata.uid, "controller": true}]);
-    vec![
+    let mut exchanges = vec![
         Exchange::get(object::<Secret>(RUNNER_NS, NAME)).not_found(),
         Exchange::get(object::<EphemeralRunner>(RUNNER_NS, NAME)).reply(er),
+    ];
+    exchanges.extend(start_known(er, scale_set_id, runner_id));
+    exchanges
+}
+
+/// [`register_and_start`] for a runner the controller has known since its creation: no reads
+/// before the registration.
+fn start_known(er: &EphemeralRunner, scale_set_id: i64, runner_id: i64) -> Vec<Exchange> {
+    let owner = json!([{"kind": "EphemeralRunner", "name": NAME, "uid": er.metadata.uid, "controller": true}]);
+    vec![
         read_credentials(),
         Exchange::create(collection::<Secret>(RUNNER_NS)).body(json!({
             "metadata": {"name": NAME, "ownerReferences": owner},
@@ -172,6 +192,45 @@ async fn a_new_runner_gets_a_jit_config_a_secret_and_a_pod_in_one_pass_with_two_
     assert_eq!(
         registered.map(|r| (r.name, r.runner_scale_set_id)),
         Some((NAME.to_owned(), scale_set))
+    );
+}
+
+#[tokio::test]
+async fn a_runner_created_after_the_controller_started_is_registered_without_reads() {
+    let mut t = Harness::new(super::CONTROLLER);
+    let scale_set = t.scale_set().await;
+    let er = new_runner(scale_set);
+    let mut runners = Controller::started_earlier(&t);
+    let result = t
+        .api
+        .run(
+            start_known(&er, scale_set, scale_set + 1),
+            runners.pass(&er),
+        )
+        .await;
+    assert_eq!(result.expect("pass"), Requeue::await_change());
+    assert_eq!(t.api.writes(), 2);
+
+    let secret: Secret = t.api.answer(1);
+    let pod: Pod = t.api.answer(2);
+
+    // A later pass whose pod watch has not delivered the pod yet reads the Secret this
+    // controller made, then the pod.
+    let again = t
+        .api
+        .run(
+            vec![
+                Exchange::get(object::<Secret>(RUNNER_NS, NAME)).reply(&secret),
+                Exchange::get(object::<Pod>(RUNNER_NS, NAME)).reply(&pod),
+            ],
+            runners.pass(&er),
+        )
+        .await;
+    assert_eq!(again.expect("pass 2"), Requeue::await_change());
+    assert_eq!(
+        t.calls(),
+        ["generate_jit_runner_config"],
+        "one registration"
     );
 }
 

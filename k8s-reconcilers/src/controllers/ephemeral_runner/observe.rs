@@ -14,6 +14,63 @@ pub fn timestamp(t: &Time) -> Timestamp {
     Timestamp::from_unix_millis(t.0.as_millisecond())
 }
 
+/// What the controller knows it made: the runners created after it started, which it has
+/// watched from their creation, and those it created a JIT Secret for. A runner created after
+/// the start, without status, and without a JIT Secret from this controller has none (only
+/// this controller creates them), so its first pass needs no reads before its JIT config.
+pub struct Made {
+    since: Timestamp,
+    jit_secrets: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Made {
+    /// Knows the runners created after `since`.
+    pub fn since(since: Timestamp) -> Self {
+        Made {
+            since,
+            jit_secrets: Default::default(),
+        }
+    }
+
+    /// Records that this controller created (or found) the JIT Secret of `er`.
+    pub fn jit_secret(&self, er: &EphemeralRunner) {
+        if let Some(uid) = &er.metadata.uid {
+            self.lock().insert(uid.clone());
+        }
+    }
+
+    /// Forgets `er` (released).
+    pub fn forget(&self, er: &EphemeralRunner) {
+        if let Some(uid) = &er.metadata.uid {
+            self.lock().remove(uid);
+        }
+    }
+
+    /// Whether `er` is known to have no JIT Secret and no past: created after the start, no
+    /// status, not being deleted, and no JIT Secret made for it.
+    pub fn untouched(&self, er: &EphemeralRunner) -> bool {
+        let created_after = er
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_some_and(|t| timestamp(t) > self.since);
+        created_after
+            && er.status.is_none()
+            && er.metadata.deletion_timestamp.is_none()
+            && er
+                .metadata
+                .uid
+                .as_ref()
+                .is_some_and(|uid| !self.lock().contains(uid))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.jit_secrets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The current time as a core [`Timestamp`].
 pub fn now() -> Timestamp {
     Timestamp::from_unix_millis(k8s_openapi::jiff::Timestamp::now().as_millisecond())

@@ -36,7 +36,7 @@ impl Controller {
             settings: Settings::default(),
             runners: RunnerView::new(store),
             own_writes: crate::controllers::OwnWrites::default(),
-            status_writes: Default::default(),
+            records: Default::default(),
         });
         Self {
             state,
@@ -67,8 +67,8 @@ impl Controller {
     }
 }
 
-/// `requeue` asks for a later pass: a status write that waits for [`COUNTERS_INTERVAL`]
-/// (`scaleset_core::runner_set::COUNTERS_INTERVAL`; core's `status_write` computes the wait).
+/// `requeue` asks for a later pass: a status write that waits for [`ROUTINE_INTERVAL`]
+/// (`scaleset_core::runner_set::ROUTINE_INTERVAL`; core's `status_write` computes the wait).
 fn assert_status_deferred(requeue: Requeue) {
     assert_ne!(
         requeue,
@@ -165,7 +165,7 @@ async fn a_set_gets_its_finalizer_then_creates_one_runner_per_missing_replica() 
     for runner in &created {
         sets.watch_delivers(runner);
     }
-    sets.state.status_writes.forget("ers-uid");
+    sets.state.records.forget(&set);
     let fourth = t
         .api
         .run(

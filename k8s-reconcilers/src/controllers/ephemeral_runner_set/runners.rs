@@ -174,13 +174,8 @@ pub fn status_changes(
 ) -> StatusChanges {
     match current {
         Some(current) if current == target => StatusChanges::None,
-        Some(current)
-            if current.phase == target.phase
-                && current.observed_patch_id == target.observed_patch_id =>
-        {
-            StatusChanges::CountersOnly
-        }
-        _ => StatusChanges::More,
+        Some(current) if current.phase == target.phase => StatusChanges::Routine,
+        _ => StatusChanges::Phase,
     }
 }
 
