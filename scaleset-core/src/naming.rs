@@ -224,13 +224,38 @@ pub struct ConfigUrl {
     pub scope: Scope,
 }
 
+/// `url` without the `user:password@` part of its authority, for messages: a URL may carry a
+/// credential, and no log line, Event or status may.
+///
+/// ```
+/// use scaleset_core::naming::without_userinfo;
+/// assert_eq!(without_userinfo("https://x:ghp_secret@github.com/org"), "https://github.com/org");
+/// assert_eq!(without_userinfo("https://github.com/org/a@b"), "https://github.com/org/a@b");
+/// assert_eq!(without_userinfo("ghp_x@host/org"), "host/org");
+/// ```
+pub fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let rest = match rest[..authority_end].rfind('@') {
+        Some(at) => &rest[at + 1..],
+        None => rest,
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => rest.to_string(),
+    }
+}
+
 /// A `githubConfigUrl` that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "githubConfigUrl {url:?} is invalid: {reason}; use https://<host>/<org>, https://<host>/<org>/<repo> or https://<host>/enterprises/<enterprise>"
 )]
 pub struct ConfigUrlError {
-    /// The URL.
+    /// The URL, without user information ([`without_userinfo`]).
     pub url: String,
     /// What is wrong.
     pub reason: &'static str,
@@ -249,7 +274,7 @@ impl ConfigUrl {
     /// ```
     pub fn parse(url: &str) -> Result<Self, ConfigUrlError> {
         let err = |reason| ConfigUrlError {
-            url: url.to_string(),
+            url: without_userinfo(url),
             reason,
         };
         let trimmed = url.trim().trim_matches('/');
@@ -366,6 +391,13 @@ mod tests {
     }
 
     #[test]
+    fn url_errors_never_show_credentials() {
+        let e = ConfigUrl::parse("https://u:ghp_secret@github.com/").expect_err("no org");
+        assert!(!e.to_string().contains("ghp_secret"), "{e}");
+        assert!(e.to_string().contains("https://github.com"), "{e}");
+    }
+
+    #[test]
     fn url_errors_name_the_fix() {
         let e = ConfigUrl::parse("github.com/org").expect_err("no scheme");
         assert!(e.to_string().contains("https://<host>/<org>"));
@@ -457,7 +489,7 @@ mod tests {
                 }
                 Err(e) => {
                     let message = e.to_string();
-                    prop_assert!(message.contains(&format!("{url:?}")), "{}", message);
+                    prop_assert!(message.contains(&format!("{:?}", without_userinfo(&url))), "{}", message);
                     prop_assert!(message.contains("https://<host>/<org>"), "{}", message);
                 }
             }

@@ -77,7 +77,7 @@ impl Connector for ActionsClientConnector {
         Box::pin(async move {
             let client: Arc<dyn ActionsService> = Arc::new(ClientService {
                 client: built?,
-                config_url: redacted_url(&config.config_url),
+                config_url: scaleset_core::naming::without_userinfo(&config.config_url),
             });
             Ok(client)
         })
@@ -102,20 +102,6 @@ impl ClientService {
             );
         }
         error
-    }
-}
-
-/// `url` without user name and password (a URL may carry credentials; messages never do).
-fn redacted_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-            // Both succeed for the http(s) URLs that have user information.
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "<not a URL>".to_owned(),
     }
 }
 

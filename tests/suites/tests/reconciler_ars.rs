@@ -762,6 +762,59 @@ async fn deletion_completes_when_the_service_cannot_be_called() -> anyhow::Resul
     Ok(())
 }
 
+/// Answers of the service the user has to act on: a runner group that does not exist (it may be
+/// created any time: reported and retried in minutes) and a scale set the service refuses (400:
+/// reported, and not asked again until the ARS changes). Each gets the condition and Event naming
+/// the field, the value and the fix, and a fix is picked up.
+#[tokio::test]
+async fn service_refusals_name_the_field_and_wait_for_a_fix() -> anyhow::Result<()> {
+    use k8s_reconcilers::github::ServiceErrorKind;
+    let h = Harness::start("ars-refused").await?;
+    h.pat_secret("gh", "t").await?;
+    let mut s = spec("https://github.example.com/org", "gh");
+    s["runnerGroup"] = json!("gpu-runners");
+    h.create_ars("grouped", s).await?;
+    let message = invalid_condition(&h, "grouped").await?;
+    assert!(
+        message.contains("spec.runnerGroup \"gpu-runners\"")
+            && message.contains("create it in the settings"),
+        "{message}"
+    );
+    warning_event(&h, "grouped", "gpu-runners").await?;
+    h.service.add_group("gpu-runners");
+    poke(&h, "grouped", "1").await?;
+    ready_ars(&h, "grouped").await?;
+
+    h.service.with(|s| {
+        s.faults
+            .insert("create_runner_scale_set", ServiceErrorKind::Invalid)
+    });
+    h.create_ars("refused", spec("https://github.example.com/org", "gh"))
+        .await?;
+    let message = invalid_condition(&h, "refused").await?;
+    assert!(
+        message.contains("refused runner scale set \"refused\"")
+            && message.contains("change spec.runnerScaleSetName"),
+        "{message}"
+    );
+    warning_event(&h, "refused", "change spec.runnerScaleSetName").await?;
+    let creates = || {
+        h.service.with(|s| {
+            s.calls
+                .iter()
+                .filter(|c| **c == "create_runner_scale_set")
+                .count()
+        })
+    };
+    let before = creates();
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    assert_eq!(creates(), before, "not asked again until the ARS changes");
+    poke(&h, "refused", "1").await?;
+    ready_ars(&h, "refused").await?;
+    assert!(h.running(), "the controllers never stopped");
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_ars_of_another_minor_version_is_deleted() -> anyhow::Result<()> {
     let h = Harness::start_with("ars-version", |o| o.build_version = "0.14.2".into()).await?;

@@ -106,6 +106,18 @@ fn service_err(e: crate::github::ServiceError) -> Error {
     Error::Service(e)
 }
 
+/// A create or update of the scale set the service refused (400/422): the spec's name, group or
+/// labels cannot work as they are, so the user has to change them.
+fn refused(e: crate::github::ServiceError, desired: &DesiredScaleSet) -> Error {
+    if e.kind != crate::github::ServiceErrorKind::Invalid {
+        return Error::Service(e);
+    }
+    Error::Config(format!(
+        "the Actions service refused runner scale set {:?} with labels {:?} ({e}); change spec.runnerScaleSetName (or the AutoscalingRunnerSet name it defaults to) or spec.runnerScaleSetLabels to values the service accepts",
+        desired.name, desired.labels
+    ))
+}
+
 /// The scale set the spec asks for.
 fn desired(ars: &AutoscalingRunnerSet) -> DesiredScaleSet {
     let spec = &ars.spec;
@@ -199,7 +211,7 @@ pub async fn execute(
                         labels: desired.labels.clone(),
                     })
                     .await
-                    .map_err(service_err)?,
+                    .map_err(|e| refused(e, &desired))?,
             };
             tracing::info!(ars = %name, id = set.id, scale_set = %set.name, "runner scale set ready on the service");
             let mut patch = json!({
@@ -280,7 +292,7 @@ async fn update_scale_set(
             },
         )
         .await
-        .map_err(service_err)?;
+        .map_err(|e| refused(e, &desired(ars)))?;
     let missing = core::not_applied(update, &to_core(&updated));
     if !missing.is_empty() {
         ctx.publish(
@@ -297,10 +309,13 @@ async fn update_scale_set(
 async fn group_id(service: &Arc<dyn ActionsService>, group: Option<&str>) -> Result<i64, Error> {
     match group.map(str::trim).filter(|g| !g.is_empty()) {
         None => Ok(core::DEFAULT_RUNNER_GROUP_ID),
-        Some(name) => Ok(service
-            .get_runner_group_by_name(name)
-            .await
-            .map_err(service_err)?
-            .id),
+        Some(name) => match service.get_runner_group_by_name(name).await {
+            Ok(group) => Ok(group.id),
+            // It may be created on GitHub any time: retried in minutes.
+            Err(e) if e.is_not_found() => Err(Error::Unavailable(format!(
+                "spec.runnerGroup {name:?}: no runner group of that name on the service ({e}); create it in the settings of the organization or enterprise, or set runnerGroup to an existing group (empty for the default group)"
+            ))),
+            Err(e) => Err(Error::Service(e)),
+        },
     }
 }
