@@ -903,8 +903,8 @@ impl System {
         out
     }
 
-    /// With `ARC_TEST_LOG_DIR` set, writes the whole manager and listener logs there as
-    /// `<system>_<pod>_<container>.log`, whatever the outcome.
+    /// With `ARC_TEST_LOG_DIR` set, writes the whole manager and listener logs there (of pods
+    /// that are gone too) as `<system>_<pod directory>_<container>.log`, whatever the outcome.
     async fn save_logs(&self) {
         let Some(dir) = std::env::var_os("ARC_TEST_LOG_DIR") else {
             return;
@@ -914,7 +914,7 @@ impl System {
             eprintln!("ARC_TEST_LOG_DIR {}: {e}", dir.display());
             return;
         }
-        for (pod, container, log) in self.controller_logs().await {
+        for (pod, container, log) in self.all_controller_logs() {
             let path = dir.join(format!("{}_{pod}_{container}.log", self.options.name));
             if let Err(e) = std::fs::write(&path, log) {
                 eprintln!("writing {}: {e}", path.display());
