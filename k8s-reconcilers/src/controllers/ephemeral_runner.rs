@@ -46,7 +46,7 @@ const MAX_STEPS: usize = 8;
 
 /// How long after the controller started a runner must have been created for the controller to
 /// know it made every JIT Secret the runner has (clock skew between the API server and here).
-const START_MARGIN: Duration = Duration::from_secs(10);
+const START_MARGIN: Duration = Duration::from_secs(2);
 
 /// Longest a reconcile waits for the pod watch's first list before it retries.
 const POD_CACHE_WAIT: Duration = Duration::from_secs(10);
@@ -262,9 +262,10 @@ impl<'a> Pass<'a> {
             if register && self.made.untouched(&er) {
                 checked = true;
             }
-            if !checked
-                && (register || matches!(action, Action::RetryPod(_) | Action::DeleteRunner { .. }))
-            {
+            // A runner that completed is deleted whatever the API server adds: no read.
+            let failure = matches!(action, Action::RetryPod(_))
+                || matches!(action, Action::DeleteRunner { cause, .. } if cause != DeleteCause::Completed);
+            if !checked && (register || failure) {
                 checked = true;
                 let Some(current) = self.runners.get_opt(&name).await? else {
                     return Ok(Requeue::await_change());
@@ -447,10 +448,9 @@ impl<'a> Pass<'a> {
                 done(Requeue::await_change())
             }
             Action::DeleteRunner { cause, removal } => {
-                self.delete_runner(&er, registered, cause, removal).await?;
                 // The deletion goes on in this pass (registration, pod, Secret, both
                 // finalizers) instead of waiting for the deletion event.
-                if let Some(deleting) = self.runners.get_opt(&er.name_any()).await?
+                if let Some(deleting) = self.delete_runner(&er, registered, cause, removal).await?
                     && deleting.metadata.deletion_timestamp.is_some()
                 {
                     let registration_gone = removal == ServiceRemoval::DoneByService;
@@ -490,19 +490,20 @@ impl<'a> Pass<'a> {
                     &jit,
                     &self.ctx.options.exclude_label_propagation_prefixes,
                 );
-                let created = self.secrets.create(&PostParams::default(), &secret).await;
-                let exists = match &created {
-                    Ok(_) => true,
-                    Err(kube::Error::Api(status)) => status.code == 409,
-                    Err(_) => false,
+                // A Secret already there holds an older registration (this one took its
+                // name): the new one replaces it.
+                let stored = match self.secrets.create(&PostParams::default(), &secret).await {
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        self.secrets
+                            .patch(&name, &PatchParams::default(), &Patch::Merge(&secret))
+                            .await
+                    }
+                    other => other,
                 };
-                if exists {
-                    self.made.jit_secret(&er);
-                }
-                match created {
-                    Ok(created) => Ok(Next::Again(Box::new(er), Some(Box::new(created)))),
-                    Err(kube::Error::Api(s)) if s.code == 409 => {
-                        Ok(Next::Again(Box::new(er), None))
+                match stored {
+                    Ok(stored) => {
+                        self.made.jit_secret(&er);
+                        Ok(Next::Again(Box::new(er), Some(Box::new(stored))))
                     }
                     Err(e) => {
                         // The registration cannot be handed to a pod; do not leave it behind.
@@ -626,7 +627,7 @@ impl<'a> Pass<'a> {
         runner_id: i64,
         cause: DeleteCause,
         removal: ServiceRemoval,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<EphemeralRunner>, Error> {
         if removal == ServiceRemoval::Before {
             self.remove_from_service(er, runner_id).await?;
         }
@@ -649,7 +650,15 @@ impl<'a> Pass<'a> {
             )
             .await;
         }
-        delete_ignoring_missing(&self.runners, &er.name_any()).await?;
+        let deleting = match self
+            .runners
+            .delete(&er.name_any(), &kube::api::DeleteParams::background())
+            .await
+        {
+            Ok(either) => either.left(),
+            Err(e) if super::is_not_found(&e) => None,
+            Err(e) => return Err(e.into()),
+        };
         if removal == ServiceRemoval::BestEffortAfter && runner_id > 0 {
             match self.service(er).await {
                 Ok(service) => {
@@ -662,7 +671,7 @@ impl<'a> Pass<'a> {
                 }
             }
         }
-        Ok(())
+        Ok(deleting)
     }
 
     /// `RemoveRunner(id)` when the runner is registered (`id` > 0); a missing registration

@@ -297,13 +297,12 @@ async fn a_runner_whose_job_completed_is_deleted_in_one_pass_and_its_pod_and_sec
         .api
         .run(
             vec![
-                // A deletion is judged on the runner and pod as the API server has them.
-                Exchange::get(object::<EphemeralRunner>(RUNNER_NS, NAME)).reply(&er),
-                Exchange::get(object::<Pod>(RUNNER_NS, NAME)).reply(&pod),
-                Exchange::delete_background(object::<EphemeralRunner>(RUNNER_NS, NAME)),
+                // A runner that completed is deleted without reading it or its pod again;
+                // the deletion's answer is the runner with its deletion timestamp.
+                Exchange::delete_background(object::<EphemeralRunner>(RUNNER_NS, NAME))
+                    .reply(&gone),
                 // The deletion goes on in this pass: both finalizers at once; the pod and the
                 // JIT Secret are the garbage collector's (the cached pod names its owner).
-                Exchange::get(object::<EphemeralRunner>(RUNNER_NS, NAME)).reply(&gone),
                 Exchange::json_patch(object::<EphemeralRunner>(RUNNER_NS, NAME))
                     .body_exact(json!([
                         {"op": "test", "path": "/metadata/finalizers/1", "value": RUNNER_REGISTRATION},
