@@ -565,9 +565,10 @@ fn the_leak_check_finds_a_planted_secret_without_printing_it() {
     );
 }
 
-/// Lines of the manager and listener logs, every Event, and the statuses of the ARC objects
-/// (`statuses` were sampled before objects were deleted).
-async fn texts(sys: &System, statuses: &[Text]) -> anyhow::Result<Vec<Text>> {
+/// Lines of the manager and listener logs, every Event, every status and Event write the audit
+/// log recorded, and the statuses of the ARC objects (`statuses` were sampled before objects
+/// were deleted).
+async fn texts(sys: &System, audit: &AuditLog, statuses: &[Text]) -> anyhow::Result<Vec<Text>> {
     let mut out = Vec::new();
     for (pod, container, log) in sys.all_controller_logs() {
         for (i, line) in log.lines().enumerate() {
@@ -590,6 +591,24 @@ async fn texts(sys: &System, statuses: &[Text]) -> anyhow::Result<Vec<Text>> {
                 text: serde_json::to_string(
                     &json!({"message": e.message, "reason": e.reason, "note": e.involved_object}),
                 )?,
+            });
+        }
+    }
+    // Every status and Event write, from the audit log's request bodies.
+    for e in audit.events()? {
+        if let Some(body) = e.request_object {
+            let sub = e.subresource.map(|s| format!("/{s}")).unwrap_or_default();
+            out.push(Text {
+                location: format!(
+                    "a {} of {}{sub} {}/{} by {} at {}",
+                    e.verb,
+                    e.resource,
+                    e.namespace.unwrap_or_default(),
+                    e.name.unwrap_or_default(),
+                    e.user,
+                    e.at
+                ),
+                text: body,
             });
         }
     }
@@ -1048,7 +1067,7 @@ async fn campaign(sys: &System, audit: &AuditLog) -> anyhow::Result<()> {
             .into_iter()
             .map(|p| ("credential planted by the campaign".to_owned(), p)),
     );
-    let texts = texts(sys, &statuses).await?;
+    let texts = texts(sys, audit, &statuses).await?;
     let leaked = leaks(&texts, &secrets);
 
     eprintln!(

@@ -14,7 +14,9 @@ pub enum AuditPolicy {
     /// Every create, update, patch, delete and deletecollection, by anyone.
     Writes,
     /// Every request of a ServiceAccount (the manager and the listeners) except watches:
-    /// reads too, so that a retry loop that only reads shows.
+    /// reads too, so that a retry loop that only reads shows. The bodies of their Event and
+    /// status writes are logged as well (level `Request`), so that every status and Event
+    /// written can be checked, not only the last.
     ServiceAccounts,
 }
 
@@ -25,7 +27,7 @@ impl AuditPolicy {
                 "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n- level: Metadata\n  verbs: [\"create\", \"update\", \"patch\", \"delete\", \"deletecollection\"]\n- level: None\n"
             }
             AuditPolicy::ServiceAccounts => {
-                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n- level: None\n  verbs: [\"watch\"]\n- level: Metadata\n  userGroups: [\"system:serviceaccounts\"]\n- level: None\n"
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n- level: None\n  verbs: [\"watch\"]\n- level: Request\n  userGroups: [\"system:serviceaccounts\"]\n  verbs: [\"create\", \"update\", \"patch\"]\n  resources:\n  - group: \"\"\n    resources: [\"events\", \"pods/status\"]\n  - group: \"events.k8s.io\"\n    resources: [\"events\"]\n  - group: \"actions.github.com\"\n    resources: [\"*/status\"]\n- level: Metadata\n  userGroups: [\"system:serviceaccounts\"]\n- level: None\n"
             }
         }
     }
@@ -56,6 +58,8 @@ pub struct AuditEvent {
     pub name: Option<String>,
     /// `requestReceivedTimestamp`.
     pub at: chrono::DateTime<chrono::Utc>,
+    /// The request body (`requestObject`, JSON) when the policy logs it.
+    pub request_object: Option<String>,
 }
 
 impl AuditLog {
@@ -142,6 +146,10 @@ fn read_events(path: &Path, start: u64, end: u64) -> anyhow::Result<Vec<AuditEve
                 namespace: text(&object["namespace"]),
                 name: text(&object["name"]),
                 at,
+                request_object: e
+                    .get("requestObject")
+                    .filter(|o| !o.is_null())
+                    .map(Value::to_string),
             })
         })
         .collect())
