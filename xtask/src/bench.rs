@@ -16,6 +16,8 @@ use testbed::{ControlPlane, ControlPlaneOptions};
 
 use crate::workspace_root;
 
+mod series;
+
 /// Client-side Kubernetes rate limits and EphemeralRunner workers the bench gives the manager.
 const QPS: u32 = 200;
 const BURST: u32 = 400;
@@ -40,6 +42,12 @@ pub struct BenchArgs {
     /// EphemeralRunners (minRunners) while the manager's memory is measured.
     #[arg(long, default_value_t = 1000)]
     idle_runners: usize,
+    /// Total runners of each level of the scale series (idle runners over several sets).
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 5000])]
+    series_runners: Vec<usize>,
+    /// Scale-set counts of the scale series; `0` alone skips the series.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 50])]
+    series_sets: Vec<usize>,
     /// Use debug builds instead of release builds.
     #[arg(long)]
     debug: bool,
@@ -122,6 +130,7 @@ struct Results {
     manager_rss_loaded: Option<u64>,
     idle_runners_up: Option<f64>,
     idle_runners: usize,
+    series: Vec<series::Point>,
     jobs_per_burst: usize,
     load_start: String,
     load_end: String,
@@ -168,12 +177,26 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Results> {
     let mut options = SystemOptions::new("bench");
     options.release = !args.debug;
     options.nodes = 4;
-    options.node_pods = u32::try_from(args.idle_runners.max(args.burst) / 4 + 100).unwrap_or(500);
-    options.controller_values = json!({ "flags": {
-        "k8sClientRateLimiterQPS": QPS,
-        "k8sClientRateLimiterBurst": BURST,
-        "runnerMaxConcurrentReconciles": RUNNER_WORKERS,
-    }});
+    let most_runners = args
+        .series_runners
+        .iter()
+        .copied()
+        .chain([args.idle_runners, args.burst])
+        .max()
+        .unwrap_or(args.burst);
+    options.node_pods = u32::try_from(most_runners / 4 + 100).unwrap_or(500);
+    options.controller_values = json!({
+        "flags": {
+            "k8sClientRateLimiterQPS": QPS,
+            "k8sClientRateLimiterBurst": BURST,
+            "runnerMaxConcurrentReconciles": RUNNER_WORKERS,
+        },
+        "metrics": {
+            "controllerManagerAddr": format!(":{}", series::METRICS_PORT),
+            "listenerAddr": "0",
+            "listenerEndpoint": "",
+        },
+    });
     let sys = System::start(cp.into(), options).await?;
     let outcome = measure(&sys, args, &audit_log)
         .await
@@ -228,6 +251,13 @@ async fn measure(sys: &System, args: &BenchArgs, audit_log: &Path) -> anyhow::Re
         args.idle_runners
     );
     idle(sys, args, &mut results).await?;
+    let set_counts: Vec<usize> = args
+        .series_sets
+        .iter()
+        .copied()
+        .filter(|&n| n > 0)
+        .collect();
+    results.series = series::run(sys, &args.series_runners, &set_counts).await?;
     results.load_end = load_average();
     Ok(results)
 }
@@ -606,7 +636,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- Set-up: Kubernetes {} control plane (etcd, kube-apiserver with an audit log of writes, controller-manager, scheduler) on loopback, the Actions-service emulator over HTTP, the node simulator with 4 Nodes; both charts rendered with real Helm and applied; the manager and listener {} under the charts' ServiceAccounts. Manager flags from the chart: `k8sClientRateLimiterQPS: {QPS}`, `k8sClientRateLimiterBurst: {BURST}`, `runnerMaxConcurrentReconciles: {RUNNER_WORKERS}`. Everything shares the machine's cores.",
+        "- Set-up: Kubernetes {} control plane (etcd, kube-apiserver with an audit log of writes and of ServiceAccounts' reads, controller-manager, scheduler) on loopback, the Actions-service emulator over HTTP, the node simulator with 4 Nodes; both charts rendered with real Helm and applied; the manager and listener {} under the charts' ServiceAccounts. Manager flags from the chart: `k8sClientRateLimiterQPS: {QPS}`, `k8sClientRateLimiterBurst: {BURST}`, `runnerMaxConcurrentReconciles: {RUNNER_WORKERS}`, and the manager's metrics on port {}. Everything shares the machine's cores.",
         r.kubernetes,
         match system::runtime_from_env() {
             system::ContainerRuntime::Podman =>
@@ -615,7 +645,8 @@ fn render(args: &BenchArgs, r: &Results) -> String {
                 "are {} builds run as host processes by the node simulator",
                 if args.debug { "debug" } else { "release" }
             ),
-        }
+        },
+        series::METRICS_PORT
     );
     let _ = writeln!(
         out,
@@ -749,6 +780,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
         r.idle_runners,
         r.idle_runners_up.unwrap_or(f64::NAN)
     );
+    series::render(&r.series, &mut out);
     let _ = writeln!(out, "## How each figure is measured\n");
     let _ = writeln!(
         out,

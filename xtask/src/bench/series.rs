@@ -1,0 +1,294 @@
+//! The scale series of `cargo xtask bench`: idle runners (`minRunners`) spread over several
+//! scale sets, raised level by level, with the manager's memory, CPU time and reconcile latency
+//! at each level.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_reconcilers::crd::AutoscalingRunnerSet;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
+use serde_json::json;
+use system::{ScaleSet, ScaleSetSpec, System};
+
+use super::{MIB, rss};
+
+/// How long one level may take to have all its pods.
+const LEVEL_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The manager's metrics port, as the bench's controller values set it.
+pub(super) const METRICS_PORT: u16 = 8080;
+
+/// The controllers whose reconcile latency the series reports.
+const CONTROLLERS: [&str; 2] = ["ephemeralrunner", "ephemeralrunnerset"];
+
+/// One level of the series.
+#[derive(Debug, Clone)]
+pub(super) struct Point {
+    sets: usize,
+    runners: usize,
+    /// From raising `minRunners` to the last pod.
+    up: f64,
+    /// Manager RSS at this level, and with the sets installed and no runner.
+    rss: Option<u64>,
+    rss_base: Option<u64>,
+    /// Manager CPU seconds (user + system) spent reaching this level.
+    cpu: f64,
+    /// Reconcile latency p95 by controller (upper bucket bound, seconds) while reaching it.
+    reconcile_p95: BTreeMap<&'static str, f64>,
+}
+
+/// Runs the series: for each count of scale sets, installs them, raises their `minRunners` so
+/// that they hold each of `levels` runners in total, and uninstalls them.
+pub(super) async fn run(
+    sys: &System,
+    levels: &[usize],
+    set_counts: &[usize],
+) -> anyhow::Result<Vec<Point>> {
+    let mut points = Vec::new();
+    let top = levels.iter().copied().max().unwrap_or(0);
+    for &sets in set_counts {
+        println!("==> scale series: {sets} scale set(s)");
+        let mut installed = Vec::new();
+        for i in 0..sets {
+            installed.push(
+                sys.install_scale_set(
+                    ScaleSetSpec::new(&format!("series-{sets}-{i}"))
+                        .values(json!({ "maxRunners": top, "minRunners": 0 })),
+                )
+                .await?,
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let rss_base = rss(&sys.manager_pids().await);
+        for &runners in levels.iter().filter(|&&n| n >= sets) {
+            let point = level(sys, &installed, runners, rss_base).await?;
+            println!(
+                "    {runners} runners over {sets} set(s): up in {:.1} s, manager RSS {}, {:.1} CPU s",
+                point.up,
+                point
+                    .rss
+                    .map_or("?".to_owned(), |b| format!("{:.1} MiB", b as f64 / MIB)),
+                point.cpu
+            );
+            points.push(point);
+        }
+        for set in &installed {
+            sys.uninstall_scale_set_within(set, LEVEL_TIMEOUT).await?;
+        }
+    }
+    Ok(points)
+}
+
+/// Raises the sets' `minRunners` to hold `runners` in total and measures the manager until
+/// every runner pod exists.
+async fn level(
+    sys: &System,
+    sets: &[ScaleSet],
+    runners: usize,
+    rss_base: Option<u64>,
+) -> anyhow::Result<Point> {
+    let pids = sys.manager_pids().await;
+    let cpu_before = cpu_seconds(&pids);
+    let histograms_before = reconcile_histograms(sys).await?;
+    let started = Instant::now();
+    let per_set = runners.div_ceil(sets.len());
+    for set in sets {
+        let api: Api<AutoscalingRunnerSet> = Api::namespaced(sys.client(), &set.namespace);
+        api.patch(
+            &set.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "minRunners": per_set } })),
+        )
+        .await
+        .with_context(|| format!("raising minRunners of {}", set.name))?;
+    }
+    let want = per_set * sets.len();
+    let pods: Api<Pod> = Api::namespaced(sys.client(), sys.runner_namespace());
+    let selector = ListParams::default().labels(k8s_reconcilers::names::labels::EPHEMERAL_RUNNER);
+    loop {
+        let have = pods.list_metadata(&selector).await?.items.len();
+        if have >= want {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < LEVEL_TIMEOUT,
+            "{have} of {want} runner pods after {LEVEL_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let up = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(&pids) - cpu_before;
+    let histograms_after = reconcile_histograms(sys).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut samples = Vec::new();
+    for _ in 0..3 {
+        samples.extend(rss(&sys.manager_pids().await));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let reconcile_p95 = CONTROLLERS
+        .iter()
+        .filter_map(|c| {
+            let after = histograms_after.get(*c)?;
+            let before = histograms_before.get(*c).cloned().unwrap_or_default();
+            Some((*c, p95_bound(&before, after)?))
+        })
+        .collect();
+    Ok(Point {
+        sets: sets.len(),
+        runners: want,
+        up,
+        rss: samples.into_iter().max(),
+        rss_base,
+        cpu,
+        reconcile_p95,
+    })
+}
+
+/// User plus system CPU seconds of the processes (`/proc/<pid>/stat`, 100 ticks a second).
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command's closing parenthesis; utime and stime are 14th and 15th.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .sum()
+}
+
+/// Cumulative `(upper bound, count)` buckets of `controller_runtime_reconcile_time_seconds`
+/// by controller, scraped from the manager's metrics endpoint.
+type Buckets = Vec<(f64, f64)>;
+
+async fn reconcile_histograms(sys: &System) -> anyhow::Result<BTreeMap<String, Buckets>> {
+    let pods = sys.manager_pods().await?;
+    let ip = pods
+        .iter()
+        .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .context("the manager pod has no podIP")?;
+    let ip: std::net::IpAddr = ip.parse().context("the manager's podIP")?;
+    let (status, body) = testbed::http_get((ip, METRICS_PORT).into(), "/metrics").await?;
+    anyhow::ensure!(
+        status == 200,
+        "GET /metrics of the manager answered {status}"
+    );
+    let mut out: BTreeMap<String, Buckets> = BTreeMap::new();
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("controller_runtime_reconcile_time_seconds_bucket{")
+        else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |key: &str| {
+            labels.split(',').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == key).then(|| v.trim_matches('"').to_owned())
+            })
+        };
+        let (Some(controller), Some(le)) = (label("controller"), label("le")) else {
+            continue;
+        };
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::INFINITY)
+        };
+        let count: f64 = value
+            .split_whitespace()
+            .next()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0.0);
+        out.entry(controller).or_default().push((bound, count));
+    }
+    Ok(out)
+}
+
+/// The upper bound of the bucket holding the 95th percentile of the reconciles between two
+/// scrapes.
+fn p95_bound(before: &Buckets, after: &Buckets) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(bound, count)| {
+            let earlier = before
+                .iter()
+                .find(|(b, _)| b == bound)
+                .map_or(0.0, |(_, c)| *c);
+            (*bound, count - earlier)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    delta
+        .iter()
+        .find(|(_, count)| *count >= 0.95 * total)
+        .map(|(bound, _)| *bound)
+}
+
+/// The series as a Markdown section.
+pub(super) fn render(points: &[Point], out: &mut String) {
+    if points.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## Scale series\n");
+    let _ = writeln!(
+        out,
+        "Idle runners (`minRunners`, spread evenly) over 1 to 50 scale sets in one run, raised level by level; each row is one level. *Growth* is the manager's RSS over its RSS with the same sets and no runner, per runner (goal ≤ 20 KiB). *Provisioning* is runners per second from raising `minRunners` to the last pod (goal: as fast with many sets as with one). Reconcile p95 is the upper bound of the histogram bucket (`controller_runtime_reconcile_time_seconds`) over the reconciles of that level.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| Scale sets | Runners | All pods (s) | Provisioning (runners/s) | Manager RSS (MiB) | Growth (KiB/runner) | Manager CPU (s) | Reconcile p95, runner / set (s) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    for p in points {
+        let mib = |b: Option<u64>| b.map_or(f64::NAN, |b| b as f64 / MIB);
+        let growth = match (p.rss, p.rss_base) {
+            (Some(now), Some(base)) if p.runners > 0 => {
+                (now as f64 - base as f64) / 1024.0 / p.runners as f64
+            }
+            _ => f64::NAN,
+        };
+        let p95 = |c: &str| {
+            p.reconcile_p95
+                .get(c)
+                .map_or("—".to_owned(), |s| format!("{s:.3}"))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {growth:.1} | {:.1} | {} / {} |",
+            p.sets,
+            p.runners,
+            p.up,
+            p.runners as f64 / p.up,
+            mib(p.rss),
+            p.cpu,
+            p95(CONTROLLERS[0]),
+            p95(CONTROLLERS[1]),
+        );
+    }
+    let _ = writeln!(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p95_is_the_bound_of_the_bucket_that_holds_it() {
+        let before = vec![(0.01, 10.0), (0.1, 10.0), (f64::INFINITY, 10.0)];
+        let after = vec![(0.01, 20.0), (0.1, 110.0), (f64::INFINITY, 110.0)];
+        assert_eq!(p95_bound(&before, &after), Some(0.1));
+        assert_eq!(p95_bound(&after, &after), None);
+    }
+}
