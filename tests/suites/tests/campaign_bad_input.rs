@@ -462,6 +462,18 @@ fn generate(
             }
         }
     }
+    // A large minRunners with no smaller maxRunners would have the manager start that many
+    // runners on this machine; it is kept an invalid min-above-max input instead.
+    let spec = &mut input.ars["spec"];
+    if let Some(min) = spec["minRunners"].as_i64()
+        && min > 2
+        && spec["maxRunners"].as_i64().is_none_or(|max| max >= min)
+    {
+        spec["maxRunners"] = json!(2);
+        input
+            .what
+            .push("maxRunners = 2 (below minRunners)".to_owned());
+    }
     input
 }
 
