@@ -496,6 +496,11 @@ async fn idle(sys: &System, args: &BenchArgs, results: &mut Results) -> anyhow::
         .await
 }
 
+fn list(values: &[usize]) -> String {
+    let text: Vec<String> = values.iter().map(usize::to_string).collect();
+    text.join(", ")
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -650,8 +655,14 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- Runs: {runs} (medians below); burst {} jobs of 5 s (maxRunners {}), turnover {} jobs of 100 ms through maxRunners {}, memory with minRunners {}.\n",
-        args.burst, args.burst, args.turnover_jobs, args.turnover_runners, r.idle_runners
+        "- Runs: {runs} (medians below); burst {} jobs of 5 s (maxRunners {}), turnover {} jobs of 100 ms through maxRunners {}, memory with minRunners {}; scale series of {} runners over {} scale sets (`--series-runners`, `--series-sets`).\n",
+        args.burst,
+        args.burst,
+        args.turnover_jobs,
+        args.turnover_runners,
+        r.idle_runners,
+        list(&args.series_runners),
+        list(&args.series_sets),
     );
     let _ = writeln!(out, "## Results\n");
     let _ = writeln!(
