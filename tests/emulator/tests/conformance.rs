@@ -935,3 +935,34 @@ async fn counters_and_call_log_over_the_control_api() {
     assert_eq!(r.status, 204);
     assert!(emu.counters().is_empty());
 }
+
+/// Every credential the emulator accepts or hands out is listed by `issued_secrets`, for the
+/// bad-input campaign's leak check (#20 item 5): the PAT, the App key, registration and admin
+/// tokens, a session's queue token and a JIT config with the runner secret inside it.
+#[tokio::test]
+async fn issued_secrets_list_every_credential_handed_out() {
+    use secrecy::ExposeSecret;
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let http = Client::http();
+    let admin = Admin::login(&emu, &http).await;
+    let id = admin.create_scale_set("leaky", &["leaky"]).await;
+    let session = admin.create_session(id, "owner").await;
+    let (_, jit) = admin.jit(id, "runner-1").await;
+    let issued = emu.issued_secrets();
+    let has = |kind: &str, value: &str| {
+        issued
+            .iter()
+            .any(|(k, s)| *k == kind && s.expose_secret() == value)
+    };
+    let kinds: Vec<&str> = issued.iter().map(|(k, _)| *k).collect();
+    assert!(has("PAT", DEFAULT_PAT), "{kinds:?}");
+    assert!(
+        has("GitHub App private key", TEST_APP_PRIVATE_KEY_PEM),
+        "{kinds:?}"
+    );
+    assert!(has("admin token", &admin.token), "{kinds:?}");
+    assert!(has("message queue token", &session.token), "{kinds:?}");
+    assert!(has("JIT config", &jit), "{kinds:?}");
+    assert!(kinds.contains(&"registration token"), "{kinds:?}");
+    assert!(kinds.contains(&"JIT runner secret"), "{kinds:?}");
+}
