@@ -88,11 +88,16 @@ impl Context {
         })
     }
 
-    /// Runs one reconcile, records its duration and result, and resets the object's backoff
-    /// on success.
+    /// Runs one reconcile, records its duration and result, reports it in the object's `Ready`
+    /// condition (`controllers::conditions::report`), and resets the object's backoff on
+    /// success.
     pub async fn instrumented<K, F>(&self, obj: &K, reconcile: F) -> Result<Action, Error>
     where
-        K: Resource,
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
         F: Future<Output = Result<Action, Error>>,
     {
         let controller = ControllerLabel {
@@ -129,6 +134,7 @@ impl Context {
                 })
                 .inc();
         }
+        crate::controllers::conditions::report(self, obj, &result).await;
         if result.is_ok() {
             self.lock().remove(&key(obj));
         }

@@ -351,6 +351,26 @@ pub fn on_spec_drift(pending_runners: u32, running_runners: u32, policy: DriftPo
     }
 }
 
+/// Checks the runner pod template: it needs a container named `runner`, the one the controller
+/// gives the JIT configuration (ARC's runners have the same need). Without it no runner could
+/// ever take a job, so the ARS is refused before a scale set is registered; the error names the
+/// field, the containers found and the fix.
+///
+/// ```
+/// use scaleset_core::autoscaling_runner_set::check_runner_template;
+/// assert!(check_runner_template(&["runner", "dind"]).is_ok());
+/// let e = check_runner_template(&["main"]).unwrap_err();
+/// assert!(e.contains("[\"main\"]") && e.contains("name the runner container \"runner\""));
+/// ```
+pub fn check_runner_template(container_names: &[&str]) -> Result<(), String> {
+    if container_names.contains(&"runner") {
+        return Ok(());
+    }
+    Err(format!(
+        "spec.template.spec.containers has no container named \"runner\" (found {container_names:?}); name the runner container \"runner\": it is the one that gets the runner's registration"
+    ))
+}
+
 /// The version gate (docs/architecture.md#version-gate): may this controller build manage an ARS
 /// with this `app.kubernetes.io/version` label? A refused ARS is deleted.
 ///

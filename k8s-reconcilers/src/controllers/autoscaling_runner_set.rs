@@ -11,7 +11,6 @@ pub(crate) mod scale_set;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -35,7 +34,7 @@ use crate::names::{annotations, finalizers};
 /// Controller name (metrics label).
 pub const CONTROLLER: &str = "autoscalingrunnerset";
 /// Condition type that reports whether the configuration works.
-pub const READY_CONDITION: &str = "Ready";
+pub const READY_CONDITION: &str = super::conditions::READY;
 /// Requeue while draining runners before a spec change (ARC: 1 s).
 const DRAIN_WAIT: Duration = Duration::from_secs(1);
 /// Steady-state re-check: finds a scale set the service lost without waiting for an event.
@@ -213,6 +212,16 @@ async fn observe(
                 )
                 .err()
                 .map(|e| format!("spec: {e}"))
+            })
+            .or_else(|| {
+                let containers: Vec<&str> = ars
+                    .spec
+                    .template
+                    .as_ref()
+                    .and_then(|t| t.spec.as_ref())
+                    .map(|s| s.containers.iter().map(|c| c.name.as_str()).collect())
+                    .unwrap_or_default();
+                core::check_runner_template(&containers).err()
             }),
         spec_hash_current: ars.annotations().get(annotations::INTEGRITY_HASH)
             == Some(&desired::ars_hash(ars)),
@@ -544,35 +553,22 @@ fn condition_update(
     phase: Option<ArsPhase>,
 ) -> Option<serde_json::Value> {
     let status = ars.status.clone().unwrap_or_default();
-    let wanted = if ready { "True" } else { "False" };
     let current = status
         .conditions
         .as_ref()
         .and_then(|c| c.iter().find(|c| c.type_ == READY_CONDITION));
     let phase_ok = phase.is_none_or(|p| status.phase == p.as_str());
-    if let Some(c) = current
-        && c.status == wanted
-        && c.reason == reason
-        && c.message == message
-        && phase_ok
-    {
-        return None;
-    }
-    if current.is_none() && ready {
-        // Nothing to report until something went wrong once.
-        return None;
-    }
-    let transition = match current {
-        Some(c) if c.status == wanted => c.last_transition_time.clone(),
-        _ => Time(k8s_openapi::jiff::Timestamp::now()),
-    };
-    let condition = Condition {
-        type_: READY_CONDITION.to_owned(),
-        status: wanted.to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        last_transition_time: transition,
-        observed_generation: ars.metadata.generation,
+    let condition = match super::conditions::ready_condition(
+        ars.metadata.generation,
+        current,
+        ready,
+        reason,
+        message,
+    ) {
+        Some(condition) => condition,
+        // The condition is right; only the phase is not.
+        None if !phase_ok => current?.clone(),
+        None => return None,
     };
     let mut patch = json!({"status": {"conditions": [condition]}});
     if let Some(p) = phase {

@@ -15,6 +15,7 @@
 pub mod autoscaling_listener;
 pub mod autoscaling_runner_set;
 pub mod cleanup_bound;
+pub mod conditions;
 pub mod ephemeral_runner;
 pub mod ephemeral_runner_set;
 pub mod orphaned_registrations;

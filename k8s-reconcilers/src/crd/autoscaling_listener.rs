@@ -106,6 +106,12 @@ pub struct AutoscalingListenerSpec {
     pub role_binding_metadata: Option<ResourceMeta>,
 }
 
-/// Observed state of a listener: always empty.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct AutoscalingListenerStatus {}
+/// Observed state of a listener: ARC's is always empty.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AutoscalingListenerStatus {
+    /// The `Ready` condition: set to `False` with the reason and the message (field, value,
+    /// fix) when a reconcile fails on something the user can fix, back to `True` once one
+    /// succeeds (an arc-rs addition; ARC has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
+}

@@ -92,7 +92,7 @@ pub struct EphemeralRunnerSpec {
 }
 
 /// Observed state of a runner. `ready` is always serialised; the rest only when set.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EphemeralRunnerStatus {
     /// Status of the newest `PodReady` condition.
@@ -134,6 +134,11 @@ pub struct EphemeralRunnerStatus {
     /// Job display name (written by the listener).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub job_display_name: String,
+    /// The `Ready` condition: set to `False` with the reason and the message (field, value,
+    /// fix) when a reconcile fails on something the user can fix, back to `True` once one
+    /// succeeds (an arc-rs addition; ARC has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
 }
 
 fn is_zero(n: &i64) -> bool {

@@ -70,7 +70,7 @@ fn is_zero(n: &i32) -> bool {
 }
 
 /// Observed runners of a set. Every field but `observedPatchID` is always serialised.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EphemeralRunnerSetStatus {
     /// Pending + running + failed runners.
@@ -96,4 +96,9 @@ pub struct EphemeralRunnerSetStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub observed_patch_id: Option<i32>,
+    /// The `Ready` condition: set to `False` with the reason and the message (field, value,
+    /// fix) when a reconcile fails on something the user can fix, back to `True` once one
+    /// succeeds (an arc-rs addition; ARC has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
 }

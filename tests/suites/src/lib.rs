@@ -43,27 +43,27 @@ pub async fn registered_runners(
     .await
 }
 
-/// Waits up to `timeout` for a Warning Event with `reason` about `object` in namespace `ns` whose
-/// message contains `needle`; returns the message.
+/// Waits up to `timeout` for a Warning Event (with `reason`, when given) about `object` in
+/// namespace `ns` whose message contains `needle`; returns the message.
 pub async fn warning_event(
     client: &kube::Client,
     ns: &str,
     object: &str,
-    reason: &str,
+    reason: Option<&str>,
     needle: &str,
     timeout: std::time::Duration,
 ) -> anyhow::Result<String> {
     use k8s_openapi::api::core::v1::Event;
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     testbed::eventually(
-        &format!("a Warning Event {reason} on {object} saying {needle:?}"),
+        &format!("a Warning Event {reason:?} on {object} saying {needle:?}"),
         timeout,
         || async {
             let list = events.list(&Default::default()).await?;
             Ok(list.items.into_iter().find_map(|e| {
                 let message = e.message.unwrap_or_default();
                 (e.type_.as_deref() == Some("Warning")
-                    && e.reason.as_deref() == Some(reason)
+                    && reason.is_none_or(|r| e.reason.as_deref() == Some(r))
                     && e.involved_object.name.as_deref() == Some(object)
                     && message.contains(needle))
                 .then_some(message)

@@ -497,16 +497,9 @@ async fn invalid_condition(h: &Harness, name: &str) -> anyhow::Result<String> {
 }
 
 async fn warning_event(h: &Harness, object: &str, needle: &str) -> anyhow::Result<()> {
-    suites::warning_event(
-        &h.client,
-        h.ns(),
-        object,
-        "InvalidConfiguration",
-        needle,
-        support::TIMEOUT,
-    )
-    .await
-    .map(drop)
+    suites::warning_event(&h.client, h.ns(), object, None, needle, support::TIMEOUT)
+        .await
+        .map(drop)
 }
 
 #[tokio::test]
@@ -535,7 +528,19 @@ async fn invalid_fields_get_a_condition_and_an_event_without_a_crash_loop() -> a
     );
     warning_event(&h, "url", "github.example.com/org").await?;
 
-    for name in ["bounds", "url"] {
+    let mut no_runner = spec("https://github.example.com/org", "gh");
+    no_runner["template"]["spec"]["containers"][0]["name"] = json!("main");
+    h.create_ars("norunner", no_runner).await?;
+    let message = invalid_condition(&h, "norunner").await?;
+    assert!(
+        message.contains("spec.template.spec.containers")
+            && message.contains("[\"main\"]")
+            && message.contains("name the runner container \"runner\""),
+        "{message}"
+    );
+    warning_event(&h, "norunner", "no container named").await?;
+
+    for name in ["bounds", "url", "norunner"] {
         let ars = h.api::<AutoscalingRunnerSet>(h.ns()).get(name).await?;
         assert!(
             !ars.annotations()
@@ -562,8 +567,15 @@ async fn invalid_fields_get_a_condition_and_an_event_without_a_crash_loop() -> a
         &Patch::Merge(&json!({"spec": {"githubConfigUrl": "https://github.example.com/org"}})),
     )
     .await?;
+    api.patch(
+        "norunner",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": spec("https://github.example.com/org", "gh")})),
+    )
+    .await?;
     ready_ars(&h, "bounds").await?;
     ready_ars(&h, "url").await?;
+    ready_ars(&h, "norunner").await?;
     assert!(h.running(), "the controllers never stopped");
     Ok(())
 }
@@ -676,7 +688,7 @@ async fn an_unreachable_host_is_reported_and_retried_slowly_until_fixed() -> any
         &h.client,
         h.ns(),
         "arc",
-        "ServiceUnreachable",
+        Some("ServiceUnreachable"),
         &url,
         support::TIMEOUT,
     )
@@ -744,7 +756,7 @@ async fn deletion_completes_when_the_service_cannot_be_called() -> anyhow::Resul
         &h.client,
         h.ns(),
         "arc",
-        "CleanupAbandoned",
+        Some("CleanupAbandoned"),
         &format!("runner scale set {id} on the service"),
         support::TIMEOUT,
     )

@@ -469,7 +469,7 @@ async fn deletion_completes_when_the_registration_cannot_be_removed() -> anyhow:
         &h.client,
         h.ns.name(),
         "r1",
-        "CleanupAbandoned",
+        Some("CleanupAbandoned"),
         "the registration of runner r1 on the service",
         WAIT,
     )
@@ -481,5 +481,61 @@ async fn deletion_completes_when_the_registration_cannot_be_removed() -> anyhow:
         "the registration stays for the sweep"
     );
     assert_eq!(suites::abandoned_cleanups(&h.metrics, "ephemeralrunner"), 1);
+    Ok(())
+}
+
+/// Issue #20 item 1 on an internal kind: a runner whose credentials Secret is missing reports it
+/// in its own `Ready=False` condition (reason, and a message naming the Secret and the fix) and a
+/// Warning Event; once the Secret exists the runner registers and the condition turns `True`.
+#[tokio::test]
+async fn a_missing_secret_is_a_condition_on_the_runner_until_it_exists() -> anyhow::Result<()> {
+    use kube::api::{Patch, PatchParams};
+    let h = Harness::start("er-condition", 5).await?;
+    let mut spec = h.runner_spec();
+    spec["githubConfigSecret"] = json!("later");
+    create_runner(&h, "r1", spec).await?;
+    let ready = |status: &'static str| {
+        let h = &h;
+        async move {
+            eventually(&format!("Ready={status}"), WAIT, || async {
+                let er = h.runners().get("r1").await?;
+                Ok(er
+                    .status
+                    .and_then(|s| s.conditions)
+                    .and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"))
+                    .filter(|c| c.status == status))
+            })
+            .await
+        }
+    };
+    let condition = ready("False").await?;
+    assert_eq!(condition.reason, "InvalidConfiguration");
+    assert!(
+        condition.message.contains("later") && condition.message.contains("create it"),
+        "{}",
+        condition.message
+    );
+    suites::warning_event(
+        &h.client,
+        h.ns.name(),
+        "r1",
+        Some("InvalidConfiguration"),
+        "later",
+        WAIT,
+    )
+    .await?;
+    let creds: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "later"},
+        "stringData": {"github_token": "ghp_fake"}
+    }))?;
+    h.secrets().create(&PostParams::default(), &creds).await?;
+    // Secrets are not watched: the retry comes within minutes, or at once on a change.
+    let poke = json!({"metadata": {"annotations": {"test/poke": "1"}}});
+    h.runners()
+        .patch("r1", &PatchParams::default(), &Patch::Merge(&poke))
+        .await?;
+    registered_id(&h, "r1").await?;
+    let fixed = ready("True").await?;
+    assert_eq!(fixed.reason, "Reconciled");
     Ok(())
 }

@@ -450,7 +450,7 @@ async fn deletion_completes_when_runners_cannot_be_removed_from_the_service() ->
         &h.client,
         h.ns.name(),
         "set",
-        "CleanupAbandoned",
+        Some("CleanupAbandoned"),
         "runners of set",
         WAIT,
     )

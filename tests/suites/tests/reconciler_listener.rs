@@ -441,7 +441,7 @@ async fn a_child_that_never_goes_does_not_hold_the_listener_deletion() -> anyhow
         &h.client,
         h.ctrl(),
         &name,
-        "CleanupAbandoned",
+        Some("CleanupAbandoned"),
         "ConfigSecret",
         support::TIMEOUT,
     )

@@ -164,6 +164,7 @@ pub fn set_status(
         observed_patch_id: applied_patch_id
             .map(|id| i32::try_from(id).unwrap_or(i32::MAX))
             .or(current.observed_patch_id),
+        conditions: current.conditions.clone(),
     }
 }
 
