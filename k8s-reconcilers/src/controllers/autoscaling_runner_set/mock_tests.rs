@@ -329,3 +329,61 @@ async fn a_deleted_scale_set_goes_in_order_listener_runners_service_then_finaliz
     assert_eq!(t.calls(), ["delete_runner_scale_set"]);
     assert!(t.service.with(|s| s.scale_sets.is_empty()));
 }
+
+/// An ARS named beyond the label-value limit, stored before the CRD refused such names (#20):
+/// a pass reports it (condition, no service call, no label selector built from the name), and
+/// its deletion removes the finalizer without one either.
+#[tokio::test]
+async fn a_name_beyond_the_label_limit_is_reported_and_deleted_without_a_selector() {
+    let mut t = Harness::new(super::CONTROLLER);
+    let name = format!("n{}", "a".repeat(69));
+    let mut ars = autoscaling_runner_set();
+    ars.metadata.name = Some(name.clone());
+    ars.metadata.finalizers = Some(vec![finalizers::AUTOSCALING_RUNNER_SET.into()]);
+    let ars_path = object::<AutoscalingRunnerSet>(RUNNER_NS, &name);
+    let observe = || {
+        vec![
+            Exchange::get(object::<EphemeralRunnerSet>(RUNNER_NS, &name)).not_found(),
+            Exchange::get(object::<AutoscalingListener>(
+                CONTROLLER_NS,
+                &listener_name(&name, RUNNER_NS, "", CONFIG_URL),
+            ))
+            .not_found(),
+        ]
+    };
+
+    let mut exchanges = observe();
+    exchanges.push(
+        Exchange::merge_patch(status::<AutoscalingRunnerSet>(RUNNER_NS, &name)).patched(&ars),
+    );
+    let result = t
+        .api
+        .run(exchanges, reconcile(Arc::new(ars.clone()), t.ctx.clone()))
+        .await;
+    match result {
+        Err(crate::Error::Config(message)) => assert!(
+            message.contains("metadata.name") && message.contains("choose a shorter name"),
+            "{message}"
+        ),
+        other => panic!("expected the name to be refused: {other:?}"),
+    }
+    assert_eq!(t.api.writes(), 1, "the condition only");
+
+    let mut exchanges = observe();
+    exchanges.push(Exchange::get(object::<EphemeralRunnerSet>(RUNNER_NS, &name)).not_found());
+    exchanges.push(
+        Exchange::json_patch(ars_path)
+            .body_exact(json!([
+                {"op": "test", "path": "/metadata/finalizers/0",
+                 "value": finalizers::AUTOSCALING_RUNNER_SET},
+                {"op": "remove", "path": "/metadata/finalizers/0"},
+            ]))
+            .patched(&ars),
+    );
+    let result = t
+        .api
+        .run(exchanges, reconcile(Arc::new(deleting(ars)), t.ctx.clone()))
+        .await;
+    assert_eq!(result.expect("deletion"), Action::await_change());
+    assert!(t.calls().is_empty(), "nothing reached the service");
+}
