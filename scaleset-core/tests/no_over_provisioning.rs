@@ -338,4 +338,3 @@ fn planning_from_a_lagging_runner_cache_alone_over_provisions() {
     let overlaid = run(2, 0, &events, true, true);
     assert_eq!(overlaid.created, 2);
 }
-
