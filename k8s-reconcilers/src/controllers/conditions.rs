@@ -41,6 +41,8 @@ pub fn ready_condition(
     message: &str,
 ) -> Option<Condition> {
     let wanted = if ready { "True" } else { "False" };
+    let stable = without_request_ids(message);
+    let message = stable.as_str();
     match current {
         Some(c) if c.status == wanted && c.reason == reason && c.message == message => None,
         None if ready => None,
@@ -56,6 +58,22 @@ pub fn ready_condition(
             observed_generation: generation,
         }),
     }
+}
+
+/// `message` without the service's request ids (` (activity_id="…")`,
+/// ` (github_request_id="…")`), which differ with every call: the same failure must not
+/// rewrite the condition, since each write starts another pass.
+fn without_request_ids(message: &str) -> String {
+    let mut out = message.to_owned();
+    for start in [" (activity_id=\"", " (github_request_id=\""] {
+        while let Some(at) = out.find(start) {
+            let Some(len) = out[at + start.len()..].find("\")") else {
+                break;
+            };
+            out.replace_range(at..at + start.len() + len + 2, "");
+        }
+    }
+    out
 }
 
 /// Writes the `Ready` condition that the result of a pass over `obj` calls for (see the module
@@ -109,6 +127,31 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn request_ids_do_not_change_the_condition() {
+        let first = "GetRunnerScaleSet: status 401: Bad credentials (activity_id=\"a-1\")";
+        let again = "GetRunnerScaleSet: status 401: Bad credentials (activity_id=\"b-2\") (github_request_id=\"c\")";
+        let written = ready_condition(Some(1), None, false, "CredentialsRejected", first);
+        assert_eq!(
+            written.as_ref().map(|c| c.message.as_str()),
+            Some("GetRunnerScaleSet: status 401: Bad credentials")
+        );
+        assert_eq!(
+            ready_condition(
+                Some(1),
+                written.as_ref(),
+                false,
+                "CredentialsRejected",
+                again
+            ),
+            None
+        );
+        assert_eq!(
+            without_request_ids("no id (activity_id=\"x"),
+            "no id (activity_id=\"x"
+        );
+    }
+
     use super::*;
 
     fn failed(message: &str) -> Condition {

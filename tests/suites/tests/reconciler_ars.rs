@@ -721,6 +721,60 @@ async fn an_unreachable_host_is_reported_and_retried_slowly_until_fixed() -> any
     Ok(())
 }
 
+/// A PAT the service rejects is reported once and retried slowly: the condition's write starts
+/// one more pass, and no pass after it writes again (the bad-input campaign found this input
+/// reconciled five times a second).
+#[tokio::test]
+async fn a_rejected_pat_is_reported_without_a_retry_loop() -> anyhow::Result<()> {
+    use actions_emulator::{Emulator, EmulatorConfig};
+    use k8s_reconcilers::metrics::Metrics;
+    use std::sync::Arc;
+    let metrics = Arc::new(Metrics::default());
+    let shared = metrics.clone();
+    let h = Harness::start_with("ars-badpat", move |o| {
+        o.connector = Arc::new(k8s_reconcilers::github::ActionsClientConnector::new("test"));
+        o.metrics = shared;
+    })
+    .await?;
+    let emulator = Emulator::start(EmulatorConfig::default()).await?;
+    h.pat_secret("gh", "ghp_rejectedByTheEmulator00000000000000")
+        .await?;
+    h.create_ars("arc", spec(&emulator.org_url("org"), "gh"))
+        .await?;
+    let api = h.api::<AutoscalingRunnerSet>(h.ns());
+    let reason = wait_for("a Ready=False condition", || async {
+        let ars = api.get("arc").await?;
+        Ok(ars
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|c| {
+                c.into_iter()
+                    .find(|c| c.type_ == "Ready" && c.status == "False")
+            })
+            .map(|c| c.reason))
+    })
+    .await?;
+    assert_eq!(reason, "CredentialsRejected");
+    let version = || async {
+        anyhow::Ok(
+            api.get("arc")
+                .await?
+                .metadata
+                .resource_version
+                .unwrap_or_default(),
+        )
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let settled = version().await?;
+    let before = emulator.calls().len();
+    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    assert_eq!(version().await?, settled, "no write to the ARS in 20 s");
+    let calls = emulator.calls().len() - before;
+    assert!(calls <= 4, "{calls} service calls in 20 s: a retry loop");
+    assert!(h.running(), "the controllers never stopped");
+    Ok(())
+}
+
 /// Issue #20 item 2, AutoscalingRunnerSet: its deletion needs the service (DeleteRunnerScaleSet),
 /// and the credentials Secret is gone. After the grace period the finalizer goes anyway and the
 /// scale set left on the service is reported: a Warning Event naming it and the metric.
