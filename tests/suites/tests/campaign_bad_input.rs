@@ -50,17 +50,6 @@ const DELETE_BOUND: Duration = Duration::from_secs(90);
 /// Requests about one object in the second half of its observation that count as a slow,
 /// backed-off retry whatever the first half had.
 const RETRY_FLOOR: usize = 3;
-/// Whether a retry loop that does not back off fails the campaign. False while the
-/// AutoscalingRunnerSet reconciler loops on a rejected PAT (it reports `CredentialsRejected`,
-/// then patches its status and reconciles again about five times a second: 124 requests in 12 s
-/// in the campaign's second half-window); the loops found are printed. Set it to true once
-/// every broken input backs off (#20 item 1).
-const REQUIRE_BACKOFF: bool = false;
-/// Whether every accepted input that does not run must be reported (a `Ready=False` Condition
-/// or a Warning Event naming it). False until #20 items 1-3 (Conditions and Events for
-/// user-fixable input) land; then set it to true, and the silent inputs the campaign lists
-/// become failures.
-const REQUIRE_REPORTED: bool = false;
 
 fn seeds() -> Vec<u64> {
     let varying: u64 = std::env::var("ARC_CAMPAIGN_SEED")
@@ -1125,13 +1114,13 @@ async fn campaign(sys: &System, audit: &AuditLog) -> anyhow::Result<()> {
     if !stuck.is_empty() {
         failures.push(format!("deletion problems:\n  {}", stuck.join("\n  ")));
     }
-    if REQUIRE_BACKOFF && !hot.is_empty() {
+    if !hot.is_empty() {
         failures.push(format!(
             "retry loops that do not back off:\n  {}",
             hot.join("\n  ")
         ));
     }
-    if REQUIRE_REPORTED && !counts.silent.is_empty() {
+    if !counts.silent.is_empty() {
         failures.push(format!(
             "inputs neither refused nor reported:\n  {}",
             counts.silent.join("\n  ")
