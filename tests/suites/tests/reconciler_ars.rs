@@ -262,18 +262,7 @@ async fn missing_secret_gets_a_condition_and_event_then_recovers() -> anyhow::Re
     h.create_ars("arc", spec("https://github.example.com/org", "gh"))
         .await?;
     let ars_api = h.api::<AutoscalingRunnerSet>(h.ns());
-    let message = wait_for("a Ready=False condition", || async {
-        let ars = ars_api.get("arc").await?;
-        Ok(ars
-            .status
-            .and_then(|s| s.conditions)
-            .and_then(|c| {
-                c.into_iter()
-                    .find(|c| c.type_ == "Ready" && c.status == "False")
-            })
-            .map(|c| (c.reason, c.message)))
-    })
-    .await?;
+    let message = ready_false(&ars_api, "arc").await?;
     assert_eq!(message.0, "InvalidConfiguration");
     assert!(
         message.1.contains("Secret") && message.1.contains("gh") && message.1.contains("not found"),
@@ -648,15 +637,8 @@ async fn too_long_names_are_refused_at_admission() -> anyhow::Result<()> {
 #[tokio::test]
 async fn an_unreachable_host_is_reported_and_retried_slowly_until_fixed() -> anyhow::Result<()> {
     use actions_emulator::{DEFAULT_PAT, Emulator, EmulatorConfig};
-    use k8s_reconcilers::metrics::{Metrics, ReconcileLabels};
-    use std::sync::Arc;
-    let metrics = Arc::new(Metrics::default());
-    let shared = metrics.clone();
-    let h = Harness::start_with("ars-unreach", move |o| {
-        o.connector = Arc::new(k8s_reconcilers::github::ActionsClientConnector::new("test"));
-        o.metrics = shared;
-    })
-    .await?;
+    use k8s_reconcilers::metrics::ReconcileLabels;
+    let (h, metrics) = over_http("ars-unreach").await?;
     h.pat_secret("gh", DEFAULT_PAT).await?;
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -665,18 +647,7 @@ async fn an_unreachable_host_is_reported_and_retried_slowly_until_fixed() -> any
     h.create_ars("arc", spec(&url, "gh")).await?;
 
     let api = h.api::<AutoscalingRunnerSet>(h.ns());
-    let (reason, message) = wait_for("a Ready=False condition", || async {
-        let ars = api.get("arc").await?;
-        Ok(ars
-            .status
-            .and_then(|s| s.conditions)
-            .and_then(|c| {
-                c.into_iter()
-                    .find(|c| c.type_ == "Ready" && c.status == "False")
-            })
-            .map(|c| (c.reason, c.message)))
-    })
-    .await?;
+    let (reason, message) = ready_false(&api, "arc").await?;
     assert_eq!(reason, "ServiceUnreachable", "{message}");
     assert!(
         message.contains("spec.githubConfigUrl")
@@ -721,29 +692,28 @@ async fn an_unreachable_host_is_reported_and_retried_slowly_until_fixed() -> any
     Ok(())
 }
 
-/// A PAT the service rejects is reported once and retried slowly: the condition's write starts
-/// one more pass, and no pass after it writes again (the bad-input campaign found this input
-/// reconciled five times a second).
-#[tokio::test]
-async fn a_rejected_pat_is_reported_without_a_retry_loop() -> anyhow::Result<()> {
-    use actions_emulator::{Emulator, EmulatorConfig};
-    use k8s_reconcilers::metrics::Metrics;
-    use std::sync::Arc;
-    let metrics = Arc::new(Metrics::default());
+/// The harness with the production connector (real HTTP to the service) and its metrics.
+async fn over_http(
+    prefix: &str,
+) -> anyhow::Result<(Harness, std::sync::Arc<k8s_reconcilers::metrics::Metrics>)> {
+    let metrics = std::sync::Arc::new(k8s_reconcilers::metrics::Metrics::default());
     let shared = metrics.clone();
-    let h = Harness::start_with("ars-badpat", move |o| {
-        o.connector = Arc::new(k8s_reconcilers::github::ActionsClientConnector::new("test"));
+    let h = Harness::start_with(prefix, move |o| {
+        o.connector =
+            std::sync::Arc::new(k8s_reconcilers::github::ActionsClientConnector::new("test"));
         o.metrics = shared;
     })
     .await?;
-    let emulator = Emulator::start(EmulatorConfig::default()).await?;
-    h.pat_secret("gh", "ghp_rejectedByTheEmulator00000000000000")
-        .await?;
-    h.create_ars("arc", spec(&emulator.org_url("org"), "gh"))
-        .await?;
-    let api = h.api::<AutoscalingRunnerSet>(h.ns());
-    let reason = wait_for("a Ready=False condition", || async {
-        let ars = api.get("arc").await?;
+    Ok((h, metrics))
+}
+
+/// The reason and message of the ARS's `Ready=False` condition, once it has one.
+async fn ready_false(
+    api: &kube::Api<AutoscalingRunnerSet>,
+    name: &str,
+) -> anyhow::Result<(String, String)> {
+    wait_for("a Ready=False condition", || async {
+        let ars = api.get(name).await?;
         Ok(ars
             .status
             .and_then(|s| s.conditions)
@@ -751,10 +721,26 @@ async fn a_rejected_pat_is_reported_without_a_retry_loop() -> anyhow::Result<()>
                 c.into_iter()
                     .find(|c| c.type_ == "Ready" && c.status == "False")
             })
-            .map(|c| c.reason))
+            .map(|c| (c.reason, c.message)))
     })
-    .await?;
-    assert_eq!(reason, "CredentialsRejected");
+    .await
+}
+
+/// A PAT the service rejects is reported once and retried slowly: the condition's write starts
+/// one more pass, and no pass after it writes again (the bad-input campaign found this input
+/// reconciled five times a second).
+#[tokio::test]
+async fn a_rejected_pat_is_reported_without_a_retry_loop() -> anyhow::Result<()> {
+    use actions_emulator::{Emulator, EmulatorConfig};
+    let (h, _) = over_http("ars-badpat").await?;
+    let emulator = Emulator::start(EmulatorConfig::default()).await?;
+    h.pat_secret("gh", "ghp_rejectedByTheEmulator00000000000000")
+        .await?;
+    h.create_ars("arc", spec(&emulator.org_url("org"), "gh"))
+        .await?;
+    let api = h.api::<AutoscalingRunnerSet>(h.ns());
+    let (reason, message) = ready_false(&api, "arc").await?;
+    assert_eq!(reason, "CredentialsRejected", "{message}");
     let version = || async {
         anyhow::Ok(
             api.get("arc")
