@@ -174,10 +174,7 @@ impl Context {
             Remedy::RetryAfter(d) => d,
         };
         if let (Remedy::RetryAfter(_), Some(bucket)) = (remedy, &ctx.bucket) {
-            let wait = bucket
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .reserve(Instant::now());
+            let wait = crate::lock(bucket).reserve(Instant::now());
             delay = delay.max(wait);
         }
         tracing::warn!(
@@ -228,9 +225,7 @@ impl Context {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.failures)
     }
 }
 

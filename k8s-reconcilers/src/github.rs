@@ -90,7 +90,7 @@ impl GithubClients {
     ) -> Result<Arc<dyn ActionsService>, Error> {
         let key = object.cache_key();
         let now = Instant::now();
-        let cached = lock(&self.resolved)
+        let cached = crate::lock(&self.resolved)
             .get(&key)
             .filter(|(at, _)| now.duration_since(*at) < RESOLVED_CONFIG_TTL)
             .map(|(_, config)| config.clone());
@@ -98,7 +98,7 @@ impl GithubClients {
             Some(config) => config,
             None => {
                 let config = resolve_service_config(kube, object).await?;
-                let mut resolved = lock(&self.resolved);
+                let mut resolved = crate::lock(&self.resolved);
                 resolved.retain(|_, (at, _)| now.duration_since(*at) < RESOLVED_CONFIG_TTL);
                 resolved.insert(key, (now, config.clone()));
                 config
@@ -113,14 +113,8 @@ impl GithubClients {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn ActionsService>>> {
-        lock(&self.cache)
+        crate::lock(&self.cache)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub use resolve::ObjectSettings;

@@ -124,3 +124,11 @@ pub async fn run(client: kube::Client, options: ManagerOptions) -> anyhow::Resul
     }
     Ok(())
 }
+
+/// Locks `mutex`; a lock poisoned by a panicking holder is taken as it is (every value guarded
+/// here stays consistent between statements).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

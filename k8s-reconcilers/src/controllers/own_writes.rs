@@ -8,7 +8,7 @@
 //! such a version skips, since the write's own watch event is on its way and starts another.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use kube::api::ObjectMeta;
 
@@ -66,7 +66,7 @@ impl OwnWrites {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
-        self.replaced.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.replaced)
     }
 }
 

@@ -43,9 +43,7 @@ struct Verified {
 
 impl VerifiedScaleSets {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Verified>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.entries)
     }
 
     fn get(&self, ars: &AutoscalingRunnerSet, id: i64, now: Instant) -> Option<ServiceScaleSet> {

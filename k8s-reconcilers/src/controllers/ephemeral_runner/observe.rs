@@ -65,9 +65,7 @@ impl Made {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.jit_secrets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.jit_secrets)
     }
 }
 

@@ -3,7 +3,7 @@
 //! (docs/architecture.md#ephemeralrunnerset-reconciler).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use kube::api::ObjectMeta;
 use kube::runtime::reflector::Store;
@@ -99,7 +99,7 @@ impl RunnerView {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UnseenWrites>> {
-        self.unseen.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.unseen)
     }
 }
 
