@@ -17,7 +17,8 @@
 //!
 //! Differences (pain points 8 and 10 of docs/architecture.md#arc-pain-points-and-our-answers):
 //! * failed runners do not count against `replicas` (and so not against `maxRunners`) unless
-//!   [`SetPolicy::count_failed`] asks for ARC's behaviour; they are deleted after
+//!   [`SetPolicy::count_failed`] asks for ARC's behaviour (the unit tests keep ARC's policy as a
+//!   reference); they are deleted after
 //!   [`SetPolicy::failed_ttl`], and creation pauses while [`SetPolicy::pause_after_failed`] or
 //!   more are failed, so a broken pod template does not spin;
 //! * never-registered runners are preferred for scale-down (no service call is needed);
@@ -232,16 +233,6 @@ impl Default for SetPolicy {
     }
 }
 
-impl SetPolicy {
-    /// ARC's behaviour: failed runners hold a slot until a cleanup, no TTL, no pause.
-    pub fn arc() -> Self {
-        SetPolicy {
-            count_failed: true,
-            failed_ttl: None,
-            pause_after_failed: None,
-        }
-    }
-}
 
 /// What the pass decided, for logs and events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

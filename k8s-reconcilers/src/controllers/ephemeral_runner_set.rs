@@ -56,7 +56,7 @@ pub const CREATE_PARALLELISM: usize = 16;
 /// Tunables of the EphemeralRunnerSet controller.
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
-    /// Failed-runner accounting (`SetPolicy::arc()` restores ARC's).
+    /// Failed-runner accounting.
     pub policy: SetPolicy,
 }
 

@@ -23,6 +23,15 @@ fn plan_default(s: SetSpec, runners: &[ObservedRunner]) -> ScalePlan {
     plan(s, runners, t(NOW), &SetPolicy::default())
 }
 
+/// ARC's behaviour: failed runners hold a slot until a cleanup, no TTL, no pause.
+fn arc_policy() -> SetPolicy {
+    SetPolicy {
+        count_failed: true,
+        failed_ttl: None,
+        pause_after_failed: None,
+    }
+}
+
 fn names(c: &[Candidate]) -> Vec<&str> {
     c.iter().map(|c| c.name.as_str()).collect()
 }
@@ -115,7 +124,7 @@ fn failed_runners_do_not_count_against_replicas() {
     assert_eq!((p.outcome, p.create), (Outcome::ScaleUp, 1));
     assert_eq!(p.status.current_replicas, 1);
     assert_eq!(p.status.failed, 1);
-    let p = plan(spec(2, 0), &runners, t(NOW), &SetPolicy::arc());
+    let p = plan(spec(2, 0), &runners, t(NOW), &arc_policy());
     assert_eq!((p.outcome, p.create), (Outcome::Steady, 0));
     assert_eq!(p.status.current_replicas, 2);
 }
@@ -137,7 +146,7 @@ fn creation_pauses_after_many_failures_until_they_expire() {
 #[test]
 fn arc_policy_keeps_failed_runners() {
     let runners = [run("bad", RunnerPhase::Failed, 0)];
-    let p = plan(spec(0, 0), &runners, t(NOW * 100), &SetPolicy::arc());
+    let p = plan(spec(0, 0), &runners, t(NOW * 100), &arc_policy());
     assert!(p.delete.is_empty());
 }
 
@@ -217,7 +226,7 @@ fn status_counters() {
         run("d", RunnerPhase::Running, 1).deleting(),
         run("s", RunnerPhase::Succeeded, 1),
     ];
-    let s = status(&runners, &SetPolicy::arc());
+    let s = status(&runners, &arc_policy());
     assert_eq!(
         s,
         SetStatus {
