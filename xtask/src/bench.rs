@@ -5,14 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use actions_emulator::{JobPhase, StateSnapshot};
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 use system::{ScaleSet, ScaleSetSpec, System, SystemOptions, Timeline, wait_for};
-use testbed::{ControlPlane, ControlPlaneOptions};
+use testbed::{AuditEvent, AuditLog, AuditPolicy, ControlPlane, ControlPlaneOptions};
 
 use crate::workspace_root;
 
@@ -144,27 +144,12 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
-fn audit_policy(dir: &Path) -> anyhow::Result<PathBuf> {
-    let path = dir.join("audit-policy.yaml");
-    std::fs::write(
-        &path,
-        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n- level: Metadata\n  verbs: [\"create\", \"update\", \"patch\", \"delete\", \"deletecollection\"]\n- level: Metadata\n  userGroups: [\"system:serviceaccounts\"]\n  verbs: [\"get\", \"list\"]\n- level: None\n",
-    )?;
-    Ok(path)
-}
-
 async fn bench(args: &BenchArgs) -> anyhow::Result<Results> {
-    let audit_dir = tempfile_dir()?;
-    let audit_log = audit_dir.join("audit.log");
-    let policy = audit_policy(&audit_dir)?;
+    let audit_log = AuditLog::new(AuditPolicy::WritesAndServiceAccountReads)?;
     println!("==> starting the control plane with an audit log of writes");
     let cp = ControlPlane::start(ControlPlaneOptions {
         scheduling: true,
-        extra_apiserver_args: vec![
-            format!("--audit-policy-file={}", policy.display()),
-            format!("--audit-log-path={}", audit_log.display()),
-            "--audit-log-format=json".to_owned(),
-        ],
+        extra_apiserver_args: audit_log.apiserver_args(),
         ..ControlPlaneOptions::default()
     })
     .await?;
@@ -209,17 +194,10 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Results> {
     }
     println!("==> stopping everything");
     sys.shutdown().await;
-    let _ = std::fs::remove_dir_all(&audit_dir);
     outcome
 }
 
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("arc-rs-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-async fn measure(sys: &System, args: &BenchArgs, audit_log: &Path) -> anyhow::Result<Results> {
+async fn measure(sys: &System, args: &BenchArgs, audit_log: &AuditLog) -> anyhow::Result<Results> {
     let mut results = Results {
         idle_runners: args.idle_runners,
         jobs_per_burst: args.burst,
@@ -276,7 +254,7 @@ async fn burst(
     sys: &System,
     args: &BenchArgs,
     run: usize,
-    audit_log: &Path,
+    audit_log: &AuditLog,
     results: &mut Results,
 ) -> anyhow::Result<Burst> {
     let name = format!("burst-{run}");
@@ -291,7 +269,7 @@ async fn burst(
         results.listener_rss = rss(&sys.listener_pids().await);
         results.manager_rss_idle = rss(&sys.manager_pids().await);
     }
-    let audit_start = file_len(audit_log);
+    let audit_start = audit_log.len();
     sys.emulator().reset_counters();
     let queued_at = chrono::Utc::now();
     let jobs = sys.queue_jobs(&set, args.burst, Duration::from_secs(5));
@@ -303,7 +281,7 @@ async fn burst(
         .await?;
     sys.wait_runners(&set, 0, Duration::from_secs(180)).await?;
     let snap = sys.emulator().snapshot();
-    let audit_end = file_len(audit_log);
+    let audit_end = audit_log.len();
     let pods = timeline.pods_created();
     let mut created: Vec<_> = pods.values().copied().collect();
     created.sort();
@@ -332,7 +310,7 @@ async fn burst(
         .collect();
     done_to_removed.sort_by(f64::total_cmp);
     let (manager_requests, listener_writes, other_writes) =
-        audit_requests(audit_log, audit_start, audit_end, sys)?;
+        audit_requests(&audit_log.events_between(audit_start, audit_end)?, sys);
     let burst = Burst {
         all_pods,
         acquired_to_pod,
@@ -366,22 +344,9 @@ fn counters(snap: &StateSnapshot) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// Requests in the audit log between two offsets: the manager's reads and writes by verb and
-/// resource, the listeners' writes, and everyone else's writes (node simulator, scheduler,
-/// controller-manager).
-fn audit_requests(
-    path: &Path,
-    start: u64,
-    end: u64,
-    sys: &System,
-) -> anyhow::Result<(BTreeMap<String, u64>, u64, u64)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let start = usize::try_from(start).unwrap_or(0).min(bytes.len());
-    let end = usize::try_from(end).unwrap_or(0).min(bytes.len());
+/// The manager's reads and writes by verb and resource, the listeners' writes, and everyone
+/// else's writes (node simulator, scheduler, controller-manager).
+fn audit_requests(events: &[AuditEvent], sys: &System) -> (BTreeMap<String, u64>, u64, u64) {
     let manager = format!(
         "system:serviceaccount:{}:{}",
         sys.controller_namespace(),
@@ -390,30 +355,17 @@ fn audit_requests(
     let listeners = format!("system:serviceaccount:{}:", sys.controller_namespace());
     let mut by = BTreeMap::new();
     let (mut listener, mut other) = (0, 0);
-    for line in bytes[start..end].split(|b| *b == b'\n') {
-        let Ok(event) = serde_json::from_slice::<Value>(line) else {
-            continue;
-        };
-        if event["stage"] != "ResponseComplete" {
-            continue;
-        }
-        let user = event["user"]["username"].as_str().unwrap_or_default();
-        let verb = event["verb"].as_str().unwrap_or("?");
-        if user == manager {
-            let resource = event["objectRef"]["resource"].as_str().unwrap_or("?");
-            let sub = event["objectRef"]["subresource"]
-                .as_str()
-                .map(|s| format!("/{s}"))
-                .unwrap_or_default();
-            *by.entry(format!("{verb} {resource}{sub}")).or_insert(0) += 1;
-        } else if matches!(verb, "get" | "list") {
-        } else if user.starts_with(&listeners) {
+    for e in events {
+        if e.user == manager {
+            *by.entry(e.request()).or_insert(0) += 1;
+        } else if matches!(e.verb.as_str(), "get" | "list") {
+        } else if e.user.starts_with(&listeners) {
             listener += 1;
         } else {
             other += 1;
         }
     }
-    Ok((by, listener, other))
+    (by, listener, other)
 }
 
 async fn turnover(sys: &System, args: &BenchArgs, run: usize) -> anyhow::Result<f64> {

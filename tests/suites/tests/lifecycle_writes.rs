@@ -15,13 +15,6 @@ use testbed::{AuditEvent, AuditLog, AuditPolicy, ControlPlane, ControlPlaneOptio
 /// Secret, which share its name), as "verb resource[/subresource]" counts.
 type Requests = BTreeMap<String, u32>;
 
-fn key(e: &AuditEvent) -> String {
-    match &e.subresource {
-        Some(sub) => format!("{} {}/{sub}", e.verb, e.resource),
-        None => format!("{} {}", e.verb, e.resource),
-    }
-}
-
 /// Each runner's requests, by runner name. A runner is known by its pod (the EphemeralRunner is
 /// created with `generateName`, so its create request carries no name): creates of
 /// EphemeralRunners are counted under the empty name.
@@ -44,7 +37,7 @@ fn per_runner(events: &[AuditEvent], manager: &str, namespace: &str) -> BTreeMap
             continue;
         }
         if let Some(requests) = by.get_mut(e.name.as_deref().unwrap_or_default()) {
-            *requests.entry(key(e)).or_insert(0) += 1;
+            *requests.entry(e.request()).or_insert(0) += 1;
         }
     }
     by
@@ -127,7 +120,7 @@ async fn lifecycle(sys: &System, audit: &AuditLog) -> anyhow::Result<()> {
         let trace: Vec<String> = events
             .iter()
             .filter(|e| e.user == manager && e.name.as_deref() == Some(name))
-            .map(|e| format!("{} {}", e.at.format("%H:%M:%S%.3f"), key(e)))
+            .map(|e| format!("{} {}", e.at.format("%H:%M:%S%.3f"), e.request()))
             .collect();
         anyhow::bail!(
             "runners whose life costs more than the floor {floor:?}:\n{}\nthe first one's requests:\n{}",

@@ -1,5 +1,5 @@
 //! The API server's audit log: the flags that turn it on for a local control plane, and a reader
-//! of its JSON lines. `cargo xtask bench` counts the manager's writes with it; the bad-input
+//! of its JSON lines. `cargo xtask bench` counts the manager's requests with it; the bad-input
 //! campaign (tests/suites/tests/campaign_bad_input.rs) measures how often the manager comes back
 //! to a broken object.
 
@@ -13,6 +13,9 @@ use serde_json::Value;
 pub enum AuditPolicy {
     /// Every create, update, patch, delete and deletecollection, by anyone.
     Writes,
+    /// [`AuditPolicy::Writes`], and the gets and lists of ServiceAccounts (the manager's and the
+    /// listeners' reads): what `cargo xtask bench` counts.
+    WritesAndServiceAccountReads,
     /// Every request of a ServiceAccount (the manager and the listeners) except watches:
     /// reads too, so that a retry loop that only reads shows. The bodies of their Event and
     /// status writes are logged as well (level `Request`), so that every status and Event
@@ -25,6 +28,9 @@ impl AuditPolicy {
         match self {
             AuditPolicy::Writes => {
                 "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n- level: Metadata\n  verbs: [\"create\", \"update\", \"patch\", \"delete\", \"deletecollection\"]\n- level: None\n"
+            }
+            AuditPolicy::WritesAndServiceAccountReads => {
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n- level: Metadata\n  verbs: [\"create\", \"update\", \"patch\", \"delete\", \"deletecollection\"]\n- level: Metadata\n  userGroups: [\"system:serviceaccounts\"]\n  verbs: [\"get\", \"list\"]\n- level: None\n"
             }
             AuditPolicy::ServiceAccounts => {
                 "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n- level: None\n  verbs: [\"watch\"]\n- level: Request\n  userGroups: [\"system:serviceaccounts\"]\n  verbs: [\"create\", \"update\", \"patch\"]\n  resources:\n  - group: \"\"\n    resources: [\"events\", \"pods/status\"]\n  - group: \"events.k8s.io\"\n    resources: [\"events\"]\n  - group: \"actions.github.com\"\n    resources: [\"*/status\"]\n- level: Metadata\n  userGroups: [\"system:serviceaccounts\"]\n- level: None\n"
@@ -60,6 +66,16 @@ pub struct AuditEvent {
     pub at: chrono::DateTime<chrono::Utc>,
     /// The request body (`requestObject`, JSON) when the policy logs it.
     pub request_object: Option<String>,
+}
+
+impl AuditEvent {
+    /// `verb resource[/subresource]`, e.g. `patch ephemeralrunners/status`.
+    pub fn request(&self) -> String {
+        match &self.subresource {
+            Some(sub) => format!("{} {}/{sub}", self.verb, self.resource),
+            None => format!("{} {}", self.verb, self.resource),
+        }
+    }
 }
 
 impl AuditLog {
