@@ -107,6 +107,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - "--runner-max-concurrent-reconciles={{ . }}"
 {{- end }}
 {{- with .updateStrategy }}
+{{- if not (has . (list "immediate" "eventual" "replace" "drain")) }}
+{{- fail (printf "flags.updateStrategy is %q; allowed values: \"immediate\" (replace idle runners at once) or \"eventual\" (wait until no runner is pending or running); fix: set one of them or leave the key out" .) }}
+{{- end }}
 - "--update-strategy={{ . }}"
 {{- end }}
 {{- end }}

@@ -684,8 +684,17 @@ fn update_strategy_reaches_the_manager() {
     assert!(args(&r).contains(&"--update-strategy=eventual".to_string()));
     let r = render(json!({"flags": {"updateStrategy": null}}));
     assert!(!args(&r).iter().any(|a| a.starts_with("--update-strategy")));
+    let r = render(json!({}));
+    assert!(args(&r).contains(&"--update-strategy=immediate".to_string()));
     let err = render_err(json!({"flags": {"updateStrategy": "later"}}));
-    assert!(err.contains("updateStrategy"), "{err}");
+    for part in [
+        "flags.updateStrategy",
+        "\"later\"",
+        "\"immediate\"",
+        "\"eventual\"",
+    ] {
+        assert!(err.contains(part), "the refusal names {part}: {err}");
+    }
 }
 
 #[test]
