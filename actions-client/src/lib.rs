@@ -77,6 +77,7 @@ pub mod fuzzing;
 mod github;
 mod json;
 mod jwt;
+pub mod key_vault;
 mod proxy;
 mod queue;
 mod retry;

@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+mod azure;
 mod config;
 mod endpoint;
 mod faults;
@@ -34,6 +35,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
+pub use azure::{AzureCertificate, KeyVaultHandle};
 pub use config::{
     AdminTokenStyle, AppConfig, DEFAULT_PAT, EmulatorConfig, ErrorSpec, TEST_APP_CLIENT_ID,
     TEST_APP_ID, TEST_APP_INSTALLATION_ID, TEST_APP_PRIVATE_KEY_PEM, TEST_APP_PUBLIC_KEY_PEM,
@@ -73,6 +75,11 @@ impl std::fmt::Debug for Emulator {
 }
 
 impl Emulator {
+    /// The emulated Microsoft identity platform and Azure Key Vault (same host and port).
+    pub fn key_vault(&self) -> KeyVaultHandle {
+        KeyVaultHandle(self.shared.azure.clone())
+    }
+
     /// Starts an HTTP emulator on 127.0.0.1 (`cfg.port`, 0 = a free port).
     pub async fn start(cfg: EmulatorConfig) -> anyhow::Result<Self> {
         Self::start_inner(cfg, None).await

@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     changed: watch::Sender<u64>,
     offset: Mutex<TimeDelta>,
     calls: Mutex<VecDeque<CallRecord>>,
+    /// The identity platform's token endpoint and Key Vault (crate::azure).
+    pub(crate) azure: crate::azure::AzureState,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -78,6 +80,7 @@ impl Shared {
             changed: watch::channel(0).0,
             offset: Mutex::new(TimeDelta::zero()),
             calls: Mutex::new(VecDeque::new()),
+            azure: crate::azure::AzureState::default(),
         })
     }
 
@@ -323,6 +326,15 @@ async fn dispatch(
     if path == "/_emulator" || path.starts_with("/_emulator/") {
         let mut resp = routes::control::handle(&shared, &parts.method, path, &body).await;
         resp.headers_mut().insert("ActivityId", activity_id());
+        return resp;
+    }
+    if let Some(resp) = crate::azure::handle(
+        &shared.azure,
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        &body,
+    ) {
         return resp;
     }
     let host = parts
