@@ -87,21 +87,24 @@ pub(crate) fn info(call: &Call, reply: &Reply) -> ErrorInfo {
     info
 }
 
-/// How long to wait, when `reply` is a rate limit: GitHub answers 429, or 403 with a
-/// `Retry-After`, with `x-ratelimit-remaining: 0`, or with a message about a secondary rate
-/// limit. The wait is the `Retry-After`, else until `x-ratelimit-reset` (epoch seconds), else a
-/// minute for a secondary limit (GitHub's advice), else unknown (`Some(None)`).
-fn rate_limit(reply: &Reply, message: &str) -> Option<Option<Duration>> {
+/// Whether `reply` is a rate limit, and how long it asks to wait (GitHub's REST documentation
+/// on rate limits; docs/architecture.md#errors-and-retries).
+///
+/// A rate limit is a 429, or a 403 with a `Retry-After`, with `x-ratelimit-remaining: 0`, or
+/// whose body speaks of a "secondary rate limit" or says "rate limit exceeded". The wait is the
+/// `Retry-After`, else the time until `x-ratelimit-reset` (epoch seconds) when the limit is
+/// spent; `Some(None)` when the answer names no wait (the caller then waits at least a minute,
+/// longer for repeats: `scaleset_core::failure::rate_limit_wait`).
+pub(crate) fn rate_limit(reply: &Reply) -> Option<Option<Duration>> {
     let code = reply.status.as_u16();
     if code != 429 && code != 403 {
         return None;
     }
     let retry_after = header_text(reply, "retry-after").and_then(|v| parse_retry_after(&v));
-    let exhausted = header_text(reply, "x-ratelimit-remaining").as_deref() == Some("0");
-    let secondary = message
-        .to_ascii_lowercase()
-        .contains("secondary rate limit");
-    if code == 403 && retry_after.is_none() && !exhausted && !secondary {
+    let spent = header_text(reply, "x-ratelimit-remaining").is_some_and(|v| v.trim() == "0");
+    let text = String::from_utf8_lossy(&reply.body).to_ascii_lowercase();
+    let says_so = RATE_LIMIT_WORDS.iter().any(|w| text.contains(w));
+    if code == 403 && retry_after.is_none() && !spent && !says_so {
         return None;
     }
     let until_reset = || {
@@ -112,15 +115,11 @@ fn rate_limit(reply: &Reply, message: &str) -> Option<Option<Duration>> {
         let wait = reset.saturating_sub(chrono::Utc::now().timestamp());
         Some(Duration::from_secs(u64::try_from(wait).unwrap_or(0)))
     };
-    Some(
-        retry_after
-            .or_else(|| exhausted.then(until_reset).flatten())
-            .or_else(|| secondary.then_some(SECONDARY_RATE_LIMIT_WAIT)),
-    )
+    Some(retry_after.or_else(|| spent.then(until_reset).flatten()))
 }
 
-/// The wait after a secondary rate limit that names none.
-const SECONDARY_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+/// What the body of a GitHub rate-limit answer says (lower case).
+const RATE_LIMIT_WORDS: [&str; 2] = ["secondary rate limit", "rate limit exceeded"];
 
 /// Classifies a response whose status the call did not expect.
 pub(crate) fn error(call: &Call, reply: &Reply, target: Target) -> Error {
@@ -156,7 +155,7 @@ pub(crate) fn error(call: &Call, reply: &Reply, target: Target) -> Error {
     if exception.contains("RunnerGroupNotFound") {
         return Error::RunnerGroupNotFound(boxed);
     }
-    if let Some(retry_after) = rate_limit(reply, &boxed.message) {
+    if let Some(retry_after) = rate_limit(reply) {
         return Error::RateLimited {
             retry_after,
             info: boxed,
@@ -366,7 +365,11 @@ mod tests {
             ),
             Target::GitHub,
         );
-        assert_eq!(wait(&e), Some(Some(SECONDARY_RATE_LIMIT_WAIT)));
+        assert_eq!(
+            wait(&e),
+            Some(None),
+            "no wait named: the caller's policy decides"
+        );
         assert!(e.to_string().contains("rate limited"), "{e}");
         let e = error(
             &call(),
@@ -380,5 +383,68 @@ mod tests {
         assert!(matches!(e, Error::AuthFailed(_)), "{e:?}");
         let e = error(&call(), &reply(429, &[], ""), Target::Queue);
         assert_eq!(wait(&e), Some(None));
+    }
+
+    /// Each documented form on its own: the primary limit's message without its headers, a
+    /// spent limit on a 429, a reset already past, an HTTP-date `Retry-After`; the token the
+    /// call carried never reaches the text.
+    #[test]
+    fn rate_limit_forms_one_by_one() {
+        let limited = |status, headers: &[(&str, &str)], body: &str| match error(
+            &call(),
+            &reply(status, headers, body),
+            Target::GitHub,
+        ) {
+            Error::RateLimited { retry_after, info } => {
+                assert!(!info.to_string().contains("sekret-token"), "{info}");
+                Some(retry_after)
+            }
+            _ => None,
+        };
+        let primary = r#"{"message":"API rate limit exceeded for user ID 1. sekret-token"}"#;
+        assert_eq!(limited(403, &[], primary), Some(None));
+        assert_eq!(
+            limited(401, &[], primary),
+            None,
+            "a 401 is never a rate limit"
+        );
+        let soon = (chrono::Utc::now().timestamp() + 30).to_string();
+        let spent = [
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", soon.as_str()),
+        ];
+        let wait = limited(429, &spent, "").flatten().unwrap();
+        assert!(
+            wait > Duration::from_secs(20) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        let past = [("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1")];
+        assert_eq!(limited(403, &past, ""), Some(Some(Duration::ZERO)));
+        assert_eq!(
+            limited(403, &[("x-ratelimit-remaining", "0")], ""),
+            Some(None),
+            "spent without a reset time"
+        );
+        let date = [("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT")];
+        assert_eq!(limited(403, &date, ""), Some(Some(Duration::ZERO)));
+        assert_eq!(
+            limited(
+                403,
+                &[("retry-after", "12")],
+                r#"{"message":"Bad credentials"}"#
+            ),
+            Some(Some(Duration::from_secs(12))),
+            "the header decides over the body"
+        );
+        let secondary =
+            "You have exceeded a SECONDARY RATE LIMIT and have been temporarily blocked";
+        assert_eq!(
+            limited(403, &[("content-type", "text/plain")], secondary),
+            Some(None)
+        );
+        assert_eq!(
+            limited(403, &[], r#"{"message":"Must have admin rights"}"#),
+            None
+        );
     }
 }

@@ -99,10 +99,12 @@ pub enum Error {
     /// The message-queue token was rejected (401 on a queue call or acquire jobs).
     #[error("message queue token expired: {0}")]
     TokenExpired(Box<ErrorInfo>),
-    /// 429 after the retries ran out.
-    #[error("rate limited (retry after {retry_after:?}): {info}")]
+    /// A rate limit: a 429, or a 403 with `Retry-After`, `x-ratelimit-remaining: 0` or GitHub's
+    /// rate-limit message. Not a credential problem: wait, then try again.
+    #[error("rate limited ({}): {info}", wait_text(*retry_after))]
     RateLimited {
-        /// The last `Retry-After`, when the service sent one.
+        /// The wait the answer named (`Retry-After`, or until `x-ratelimit-reset`); `None` when
+        /// it named none (then wait at least a minute, longer for repeats).
         retry_after: Option<Duration>,
         /// Context.
         info: Box<ErrorInfo>,
@@ -184,6 +186,14 @@ impl Error {
 
     pub(crate) fn bad_response(info: ErrorInfo) -> Self {
         Error::BadResponse(Box::new(info))
+    }
+}
+
+/// How a rate limit's wait reads in an error message.
+fn wait_text(wait: Option<Duration>) -> String {
+    match wait {
+        Some(wait) => format!("retry after {}s", wait.as_secs()),
+        None => "no wait named; retry in a minute or more".to_owned(),
     }
 }
 

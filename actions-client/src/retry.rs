@@ -6,7 +6,9 @@ use http::{HeaderMap, StatusCode};
 use scaleset_core::backoff::Backoff;
 
 /// Bounded exponential backoff: waits `min_delay × 2^i`, capped at `max_delay`; `Retry-After`
-/// on 429/503 replaces the wait (capped at `max_retry_after`).
+/// on 429/503 replaces the wait (capped at `max_retry_after`). A rate limit (a 429, or a 403
+/// that says so) is retried by the transport only when it asks for at most `max_retry_after`; a
+/// longer or unnamed wait is the caller's to schedule (`Error::RateLimited`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (4 = five attempts; 0 disables retries).
@@ -15,7 +17,8 @@ pub struct RetryPolicy {
     pub min_delay: Duration,
     /// Largest computed wait.
     pub max_delay: Duration,
-    /// Largest `Retry-After` honoured.
+    /// Largest `Retry-After` waited out inside a call (a 503's longer one is cut to it; a rate
+    /// limit asking for longer goes back to the caller).
     pub max_retry_after: Duration,
 }
 
@@ -25,7 +28,7 @@ impl Default for RetryPolicy {
             max_retries: 4,
             min_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(600),
+            max_retry_after: Duration::from_secs(60),
         }
     }
 }
@@ -110,7 +113,7 @@ mod tests {
         let delays: Vec<_> = (1..=6).map(|n| policy.delay(n, None)).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 30].map(secs));
         assert_eq!(policy.delay(1, Some(secs(7))), secs(7));
-        assert_eq!(policy.delay(1, Some(secs(6000))), secs(600));
+        assert_eq!(policy.delay(1, Some(secs(6000))), secs(60));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::classify::rate_limit;
 use crate::error::{Error, ErrorInfo, Result};
 use crate::proxy::{ProxyConfig, ProxyConnector, ProxyRules};
 use crate::retry::{RetryMode, RetryPolicy, is_retryable_status, retry_after};
@@ -224,8 +225,15 @@ impl Transport {
         let mut retries = 0usize;
         loop {
             let failure = match self.attempt(call).await {
-                Ok(reply) if !is_retryable_status(reply.status, call.mode) => return Ok(reply),
-                Ok(reply) => Attempt::Status(reply),
+                Ok(reply) => match rate_limit(&reply) {
+                    // A rate limit is retried here only when its wait is short; otherwise the
+                    // caller's policy schedules the next attempt (a minute or more when the
+                    // answer names no wait) instead of a call blocking for minutes.
+                    Some(Some(wait)) if wait <= policy.max_retry_after => Attempt::Status(reply),
+                    Some(_) => return Ok(reply),
+                    None if !is_retryable_status(reply.status, call.mode) => return Ok(reply),
+                    None => Attempt::Status(reply),
+                },
                 Err(e) => e,
             };
             let retryable = match &failure {
@@ -248,7 +256,8 @@ impl Transport {
                         status = r.status.as_u16(),
                         "retrying"
                     );
-                    policy.delay(retries, retry_after(r.status, &r.headers))
+                    let asked = rate_limit(r).flatten();
+                    policy.delay(retries, asked.or_else(|| retry_after(r.status, &r.headers)))
                 }
                 Attempt::Transport { message, .. } => {
                     tracing::debug!(operation = call.operation, error = %message, "retrying");

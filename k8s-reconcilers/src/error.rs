@@ -83,6 +83,9 @@ impl Error {
             {
                 Failure::Unavailable
             }
+            Error::Service(e) if e.kind == K::RateLimited => Failure::RateLimited {
+                retry_after: e.retry_after,
+            },
             Error::Service(e) => Failure::Transient {
                 retry_after: e.retry_after,
             },
@@ -101,6 +104,7 @@ impl Error {
             Error::Service(e) if e.kind == K::Unreachable => Some("ServiceUnreachable"),
             Error::Service(e) if e.kind == K::Unauthorized => Some("CredentialsRejected"),
             Error::Service(e) if e.kind == K::Configuration => Some("InvalidConfiguration"),
+            Error::Service(e) if e.kind == K::RateLimited => Some("RateLimited"),
             Error::Service(_) => Some("ActionsServiceError"),
             Error::Unusable { .. } => Some("UnusableAnswer"),
             Error::Partial { .. } => Some("CallsFailed"),
@@ -113,6 +117,7 @@ impl Error {
         !matches!(
             self.failure(),
             scaleset_core::failure::Failure::Transient { .. }
+                | scaleset_core::failure::Failure::RateLimited { .. }
         )
     }
 
@@ -147,5 +152,36 @@ mod tests {
         };
         assert_eq!(e.to_string(), "scaling set a: create: 500; delete: 409");
         assert_eq!(e.metric_label(), "partial");
+    }
+
+    /// Issue #19: a rate limit is waited out, not reported as bad credentials: its own reason,
+    /// no condition (not the user's to fix), the named wait or at least a minute, doubling.
+    #[test]
+    fn a_rate_limit_is_not_a_credential_failure() {
+        use crate::github::{ServiceError, ServiceErrorKind};
+        use scaleset_core::failure::{Remedy, after_failure};
+        use std::time::Duration;
+        let limited = |after: Option<u64>| {
+            let mut e = ServiceError::new(ServiceErrorKind::RateLimited, "ListScaleSets", "403");
+            e.retry_after = after.map(Duration::from_secs);
+            Error::Service(e)
+        };
+        let remedy = |e: &Error, n| after_failure(e.failure(), n);
+        for e in [limited(Some(90)), limited(None)] {
+            assert_eq!(e.reason(), Some("RateLimited"));
+            assert!(!e.is_users_to_fix(), "a rate limit got a condition");
+        }
+        let secs = |s| Remedy::RetryAfter(Duration::from_secs(s));
+        assert_eq!(remedy(&limited(Some(90)), 1), secs(90));
+        assert_eq!(remedy(&limited(Some(90)), 40), secs(1000));
+        assert_eq!(remedy(&limited(None), 1), secs(60));
+        assert_eq!(remedy(&limited(None), 2), secs(120));
+        let rejected = Error::Service(ServiceError::new(
+            ServiceErrorKind::Unauthorized,
+            "ListScaleSets",
+            "403",
+        ));
+        assert_eq!(rejected.reason(), Some("CredentialsRejected"));
+        assert!(rejected.is_users_to_fix());
     }
 }

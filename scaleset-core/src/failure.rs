@@ -12,8 +12,11 @@
 //! assert_eq!(after_failure(Failure::Invalid, 1), Remedy::AwaitChange);
 //! assert_eq!(after_failure(Failure::Unavailable, 1), Remedy::RetryAfter(Duration::from_secs(30)));
 //! assert_eq!(after_failure(Failure::Unavailable, 9), Remedy::RetryAfter(Duration::from_secs(300)));
-//! let limited = Failure::Transient { retry_after: Some(Duration::from_secs(90)) };
+//! let limited = Failure::RateLimited { retry_after: Some(Duration::from_secs(90)) };
 //! assert_eq!(after_failure(limited, 1), Remedy::RetryAfter(Duration::from_secs(90)));
+//! let unnamed = Failure::RateLimited { retry_after: None };
+//! assert_eq!(after_failure(unnamed, 1), Remedy::RetryAfter(Duration::from_secs(60)));
+//! assert_eq!(after_failure(unnamed, 3), Remedy::RetryAfter(Duration::from_secs(240)));
 //! ```
 //!
 //! On the deletion path every failure is retried, but for a bounded time only:
@@ -41,8 +44,15 @@ pub enum Failure {
     /// credentials the service refuses. It may heal without an edit of the object (and those
     /// objects are not watched), so it is retried, slowly.
     Unavailable,
-    /// Anything else (API-server trouble, a service 5xx, a rate limit with the service's wait):
-    /// retried from milliseconds, doubling.
+    /// The service's rate limit (a 429, or a 403 that says so): neither the user's to fix nor a
+    /// credential rejection. The next attempt comes no sooner than the wait the service named,
+    /// or, when it named none, than [`rate_limit_wait`] (a minute, doubling for repeats).
+    RateLimited {
+        /// The wait the service named (`Retry-After`, or until `x-ratelimit-reset`).
+        retry_after: Option<Duration>,
+    },
+    /// Anything else (API-server trouble, a service 5xx): retried from milliseconds, doubling,
+    /// and no sooner than `retry_after` when the answer named a wait.
     Transient {
         /// The wait the service asked for, if it did.
         retry_after: Option<Duration>,
@@ -66,11 +76,39 @@ pub const TRANSIENT_BACKOFF: Backoff =
 pub const UNAVAILABLE_BACKOFF: Backoff =
     Backoff::new(Duration::from_secs(30), Duration::from_secs(300));
 
+/// Backoff after a rate limit that named no wait: GitHub asks for at least a minute, and for
+/// exponentially longer waits while the limit persists; 60 s doubling to 16 minutes.
+pub const RATE_LIMIT_BACKOFF: Backoff =
+    Backoff::new(Duration::from_secs(60), Duration::from_secs(960));
+
+/// How long to wait after the `repeats`-th consecutive rate limit (1 is the first): the wait the
+/// service named (never less than the transient backoff), or [`RATE_LIMIT_BACKOFF`] when it
+/// named none.
+///
+/// ```
+/// use scaleset_core::failure::rate_limit_wait;
+/// use std::time::Duration;
+/// let s = Duration::from_secs;
+/// assert_eq!(rate_limit_wait(Some(s(42)), 1), s(42));
+/// assert_eq!(rate_limit_wait(None, 1), s(60));
+/// assert_eq!(rate_limit_wait(None, 2), s(120));
+/// assert_eq!(rate_limit_wait(None, 30), s(960));
+/// ```
+pub fn rate_limit_wait(retry_after: Option<Duration>, repeats: u32) -> Duration {
+    match retry_after {
+        Some(after) => after.max(TRANSIENT_BACKOFF.delay(repeats, 0.0)),
+        None => RATE_LIMIT_BACKOFF.delay(repeats, 0.0),
+    }
+}
+
 /// Decides what follows the `failures`-th consecutive failure (1 is the first) of this class.
 pub fn after_failure(failure: Failure, failures: u32) -> Remedy {
     match failure {
         Failure::Invalid => Remedy::AwaitChange,
         Failure::Unavailable => Remedy::RetryAfter(UNAVAILABLE_BACKOFF.delay(failures, 0.0)),
+        Failure::RateLimited { retry_after } => {
+            Remedy::RetryAfter(rate_limit_wait(retry_after, failures))
+        }
         Failure::Transient { retry_after } => {
             let delay = TRANSIENT_BACKOFF.delay(failures, 0.0);
             Remedy::RetryAfter(retry_after.map_or(delay, |after| delay.max(after)))
@@ -163,6 +201,21 @@ mod tests {
     }
 
     proptest! {
+        /// A rate limit is never retried sooner than the service asked, nor sooner than a
+        /// minute when it named no wait, and repeats without a named wait never wait less.
+        #[test]
+        fn rate_limits_are_waited_out(n in 1u32..60, secs in proptest::option::of(0u64..100_000)) {
+            let named = secs.map(Duration::from_secs);
+            let Remedy::RetryAfter(d) = after_failure(Failure::RateLimited { retry_after: named }, n)
+            else {
+                return Err(TestCaseError::fail("a rate limit awaited a change"));
+            };
+            prop_assert!(d >= named.unwrap_or(Duration::from_secs(60)));
+            if named.is_none() {
+                prop_assert!(rate_limit_wait(None, n + 1) >= d);
+            }
+        }
+
         /// A dependency that may heal is never retried faster than every 30 s nor slower than
         /// every 5 minutes; invalid input is never retried by time.
         #[test]
@@ -179,9 +232,14 @@ mod tests {
         /// A failing deletion is always retried, and never later than its deadline.
         #[test]
         fn deletions_are_retried_before_their_deadline(
-            n in 1u32..60, secs in 0u64..2_000, grace in 1u64..1_000, which in 0usize..3,
+            n in 1u32..60, secs in 0u64..2_000, grace in 1u64..1_000, which in 0usize..4,
         ) {
-            let failure = [Failure::Invalid, Failure::Unavailable, Failure::Transient { retry_after: None }][which];
+            let failure = [
+                Failure::Invalid,
+                Failure::Unavailable,
+                Failure::Transient { retry_after: None },
+                Failure::RateLimited { retry_after: None },
+            ][which];
             let (deleting_for, grace) = (Duration::from_secs(secs), Duration::from_secs(grace));
             match after_cleanup_failure(failure, n, deleting_for, grace) {
                 Remedy::RetryAfter(d) if deleting_for < grace => {

@@ -149,7 +149,8 @@ impl Default for ListenerPolicy {
 /// | scale set not found | exit `scale-set-missing` | same | same | same | - |
 /// | invalid configuration | exit `config` | same | same | same | - |
 ///
-/// A rate-limited retry waits at least the server's `Retry-After`.
+/// A rate-limited retry waits at least the server's `Retry-After`, or, when the service named
+/// no wait, [`crate::failure::rate_limit_wait`] (a minute, doubling for repeats).
 pub fn on_error(failure: &Failure, policy: &ListenerPolicy, random: f64) -> Reaction {
     let Failure {
         call,
@@ -162,6 +163,10 @@ pub fn on_error(failure: &Failure, policy: &ListenerPolicy, random: f64) -> Reac
     // A server's Retry-After is a floor for every call, a Kubernetes patch included.
     let wait = match class {
         ErrorClass::RateLimited(Some(after)) => after.max(backoff),
+        // The service's rate limit without a wait: a minute or more, doubling for repeats.
+        ErrorClass::RateLimited(None) if call != Call::Patch => {
+            crate::failure::rate_limit_wait(None, attempt).max(backoff)
+        }
         _ => backoff,
     };
     let retry_or_skip = |after, reauthenticate| {
@@ -211,9 +216,8 @@ pub fn on_error(failure: &Failure, policy: &ListenerPolicy, random: f64) -> Reac
             Call::CreateSession | Call::Patch => retry(backoff),
         },
         ErrorClass::Rejected if call == Call::Queue => Reaction::Skip,
-        ErrorClass::RateLimited(Some(_)) => retry(wait),
+        ErrorClass::RateLimited(_) => retry(wait),
         ErrorClass::Transient
-        | ErrorClass::RateLimited(None)
         | ErrorClass::Rejected
         | ErrorClass::SessionConflict
         | ErrorClass::SessionNotFound => retry(backoff),

@@ -428,9 +428,77 @@ async fn a_rate_limited_403_is_not_an_authentication_failure() {
     ));
     let err = client.get_runner_scale_set(1, "x").await.unwrap_err();
     assert!(
-        matches!(err, Error::RateLimited { retry_after: Some(d), .. } if d.as_secs() == 60),
+        matches!(
+            err,
+            Error::RateLimited {
+                retry_after: None,
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(!err.to_string().contains("PAT"), "{err}");
     client.get_runner_scale_set(1, "x").await.unwrap();
+}
+
+/// Each of GitHub's rate-limit forms over HTTP (docs.github.com, "Rate limits for the REST
+/// API"): a spent primary limit (403 or 429 with `x-ratelimit-reset`), a secondary limit and a
+/// bare "rate limit exceeded" are `RateLimited`, never an authentication failure, and the client
+/// makes no call of its own while the limit lasts (one request each); a `Retry-After` short
+/// enough is waited out inside the call, which then succeeds.
+#[tokio::test]
+async fn every_rate_limit_form_is_a_wait_not_a_credential_failure() {
+    let emu = support::emulator(|_| {}).await;
+    let client = support::pat_client(&emu, &emu.org_url("octo-org"), support::transport(|_| {}));
+    client.get_runner_scale_set(1, "x").await.unwrap();
+    let pat = emu.pat();
+    let five_minutes = Duration::from_secs(300);
+    for (kind, named) in [
+        (FaultKind::rate_limit_spent(403, five_minutes), true),
+        (FaultKind::rate_limit_spent(429, five_minutes), true),
+        (FaultKind::secondary_rate_limit(403), false),
+        (FaultKind::secondary_rate_limit(429), false),
+        (
+            FaultKind::RateLimit {
+                status: 403,
+                reset_in_secs: None,
+                secondary: false,
+            },
+            false,
+        ),
+    ] {
+        emu.reset_counters();
+        emu.inject(Fault::on(Endpoint::ListScaleSets, kind.clone(), 5));
+        let err = client.get_runner_scale_set(1, "x").await.unwrap_err();
+        let Error::RateLimited { retry_after, .. } = &err else {
+            panic!("{kind:?} is not a rate limit: {err}");
+        };
+        assert_eq!(retry_after.is_some(), named, "{kind:?}: {err}");
+        if let Some(wait) = retry_after {
+            assert!(
+                *wait > Duration::from_secs(200) && *wait <= five_minutes,
+                "{wait:?}"
+            );
+        }
+        assert_eq!(
+            emu.count(Endpoint::ListScaleSets),
+            1,
+            "{kind:?}: called again"
+        );
+        assert!(!err.to_string().contains(pat.expose_secret()), "{err}");
+        assert!(!err.to_string().contains("authentication"), "{err}");
+        emu.clear_faults();
+    }
+    emu.reset_counters();
+    emu.inject(Fault::on(
+        Endpoint::ListScaleSets,
+        FaultKind::retry_after(403, 1),
+        1,
+    ));
+    client.get_runner_scale_set(1, "x").await.unwrap();
+    assert_eq!(
+        emu.count(Endpoint::ListScaleSets),
+        2,
+        "retried once, after the wait"
+    );
 }

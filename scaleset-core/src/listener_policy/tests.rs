@@ -76,7 +76,9 @@ fn rate_limits_wait_at_least_the_retry_after() {
     let limited = |after| ErrorClass::RateLimited(after);
     assert_eq!(react(Call::Poll, limited(Some(500 * MS)), 1), retry(500));
     assert_eq!(react(Call::Poll, limited(Some(MS)), 3), retry(40));
-    assert_eq!(react(Call::Poll, limited(None), 2), retry(20));
+    assert_eq!(react(Call::Poll, limited(None), 1), retry(60_000));
+    assert_eq!(react(Call::Poll, limited(None), 2), retry(120_000));
+    assert_eq!(react(Call::Patch, limited(None), 2), retry(20));
 }
 
 /// ARC#4356 / scaleset#123: a session the service no longer knows, or one another listener
@@ -226,6 +228,9 @@ proptest! {
                 let floor = full.mul_f64(1.0 - p.backoff.jitter);
                 match class {
                     ErrorClass::RateLimited(Some(ra)) => prop_assert!(after >= ra.max(floor)),
+                    ErrorClass::RateLimited(None) if call != Call::Patch => {
+                        prop_assert!(after >= Duration::from_secs(60).max(floor));
+                    }
                     _ => prop_assert!(after >= floor && after <= full),
                 }
                 if call == Call::Queue { prop_assert!(attempt < p.queue_attempts); }

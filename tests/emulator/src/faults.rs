@@ -93,6 +93,26 @@ impl FaultKind {
         }
     }
 
+    /// GitHub's primary rate limit spent: `status` (403 or 429) with `x-ratelimit-remaining: 0`,
+    /// `x-ratelimit-reset` `reset_in` from now (epoch seconds) and "API rate limit exceeded".
+    pub fn rate_limit_spent(status: u16, reset_in: Duration) -> Self {
+        FaultKind::RateLimit {
+            status,
+            reset_in_secs: Some(reset_in.as_secs()),
+            secondary: false,
+        }
+    }
+
+    /// GitHub's secondary rate limit without a wait: `status` (403 or 429) whose body says "You
+    /// have exceeded a secondary rate limit", no `Retry-After` and no rate-limit headers.
+    pub fn secondary_rate_limit(status: u16) -> Self {
+        FaultKind::RateLimit {
+            status,
+            reset_in_secs: None,
+            secondary: true,
+        }
+    }
+
     /// A 200 whose JSON body is cut off.
     pub fn malformed_body() -> Self {
         FaultKind::Respond {
@@ -150,6 +170,21 @@ pub enum FaultKind {
         content_type: Option<String>,
         /// Raw body.
         body: String,
+    },
+    /// A GitHub rate-limit answer (a `Retry-After` form is [`FaultKind::retry_after`]): with
+    /// `resetInSecs`, the primary limit spent (`x-ratelimit-remaining: 0`, `x-ratelimit-reset`
+    /// that many seconds from now, "API rate limit exceeded"); with `secondary`, the secondary
+    /// limit's message and no wait; with neither, "API rate limit exceeded" alone.
+    #[serde(rename_all = "camelCase")]
+    RateLimit {
+        /// 403 or 429.
+        status: u16,
+        /// Seconds from now to `x-ratelimit-reset`.
+        #[serde(default)]
+        reset_in_secs: Option<u64>,
+        /// The secondary limit's message instead of the primary's.
+        #[serde(default)]
+        secondary: bool,
     },
     /// Wait this long, then handle the call normally.
     #[serde(rename_all = "camelCase")]

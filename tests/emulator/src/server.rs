@@ -287,8 +287,39 @@ fn fault_response(kind: FaultKind, family: Family) -> Response {
             );
             resp
         }
+        FaultKind::RateLimit {
+            status,
+            reset_in_secs,
+            secondary,
+        } => rate_limit_response(status, reset_in_secs, secondary),
         FaultKind::Delay { .. } | FaultKind::BomPrefix => empty_response(500),
     }
+}
+
+/// GitHub's rate-limit answer (docs.github.com, "Rate limits for the REST API").
+fn rate_limit_response(status: u16, reset_in_secs: Option<u64>, secondary: bool) -> Response {
+    let message = if secondary {
+        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+    } else {
+        "API rate limit exceeded for installation ID 1."
+    };
+    let mut resp = ApiError::github(status, message).into_response();
+    if let Some(secs) = reset_in_secs {
+        let reset = chrono::Utc::now().timestamp() + i64::try_from(secs).unwrap_or(i64::MAX / 2);
+        let headers = resp.headers_mut();
+        for (name, value) in [
+            ("x-ratelimit-limit", "5000".to_owned()),
+            ("x-ratelimit-remaining", "0".to_owned()),
+            ("x-ratelimit-used", "5000".to_owned()),
+            ("x-ratelimit-resource", "core".to_owned()),
+            ("x-ratelimit-reset", reset.to_string()),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
+    }
+    resp
 }
 
 async fn with_bom(resp: Response) -> Response {

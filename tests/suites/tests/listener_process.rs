@@ -979,3 +979,55 @@ async fn bad_config_exits_with_code_2_naming_the_key() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
     Ok(())
 }
+
+/// Issue #19: a rate-limited poll (GitHub's secondary limit, a 429 that names no wait) is waited
+/// out: no poll while the limit lasts (at least a minute), no exit and no new session, and the
+/// poll after it picks up the queued job. The log says so without the PAT.
+#[tokio::test]
+async fn a_rate_limited_poll_is_waited_out() -> anyhow::Result<()> {
+    let cluster = Cluster::new("listener-ratelimit").await?;
+    let service = Service::start().await?;
+    cluster
+        .create_runner_set(&service.config_url, service.scale_set_id)
+        .await?;
+    let mut listener = ListenerProcess::start(
+        service.config(cluster.ns(), 0, 3),
+        &cluster.listener_kubeconfig,
+    )
+    .await?;
+    listener.wait_ready().await?;
+    service.emu.inject(Fault::on(
+        Endpoint::GetMessage,
+        FaultKind::secondary_rate_limit(429),
+        1,
+    ));
+    eventually("a poll answered with the rate limit", || async {
+        Ok(service.emu.faults().is_empty().then_some(()))
+    })
+    .await?;
+    let polls = service.emu.count(Endpoint::GetMessage);
+    let sessions = service.emu.count(Endpoint::CreateSession);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        service.emu.count(Endpoint::GetMessage),
+        polls,
+        "a poll while the rate limit lasts"
+    );
+    listener.assert_running()?;
+    let jobs = service.queue(1);
+    cluster.wait_replicas(1).await?;
+    service.wait_acquired(&jobs).await?;
+    assert_eq!(
+        service.emu.count(Endpoint::CreateSession),
+        sessions,
+        "the session was kept"
+    );
+    let (code, out) = listener.terminate().await?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("rate limited"), "{out}");
+    assert!(
+        !out.contains(service.emu.pat().expose_secret()),
+        "the PAT leaked into the logs"
+    );
+    Ok(())
+}

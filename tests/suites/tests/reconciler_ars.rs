@@ -1143,3 +1143,65 @@ async fn outdated_runners_park_the_ars_until_the_spec_changes() -> anyhow::Resul
     listener_back(&als).await?;
     Ok(())
 }
+
+/// Issue #19: a rate-limited service (GitHub's secondary limit, a 403 that names no wait) is not
+/// a credential failure: no `Ready=False` condition, a `RateLimited` Warning Event without the
+/// PAT, no service call while the limit lasts (the next pass waits at least a minute), and once
+/// the limit lifts the next pass registers the scale set.
+#[tokio::test]
+async fn a_rate_limited_service_is_waited_out_not_reported_as_bad_credentials() -> anyhow::Result<()>
+{
+    use actions_emulator::{Emulator, EmulatorConfig, Fault, FaultKind};
+    use secrecy::ExposeSecret;
+    let (h, _) = over_http("ars-ratelimit").await?;
+    let emulator = Emulator::start(EmulatorConfig::default()).await?;
+    emulator.inject(Fault::everywhere(FaultKind::secondary_rate_limit(403)));
+    let pat = emulator.pat();
+    h.pat_secret("gh", pat.expose_secret()).await?;
+    h.create_ars("arc", spec(&emulator.org_url("org"), "gh"))
+        .await?;
+    let message = suites::warning_event(
+        &h.client,
+        h.ns(),
+        "arc",
+        Some("RateLimited"),
+        "rate limited",
+        support::TIMEOUT,
+    )
+    .await?;
+    assert!(!message.contains(pat.expose_secret()), "{message}");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let before = emulator.calls().len();
+    tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+    assert_eq!(
+        emulator.calls().len(),
+        before,
+        "a service call while the rate limit lasts"
+    );
+    let api = h.api::<AutoscalingRunnerSet>(h.ns());
+    let conditions = api
+        .get("arc")
+        .await?
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default();
+    assert!(
+        conditions.iter().all(|c| c.status != "False"),
+        "a rate limit is not the user's to fix: {conditions:?}"
+    );
+    emulator.clear_faults();
+    testbed::eventually(
+        "the scale set registered after the limit lifted",
+        std::time::Duration::from_secs(300),
+        || async {
+            let ars = api.get("arc").await?;
+            Ok(ars
+                .annotations()
+                .contains_key(annotations::RUNNER_SCALE_SET_ID)
+                .then_some(()))
+        },
+    )
+    .await?;
+    assert!(h.running(), "the controllers never stopped");
+    Ok(())
+}
