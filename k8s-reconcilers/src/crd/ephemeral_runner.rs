@@ -115,6 +115,7 @@ pub struct EphemeralRunnerStatus {
     pub runner_name: String,
     /// One entry per failed pod: pod UID to RFC 3339 timestamp.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("additionalProperties" = {"type": "string", "format": "date-time"}))]
     pub failures: BTreeMap<String, String>,
     /// Runner request id (written by the listener).
     #[serde(default, skip_serializing_if = "is_zero")]

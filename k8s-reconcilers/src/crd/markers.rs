@@ -36,6 +36,11 @@ pub struct Marker {
     /// server accepts a map key only if it is required or defaulted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
+    /// Properties Kubernetes defaults and does not require (a reference's `name`, default
+    /// `""`). k8s-openapi's schemas list them as required, which would refuse manifests that
+    /// Kubernetes and ARC's CRDs accept; [`with_markers`] takes them out of `required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<Vec<String>>,
 }
 
 impl Marker {
@@ -70,6 +75,18 @@ pub const EMBEDDED_TYPES: [&str; 3] = [
     POD_TEMPLATE_SPEC,
     CONFIG_MAP_KEY_SELECTOR,
     LOCAL_OBJECT_REFERENCE,
+];
+
+/// Types that embed `LocalObjectReference` inline (its `name` is theirs). controller-gen, which
+/// wrote ARC's CRDs, gives them the embedded type's `x-kubernetes-map-type: atomic`; the API
+/// server's OpenAPI document declares it on `LocalObjectReference` alone, so [`from_openapi`]
+/// adds it to these, and server-side apply replaces such a reference whole, as on ARC's CRDs.
+pub const EMBED_LOCAL_OBJECT_REFERENCE: [&str; 5] = [
+    "io.k8s.api.core.v1.ConfigMapEnvSource",
+    "io.k8s.api.core.v1.SecretEnvSource",
+    "io.k8s.api.core.v1.ConfigMapVolumeSource",
+    "io.k8s.api.core.v1.ConfigMapProjection",
+    "io.k8s.api.core.v1.SecretProjection",
 ];
 
 /// The committed file's text.
@@ -117,6 +134,18 @@ pub fn local_object_references<T: JsonSchema>(generator: &mut SchemaGenerator) -
 }
 
 fn set_markers(node: &mut Map<String, Value>, marker: &Marker) {
+    if let Some(optional) = &marker.optional {
+        let emptied = node
+            .get_mut("required")
+            .and_then(Value::as_array_mut)
+            .is_some_and(|required| {
+                required.retain(|r| !r.as_str().is_some_and(|r| optional.iter().any(|o| o == r)));
+                required.is_empty()
+            });
+        if emptied {
+            node.remove("required");
+        }
+    }
     if let Some(list_type) = &marker.list_type {
         node.insert("x-kubernetes-list-type".into(), list_type.clone().into());
     }
@@ -254,6 +283,7 @@ fn collect(
         }),
         map_type: s["x-kubernetes-map-type"].as_str().map(str::to_owned),
         default: None,
+        optional: None,
     };
     let mut marker = marker_of(schema);
     if let Some(target) = referenced {
@@ -262,7 +292,14 @@ fn collect(
         marker.list_map_keys = marker.list_map_keys.or(inner.list_map_keys);
         marker.map_type = marker.map_type.or(inner.map_type);
     }
+    if reference(schema).is_some_and(|name| EMBED_LOCAL_OBJECT_REFERENCE.contains(&name)) {
+        marker.map_type = marker.map_type.or_else(|| Some("atomic".to_owned()));
+    }
     let body = referenced.unwrap_or(schema);
+    let optional = defaulted_optional(body);
+    if !optional.is_empty() {
+        marker.optional = Some(optional);
+    }
     for key in marker.list_map_keys.iter().flatten() {
         let key_schema = body.get("items").map(|items| {
             let items = reference(items)
@@ -278,7 +315,7 @@ fn collect(
             });
         }
     }
-    if marker.list_type.is_some() || marker.map_type.is_some() {
+    if marker.list_type.is_some() || marker.map_type.is_some() || marker.optional.is_some() {
         out.push(marker);
     }
     if let Some(properties) = body.get("properties").and_then(Value::as_object) {
@@ -298,6 +335,23 @@ fn collect(
         collect(schemas, values, format!("{path}{{}}"), depth + 1, out)?;
     }
     Ok(())
+}
+
+/// The properties of an object schema that have a default and are not in its `required`.
+fn defaulted_optional(body: &Value) -> Vec<String> {
+    let required: Vec<&str> = body["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    body.get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(name, property)| {
+            property.get("default").is_some() && !required.contains(&name.as_str())
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// The type a schema refers to: `$ref`, or the one `$ref` of an `allOf` (how OpenAPI v3 adds a
@@ -347,6 +401,7 @@ mod tests {
             paths,
             [
                 ("containers", Some("map"), None),
+                ("containers[]", None, None),
                 ("containers[].args", Some("atomic"), None),
                 ("containers[].protocol", None, None),
                 ("labels{}", None, Some("atomic")),
@@ -357,8 +412,34 @@ mod tests {
             markers[0].list_map_keys,
             Some(vec!["name".to_owned(), "protocol".to_owned()])
         );
-        assert_eq!(markers[2].default, Some(json!("TCP")));
+        assert_eq!(markers[1].optional, Some(vec!["protocol".to_owned()]));
+        assert_eq!(markers[3].default, Some(json!("TCP")));
         assert!(from_openapi(&document, "Missing").is_err());
+    }
+
+    #[test]
+    fn defaulted_properties_leave_required_and_embedders_of_a_reference_are_atomic() {
+        let optional = Marker {
+            optional: Some(vec!["name".to_owned()]),
+            ..Marker::default()
+        };
+        let mut selector = json!({"required": ["key", "name"]});
+        set_markers(selector.as_object_mut().expect("object"), &optional);
+        assert_eq!(selector, json!({"required": ["key"]}));
+        let mut reference = json!({"required": ["name"]});
+        set_markers(reference.as_object_mut().expect("object"), &optional);
+        assert_eq!(reference, json!({}));
+
+        let document = json!({"components": {"schemas": {
+            "T": {"properties": {"envFrom": {"$ref": "#/components/schemas/io.k8s.api.core.v1.SecretEnvSource"}}},
+            "io.k8s.api.core.v1.SecretEnvSource": {"properties": {
+                "name": {"type": "string", "default": ""}, "optional": {"type": "boolean"}}},
+        }}});
+        let markers = from_openapi(&document, "T").expect("markers");
+        assert_eq!(markers.len(), 1);
+        assert_eq!(markers[0].path, "envFrom");
+        assert_eq!(markers[0].map_type.as_deref(), Some("atomic"));
+        assert_eq!(markers[0].optional, Some(vec!["name".to_owned()]));
     }
 
     #[test]

@@ -55,7 +55,38 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     ]
     .into_iter()
     .map(without_defaults)
+    .map(with_optional_spec)
     .collect()
+}
+
+/// Makes the top-level `spec` optional, as in ARC's CRDs, with a default of `{}`: the API
+/// server stores an object sent without one with an empty spec (and adds it when reading older
+/// ones), so every object the controllers read has the `spec` the Rust types need, and an
+/// empty spec is reported field by field like any other.
+fn with_optional_spec(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        if let Some(required) = schema.required.as_mut() {
+            required.retain(|r| r != "spec");
+            if required.is_empty() {
+                schema.required = None;
+            }
+        }
+        if let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+            spec.default = Some(
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
+                    serde_json::json!({}),
+                ),
+            );
+        }
+    }
+    crd
 }
 
 /// Adds an `x-kubernetes-validations` rule to the root of every version's schema (where a rule

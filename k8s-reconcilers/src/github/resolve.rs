@@ -337,6 +337,11 @@ pub async fn read_ca(
         return Ok(None);
     };
     let name = selector.name.as_str();
+    if name.is_empty() {
+        return Err(Error::Config(
+            "spec.githubServerTLS.certificateFrom.configMapKeyRef.name is empty; fix: name the ConfigMap that holds the CA bundle".to_owned(),
+        ));
+    }
     let api: Api<ConfigMap> = Api::namespaced(kube.clone(), namespace);
     let cm = api.get_opt(name).await?.ok_or_else(|| {
         Error::Unavailable(format!(
