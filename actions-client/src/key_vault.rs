@@ -482,6 +482,13 @@ fn aad_error(body: &Value) -> Option<String> {
         .and_then(Value::as_str)
         .and_then(|d| d.lines().next())
         .unwrap_or_default();
+    // The trace and correlation ids and the timestamp differ with every call; an error that
+    // ends up in a condition must not change with each retry.
+    let description = description
+        .split(" Trace ID:")
+        .next()
+        .unwrap_or_default()
+        .trim_end();
     Some(format!("{code}: {description}"))
 }
 

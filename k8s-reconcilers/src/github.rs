@@ -13,6 +13,7 @@ mod instrumented;
 pub mod memory;
 pub mod resolve;
 mod service;
+pub mod vault;
 
 pub use actions::ActionsClientConnector;
 pub use resolve::{Credentials, ProxySettings, ServiceConfig, resolve_service_config};

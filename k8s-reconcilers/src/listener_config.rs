@@ -44,6 +44,9 @@ pub struct ListenerConfigFile {
     /// ARC's vault lookup key.
     #[serde(default, deserialize_with = "string")]
     pub vault_lookup_key: String,
+    /// ARC's Azure Key Vault settings, with `vault_type` `azure_key_vault`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_key_vault: Option<AzureKeyVaultFile>,
     /// GitHub App id or client id; `""` when a PAT is used.
     #[serde(default, deserialize_with = "string_or_number")]
     pub github_app_id: String,
@@ -109,6 +112,24 @@ pub struct ListenerConfigFile {
         deserialize_with = "optional_integer"
     )]
     pub session_conflict_timeout_seconds: Option<i64>,
+}
+
+/// The `azure_key_vault` object of `config.json` (ARC's keys; the vault's proxy comes from the
+/// listener's proxy environment, as in ARC).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AzureKeyVaultFile {
+    /// Microsoft Entra tenant id.
+    #[serde(default, deserialize_with = "string")]
+    pub tenant_id: String,
+    /// Application (client) id.
+    #[serde(default, deserialize_with = "string")]
+    pub client_id: String,
+    /// Vault URL.
+    #[serde(default, deserialize_with = "string")]
+    pub url: String,
+    /// Path of the PEM file with the certificate and its key, inside the listener's container.
+    #[serde(default, deserialize_with = "string")]
+    pub certificate_path: String,
 }
 
 /// A key of `config.json` whose value has the wrong JSON shape.

@@ -171,7 +171,7 @@ pub async fn run(config: ListenerConfig) -> Exit {
     run_in_span(config).instrument(span).await
 }
 
-async fn run_in_span(config: ListenerConfig) -> Exit {
+async fn run_in_span(mut config: ListenerConfig) -> Exit {
     let shutdown = CancellationToken::new();
     if let Err(e) = watch_signals(shutdown.clone()) {
         error!(error = %e, "cannot install signal handlers");
@@ -228,6 +228,19 @@ async fn run_in_span(config: ListenerConfig) -> Exit {
         &config.ephemeral_runner_set_namespace,
         &config.ephemeral_runner_set_name,
     );
+    if let Err(e) = config.resolve_vault().await {
+        error!(error = %e, "cannot read the GitHub credentials from Azure Key Vault");
+        eprintln!("listener: cannot read the GitHub credentials from Azure Key Vault: {e}");
+        return match e {
+            actions_client::Error::Config { .. } => Exit::config(format!(
+                "cannot read the GitHub credentials from Azure Key Vault: {e}"
+            )),
+            _ => Exit::runtime(
+                ExitClass::Transient,
+                format!("cannot read the GitHub credentials from Azure Key Vault: {e}"),
+            ),
+        };
+    }
     let service = match ActionsService::connect(&config) {
         Ok(s) => s,
         Err(e) => {

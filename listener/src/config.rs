@@ -8,6 +8,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use actions_client::key_vault::{
+    self, AZURE_KEY_VAULT, KeyVault, KeyVaultConfig, VaultCredentials,
+};
 use actions_client::{GitHubConfig, Scope};
 use k8s_reconcilers::listener_config::{
     EXPECTED_INTEGER, EXPECTED_STRING, KeyError, ListenerConfigFile, NOT_WHOLE,
@@ -128,6 +131,18 @@ pub enum GitHubCredentials {
         /// PEM RSA private key.
         private_key: SecretString,
     },
+    /// Still in Azure Key Vault: [`ListenerConfig::resolve_vault`] reads them.
+    Vault(Box<VaultLookup>),
+}
+
+/// Where a vault holds the credentials (`vault_type` `azure_key_vault`): the Key Vault secret
+/// (`vault_lookup_key`) and the client's settings (`azure_key_vault`).
+#[derive(Debug, Clone)]
+pub struct VaultLookup {
+    /// Name of the Key Vault secret with ARC's credentials JSON.
+    pub lookup_key: String,
+    /// The Key Vault client's settings; its proxy is the listener's proxy environment.
+    pub key_vault: KeyVaultConfig,
 }
 
 /// The validated listener configuration.
@@ -278,15 +293,9 @@ impl ListenerConfig {
             ));
         }
 
-        match file.vault_type.as_str() {
-            "" => {}
-            "azure_key_vault" => {
-                return Err(ConfigError::key(
-                    "vault_type",
-                    "\"azure_key_vault\" is not supported by this listener",
-                    "store the GitHub credentials in the config secret (githubConfigSecret) instead of a vault",
-                ));
-            }
+        let vault = match file.vault_type.as_str() {
+            "" => None,
+            AZURE_KEY_VAULT => Some(key_vault_credentials(&file)?),
             other => {
                 return Err(ConfigError::key(
                     "vault_type",
@@ -294,15 +303,18 @@ impl ListenerConfig {
                     "use \"\" (credentials in the config) or \"azure_key_vault\"",
                 ));
             }
-        }
-        if !file.vault_lookup_key.is_empty() {
+        };
+        if vault.is_none() && !file.vault_lookup_key.is_empty() {
             return Err(ConfigError::key(
                 "vault_lookup_key",
                 "is set but vault_type is empty",
                 "set vault_type, or remove vault_lookup_key",
             ));
         }
-        let credentials = credentials(&file)?;
+        let credentials = match vault {
+            Some(vault) => vault,
+            None => credentials(&file)?,
+        };
 
         let server_root_ca = if file.server_root_ca.trim().is_empty() {
             None
@@ -405,6 +417,60 @@ impl ListenerConfig {
     /// Enterprise / organization / repository parsed from `configure_url`.
     pub fn url_parts(&self) -> ConfigUrlParts {
         parse_config_url(&self.configure_url).unwrap_or_default()
+    }
+}
+
+fn key_vault_credentials(file: &ListenerConfigFile) -> Result<GitHubCredentials, ConfigError> {
+    if file.vault_lookup_key.is_empty() {
+        return Err(ConfigError::key(
+            "vault_lookup_key",
+            "is empty but vault_type is azure_key_vault",
+            "set it to the name of the Key Vault secret with the GitHub credentials (githubConfigSecret)",
+        ));
+    }
+    let Some(azure) = &file.azure_key_vault else {
+        return Err(ConfigError::key(
+            "azure_key_vault",
+            "is not set but vault_type is azure_key_vault",
+            "set tenant_id, client_id, url and certificate_path (spec.vaultConfig.azureKeyVault)",
+        ));
+    };
+    Ok(GitHubCredentials::Vault(Box::new(VaultLookup {
+        lookup_key: file.vault_lookup_key.clone(),
+        key_vault: KeyVaultConfig {
+            url: azure.url.clone(),
+            tenant_id: azure.tenant_id.clone(),
+            client_id: azure.client_id.clone(),
+            certificate_path: azure.certificate_path.clone(),
+            proxy: actions_client::ProxyConfig::from_env(),
+            authority_host: None,
+            root_ca_pem: None,
+        },
+    })))
+}
+
+impl ListenerConfig {
+    /// Reads the credentials from Azure Key Vault when the config names a vault (as ARC's
+    /// listener does at start); otherwise does nothing.
+    pub async fn resolve_vault(&mut self) -> Result<(), actions_client::Error> {
+        let GitHubCredentials::Vault(lookup) = &self.credentials else {
+            return Ok(());
+        };
+        let vault = KeyVault::new(lookup.key_vault.clone())?;
+        let value = vault.get_secret(&lookup.lookup_key).await?;
+        self.credentials = match key_vault::github_credentials(&lookup.lookup_key, &value)? {
+            VaultCredentials::Pat(token) => GitHubCredentials::Pat(token),
+            VaultCredentials::App {
+                app_id,
+                installation_id,
+                private_key,
+            } => GitHubCredentials::App {
+                app_id,
+                installation_id,
+                private_key,
+            },
+        };
+        Ok(())
     }
 }
 

@@ -91,6 +91,13 @@ impl ActionsService {
                 installation_id,
                 private_key,
             } => Credentials::app(app_id.clone(), *installation_id, private_key)?,
+            GitHubCredentials::Vault(lookup) => {
+                return Err(Error::Config {
+                    field: "vault_lookup_key",
+                    value: lookup.lookup_key.clone(),
+                    reason: "the credentials are still in Azure Key Vault; call ListenerConfig::resolve_vault first".into(),
+                });
+            }
         };
         let transport = Transport::new(TransportConfig {
             root_ca_pem: config.server_root_ca.clone(),

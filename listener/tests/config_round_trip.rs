@@ -98,7 +98,9 @@ fn the_listener_reads_what_the_manager_writes() -> anyhow::Result<()> {
             assert_eq!((app_id.as_str(), *installation_id), ("Iv1.client", 77));
             assert!(private_key.expose_secret().contains("RSA PRIVATE KEY"));
         }
-        GitHubCredentials::Pat(_) => panic!("expected App credentials"),
+        GitHubCredentials::Pat(_) | GitHubCredentials::Vault(_) => {
+            panic!("expected App credentials")
+        }
     }
 
     let pat = Credentials::Pat(SecretString::from("ghp_roundtrip"));

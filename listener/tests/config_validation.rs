@@ -136,7 +136,17 @@ fn vault_keys() {
         "{e}"
     );
     let e = error_of(with("vault_type", json!("azure_key_vault")));
-    assert!(e.contains("not supported"), "{e}");
+    assert!(
+        e.starts_with("config key `vault_lookup_key`: is empty but vault_type is azure_key_vault"),
+        "{e}"
+    );
+    let mut vault = with("vault_type", json!("azure_key_vault"));
+    vault["vault_lookup_key"] = json!("kv-secret");
+    let e = error_of(vault);
+    assert!(
+        e.starts_with("config key `azure_key_vault`: is not set"),
+        "{e}"
+    );
     let e = error_of(with("vault_lookup_key", json!("k")));
     assert!(e.starts_with("config key `vault_lookup_key`"), "{e}");
 }

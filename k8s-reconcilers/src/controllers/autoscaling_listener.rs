@@ -37,7 +37,7 @@ use super::ephemeral_runner::observe::now;
 use crate::Context;
 use crate::crd::{AutoscalingListener, AutoscalingRunnerSet};
 use crate::error::Error;
-use crate::github::resolve::{proxy_settings, read_ca, read_credentials};
+use crate::github::resolve::{proxy_settings, read_ca, read_object_credentials};
 use crate::metrics::ScaleSetLabels;
 use crate::names::{
     annotations, finalizers, labels, listener_config_secret_name, listener_proxy_secret_name,
@@ -166,10 +166,11 @@ async fn desired(
         }
         None => None,
     };
-    let credentials = read_credentials(
+    let credentials = read_object_credentials(
         &ctx.client,
         owner.namespace,
         ars.spec.github_config_secret.as_deref().unwrap_or_default(),
+        ars.spec.vault_config.as_ref(),
     )
     .await?;
     let root_ca = match &al.spec.github_server_tls {

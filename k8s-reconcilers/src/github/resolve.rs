@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::crd::{EphemeralRunnerSpec, ProxyConfig, TlsConfig, VaultConfig};
 use crate::error::Error;
 
+use super::vault;
+
 /// Credentials for the Actions service, from ARC's Secret keys.
 #[derive(Clone, Debug)]
 pub enum Credentials {
@@ -203,10 +205,12 @@ pub async fn resolve_service_config(
     }
     scaleset_core::naming::ConfigUrl::parse(object.config_url)
         .map_err(|e| Error::Config(e.to_string()))?;
-    check_vault(object.vault)?;
-    let credentials = read_credentials(kube, object.namespace, object.secret).await?;
+    let source = vault::source(kube, object.namespace, object.vault).await?;
+    let credentials = source_credentials(kube, object.namespace, object.secret, &source).await?;
     let proxy = match object.proxy {
-        Some(p) => Some(proxy_settings(kube, object.namespace, p).await?),
+        Some(p) => {
+            Some(proxy_settings_for(kube, object.namespace, p, "spec.proxy", &source).await?)
+        }
         None => None,
     };
     let root_ca_pem = match object.tls {
@@ -222,15 +226,27 @@ pub async fn resolve_service_config(
     })
 }
 
-fn check_vault(vault: Option<&VaultConfig>) -> Result<(), Error> {
-    match vault.and_then(|v| v.type_.as_deref()).unwrap_or_default() {
-        "" => Ok(()),
-        "azure_key_vault" => Err(Error::Config(
-            "spec.vaultConfig.type azure_key_vault is not supported by arc-rs; remove vaultConfig and reference a Kubernetes Secret in githubConfigSecret".into(),
-        )),
-        other => Err(Error::Config(format!(
-            "spec.vaultConfig.type {other:?} is unknown; the only vault type is azure_key_vault, or leave it empty"
-        ))),
+/// Reads the GitHub credentials `githubConfigSecret` names: a Secret in `namespace`, or with
+/// `vaultConfig` a Key Vault secret.
+pub async fn read_object_credentials(
+    kube: &kube::Client,
+    namespace: &str,
+    name: &str,
+    vault: Option<&VaultConfig>,
+) -> Result<Credentials, Error> {
+    let source = vault::source(kube, namespace, vault).await?;
+    source_credentials(kube, namespace, name, &source).await
+}
+
+async fn source_credentials(
+    kube: &kube::Client,
+    namespace: &str,
+    name: &str,
+    source: &vault::Source,
+) -> Result<Credentials, Error> {
+    match source {
+        vault::Source::Kubernetes => read_credentials(kube, namespace, name).await,
+        vault::Source::Azure(kv) => vault::credentials(kv, name).await,
     }
 }
 
@@ -279,6 +295,25 @@ pub async fn proxy_settings(
     namespace: &str,
     proxy: &ProxyConfig,
 ) -> Result<ProxySettings, Error> {
+    proxy_settings_for(
+        kube,
+        namespace,
+        proxy,
+        "spec.proxy",
+        &vault::Source::Kubernetes,
+    )
+    .await
+}
+
+/// [`proxy_settings`] for the proxy at `prefix` (`spec.proxy`, `spec.vaultConfig.proxy`), its
+/// credentials from Kubernetes Secrets or Key Vault secrets (`source`).
+pub(crate) async fn proxy_settings_for(
+    kube: &kube::Client,
+    namespace: &str,
+    proxy: &ProxyConfig,
+    prefix: &str,
+    source: &vault::Source,
+) -> Result<ProxySettings, Error> {
     let mut out = ProxySettings {
         no_proxy: proxy.no_proxy.clone().unwrap_or_default(),
         ..Default::default()
@@ -292,7 +327,7 @@ pub async fn proxy_settings(
         if raw.is_empty() {
             continue;
         }
-        let field = format!("spec.proxy.{scheme}.url");
+        let field = format!("{prefix}.{scheme}.url");
         let mut url = url::Url::parse(raw).map_err(|e| {
             Error::Config(format!(
                 "{field} {raw:?} is not a URL ({e}); use http://host:port"
@@ -303,19 +338,25 @@ pub async fn proxy_settings(
             .as_deref()
             .filter(|s| !s.is_empty())
         {
-            let field = format!("spec.proxy.{scheme}.credentialSecretRef");
-            let data = read_secret(kube, namespace, secret, &field).await?;
-            let get = |k: &str| {
-                String::from_utf8_lossy(data.get(k).map(Vec::as_slice).unwrap_or_default())
-                    .into_owned()
+            let field = format!("{prefix}.{scheme}.credentialSecretRef");
+            let (user, password) = match source {
+                vault::Source::Kubernetes => {
+                    let data = read_secret(kube, namespace, secret, &field).await?;
+                    let get = |k: &str| {
+                        String::from_utf8_lossy(data.get(k).map(Vec::as_slice).unwrap_or_default())
+                            .into_owned()
+                    };
+                    (get("username"), SecretString::from(get("password")))
+                }
+                vault::Source::Azure(kv) => vault::proxy_user(kv, secret, &field).await?,
             };
             let bad = || {
                 Error::Unavailable(format!(
-                    "{field}: cannot put the credentials of Secret {namespace}/{secret} into {raw:?}"
+                    "{field}: cannot put the credentials of secret {secret:?} into {raw:?}"
                 ))
             };
-            url.set_username(&get("username")).map_err(|()| bad())?;
-            url.set_password(Some(&get("password")))
+            url.set_username(&user).map_err(|()| bad())?;
+            url.set_password(Some(password.expose_secret()))
                 .map_err(|()| bad())?;
         }
         *slot = Some(SecretString::from(url.to_string()));

@@ -4,7 +4,7 @@
 use crate::crd::AutoscalingListener;
 use crate::error::Error;
 use crate::github::Credentials;
-use crate::listener_config::ListenerConfigFile;
+use crate::listener_config::{AzureKeyVaultFile, ListenerConfigFile};
 use crate::options::ManagerOptions;
 
 /// The config of the listener of `al`, checked as ARC's controller checks it.
@@ -33,13 +33,31 @@ pub fn listener_config(
         health_addr: super::pod::health_addr(al).to_owned(),
         ..Default::default()
     };
-    match credentials {
-        Credentials::Pat(token) => config.github_token = token.clone(),
-        Credentials::App {
-            app_id,
-            installation_id,
-            private_key,
-        } => {
+    let vault = spec
+        .vault_config
+        .as_ref()
+        .filter(|v| v.type_.as_deref().is_some_and(|t| !t.is_empty()));
+    match (vault, credentials) {
+        // With a vault the listener reads the credentials itself, as ARC's does.
+        (Some(vault), _) => {
+            config.vault_type = vault.type_.clone().unwrap_or_default();
+            config.vault_lookup_key = spec.github_config_secret.clone().unwrap_or_default();
+            config.azure_key_vault = vault.azure_key_vault.as_ref().map(|a| AzureKeyVaultFile {
+                tenant_id: a.tenant_id.clone(),
+                client_id: a.client_id.clone(),
+                url: a.url.clone(),
+                certificate_path: a.certificate_path.clone(),
+            });
+        }
+        (None, Credentials::Pat(token)) => config.github_token = token.clone(),
+        (
+            None,
+            Credentials::App {
+                app_id,
+                installation_id,
+                private_key,
+            },
+        ) => {
             config.github_app_id = app_id.clone();
             config.github_app_installation_id = *installation_id;
             config.github_app_private_key = private_key.clone();
@@ -78,6 +96,12 @@ fn validate(c: &ListenerConfigFile) -> Result<(), Error> {
         return fail(format!(
             "EphemeralRunnerSetNamespace {:?} or EphemeralRunnerSetName {:?} is missing",
             c.ephemeral_runner_set_namespace, c.ephemeral_runner_set_name
+        ));
+    }
+    if !c.vault_type.is_empty() && c.vault_lookup_key.is_empty() {
+        return fail(format!(
+            "VaultLookupKey is required when VaultType is set to {:?}; set spec.githubConfigSecret to the Key Vault secret's name",
+            c.vault_type
         ));
     }
     if c.runner_scale_set_id == 0 {
@@ -159,6 +183,37 @@ mod tests {
                 "\n"
             )
         );
+        Ok(())
+    }
+
+    #[test]
+    fn with_a_vault_the_config_names_the_vault_not_the_credentials() -> Result<(), Error> {
+        let mut al = listener();
+        al.spec.github_config_secret = Some("kv-secret".into());
+        al.spec.vault_config = Some(crate::crd::VaultConfig {
+            type_: Some("azure_key_vault".into()),
+            azure_key_vault: Some(crate::crd::AzureKeyVaultConfig {
+                url: "https://v.vault.azure.net/".into(),
+                tenant_id: "t".into(),
+                client_id: "c".into(),
+                certificate_path: "/etc/akv/cert.pem".into(),
+            }),
+            proxy: None,
+        });
+        let pat = Credentials::Pat(SecretString::from("ghp_fromVault".to_owned()));
+        let json = config_json(&al, &pat, None, &options())?;
+        assert!(
+            json.starts_with(concat!(
+                r#"{"configure_url":"https://github.com/org/repo","vault_type":"azure_key_vault","vault_lookup_key":"kv-secret","#,
+                r#""azure_key_vault":{"tenant_id":"t","client_id":"c","url":"https://v.vault.azure.net/","certificate_path":"/etc/akv/cert.pem"},"#,
+                r#""github_app_id":"","github_app_installation_id":0,"github_app_private_key":"","github_token":"","#,
+            )),
+            "{json}"
+        );
+        assert!(!json.contains("ghp_fromVault"));
+        al.spec.github_config_secret = None;
+        let err = config_json(&al, &pat, None, &options()).expect_err("no lookup key");
+        assert!(err.to_string().contains("VaultLookupKey"), "{err}");
         Ok(())
     }
 
