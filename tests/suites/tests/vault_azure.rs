@@ -293,7 +293,8 @@ async fn a_certificate_the_app_does_not_know_gives_ready_false() -> anyhow::Resu
 
 /// The vault and the identity platform are on host names that do not resolve: only the proxy
 /// (which sends every connection to the emulator) reaches them. Its credentials come from a
-/// Kubernetes Secret, as ARC reads `vaultConfig.proxy`.
+/// Kubernetes Secret, as ARC reads `vaultConfig.proxy`; those of the GitHub proxy (`spec.proxy`)
+/// come from a Key Vault secret.
 #[tokio::test]
 async fn the_vault_is_reached_through_vault_config_proxy() -> anyhow::Result<()> {
     let s = Setup::new("vault-proxy", false).await?;
@@ -331,8 +332,26 @@ async fn the_vault_is_reached_through_vault_config_proxy() -> anyhow::Result<()>
     let mut vault = s.vault(&vault_url);
     vault["proxy"] =
         json!({"http": {"url": proxy.url(), "credentialSecretRef": "vault-proxy-creds"}});
-    s.h.create_ars("arc", s.spec("arc-github", vault)).await?;
+    // The GitHub proxy's credentialSecretRef names a Key Vault secret (as in ARC with a vault).
+    s.emu
+        .key_vault()
+        .set_secret("gh-proxy-creds", r#"{"username":"gh","password":"gh-pw"}"#);
+    let gh_proxy = actions_emulator::proxy::Proxy::start(s.emu.addr()).await?;
+    let mut spec = s.spec("arc-github", vault);
+    spec["githubConfigUrl"] = json!(format!("http://github.proxied.invalid:{port}/{ORG}"));
+    spec["proxy"] =
+        json!({"http": {"url": gh_proxy.url(), "credentialSecretRef": "gh-proxy-creds"}});
+    s.h.create_ars("arc", spec).await?;
     ready_ars(&s.h, "arc").await?;
+    let github = gh_proxy.records();
+    assert!(
+        github
+            .iter()
+            .any(|r| r.target.contains("registration-token")
+            // base64("gh:gh-pw")
+            && r.auth.as_deref() == Some("Basic Z2g6Z2gtcHc=")),
+        "{github:?}"
+    );
     let records = proxy.records();
     assert!(
         records.iter().any(|r| r.target.starts_with(&format!(
