@@ -46,6 +46,8 @@ pub struct Context {
     pub github: Arc<GithubClients>,
     /// Metrics (shared by all controllers).
     pub metrics: Arc<Metrics>,
+    /// This controller's model of its work queue (`workqueue_*` metrics).
+    pub queue: Arc<crate::workqueue::WorkQueue>,
     /// Scale sets the AutoscalingRunnerSet controller last read from the service.
     pub(crate) verified_scale_sets:
         crate::controllers::autoscaling_runner_set::scale_set::VerifiedScaleSets,
@@ -77,6 +79,7 @@ impl Context {
         drop(metrics.active_workers.get_or_create(&label));
         Arc::new(Self {
             controller,
+            queue: metrics.workqueues.queue(controller),
             bucket,
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -103,6 +106,8 @@ impl Context {
         let controller = ControllerLabel {
             controller: self.controller.to_owned(),
         };
+        let queued = key(obj);
+        let processing = self.queue.start(&queued);
         let worker = ActiveWorker::start(&self.metrics.active_workers.get_or_create(&controller));
         let started = Instant::now();
         let result = reconcile.await;
@@ -135,8 +140,10 @@ impl Context {
                 .inc();
         }
         crate::controllers::conditions::report(self, obj, &result).await;
-        if result.is_ok() {
-            self.lock().remove(&key(obj));
+        drop(processing);
+        if let Ok(action) = &result {
+            self.lock().remove(&queued);
+            self.queue.requeue(&queued, action);
         }
         result
     }
@@ -150,12 +157,22 @@ impl Context {
     where
         K: Resource<DynamicType = ()> + Send + Sync + 'static,
     {
+        let action = Self::failure_action(&*obj, error, &ctx);
+        ctx.queue.requeue(&key(&*obj), &action);
+        action
+    }
+
+    /// What follows a failed reconcile of `obj` (see [`Context::error_policy`]).
+    fn failure_action<K>(obj: &K, error: &Error, ctx: &Arc<Context>) -> Action
+    where
+        K: Resource<DynamicType = ()>,
+    {
         if let Error::Waiting { retry_after, .. } = error {
             return Action::requeue(*retry_after);
         }
         let failures = {
             let mut map = ctx.lock();
-            let n = map.entry(key(&*obj)).or_insert(0);
+            let n = map.entry(key(obj)).or_insert(0);
             *n = n.saturating_add(1);
             *n
         };
@@ -163,7 +180,7 @@ impl Context {
             after_cleanup_failure(
                 error.failure(),
                 failures,
-                crate::controllers::cleanup_bound::deleting_for(&*obj),
+                crate::controllers::cleanup_bound::deleting_for(obj),
                 ctx.options.deletion_grace,
             )
         } else {
@@ -179,7 +196,7 @@ impl Context {
         }
         tracing::warn!(
             controller = ctx.controller,
-            object = %key(&*obj),
+            object = %key(obj),
             failures,
             retry = ?remedy,
             error = %error,
@@ -230,7 +247,7 @@ impl Context {
 }
 
 fn key<K: Resource>(obj: &K) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+    crate::workqueue::key(obj.namespace().as_deref(), &obj.name_any())
 }
 
 /// controller-runtime's overall requeue limit for failures: a token bucket of 10 per second

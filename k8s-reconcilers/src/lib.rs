@@ -34,6 +34,9 @@ pub mod names;
 pub mod options;
 #[cfg(all(test, feature = "controllers"))]
 mod testing_api;
+/// Work-queue metrics (`workqueue_*`) measured around kube-runtime's scheduler.
+#[cfg(feature = "controllers")]
+pub mod workqueue;
 
 #[cfg(feature = "controllers")]
 pub use context::Context;

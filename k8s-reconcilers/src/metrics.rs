@@ -2,7 +2,7 @@
 //! durations per controller, runner gauges per scale set, listener gauge, and the
 //! controller-runtime metrics that ARC's controller exposes and its sample Grafana dashboard
 //! queries (`controller_runtime_reconcile_*`, `controller_runtime_active_workers`,
-//! `rest_client_requests_total`).
+//! `rest_client_requests_total`, and the `workqueue_*` metrics of [`crate::workqueue`]).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -117,6 +117,8 @@ pub struct Metrics {
     /// `arc_controller_abandoned_cleanups_total`: deletions whose finalizer was removed after
     /// the grace period although part of their cleanup failed, by controller.
     pub abandoned_cleanups: Family<ControllerLabel, Counter>,
+    /// client-go's `workqueue_*` metrics, one queue per controller.
+    pub workqueues: std::sync::Arc<crate::workqueue::WorkQueues>,
 }
 
 impl Default for Metrics {
@@ -136,6 +138,7 @@ impl Default for Metrics {
             running_listeners: Family::default(),
             service_calls: Family::default(),
             abandoned_cleanups: Family::default(),
+            workqueues: Default::default(),
         }
     }
 }
@@ -203,5 +206,6 @@ impl Metrics {
             "Deletions whose finalizer was removed after the grace period with part of their cleanup left undone",
             self.abandoned_cleanups.clone(),
         );
+        registry.register_collector(Box::new(self.workqueues.clone()));
     }
 }

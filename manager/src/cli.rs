@@ -90,7 +90,8 @@ pub struct Cli {
     #[arg(long, default_value = "")]
     pub health_probe_bind_address: String,
 
-    /// Go pprof address; accepted for compatibility, there is no profiler.
+    /// Address serving CPU profiles in Go's pprof format at `/debug/pprof/profile` (empty or
+    /// `0` disables it).
     #[arg(long, default_value = "")]
     pub pprof_addr: String,
 
@@ -262,8 +263,8 @@ pub struct Settings {
     pub requeue_limiter: RequeueLimiter,
     /// Orphaned registration sweep interval.
     pub orphan_cleanup_interval: Duration,
-    /// Set when `--pprof-addr` was given (it has no effect).
-    pub pprof_ignored: bool,
+    /// Where CPU profiles are served (`--pprof-addr`), if anywhere.
+    pub pprof_addr: Option<SocketAddr>,
 }
 
 impl Cli {
@@ -403,7 +404,7 @@ impl Cli {
             drift_policy,
             requeue_limiter,
             orphan_cleanup_interval: self.orphan_cleanup_interval,
-            pprof_ignored: !self.pprof_addr.is_empty(),
+            pprof_addr: bind_address("--pprof-addr", &self.pprof_addr, true)?,
         })
     }
 
@@ -530,7 +531,7 @@ fn bind_address(
         bad(
             flag,
             format!("{value:?} is not a bind address"),
-            "use host:port or :port, e.g. :8080 (0 disables the metrics server)",
+            "use host:port or :port, e.g. :8080 (empty or 0 disables it)",
         )
     })
 }
@@ -706,7 +707,7 @@ mod tests {
             "--pprof-addr=:6060",
         ];
         let s = Cli::parse_from_args(args).unwrap().settings().unwrap();
-        assert!(s.pprof_ignored);
+        assert_eq!(s.pprof_addr, Some("0.0.0.0:6060".parse().unwrap()));
     }
 
     #[test]

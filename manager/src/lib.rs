@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod leader;
+pub mod pprof;
 pub mod rate_limit;
 pub mod request_metrics;
 
@@ -126,9 +127,6 @@ pub fn manager_options(
 
 /// Runs the manager with validated `settings` until SIGTERM; see the crate docs for the result.
 pub async fn run(settings: Settings, connector: Arc<dyn Connector>) -> anyhow::Result<()> {
-    if settings.pprof_ignored {
-        tracing::warn!("--pprof-addr is accepted for compatibility; arc-rs has no pprof server");
-    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let shutdown = Shutdown::on({
         let mut rx = stop_rx.clone();
@@ -153,6 +151,9 @@ pub async fn run(settings: Settings, connector: Arc<dyn Connector>) -> anyhow::R
     }
     if let Some(addr) = settings.health_addr {
         serve("health", addr, probes(), &servers).await?;
+    }
+    if let Some(addr) = settings.pprof_addr {
+        serve("pprof", addr, pprof::router(), &servers).await?;
     }
 
     let mut elector = settings.leader_election.clone().map(|le| {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::core::NamespaceResourceScope;
+use kube::core::{NamespaceResourceScope, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -62,8 +62,8 @@ const CLEANUP_WAIT: Duration = Duration::from_secs(1);
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let ns = ctx.options.controller_namespace.clone();
     let listeners: Api<AutoscalingListener> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let accounts: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods: Api<PartialObjectMeta<Pod>> = Api::namespaced(ctx.client.clone(), &ns);
+    let accounts: Api<PartialObjectMeta<ServiceAccount>> = Api::namespaced(ctx.client.clone(), &ns);
     let roles: Api<Role> = super::watched_api(&ctx);
     let bindings: Api<RoleBinding> = super::watched_api(&ctx);
     let selector = watcher::Config::default().labels(&format!(
@@ -71,15 +71,27 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         labels::LISTENER_NAME,
         labels::LISTENER_NAMESPACE
     ));
-    let results = Controller::new(listeners, watcher::Config::default())
+    let queue = ctx.queue.clone();
+    let (listeners, store) = super::watch_own(listeners, &queue);
+    let results = Controller::for_stream(listeners, store)
         .trigger_backoff(super::watch_backoff())
-        .owns(pods, watcher::Config::default())
-        .owns(accounts, watcher::Config::default())
-        .watches(roles, selector.clone(), |r: Role| by_labels(r.labels()))
-        .watches(bindings, selector, |r: RoleBinding| by_labels(r.labels()))
+        .owns_stream(super::watch_owned::<AutoscalingListener, _>(pods, &queue))
+        .owns_stream(super::watch_owned::<AutoscalingListener, _>(
+            accounts, &queue,
+        ))
+        .watches(
+            roles,
+            selector.clone(),
+            queue.mapped(|r: Role| by_labels(r.labels())),
+        )
+        .watches(
+            bindings,
+            selector,
+            queue.mapped(|r: RoleBinding| by_labels(r.labels())),
+        )
         .graceful_shutdown_on(ctx.options.shutdown.signal())
         .run(reconcile, Context::error_policy, ctx);
-    super::drain(CONTROLLER, results).await;
+    super::drain(queue, results).await;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -48,20 +49,26 @@ const REPLACE_WAIT: Duration = Duration::from_secs(5);
 /// Runs the AutoscalingRunnerSet controller until its watch streams end.
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let ars: Api<AutoscalingRunnerSet> = super::watched_api(&ctx);
-    let ers: Api<EphemeralRunnerSet> = super::watched_api(&ctx);
+    let ers: Api<PartialObjectMeta<EphemeralRunnerSet>> = super::watched_api(&ctx);
     let listeners: Api<AutoscalingListener> =
         Api::namespaced(ctx.client.clone(), &ctx.options.controller_namespace);
-    let results = Controller::new(ars, watcher::Config::default())
+    let queue = ctx.queue.clone();
+    let (ars, store) = super::watch_own(ars, &queue);
+    let results = Controller::for_stream(ars, store)
         .trigger_backoff(super::watch_backoff())
-        .owns(ers, watcher::Config::default())
-        .watches(listeners, watcher::Config::default(), |al| {
-            let ns = al.spec.autoscaling_runner_set_namespace.clone()?;
-            let name = al.spec.autoscaling_runner_set_name.clone()?;
-            Some(ObjectRef::<AutoscalingRunnerSet>::new(&name).within(&ns))
-        })
+        .owns_stream(super::watch_owned::<AutoscalingRunnerSet, _>(ers, &queue))
+        .watches(
+            listeners,
+            watcher::Config::default(),
+            queue.mapped(|al: AutoscalingListener| {
+                let ns = al.spec.autoscaling_runner_set_namespace.clone()?;
+                let name = al.spec.autoscaling_runner_set_name.clone()?;
+                Some(ObjectRef::<AutoscalingRunnerSet>::new(&name).within(&ns))
+            }),
+        )
         .graceful_shutdown_on(ctx.options.shutdown.signal())
         .run(reconcile, Context::error_policy, ctx);
-    super::drain(CONTROLLER, results).await;
+    super::drain(queue, results).await;
     Ok(())
 }
 

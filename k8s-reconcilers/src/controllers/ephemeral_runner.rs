@@ -94,6 +94,7 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         .reflect(runner_writer)
         .backoff(super::watch_backoff())
         .applied_objects();
+    let queue = ctx.queue.clone();
     let state = Arc::new(State {
         ctx,
         settings,
@@ -102,13 +103,13 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         own_writes: super::OwnWrites::default(),
         made: observe::Made::since(observe::now() + START_MARGIN),
     });
-    let results = Controller::for_stream(runner_events, runner_store)
+    let results = Controller::for_stream(queue.watch_self(runner_events), runner_store)
         .trigger_backoff(super::watch_backoff())
-        .owns_stream(pod_events)
+        .owns_stream(queue.watch_owners::<EphemeralRunner, _, _, _>(pod_events))
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state);
-    super::drain(CONTROLLER, results).await;
+    super::drain(queue, results).await;
     Ok(())
 }
 

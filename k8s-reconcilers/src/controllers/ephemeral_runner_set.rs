@@ -115,6 +115,7 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
     let shutdown = ctx.options.shutdown.signal();
     let concurrency = ctx.options.runner_set_max_concurrent_reconciles.max(1);
     let (store, writer) = reflector::store::<EphemeralRunner>();
+    let queue = ctx.queue.clone();
     let state = Arc::new(State {
         ctx,
         settings,
@@ -134,13 +135,14 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
             }
             event
         });
-    let results = Controller::new(sets, watcher::Config::default())
+    let (sets, set_store) = super::watch_own(sets, &queue);
+    let results = Controller::for_stream(sets, set_store)
         .trigger_backoff(super::watch_backoff())
-        .owns_stream(runner_events)
+        .owns_stream(queue.watch_owners::<EphemeralRunnerSet, _, _, _>(runner_events))
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state);
-    super::drain(CONTROLLER, results).await;
+    super::drain(queue, results).await;
     Ok(())
 }
 

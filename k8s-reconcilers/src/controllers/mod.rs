@@ -64,18 +64,66 @@ pub(crate) fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> 
 }
 
 /// Runs a controller's result stream to its end. Its errors are the dispatch's (an object gone
-/// from the cache, a watch error), not the reconciles', which the error policy handles.
-pub(crate) async fn drain<T, E: std::fmt::Display>(
-    controller: &'static str,
-    results: impl futures::Stream<Item = Result<T, E>>,
-) {
+/// from the cache, a watch error), not the reconciles', which the error policy handles; an
+/// object gone from the cache leaves `queue` without a reconcile.
+pub(crate) async fn drain<T, E1: 'static, E2: 'static>(
+    queue: std::sync::Arc<crate::workqueue::WorkQueue>,
+    results: impl futures::Stream<Item = Result<T, kube::runtime::controller::Error<E1, E2>>>,
+) where
+    kube::runtime::controller::Error<E1, E2>: std::fmt::Display,
+{
+    let controller = queue.name();
     results
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(controller, error = %e, "reconcile dispatch");
+        .for_each(|result| {
+            if let Err(kube::runtime::controller::Error::ObjectNotFound(gone)) = &result {
+                queue.dropped(&crate::workqueue::object_key(gone));
+            }
+            async move {
+                if let Err(e) = result {
+                    tracing::debug!(controller, error = %e, "reconcile dispatch");
+                }
             }
         })
         .await;
+}
+
+/// The watch of a controller's own kind in `api`, with its cache, recorded in `queue` as
+/// triggers; the same stream `Controller::new` builds.
+pub(crate) fn watch_own<K>(
+    api: Api<K>,
+    queue: &std::sync::Arc<crate::workqueue::WorkQueue>,
+) -> (
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    kube::runtime::reflector::Store<K>,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    let (store, writer) = kube::runtime::reflector::store();
+    let events = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
+        .applied_objects();
+    (queue.watch_self(events), store)
+}
+
+/// The metadata watch of an owned kind in `api`, recorded in `queue` as triggers of the owners
+/// of kind `Owner`; the same stream `Controller::owns` builds.
+pub(crate) fn watch_owned<Owner, C>(
+    api: Api<kube::core::PartialObjectMeta<C>>,
+    queue: &std::sync::Arc<crate::workqueue::WorkQueue>,
+) -> impl futures::Stream<Item = Result<kube::core::PartialObjectMeta<C>, watcher::Error>> + Send + 'static
+where
+    Owner: kube::Resource<DynamicType = ()> + 'static,
+    C: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    queue.watch_owners::<Owner, _, _, _>(watcher(api, watcher::Config::default()).touched_objects())
 }
 
 /// Whether a kube error is a 404.
