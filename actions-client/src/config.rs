@@ -36,15 +36,20 @@ impl Scope {
     /// Path of the registration-token endpoint for this scope
     /// (docs/architecture.md#credential-exchange).
     pub fn registration_token_path(&self) -> String {
+        format!("{}/registration-token", self.runners_path())
+    }
+
+    /// Path of the scope's self-hosted runners (GitHub REST, `/…/actions/runners`).
+    pub fn runners_path(&self) -> String {
         match self {
             Scope::Repository { owner, repository } => {
-                format!("/repos/{owner}/{repository}/actions/runners/registration-token")
+                format!("/repos/{owner}/{repository}/actions/runners")
             }
             Scope::Organization { organization } => {
-                format!("/orgs/{organization}/actions/runners/registration-token")
+                format!("/orgs/{organization}/actions/runners")
             }
             Scope::Enterprise { enterprise } => {
-                format!("/enterprises/{enterprise}/actions/runners/registration-token")
+                format!("/enterprises/{enterprise}/actions/runners")
             }
         }
     }

@@ -80,6 +80,7 @@ mod jwt;
 pub mod key_vault;
 mod proxy;
 mod queue;
+mod rest;
 mod retry;
 mod service;
 mod transport;
@@ -94,6 +95,7 @@ pub use credentials::{APP_JWT_BACKDATE_SECS, APP_JWT_LIFETIME_SECS, Credentials,
 pub use error::{Error, ErrorInfo, Result};
 pub use jwt::unverified_exp;
 pub use proxy::ProxyConfig;
+pub use rest::{RUNNERS_PER_PAGE, SelfHostedRunner};
 pub use retry::RetryPolicy;
 pub use transport::{Transport, TransportConfig};
 pub use types::{

@@ -239,6 +239,17 @@ async fn every_endpoint_with_a_pat() {
     emu.runner_started(&conn).unwrap();
     let busy = client.remove_runner(jit.runner.id).await.unwrap_err();
     assert!(matches!(busy, Error::JobStillRunning(_)), "{busy}");
+    // The same refusal through GitHub's REST API, which lists the runner as busy.
+    let busy = client
+        .delete_self_hosted_runner(jit.runner.id)
+        .await
+        .unwrap_err();
+    assert!(matches!(busy, Error::JobStillRunning(_)), "{busy}");
+    let listed = client.list_self_hosted_runners().await.unwrap();
+    assert!(
+        listed.iter().any(|r| r.id == jit.runner.id && r.busy),
+        "{listed:?}"
+    );
     errors.extend(texts(&busy));
     let started = loop {
         if let Some(m) = client.get_message(&session, last, 10).await.unwrap() {
@@ -353,6 +364,13 @@ async fn every_endpoint_with_a_pat() {
                 assert_eq!(call.uri, "/api/v3/actions/runner-registration");
             }
             "get_message" | "delete_message" => {}
+            "list_self_hosted_runners" | "delete_self_hosted_runner" => {
+                assert!(
+                    call.uri
+                        .starts_with("/api/v3/orgs/octo-org/actions/runners")
+                );
+                assert_eq!(call.auth_scheme.as_deref(), Some("Bearer"));
+            }
             _ => {
                 assert!(call.uri.contains("api-version=6.0-preview"), "{}", call.uri);
                 assert_eq!(call.content_type.as_deref(), Some("application/json"));
@@ -427,4 +445,52 @@ async fn repository_and_enterprise_scopes_use_ghes_paths() {
         assert!(reg.uri.starts_with(prefix), "{} vs {prefix}", reg.uri);
         assert_eq!(client.service_url().unwrap(), emu.actions_url());
     }
+}
+
+/// GitHub's REST self-hosted runner endpoints over HTTP, backed by the runners the Actions
+/// service registered: more runners than a page (two list requests), each with its scale set's
+/// runner group and labels; a REST delete removes the registration on the service side too, and
+/// deleting it again counts as done.
+#[tokio::test]
+async fn self_hosted_runners_over_rest_follow_pages() {
+    let emu = support::emulator(|_| {}).await;
+    let client = support::pat_client(&emu, &emu.org_url("octo-org"), support::transport(|_| {}));
+    let set = client
+        .create_runner_scale_set(&NewRunnerScaleSet::new("rest-set", DEFAULT_RUNNER_GROUP_ID))
+        .await
+        .unwrap();
+    let total = actions_client::RUNNERS_PER_PAGE + 1;
+    let mut ids = Vec::new();
+    for i in 0..total {
+        let setting = JitSetting {
+            name: format!("rest-set-runner-{i}"),
+            work_folder: String::new(),
+        };
+        ids.push(
+            client
+                .generate_jit_config(set.id, &setting)
+                .await
+                .unwrap()
+                .runner
+                .id,
+        );
+    }
+    emu.reset_counters();
+    let listed = client.list_self_hosted_runners().await.unwrap();
+    assert_eq!(listed.len(), total);
+    assert_eq!(emu.count(Endpoint::ListSelfHostedRunners), 2, "two pages");
+    let first = &listed[0];
+    assert_eq!(first.runner_group_id, Some(DEFAULT_RUNNER_GROUP_ID));
+    assert!(first.labels.iter().any(|l| l == "rest-set"), "{first:?}");
+    assert!(!first.busy && first.os == "Linux" && first.status == "offline");
+
+    client.delete_self_hosted_runner(ids[0]).await.unwrap();
+    assert!(
+        client.get_runner(ids[0]).await.unwrap().is_none(),
+        "gone on the service"
+    );
+    client.delete_self_hosted_runner(ids[0]).await.unwrap();
+    let left = client.list_self_hosted_runners().await.unwrap();
+    assert_eq!(left.len(), total - 1);
+    assert!(left.iter().all(|r| r.id != ids[0]));
 }

@@ -61,11 +61,15 @@ pub enum Endpoint {
     RunnerCompleted,
     /// Runner side: go away without finishing.
     RunnerDisconnect,
+    /// GitHub REST: list the self-hosted runners of an organization, repository or enterprise.
+    ListSelfHostedRunners,
+    /// GitHub REST: delete a self-hosted runner.
+    DeleteSelfHostedRunner,
 }
 
 impl Endpoint {
     /// All endpoints.
-    pub const ALL: [Endpoint; 25] = [
+    pub const ALL: [Endpoint; 27] = [
         Endpoint::InstallationToken,
         Endpoint::RegistrationToken,
         Endpoint::RunnerRegistration,
@@ -91,6 +95,8 @@ impl Endpoint {
         Endpoint::RunnerStarted,
         Endpoint::RunnerCompleted,
         Endpoint::RunnerDisconnect,
+        Endpoint::ListSelfHostedRunners,
+        Endpoint::DeleteSelfHostedRunner,
     ];
 
     /// The stable snake_case name used by counters, faults and the control API.
@@ -121,6 +127,8 @@ impl Endpoint {
             Endpoint::RunnerStarted => "runner_started",
             Endpoint::RunnerCompleted => "runner_completed",
             Endpoint::RunnerDisconnect => "runner_disconnect",
+            Endpoint::ListSelfHostedRunners => "list_self_hosted_runners",
+            Endpoint::DeleteSelfHostedRunner => "delete_self_hosted_runner",
         }
     }
 
@@ -129,7 +137,9 @@ impl Endpoint {
         match self {
             Endpoint::InstallationToken
             | Endpoint::RegistrationToken
-            | Endpoint::RunnerRegistration => Family::GitHub,
+            | Endpoint::RunnerRegistration
+            | Endpoint::ListSelfHostedRunners
+            | Endpoint::DeleteSelfHostedRunner => Family::GitHub,
             Endpoint::GetMessage | Endpoint::DeleteMessage => Family::Queue,
             Endpoint::RunnerConnect
             | Endpoint::RunnerJob
@@ -288,6 +298,22 @@ fn route_github(method: &Method, segs: &[&str]) -> Result<Route, RouteError> {
             vec!["enterprises".into(), (*ent).to_owned()],
         ),
         ["actions", "runner-registration"] => post(Endpoint::RunnerRegistration, vec![]),
+        ["repos", owner, repo, "actions", "runners"] => pick(
+            method,
+            &[(Method::GET, Endpoint::ListSelfHostedRunners)],
+            vec!["repos".into(), (*owner).to_owned(), (*repo).to_owned()],
+        ),
+        ["orgs" | "enterprises", name, "actions", "runners"] => pick(
+            method,
+            &[(Method::GET, Endpoint::ListSelfHostedRunners)],
+            vec![segs[0].to_owned(), (*name).to_owned()],
+        ),
+        ["repos", _, _, "actions", "runners", id]
+        | ["orgs" | "enterprises", _, "actions", "runners", id] => pick(
+            method,
+            &[(Method::DELETE, Endpoint::DeleteSelfHostedRunner)],
+            vec![(*id).to_owned()],
+        ),
         _ => Err(RouteError::NotFound),
     }
 }

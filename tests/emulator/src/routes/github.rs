@@ -63,6 +63,35 @@ pub(crate) fn handle(shared: &Shared, req: &Req) -> Result<Response, ApiError> {
             let body = shared.mutate(|st, now| st.runner_registration(token, &req.body, now))?;
             Ok(json_response(201, &body))
         }
+        Endpoint::ListSelfHostedRunners | Endpoint::DeleteSelfHostedRunner => {
+            let (scheme, token) = req
+                .auth()
+                .ok_or_else(|| ApiError::github(401, "Requires authentication"))?;
+            if !(scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")) {
+                return Err(ApiError::github(401, "Bad credentials"));
+            }
+            if req.endpoint == Endpoint::DeleteSelfHostedRunner {
+                let id = req
+                    .params
+                    .first()
+                    .and_then(|p| p.parse::<i64>().ok())
+                    .ok_or_else(|| ApiError::github(404, "Not Found"))?;
+                shared.mutate(|st, now| st.delete_self_hosted_runner(token, id, now))?;
+                return Ok(crate::wire::empty_response(204));
+            }
+            let number = |key: &str, default: usize| {
+                req.query(key)
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(default)
+            };
+            let (per_page, page) = (
+                number("per_page", 30).clamp(1, 100),
+                number("page", 1).max(1),
+            );
+            let body =
+                shared.read(|st, now| st.list_self_hosted_runners(token, per_page, page, now))?;
+            Ok(json_response(200, &body))
+        }
         _ => Err(ApiError::not_found()),
     }
 }

@@ -151,3 +151,69 @@ impl State {
         self.tenant += 1;
     }
 }
+
+impl State {
+    /// GitHub REST "List self-hosted runners" (organization, repository or enterprise): the
+    /// runners every scale set registered, in id order, `per_page` from `page` (1-based), with
+    /// `total_count`; runners carry their scale set's runner group and labels.
+    pub fn list_self_hosted_runners(
+        &self,
+        bearer: &str,
+        per_page: usize,
+        page: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Value, ApiError> {
+        self.check_github_token(bearer, now)?;
+        let runners: Vec<Value> = self
+            .runners
+            .values()
+            .skip(per_page.saturating_mul(page.saturating_sub(1)))
+            .take(per_page)
+            .map(|r| {
+                let set = self.scale_sets.get(&r.scale_set_id);
+                let labels: Vec<Value> = set
+                    .map(|s| s.labels.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, name)| json!({"id": i + 1, "name": name, "type": "read-only"}))
+                    .collect();
+                json!({
+                    "id": r.id,
+                    "name": r.name,
+                    "os": "Linux",
+                    "status": if r.connected_at.is_some() { "online" } else { "offline" },
+                    "busy": r.job.is_some(),
+                    "ephemeral": true,
+                    "runner_group_id": set.map_or(1, |s| s.runner_group_id),
+                    "labels": labels,
+                })
+            })
+            .collect();
+        Ok(json!({"total_count": self.runners.len(), "runners": runners}))
+    }
+
+    /// GitHub REST "Delete a self-hosted runner": 404 for an unknown id, 422 while it runs a job.
+    pub fn delete_self_hosted_runner(
+        &mut self,
+        bearer: &str,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApiError> {
+        self.check_github_token(bearer, now)?;
+        match self.runners.get(&id) {
+            None => Err(ApiError::github(404, "Not Found")),
+            Some(r) if r.job.is_some() => Err(ApiError::github(
+                422,
+                format!(
+                    "Bad request - Runner \"{}\" is still running a job\"",
+                    r.name
+                ),
+            )),
+            Some(_) => {
+                self.drop_runner(id);
+                Ok(())
+            }
+        }
+    }
+}
