@@ -187,7 +187,8 @@ async fn pat_from_key_vault_registers_the_scale_set_and_the_listener_gets_a_runn
         .context("listener pod service account")?;
     let cp = testbed::ControlPlane::shared().await?;
     let kubeconfig = cp.service_account_kubeconfig(s.h.ctrl(), &sa).await?;
-    let secrets_before = kv.secret_requests();
+    // The manager's client keeps its token (an hour); a new token request is the listener's.
+    let tokens_before = kv.token_requests();
     let listener = Listener::start(
         config,
         &kubeconfig,
@@ -214,7 +215,7 @@ async fn pat_from_key_vault_registers_the_scale_set_and_the_listener_gets_a_runn
         "the listener acquired the job: {phase:?}"
     );
     assert!(
-        kv.secret_requests() > secrets_before,
+        kv.token_requests() > tokens_before,
         "the listener read the vault"
     );
     let out = listener.stop().await;
