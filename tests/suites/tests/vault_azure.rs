@@ -292,6 +292,40 @@ async fn a_certificate_the_app_does_not_know_gives_ready_false() -> anyhow::Resu
     Ok(())
 }
 
+/// The scale-set chart's `keyVault` values render an ARS that reconciles (ARC's chart refused
+/// nothing, arc-rs used to refuse the type).
+#[tokio::test]
+async fn the_charts_key_vault_values_reconcile() -> anyhow::Result<()> {
+    let s = Setup::new("vault-chart", true).await?;
+    s.register_vault();
+    s.emu.key_vault().set_secret(
+        "arc-github",
+        &json!({"github_token": DEFAULT_PAT.to_string()}).to_string(),
+    );
+    let rendered = suites::helm::Render::new(suites::helm::Chart::ScaleSet, "arc", s.h.ns())
+        .values(json!({
+            "githubConfigUrl": s.emu.org_url(ORG),
+            "githubConfigSecret": "arc-github",
+            "controllerServiceAccount": {"name": "arc", "namespace": s.h.ctrl()},
+            "githubServerTLS": {"certificateFrom": {"configMapKeyRef": {"name": "emulator-ca", "key": "ca.crt"}}},
+            "keyVault": {"type": "azure_key_vault", "azureKeyVault": {
+                "url": s.vault_url(), "tenantId": TENANT, "clientId": CLIENT,
+                "certificatePath": s.cert_path()}},
+        }))
+        .render()?;
+    let spec = rendered.single("AutoscalingRunnerSet")?["spec"].clone();
+    assert_eq!(spec["vaultConfig"]["type"], "azure_key_vault");
+    s.h.create_ars("arc", spec).await?;
+    ready_ars(&s.h, "arc").await?;
+    assert!(
+        s.emu
+            .key_vault()
+            .requested_secrets()
+            .contains(&"arc-github".to_owned())
+    );
+    Ok(())
+}
+
 /// The vault and the identity platform are on host names that do not resolve: only the proxy
 /// (which sends every connection to the emulator) reaches them. Its credentials come from a
 /// Kubernetes Secret, as ARC reads `vaultConfig.proxy`; those of the GitHub proxy (`spec.proxy`)
