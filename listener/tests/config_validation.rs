@@ -151,6 +151,31 @@ fn vault_keys() {
     assert!(e.starts_with("config key `vault_lookup_key`"), "{e}");
 }
 
+/// ARC's controller writes `vault_type`, `vault_lookup_key` and `azure_key_vault` (and empty
+/// credentials): the listener keeps them to read the vault at start.
+#[test]
+fn an_azure_key_vault_config_is_kept_for_the_listener_to_read() {
+    let mut v = with("vault_type", json!("azure_key_vault"));
+    v["vault_lookup_key"] = json!("kv-secret");
+    v["github_token"] = json!("");
+    v["azure_key_vault"] = json!({"tenant_id": "t", "client_id": "c",
+        "url": "https://v.vault.azure.net/", "certificate_path": "/etc/akv/cert.pem"});
+    let config = ListenerConfig::from_json(&v.to_string()).expect("valid");
+    let GitHubCredentials::Vault(lookup) = &config.credentials else {
+        panic!("expected the vault lookup, got {:?}", config.credentials);
+    };
+    assert_eq!(lookup.lookup_key, "kv-secret");
+    assert_eq!(
+        (
+            lookup.key_vault.tenant_id.as_str(),
+            lookup.key_vault.client_id.as_str(),
+            lookup.key_vault.url.as_str(),
+            lookup.key_vault.certificate_path.as_str()
+        ),
+        ("t", "c", "https://v.vault.azure.net/", "/etc/akv/cert.pem")
+    );
+}
+
 #[test]
 fn credentials() {
     let e = error_of(with("github_token", json!("")));
