@@ -233,7 +233,6 @@ impl Default for SetPolicy {
     }
 }
 
-
 /// What the pass decided, for logs and events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
