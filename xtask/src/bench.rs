@@ -12,7 +12,7 @@ use actions_emulator::{JobPhase, StateSnapshot};
 use anyhow::{Context, bail};
 use serde_json::json;
 use system::{ScaleSet, ScaleSetSpec, System, SystemOptions, Timeline, wait_for};
-use testbed::{AuditEvent, AuditLog, AuditPolicy, ControlPlane, ControlPlaneOptions};
+use testbed::{AuditEvent, AuditLog, AuditPolicy};
 
 use crate::workspace_root;
 
@@ -146,19 +146,6 @@ fn load_average() -> String {
 
 async fn bench(args: &BenchArgs) -> anyhow::Result<Results> {
     let audit_log = AuditLog::new(AuditPolicy::WritesAndServiceAccountReads)?;
-    println!("==> starting the control plane with an audit log of writes");
-    let cp = ControlPlane::start(ControlPlaneOptions {
-        scheduling: true,
-        extra_apiserver_args: audit_log.apiserver_args(),
-        ..ControlPlaneOptions::default()
-    })
-    .await?;
-    let kubernetes = cp
-        .try_client()?
-        .apiserver_version()
-        .await
-        .context("reading the API server's version")?
-        .git_version;
     let mut options = SystemOptions::new("bench");
     options.release = !args.debug;
     options.nodes = 4;
@@ -182,7 +169,14 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Results> {
             "listenerEndpoint": "",
         },
     });
-    let sys = System::start(cp.into(), options).await?;
+    println!("==> starting the control plane with an audit log of writes");
+    let sys = System::start_audited(&audit_log, options).await?;
+    let kubernetes = sys
+        .client()
+        .apiserver_version()
+        .await
+        .context("reading the API server's version")?
+        .git_version;
     let outcome = measure(&sys, args, &audit_log)
         .await
         .map(|results| Results {

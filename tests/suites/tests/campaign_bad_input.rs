@@ -36,7 +36,7 @@ use rand::{Rng, SeedableRng};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use system::{ScaleSet, ScaleSetSpec, System, SystemOptions, wait_for};
-use testbed::{AuditLog, AuditPolicy, ControlPlane, ControlPlaneOptions};
+use testbed::{AuditLog, AuditPolicy};
 
 /// The seed of the first batch; the others take a fresh one (printed) or `ARC_CAMPAIGN_SEED`.
 const FIXED_SEED: u64 = 0x20_20_20;
@@ -976,14 +976,7 @@ async fn service_faults(
 #[tokio::test]
 async fn bad_input_never_crashes_sticks_or_leaks() {
     let audit = AuditLog::new(AuditPolicy::ServiceAccounts).expect("audit log");
-    let cp = ControlPlane::start(ControlPlaneOptions {
-        scheduling: true,
-        extra_apiserver_args: audit.apiserver_args(),
-        ..ControlPlaneOptions::default()
-    })
-    .await
-    .expect("control plane");
-    let sys = System::start(cp.into(), SystemOptions::new("camp"))
+    let sys = System::start_audited(&audit, SystemOptions::new("camp"))
         .await
         .expect("system");
     let outcome = campaign(&sys, &audit).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use system::{ScaleSetSpec, System, SystemOptions};
-use testbed::{AuditEvent, AuditLog, AuditPolicy, ControlPlane, ControlPlaneOptions};
+use testbed::{AuditEvent, AuditLog, AuditPolicy};
 
 /// The manager's requests on one runner's objects (the EphemeralRunner, and its pod and JIT
 /// Secret, which share its name), as "verb resource[/subresource]" counts.
@@ -60,14 +60,7 @@ fn floor() -> Requests {
 #[tokio::test]
 async fn a_runner_costs_the_manager_six_writes_and_no_reads() {
     let audit = AuditLog::new(AuditPolicy::ServiceAccounts).expect("audit log");
-    let cp = ControlPlane::start(ControlPlaneOptions {
-        scheduling: true,
-        extra_apiserver_args: audit.apiserver_args(),
-        ..ControlPlaneOptions::default()
-    })
-    .await
-    .expect("control plane");
-    let sys = System::start(cp.into(), SystemOptions::new("writes"))
+    let sys = System::start_audited(&audit, SystemOptions::new("writes"))
         .await
         .expect("system");
     let outcome = lifecycle(&sys, &audit).await;

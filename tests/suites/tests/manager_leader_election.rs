@@ -10,10 +10,9 @@ mod support;
 use actions_emulator::{Emulator, EmulatorConfig, Endpoint};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_reconcilers::crd::{AutoscalingRunnerSet, EphemeralRunner, EphemeralRunnerSet};
+use k8s_reconcilers::crd::{AutoscalingRunnerSet, EphemeralRunner};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use kube::api::Api;
 use support::*;
 use testbed::ControlPlane;
 
@@ -84,18 +83,7 @@ async fn only_the_leader_acts_and_the_other_takes_over_when_it_dies() -> anyhow:
     create_ars(&admin, r, "arc", &emu.org_url("octo-org"), "gh").await?;
     let ars_api: Api<AutoscalingRunnerSet> = Api::namespaced(admin.clone(), r);
     let id = scale_set_id(&ars_api, "arc").await?;
-    let ers_api: Api<EphemeralRunnerSet> = Api::namespaced(admin.clone(), r);
-    eventually("the EphemeralRunnerSet", WAIT, || async {
-        ers_api.get_opt("arc").await.map_err(Into::into)
-    })
-    .await?;
-    ers_api
-        .patch(
-            "arc",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"replicas": 1, "patchID": 1}})),
-        )
-        .await?;
+    scale_runner_set(&admin, r, "arc", 1, 1).await?;
     let er_api: Api<EphemeralRunner> = Api::namespaced(admin.clone(), r);
     let pods: Api<Pod> = Api::namespaced(admin.clone(), r);
     suites::registered_runners(&er_api, &pods, 1, WAIT).await?;
@@ -136,13 +124,7 @@ async fn only_the_leader_acts_and_the_other_takes_over_when_it_dies() -> anyhow:
     assert_ne!(new_holder, holder);
     assert!(managers[follower].logs().contains(&new_holder));
 
-    ers_api
-        .patch(
-            "arc",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"replicas": 2, "patchID": 2}})),
-        )
-        .await?;
+    scale_runner_set(&admin, r, "arc", 2, 2).await?;
     let runners = suites::registered_runners(&er_api, &pods, 2, WAIT).await?;
     assert!(
         reconciles(&managers[follower]).await? > 0.0,

@@ -250,18 +250,7 @@ async fn registrations_without_a_runner_are_swept_at_start_up() -> anyhow::Resul
     create_ars(&admin, r, "arc", &url, "gh").await?;
     let ars_api: Api<AutoscalingRunnerSet> = Api::namespaced(admin.clone(), r);
     let id = scale_set_id(&ars_api, "arc").await?;
-    let ers_api: Api<EphemeralRunnerSet> = Api::namespaced(admin.clone(), r);
-    eventually("the EphemeralRunnerSet", WAIT, || async {
-        ers_api.get_opt("arc").await.map_err(Into::into)
-    })
-    .await?;
-    ers_api
-        .patch(
-            "arc",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"replicas": 1, "patchID": 1}})),
-        )
-        .await?;
+    scale_runner_set(&admin, r, "arc", 1, 1).await?;
     let er_api: Api<EphemeralRunner> = Api::namespaced(admin.clone(), r);
     let pods: Api<Pod> = Api::namespaced(admin.clone(), r);
     let (runner, runner_id) = eventually("a registered runner", WAIT, || async {

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_reconcilers::crd::AutoscalingRunnerSet;
+use k8s_reconcilers::crd::{AutoscalingRunnerSet, EphemeralRunnerSet};
 use kube::ResourceExt;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use secrecy::ExposeSecret;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -336,4 +336,24 @@ pub async fn create_ars_with(
     Ok(Api::<AutoscalingRunnerSet>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &ars)
         .await?)
+}
+
+/// Plays the listener: once the EphemeralRunnerSet `name` exists in `ns`, asks it for `replicas`
+/// runners under `patch_id`.
+pub async fn scale_runner_set(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+    patch_id: i32,
+) -> anyhow::Result<()> {
+    let api: Api<EphemeralRunnerSet> = Api::namespaced(client.clone(), ns);
+    eventually("the EphemeralRunnerSet", WAIT, || async {
+        api.get_opt(name).await.map_err(Into::into)
+    })
+    .await?;
+    let patch = json!({"spec": {"replicas": replicas, "patchID": patch_id}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
 }

@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use actions_emulator::{Emulator, EmulatorConfig};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_reconcilers::crd::{AutoscalingListener, EphemeralRunner, EphemeralRunnerSet};
+use k8s_reconcilers::crd::{AutoscalingListener, EphemeralRunner};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use kube::api::Api;
 use support::*;
 use testbed::ControlPlane;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -114,18 +113,7 @@ async fn every_metric_of_arcs_dashboard_is_exported_with_its_labels() -> anyhow:
     let manager = Manager::start(cp.kubeconfig_path(), c, r, &[])?;
     create_ars(&admin, r, "arc", &emu.org_url("octo-org"), "gh").await?;
 
-    let ers_api: Api<EphemeralRunnerSet> = Api::namespaced(admin.clone(), r);
-    eventually("the EphemeralRunnerSet", WAIT, || async {
-        ers_api.get_opt("arc").await.map_err(Into::into)
-    })
-    .await?;
-    ers_api
-        .patch(
-            "arc",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"replicas": 1, "patchID": 1}})),
-        )
-        .await?;
+    scale_runner_set(&admin, r, "arc", 1, 1).await?;
     let er_api: Api<EphemeralRunner> = Api::namespaced(admin.clone(), r);
     let pods_r: Api<Pod> = Api::namespaced(admin.clone(), r);
     suites::registered_runners(&er_api, &pods_r, 1, WAIT).await?;

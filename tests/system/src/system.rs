@@ -16,7 +16,7 @@ use kube::discovery::{Scope, pinned_kind};
 use nodesim::{ContainerMatcher, ContainerRuntime, NodeSimulator, ProcessRule, SimulatorConfig};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use testbed::{ControlPlane, TestNamespace};
+use testbed::{AuditLog, ControlPlane, ControlPlaneOptions, TestNamespace};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::binaries::{Binaries, build_binaries, build_images_once};
@@ -225,6 +225,18 @@ pub(crate) fn merge(base: &mut Value, over: &Value) {
 }
 
 impl System {
+    /// [`System::start`] on a control plane of its own (with a scheduler) whose API server
+    /// writes `audit`.
+    pub async fn start_audited(audit: &AuditLog, options: SystemOptions) -> anyhow::Result<System> {
+        let plane = ControlPlane::start(ControlPlaneOptions {
+            scheduling: true,
+            extra_apiserver_args: audit.apiserver_args(),
+            ..ControlPlaneOptions::default()
+        })
+        .await?;
+        System::start(plane.into(), options).await
+    }
+
     /// Starts everything and installs the controller chart; waits until the manager runs.
     /// Waits first for any other system of this process to shut down.
     pub async fn start(plane: Plane, options: SystemOptions) -> anyhow::Result<System> {
