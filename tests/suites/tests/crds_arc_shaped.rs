@@ -48,6 +48,17 @@ async fn apply(h: &Harness, ns: &str, manifest: Value) -> anyhow::Result<Dynamic
 }
 
 /// The `Ready=False` message of an object's status, once it has one.
+/// How many objects of kind `K` the typed API lists in `ns`.
+async fn count<K>(h: &Harness, ns: &str) -> anyhow::Result<usize>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Ok(h.api::<K>(ns).list(&Default::default()).await?.items.len())
+}
+
 async fn not_ready(h: &Harness, ns: &str, kind: &str, name: &str) -> anyhow::Result<String> {
     let api = dynamic(h, ns, kind);
     wait_for(&format!("{kind} {name} Ready=False"), || async {
@@ -93,38 +104,10 @@ async fn arc_manifests_without_optional_fields_apply_and_are_reported() -> anyho
         );
     }
     // Each typed API reads them (the controllers' watches would fail on an undecodable one).
-    assert_eq!(
-        h.api::<AutoscalingRunnerSet>(h.ns())
-            .list(&Default::default())
-            .await?
-            .items
-            .len(),
-        1
-    );
-    assert_eq!(
-        h.api::<EphemeralRunnerSet>(h.ns())
-            .list(&Default::default())
-            .await?
-            .items
-            .len(),
-        1
-    );
-    assert_eq!(
-        h.api::<EphemeralRunner>(h.ns())
-            .list(&Default::default())
-            .await?
-            .items
-            .len(),
-        1
-    );
-    assert_eq!(
-        h.api::<AutoscalingListener>(h.ctrl())
-            .list(&Default::default())
-            .await?
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(count::<AutoscalingRunnerSet>(&h, h.ns()).await?, 1);
+    assert_eq!(count::<EphemeralRunnerSet>(&h, h.ns()).await?, 1);
+    assert_eq!(count::<EphemeralRunner>(&h, h.ns()).await?, 1);
+    assert_eq!(count::<AutoscalingListener>(&h, h.ctrl()).await?, 1);
 
     let message = not_ready(
         &h,

@@ -214,8 +214,14 @@ impl Drop for Manager {
     }
 }
 
-/// Minimal HTTP/1.1 GET on 127.0.0.1.
+/// Minimal HTTP/1.1 GET on 127.0.0.1: status, body.
 pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    let (status, _, body) = http_get_raw(port, path).await?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Minimal HTTP/1.1 GET on 127.0.0.1: status, response head and raw body.
+pub async fn http_get_raw(port: u16, path: &str) -> anyhow::Result<(u16, String, Vec<u8>)> {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     stream
         .write_all(
@@ -225,17 +231,16 @@ pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
         .await?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n");
+    let head_end = split.unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("no HTTP status line")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    let body = split.map(|i| raw[i + 4..].to_vec()).unwrap_or_default();
+    Ok((status, head, body))
 }
 
 /// The value of the sample `name{labels…}` whose label set contains all of `labels`.

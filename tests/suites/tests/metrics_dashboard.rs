@@ -22,7 +22,6 @@ use kube::ResourceExt;
 use kube::api::Api;
 use support::*;
 use testbed::ControlPlane;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CONTROLLERS: [&str; 4] = [
     "autoscalingrunnerset",
@@ -263,34 +262,16 @@ async fn every_metric_of_arcs_dashboard_is_exported_with_its_labels() -> anyhow:
     Ok(())
 }
 
-/// `GET path` on 127.0.0.1:`port`: status and raw body.
+/// `GET path` on 127.0.0.1:`port`: status and raw body, which is never chunked.
 async fn get_bytes(port: u16, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no HTTP header end"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no status in {head:?}"))?;
+    let (status, head, body) = http_get_raw(port, path).await?;
     assert!(
         !head
             .to_ascii_lowercase()
             .contains("transfer-encoding: chunked"),
         "{head}"
     );
-    Ok((status, raw[split + 4..].to_vec()))
+    Ok((status, body))
 }
 
 #[tokio::test]

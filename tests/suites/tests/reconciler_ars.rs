@@ -11,20 +11,7 @@ use k8s_reconcilers::names::{annotations, finalizers, labels, listener_name};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::{Harness, spec, wait_for};
-
-async fn ready_ars(h: &Harness, name: &str) -> anyhow::Result<AutoscalingRunnerSet> {
-    let api = h.api::<AutoscalingRunnerSet>(h.ns());
-    wait_for("the ARS to be Running", || async {
-        let ars = api.get(name).await?;
-        Ok(ars
-            .status
-            .as_ref()
-            .is_some_and(|s| s.phase == "Running")
-            .then_some(ars))
-    })
-    .await
-}
+use support::{Harness, ready_ars, spec, wait_for};
 
 #[tokio::test]
 async fn new_ars_gets_scale_set_runner_set_and_listener() -> anyhow::Result<()> {

@@ -25,7 +25,7 @@ use k8s_reconcilers::names::listener_name;
 use kube::ResourceExt;
 use kube::api::{ObjectMeta, PostParams};
 use serde_json::{Value, json};
-use support::{Harness, wait_for};
+use support::{Harness, ready_ars, wait_for};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const TENANT: &str = "0b8e2c4a-tenant";
@@ -116,19 +116,6 @@ impl Setup {
             }
         })
     }
-}
-
-async fn ready_ars(h: &Harness, name: &str) -> anyhow::Result<AutoscalingRunnerSet> {
-    let api = h.api::<AutoscalingRunnerSet>(h.ns());
-    wait_for("the ARS to be Running", || async {
-        let ars = api.get(name).await?;
-        Ok(ars
-            .status
-            .as_ref()
-            .is_some_and(|s| s.phase == "Running")
-            .then_some(ars))
-    })
-    .await
 }
 
 /// The listener's `config.json`, once its Secret exists.

@@ -154,3 +154,17 @@ where
 {
     testbed::eventually(what, TIMEOUT, check).await
 }
+
+/// Waits until AutoscalingRunnerSet `name` of the harness namespace reports phase `Running`.
+pub async fn ready_ars(h: &Harness, name: &str) -> anyhow::Result<AutoscalingRunnerSet> {
+    let api = h.api::<AutoscalingRunnerSet>(h.ns());
+    wait_for("the ARS to be Running", || async {
+        let ars = api.get(name).await?;
+        Ok(ars
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase == "Running")
+            .then_some(ars))
+    })
+    .await
+}
