@@ -16,6 +16,7 @@ use testbed::{AuditEvent, AuditLog, AuditPolicy};
 
 use crate::workspace_root;
 
+mod cpu;
 mod series;
 
 /// Client-side Kubernetes rate limits and EphemeralRunner workers the bench gives the manager.
@@ -96,6 +97,8 @@ struct Burst {
     other_writes: u64,
     runners: usize,
     actions_calls: BTreeMap<String, u64>,
+    /// CPU from queuing the burst to every runner removed.
+    cpu: cpu::CpuUse,
 }
 
 impl Burst {
@@ -129,6 +132,8 @@ struct Results {
     manager_rss_idle: Option<u64>,
     manager_rss_loaded: Option<u64>,
     idle_runners_up: Option<f64>,
+    /// CPU from applying the idle scale set to its last pod.
+    idle_cpu: Option<cpu::CpuUse>,
     idle_runners: usize,
     series: Vec<series::Point>,
     jobs_per_burst: usize,
@@ -234,6 +239,18 @@ async fn measure(sys: &System, args: &BenchArgs, audit_log: &AuditLog) -> anyhow
     Ok(results)
 }
 
+/// The manager's and listeners' processes, which run outside the bench's process tree when they
+/// are containers.
+async fn named_processes(sys: &System) -> Vec<(u32, &'static str)> {
+    let managers = sys.manager_pids().await.into_iter().map(|p| (p, "manager"));
+    let listeners = sys
+        .listener_pids()
+        .await
+        .into_iter()
+        .map(|p| (p, "listener"));
+    managers.chain(listeners).collect()
+}
+
 fn rss(pids: &[u32]) -> Option<u64> {
     let values: Vec<u64> = pids.iter().filter_map(|p| system::rss_bytes(*p)).collect();
     values.into_iter().max()
@@ -265,6 +282,8 @@ async fn burst(
     }
     let audit_start = audit_log.len();
     sys.emulator().reset_counters();
+    let processes = named_processes(sys).await;
+    let clock = cpu::CpuClock::start(&processes);
     let queued_at = chrono::Utc::now();
     let jobs = sys.queue_jobs(&set, args.burst, Duration::from_secs(5));
     wait_for(Duration::from_secs(180), "every runner pod", || async {
@@ -274,6 +293,7 @@ async fn burst(
     sys.wait_jobs_completed(&jobs, Duration::from_secs(300))
         .await?;
     sys.wait_runners(&set, 0, Duration::from_secs(180)).await?;
+    let cpu = clock.stop(&processes);
     let snap = sys.emulator().snapshot();
     let audit_end = audit_log.len();
     let pods = timeline.pods_created();
@@ -314,6 +334,7 @@ async fn burst(
         other_writes,
         runners: timeline.runners_created().len(),
         actions_calls: counters(&snap),
+        cpu,
     };
     drop(timeline);
     sys.uninstall_scale_set(&set).await?;
@@ -396,6 +417,8 @@ async fn turnover(sys: &System, args: &BenchArgs, run: usize) -> anyhow::Result<
 async fn idle(sys: &System, args: &BenchArgs, results: &mut Results) -> anyhow::Result<()> {
     let n = args.idle_runners;
     sys.emulator().reset_counters();
+    let processes = named_processes(sys).await;
+    let clock = cpu::CpuClock::start(&processes);
     let started = Instant::now();
     let set: ScaleSet = sys
         .install_scale_set(
@@ -412,6 +435,7 @@ async fn idle(sys: &System, args: &BenchArgs, results: &mut Results) -> anyhow::
     )
     .await?;
     results.idle_runners_up = Some(started.elapsed().as_secs_f64());
+    results.idle_cpu = Some(clock.stop(&named_processes(sys).await));
     let mut refused: std::collections::BTreeMap<(String, u16), u64> = Default::default();
     for call in sys
         .emulator()
@@ -737,6 +761,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
         r.idle_runners,
         r.idle_runners_up.unwrap_or(f64::NAN)
     );
+    cpu_section(r, &mut out);
     series::render(&r.series, &mut out);
     let _ = writeln!(out, "## How each figure is measured\n");
     let _ = writeln!(
@@ -772,6 +797,44 @@ fn render(args: &BenchArgs, r: &Results) -> String {
 }
 
 /// The sizes of the images `cargo xtask images` saved (the bench runs them), goal beside each.
+/// Where the CPU went in each burst and while the idle runners started: whether the machine's
+/// cores or a process's waiting bound the phase.
+fn cpu_section(r: &Results, out: &mut String) {
+    let _ = writeln!(out, "## Where the CPU went\n");
+    let _ = writeln!(
+        out,
+        "CPU seconds of each process of the test bed over the phase, and how busy the machine's cores were (every process on the machine counted, the bench's or not). The *CPU floor* is the test bed's CPU seconds over the cores: the least wall time the phase could take on this machine, whatever the controllers did, unless the control plane and the simulators cost less. A phase whose wall time is near its floor was bound by the cores.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| Phase | wall (s) | cores busy | test bed CPU (s) | CPU floor (s) | CPU seconds by process, largest first |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let phases = r
+        .bursts
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("burst, run {}", i + 1), &b.cpu))
+        .chain(
+            r.idle_cpu
+                .iter()
+                .map(|c| (format!("{} idle runners up", r.idle_runners), c)),
+        );
+    for (phase, c) in phases {
+        let _ = writeln!(
+            out,
+            "| {phase} | {:.1} | {:.0} % of {} | {:.1} | {:.1} | {} |",
+            c.wall,
+            c.busy_percent(),
+            c.cores,
+            c.test_bed(),
+            c.floor(),
+            c.top(8)
+        );
+    }
+    let _ = writeln!(out);
+}
+
 fn images_section(out: &mut String) {
     let _ = writeln!(out, "\n## Images\n");
     let _ = writeln!(
