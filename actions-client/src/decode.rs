@@ -4,6 +4,7 @@
 
 use http::StatusCode;
 use secrecy::SecretString;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::classify::{self, Target};
@@ -12,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::github::AdminToken;
 use crate::json;
 use crate::jwt;
+use crate::rest::SelfHostedRunner;
 use crate::transport::{Call, Reply};
 use crate::types::ScaleSetMessage;
 use crate::types::{JitConfig, MessageSession, RunnerGroup, RunnerReference, RunnerScaleSet};
@@ -135,9 +137,65 @@ pub(crate) fn runner_by_name(
     }
 }
 
-/// A13 unfiltered: every decodable runner of a list.
-pub(crate) fn runners(call: &Call, reply: &Reply) -> Result<Vec<RunnerReference>> {
-    Ok(wire::each(list(call, reply, "runner list")?, "runner"))
+/// R1: one page of GitHub's self-hosted runner list: its runners and `total_count`.
+pub(crate) fn self_hosted_runners(
+    call: &Call,
+    reply: &Reply,
+) -> Result<(Vec<SelfHostedRunner>, usize)> {
+    let page: PageWire = json::from_value(ActionsClient::value(call, reply)?)
+        .map_err(|e| ActionsClient::bad(call, reply, format!("self-hosted runner list: {e}")))?;
+    Ok((
+        page.runners
+            .into_iter()
+            .map(SelfHostedRunner::from)
+            .collect(),
+        page.total_count,
+    ))
+}
+
+#[derive(Deserialize)]
+struct PageWire {
+    #[serde(default)]
+    total_count: usize,
+    #[serde(default)]
+    runners: Vec<RunnerWire>,
+}
+
+#[derive(Deserialize)]
+struct RunnerWire {
+    id: i64,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    busy: bool,
+    #[serde(default)]
+    labels: Vec<LabelWire>,
+    #[serde(default)]
+    runner_group_id: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct LabelWire {
+    #[serde(default)]
+    name: String,
+}
+
+impl From<RunnerWire> for SelfHostedRunner {
+    fn from(w: RunnerWire) -> Self {
+        SelfHostedRunner {
+            id: w.id,
+            name: w.name,
+            os: w.os,
+            status: w.status,
+            busy: w.busy,
+            labels: w.labels.into_iter().map(|l| l.name).collect(),
+            runner_group_id: w.runner_group_id,
+        }
+    }
 }
 
 /// A7, A8: a session; `previous` fills what a partial refresh answer leaves out.

@@ -1,7 +1,7 @@
 //! Entry points for fuzzing the client's decoding of the service's answers: the message long
 //! poll and its batch bodies, acquire-jobs answers, sessions, scale sets, runner groups, runner
-//! lists, JIT configs, the GitHub token and registration answers, and the error bodies of every
-//! one of them (docs/architecture.md#fuzzing-and-the-bad-input-campaign).
+//! lists, GitHub's self-hosted runner pages, JIT configs, the GitHub token and registration
+//! answers, and the error bodies of every one of them (docs/architecture.md#fuzzing-and-the-bad-input-campaign).
 //!
 //! Each [`Answer`] runs the same decoding function the endpoint method runs on a real reply, so
 //! a target that feeds it bytes fuzzes the production code. [`check`] is the oracle: no panic
@@ -48,8 +48,8 @@ pub enum Answer {
     Runner,
     /// A13: a runner list filtered by name.
     RunnerByName,
-    /// A13 unfiltered: every runner.
-    Runners,
+    /// R1: a page of GitHub's self-hosted runner list.
+    SelfHostedRunners,
     /// G1, G2: an installation or registration token.
     Token,
     /// G3: the runner registration (Actions service URL and admin token).
@@ -71,7 +71,7 @@ impl Answer {
         Answer::Jit,
         Answer::Runner,
         Answer::RunnerByName,
-        Answer::Runners,
+        Answer::SelfHostedRunners,
         Answer::Token,
         Answer::Registration,
     ];
@@ -91,7 +91,7 @@ impl Answer {
             Answer::Jit => "jit",
             Answer::Runner => "runner",
             Answer::RunnerByName => "runner_by_name",
-            Answer::Runners => "runners",
+            Answer::SelfHostedRunners => "self_hosted_runners",
             Answer::Token => "token",
             Answer::Registration => "registration",
         }
@@ -116,8 +116,8 @@ impl Answer {
             | Answer::ScaleSetById
             | Answer::ScaleSet
             | Answer::Jit => Target::ScaleSet,
-            Answer::Runner | Answer::RunnerByName | Answer::Runners => Target::Runner,
-            Answer::Token | Answer::Registration => Target::GitHub,
+            Answer::Runner | Answer::RunnerByName => Target::Runner,
+            Answer::Token | Answer::Registration | Answer::SelfHostedRunners => Target::GitHub,
         }
     }
 
@@ -265,7 +265,7 @@ pub fn decode(answer: Answer, input: &Input) -> Result<(), Error> {
         Answer::Jit => decode::jit(&call, &reply).map(drop),
         Answer::Runner => decode::runner(&call, &reply).map(drop),
         Answer::RunnerByName => decode::runner_by_name(&call, &reply, "runner").map(drop),
-        Answer::Runners => decode::runners(&call, &reply).map(drop),
+        Answer::SelfHostedRunners => decode::self_hosted_runners(&call, &reply).map(drop),
         Answer::Token => decode::token(&call, &reply).map(drop),
         Answer::Registration => decode::admin_token(&call, &reply).map(drop),
     }
@@ -338,7 +338,11 @@ pub const TARGETS: [(&str, &[Answer]); 5] = [
     ),
     (
         "runners",
-        &[Answer::Runner, Answer::RunnerByName, Answer::Runners],
+        &[
+            Answer::Runner,
+            Answer::RunnerByName,
+            Answer::SelfHostedRunners,
+        ],
     ),
     (
         "scale_sets",

@@ -4,13 +4,12 @@
 
 use http::{Method, StatusCode, header};
 use secrecy::SecretString;
-use serde::Deserialize;
 
 use crate::classify::{self, Target};
 use crate::client::ActionsClient;
 use crate::credentials::Credentials;
+use crate::decode;
 use crate::error::{Error, Result};
-use crate::json;
 use crate::transport::Call;
 
 /// Runners asked for per page (GitHub's maximum).
@@ -33,51 +32,6 @@ pub struct SelfHostedRunner {
     pub labels: Vec<String>,
     /// Runner group (organization and enterprise runners).
     pub runner_group_id: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct PageWire {
-    #[serde(default)]
-    total_count: usize,
-    #[serde(default)]
-    runners: Vec<RunnerWire>,
-}
-
-#[derive(Deserialize)]
-struct RunnerWire {
-    id: i64,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    busy: bool,
-    #[serde(default)]
-    labels: Vec<LabelWire>,
-    #[serde(default)]
-    runner_group_id: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct LabelWire {
-    #[serde(default)]
-    name: String,
-}
-
-impl From<RunnerWire> for SelfHostedRunner {
-    fn from(w: RunnerWire) -> Self {
-        SelfHostedRunner {
-            id: w.id,
-            name: w.name,
-            os: w.os,
-            status: w.status,
-            busy: w.busy,
-            labels: w.labels.into_iter().map(|l| l.name).collect(),
-            runner_group_id: w.runner_group_id,
-        }
-    }
 }
 
 impl ActionsClient {
@@ -121,12 +75,10 @@ impl ActionsClient {
             if reply.status != StatusCode::OK {
                 return Err(classify::error(&call, &reply, Target::GitHub));
             }
-            let wire: PageWire = json::decode(&reply.body).map_err(|e| {
-                Error::bad_response(call.info(format!("self-hosted runner list: {e}")))
-            })?;
-            let got = wire.runners.len();
-            all.extend(wire.runners.into_iter().map(SelfHostedRunner::from));
-            if got < RUNNERS_PER_PAGE || all.len() >= wire.total_count {
+            let (runners, total_count) = decode::self_hosted_runners(&call, &reply)?;
+            let got = runners.len();
+            all.extend(runners);
+            if got < RUNNERS_PER_PAGE || all.len() >= total_count {
                 break;
             }
         }

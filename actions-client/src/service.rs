@@ -199,22 +199,6 @@ impl ActionsClient {
         decode::runner_by_name(&call, &reply, name)
     }
 
-    /// A13 without `agentName` [inferred: the spec documents only the filtered form]: every
-    /// runner registered in the configuration URL's scope. Filter by
-    /// [`RunnerReference::runner_scale_set_id`] for one scale set. Undecodable entries are
-    /// logged and skipped.
-    pub async fn list_runners(&self) -> Result<Vec<RunnerReference>> {
-        let req = ServiceRequest::new(
-            "list runners",
-            Method::GET,
-            AGENTS,
-            StatusCode::OK,
-            Target::Runner,
-        );
-        let (call, reply) = self.service(req).await?;
-        decode::runners(&call, &reply)
-    }
-
     /// A14: removes a runner. A runner the service reports unknown (204, or a not-found
     /// exception) counts as removed; a busy one is
     /// [`Error::JobStillRunning`] (try again later).

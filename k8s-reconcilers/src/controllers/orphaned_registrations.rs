@@ -1,14 +1,19 @@
 //! The sweep that removes runner registrations without an EphemeralRunner behind them: at
 //! start-up and then every `orphan_cleanup_interval`, for every EphemeralRunnerSet in the
-//! watched namespaces. The decision is `scaleset_core::registrations::orphaned`; a runner
-//! that is still running a job (`JobStillRunning`) is kept and retried on the next sweep.
+//! watched namespaces. Per set it reads the scale set (A3: its runner group and labels), lists
+//! the scope's runners through GitHub's REST API, lists the set's EphemeralRunners, and deletes
+//! what `scaleset_core::registrations::plan` picks through the same REST API (the ids it acts on
+//! are the ids that listing reported). A runner that runs a job is kept: listed busy, or refused
+//! by the delete (422, `JobStillRunning`), it is retried on the next sweep.
 
 use std::sync::Arc;
 
 use kube::api::ListParams;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use scaleset_core::registrations::{KnownRunner, Registration, orphaned};
+use scaleset_core::registrations::{
+    KnownRunner, ListedRunner, Registration, SweptSet, belongs_to, plan,
+};
 
 use crate::Context;
 use crate::controllers::watched_api;
@@ -89,18 +94,26 @@ async fn sweep_set(
             ObjectSettings::for_runner_spec(&namespace, spec),
         )
         .await?;
-    // Registrations first, runners second (see scaleset_core::registrations).
-    let registered: Vec<Registration> = service
-        .list_runners(scale_set_id)
+    let Some(scale_set) = service
+        .get_runner_scale_set_by_id(scale_set_id)
         .await
         .map_err(Error::Service)?
-        .into_iter()
-        .map(|r| Registration {
-            id: r.id,
-            name: r.name,
-        })
-        .collect();
-    if registered.is_empty() {
+    else {
+        // Gone on the service, and its registrations with it.
+        return Ok(());
+    };
+    let swept = SweptSet::new(
+        &set.name_any(),
+        &scale_set.name,
+        &scale_set.labels,
+        scale_set.runner_group_id,
+    );
+    // Registrations first, runners second (see scaleset_core::registrations).
+    let listed: Vec<ListedRunner> = service
+        .list_self_hosted_runners()
+        .await
+        .map_err(Error::Service)?;
+    if !listed.iter().any(|r| belongs_to(&swept, r)) {
         return Ok(());
     }
     let runners: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -115,13 +128,14 @@ async fn sweep_set(
             name: er.name_any(),
         })
         .collect();
-    for id in orphaned(&registered, &known) {
-        let name = registered
-            .iter()
-            .find(|r| r.id == id)
-            .map(|r| r.name.clone())
-            .unwrap_or_default();
-        match service.remove_runner(id).await {
+    let plan = plan(&swept, &listed, &known);
+    for busy in plan.busy {
+        tracing::debug!(runner_id = busy.id, runner = %busy.name,
+            "orphaned registration still runs a job; kept");
+        report.busy.push(busy.id);
+    }
+    for Registration { id, name } in plan.remove {
+        match service.delete_self_hosted_runner(id).await {
             Ok(()) => {
                 tracing::info!(scale_set_id, runner_id = id, runner = %name,
                     "removed a registration without an EphemeralRunner");
@@ -136,7 +150,6 @@ async fn sweep_set(
                 .await;
                 report.removed.push(id);
             }
-            Err(e) if e.is_not_found() => report.removed.push(id),
             Err(e) if e.is_job_still_running() => {
                 tracing::debug!(
                     runner_id = id,

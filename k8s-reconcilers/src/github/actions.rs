@@ -7,6 +7,7 @@ use actions_client::{
     RunnerReference, RunnerScaleSet, RunnerScaleSetUpdate, SystemInfo, Transport, TransportConfig,
 };
 use futures::future::BoxFuture;
+use scaleset_core::registrations::ListedRunner;
 
 use super::{
     ActionsService, Connector, Credentials, JitConfig, NewScaleSet, RunnerGroup, RunnerInfo,
@@ -288,21 +289,32 @@ impl ActionsService for ClientService {
         })
     }
 
-    fn list_runners(
-        &self,
-        scale_set_id: i64,
-    ) -> BoxFuture<'_, Result<Vec<RunnerInfo>, ServiceError>> {
+    fn list_self_hosted_runners(&self) -> BoxFuture<'_, Result<Vec<ListedRunner>, ServiceError>> {
         Box::pin(async move {
             let all = self
                 .client
-                .list_runners()
+                .list_self_hosted_runners()
                 .await
-                .map_err(|e| self.error("ListRunners", e))?;
+                .map_err(|e| self.error("ListSelfHostedRunners", e))?;
             Ok(all
                 .into_iter()
-                .filter(|r| r.runner_scale_set_id == scale_set_id)
-                .map(runner)
+                .map(|r| ListedRunner {
+                    id: r.id,
+                    name: r.name,
+                    busy: r.busy,
+                    labels: r.labels,
+                    runner_group_id: r.runner_group_id,
+                })
                 .collect())
+        })
+    }
+
+    fn delete_self_hosted_runner(&self, id: i64) -> BoxFuture<'_, Result<(), ServiceError>> {
+        Box::pin(async move {
+            self.client
+                .delete_self_hosted_runner(id)
+                .await
+                .map_err(|e| self.error("DeleteSelfHostedRunner", e))
         })
     }
 }

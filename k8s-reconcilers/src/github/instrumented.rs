@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use scaleset_core::registrations::ListedRunner;
 
 use super::{
     ActionsService, JitConfig, NewScaleSet, RunnerGroup, RunnerInfo, ScaleSet, ScaleSetPatch,
@@ -135,11 +136,17 @@ impl ActionsService for Instrumented {
     fn remove_runner(&self, id: i64) -> BoxFuture<'_, Result<(), ServiceError>> {
         self.count("RemoveRunner", self.inner.remove_runner(id))
     }
-    fn list_runners(
-        &self,
-        scale_set_id: i64,
-    ) -> BoxFuture<'_, Result<Vec<RunnerInfo>, ServiceError>> {
-        self.count("ListRunners", self.inner.list_runners(scale_set_id))
+    fn list_self_hosted_runners(&self) -> BoxFuture<'_, Result<Vec<ListedRunner>, ServiceError>> {
+        self.count(
+            "ListSelfHostedRunners",
+            self.inner.list_self_hosted_runners(),
+        )
+    }
+    fn delete_self_hosted_runner(&self, id: i64) -> BoxFuture<'_, Result<(), ServiceError>> {
+        self.count(
+            "DeleteSelfHostedRunner",
+            self.inner.delete_self_hosted_runner(id),
+        )
     }
 }
 
@@ -167,5 +174,14 @@ mod tests {
         };
         assert_eq!(get("GetRunnerGroupByName", "ok"), 1);
         assert_eq!(get("GetRunnerGroupByName", "not_found"), 2);
+
+        let memory = MemoryService::new();
+        memory.with(|s| s.busy_runners.push(7));
+        let service = Instrumented::new(Arc::new(memory), metrics.clone());
+        assert!(service.list_self_hosted_runners().await.unwrap().is_empty());
+        let busy = service.delete_self_hosted_runner(7).await.unwrap_err();
+        assert!(busy.is_job_still_running(), "{busy}");
+        assert_eq!(get("ListSelfHostedRunners", "ok"), 1);
+        assert_eq!(get("DeleteSelfHostedRunner", "job_still_running"), 1);
     }
 }

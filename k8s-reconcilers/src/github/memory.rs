@@ -1,11 +1,13 @@
 //! An in-process Actions service with the semantics the controllers rely on (runner groups,
-//! scale sets, JIT registrations, `JobStillRunning`), for tests that run the reconcilers
-//! against a real API server without an HTTP service. Faults can be injected per operation.
+//! scale sets, JIT registrations and their REST listing, `JobStillRunning`), for tests that run
+//! the reconcilers against a real API server without an HTTP service. Faults can be injected per
+//! operation.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
+use scaleset_core::registrations::ListedRunner;
 use secrecy::SecretString;
 
 use super::{
@@ -263,16 +265,36 @@ impl ActionsService for MemoryService {
         Box::pin(async move { r })
     }
 
-    fn list_runners(
-        &self,
-        scale_set_id: i64,
-    ) -> BoxFuture<'_, Result<Vec<RunnerInfo>, ServiceError>> {
-        let r = self.call("list_runners", |s| {
+    fn list_self_hosted_runners(&self) -> BoxFuture<'_, Result<Vec<ListedRunner>, ServiceError>> {
+        let r = self.call("list_self_hosted_runners", |s| {
             Ok(s.runners
                 .values()
-                .filter(|r| r.runner_scale_set_id == scale_set_id)
-                .cloned()
+                .map(|r| {
+                    let set = s.scale_sets.get(&r.runner_scale_set_id);
+                    ListedRunner {
+                        id: r.id,
+                        name: r.name.clone(),
+                        busy: s.busy_runners.contains(&r.id),
+                        labels: set.map(|x| x.labels.clone()).unwrap_or_default(),
+                        runner_group_id: set.map(|x| x.runner_group_id),
+                    }
+                })
                 .collect())
+        });
+        Box::pin(async move { r })
+    }
+
+    fn delete_self_hosted_runner(&self, id: i64) -> BoxFuture<'_, Result<(), ServiceError>> {
+        let r = self.call("delete_self_hosted_runner", |s| {
+            if s.busy_runners.contains(&id) {
+                return Err(ServiceError::new(
+                    ServiceErrorKind::JobStillRunning,
+                    "delete_self_hosted_runner",
+                    "Runner is still running a job",
+                ));
+            }
+            s.runners.remove(&id);
+            Ok(())
         });
         Box::pin(async move { r })
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use scaleset_core::registrations::ListedRunner;
 use secrecy::SecretString;
 
 use super::ServiceConfig;
@@ -187,12 +188,12 @@ pub trait ActionsService: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<RunnerInfo>, ServiceError>>;
     /// `RemoveRunner`.
     fn remove_runner(&self, id: i64) -> BoxFuture<'_, Result<(), ServiceError>>;
-    /// The runners registered in scale set `scale_set_id` (A13 without `agentName` lists
-    /// every runner of the scope; the result is filtered by `runnerScaleSetId`).
-    fn list_runners(
-        &self,
-        scale_set_id: i64,
-    ) -> BoxFuture<'_, Result<Vec<RunnerInfo>, ServiceError>>;
+    /// GitHub REST "List self-hosted runners" of the `githubConfigUrl`'s organization,
+    /// repository or enterprise, every page.
+    fn list_self_hosted_runners(&self) -> BoxFuture<'_, Result<Vec<ListedRunner>, ServiceError>>;
+    /// GitHub REST "Delete a self-hosted runner": one GitHub no longer knows counts as deleted;
+    /// one that runs a job is [`ServiceErrorKind::JobStillRunning`].
+    fn delete_self_hosted_runner(&self, id: i64) -> BoxFuture<'_, Result<(), ServiceError>>;
 }
 
 /// Builds a service client from resolved settings.

@@ -470,3 +470,168 @@ async fn deletion_completes_when_runners_cannot_be_removed_from_the_service() ->
     );
     Ok(())
 }
+
+/// The sweep on the emulator over HTTP: registrations come from GitHub's REST runner list (two
+/// pages: 117 runners in the organization), never from the Actions service's runner list; only
+/// this set's idle orphan is deleted. Kept: the set's runner that has an EphemeralRunner, a busy
+/// orphan, a registration with the set's name prefix in a scale set of the same name and labels
+/// in another runner group, one with the prefix in another scale set (other labels), one of the
+/// set without the prefix, and one whose delete is refused as busy (422) until the next sweep.
+#[tokio::test]
+async fn sweep_over_rest_removes_only_this_sets_orphans() -> anyhow::Result<()> {
+    use actions_client::{ActionsClient, Credentials, JitSetting, NewRunnerScaleSet};
+    use actions_emulator::{Emulator, EmulatorConfig, Endpoint, Fault, FaultKind, JobSpec};
+    use k8s_reconcilers::github::{ActionsClientConnector, Connector, GithubClients};
+    use k8s_reconcilers::{Context, ManagerOptions, metrics::Metrics};
+    use secrecy::ExposeSecret;
+    use std::time::Duration;
+
+    let emu = Emulator::start(EmulatorConfig {
+        runner_groups: vec!["other-group".into()],
+        auto_acquire_after: Some(Duration::ZERO),
+        assign_delay: Duration::ZERO,
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let url = emu.org_url("org");
+    let client = ActionsClient::builder(url.clone(), Credentials::pat(emu.pat())?).build()?;
+    let labelled =
+        |group: i64| NewRunnerScaleSet::new("sweep-set", group).with_labels(["sweep-set", "gpu"]);
+    let ours = client.create_runner_scale_set(&labelled(1)).await?;
+    let twin = client.create_runner_scale_set(&labelled(2)).await?;
+    assert_eq!(twin.runner_group_id, 2);
+    let other = client
+        .create_runner_scale_set(&NewRunnerScaleSet::new("other-set", 1))
+        .await?;
+    let register = |set: i64, name: String| {
+        let client = &client;
+        async move {
+            let setting = JitSetting {
+                name,
+                work_folder: String::new(),
+            };
+            client.generate_jit_config(set, &setting).await
+        }
+    };
+    for i in 0..110 {
+        register(other.id, format!("other-runner-{i:05}")).await?;
+    }
+    let kept = register(ours.id, "set-runner-kept".into()).await?.runner.id;
+    let busy = register(ours.id, "set-runner-busy".into()).await?;
+    let twin_runner = register(twin.id, "set-runner-twin".into()).await?.runner.id;
+    let foreign = register(other.id, "set-runner-foreign".into())
+        .await?
+        .runner
+        .id;
+    let stranger = register(ours.id, "stranger".into()).await?.runner.id;
+    let refused = register(ours.id, "set-runner-refused".into())
+        .await?
+        .runner
+        .id;
+    // Registered last, so the REST list has it on its second page.
+    let orphan = register(ours.id, "set-runner-orphan".into())
+        .await?
+        .runner
+        .id;
+    assert!(orphan > 100);
+
+    // The busy orphan runs a job.
+    emu.queue_job(JobSpec::with_labels(["sweep-set", "gpu"]));
+    let conn = emu
+        .runner_connect(busy.encoded_jit_config.expose_secret())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let job = emu
+        .runner_job(&conn, WAIT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(job.is_some(), "the busy runner got its job");
+    emu.runner_started(&conn)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let busy = busy.runner.id;
+
+    // The set and the one runner it has, on the API server; no controller runs.
+    let cp = testbed::ControlPlane::shared().await?;
+    let kube = cp.client();
+    k8s_reconcilers::crd::install(&kube, Duration::from_secs(60)).await?;
+    let ns = cp.test_namespace("ers-sweep-rest").await?;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(kube.clone(), ns.name());
+    let creds = serde_json::from_value(json!({
+        "metadata": {"name": "creds"},
+        "stringData": {"github_token": emu.pat().expose_secret()}
+    }))?;
+    secrets.create(&PostParams::default(), &creds).await?;
+    let runner_spec = json!({
+        "githubConfigUrl": url,
+        "githubConfigSecret": "creds",
+        "runnerScaleSetId": ours.id,
+        "spec": {"containers": [{"name": "runner", "image": "ghcr.io/actions/actions-runner:latest"}]}
+    });
+    let set: EphemeralRunnerSet = serde_json::from_value(json!({
+        "apiVersion": "actions.github.com/v1alpha1",
+        "kind": "EphemeralRunnerSet",
+        "metadata": {"name": "set"},
+        "spec": {"replicas": 0, "patchID": 0, "ephemeralRunnerSpec": runner_spec}
+    }))?;
+    kube::Api::<EphemeralRunnerSet>::namespaced(kube.clone(), ns.name())
+        .create(&PostParams::default(), &set)
+        .await?;
+    let runner: EphemeralRunner = serde_json::from_value(json!({
+        "apiVersion": "actions.github.com/v1alpha1",
+        "kind": "EphemeralRunner",
+        "metadata": {"name": "set-runner-kept"},
+        "spec": runner_spec
+    }))?;
+    kube::Api::<EphemeralRunner>::namespaced(kube.clone(), ns.name())
+        .create(&PostParams::default(), &runner)
+        .await?;
+
+    let connector: Arc<dyn Connector> = Arc::new(ActionsClientConnector::new("test"));
+    let mut options = ManagerOptions::new(ns.name(), "listener:test", connector.clone());
+    options.watch_namespace = Some(ns.name().to_owned());
+    let ctx = Context::new(
+        orphaned_registrations::CONTROLLER,
+        kube.clone(),
+        Arc::new(options),
+        Arc::new(GithubClients::new(connector)),
+        Arc::new(Metrics::default()),
+    );
+    // The first delete is refused as if the runner had taken a job since the list.
+    emu.inject(Fault::on(
+        Endpoint::DeleteSelfHostedRunner,
+        FaultKind::status(422),
+        1,
+    ));
+    emu.reset_counters();
+    let report = orphaned_registrations::sweep(&ctx).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.removed, vec![orphan]);
+    assert_eq!(report.busy, vec![busy, refused]);
+    assert_eq!(
+        emu.count(Endpoint::ListSelfHostedRunners),
+        2,
+        "both REST pages"
+    );
+    assert_eq!(emu.count(Endpoint::DeleteSelfHostedRunner), 2);
+    for unused in [
+        Endpoint::RunnersByName,
+        Endpoint::GetRunner,
+        Endpoint::RemoveRunner,
+    ] {
+        assert_eq!(emu.count(unused), 0, "{unused} called by the sweep");
+    }
+    let left: BTreeSet<i64> = emu.snapshot().runners.iter().map(|r| r.id).collect();
+    assert_eq!(left.len(), 116);
+    for id in [kept, busy, twin_runner, foreign, stranger, refused] {
+        assert!(left.contains(&id), "registration {id} kept");
+    }
+    assert!(!left.contains(&orphan));
+
+    // The next sweep takes the refused one; the busy one stays while its job runs.
+    let report = orphaned_registrations::sweep(&ctx).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.removed, vec![refused]);
+    assert_eq!(report.busy, vec![busy]);
+    assert_eq!(emu.count(Endpoint::RunnersByName), 0);
+    Ok(())
+}

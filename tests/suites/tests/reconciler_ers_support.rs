@@ -25,6 +25,8 @@ use k8s_reconcilers::github::{
 use k8s_reconcilers::metrics::Metrics;
 use k8s_reconcilers::{Context, ManagerOptions};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use scaleset_core::autoscaling_runner_set::DEFAULT_RUNNER_GROUP_ID;
+use scaleset_core::registrations::ListedRunner;
 use serde_json::json;
 
 type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, ServiceError>> + Send + 'a>>;
@@ -40,8 +42,9 @@ struct Registry {
     removed: Vec<i64>,
 }
 
-/// An in-memory Actions service: runner registrations by JIT config, `RunnerExists` on a
-/// taken name, `JobStillRunning` for runners marked busy, 404 for unknown runners.
+/// An in-memory Actions service: runner registrations by JIT config (listed as GitHub's REST API
+/// lists them, with their scale set's group and label), `RunnerExists` on a taken name,
+/// `JobStillRunning` for runners marked busy, 404 for unknown runners.
 #[derive(Clone, Default)]
 pub struct FakeService {
     registry: Arc<Mutex<Registry>>,
@@ -99,6 +102,28 @@ impl FakeService {
         );
         id
     }
+
+    /// Removes registration `id`, telling whether it existed; a busy one is `JobStillRunning`.
+    fn take(&self, id: i64, operation: &'static str) -> Result<bool, ServiceError> {
+        let mut r = self.lock();
+        if r.busy.contains(&id) {
+            return Err(ServiceError::new(
+                ServiceErrorKind::JobStillRunning,
+                operation,
+                "JobStillRunningException",
+            ));
+        }
+        let existed = r.runners.remove(&id).is_some();
+        if existed {
+            r.removed.push(id);
+        }
+        Ok(existed)
+    }
+}
+
+/// Every scale set exists, in the default runner group, named and labelled `scale-set-<id>`.
+fn scale_set_name(id: i64) -> String {
+    format!("scale-set-{id}")
 }
 
 fn unsupported<T>(operation: &'static str) -> Result<T, ServiceError> {
@@ -116,8 +141,17 @@ impl ActionsService for FakeService {
     fn get_runner_scale_set<'a>(&'a self, _: i64, _: &'a str) -> Fut<'a, Option<ScaleSet>> {
         Box::pin(async { unsupported("GetRunnerScaleSet") })
     }
-    fn get_runner_scale_set_by_id(&self, _: i64) -> Fut<'_, Option<ScaleSet>> {
-        Box::pin(async { unsupported("GetRunnerScaleSetById") })
+    fn get_runner_scale_set_by_id(&self, id: i64) -> Fut<'_, Option<ScaleSet>> {
+        let name = scale_set_name(id);
+        Box::pin(async move {
+            Ok(Some(ScaleSet {
+                id,
+                labels: vec![name.clone()],
+                name,
+                runner_group_id: DEFAULT_RUNNER_GROUP_ID,
+                runner_group_name: "Default".into(),
+            }))
+        })
     }
     fn create_runner_scale_set(&self, _: NewScaleSet) -> Fut<'_, ScaleSet> {
         Box::pin(async { unsupported("CreateRunnerScaleSet") })
@@ -165,20 +199,9 @@ impl ActionsService for FakeService {
     }
     fn remove_runner(&self, id: i64) -> Fut<'_, ()> {
         Box::pin(async move {
-            let mut r = self.lock();
-            if r.busy.contains(&id) {
-                return Err(ServiceError::new(
-                    ServiceErrorKind::JobStillRunning,
-                    "RemoveRunner",
-                    "JobStillRunningException",
-                ));
-            }
-            match r.runners.remove(&id) {
-                Some(_) => {
-                    r.removed.push(id);
-                    Ok(())
-                }
-                None => Err(ServiceError::new(
+            match self.take(id, "RemoveRunner")? {
+                true => Ok(()),
+                false => Err(ServiceError::new(
                     ServiceErrorKind::NotFound,
                     "RemoveRunner",
                     "404",
@@ -186,16 +209,24 @@ impl ActionsService for FakeService {
             }
         })
     }
-    fn list_runners(&self, scale_set_id: i64) -> Fut<'_, Vec<RunnerInfo>> {
+    fn list_self_hosted_runners(&self) -> Fut<'_, Vec<ListedRunner>> {
         Box::pin(async move {
-            Ok(self
-                .lock()
-                .runners
+            let r = self.lock();
+            Ok(r.runners
                 .values()
-                .filter(|r| r.runner_scale_set_id == scale_set_id)
-                .cloned()
+                .map(|x| ListedRunner {
+                    id: x.id,
+                    name: x.name.clone(),
+                    busy: r.busy.contains(&x.id),
+                    labels: vec![scale_set_name(x.runner_scale_set_id)],
+                    runner_group_id: Some(DEFAULT_RUNNER_GROUP_ID),
+                })
                 .collect())
         })
+    }
+    fn delete_self_hosted_runner(&self, id: i64) -> Fut<'_, ()> {
+        // GitHub's 404 counts as deleted.
+        Box::pin(async move { self.take(id, "DeleteSelfHostedRunner").map(drop) })
     }
 }
 
