@@ -35,6 +35,7 @@
 //! ```
 
 use crate::backoff::Backoff;
+use crate::naming::is_dns1123_subdomain;
 use crate::pod::{
     ContainerState, Fault, PodPhase, cannot_start, pod_reason_fault, terminated_fault,
 };
@@ -365,14 +366,84 @@ pub enum ListenerChild {
     ConfigSecret,
 }
 
+/// The fields of an AutoscalingListener that name the AutoscalingRunnerSet it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArsField {
+    /// `spec.autoscalingRunnerSetNamespace`.
+    Namespace,
+    /// `spec.autoscalingRunnerSetName`.
+    Name,
+}
+
+impl ArsField {
+    /// The field's path in the AutoscalingListener.
+    pub fn path(self) -> &'static str {
+        match self {
+            ArsField::Namespace => "spec.autoscalingRunnerSetNamespace",
+            ArsField::Name => "spec.autoscalingRunnerSetName",
+        }
+    }
+}
+
+/// An AutoscalingListener that names no usable AutoscalingRunnerSet: the field is missing, empty
+/// or no object name. Such a listener serves nothing, so it gets no children and no pod; it is
+/// reported (the message names the field, the value and the fix) and left for the user to fix
+/// or delete. ARC 0.14.2 only logs "Failed to find AutoscalingRunnerSet" and retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} is {}: an AutoscalingListener serves the AutoscalingRunnerSet named by \
+     spec.autoscalingRunnerSetNamespace and spec.autoscalingRunnerSetName; set both to its \
+     namespace and name, or delete this AutoscalingListener (the AutoscalingRunnerSet controller \
+     creates one for each AutoscalingRunnerSet)",
+    field.path(),
+    value.as_deref().map_or_else(|| "missing".to_owned(), |v| format!("{v:?}, not an object name"))
+)]
+pub struct UnnamedArs {
+    /// The first unusable field.
+    pub field: ArsField,
+    /// Its value; `None` when the field is absent.
+    pub value: Option<String>,
+}
+
+/// The namespace and name of the AutoscalingRunnerSet an AutoscalingListener serves, from its
+/// `spec.autoscalingRunnerSetNamespace` and `spec.autoscalingRunnerSetName`: both must be object
+/// names (DNS-1123 subdomains), else [`UnnamedArs`] names the first that is not.
+///
+/// ```
+/// use scaleset_core::listener_lifecycle::*;
+/// assert_eq!(ars_reference(Some("runners"), Some("arc")), Ok(("runners", "arc")));
+/// let e = ars_reference(Some("runners"), None).unwrap_err();
+/// assert_eq!(e.field, ArsField::Name);
+/// assert!(e.to_string().starts_with("spec.autoscalingRunnerSetName is missing: "));
+/// let e = ars_reference(Some(""), Some("arc")).unwrap_err();
+/// assert!(e.to_string().starts_with("spec.autoscalingRunnerSetNamespace is \"\", not an object name: "));
+/// ```
+pub fn ars_reference<'a>(
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+) -> Result<(&'a str, &'a str), UnnamedArs> {
+    let check = |field, value: Option<&'a str>| match value {
+        Some(v) if is_dns1123_subdomain(v) => Ok(v),
+        _ => Err(UnnamedArs {
+            field,
+            value: value.map(str::to_owned),
+        }),
+    };
+    Ok((
+        check(ArsField::Namespace, namespace)?,
+        check(ArsField::Name, name)?,
+    ))
+}
+
 /// What the AutoscalingListener reconciler observed. Adding and removing the finalizer is
 /// left to kube's finalizer helper: `deleting` says which of its events this pass handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerObservation {
     /// The pass cleans up (the AutoscalingListener is being deleted and has the finalizer).
     pub deleting: bool,
-    /// The AutoscalingRunnerSet it serves exists; without it the children are not read (the
-    /// step is [`ListenerStep::DeleteSelf`] whatever they are).
+    /// The AutoscalingRunnerSet it serves ([`ars_reference`]) exists; without it the children
+    /// are not read (the step is [`ListenerStep::DeleteSelf`] whatever they are). A listener
+    /// that names none is not observed at all: it is reported as [`UnnamedArs`].
     pub ars_exists: bool,
     /// The ServiceAccount.
     pub service_account: Child,
@@ -403,7 +474,9 @@ pub enum ListenerStep {
     },
     /// Cleaning up and nothing is left: the finalizer can go.
     RemoveFinalizer,
-    /// The ARS is gone: delete this AutoscalingListener.
+    /// The ARS it names does not exist (it was deleted; the listener is a leftover, or named the
+    /// wrong one): delete this AutoscalingListener, with a Warning Event naming the ARS. An
+    /// AutoscalingRunnerSet that does exist makes its own listener again.
     DeleteSelf,
     /// A child is still being deleted: check again after a short wait, then re-create it.
     WaitForDeletion(ListenerChild),

@@ -21,14 +21,16 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::{NamespaceResourceScope, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use scaleset_core::listener_lifecycle::{
     Child, LifecyclePolicy, ListenerAction, ListenerChild, ListenerHistory, ListenerObservation,
-    ListenerPod, ListenerStep, classify_pod, decide, listener_step,
+    ListenerPod, ListenerStep, ars_reference, classify_pod, decide, listener_step,
 };
+use scaleset_core::naming::is_dns1123_subdomain;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -200,25 +202,16 @@ async fn desired(
 }
 
 async fn apply(al: &AutoscalingListener, ctx: &Context) -> Result<Action, Error> {
-    let ars_ns = al
-        .spec
-        .autoscaling_runner_set_namespace
-        .clone()
-        .unwrap_or_default();
-    let ars_name = al
-        .spec
-        .autoscaling_runner_set_name
-        .clone()
-        .unwrap_or_default();
+    let (ars_ns, ars_name) = ars_reference(
+        al.spec.autoscaling_runner_set_namespace.as_deref(),
+        al.spec.autoscaling_runner_set_name.as_deref(),
+    )
+    .map_err(|e| Error::Config(e.to_string()))?;
     let al_ns = super::namespace_of(al.meta())?;
-    let ars: Option<AutoscalingRunnerSet> = if ars_ns.is_empty() || ars_name.is_empty() {
-        None
-    } else {
-        observe::get(ctx, &ars_ns, &ars_name).await?
-    };
+    let ars: Option<AutoscalingRunnerSet> = observe::get(ctx, ars_ns, ars_name).await?;
     let owner = resources::Owner {
-        namespace: &ars_ns,
-        name: &ars_name,
+        namespace: ars_ns,
+        name: ars_name,
     };
     let desired = match &ars {
         Some(ars) => Some(desired(al, ars, &owner, ctx).await?),
@@ -248,7 +241,19 @@ async fn apply(al: &AutoscalingListener, ctx: &Context) -> Result<Action, Error>
     let (ListenerStep::Apply(children), Some(desired)) = (&step, &desired) else {
         return match step {
             ListenerStep::DeleteSelf => {
-                tracing::info!(listener = %al.name_any(), "its AutoscalingRunnerSet is gone; deleting the listener");
+                let note = format!(
+                    "spec.autoscalingRunnerSetNamespace {ars_ns:?} and spec.autoscalingRunnerSetName \
+                     {ars_name:?} name no AutoscalingRunnerSet: deleting this listener (an \
+                     AutoscalingRunnerSet that exists creates its own listener again)"
+                );
+                tracing::warn!(listener = %al.name_any(), "{note}");
+                ctx.publish(
+                    &al.object_ref(&()),
+                    EventType::Warning,
+                    "AutoscalingRunnerSetNotFound",
+                    &note,
+                )
+                .await;
                 Api::<AutoscalingListener>::namespaced(ctx.client.clone(), &al_ns)
                     .delete(&al.name_any(), &DeleteParams::default())
                     .await?;
@@ -364,11 +369,13 @@ async fn handle_pod(
 /// none is left (the finalizer helper then removes the finalizer).
 async fn cleanup(al: &AutoscalingListener, ctx: &Context) -> Result<(), Error> {
     let al_ns = super::namespace_of(al.meta())?;
+    // The Role and RoleBinding are in the AutoscalingRunnerSet's namespace; a listener that names
+    // no usable one has none.
     let ars_ns = al
         .spec
         .autoscaling_runner_set_namespace
-        .clone()
-        .unwrap_or_default();
+        .as_deref()
+        .filter(|ns| is_dns1123_subdomain(ns));
     let name = al.name_any();
     let config_name = listener_config_secret_name(&name);
     let proxy_name = listener_proxy_secret_name(&name);
@@ -376,19 +383,19 @@ async fn cleanup(al: &AutoscalingListener, ctx: &Context) -> Result<(), Error> {
         .running_listeners
         .get_or_create(&gauge_labels(al))
         .set(0);
-    let rbac = |child: Child| {
-        if ars_ns.is_empty() {
-            Child::Missing
-        } else {
-            child
-        }
+    let (role, role_binding) = match ars_ns {
+        Some(ns) => (
+            observe::existence::<Role>(ctx, ns, &name).await?,
+            observe::existence::<RoleBinding>(ctx, ns, &name).await?,
+        ),
+        None => (Child::Missing, Child::Missing),
     };
     let observation = ListenerObservation {
         deleting: true,
         ars_exists: true,
         service_account: observe::existence::<ServiceAccount>(ctx, &al_ns, &name).await?,
-        role: rbac(observe::existence::<Role>(ctx, &ars_ns, &name).await?),
-        role_binding: rbac(observe::existence::<RoleBinding>(ctx, &ars_ns, &name).await?),
+        role,
+        role_binding,
         proxy_secret: match al.spec.proxy {
             Some(_) => Some(observe::existence::<Secret>(ctx, &al_ns, &proxy_name).await?),
             None => None,
@@ -426,8 +433,10 @@ async fn cleanup(al: &AutoscalingListener, ctx: &Context) -> Result<(), Error> {
         match child {
             ListenerChild::ConfigSecret => delete::<Secret>(ctx, &al_ns, &config_name).await?,
             ListenerChild::ProxySecret => delete::<Secret>(ctx, &al_ns, &proxy_name).await?,
-            ListenerChild::RoleBinding => delete::<RoleBinding>(ctx, &ars_ns, &name).await?,
-            ListenerChild::Role => delete::<Role>(ctx, &ars_ns, &name).await?,
+            ListenerChild::RoleBinding => {
+                delete::<RoleBinding>(ctx, ars_ns.unwrap_or_default(), &name).await?;
+            }
+            ListenerChild::Role => delete::<Role>(ctx, ars_ns.unwrap_or_default(), &name).await?,
             ListenerChild::ServiceAccount => {
                 delete::<ServiceAccount>(ctx, &al_ns, &name).await?;
             }

@@ -35,7 +35,7 @@ use super::{MetricsConfig, ProxyConfig, ResourceMeta, TlsConfig, VaultConfig};
         json_path = ".spec.autoscalingRunnerSetName"
     )
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct AutoscalingListenerSpec {
     /// The scale set's GitHub config URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -56,7 +56,7 @@ use super::{MetricsConfig, ProxyConfig, ResourceMeta, TlsConfig, VaultConfig};
         json_path = ".status.deletingEphemeralRunners"
     )
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct AutoscalingRunnerSetSpec {
     /// `https://<host>/<org>`, `https://<host>/<org>/<repo>` or `https://<host>/enterprises/<ent>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -55,7 +55,7 @@ use super::{ProxyConfig, ResourceMeta, TlsConfig, VaultConfig};
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct EphemeralRunnerSpec {
     /// GitHub config URL.
     #[serde(default)]

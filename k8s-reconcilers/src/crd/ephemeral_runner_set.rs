@@ -49,7 +49,7 @@ use super::{EphemeralRunnerSpec, ResourceMeta};
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase")
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct EphemeralRunnerSetSpec {
     /// Desired number of runners; omitted when 0.
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -33,6 +33,69 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
+/// A spec type whose derived serde code is inherent (`#[serde(remote = "Self")]`), so that its
+/// `Deserialize` can take an absent `spec` ([`spec_or_default!`]).
+trait DerivedSpec: Sized + Default {
+    fn derived<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error>;
+}
+
+/// Reads an absent or `null` spec as the default one and anything else with the derived code.
+struct OrDefault<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: DerivedSpec> serde::de::Visitor<'de> for OrDefault<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a spec object, or none")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        T::derived(deserializer)
+    }
+}
+
+/// Lets an object stored without `spec` be read: ARC's CRDs neither require nor default it, so
+/// while they are installed the API server keeps such objects as sent, and a spec that must be
+/// present would fail the decoding of every list of the kind (the controller's watch with it).
+/// serde asks a missing field's type for an option, which this `Deserialize` answers with the
+/// default spec.
+macro_rules! spec_or_default {
+    ($($spec:ty),*) => {$(
+        impl DerivedSpec for $spec {
+            fn derived<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                <$spec>::deserialize(d)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $spec {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_option(OrDefault(std::marker::PhantomData))
+            }
+        }
+
+        impl serde::Serialize for $spec {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                <$spec>::serialize(self, s)
+            }
+        }
+    )*};
+}
+
+spec_or_default!(
+    AutoscalingListenerSpec,
+    AutoscalingRunnerSetSpec,
+    EphemeralRunnerSetSpec,
+    EphemeralRunnerSpec
+);
+
 /// API group of the four kinds.
 pub const GROUP: &str = "actions.github.com";
 /// API version of the four kinds.
@@ -211,4 +274,56 @@ pub async fn install(client: &kube::Client, timeout: std::time::Duration) -> any
         .with_context(|| format!("watching CRD {name}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Issue #19: objects stored without `spec` (or with `spec: null`) under ARC's CRDs read as
+    /// the default spec; a present spec reads and writes as before.
+    #[test]
+    fn an_absent_spec_reads_as_the_default() -> Result<(), serde_json::Error> {
+        let object = |spec: Option<serde_json::Value>| {
+            let mut o = json!({"apiVersion": API_VERSION, "kind": "AutoscalingListener",
+                "metadata": {"name": "l", "namespace": "arc"}});
+            if let Some(spec) = spec {
+                o["spec"] = spec;
+            }
+            o
+        };
+        for absent in [None, Some(serde_json::Value::Null)] {
+            let al: AutoscalingListener = serde_json::from_value(object(absent))?;
+            assert_eq!(al.spec, AutoscalingListenerSpec::default());
+            let bytes = serde_json::to_vec(&object(None))?;
+            let al: AutoscalingListener = serde_json::from_slice(&bytes)?;
+            assert_eq!(al.spec, AutoscalingListenerSpec::default());
+        }
+        let spec = json!({"autoscalingRunnerSetName": "arc", "maxRunners": 3});
+        let al: AutoscalingListener = serde_json::from_value(object(Some(spec.clone())))?;
+        assert_eq!(al.spec.autoscaling_runner_set_name.as_deref(), Some("arc"));
+        assert_eq!(serde_json::to_value(&al)?["spec"], spec);
+        let wrong = serde_json::from_value::<AutoscalingListener>(object(Some(json!(
+            {"maxRunners": "three"}
+        ))));
+        assert!(wrong.is_err(), "a spec that is there is still checked");
+        for kind in [
+            "AutoscalingRunnerSet",
+            "EphemeralRunnerSet",
+            "EphemeralRunner",
+        ] {
+            let bare = json!({"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": "x"}});
+            let decoded = match kind {
+                "AutoscalingRunnerSet" => serde_json::from_value::<AutoscalingRunnerSet>(bare)
+                    .map(|o| o.spec.eq(&Default::default())),
+                "EphemeralRunnerSet" => serde_json::from_value::<EphemeralRunnerSet>(bare)
+                    .map(|o| o.spec.eq(&Default::default())),
+                _ => serde_json::from_value::<EphemeralRunner>(bare)
+                    .map(|o| o.spec.eq(&Default::default())),
+            };
+            assert!(decoded?, "{kind}");
+        }
+        Ok(())
+    }
 }

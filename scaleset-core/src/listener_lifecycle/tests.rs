@@ -472,3 +472,24 @@ proptest! {
         }
     }
 }
+
+/// Issue #19: the fields that name the AutoscalingRunnerSet are used only when both are object
+/// names; otherwise the report names the first unusable field and its value.
+#[test]
+fn a_listener_names_its_runner_set_by_object_names() {
+    assert_eq!(ars_reference(Some("ns"), Some("arc")), Ok(("ns", "arc")));
+    for (namespace, name, field, value) in [
+        (None, Some("arc"), ArsField::Namespace, None),
+        (Some("ns"), Some("a/b"), ArsField::Name, Some("a/b")),
+        (Some("Runners"), None, ArsField::Namespace, Some("Runners")),
+    ] {
+        let e = ars_reference(namespace, name).expect_err("refused");
+        assert_eq!((e.field, e.value.as_deref()), (field, value));
+        let text = e.to_string();
+        assert!(text.starts_with(field.path()), "{text}");
+        assert!(
+            text.contains("or delete this AutoscalingListener"),
+            "{text}"
+        );
+    }
+}

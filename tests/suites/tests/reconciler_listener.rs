@@ -462,3 +462,213 @@ async fn a_child_that_never_goes_does_not_hold_the_listener_deletion() -> anyhow
     assert!(h.running(), "the controllers never stopped");
     Ok(())
 }
+
+/// The `Ready=False` reason and message of a listener, once it has them.
+async fn listener_not_ready(h: &Harness, name: &str) -> anyhow::Result<(String, String)> {
+    let api = h.api::<AutoscalingListener>(h.ctrl());
+    wait_for(&format!("listener {name} Ready=False"), || async {
+        let al = api.get(name).await?;
+        Ok(al
+            .status
+            .and_then(|s| s.conditions)
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready" && c.status == "False")
+            .map(|c| (c.reason, c.message)))
+    })
+    .await
+}
+
+/// Issue #19: a listener whose `spec.autoscalingRunnerSetName` is missing or empty serves
+/// nothing. It is reported (`Ready=False` and a Warning Event naming the field, the value and
+/// the fix), gets no children and no pod, and can still be deleted. One that names an
+/// AutoscalingRunnerSet that does not exist is a leftover: it is deleted, with a Warning Event
+/// naming the AutoscalingRunnerSet.
+#[tokio::test]
+async fn a_listener_naming_no_runner_set_is_reported_and_still_deletable() -> anyhow::Result<()> {
+    let h = Harness::start("al-unnamed").await?;
+    h.pat_secret("gh", "t").await?;
+    let api = h.api::<AutoscalingListener>(h.ctrl());
+    let create = |name: &'static str, ars_name: Option<&'static str>| {
+        let mut spec = json!({"githubConfigUrl": URL, "githubConfigSecret": "gh",
+            "runnerScaleSetId": 1, "autoscalingRunnerSetNamespace": h.ns(),
+            "ephemeralRunnerSetName": "arc", "maxRunners": 5, "minRunners": 0});
+        if let Some(ars_name) = ars_name {
+            spec["autoscalingRunnerSetName"] = json!(ars_name);
+        }
+        let api = api.clone();
+        async move {
+            let al: AutoscalingListener = serde_json::from_value(json!({
+                "apiVersion": "actions.github.com/v1alpha1", "kind": "AutoscalingListener",
+                "metadata": {"name": name}, "spec": spec}))?;
+            api.create(&Default::default(), &al).await?;
+            anyhow::Ok(())
+        }
+    };
+    for (name, ars_name, value) in [
+        ("no-name", None, "is missing"),
+        ("empty-name", Some(""), "is \"\", not an object name"),
+    ] {
+        create(name, ars_name).await?;
+        let fix = "set both to its namespace and name, or delete this AutoscalingListener";
+        let (reason, message) = listener_not_ready(&h, name).await?;
+        assert_eq!(reason, "InvalidConfiguration", "{message}");
+        assert!(
+            message.starts_with(&format!("spec.autoscalingRunnerSetName {value}:"))
+                && message.contains(fix),
+            "the field, the value and the fix: {message}"
+        );
+        suites::warning_event(
+            &h.client,
+            h.ctrl(),
+            name,
+            Some("InvalidConfiguration"),
+            fix,
+            support::TIMEOUT,
+        )
+        .await?;
+        // The pass that reported it made nothing, and nothing retries it until it changes.
+        assert!(h.api::<Pod>(h.ctrl()).get_opt(name).await?.is_none());
+        assert!(
+            h.api::<ServiceAccount>(h.ctrl())
+                .get_opt(name)
+                .await?
+                .is_none()
+        );
+        let al = api.get(name).await?;
+        assert!(
+            al.finalizers()
+                .iter()
+                .any(|f| f == finalizers::AUTOSCALING_LISTENER),
+            "taken in, not deleted"
+        );
+        api.delete(name, &DeleteParams::default()).await?;
+        wait_for(&format!("listener {name} to be gone"), || async {
+            Ok(api.get_opt(name).await?.is_none().then_some(()))
+        })
+        .await?;
+    }
+
+    create("ghost", Some("no-such-set")).await?;
+    suites::warning_event(
+        &h.client,
+        h.ctrl(),
+        "ghost",
+        Some("AutoscalingRunnerSetNotFound"),
+        "spec.autoscalingRunnerSetName \"no-such-set\" name no AutoscalingRunnerSet",
+        support::TIMEOUT,
+    )
+    .await?;
+    wait_for("the leftover listener to be gone", || async {
+        Ok(api.get_opt("ghost").await?.is_none().then_some(()))
+    })
+    .await?;
+    assert!(h.api::<Pod>(h.ctrl()).get_opt("ghost").await?.is_none());
+    assert!(h.running(), "the controllers never stopped");
+    Ok(())
+}
+
+/// Issue #19: ARC's CRDs leave `spec` optional and give it no default (its facts digest names
+/// no required field at the top, and controller-gen writes no defaults), so with ARC's CRDs
+/// still installed (Helm does not upgrade CRDs) an object can be stored without `spec`. The
+/// typed watch reads it (a decode error would fail every list of the kind and stall the
+/// controller) and the listener is reported like any other that names no AutoscalingRunnerSet.
+/// Runs on a control plane of its own, whose AutoscalingListener CRD has ARC's top level.
+#[tokio::test]
+async fn a_listener_stored_without_spec_under_arcs_crd_is_read_and_reported() -> anyhow::Result<()>
+{
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, DynamicObject, PostParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+    use kube::runtime::wait::{await_condition, conditions};
+    use testbed::{ControlPlane, ControlPlaneOptions};
+
+    let facts = std::fs::read_to_string(
+        suites::helm::workspace_root().join("tests/suites/data/arc-0.14.2/crd-facts.tsv"),
+    )?;
+    let top_level_required: Vec<&str> = facts
+        .lines()
+        .filter(|l| {
+            l.starts_with("AutoscalingListener\t\t") || l.starts_with("AutoscalingListener\t.\t")
+        })
+        .collect();
+    assert!(
+        top_level_required.is_empty(),
+        "ARC's AutoscalingListener requires nothing at the top: {top_level_required:?}"
+    );
+
+    let cp = ControlPlane::start(ControlPlaneOptions::default()).await?;
+    let client = cp.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for mut crd in k8s_reconcilers::crd::all() {
+        if crd.spec.names.kind == "AutoscalingListener" {
+            for version in &mut crd.spec.versions {
+                let spec = version
+                    .schema
+                    .as_mut()
+                    .and_then(|s| s.open_api_v3_schema.as_mut())
+                    .and_then(|s| s.properties.as_mut())
+                    .and_then(|p| p.get_mut("spec"));
+                if let Some(spec) = spec {
+                    spec.default = None;
+                }
+            }
+        }
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.create(&PostParams::default(), &crd).await?;
+        tokio::time::timeout(
+            support::TIMEOUT,
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await??;
+    }
+    let ctrl = cp.test_namespace("al-nospec-ctrl").await?;
+    let runners = cp.test_namespace("al-nospec-run").await?;
+    let service = k8s_reconcilers::github::memory::MemoryService::new();
+    let mut options = k8s_reconcilers::ManagerOptions::new(
+        ctrl.name(),
+        "ghcr.io/arc-rs/controller:test",
+        service.connector(),
+    );
+    options.watch_namespace = Some(runners.name().to_owned());
+    let controllers = tokio::spawn(k8s_reconcilers::run(client.clone(), options));
+
+    let gvk = GroupVersionKind::gvk("actions.github.com", "v1alpha1", "AutoscalingListener");
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ctrl.name(), &ApiResource::from_gvk(&gvk));
+    let stored = raw
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"apiVersion": "actions.github.com/v1alpha1",
+                "kind": "AutoscalingListener", "metadata": {"name": "no-spec"}}))?,
+        )
+        .await?;
+    assert!(
+        stored.data.get("spec").is_none(),
+        "stored without spec, as under ARC's CRD: {:?}",
+        stored.data
+    );
+    // Read untyped: what the controller did, not whether this test can decode it.
+    let message = wait_for("the spec-less listener Ready=False", || async {
+        let listener = raw.get("no-spec").await?;
+        Ok(listener.data["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "Ready" && c["status"] == "False")
+            .map(|c| c["message"].as_str().unwrap_or_default().to_owned()))
+    })
+    .await?;
+    assert!(
+        message.starts_with("spec.autoscalingRunnerSetNamespace is missing:"),
+        "{message}"
+    );
+    raw.delete("no-spec", &DeleteParams::default()).await?;
+    wait_for("the spec-less listener to be gone", || async {
+        Ok(raw.get_opt("no-spec").await?.is_none().then_some(()))
+    })
+    .await?;
+    assert!(!controllers.is_finished(), "the controllers never stopped");
+    controllers.abort();
+    Ok(())
+}
