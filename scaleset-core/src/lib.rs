@@ -13,7 +13,7 @@
 //! | [`failure`] | what follows a failed reconcile (await an edit, retry in minutes, back off) and when a deletion gives up on its cleanup |
 //! | [`listener_lifecycle`] | listener exit classes; AutoscalingListener reconcile order (`listener_step`); pod (re)creation with backoff by exit class |
 //! | [`listener_policy`] | the listener's reaction to each failed call: retry, refresh or re-create the session, skip, exit |
-//! | [`registrations`] | which runner registrations on the service have no EphemeralRunner behind them |
+//! | [`registrations`] | which runners GitHub's REST API lists belong to a set and have no EphemeralRunner behind them |
 //! | [`naming`] | ARC listener name hash, derived names, label values, config URL parsing |
 //! | [`pod`] | pod failure classification (cluster fault or workload fault) for runner and listener pods |
 //! | [`runner_set`] | EphemeralRunnerSet creates, scale-down candidates, cleanup, status |
