@@ -383,6 +383,7 @@ async fn cleanup(al: &AutoscalingListener, ctx: &Context) -> Result<(), Error> {
         .running_listeners
         .get_or_create(&gauge_labels(al))
         .set(0);
+    let service_account = observe::existence::<ServiceAccount>(ctx, &al_ns, &name).await?;
     let (role, role_binding) = match ars_ns {
         Some(ns) => (
             observe::existence::<Role>(ctx, ns, &name).await?,
@@ -393,7 +394,7 @@ async fn cleanup(al: &AutoscalingListener, ctx: &Context) -> Result<(), Error> {
     let observation = ListenerObservation {
         deleting: true,
         ars_exists: true,
-        service_account: observe::existence::<ServiceAccount>(ctx, &al_ns, &name).await?,
+        service_account,
         role,
         role_binding,
         proxy_secret: match al.spec.proxy {

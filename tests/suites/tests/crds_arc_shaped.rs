@@ -125,8 +125,20 @@ async fn arc_manifests_without_optional_fields_apply_and_are_reported() -> anyho
         message.contains("spec."),
         "the message names the field: {message}"
     );
-    // A listener or runner set with an empty spec has nothing to do; it is taken in (the
-    // finalizer) and left alone.
+    // A listener with an empty spec names no AutoscalingRunnerSet to serve: reported, kept.
+    let message = not_ready(
+        &h,
+        h.ctrl(),
+        "AutoscalingListener",
+        "min-autoscalinglistener",
+    )
+    .await?;
+    assert!(
+        message.starts_with("spec.autoscalingRunnerSetNamespace is missing"),
+        "the message names the field: {message}"
+    );
+    // A runner set with an empty spec has nothing to do; it is taken in (the finalizer) and
+    // left alone.
     for (ns, kind, name) in [
         (h.ctrl(), "AutoscalingListener", "min-autoscalinglistener"),
         (h.ns(), "EphemeralRunnerSet", "min-ephemeralrunnerset"),
