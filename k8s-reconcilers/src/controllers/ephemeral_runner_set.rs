@@ -347,13 +347,13 @@ impl Pass<'_> {
         errors: &mut Vec<String>,
     ) -> u32 {
         let params = PostParams::default();
-        let results: Vec<_> = futures::stream::iter(0..count)
+        // Each created runner is dropped as it comes back: collected, a burst of 1000 held
+        // 1000 whole runners at once, and the allocator kept that peak.
+        let mut results = futures::stream::iter(0..count)
             .map(|_| self.runners.create(&params, runner))
-            .buffer_unordered(CREATE_PARALLELISM)
-            .collect()
-            .await;
+            .buffer_unordered(CREATE_PARALLELISM);
         let mut created = 0;
-        for result in results {
+        while let Some(result) = results.next().await {
             match result {
                 Ok(er) => {
                     self.view.created(set, er.name_any(), patch_id);
