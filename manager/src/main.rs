@@ -20,8 +20,23 @@ fn main() -> ExitCode {
     run_manager()
 }
 
-#[tokio::main]
-async fn run_manager() -> ExitCode {
+/// One thread runs every controller: the manager waits on the API server and the Actions
+/// service, and each extra worker thread kept its own malloc arena of freed memory
+/// (docs/architecture.md, "Memory").
+fn run_manager() -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(manage()),
+        Err(e) => {
+            eprintln!("manager: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn manage() -> ExitCode {
     let cli = match Cli::parse_from_args(std::env::args()) {
         Ok(cli) => cli,
         Err(e) => {
