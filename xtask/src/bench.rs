@@ -121,6 +121,8 @@ struct Burst {
     other_writes: u64,
     runners: usize,
     actions_calls: BTreeMap<String, u64>,
+    /// CPU from queuing the burst to the last runner pod.
+    creation_cpu: cpu::CpuUse,
     /// CPU from queuing the burst to every runner removed.
     cpu: cpu::CpuUse,
 }
@@ -314,6 +316,7 @@ async fn burst(
         Ok(timeline.pods_created().len() >= args.burst)
     })
     .await?;
+    let creation_cpu = clock.stop(&processes);
     sys.wait_jobs_completed(&jobs, Duration::from_secs(300))
         .await?;
     sys.wait_runners(&set, 0, Duration::from_secs(180)).await?;
@@ -358,6 +361,7 @@ async fn burst(
         other_writes,
         runners: timeline.runners_created().len(),
         actions_calls: counters(&snap),
+        creation_cpu,
         cpu,
     };
     drop(timeline);
@@ -838,7 +842,18 @@ fn cpu_section(r: &Results, out: &mut String) {
         .bursts
         .iter()
         .enumerate()
-        .map(|(i, b)| (format!("burst, run {}", i + 1), &b.cpu))
+        .flat_map(|(i, b)| {
+            [
+                (
+                    format!("burst run {}: queued → last pod", i + 1),
+                    &b.creation_cpu,
+                ),
+                (
+                    format!("burst run {}: queued → every runner removed", i + 1),
+                    &b.cpu,
+                ),
+            ]
+        })
         .chain(
             r.idle_cpu
                 .iter()
