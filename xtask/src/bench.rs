@@ -49,7 +49,8 @@ pub struct BenchArgs {
     /// Scale-set counts of the scale series; `0` alone skips the series.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 50])]
     series_sets: Vec<usize>,
-    /// Use debug builds instead of release builds.
+    /// Run the manager and listener from debug builds (host processes) instead of release
+    /// builds; the bench itself, with the emulator and the node simulator, is always optimised.
     #[arg(long)]
     debug: bool,
     /// Where to write the report.
