@@ -6,6 +6,8 @@
 //! are the ids that listing reported). A runner that runs a job is kept: listed busy, or refused
 //! by the delete (422, `JobStillRunning`), it is retried on the next sweep.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use kube::api::ListParams;
@@ -65,13 +67,14 @@ pub async fn sweep(ctx: &Context) -> SweepReport {
             return report;
         }
     };
+    let mut listings = Listings::new();
     for set in sets {
         if set.meta().deletion_timestamp.is_some()
             || set.spec.ephemeral_runner_spec.runner_scale_set_id <= 0
         {
             continue;
         }
-        if let Err(e) = sweep_set(ctx, &set, &mut report).await {
+        if let Err(e) = sweep_set(ctx, &set, &mut listings, &mut report).await {
             let name = format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any());
             report.failed.push((name, e.to_string()));
         }
@@ -79,9 +82,16 @@ pub async fn sweep(ctx: &Context) -> SweepReport {
     report
 }
 
+/// The REST listings of one sweep, by namespace, configuration URL and credentials Secret: the
+/// sets of one organization, repository or enterprise share one listing instead of each paging
+/// through the same runners. A listing made for an earlier set was still made before this set's
+/// EphemeralRunners are listed, which is the order the sweep needs.
+type Listings = HashMap<(String, String, String), Vec<ListedRunner>>;
+
 async fn sweep_set(
     ctx: &Context,
     set: &EphemeralRunnerSet,
+    listings: &mut Listings,
     report: &mut SweepReport,
 ) -> Result<(), Error> {
     let namespace = set.namespace().unwrap_or_default();
@@ -109,10 +119,20 @@ async fn sweep_set(
         scale_set.runner_group_id,
     );
     // Registrations first, runners second (see scaleset_core::registrations).
-    let listed: Vec<ListedRunner> = service
-        .list_self_hosted_runners()
-        .await
-        .map_err(Error::Service)?;
+    let key = (
+        namespace.clone(),
+        spec.github_config_url.clone(),
+        spec.github_config_secret.clone(),
+    );
+    let listed = match listings.entry(key) {
+        Entry::Occupied(listed) => listed.into_mut(),
+        Entry::Vacant(slot) => slot.insert(
+            service
+                .list_self_hosted_runners()
+                .await
+                .map_err(Error::Service)?,
+        ),
+    };
     if !listed.iter().any(|r| belongs_to(&swept, r)) {
         return Ok(());
     }
@@ -128,7 +148,7 @@ async fn sweep_set(
             name: er.name_any(),
         })
         .collect();
-    let plan = plan(&swept, &listed, &known);
+    let plan = plan(&swept, listed, &known);
     for busy in plan.busy {
         tracing::debug!(runner_id = busy.id, runner = %busy.name,
             "orphaned registration still runs a job; kept");
