@@ -265,12 +265,24 @@ pub async fn read_credentials(
     Credentials::from_secret_data(&format!("{namespace}/{name}"), &data)
 }
 
+/// Refuses a name the API server could not look up (it would fail as a malformed request,
+/// which reads as a transient error, rather than as "not found").
+fn check_object_name(kind: &str, field: &str, name: &str) -> Result<(), Error> {
+    if scaleset_core::naming::is_dns1123_subdomain(name) {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{field} {name:?} is not a {kind} name; use at most 253 lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+    )))
+}
+
 async fn read_secret(
     kube: &kube::Client,
     namespace: &str,
     name: &str,
     field: &str,
 ) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    check_object_name("Secret", field, name)?;
     let api: Api<Secret> = Api::namespaced(kube.clone(), namespace);
     let secret = api.get_opt(name).await?.ok_or_else(|| {
         Error::Unavailable(format!(
@@ -383,6 +395,11 @@ pub async fn read_ca(
             "spec.githubServerTLS.certificateFrom.configMapKeyRef.name is empty; fix: name the ConfigMap that holds the CA bundle".to_owned(),
         ));
     }
+    check_object_name(
+        "ConfigMap",
+        "spec.githubServerTLS.certificateFrom.configMapKeyRef.name",
+        name,
+    )?;
     let api: Api<ConfigMap> = Api::namespaced(kube.clone(), namespace);
     let cm = api.get_opt(name).await?.ok_or_else(|| {
         Error::Unavailable(format!(
@@ -443,6 +460,19 @@ mod tests {
         let err = Credentials::from_secret_data("s", &data(&[("github_app_installation_id", "x")]))
             .expect_err("bad id");
         assert!(err.to_string().contains("github_app_installation_id"));
+    }
+
+    #[test]
+    fn a_name_the_api_server_cannot_look_up_is_refused_naming_the_field() {
+        assert!(check_object_name("Secret", "spec.githubConfigSecret", "creds.v1").is_ok());
+        let err = check_object_name("Secret", "spec.githubConfigSecret", "with space/and:colon")
+            .expect_err("not a name");
+        assert!(matches!(err, Error::Config(_)));
+        let text = err.to_string();
+        assert!(
+            text.contains("spec.githubConfigSecret") && text.contains("\"with space/and:colon\""),
+            "{text}"
+        );
     }
 
     #[test]
