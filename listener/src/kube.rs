@@ -4,7 +4,8 @@
 //! A patch is built as ARC's listener builds it (`jsonpatch.CreateMergePatch`): the difference
 //! between two objects of the CRD type, so it can only name fields the CRD types have. The
 //! answers are read as metadata only: the listener needs nothing from them, and reading the
-//! whole objects would link the deserializers of the CRD types and their pod templates.
+//! whole objects would link the deserializers of the CRD types and their pod templates; of the
+//! EphemeralRunnerSet's answer also its `status.observedPatchID` ([`PatchedSet`]).
 
 use std::fmt;
 use std::future::Future;
@@ -13,9 +14,9 @@ use std::marker::PhantomData;
 use actions_client::JobStarted;
 use k8s_reconcilers::crd::{EphemeralRunner, EphemeralRunnerSet, EphemeralRunnerStatus};
 use kube::Resource;
-use kube::api::{Api, Patch, PatchParams};
-use kube::core::PartialObjectMeta;
-use serde::Serialize;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::core::{NamespaceResourceScope, PartialObjectMeta};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Why a Kubernetes patch failed.
@@ -105,11 +106,12 @@ fn difference(from: &Value, to: &Value) -> Value {
 
 /// What the loop writes to Kubernetes.
 pub trait RunnerSetPatcher: Send + Sync + 'static {
-    /// Merge-patches the EphemeralRunnerSet.
+    /// Merge-patches the EphemeralRunnerSet; returns the `status.observedPatchID` of the
+    /// patched object, if it has one.
     fn patch_runner_set(
         &self,
         patch: &MergePatch<EphemeralRunnerSet>,
-    ) -> impl Future<Output = Result<(), PatchError>> + Send;
+    ) -> impl Future<Output = Result<Option<i64>, PatchError>> + Send;
     /// Merge-patches an EphemeralRunner's status.
     fn patch_runner_status(
         &self,
@@ -144,10 +146,48 @@ pub fn runner_status_patch(
     MergePatch::between(&runner(EphemeralRunnerStatus::default()), &runner(with_job))
 }
 
+/// What the listener reads of the EphemeralRunnerSet a patch returns: its metadata and the
+/// `patchID` the set controller last recorded as acted on.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PatchedSet {
+    metadata: ObjectMeta,
+    status: Option<PatchedSetStatus>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct PatchedSetStatus {
+    #[serde(rename = "observedPatchID")]
+    observed_patch_id: Option<i64>,
+}
+
+impl Resource for PatchedSet {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        EphemeralRunnerSet::kind(dt)
+    }
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        EphemeralRunnerSet::group(dt)
+    }
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        EphemeralRunnerSet::version(dt)
+    }
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        EphemeralRunnerSet::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// [`RunnerSetPatcher`] over a kube client.
 #[derive(Clone)]
 pub struct KubePatcher {
-    runner_sets: Api<PartialObjectMeta<EphemeralRunnerSet>>,
+    runner_sets: Api<PatchedSet>,
     runners: Api<PartialObjectMeta<EphemeralRunner>>,
     namespace: String,
     runner_set_name: String,
@@ -195,8 +235,9 @@ impl RunnerSetPatcher for KubePatcher {
     async fn patch_runner_set(
         &self,
         patch: &MergePatch<EphemeralRunnerSet>,
-    ) -> Result<(), PatchError> {
-        self.runner_sets
+    ) -> Result<Option<i64>, PatchError> {
+        let set = self
+            .runner_sets
             .patch(
                 &self.runner_set_name,
                 &PatchParams::default(),
@@ -204,7 +245,7 @@ impl RunnerSetPatcher for KubePatcher {
             )
             .await
             .map_err(|e| self.error::<EphemeralRunnerSet>(&self.runner_set_name, e))?;
-        Ok(())
+        Ok(set.status.and_then(|s| s.observed_patch_id))
     }
 
     async fn patch_runner_status(

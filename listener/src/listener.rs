@@ -21,6 +21,8 @@ use crate::kube::{PatchError, RunnerSetPatcher, runner_status_patch};
 use crate::metrics::{JobStages, Metrics};
 use crate::scaler::{Bounds, Scaler, ers_patch};
 use crate::service::{Message, ScaleSetService, classify};
+use scaleset_core::completions::CompletionLog;
+use scaleset_core::time::Timestamp;
 
 /// Most runner status patches for JobStarted in flight at once.
 const JOB_PATCH_PARALLELISM: usize = 16;
@@ -126,6 +128,10 @@ fn describe(call: Call) -> &'static str {
     }
 }
 
+fn timestamp_now() -> Timestamp {
+    Timestamp::from_unix_millis(Utc::now().timestamp_millis())
+}
+
 /// The loop state for one scale set.
 pub struct Listener<S, P> {
     service: S,
@@ -135,6 +141,10 @@ pub struct Listener<S, P> {
     stages: JobStages,
     health: Health,
     scaler: Scaler,
+    /// The completions the count reflects, for the set's holds.
+    completions: CompletionLog,
+    /// `status.observedPatchID` as the last EphemeralRunnerSet patch returned it.
+    observed_patch_id: Option<i64>,
     latest: Option<Statistics>,
     session: Option<MessageSession>,
     last_message_id: i64,
@@ -159,6 +169,8 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
             stages: JobStages::default(),
             health,
             scaler,
+            completions: CompletionLog::default(),
+            observed_patch_id: None,
             latest: None,
             session: None,
             last_message_id: 0,
@@ -534,6 +546,8 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                 m.record_job_completed(job);
                 self.stages.completed(m, job, Utc::now());
             }
+            self.completions
+                .completed(&job.runner_name, timestamp_now());
             self.scaler.mark_dirty();
         }
         // The count goes first: a completion it reflects must reach the set before the set can see
@@ -636,7 +650,10 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         if let (true, Some(m)) = (record, &self.metrics) {
             m.record_desired(decision.target.into());
         }
-        let patch = match ers_patch(decision) {
+        let completed =
+            self.completions
+                .listed(decision.patch_id, self.observed_patch_id, timestamp_now());
+        let patch = match ers_patch(decision, &completed) {
             Ok(patch) => patch,
             Err(e) => {
                 error!(error = %e, "could not build the ephemeral runner set patch");
@@ -646,7 +663,8 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         let mut attempt = 0u32;
         loop {
             let e = match self.patcher.patch_runner_set(&patch).await {
-                Ok(()) => {
+                Ok(observed) => {
+                    self.observed_patch_id = observed;
                     debug!(
                         replicas = decision.target,
                         patch_id = decision.patch_id,

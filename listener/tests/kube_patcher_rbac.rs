@@ -9,13 +9,14 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_reconcilers::crd::{
     EphemeralRunner, EphemeralRunnerSet, EphemeralRunnerSetSpec, EphemeralRunnerSpec,
 };
-use kube::Resource;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams,
 };
 use kube::runtime::{conditions, wait::await_condition};
+use kube::{Resource, ResourceExt};
 use listener::kube::{KubePatcher, PatchError, RunnerSetPatcher, runner_status_patch};
 use listener::scaler::{Decision, ers_patch};
+use scaleset_core::completions::COMPLETED_RUNNERS;
 use serde_json::{Value, json};
 use testbed::ControlPlane;
 
@@ -143,22 +144,54 @@ async fn patches_work_with_only_the_listener_role() -> anyhow::Result<()> {
 
     let sa = cp.service_account_client(&ns, "listener").await?;
     let patcher = KubePatcher::new(sa.clone(), &ns, "set");
-    patcher
-        .patch_runner_set(&ers_patch(Decision {
-            target: 5,
-            patch_id: 3,
-        })?)
+    let observed = patcher
+        .patch_runner_set(&ers_patch(
+            Decision {
+                target: 5,
+                patch_id: 3,
+            },
+            "runner-9",
+        )?)
         .await?;
+    assert_eq!(observed, None, "the set controller recorded no patch yet");
     let stored = sets.get("set").await?;
     assert_eq!((stored.spec.replicas, stored.spec.patch_id), (5, 3));
-    patcher
-        .patch_runner_set(&ers_patch(Decision {
-            target: 0,
-            patch_id: 4,
-        })?)
+    assert_eq!(
+        stored
+            .annotations()
+            .get(COMPLETED_RUNNERS)
+            .map(String::as_str),
+        Some("runner-9")
+    );
+    sets.patch_status(
+        "set",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"currentReplicas": 0, "observedPatchID": 3}})),
+    )
+    .await?;
+    let observed = patcher
+        .patch_runner_set(&ers_patch(
+            Decision {
+                target: 0,
+                patch_id: 4,
+            },
+            "",
+        )?)
         .await?;
+    assert_eq!(
+        observed,
+        Some(3),
+        "the answer carries status.observedPatchID"
+    );
     let stored = sets.get("set").await?;
     assert_eq!((stored.spec.replicas, stored.spec.patch_id), (0, 4));
+    assert_eq!(
+        stored
+            .annotations()
+            .get(COMPLETED_RUNNERS)
+            .map(String::as_str),
+        Some("")
+    );
 
     let job = JobStarted {
         job: JobInfo {
@@ -187,10 +220,13 @@ async fn patches_work_with_only_the_listener_role() -> anyhow::Result<()> {
     }
     let other_set = KubePatcher::new(sa.clone(), &ns, "other-set");
     match other_set
-        .patch_runner_set(&ers_patch(Decision {
-            target: 1,
-            patch_id: 1,
-        })?)
+        .patch_runner_set(&ers_patch(
+            Decision {
+                target: 1,
+                patch_id: 1,
+            },
+            "",
+        )?)
         .await
     {
         Err(PatchError::Failed { message, .. }) => {

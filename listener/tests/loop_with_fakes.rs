@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actions_client::{
-    Error, ErrorInfo, JobAvailable, JobInfo, JobMessage, JobStarted, MessageSession, Statistics,
+    Error, ErrorInfo, JobAvailable, JobCompleted, JobInfo, JobMessage, JobStarted, MessageSession,
+    Statistics,
 };
 use k8s_reconcilers::crd::{EphemeralRunner, EphemeralRunnerSet};
 use listener::health::Health;
@@ -137,9 +138,9 @@ impl RunnerSetPatcher for FakePatcher {
     async fn patch_runner_set(
         &self,
         patch: &MergePatch<EphemeralRunnerSet>,
-    ) -> Result<(), PatchError> {
+    ) -> Result<Option<i64>, PatchError> {
         self.0.lock().expect("lock").push(format!("ers {patch}"));
-        Ok(())
+        Ok(None)
     }
     async fn patch_runner_status(
         &self,
@@ -229,11 +230,58 @@ async fn message_is_acked_then_acquired_then_scaled() {
         patcher.patches(),
         // The count of a batch goes before its runners' job patches.
         vec![
-            r#"ers {"spec":{"patchID":0,"replicas":2}}"#.to_string(),
-            r#"ers {"spec":{"patchID":1,"replicas":4}}"#.to_string(),
+            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":0,"replicas":2}}"#.to_string(),
+            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":1,"replicas":4}}"#.to_string(),
             r#"er r-1 {"status":{"jobId":"j9","jobRepositoryName":"o/r","jobRequestId":9}}"#
                 .to_string(),
-            r#"ers {"spec":{"patchID":2,"replicas":4}}"#.to_string(),
+            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":2,"replicas":4}}"#.to_string(),
+        ]
+    );
+}
+
+/// The patch that reflects a completion lists its runner, so that the set does not replace a
+/// runner that is gone before this patch arrives (docs/architecture.md#the-patchid-protocol).
+#[tokio::test]
+async fn a_completion_is_listed_with_the_count_that_reflects_it() {
+    let job = JobInfo {
+        runner_request_id: 9,
+        job_id: "j9".into(),
+        ..Default::default()
+    };
+    let started = JobMessage::Started(JobStarted {
+        job: job.clone(),
+        runner_id: 3,
+        runner_name: "r-1".into(),
+    });
+    let completed = JobMessage::Completed(JobCompleted {
+        job,
+        result: "succeeded".into(),
+        runner_id: 3,
+        runner_name: "r-1".into(),
+    });
+    let service = FakeService::with(|s| {
+        s.create.push_back(Ok(session("s1", 0)));
+        s.poll.push_back(Ok(Some(message(5, 1, vec![started]))));
+        s.poll.push_back(Ok(Some(message(6, 0, vec![completed]))));
+        s.poll.push_back(Ok(None));
+    });
+    let patcher = FakePatcher::default();
+    run_until(service, patcher.clone(), settings(0, 10), |_, p| {
+        p.patches().iter().filter(|p| p.starts_with("ers")).count() >= 3
+    })
+    .await
+    .expect("clean stop");
+    let sets: Vec<String> = patcher
+        .patches()
+        .into_iter()
+        .filter(|p| p.starts_with("ers"))
+        .collect();
+    assert_eq!(
+        sets[..3],
+        [
+            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":0,"replicas":null}}"#,
+            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":1,"replicas":1}}"#,
+            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":"r-1"}},"spec":{"patchID":2,"replicas":null}}"#,
         ]
     );
 }
@@ -262,7 +310,9 @@ async fn session_conflict_is_retried_then_succeeds() {
     );
     assert_eq!(
         patcher.patches(),
-        vec![r#"ers {"spec":{"patchID":0,"replicas":null}}"#]
+        vec![
+            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":0,"replicas":null}}"#
+        ]
     );
 }
 
@@ -316,7 +366,7 @@ async fn dropped_session_is_recreated_and_expired_token_refreshed() {
     assert!(
         patcher
             .patches()
-            .contains(&r#"ers {"spec":{"patchID":1,"replicas":2}}"#.to_string())
+            .contains(&r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":1,"replicas":2}}"#.to_string())
     );
 }
 
@@ -386,6 +436,6 @@ async fn unreadable_parts_are_acked_and_statistics_still_scale() {
     assert!(service.calls().contains(&"ack s1 3".to_string()));
     assert_eq!(
         patcher.patches()[1],
-        r#"ers {"spec":{"patchID":1,"replicas":2}}"#
+        r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":1,"replicas":2}}"#
     );
 }

@@ -7,6 +7,7 @@
 //! | Module | Decides |
 //! |---|---|
 //! | [`autoscaling_runner_set`] | reconcile order (`ars_step`), scale set create/adopt/update/re-create, URL change refusal, version gate, spec rollout, deletion order |
+//! | [`completions`] | which completed jobs the listener's count reflects: what it lists with each patch, and the creations a set holds back |
 //! | [`desired`] | listener target count and `patchID` sequence |
 //! | [`ephemeral_runner`] | runner lifecycle: pod states, retry budget, JIT re-registration, finalizer |
 //! | [`backoff`] | the retry backoff (doubling to a cap, jitter drawn by the caller) |
@@ -21,6 +22,7 @@
 
 pub mod autoscaling_runner_set;
 pub mod backoff;
+pub mod completions;
 pub mod desired;
 pub mod ephemeral_runner;
 pub mod failure;

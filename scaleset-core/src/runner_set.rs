@@ -44,7 +44,7 @@
 //! busy.runner_id = 12;
 //! busy.patch_id = Some(3);
 //! busy.has_job = true;
-//! let spec = SetSpec { replicas: 0, patch_id: 0, applied_patch_id: None };
+//! let spec = SetSpec { replicas: 0, patch_id: 0, applied_patch_id: None, held: 0 };
 //! let p = plan(spec, &[idle, busy], now, &SetPolicy::default());
 //! assert_eq!(p.outcome, Outcome::ScaleDown);
 //! assert_eq!(p.scale_down.count, 2);
@@ -169,6 +169,14 @@ impl ObservedRunner {
         self
     }
 
+    /// Whether the runner is done: it succeeded, failed or is being deleted.
+    pub fn finished(&self) -> bool {
+        matches!(
+            self.bucket(),
+            Bucket::Finished | Bucket::Failed | Bucket::Deleting
+        )
+    }
+
     fn bucket(&self) -> Bucket {
         if self.deleting {
             return Bucket::Deleting;
@@ -209,6 +217,9 @@ pub struct SetSpec {
     /// does not carry it (a new set, or ARC's CRD, which prunes the field): then the newest
     /// runner stamp ([`latest_patch_id`]) stands in, as in ARC.
     pub applied_patch_id: Option<i64>,
+    /// Runners that finished with a job that `replicas` still counts
+    /// ([`crate::completions::Completions::held`]): as many creations are held back.
+    pub held: u32,
 }
 
 /// Tunables of the set controller.
@@ -246,6 +257,9 @@ pub enum Outcome {
     Draining,
     /// Creation paused because too many runners failed.
     CreationPaused,
+    /// Every runner `replicas` asks for more is for a job that is already over
+    /// ([`SetSpec::held`]): wait for the listener's next patch.
+    Held,
     /// The count matches.
     Steady,
 }
@@ -290,8 +304,9 @@ pub struct SetStatus {
 pub struct ScalePlan {
     /// Why.
     pub outcome: Outcome,
-    /// The `patchID` acted on, to record in `status.observedPatchID` (= `spec.patchID`).
-    pub applied_patch_id: i64,
+    /// The `patchID` acted on, to record in `status.observedPatchID` (= `spec.patchID`);
+    /// `None` while creations are held back, so that a later pass acts on it again.
+    pub applied_patch_id: Option<i64>,
     /// Runners to create.
     pub create: u32,
     /// `actions.github.com/patch-id` for the new runners (= `spec.patchID`).
@@ -401,7 +416,7 @@ pub fn plan(
     let status = status(&kept, policy);
     let mut plan = ScalePlan {
         outcome: Outcome::Steady,
-        applied_patch_id: spec.patch_id,
+        applied_patch_id: Some(spec.patch_id),
         create: 0,
         stamp_patch_id: spec.patch_id,
         delete: expired,
@@ -423,11 +438,18 @@ pub fn plan(
             && policy
                 .pause_after_failed
                 .is_some_and(|limit| status.failed >= limit);
+        let held = spec.held.min(spec.replicas - total);
         if paused {
             plan.outcome = Outcome::CreationPaused;
+        } else if held == spec.replicas - total {
+            plan.outcome = Outcome::Held;
+            plan.applied_patch_id = None;
         } else {
-            plan.create = spec.replicas - total;
+            plan.create = spec.replicas - total - held;
             plan.outcome = Outcome::ScaleUp;
+            if held > 0 {
+                plan.applied_patch_id = None;
+            }
         }
     } else if total > spec.replicas {
         if spec.patch_id == 0 {

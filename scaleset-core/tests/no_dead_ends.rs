@@ -97,6 +97,7 @@ fn set_removes_terminal(phase: RunnerPhase) -> bool {
             replicas: 1,
             patch_id: 3,
             applied_patch_id: None,
+            held: 0,
         },
         std::slice::from_ref(&r),
         later,

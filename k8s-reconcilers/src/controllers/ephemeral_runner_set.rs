@@ -278,6 +278,7 @@ impl Pass<'_> {
         if proxy::reconcile(&self.ctx.client, set).await? == proxy::ProxyOutcome::Updated {
             return Ok(Requeue::requeue(Duration::from_secs(1)));
         }
+        let held = self.view.held(set);
         let spec = SetSpec {
             replicas: u32::try_from(set.spec.replicas).unwrap_or(0),
             patch_id: i64::from(set.spec.patch_id),
@@ -286,6 +287,7 @@ impl Pass<'_> {
                 .as_ref()
                 .and_then(|s| s.observed_patch_id)
                 .map(i64::from)),
+            held: held.count,
         };
         let decision = plan(spec, observed, now(), self.policy);
         tracing::debug!(set = %set.name_any(), ?decision, "scale plan");
@@ -324,7 +326,7 @@ impl Pass<'_> {
                 .await?;
             tracing::info!(set = %set.name_any(), wanted = decision.scale_down.count, removed, "scaled down");
         }
-        let applied = errors.is_empty().then_some(decision.applied_patch_id);
+        let applied = decision.applied_patch_id.filter(|_| errors.is_empty());
         if let Some(id) = applied {
             self.records.update(set, |r| r.applied_patch_id = Some(id));
         }
@@ -333,7 +335,17 @@ impl Pass<'_> {
             format!("scaling EphemeralRunnerSet {}", set.name_any()),
             errors,
         )?;
-        Ok(later.map_or_else(Requeue::await_change, Requeue::requeue))
+        // A pass that held runners back did not act on the patch in full: it looks again when
+        // the first hold ends, if the listener's next patch has not come by then.
+        let hold_ends = held
+            .until
+            .filter(|_| decision.applied_patch_id.is_none())
+            .map(|until| until.saturating_duration_since(now()) + Duration::from_millis(10));
+        if hold_ends.is_some() {
+            tracing::debug!(set = %set.name_any(), held = held.count, "holding back runners for completed jobs");
+        }
+        let next = [later, hold_ends].into_iter().flatten().min();
+        Ok(next.map_or_else(Requeue::await_change, Requeue::requeue))
     }
 
     /// Creates `count` copies of `runner` (generated names, stamped with `patch_id`), at most

@@ -10,6 +10,7 @@ fn spec(replicas: u32, patch_id: i64) -> SetSpec {
         replicas,
         patch_id,
         applied_patch_id: None,
+        held: 0,
     }
 }
 
@@ -196,7 +197,59 @@ fn recorded_patch_id_outlives_its_runners() {
     );
     assert_eq!(
         (p.outcome, p.create, p.applied_patch_id),
-        (Outcome::ScaleUp, 2, 5)
+        (Outcome::ScaleUp, 2, Some(5))
+    );
+}
+
+/// A runner that finished with a job `replicas` still counts is not replaced, and the patch is
+/// acted on again once the hold ends (docs/architecture.md#the-patchid-protocol).
+#[test]
+fn held_creations_leave_the_patch_unapplied() {
+    let runners = [run("a", RunnerPhase::Running, 1).with_job(true)];
+    let all_held = plan_default(
+        SetSpec {
+            held: 1,
+            ..spec(2, 5)
+        },
+        &runners,
+    );
+    assert_eq!(
+        (all_held.outcome, all_held.create, all_held.applied_patch_id),
+        (Outcome::Held, 0, None)
+    );
+    let some_held = plan_default(
+        SetSpec {
+            held: 1,
+            ..spec(4, 5)
+        },
+        &runners,
+    );
+    assert_eq!(
+        (
+            some_held.outcome,
+            some_held.create,
+            some_held.applied_patch_id
+        ),
+        (Outcome::ScaleUp, 2, None)
+    );
+    let more_held_than_missing = plan_default(
+        SetSpec {
+            held: 3,
+            ..spec(2, 5)
+        },
+        &runners,
+    );
+    assert_eq!(more_held_than_missing.create, 0);
+    let none_missing = plan_default(
+        SetSpec {
+            held: 3,
+            ..spec(1, 5)
+        },
+        &runners,
+    );
+    assert_eq!(
+        (none_missing.outcome, none_missing.applied_patch_id),
+        (Outcome::Steady, Some(5))
     );
 }
 

@@ -16,6 +16,7 @@ use k8s_reconcilers::crd::{EphemeralRunner, EphemeralRunnerSet};
 use k8s_reconcilers::names::annotations;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams, PostParams};
+use scaleset_core::completions::{COMPLETED_RUNNERS, HOLD};
 use serde_json::json;
 use support::*;
 
@@ -113,6 +114,84 @@ async fn scale_up_then_to_zero_keeps_the_busy_runner_until_its_job_ends() -> any
     })
     .await?;
     assert_eq!(s.running_ephemeral_runners, 0);
+    Ok(())
+}
+
+/// Patches `spec` as the listener does, with the runners whose completions the count reflects.
+async fn listener_patch(
+    h: &Harness,
+    replicas: i32,
+    patch_id: i32,
+    completed: &str,
+) -> anyhow::Result<()> {
+    let patch = json!({
+        "metadata": {"annotations": {COMPLETED_RUNNERS: completed}},
+        "spec": {"replicas": replicas, "patchID": patch_id}
+    });
+    h.sets()
+        .patch("set", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Waits until the runner's job is done at the service, its pod exited and it is gone.
+async fn finish_job(h: &Harness, runner: &EphemeralRunner) -> anyhow::Result<()> {
+    let id = suites::registration_id(&h.pods(), runner).await?;
+    h.service.job_finished(id);
+    h.set_pod_status(&runner.name_any(), exited_status(0))
+        .await?;
+    let name = runner.name_any();
+    eventually("the finished runner gone", WAIT, || async {
+        Ok(h.runners().get_opt(&name).await?.is_none().then_some(()))
+    })
+    .await
+}
+
+/// docs/architecture.md#the-patchid-protocol: a runner whose job completed and which is gone
+/// before the listener's patch for the completion is not replaced when the set acts on a
+/// patch that still counts the job; the patch that lists it settles the count. A completion
+/// the listener never lists holds a runner back only for the hold's few seconds.
+#[tokio::test]
+async fn a_runner_gone_before_the_patch_for_its_completion_is_not_replaced() -> anyhow::Result<()> {
+    let h = Harness::start("ers-held", 5).await?;
+    create_set(&h, "set", 2, 1).await?;
+    listener_patch(&h, 2, 1, "").await?;
+    let runners = registered_runners(&h, 2).await?;
+    for r in &runners {
+        h.set_pod_status(&r.name_any(), running_status()).await?;
+        h.assign_job(&r.name_any()).await?;
+    }
+    let (first, second) = (&runners[0], &runners[1]);
+    listener_patch(&h, 2, 2, "").await?;
+
+    // The first job completes and its runner goes; the listener's patch 3 was written before it
+    // handled the completion, so it still counts the job.
+    finish_job(&h, first).await?;
+    listener_patch(&h, 2, 3, "").await?;
+    eventually("the status counts one runner", WAIT, || async {
+        let s = h.sets().get("set").await?.status.unwrap_or_default();
+        Ok((s.current_replicas == 1).then_some(()))
+    })
+    .await?;
+    listener_patch(&h, 1, 4, &first.name_any()).await?;
+    eventually("the set acted on patch 4", WAIT, || async {
+        let s = h.sets().get("set").await?.status.unwrap_or_default();
+        Ok((s.observed_patch_id == Some(4)).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(HOLD + std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        names(&live(&h).await?),
+        BTreeSet::from([second.name_any()]),
+        "no runner was created for the completed job"
+    );
+
+    // The second job completes and its runner goes, but no patch lists it: once the hold ends
+    // the set creates the runner its count asks for.
+    finish_job(&h, second).await?;
+    listener_patch(&h, 1, 5, "").await?;
+    let replacement = registered_runners(&h, 1).await?;
+    assert_ne!(replacement[0].name_any(), second.name_any());
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use kube::api::ObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
+use scaleset_core::completions::{COMPLETED_RUNNERS, Completions, Held};
 use scaleset_core::runner_set::{
     ObservedRunner, RunnerPhase, SetStatus, StatusChanges, UnseenWrites,
 };
@@ -26,6 +27,9 @@ pub struct RunnerView {
     store: Store<EphemeralRunner>,
     /// By the set's UID.
     unseen: Mutex<HashMap<String, UnseenWrites>>,
+    /// Runners that finished with a job, and the completions the listener's count reflects,
+    /// by the set's UID (docs/architecture.md#the-patchid-protocol).
+    completions: Mutex<HashMap<String, Completions>>,
 }
 
 impl RunnerView {
@@ -34,6 +38,7 @@ impl RunnerView {
         RunnerView {
             store,
             unseen: Mutex::default(),
+            completions: Mutex::default(),
         }
     }
 
@@ -42,13 +47,35 @@ impl RunnerView {
         &self.store
     }
 
-    /// Forgets the writes a watch event for `er` shows.
+    /// Forgets the writes a watch event for `er` shows, and notes a runner that finished with
+    /// a job. The watch delivers every change of a runner, so its job is seen before its end.
     pub fn seen(&self, er: &EphemeralRunner) {
         let Some(set) = owner_uid(er) else { return };
-        let mut unseen = self.lock();
-        if let Some(writes) = unseen.get_mut(set) {
+        if let Some(writes) = self.lock().get_mut(set) {
             writes.seen(&er.name_any(), er.metadata.deletion_timestamp.is_some());
         }
+        if has_job(er) && observed(er).finished() {
+            crate::lock(&self.completions)
+                .entry(set.to_owned())
+                .or_default()
+                .finished(&er.name_any(), now());
+        }
+    }
+
+    /// The creations `set` holds back in a pass on its current spec
+    /// ([`Completions::held`]).
+    pub fn held(&self, set: &EphemeralRunnerSet) -> Held {
+        let Some(uid) = set.meta().uid.as_deref() else {
+            return Held::default();
+        };
+        let listed = set.annotations().get(COMPLETED_RUNNERS).map(String::as_str);
+        let mut all = crate::lock(&self.completions);
+        let completions = all.entry(uid.to_owned()).or_default();
+        let held = completions.held(listed, i64::from(set.spec.patch_id), now());
+        if completions.is_empty() {
+            all.remove(uid);
+        }
+        held
     }
 
     /// The runners of `set` as `scaleset_core::runner_set` sees them.
@@ -91,10 +118,11 @@ impl RunnerView {
         }
     }
 
-    /// Forgets `set`'s writes (the set is gone).
+    /// Forgets what it holds of `set` (the set is gone).
     pub fn forget(&self, set: &EphemeralRunnerSet) {
         if let Some(uid) = set.meta().uid.as_deref() {
             self.lock().remove(uid);
+            crate::lock(&self.completions).remove(uid);
         }
     }
 
