@@ -146,18 +146,14 @@ pub fn runner_status_patch(
     MergePatch::between(&runner(EphemeralRunnerStatus::default()), &runner(with_job))
 }
 
-/// What the listener reads of the EphemeralRunnerSet a patch returns: its metadata and the
-/// `patchID` the set controller last recorded as acted on.
+/// What the listener reads of the EphemeralRunnerSet a patch returns: its metadata and its
+/// status, for the `patchID` the set controller last recorded as acted on (read leniently: an
+/// answer the patch succeeded with is never refused for its status).
 #[derive(Clone, Debug, Deserialize)]
 pub struct PatchedSet {
     metadata: ObjectMeta,
-    status: Option<PatchedSetStatus>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct PatchedSetStatus {
-    #[serde(rename = "observedPatchID")]
-    observed_patch_id: Option<i64>,
+    #[serde(default)]
+    status: Option<Value>,
 }
 
 impl Resource for PatchedSet {
@@ -245,7 +241,9 @@ impl RunnerSetPatcher for KubePatcher {
             )
             .await
             .map_err(|e| self.error::<EphemeralRunnerSet>(&self.runner_set_name, e))?;
-        Ok(set.status.and_then(|s| s.observed_patch_id))
+        Ok(set
+            .status
+            .and_then(|s| s.get("observedPatchID").and_then(Value::as_i64)))
     }
 
     async fn patch_runner_status(

@@ -176,16 +176,35 @@ async fn runner_failures_are_retried_with_fresh_registrations_until_the_budget_i
     let mut seen_pods = BTreeSet::new();
     let mut seen_ids = BTreeSet::new();
     for attempt in 0..3u32 {
-        let (id, uid) = eventually("a new runner pod", WAIT, || async {
+        let (id, uid, pod) = eventually("a new runner pod", WAIT, || async {
             let pod = h.pods().get_opt("r-retry").await?;
             let er = h.runners().get("r-retry").await?;
             let id = suites::registration_id(&h.pods(), &er).await?;
             Ok(pod
-                .and_then(|p| p.metadata.uid)
-                .filter(|uid| !seen_pods.contains(uid) && id > 0)
-                .map(|uid| (id, uid)))
+                .filter(|p| {
+                    p.metadata
+                        .uid
+                        .as_ref()
+                        .is_some_and(|u| !seen_pods.contains(u))
+                })
+                .filter(|_| id > 0)
+                .map(|p| (id, p.metadata.uid.clone().unwrap_or_default(), p)))
         })
         .await?;
+        let runner = pod.spec.unwrap_or_default().containers.remove(0);
+        assert_eq!(
+            (
+                runner.image.as_deref(),
+                runner.command,
+                pod.metadata.labels.unwrap_or_default().get("from-template")
+            ),
+            (
+                Some("ghcr.io/actions/actions-runner:latest"),
+                Some(vec!["/home/runner/run.sh".to_owned()]),
+                Some(&"yes".to_owned())
+            ),
+            "every pod is built from the whole template"
+        );
         seen_pods.insert(uid.clone());
         let er = h.runners().get("r-retry").await?;
         let status = er.status.unwrap_or_default();
@@ -195,7 +214,14 @@ async fn runner_failures_are_retried_with_fresh_registrations_until_the_budget_i
             "one charged failure per failed pod"
         );
         assert!(seen_ids.insert(id), "a used JIT config is never reused");
-        // The runner started and exited non-zero.
+        // The runner started (the controller's cache then drops its pod template, and the
+        // next pod is built from the runner read back) and exited non-zero.
+        h.set_pod_status("r-retry", running_status()).await?;
+        eventually("the runner Running", WAIT, || async {
+            let er = h.runners().get("r-retry").await?;
+            Ok((er.status.unwrap_or_default().phase == "Running").then_some(()))
+        })
+        .await?;
         h.set_pod_status("r-retry", exited_status(1)).await?;
     }
     // The third failure exceeds the budget of 2: the runner is deleted and unregistered.

@@ -79,8 +79,28 @@ pub(super) async fn run(
         for set in &installed {
             sys.uninstall_scale_set_within(set, LEVEL_TIMEOUT).await?;
         }
+        // The next set count's levels count runner pods: none of these may linger.
+        wait_for_pods(sys, 0).await?;
     }
     Ok(points)
+}
+
+/// Waits until the runner namespace holds `want` runner pods or more (`0`: none at all).
+async fn wait_for_pods(sys: &System, want: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let pods: Api<Pod> = Api::namespaced(sys.client(), sys.runner_namespace());
+    let selector = ListParams::default().labels(k8s_reconcilers::names::labels::EPHEMERAL_RUNNER);
+    loop {
+        let have = pods.list_metadata(&selector).await?.items.len();
+        if (want == 0 && have == 0) || (want > 0 && have >= want) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < LEVEL_TIMEOUT,
+            "{have} runner pods (waiting for {want}) after {LEVEL_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Raises the sets' `minRunners` to hold `runners` in total and measures the manager until
@@ -107,19 +127,7 @@ async fn level(
         .with_context(|| format!("raising minRunners of {}", set.name))?;
     }
     let want = per_set * sets.len();
-    let pods: Api<Pod> = Api::namespaced(sys.client(), sys.runner_namespace());
-    let selector = ListParams::default().labels(k8s_reconcilers::names::labels::EPHEMERAL_RUNNER);
-    loop {
-        let have = pods.list_metadata(&selector).await?.items.len();
-        if have >= want {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < LEVEL_TIMEOUT,
-            "{have} of {want} runner pods after {LEVEL_TIMEOUT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_for_pods(sys, want).await?;
     let up = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(&pids) - cpu_before;
     let histograms_after = reconcile_histograms(sys).await?;
