@@ -163,6 +163,8 @@ struct Results {
     idle_cpu: Option<cpu::CpuUse>,
     idle_runners: usize,
     series: Vec<series::Point>,
+    /// Why the scale series stopped before its last level.
+    series_stopped: Option<String>,
     jobs_per_burst: usize,
     load_start: String,
     load_end: String,
@@ -261,7 +263,10 @@ async fn measure(sys: &System, args: &BenchArgs, audit_log: &AuditLog) -> anyhow
         .copied()
         .filter(|&n| n > 0)
         .collect();
-    results.series = series::run(sys, &args.series_runners, &set_counts).await?;
+    if let Err(e) = series::run(sys, &args.series_runners, &set_counts, &mut results.series).await {
+        println!("    the scale series stopped: {e:#}");
+        results.series_stopped = Some(format!("{e:#}"));
+    }
     results.load_end = load_average();
     Ok(results)
 }
@@ -791,7 +796,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
         r.idle_runners_up.unwrap_or(f64::NAN)
     );
     cpu_section(r, &mut out);
-    series::render(&r.series, &mut out);
+    series::render(&r.series, r.series_stopped.as_deref(), &mut out);
     let _ = writeln!(out, "## How each figure is measured\n");
     let _ = writeln!(
         out,

@@ -42,13 +42,14 @@ pub(super) struct Point {
 }
 
 /// Runs the series: for each count of scale sets, installs them, raises their `minRunners` so
-/// that they hold each of `levels` runners in total, and uninstalls them.
+/// that they hold each of `levels` runners in total, and uninstalls them. The levels measured
+/// before a failure stay in `points`.
 pub(super) async fn run(
     sys: &System,
     levels: &[usize],
     set_counts: &[usize],
-) -> anyhow::Result<Vec<Point>> {
-    let mut points = Vec::new();
+    points: &mut Vec<Point>,
+) -> anyhow::Result<()> {
     let top = levels.iter().copied().max().unwrap_or(0);
     for &sets in set_counts {
         println!("==> scale series: {sets} scale set(s)");
@@ -82,7 +83,7 @@ pub(super) async fn run(
         // The next set count's levels count runner pods: none of these may linger.
         wait_for_pods(sys, 0).await?;
     }
-    Ok(points)
+    Ok(())
 }
 
 /// Waits until the runner namespace holds `want` runner pods or more (`0`: none at all).
@@ -245,11 +246,14 @@ fn p95_bound(before: &Buckets, after: &Buckets) -> Option<f64> {
 }
 
 /// The series as a Markdown section.
-pub(super) fn render(points: &[Point], out: &mut String) {
-    if points.is_empty() {
+pub(super) fn render(points: &[Point], stopped: Option<&str>, out: &mut String) {
+    if points.is_empty() && stopped.is_none() {
         return;
     }
     let _ = writeln!(out, "## Scale series\n");
+    if let Some(why) = stopped {
+        let _ = writeln!(out, "The series stopped after the levels below: {why}\n");
+    }
     let _ = writeln!(
         out,
         "Idle runners (`minRunners`, spread evenly) over 1 to 50 scale sets in one run, raised level by level; each row is one level. *Growth* is the manager's RSS over its RSS with the same sets and no runner, per runner (goal ≤ 20 KiB). *Provisioning* is runners per second from raising `minRunners` to the last pod (goal: as fast with many sets as with one). Reconcile p95 is the upper bound of the histogram bucket (`controller_runtime_reconcile_time_seconds`) over the reconciles of that level.\n"
