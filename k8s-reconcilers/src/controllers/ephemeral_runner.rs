@@ -90,10 +90,7 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         .touched_objects();
     let (runner_store, runner_writer) = reflector::store::<EphemeralRunner>();
     let runner_events = watcher(runners, watcher::Config::default())
-        .modify(|er| {
-            super::drop_managed_fields(er);
-            resources::slim_cached(er);
-        })
+        .modify(super::drop_managed_fields)
         .reflect(runner_writer)
         .backoff(super::watch_backoff())
         .applied_objects();
@@ -479,17 +476,7 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// `er` with its pod template, read from the API server when the cache dropped it
-    /// ([`resources::slim_cached`]).
-    async fn with_template(&self, er: EphemeralRunner) -> Result<EphemeralRunner, Error> {
-        if !resources::needs_template(&er) {
-            return Ok(er);
-        }
-        Ok(self.runners.get(&er.name_any()).await?)
-    }
-
     async fn request_jit_config(&self, er: EphemeralRunner) -> Result<Next, Error> {
-        let er = self.with_template(er).await?;
         let service = self.service(&er).await?;
         let name = er.name_any();
         let scale_set = er.spec.runner_scale_set_id;
@@ -564,7 +551,6 @@ impl<'a> Pass<'a> {
         let Some(secret) = secret else {
             return Ok(Next::Again(Box::new(er), None));
         };
-        let er = self.with_template(er).await?;
         let registration = match resources::registration(&secret) {
             Ok(r) => r,
             Err(problem) => {

@@ -214,8 +214,7 @@ async fn runner_failures_are_retried_with_fresh_registrations_until_the_budget_i
             "one charged failure per failed pod"
         );
         assert!(seen_ids.insert(id), "a used JIT config is never reused");
-        // The runner started (the controller's cache then drops its pod template, and the
-        // next pod is built from the runner read back) and exited non-zero.
+        // The runner ran (its status says Running) and exited non-zero.
         h.set_pod_status("r-retry", running_status()).await?;
         eventually("the runner Running", WAIT, || async {
             let er = h.runners().get("r-retry").await?;

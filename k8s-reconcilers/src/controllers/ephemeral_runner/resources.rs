@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, Pod, PodSpec, PodTemplateSpec, Secret, SecretKeySelector,
-};
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Pod, PodSpec, Secret, SecretKeySelector};
 use kube::api::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use secrecy::ExposeSecret;
@@ -22,55 +20,6 @@ pub const JIT_TOKEN_KEY: &str = "jitToken";
 pub const JIT_ENV: &str = "ACTIONS_RUNNER_INPUT_JITCONFIG";
 /// Env var that marks kubernetes container mode (container hooks).
 pub const HOOKS_ENV: &str = "ACTIONS_RUNNER_CONTAINER_HOOKS";
-
-/// Annotation the runner cache adds to a runner whose pod template it dropped
-/// ([`slim_cached`]); never written to the API server.
-const CACHED_WITHOUT_TEMPLATE: &str = "arc-rs.internal/cached-without-pod-template";
-
-/// What the runner controller's cache keeps of a `Running` runner: everything but its pod
-/// template, of which only the runner container's `workingDir` and container-hooks variable
-/// stay (what JIT requests and deletion read). A running runner's template is read again only
-/// to create its Secret or pod anew ([`needs_template`]); 1,000 cached templates were most of
-/// the runner cache (docs/architecture.md#memory).
-pub fn slim_cached(er: &mut EphemeralRunner) {
-    if er.status.as_ref().is_none_or(|s| s.phase != "Running") {
-        return;
-    }
-    let kept = er
-        .spec
-        .pod_template
-        .spec
-        .as_ref()
-        .and_then(|s| s.containers.iter().find(|c| c.name == RUNNER_CONTAINER))
-        .map(|runner| Container {
-            name: RUNNER_CONTAINER.to_owned(),
-            working_dir: runner.working_dir.clone(),
-            env: runner.env.as_ref().map(|env| {
-                env.iter()
-                    .filter(|e| e.name == HOOKS_ENV)
-                    .map(|e| EnvVar {
-                        name: e.name.clone(),
-                        ..EnvVar::default()
-                    })
-                    .collect()
-            }),
-            ..Container::default()
-        });
-    er.spec.pod_template = PodTemplateSpec {
-        metadata: None,
-        spec: Some(PodSpec {
-            containers: kept.into_iter().collect(),
-            ..PodSpec::default()
-        }),
-    };
-    er.annotations_mut()
-        .insert(CACHED_WITHOUT_TEMPLATE.to_owned(), "true".to_owned());
-}
-
-/// Whether `er` came from the runner cache without its pod template ([`slim_cached`]).
-pub fn needs_template(er: &EphemeralRunner) -> bool {
-    er.annotations().contains_key(CACHED_WITHOUT_TEMPLATE)
-}
 
 /// The registration recorded in a JIT Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -445,43 +394,6 @@ mod tests {
         );
         assert_eq!(work_folder(&er), "/w");
         assert!(uses_container_hooks(&er));
-    }
-
-    #[test]
-    fn the_cache_keeps_what_a_running_runner_needs_of_its_template() {
-        let template = json!({
-            "metadata": {"labels": {"t": "1"}},
-            "spec": {"containers": [
-                {"name": "side", "image": "s"},
-                {"name": "runner", "image": "r", "workingDir": "/w", "env": [
-                    {"name": "BIG", "value": "x".repeat(4096)},
-                    {"name": HOOKS_ENV, "value": "/hooks/index.js"}
-                ]}
-            ]}
-        });
-        let mut pending = runner(template.clone());
-        slim_cached(&mut pending);
-        assert_eq!(
-            pending,
-            runner(template.clone()),
-            "only a running runner is slimmed"
-        );
-        assert!(!needs_template(&pending));
-
-        let mut running = runner(template);
-        running.status = Some(crate::crd::EphemeralRunnerStatus {
-            phase: "Running".into(),
-            ..Default::default()
-        });
-        let full = running.clone();
-        slim_cached(&mut running);
-        assert!(needs_template(&running));
-        assert_eq!(work_folder(&running), work_folder(&full));
-        assert!(uses_container_hooks(&running));
-        let kept = serde_json::to_string(&running.spec.pod_template).expect("json");
-        assert!(kept.len() < 200 && !kept.contains("BIG"), "{kept}");
-        assert_eq!(running.spec.github_config_url, full.spec.github_config_url);
-        assert_eq!(running.status, full.status);
     }
 
     #[test]
