@@ -438,16 +438,16 @@ pub fn plan(
             && policy
                 .pause_after_failed
                 .is_some_and(|limit| status.failed >= limit);
-        let held = spec.held.min(spec.replicas - total);
         if paused {
             plan.outcome = Outcome::CreationPaused;
-        } else if held == spec.replicas - total {
-            plan.outcome = Outcome::Held;
-            plan.applied_patch_id = None;
         } else {
-            plan.create = spec.replicas - total - held;
-            plan.outcome = Outcome::ScaleUp;
-            if held > 0 {
+            plan.create = (spec.replicas - total).saturating_sub(spec.held);
+            plan.outcome = if plan.create == 0 {
+                Outcome::Held
+            } else {
+                Outcome::ScaleUp
+            };
+            if spec.held > 0 {
                 plan.applied_patch_id = None;
             }
         }
