@@ -74,7 +74,7 @@ pub struct ListenerConfigFile {
     /// Id of the runner scale set in the Actions service.
     #[serde(default, deserialize_with = "integer")]
     pub runner_scale_set_id: i64,
-    /// Name of the AutoscalingRunnerSet (informational).
+    /// Name of the AutoscalingRunnerSet; the listener follows its `minRunners` and `maxRunners`.
     #[serde(default, deserialize_with = "string")]
     pub runner_scale_set_name: String,
     /// Extra PEM CA certificates for the Actions service.
@@ -112,6 +112,19 @@ pub struct ListenerConfigFile {
         deserialize_with = "optional_integer"
     )]
     pub session_conflict_timeout_seconds: Option<i64>,
+}
+
+impl ListenerConfigFile {
+    /// The config without `min_runners` and `max_runners`: what a listener process depends
+    /// on. The listener follows the bounds on its AutoscalingRunnerSet without a restart
+    /// (docs/architecture.md#runner-bounds).
+    pub fn without_bounds(&self) -> Self {
+        Self {
+            min_runners: 0,
+            max_runners: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// The `azure_key_vault` object of `config.json` (ARC's keys; the vault's proxy comes from the

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span};
 
+use crate::bounds;
 use crate::config::ListenerConfig;
 use crate::health::{self, Health};
 use crate::kube::KubePatcher;
@@ -223,6 +224,20 @@ async fn run_in_span(mut config: ListenerConfig) -> Exit {
             return Exit::config(format!("cannot configure the Kubernetes client: {e}"));
         }
     };
+    let (bounds_tx, bounds_updates) = tokio::sync::watch::channel(bounds);
+    if config.runner_scale_set_name.is_empty() {
+        info!("runner_scale_set_name is empty: the runner bounds stay those of the config");
+    } else {
+        let (client, namespace, name) = (
+            kube_client.clone(),
+            config.ephemeral_runner_set_namespace.clone(),
+            config.runner_scale_set_name.clone(),
+        );
+        tokio::spawn(
+            async move { bounds::follow(client, &namespace, &name, bounds_tx).await }
+                .in_current_span(),
+        );
+    }
     let patcher = KubePatcher::new(
         kube_client,
         &config.ephemeral_runner_set_namespace,
@@ -251,7 +266,8 @@ async fn run_in_span(mut config: ListenerConfig) -> Exit {
     };
     let mut settings = LoopSettings::new(config.runner_scale_set_id, bounds, owner_name());
     settings.policy.conflict_timeout = config.session_conflict_timeout;
-    let listener = Listener::new(service, patcher, settings, metrics, health);
+    let listener =
+        Listener::new(service, patcher, settings, metrics, health).follow_bounds(bounds_updates);
     let result = listener.run(shutdown).await;
     servers.cancel();
     match &result {

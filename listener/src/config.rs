@@ -162,7 +162,7 @@ pub struct ListenerConfig {
     pub min_runners: i64,
     /// `runner_scale_set_id` (non-zero).
     pub runner_scale_set_id: i64,
-    /// `runner_scale_set_name` (informational).
+    /// `runner_scale_set_name`: the AutoscalingRunnerSet whose bounds the listener follows.
     pub runner_scale_set_name: String,
     /// `server_root_ca`: extra PEM CA certificates, if any.
     pub server_root_ca: Option<String>,

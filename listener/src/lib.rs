@@ -5,6 +5,7 @@
 //! The binary is a thin wrapper around [`app::main_exit_code`].
 
 pub mod app;
+pub mod bounds;
 pub mod config;
 pub mod health;
 pub mod kube;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn, warn_span};
 
@@ -32,7 +33,8 @@ const JOB_PATCH_PARALLELISM: usize = 16;
 pub struct LoopSettings {
     /// `runner_scale_set_id`
     pub scale_set_id: i64,
-    /// `min_runners` and `max_runners` (the latter is also sent as `X-ScaleSetMaxCapacity`).
+    /// `min_runners` and `max_runners` at the start (the latter is also sent as
+    /// `X-ScaleSetMaxCapacity`); [`Listener::follow_bounds`] changes them on the way.
     pub bounds: Bounds,
     /// Session owner name (the pod's hostname).
     pub owner: String,
@@ -104,6 +106,16 @@ fn random() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The next bounds from `updates`; `None` when the sender is gone. Without updates it never
+/// completes.
+async fn next_bounds(updates: Option<&mut watch::Receiver<Bounds>>) -> Option<Bounds> {
+    let Some(updates) = updates else {
+        return std::future::pending().await;
+    };
+    updates.changed().await.ok()?;
+    Some(*updates.borrow_and_update())
+}
+
 /// What is left for the caller after [`Listener::react`] carried out the policy's reaction.
 enum Next {
     /// Make the call again (after the wait, if any).
@@ -146,6 +158,8 @@ pub struct Listener<S, P> {
     /// `status.observedPatchID` as the last EphemeralRunnerSet patch returned it.
     observed_patch_id: Option<i64>,
     latest: Option<Statistics>,
+    /// Changes of the bounds, from the AutoscalingRunnerSet ([`crate::bounds::follow`]).
+    bounds_updates: Option<watch::Receiver<Bounds>>,
     session: Option<MessageSession>,
     last_message_id: i64,
     auth_failures: u32,
@@ -172,18 +186,25 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
             completions: CompletionLog::default(),
             observed_patch_id: None,
             latest: None,
+            bounds_updates: None,
             session: None,
             last_message_id: 0,
             auth_failures: 0,
         }
     }
 
+    /// Takes new bounds from `updates` as they come, without a new session.
+    pub fn follow_bounds(mut self, updates: watch::Receiver<Bounds>) -> Self {
+        self.bounds_updates = Some(updates);
+        self
+    }
+
     /// Runs until `shutdown` (returns `Ok`) or a fatal error; the session is deleted either way.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ListenerError> {
         if let Some(m) = &self.metrics {
             m.record_bounds(
-                self.settings.bounds.min_runners().into(),
-                self.settings.bounds.max_runners().into(),
+                self.scaler.bounds().min_runners().into(),
+                self.scaler.bounds().max_runners().into(),
             );
         }
         let result = self.run_loop(&shutdown).await;
@@ -216,10 +237,19 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                 }
                 return Ok(());
             };
-            let max_capacity = self.settings.bounds.max_runners().into();
+            let max_capacity = self.scaler.bounds().max_runners().into();
+            // New bounds cut the long poll short: the service keeps undeleted messages for the
+            // next one, and the new maximum goes with it.
             let poll = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
+                bounds = next_bounds(self.bounds_updates.as_mut()) => {
+                    match bounds {
+                        Some(bounds) => self.set_bounds(bounds).await,
+                        None => self.bounds_updates = None,
+                    }
+                    continue;
+                }
                 r = self.service.get_message(&session, self.last_message_id, max_capacity) => r,
             };
             match poll {
@@ -250,6 +280,18 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
                     }
                 }
             }
+        }
+    }
+
+    /// Scales to new bounds at once, with the last statistics (before the first ones, the
+    /// session start applies them).
+    async fn set_bounds(&mut self, bounds: Bounds) {
+        self.scaler.set_bounds(bounds);
+        if let Some(m) = &self.metrics {
+            m.record_bounds(bounds.min_runners().into(), bounds.max_runners().into());
+        }
+        if let Some(stats) = self.latest {
+            self.apply(stats.total_assigned_jobs, true).await;
         }
     }
 

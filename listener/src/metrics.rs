@@ -355,7 +355,7 @@ impl Metrics {
         self.set_gauge("gha_idle_runners", stats.total_idle_runners);
     }
 
-    /// `gha_min_runners` / `gha_max_runners`, once at startup.
+    /// `gha_min_runners` / `gha_max_runners`, at startup and when the bounds change.
     pub fn record_bounds(&self, min: i64, max: i64) {
         self.set_gauge("gha_min_runners", min);
         self.set_gauge("gha_max_runners", max);

@@ -1,13 +1,17 @@
-//! The listener's Kubernetes writes against the real kube-apiserver, made as a ServiceAccount
-//! holding exactly the Role the AutoscalingListener reconciler grants (patch, nothing else).
+//! The listener's Kubernetes calls against the real kube-apiserver, made as a ServiceAccount
+//! holding exactly the Role the AutoscalingListener reconciler grants: patches, and reading
+//! its own AutoscalingRunnerSet for the runner bounds.
 
 use std::time::Duration;
 
 use actions_client::{JobInfo, JobStarted};
 use anyhow::Context;
+use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_reconcilers::controllers::autoscaling_listener::resources::{Owner, role};
 use k8s_reconcilers::crd::{
-    EphemeralRunner, EphemeralRunnerSet, EphemeralRunnerSetSpec, EphemeralRunnerSpec,
+    AutoscalingListener, AutoscalingListenerSpec, AutoscalingRunnerSet, EphemeralRunner,
+    EphemeralRunnerSet, EphemeralRunnerSetSpec, EphemeralRunnerSpec,
 };
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams,
@@ -15,19 +19,23 @@ use kube::api::{
 use kube::runtime::{conditions, wait::await_condition};
 use kube::{Resource, ResourceExt};
 use listener::kube::{KubePatcher, PatchError, RunnerSetPatcher, runner_status_patch};
-use listener::scaler::{Decision, ers_patch};
+use listener::scaler::{Bounds, Decision, ers_patch};
 use scaleset_core::completions::COMPLETED_RUNNERS;
 use serde_json::{Value, json};
-use testbed::ControlPlane;
+use testbed::{ControlPlane, TestNamespace};
 
-/// Kind and plural of the two kinds the listener patches.
-fn kinds() -> [(String, String); 2] {
+/// Kind and plural of the kinds the listener patches or reads.
+fn kinds() -> [(String, String); 3] {
     [
         (
             EphemeralRunnerSet::kind(&()),
             EphemeralRunnerSet::plural(&()),
         ),
         (EphemeralRunner::kind(&()), EphemeralRunner::plural(&())),
+        (
+            AutoscalingRunnerSet::kind(&()),
+            AutoscalingRunnerSet::plural(&()),
+        ),
     ]
     .map(|(kind, plural)| (kind.into_owned(), plural.into_owned()))
 }
@@ -56,7 +64,7 @@ async fn apply(
     Ok(())
 }
 
-/// Open-schema CRDs for the two kinds (the real schemas are checked by the k8s-reconcilers
+/// Open-schema CRDs for the three kinds (the real schemas are checked by the k8s-reconcilers
 /// suites; here only names, plurals and the status subresource matter). Existing CRDs are kept.
 async fn ensure_crds(client: &kube::Client) -> anyhow::Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -88,29 +96,45 @@ async fn ensure_crds(client: &kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn patches_work_with_only_the_listener_role() -> anyhow::Result<()> {
-    let cp = ControlPlane::shared().await?;
-    let admin = cp.client();
-    ensure_crds(&admin).await?;
-    let ns = cp.test_namespace("listener-rbac").await?;
-    let ns = ns.name().to_string();
-    let rbac = |kind: &str| {
-        ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind),
-            &format!("{}s", kind.to_lowercase()),
+/// A namespace with the ServiceAccount `listener` bound to the Role the reconciler grants the
+/// listener of the AutoscalingRunnerSet and EphemeralRunnerSet `set`; returns it with its name.
+async fn listener_role(
+    cp: &ControlPlane,
+    admin: &kube::Client,
+    prefix: &str,
+) -> anyhow::Result<(TestNamespace, String)> {
+    ensure_crds(admin).await?;
+    let guard = cp.test_namespace(prefix).await?;
+    let ns = guard.name().to_string();
+    let listener = AutoscalingListener::new(
+        "listener",
+        AutoscalingListenerSpec {
+            ephemeral_runner_set_name: Some("set".into()),
+            ..Default::default()
+        },
+    );
+    let granted = role(
+        &listener,
+        &Owner {
+            namespace: &ns,
+            name: "set",
+        },
+        &[],
+    );
+    Api::<Role>::namespaced(admin.clone(), &ns)
+        .patch(
+            "listener",
+            &PatchParams::apply("listener-test").force(),
+            &Patch::Apply(&granted),
         )
-    };
-    apply(&admin, &rbac("Role"), Some(&ns), json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": "listener", "namespace": ns},
-        "rules": [
-            {"apiGroups": ["actions.github.com"], "resources": ["ephemeralrunnersets"], "resourceNames": ["set"], "verbs": ["patch"]},
-            {"apiGroups": ["actions.github.com"], "resources": ["ephemeralrunners", "ephemeralrunners/status"], "verbs": ["patch"]}
-        ]})).await?;
+        .await?;
+    let binding = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "RoleBinding"),
+        "rolebindings",
+    );
     apply(
-        &admin,
-        &rbac("RoleBinding"),
+        admin,
+        &binding,
         Some(&ns),
         json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
@@ -119,6 +143,14 @@ async fn patches_work_with_only_the_listener_role() -> anyhow::Result<()> {
         "subjects": [{"kind": "ServiceAccount", "name": "listener", "namespace": ns}]}),
     )
     .await?;
+    Ok((guard, ns))
+}
+
+#[tokio::test]
+async fn patches_work_with_only_the_listener_role() -> anyhow::Result<()> {
+    let cp = ControlPlane::shared().await?;
+    let admin = cp.client();
+    let (_guard, ns) = listener_role(&cp, &admin, "listener-rbac").await?;
     let meta = |name: &str| ObjectMeta {
         name: Some(name.into()),
         namespace: Some(ns.clone()),
@@ -240,6 +272,53 @@ async fn patches_work_with_only_the_listener_role() -> anyhow::Result<()> {
     assert!(
         matches!(read, Err(kube::Error::Api(ref e)) if e.code == 403),
         "the listener must not read: {read:?}"
+    );
+    Ok(())
+}
+
+/// The listener follows `minRunners` and `maxRunners` of its AutoscalingRunnerSet under its
+/// Role: each valid change arrives, in order; invalid bounds are skipped.
+#[tokio::test]
+async fn the_runner_bounds_are_followed_with_only_the_listener_role() -> anyhow::Result<()> {
+    let cp = ControlPlane::shared().await?;
+    let admin = cp.client();
+    let (_guard, ns) = listener_role(&cp, &admin, "listener-bounds").await?;
+    let resource = ApiResource::erase::<AutoscalingRunnerSet>(&());
+    let set_bounds = |min: i64, max: i64| {
+        json!({"apiVersion": resource.api_version, "kind": resource.kind,
+            "metadata": {"name": "set", "namespace": ns},
+            "spec": {"minRunners": min, "maxRunners": max}})
+    };
+    apply(&admin, &resource, Some(&ns), set_bounds(1, 5)).await?;
+
+    let sa = cp.service_account_client(&ns, "listener").await?;
+    let start = Bounds::new(0, 2)?;
+    let (tx, mut updates) = tokio::sync::watch::channel(start);
+    let follow = tokio::spawn({
+        let (sa, ns) = (sa.clone(), ns.clone());
+        async move { listener::bounds::follow(sa, &ns, "set", tx).await }
+    });
+    let mut next = async || -> anyhow::Result<Bounds> {
+        tokio::time::timeout(Duration::from_secs(30), updates.changed()).await??;
+        Ok(*updates.borrow_and_update())
+    };
+    assert_eq!(next().await?, Bounds::new(1, 5)?, "the bounds at the start");
+    apply(&admin, &resource, Some(&ns), set_bounds(9, 5)).await?;
+    apply(&admin, &resource, Some(&ns), set_bounds(3, 8)).await?;
+    assert_eq!(
+        next().await?,
+        Bounds::new(3, 8)?,
+        "minRunners above maxRunners was skipped; the next valid bounds arrive"
+    );
+    drop(updates);
+    tokio::time::timeout(Duration::from_secs(30), follow).await??;
+
+    let other = Api::<AutoscalingRunnerSet>::namespaced(sa, &ns)
+        .get("other-set")
+        .await;
+    assert!(
+        matches!(other, Err(kube::Error::Api(ref e)) if e.code == 403),
+        "the listener reads only its own AutoscalingRunnerSet: {other:?}"
     );
     Ok(())
 }

@@ -32,6 +32,8 @@ struct Script {
     refresh: VecDeque<Reply<Session>>,
     poll: VecDeque<Reply<Option<Message>>>,
     calls: Vec<String>,
+    /// Polls that found no scripted reply and wait forever.
+    waiting: usize,
 }
 
 #[derive(Clone, Default)]
@@ -109,7 +111,10 @@ impl ScaleSetService for FakeService {
                 self.log(format!("poll {} last={last} max={max}", s.session_id));
                 r
             }
-            None => std::future::pending().await,
+            None => {
+                self.0.lock().expect("lock").waiting += 1;
+                std::future::pending().await
+            }
         }
     }
     async fn delete_message(&self, s: &Session, id: i64) -> Reply<()> {
@@ -236,6 +241,61 @@ async fn message_is_acked_then_acquired_then_scaled() {
                 .to_string(),
             r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":2,"replicas":4}}"#.to_string(),
         ]
+    );
+}
+
+/// New bounds end the long poll, scale at once with the last statistics, and the next poll
+/// carries the new maximum.
+#[tokio::test]
+async fn new_bounds_scale_at_once_and_reach_the_next_poll() {
+    let service = FakeService::with(|s| s.create.push_back(Ok(session("s1", 2))));
+    let patcher = FakePatcher::default();
+    let (bounds, updates) = tokio::sync::watch::channel(Bounds::new(0, 10).expect("bounds"));
+    let shutdown = CancellationToken::new();
+    let listener = Listener::new(
+        service.clone(),
+        patcher.clone(),
+        settings(0, 10),
+        None,
+        Health::new(Duration::from_secs(60)),
+    )
+    .follow_bounds(updates);
+    let task = tokio::spawn(listener.run(shutdown.clone()));
+    let until = async |what: &str, done: &dyn Fn() -> bool| {
+        for _ in 0..2000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    };
+    until("the first poll", &|| {
+        service.0.lock().expect("lock").waiting == 1
+    })
+    .await;
+    service.0.lock().expect("lock").poll.push_back(Ok(None));
+    bounds
+        .send(Bounds::new(3, 4).expect("bounds"))
+        .expect("the listener receives");
+    until("a poll with the new maximum", &|| {
+        service.calls().iter().any(|c| c == "poll s1 last=0 max=4")
+    })
+    .await;
+    shutdown.cancel();
+    task.await.expect("listener task").expect("clean stop");
+    assert_eq!(
+        patcher.patches()[..2],
+        [
+            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":0,"replicas":2}}"#.to_string(),
+            // min 3 + 2 assigned, at most 4
+            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":1,"replicas":4}}"#.to_string(),
+        ]
+    );
+    assert_eq!(
+        service.calls()[..2],
+        ["create pod-a", "poll s1 last=0 max=4"],
+        "the poll cut short is not counted (its reply was never scripted)"
     );
 }
 

@@ -626,8 +626,12 @@ pub struct ArsObservation {
     /// labelled as this ARS's (left from an earlier runner group or URL, quirk Q4).
     pub listener: Presence,
     /// Exactly the desired listener is there (not terminating) and its spec, labels and
-    /// annotations match the desired ones (pull secrets included, see quirk Q3).
+    /// annotations match the desired ones (pull secrets included, see quirk Q3), its
+    /// `minRunners` and `maxRunners` aside.
     pub listener_current: bool,
+    /// Its `minRunners` and `maxRunners` equal the ARS's. They change in place: the listener
+    /// follows them on the ARS without a restart (docs/architecture.md#runner-bounds).
+    pub listener_bounds_current: bool,
     /// The ARS status already shows phase `Running`, the set's counters and a current
     /// `Ready` condition.
     pub status_current: bool,
@@ -676,6 +680,8 @@ pub enum ArsStep {
     CreateListener,
     /// Delete the listeners that are not the current desired one; the next pass creates it.
     ReplaceListener,
+    /// Write the ARS's `minRunners` and `maxRunners` into the listener's spec, in place.
+    UpdateListenerBounds,
     /// Wait for the listener or runner set to finish terminating.
     Wait(Duration),
     /// Write phase `Running`, copy all counters from the runner set (quirk Q2) and mark the
@@ -701,7 +707,8 @@ pub struct DeletionObservationNeeded;
 ///     spec_hash_current: true, phase_outdated: false, scale_set: None,
 ///     runner_set: Presence::Absent, runner_set_outdated: false, runner_set_spec_current: false,
 ///     runner_set_hash_current: false, runner_set_metadata_current: false, active_runners: 0,
-///     listener: Presence::Absent, listener_current: false, status_current: false,
+///     listener: Presence::Absent, listener_current: false, listener_bounds_current: false,
+///     status_current: false,
 /// };
 /// assert_eq!(ars_step(&o, DriftPolicy::default()), ArsStep::ObserveScaleSet);
 /// o.scale_set = Some(SyncStep::InSync);
@@ -768,6 +775,9 @@ pub fn ars_step(o: &ArsObservation, drift: DriftPolicy) -> ArsStep {
     match o.listener {
         Presence::Absent => return ArsStep::CreateListener,
         Presence::Present if !o.listener_current => return ArsStep::ReplaceListener,
+        Presence::Present if !o.listener_bounds_current => {
+            return ArsStep::UpdateListenerBounds;
+        }
         Presence::Present => {}
         Presence::Terminating => return ArsStep::Wait(DELETION_WAIT),
     }

@@ -166,6 +166,11 @@ impl Scaler {
         self.bounds
     }
 
+    /// New bounds (the ARS's `minRunners` or `maxRunners` changed); the next step uses them.
+    pub fn set_bounds(&mut self, bounds: Bounds) {
+        self.bounds = bounds;
+    }
+
     /// Records that a JobStarted or JobCompleted was handled since the last step.
     pub fn mark_dirty(&mut self) {
         self.dirty = true;

@@ -11,7 +11,7 @@ pub mod config;
 mod mock_tests;
 mod observe;
 mod pod;
-mod resources;
+pub mod resources;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +40,7 @@ use crate::Context;
 use crate::crd::{AutoscalingListener, AutoscalingRunnerSet};
 use crate::error::Error;
 use crate::github::resolve::{proxy_settings, read_ca, read_object_credentials};
+use crate::meta::integrity_hash;
 use crate::metrics::ScaleSetLabels;
 use crate::names::{
     annotations, finalizers, labels, listener_config_secret_name, listener_proxy_secret_name,
@@ -191,8 +192,10 @@ async fn desired(
         Some(tls) => read_ca(&ctx.client, owner.namespace, tls).await?,
         None => None,
     };
-    let json = config::config_json(al, &credentials, root_ca.as_deref(), &ctx.options)?;
+    let config = config::listener_config(al, &credentials, root_ca.as_deref(), &ctx.options)?;
+    let json = config::to_json(&config)?;
     Ok(Desired {
+        config_for_pod: integrity_hash(&config.without_bounds()),
         service_account: resources::service_account(al, owner, excluded),
         role: resources::role(al, owner, excluded),
         role_binding: resources::role_binding(al, owner, excluded),
@@ -297,7 +300,7 @@ async fn handle_pod(
 ) -> Result<Action, Error> {
     let mut dependencies = vec![hash_of(&desired.role), hash_of(&desired.role_binding)];
     dependencies.extend(desired.proxy_secret.as_ref().map(hash_of));
-    dependencies.push(hash_of(&desired.config_secret));
+    dependencies.push(desired.config_for_pod.clone());
     let deps: Vec<&str> = dependencies.iter().map(String::as_str).collect();
     let desired_pod = pod::listener_pod(al, &ctx.options, &deps);
     let desired_hash = hash_of(&desired_pod);

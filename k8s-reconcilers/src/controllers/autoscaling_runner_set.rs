@@ -149,7 +149,7 @@ fn terminating<K: Resource>(obj: &K) -> bool {
 /// desired ones.
 fn listener_matches(al: &AutoscalingListener, desired: &AutoscalingListener) -> bool {
     al.name_any() == desired.name_any()
-        && al.spec == desired.spec
+        && al.spec.without_bounds() == desired.spec.without_bounds()
         && contains_all(al.metadata.labels.as_ref(), desired.labels())
         && contains_all(al.metadata.annotations.as_ref(), desired.annotations())
 }
@@ -263,6 +263,13 @@ async fn observe(
             && listeners
                 .iter()
                 .any(|l| !terminating(l) && listener_matches(l, &desired_listener)),
+        listener_bounds_current: listeners.iter().all(|l| {
+            (l.spec.min_runners, l.spec.max_runners)
+                == (
+                    desired_listener.spec.min_runners,
+                    desired_listener.spec.max_runners,
+                )
+        }),
         status_current: target == status
             && condition_update(ars, true, RUNNING_REASON, RUNNING_MESSAGE, None).is_none(),
     };
@@ -422,6 +429,20 @@ async fn execute(
             })
             .await?;
             Ok(Action::requeue(REPLACE_WAIT))
+        }
+        ArsStep::UpdateListenerBounds => {
+            let patch = json!({"spec": {
+                "minRunners": observed.desired_listener.spec.min_runners,
+                "maxRunners": observed.desired_listener.spec.max_runners,
+            }});
+            al_api
+                .patch(
+                    &observed.desired_listener.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            Ok(Action::await_change())
         }
         ArsStep::Wait(d) => Ok(Action::requeue(d)),
         ArsStep::UpdateStatus => {

@@ -106,6 +106,19 @@ pub struct AutoscalingListenerSpec {
     pub role_binding_metadata: Option<ResourceMeta>,
 }
 
+impl AutoscalingListenerSpec {
+    /// The spec without `minRunners` and `maxRunners`: what a listener pod is built from. The
+    /// bounds change in place, and the listener follows them without a restart
+    /// (docs/architecture.md#runner-bounds).
+    pub fn without_bounds(&self) -> Self {
+        Self {
+            min_runners: None,
+            max_runners: None,
+            ..self.clone()
+        }
+    }
+}
+
 /// Observed state of a listener: ARC's is always empty.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AutoscalingListenerStatus {

@@ -131,6 +131,18 @@ pub struct AutoscalingRunnerSetSpec {
     pub min_runners: Option<i32>,
 }
 
+impl AutoscalingRunnerSetSpec {
+    /// The spec without `minRunners` and `maxRunners`, which reach the listener in place
+    /// (docs/architecture.md#runner-bounds).
+    pub fn without_bounds(&self) -> Self {
+        Self {
+            min_runners: None,
+            max_runners: None,
+            ..self.clone()
+        }
+    }
+}
+
 /// Observed state of a runner scale set. Every field is always serialised.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

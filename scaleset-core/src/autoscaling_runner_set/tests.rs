@@ -370,6 +370,7 @@ fn converged() -> ArsObservation {
         active_runners: 0,
         listener: Presence::Present,
         listener_current: true,
+        listener_bounds_current: true,
         status_current: true,
     }
 }
@@ -568,6 +569,29 @@ fn listener_replacement() {
     );
 }
 
+/// New `minRunners` or `maxRunners` are written into the running listener, which is kept; a
+/// listener that is replaced anyway gets them with its new spec.
+#[test]
+fn listener_bounds_change_in_place() {
+    let o = ArsObservation {
+        listener_bounds_current: false,
+        ..converged()
+    };
+    assert_eq!(
+        ars_step(&o, DriftPolicy::default()),
+        ArsStep::UpdateListenerBounds
+    );
+    let o = ArsObservation {
+        listener_current: false,
+        listener_bounds_current: false,
+        ..converged()
+    };
+    assert_eq!(
+        ars_step(&o, DriftPolicy::default()),
+        ArsStep::ReplaceListener
+    );
+}
+
 /// Q6 / ARC#4242: outdated runners set the sticky phase `Outdated`, whatever the phase was
 /// (ARC reacted only in `Running`, and without setting the phase its new runner set started
 /// the same outdated runners again).
@@ -698,6 +722,7 @@ fn any_obs() -> impl Strategy<Value = ArsObservation> {
                 active_runners: active,
                 listener,
                 listener_current: b[4],
+                listener_bounds_current: b[9],
                 status_current: b[5],
             },
         )
@@ -735,7 +760,9 @@ fn simulate(o: &mut ArsObservation, step: &ArsStep, runners_outdated: bool) {
         ArsStep::CreateListener => {
             o.listener = Presence::Present;
             o.listener_current = true;
+            o.listener_bounds_current = true;
         }
+        ArsStep::UpdateListenerBounds => o.listener_bounds_current = true,
         ArsStep::ReplaceListener | ArsStep::StopListener => o.listener = Presence::Terminating,
         ArsStep::Wait(_) => {
             if o.listener == Presence::Terminating {
@@ -786,6 +813,7 @@ proptest! {
                 | ArsStep::RolloutRunnerSet(_)
                 | ArsStep::PatchRunnerSetMetadata
                 | ArsStep::ReplaceListener
+                | ArsStep::UpdateListenerBounds
                 | ArsStep::StopListener
                 | ArsStep::Wait(_)
                 | ArsStep::UpdateStatus => {}

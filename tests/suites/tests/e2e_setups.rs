@@ -92,11 +92,22 @@ async fn custom_labels_route_jobs() {
 async fn min_runners_are_kept_idle() {
     let sys = start("e2e-min", |_| {}).await;
     let outcome = async {
-        let set = sys
+        let mut set = sys
             .install_scale_set(ScaleSetSpec::new("arc-min").values(json!({ "minRunners": 2 })))
             .await?;
         sys.wait_runners(&set, 2, WAIT).await?;
-        let jobs = sys.run_jobs(&set, 3, Duration::from_secs(1), 2).await?;
+        let mut jobs = sys.run_jobs(&set, 3, Duration::from_secs(1), 2).await?;
+        // New bounds reach the running listener: no new listener pod, no new session.
+        let listener = sys.listener_pod(&set).await?.map(|p| p.uid());
+        anyhow::ensure!(listener.is_some(), "no listener pod");
+        sys.upgrade_scale_set(&mut set, json!({ "minRunners": 3, "maxRunners": 5 }))
+            .await?;
+        sys.wait_runners(&set, 3, WAIT).await?;
+        jobs.extend(sys.run_jobs(&set, 2, Duration::from_secs(1), 3).await?);
+        anyhow::ensure!(
+            sys.listener_pod(&set).await?.map(|p| p.uid()) == listener,
+            "new minRunners replaced the listener pod"
+        );
         sys.uninstall_scale_set(&set).await?;
         sys.leak_check(&set, &jobs).await
     }

@@ -89,20 +89,43 @@ async fn listener_only_change_recreates_only_the_listener() -> anyhow::Result<()
     })
     .await?;
     let ers_uid = h.api::<EphemeralRunnerSet>(h.ns()).get("arc").await?.uid();
-
     let ars_api = h.api::<AutoscalingRunnerSet>(h.ns());
+
+    // New bounds are written into the listener in place: the listener follows them itself.
     ars_api
         .patch(
             "arc",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"maxRunners": 9}})),
+            &Patch::Merge(json!({"spec": {"maxRunners": 9, "minRunners": 2}})),
         )
         .await?;
-    let new = wait_for("a new listener with maxRunners 9", || async {
+    let updated = wait_for("the listener with maxRunners 9", || async {
         Ok(als
             .get_opt(&al_name)
             .await?
-            .filter(|l| l.uid() != old.uid() && l.spec.max_runners == Some(9)))
+            .filter(|l| l.spec.max_runners == Some(9) && l.spec.min_runners == Some(2)))
+    })
+    .await?;
+    assert_eq!(
+        updated.uid(),
+        old.uid(),
+        "bounds do not replace the listener"
+    );
+
+    // Any other listener setting replaces it.
+    ars_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"listenerMetrics": {"counters": {
+                "gha_started_jobs_total": {"labels": ["repository"]}}}}})),
+        )
+        .await?;
+    let new = wait_for("a new listener with the metrics", || async {
+        Ok(als
+            .get_opt(&al_name)
+            .await?
+            .filter(|l| l.uid() != old.uid() && l.spec.metrics.is_some()))
     })
     .await?;
     assert_eq!(new.spec.max_runners, Some(9));

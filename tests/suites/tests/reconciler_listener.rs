@@ -64,7 +64,7 @@ async fn listener_gets_rbac_config_and_pod() -> anyhow::Result<()> {
     assert_eq!(sa.owner_references()[0].name, name);
     let role = h.api::<Role>(h.ns()).get(&name).await?;
     let rules = role.rules.clone().unwrap_or_default();
-    assert_eq!(rules.len(), 2);
+    assert_eq!(rules.len(), 3);
     assert_eq!(
         rules[0].resources.as_deref(),
         Some(&["ephemeralrunnersets".to_owned()][..])
@@ -82,6 +82,19 @@ async fn listener_gets_rbac_config_and_pod() -> anyhow::Result<()> {
                 "ephemeralrunners/status".to_owned()
             ][..]
         )
+    );
+    assert_eq!(
+        (
+            rules[2].resources.as_deref(),
+            rules[2].resource_names.as_deref(),
+            rules[2].verbs.as_slice()
+        ),
+        (
+            Some(&["autoscalingrunnersets".to_owned()][..]),
+            Some(&["arc".to_owned()][..]),
+            &["get".to_owned(), "list".to_owned(), "watch".to_owned()][..]
+        ),
+        "the listener reads and watches its own AutoscalingRunnerSet, for the runner bounds"
     );
     assert_eq!(role.labels()[labels::LISTENER_NAME], name);
     let rb = h.api::<RoleBinding>(h.ns()).get(&name).await?;
@@ -328,6 +341,37 @@ async fn bad_credentials_exit_backs_off_and_rotation_restarts_at_once() -> anyho
         .await?;
     listener_pod(&h, &name).await?;
     assert_eq!(config_json(&h, &name).await?["github_token"], "new-token");
+    Ok(())
+}
+
+/// New runner bounds reach the config Secret, for a listener that starts later, and leave the
+/// running listener pod alone: it follows them on the AutoscalingRunnerSet.
+#[tokio::test]
+async fn new_bounds_update_the_config_and_keep_the_pod() -> anyhow::Result<()> {
+    let h = Harness::start("al-bounds").await?;
+    h.pat_secret("gh", "t").await?;
+    h.create_ars("arc", spec(URL, "gh")).await?;
+    let name = listener_name("arc", h.ns(), "", URL);
+    let uid = listener_pod(&h, &name).await?.uid();
+    h.api::<AutoscalingRunnerSet>(h.ns())
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"minRunners": 3, "maxRunners": 7}})),
+        )
+        .await?;
+    wait_for("config.json with the new bounds", || async {
+        let config = config_json(&h, &name).await?;
+        Ok((config["min_runners"] == 3 && config["max_runners"] == 7).then_some(()))
+    })
+    .await?;
+    // A pass that would replace the pod has run by now; give a late one time to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        h.api::<Pod>(h.ctrl()).get(&name).await?.uid(),
+        uid,
+        "the listener pod was kept"
+    );
     Ok(())
 }
 

@@ -78,8 +78,12 @@ pub fn config_json(
     root_ca: Option<&str>,
     options: &ManagerOptions,
 ) -> Result<String, Error> {
-    let config = listener_config(al, credentials, root_ca, options)?;
-    let mut json = serde_json::to_string(&config).map_err(|source| Error::Serialize {
+    to_json(&listener_config(al, credentials, root_ca, options)?)
+}
+
+/// `config` as the Secret holds it: one JSON document and a newline.
+pub fn to_json(config: &ListenerConfigFile) -> Result<String, Error> {
+    let mut json = serde_json::to_string(config).map_err(|source| Error::Serialize {
         what: "listener config.json",
         source,
     })?;

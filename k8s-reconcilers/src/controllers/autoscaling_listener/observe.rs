@@ -30,6 +30,9 @@ pub struct Desired {
     pub proxy_secret: Option<Secret>,
     /// The config Secret.
     pub config_secret: Secret,
+    /// Integrity hash of its config without the runner bounds, which the listener follows
+    /// without a restart: the pod depends on this, not on the whole Secret.
+    pub config_for_pod: String,
 }
 
 /// Reads an object; `None` when it does not exist.

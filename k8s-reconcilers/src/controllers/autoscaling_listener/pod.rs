@@ -175,7 +175,7 @@ pub fn listener_pod(
         .annotations()
         .get(annotations::INTEGRITY_HASH)
         .cloned()
-        .unwrap_or_else(|| integrity_hash(&al.spec));
+        .unwrap_or_else(|| integrity_hash(&al.spec.without_bounds()));
     let hash = integrity_hash(&(
         &spec,
         &al_hash,

@@ -83,7 +83,7 @@ fn rbac_labels(
 }
 
 /// The listener Role (ARS namespace): patch its EphemeralRunnerSet, and EphemeralRunners and
-/// their status; nothing else.
+/// their status; read and watch its AutoscalingRunnerSet, for the runner bounds; nothing else.
 pub fn role(al: &AutoscalingListener, owner: &Owner<'_>, excluded: &[String]) -> Role {
     let meta = al.spec.role_metadata.clone().unwrap_or_default();
     let ers = al
@@ -106,6 +106,13 @@ pub fn role(al: &AutoscalingListener, owner: &Owner<'_>, excluded: &[String]) ->
                 "ephemeralrunners/status".into(),
             ]),
             verbs: vec!["patch".into()],
+            ..Default::default()
+        },
+        PolicyRule {
+            api_groups: Some(vec![crate::crd::GROUP.into()]),
+            resources: Some(vec!["autoscalingrunnersets".into()]),
+            resource_names: Some(vec![owner.name.into()]),
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
             ..Default::default()
         },
     ];

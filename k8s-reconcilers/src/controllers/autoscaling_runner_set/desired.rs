@@ -164,7 +164,10 @@ pub fn listener(
         role_binding_metadata: spec.listener_role_binding_metadata.clone(),
     };
     let mut hash = Map::new();
-    hash.insert(annotations::INTEGRITY_HASH.into(), integrity_hash(&al_spec));
+    hash.insert(
+        annotations::INTEGRITY_HASH.into(),
+        integrity_hash(&al_spec.without_bounds()),
+    );
     let annotations = merge_annotations(meta.annotations.as_ref(), Some(&hash));
 
     AutoscalingListener {
@@ -180,7 +183,8 @@ pub fn listener(
     }
 }
 
-/// The AutoscalingRunnerSet's own change hash: spec plus labels.
+/// The AutoscalingRunnerSet's own change hash: spec plus labels, without the runner bounds,
+/// which reach the listener in place and concern nothing else.
 pub fn ars_hash(ars: &AutoscalingRunnerSet) -> String {
-    integrity_hash(&(&ars.spec, ars.labels()))
+    integrity_hash(&(&ars.spec.without_bounds(), ars.labels()))
 }
