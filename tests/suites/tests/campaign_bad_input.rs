@@ -412,6 +412,12 @@ fn generate(
             6 | 7 => {
                 let (secret, objects, planted, what) = bad_secret(rng, &name, &ns);
                 input.ars["spec"]["githubConfigSecret"] = json!(secret);
+                // A second credential problem replaces the first one's Secret of the same name.
+                input.secrets.retain(|earlier| {
+                    objects
+                        .iter()
+                        .all(|o| o["metadata"]["name"] != earlier["metadata"]["name"])
+                });
                 input.secrets.extend(objects);
                 input.planted.extend(planted);
                 input.what.push(what);
