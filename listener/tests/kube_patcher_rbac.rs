@@ -150,7 +150,7 @@ async fn listener_role(
 async fn patches_work_with_only_the_listener_role() -> anyhow::Result<()> {
     let cp = ControlPlane::shared().await?;
     let admin = cp.client();
-    let (_guard, ns) = listener_role(&cp, &admin, "listener-rbac").await?;
+    let (_guard, ns) = listener_role(cp, &admin, "listener-rbac").await?;
     let meta = |name: &str| ObjectMeta {
         name: Some(name.into()),
         namespace: Some(ns.clone()),
@@ -282,7 +282,7 @@ async fn patches_work_with_only_the_listener_role() -> anyhow::Result<()> {
 async fn the_runner_bounds_are_followed_with_only_the_listener_role() -> anyhow::Result<()> {
     let cp = ControlPlane::shared().await?;
     let admin = cp.client();
-    let (_guard, ns) = listener_role(&cp, &admin, "listener-bounds").await?;
+    let (_guard, ns) = listener_role(cp, &admin, "listener-bounds").await?;
     let resource = ApiResource::erase::<AutoscalingRunnerSet>(&());
     let set_bounds = |min: i64, max: i64| {
         json!({"apiVersion": resource.api_version, "kind": resource.kind,

@@ -98,14 +98,14 @@ async fn min_runners_are_kept_idle() {
         sys.wait_runners(&set, 2, WAIT).await?;
         let mut jobs = sys.run_jobs(&set, 3, Duration::from_secs(1), 2).await?;
         // New bounds reach the running listener: no new listener pod, no new session.
-        let listener = sys.listener_pod(&set).await?.map(|p| p.uid());
+        let listener = sys.listener_pod(&set).await?.and_then(|p| p.metadata.uid);
         anyhow::ensure!(listener.is_some(), "no listener pod");
         sys.upgrade_scale_set(&mut set, json!({ "minRunners": 3, "maxRunners": 5 }))
             .await?;
         sys.wait_runners(&set, 3, WAIT).await?;
         jobs.extend(sys.run_jobs(&set, 2, Duration::from_secs(1), 3).await?);
         anyhow::ensure!(
-            sys.listener_pod(&set).await?.map(|p| p.uid()) == listener,
+            sys.listener_pod(&set).await?.and_then(|p| p.metadata.uid) == listener,
             "new minRunners replaced the listener pod"
         );
         sys.uninstall_scale_set(&set).await?;
