@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_reconcilers::ManagerOptions;
-use k8s_reconcilers::controllers::autoscaling_listener::config::config_json;
+use k8s_reconcilers::controllers::autoscaling_listener::config::{listener_config, to_json};
 use k8s_reconcilers::crd::{
     AutoscalingListener, AutoscalingListenerSpec, GaugeMetric, HistogramMetric, MetricsConfig,
 };
@@ -72,7 +72,7 @@ fn the_listener_reads_what_the_manager_writes() -> anyhow::Result<()> {
             "-----BEGIN RSA PRIVATE KEY-----\nk\n-----END RSA PRIVATE KEY-----",
         ),
     };
-    let json = config_json(&al, &app, Some(CA), &options())?;
+    let json = to_json(&listener_config(&al, &app, Some(CA), &options())?)?;
     let config = ListenerConfig::from_json(&json)?;
 
     assert_eq!(config.configure_url, "https://ghe.example/enterprises/acme");
@@ -108,7 +108,12 @@ fn the_listener_reads_what_the_manager_writes() -> anyhow::Result<()> {
     unlimited.spec.max_runners = None;
     let mut no_metrics = options();
     no_metrics.listener_metrics_addr.clear();
-    let config = ListenerConfig::from_json(&config_json(&unlimited, &pat, None, &no_metrics)?)?;
+    let config = ListenerConfig::from_json(&to_json(&listener_config(
+        &unlimited,
+        &pat,
+        None,
+        &no_metrics,
+    )?)?)?;
     assert!(
         matches!(&config.credentials, GitHubCredentials::Pat(t) if t.expose_secret() == "ghp_roundtrip")
     );

@@ -123,8 +123,12 @@ async fn connect(ns: &str, host_end: &str) -> Result<Ipv4Addr, String> {
         "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns,
     ])
     .await?;
-    let proxy_arp = format!("/proc/sys/net/ipv4/conf/{host_end}/proxy_arp");
-    std::fs::write(&proxy_arp, "1").map_err(|e| format!("writing {proxy_arp}: {e}"))?;
+    // Proxy ARP answers for the gateway only on an interface that forwards; without it the
+    // host reaches no pod on a machine where IP forwarding is off (nothing else needs it on).
+    for setting in ["proxy_arp", "forwarding"] {
+        let path = format!("/proc/sys/net/ipv4/conf/{host_end}/{setting}");
+        std::fs::write(&path, "1").map_err(|e| format!("writing {path}: {e}"))?;
+    }
     ip(&["link", "set", host_end, "up"]).await?;
     let address = take_address(host_end).await?;
     let cidr = format!("{address}/32");

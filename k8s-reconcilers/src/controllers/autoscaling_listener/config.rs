@@ -71,16 +71,6 @@ pub fn listener_config(
     Ok(config)
 }
 
-/// [`listener_config`] as the Secret holds it: one JSON document and a newline.
-pub fn config_json(
-    al: &AutoscalingListener,
-    credentials: &Credentials,
-    root_ca: Option<&str>,
-    options: &ManagerOptions,
-) -> Result<String, Error> {
-    to_json(&listener_config(al, credentials, root_ca, options)?)
-}
-
 /// `config` as the Secret holds it: one JSON document and a newline.
 pub fn to_json(config: &ListenerConfigFile) -> Result<String, Error> {
     let mut json = serde_json::to_string(config).map_err(|source| Error::Serialize {
@@ -174,7 +164,7 @@ mod tests {
     #[test]
     fn arc_example_shape() -> Result<(), Error> {
         let pat = Credentials::Pat(SecretString::from("ghp_x".to_owned()));
-        let json = config_json(&listener(), &pat, None, &options())?;
+        let json = to_json(&listener_config(&listener(), &pat, None, &options())?)?;
         assert_eq!(
             json,
             concat!(
@@ -205,7 +195,7 @@ mod tests {
             proxy: None,
         });
         let pat = Credentials::Pat(SecretString::from("ghp_fromVault".to_owned()));
-        let json = config_json(&al, &pat, None, &options())?;
+        let json = to_json(&listener_config(&al, &pat, None, &options())?)?;
         assert!(
             json.starts_with(concat!(
                 r#"{"configure_url":"https://github.com/org/repo","vault_type":"azure_key_vault","vault_lookup_key":"kv-secret","#,
@@ -216,7 +206,7 @@ mod tests {
         );
         assert!(!json.contains("ghp_fromVault"));
         al.spec.github_config_secret = None;
-        let err = config_json(&al, &pat, None, &options()).expect_err("no lookup key");
+        let err = listener_config(&al, &pat, None, &options()).expect_err("no lookup key");
         assert!(err.to_string().contains("VaultLookupKey"), "{err}");
         Ok(())
     }
@@ -226,7 +216,7 @@ mod tests {
         let mut al = listener();
         al.spec.min_runners = Some(11);
         let pat = Credentials::Pat(SecretString::from("t".to_owned()));
-        let err = config_json(&al, &pat, None, &options()).expect_err("refused");
+        let err = listener_config(&al, &pat, None, &options()).expect_err("refused");
         assert!(
             err.to_string()
                 .contains("MinRunners \"11\" cannot be greater than MaxRunners \"10\"")
