@@ -5,9 +5,7 @@
 
 use futures::StreamExt;
 use k8s_reconcilers::crd::AutoscalingRunnerSet;
-use kube::Resource;
 use kube::api::{Api, ObjectMeta};
-use kube::core::NamespaceResourceScope;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -40,29 +38,7 @@ impl ArsBounds {
     }
 }
 
-impl Resource for ArsBounds {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
-        AutoscalingRunnerSet::kind(dt)
-    }
-    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
-        AutoscalingRunnerSet::group(dt)
-    }
-    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
-        AutoscalingRunnerSet::version(dt)
-    }
-    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
-        AutoscalingRunnerSet::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::kube::projection_of!(ArsBounds, AutoscalingRunnerSet);
 
 /// Watches `namespace/name` and sends every valid change of its bounds on `tx`, until every
 /// receiver is gone. Invalid bounds are logged and skipped (the manager reports them on the

@@ -15,7 +15,7 @@ use actions_client::JobStarted;
 use k8s_reconcilers::crd::{EphemeralRunner, EphemeralRunnerSet, EphemeralRunnerStatus};
 use kube::Resource;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
-use kube::core::{NamespaceResourceScope, PartialObjectMeta};
+use kube::core::PartialObjectMeta;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -156,29 +156,38 @@ pub struct PatchedSet {
     status: Option<Value>,
 }
 
-impl Resource for PatchedSet {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
+/// Implements [`Resource`] for `$projection`, a struct with a `metadata: ObjectMeta` field that
+/// reads part of the namespaced kind `$kind`, so that `Api` serves it under that kind's URL.
+macro_rules! projection_of {
+    ($projection:ty, $kind:ty) => {
+        impl kube::Resource for $projection {
+            type DynamicType = ();
+            type Scope = kube::core::NamespaceResourceScope;
 
-    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
-        EphemeralRunnerSet::kind(dt)
-    }
-    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
-        EphemeralRunnerSet::group(dt)
-    }
-    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
-        EphemeralRunnerSet::version(dt)
-    }
-    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
-        EphemeralRunnerSet::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
+            fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$kind as kube::Resource>::kind(dt)
+            }
+            fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$kind as kube::Resource>::group(dt)
+            }
+            fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$kind as kube::Resource>::version(dt)
+            }
+            fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+                <$kind as kube::Resource>::plural(dt)
+            }
+            fn meta(&self) -> &kube::api::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut kube::api::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
 }
+pub(crate) use projection_of;
+
+projection_of!(PatchedSet, EphemeralRunnerSet);
 
 /// [`RunnerSetPatcher`] over a kube client.
 #[derive(Clone)]
