@@ -81,6 +81,8 @@ fn start(al: &AutoscalingListener) -> Vec<Exchange> {
                  "resourceNames": [SET_NAME], "verbs": ["patch"]},
                 {"apiGroups": ["actions.github.com"],
                  "resources": ["ephemeralrunners", "ephemeralrunners/status"], "verbs": ["patch"]},
+                {"apiGroups": ["actions.github.com"], "resources": ["autoscalingrunnersets"],
+                 "resourceNames": [SET_NAME], "verbs": ["get", "list", "watch"]},
             ],
         })),
         Exchange::apply(object::<RoleBinding>(RUNNER_NS, &name)).body(json!({
