@@ -3,7 +3,7 @@
 //! the reconcilers against a real API server without an HTTP service. Faults can be injected per
 //! operation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -28,6 +28,8 @@ pub struct MemoryState {
     pub busy_runners: Vec<i64>,
     /// Operations that fail once with the given kind.
     pub faults: BTreeMap<&'static str, ServiceErrorKind>,
+    /// Scale set names every create refuses as invalid, until they are taken out.
+    pub refused_names: BTreeSet<String>,
     /// Every call, in order: operation name.
     pub calls: Vec<&'static str>,
     /// Config URLs clients were built for.
@@ -152,6 +154,13 @@ impl ActionsService for MemoryService {
         new: NewScaleSet,
     ) -> BoxFuture<'_, Result<ScaleSet, ServiceError>> {
         let r = self.call("create_runner_scale_set", |s| {
+            if s.refused_names.contains(&new.name) {
+                return Err(ServiceError::new(
+                    ServiceErrorKind::Invalid,
+                    "create_runner_scale_set",
+                    format!("refused name {:?}", new.name),
+                ));
+            }
             s.next_id += 1;
             let set = ScaleSet {
                 id: s.next_id,

@@ -838,7 +838,6 @@ async fn deletion_completes_when_the_service_cannot_be_called() -> anyhow::Resul
 /// the field, the value and the fix, and a fix is picked up.
 #[tokio::test]
 async fn service_refusals_name_the_field_and_wait_for_a_fix() -> anyhow::Result<()> {
-    use k8s_reconcilers::github::ServiceErrorKind;
     let h = Harness::start("ars-refused").await?;
     h.pat_secret("gh", "t").await?;
     let mut s = spec("https://github.example.com/org", "gh");
@@ -855,10 +854,17 @@ async fn service_refusals_name_the_field_and_wait_for_a_fix() -> anyhow::Result<
     poke(&h, "grouped", "1").await?;
     ready_ars(&h, "grouped").await?;
 
-    h.service.with(|s| {
-        s.faults
-            .insert("create_runner_scale_set", ServiceErrorKind::Invalid)
-    });
+    let creates = || {
+        h.service.with(|s| {
+            s.calls
+                .iter()
+                .filter(|c| **c == "create_runner_scale_set")
+                .count()
+        })
+    };
+    let before = creates();
+    h.service
+        .with(|s| s.refused_names.insert("refused".to_owned()));
     h.create_ars("refused", spec("https://github.example.com/org", "gh"))
         .await?;
     let message = invalid_condition(&h, "refused").await?;
@@ -868,25 +874,31 @@ async fn service_refusals_name_the_field_and_wait_for_a_fix() -> anyhow::Result<
         "{message}"
     );
     warning_event(&h, "refused", "change spec.runnerScaleSetName").await?;
-    let creates = || {
-        h.service.with(|s| {
-            s.calls
-                .iter()
-                .filter(|c| **c == "create_runner_scale_set")
-                .count()
-        })
-    };
-    // The condition's write starts one more pass, which asks once more; on a loaded machine it
-    // may end after the Event is seen, so the count starts once it has.
+    // Two asks: the refused one, and the one of the pass the condition's write starts, which
+    // finds the condition as it is and writes nothing, so no event starts another.
     wait_for("the pass the condition's write started", || async {
-        Ok((creates() >= 2).then_some(()))
+        Ok((creates() >= before + 2).then_some(()))
     })
     .await?;
-    let before = creates();
     tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-    assert_eq!(creates(), before, "not asked again until the ARS changes");
-    poke(&h, "refused", "1").await?;
+    assert_eq!(
+        creates(),
+        before + 2,
+        "not asked again until the ARS changes"
+    );
+    h.api::<AutoscalingRunnerSet>(h.ns())
+        .patch(
+            "refused",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"runnerScaleSetName": "accepted"}})),
+        )
+        .await?;
     ready_ars(&h, "refused").await?;
+    assert!(
+        h.service
+            .with(|s| s.scale_sets.values().any(|set| set.name == "accepted")),
+        "the fixed name is created"
+    );
     assert!(h.running(), "the controllers never stopped");
     Ok(())
 }
