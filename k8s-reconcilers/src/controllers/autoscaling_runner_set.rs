@@ -2,6 +2,7 @@
 //! service-side scale set, the EphemeralRunnerSet and AutoscalingListener, status, and deletion in
 //! order.
 
+mod children;
 mod deletion;
 pub mod desired;
 #[cfg(test)]
@@ -12,11 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use scaleset_core::autoscaling_runner_set::{
     self as core, ArsObservation, ArsPhase, ArsStep, SpecDrift,
@@ -31,6 +30,7 @@ use crate::error::Error;
 use crate::github::{ActionsService, ObjectSettings};
 use crate::meta::contains_all;
 use crate::names::{annotations, finalizers};
+use children::Children;
 
 /// Controller name (metrics label).
 pub const CONTROLLER: &str = "autoscalingrunnerset";
@@ -46,56 +46,100 @@ const RUNNING_MESSAGE: &str = "the runner scale set is configured";
 /// Requeue while the listener or the runner set is being replaced (ARC: 5 s).
 const REPLACE_WAIT: Duration = Duration::from_secs(5);
 
+/// The controller's context, its view of the children and its own writes to the ARSes.
+pub struct State {
+    ctx: Arc<Context>,
+    children: Children,
+    writes: super::OwnWrites,
+}
+
+impl State {
+    /// A state whose child caches stay empty, so every pass reads its children from the API
+    /// server.
+    #[cfg(test)]
+    pub(crate) fn uncached(ctx: Arc<Context>) -> Arc<Self> {
+        Arc::new(Self {
+            ctx,
+            children: Children::uncached(),
+            writes: Default::default(),
+        })
+    }
+
+    /// Records a write of this controller that turned `ars` into `written`.
+    pub(crate) fn wrote(&self, ars: &AutoscalingRunnerSet, written: &AutoscalingRunnerSet) {
+        self.writes.wrote(&ars.metadata, &written.metadata);
+    }
+}
+
 /// Runs the AutoscalingRunnerSet controller until its watch streams end.
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let ars: Api<AutoscalingRunnerSet> = super::watched_api(&ctx);
-    let ers: Api<PartialObjectMeta<EphemeralRunnerSet>> = super::watched_api(&ctx);
+    let ers: Api<EphemeralRunnerSet> = super::watched_api(&ctx);
     let listeners: Api<AutoscalingListener> =
         Api::namespaced(ctx.client.clone(), &ctx.options.controller_namespace);
     let queue = ctx.queue.clone();
     let (ars, store) = super::watch_own(ars, &queue);
+    let (ers, ers_store) = super::watch_cached(ers);
+    let (listeners, listener_store) = super::watch_cached(listeners);
+    let shutdown = ctx.options.shutdown.signal();
+    let state = Arc::new(State {
+        ctx,
+        children: Children::new(ers_store, listener_store),
+        writes: Default::default(),
+    });
     let results = Controller::for_stream(ars, store)
         .trigger_backoff(super::watch_backoff())
-        .owns_stream(super::watch_owned::<AutoscalingRunnerSet, _>(ers, &queue))
-        .watches(
+        .owns_stream(queue.watch_owners::<AutoscalingRunnerSet, _, _, _>(ers))
+        .watches_stream(
             listeners,
-            watcher::Config::default(),
             queue.mapped(|al: AutoscalingListener| {
                 let ns = al.spec.autoscaling_runner_set_namespace.clone()?;
                 let name = al.spec.autoscaling_runner_set_name.clone()?;
                 Some(ObjectRef::<AutoscalingRunnerSet>::new(&name).within(&ns))
             }),
         )
-        .graceful_shutdown_on(ctx.options.shutdown.signal())
-        .run(reconcile, Context::error_policy, ctx);
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, state);
     super::drain(queue, results).await;
     Ok(())
 }
 
+fn error_policy(ars: Arc<AutoscalingRunnerSet>, error: &Error, state: Arc<State>) -> Action {
+    Context::error_policy(ars, error, state.ctx.clone())
+}
+
 /// One reconcile pass.
-pub async fn reconcile(ars: Arc<AutoscalingRunnerSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.instrumented(&*ars, reconcile_inner(ars.clone(), &ctx))
+pub async fn reconcile(ars: Arc<AutoscalingRunnerSet>, state: Arc<State>) -> Result<Action, Error> {
+    state
+        .ctx
+        .instrumented(&*ars, reconcile_inner(ars.clone(), &state))
         .await
 }
 
 /// Observe, ask [`core::ars_step`], carry out the one step it returns.
-async fn reconcile_inner(ars: Arc<AutoscalingRunnerSet>, ctx: &Context) -> Result<Action, Error> {
-    let result = pass(&ars, ctx).await;
+async fn reconcile_inner(ars: Arc<AutoscalingRunnerSet>, state: &State) -> Result<Action, Error> {
+    // The cache shows the ARS from before this controller's last write to it, whose own watch
+    // event starts the next pass (docs/architecture.md#own-writes-and-the-watch-cache).
+    if state.writes.superseded(ars.meta()) {
+        return Ok(Action::await_change());
+    }
+    let result = pass(&ars, state).await;
     match result {
         // Input the user can fix (the spec, a Secret it names, the host of its URL) ends as the
         // Ready=False condition; the error policy adds the Warning Event and decides the retry.
         Err(e) if ars.meta().deletion_timestamp.is_none() && e.is_users_to_fix() => {
             let reason = e.reason().unwrap_or("InvalidConfiguration");
-            set_condition(&ars, ctx, false, reason, &e.to_string(), None).await?;
+            set_condition(&ars, state, false, reason, &e.to_string(), None).await?;
             Err(e)
         }
         other => other,
     }
 }
 
-async fn pass(ars: &AutoscalingRunnerSet, ctx: &Context) -> Result<Action, Error> {
+async fn pass(ars: &AutoscalingRunnerSet, state: &State) -> Result<Action, Error> {
+    let ctx = &*state.ctx;
     let drift = ctx.options.drift_policy;
-    let (mut observation, observed) = observe(ars, ctx).await?;
+    let (mut observation, observed) = observe(ars, state).await?;
     let mut step = core::ars_step(&observation, drift);
     let mut service = None;
     if step == ArsStep::ObserveScaleSet {
@@ -105,7 +149,7 @@ async fn pass(ars: &AutoscalingRunnerSet, ctx: &Context) -> Result<Action, Error
         step = core::ars_step(&observation, drift);
     }
     tracing::debug!(ars = %ars.name_any(), ?step, "autoscalingrunnerset step");
-    execute(ars, ctx, &observed, step, service).await
+    execute(ars, state, &observed, step, service).await
 }
 
 pub(crate) fn namespace(ars: &AutoscalingRunnerSet) -> Result<String, Error> {
@@ -164,32 +208,19 @@ fn runner_set_annotations(desired: &EphemeralRunnerSet) -> crate::meta::Map {
 
 async fn observe(
     ars: &AutoscalingRunnerSet,
-    ctx: &Context,
+    state: &State,
 ) -> Result<(ArsObservation, Observed), Error> {
-    let ns = namespace(ars)?;
-    let name = ars.name_any();
+    let ctx = &*state.ctx;
     let status = ars.status.clone().unwrap_or_default();
     let id = scale_set::recorded(ars).id.unwrap_or_default();
 
-    let runner_set = Api::<EphemeralRunnerSet>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&name)
-        .await?;
+    let runner_set = state.children.runner_set(ars, ctx).await?;
     let desired_runner_set = desired::runner_set(ars, id, &ctx.options);
     let desired_listener = desired::listener(ars, id, &ctx.options);
-    let mut listeners = deletion::listeners_of(ars, ctx).await?;
-    if !listeners
-        .iter()
-        .any(|l| l.name_any() == desired_listener.name_any())
-        && let Some(al) = Api::<AutoscalingListener>::namespaced(
-            ctx.client.clone(),
-            &ctx.options.controller_namespace,
-        )
-        .get_opt(&desired_listener.name_any())
-        .await?
-    {
-        // Same name but not labelled as ours (e.g. created by another tool): replaced.
-        listeners.push(al);
-    }
+    let listeners = state
+        .children
+        .listeners(ars, ctx, &desired_listener.name_any())
+        .await?;
 
     let ers_status = runner_set
         .as_ref()
@@ -300,11 +331,13 @@ fn running_status(
 /// Carries out one step.
 async fn execute(
     ars: &AutoscalingRunnerSet,
-    ctx: &Context,
+    state: &State,
     observed: &Observed,
     step: ArsStep,
     service: Option<Arc<dyn ActionsService>>,
 ) -> Result<Action, Error> {
+    let ctx = &*state.ctx;
+    let children = &state.children;
     let ns = namespace(ars)?;
     let name = ars.name_any();
     let api: Api<AutoscalingRunnerSet> = Api::namespaced(ctx.client.clone(), &ns);
@@ -339,16 +372,20 @@ async fn execute(
                     super::cleanup_bound::abandon_after_grace(ctx, ars, e, &left).await?;
                 }
             }
-            remove_finalizer(&api, ars).await
+            let action = remove_finalizer(&api, ars, state).await;
+            state.writes.forget(&ars.metadata);
+            action
         }
-        ArsStep::AddFinalizer => add_finalizer(&api, ars).await,
+        ArsStep::AddFinalizer => add_finalizer(&api, ars, state).await,
         ArsStep::Invalid(message) => Err(Error::Config(message)),
         ArsStep::MarkPending => {
             let hash = desired::ars_hash(ars);
             let patch = json!({"metadata": {"annotations": {annotations::INTEGRITY_HASH: hash}}});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            let patched = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
-            set_phase(&api, &name, ArsPhase::Pending).await
+            state.wrote(ars, &patched);
+            set_phase(&api, ars, state, ArsPhase::Pending).await
         }
         // Not returned once the scale set is observed; look again.
         ArsStep::ObserveScaleSet => Ok(Action::requeue(Duration::ZERO)),
@@ -357,9 +394,9 @@ async fn execute(
                 Some(s) => s,
                 None => actions_service(ars, ctx).await?,
             };
-            scale_set::execute(ars, ctx, &service, sync).await
+            scale_set::execute(ars, state, &service, sync).await
         }
-        ArsStep::Refuse(changed) => refuse(ars, ctx, &changed).await,
+        ArsStep::Refuse(changed) => refuse(ars, state, &changed).await,
         ArsStep::MarkOutdated => {
             let message = "the runners report a deprecated runner version (exit code 7); the listener is stopped and the runner set deleted until the spec changes (e.g. a newer runner image)";
             tracing::warn!(ars = %name, "{message}");
@@ -370,7 +407,7 @@ async fn execute(
                 message,
             )
             .await;
-            set_phase(&api, &name, ArsPhase::Outdated).await
+            set_phase(&api, ars, state, ArsPhase::Outdated).await
         }
         ArsStep::CreateRunnerSet => {
             ers_api
@@ -380,6 +417,9 @@ async fn execute(
         }
         ArsStep::DeleteRunnerSet => {
             super::ignore_not_found(ers_api.delete(&name, &DeleteParams::default()).await)?;
+            if let Some(set) = &observed.runner_set {
+                children.deleted(&set.metadata);
+            }
             Ok(Action::requeue(REPLACE_WAIT))
         }
         ArsStep::RolloutRunnerSet(SpecDrift::Drain) => Ok(Action::requeue(DRAIN_WAIT)),
@@ -397,10 +437,7 @@ async fn execute(
                     "ephemeralRunnerMetadata": desired.spec.ephemeral_runner_metadata,
                 }
             });
-            ers_api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            Ok(Action::await_change())
+            patch_runner_set(&ers_api, children, observed, &patch).await
         }
         ArsStep::PatchRunnerSetMetadata => {
             let desired = &observed.desired_runner_set;
@@ -408,13 +445,10 @@ async fn execute(
                 "metadata": {"labels": desired.labels(), "annotations": runner_set_annotations(desired)},
                 "spec": {"ephemeralRunnerMetadata": desired.spec.ephemeral_runner_metadata},
             });
-            ers_api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            Ok(Action::await_change())
+            patch_runner_set(&ers_api, children, observed, &patch).await
         }
         ArsStep::StopListener => {
-            delete_listeners(&al_api, observed, |_| true).await?;
+            delete_listeners(&al_api, children, observed, |_| true).await?;
             Ok(Action::requeue(REPLACE_WAIT))
         }
         ArsStep::CreateListener => {
@@ -424,7 +458,7 @@ async fn execute(
             Ok(Action::await_change())
         }
         ArsStep::ReplaceListener => {
-            delete_listeners(&al_api, observed, |al| {
+            delete_listeners(&al_api, children, observed, |al| {
                 !listener_matches(al, &observed.desired_listener)
             })
             .await?;
@@ -435,13 +469,13 @@ async fn execute(
                 "minRunners": observed.desired_listener.spec.min_runners,
                 "maxRunners": observed.desired_listener.spec.max_runners,
             }});
-            al_api
-                .patch(
-                    &observed.desired_listener.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
+            let name = observed.desired_listener.name_any();
+            let patched = al_api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
+            if let Some(before) = observed.listeners.iter().find(|l| l.name_any() == name) {
+                children.patched(&before.metadata, &patched.metadata);
+            }
             Ok(Action::await_change())
         }
         ArsStep::Wait(d) => Ok(Action::requeue(d)),
@@ -461,10 +495,12 @@ async fn execute(
                     "runningEphemeralRunners": target.running_ephemeral_runners,
                     "failedEphemeralRunners": target.failed_ephemeral_runners,
                 }});
-                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                let patched = api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
+                state.wrote(ars, &patched);
             }
-            set_condition(ars, ctx, true, RUNNING_REASON, RUNNING_MESSAGE, None).await?;
+            set_condition(ars, state, true, RUNNING_REASON, RUNNING_MESSAGE, None).await?;
             Ok(Action::requeue(RECHECK))
         }
         ArsStep::Parked => Ok(Action::await_change()),
@@ -474,26 +510,52 @@ async fn execute(
 
 async fn set_phase(
     api: &Api<AutoscalingRunnerSet>,
-    name: &str,
+    ars: &AutoscalingRunnerSet,
+    state: &State,
     phase: ArsPhase,
 ) -> Result<Action, Error> {
     let patch = json!({"status": {"phase": phase.as_str()}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+    let patched = api
+        .patch_status(
+            &ars.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await?;
+    state.wrote(ars, &patched);
     Ok(Action::await_change())
 }
 
 /// Phase `Failed` with a `ConfigUrlChanged` condition, and an Event the first time.
 async fn refuse(
     ars: &AutoscalingRunnerSet,
-    ctx: &Context,
+    state: &State,
     changed: &core::ConfigUrlChanged,
 ) -> Result<Action, Error> {
     let message = changed.to_string();
     let reason = "ConfigUrlChanged";
-    if set_condition(ars, ctx, false, reason, &message, Some(ArsPhase::Failed)).await? {
-        ctx.publish(&ars.object_ref(&()), EventType::Warning, reason, &message)
+    if set_condition(ars, state, false, reason, &message, Some(ArsPhase::Failed)).await? {
+        state
+            .ctx
+            .publish(&ars.object_ref(&()), EventType::Warning, reason, &message)
             .await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Merge-patches the observed EphemeralRunnerSet.
+async fn patch_runner_set(
+    api: &Api<EphemeralRunnerSet>,
+    children: &Children,
+    observed: &Observed,
+    patch: &serde_json::Value,
+) -> Result<Action, Error> {
+    let name = observed.desired_runner_set.name_any();
+    let patched = api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    if let Some(before) = &observed.runner_set {
+        children.patched(&before.metadata, &patched.metadata);
     }
     Ok(Action::await_change())
 }
@@ -501,6 +563,7 @@ async fn refuse(
 /// Deletes the listeners of `observed` that are not terminating and match `which`.
 async fn delete_listeners(
     api: &Api<AutoscalingListener>,
+    children: &Children,
     observed: &Observed,
     which: impl Fn(&AutoscalingListener) -> bool,
 ) -> Result<(), Error> {
@@ -511,6 +574,7 @@ async fn delete_listeners(
     {
         tracing::info!(listener = %al.name_any(), "deleting listener");
         super::ignore_not_found(api.delete(&al.name_any(), &DeleteParams::default()).await)?;
+        children.deleted(&al.metadata);
     }
     Ok(())
 }
@@ -519,26 +583,32 @@ async fn delete_listeners(
 async fn json_patch(
     api: &Api<AutoscalingRunnerSet>,
     ars: &AutoscalingRunnerSet,
+    state: &State,
     ops: serde_json::Value,
 ) -> Result<Action, Error> {
     let patch = serde_json::from_value(ops).map_err(|source| Error::Serialize {
         what: "finalizer patch",
         source,
     })?;
-    super::ignore_not_found(
-        api.patch(
+    match api
+        .patch(
             &ars.name_any(),
             &PatchParams::default(),
             &Patch::<()>::Json(patch),
         )
-        .await,
-    )?;
+        .await
+    {
+        Ok(patched) => state.wrote(ars, &patched),
+        Err(e) if super::is_not_found(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
     Ok(Action::await_change())
 }
 
 async fn add_finalizer(
     api: &Api<AutoscalingRunnerSet>,
     ars: &AutoscalingRunnerSet,
+    state: &State,
 ) -> Result<Action, Error> {
     let ops = match &ars.metadata.finalizers {
         None => json!([
@@ -550,12 +620,13 @@ async fn add_finalizer(
             {"op": "add", "path": "/metadata/finalizers/-", "value": finalizers::AUTOSCALING_RUNNER_SET},
         ]),
     };
-    json_patch(api, ars, ops).await
+    json_patch(api, ars, state, ops).await
 }
 
 async fn remove_finalizer(
     api: &Api<AutoscalingRunnerSet>,
     ars: &AutoscalingRunnerSet,
+    state: &State,
 ) -> Result<Action, Error> {
     let Some(i) = ars
         .finalizers()
@@ -569,7 +640,7 @@ async fn remove_finalizer(
         {"op": "test", "path": path, "value": finalizers::AUTOSCALING_RUNNER_SET},
         {"op": "remove", "path": path},
     ]);
-    json_patch(api, ars, ops).await
+    json_patch(api, ars, state, ops).await
 }
 
 /// The Ready condition (and phase) to write, or `None` when the status already says so.
@@ -608,7 +679,7 @@ fn condition_update(
 /// Sets the Ready condition (and optionally the phase); returns whether anything changed.
 async fn set_condition(
     ars: &AutoscalingRunnerSet,
-    ctx: &Context,
+    state: &State,
     ready: bool,
     reason: &str,
     message: &str,
@@ -617,12 +688,15 @@ async fn set_condition(
     let Some(patch) = condition_update(ars, ready, reason, message, phase) else {
         return Ok(false);
     };
-    let api: Api<AutoscalingRunnerSet> = Api::namespaced(ctx.client.clone(), &namespace(ars)?);
-    api.patch_status(
-        &ars.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
+    let api: Api<AutoscalingRunnerSet> =
+        Api::namespaced(state.ctx.client.clone(), &namespace(ars)?);
+    let patched = api
+        .patch_status(
+            &ars.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    state.wrote(ars, &patched);
     Ok(true)
 }

@@ -112,6 +112,32 @@ where
     (queue.watch_self(events), store)
 }
 
+/// A watch of `api` kept in a cache, without managed fields, and the objects it touches (deleted
+/// ones too) as triggers.
+pub(crate) fn watch_cached<K>(
+    api: Api<K>,
+) -> (
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    kube::runtime::reflector::Store<K>,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    let (store, writer) = kube::runtime::reflector::store();
+    let events = watcher(api, watcher::Config::default())
+        .modify(drop_managed_fields)
+        .reflect(writer)
+        .touched_objects();
+    (events, store)
+}
+
 /// The metadata watch of an owned kind in `api`, recorded in `queue` as triggers of the owners
 /// of kind `Owner`; the same stream `Controller::owns` builds.
 pub(crate) fn watch_owned<Owner, C>(

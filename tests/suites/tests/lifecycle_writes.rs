@@ -1,7 +1,8 @@
 //! A runner's life costs the manager the requests docs/architecture.md#a-runners-life-request-by-request
 //! lists, counted from the API server's audit log: per runner, one create each of the
 //! EphemeralRunner, its JIT Secret and its pod, at most one status patch, one patch of the
-//! finalizers and one delete; no reads. A request someone adds to the usual path fails this test.
+//! finalizers and one delete; no reads, neither of the runners nor of the set and its listener.
+//! A request someone adds to the usual path fails this test.
 //! Counts, not times, are asserted.
 
 use std::collections::BTreeMap;
@@ -121,5 +122,23 @@ async fn lifecycle(sys: &System, audit: &AuditLog) -> anyhow::Result<()> {
             trace.join("\n")
         );
     }
+    // Every listener patch and set status write starts a pass of the AutoscalingRunnerSet
+    // controller, which reads the set and the listeners from its watch caches.
+    let child_reads: Vec<String> = events
+        .iter()
+        .filter(|e| e.user == manager && matches!(e.verb.as_str(), "get" | "list"))
+        .filter(|e| {
+            matches!(
+                e.resource.as_str(),
+                "ephemeralrunnersets" | "autoscalinglisteners"
+            )
+        })
+        .map(|e| format!("{} {}", e.at.format("%H:%M:%S%.3f"), e.request()))
+        .collect();
+    anyhow::ensure!(
+        child_reads.is_empty(),
+        "the scale set's passes read their children from the API server:\n{}",
+        child_reads.join("\n")
+    );
     sys.uninstall_scale_set(&set).await
 }

@@ -1109,6 +1109,28 @@ async fn runner_changes_do_not_reread_the_scale_set() -> anyhow::Result<()> {
         before,
         "runner-set changes reuse the verified scale set"
     );
+    // New runner bounds reach the listener and leave the scale set as it is.
+    ars_api
+        .patch(
+            "arc",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"minRunners": 1, "maxRunners": 7}})),
+        )
+        .await?;
+    let als = h.api::<AutoscalingListener>(h.ctrl());
+    wait_for("the listener's new bounds", || async {
+        let list = als.list(&ListParams::default()).await?.items;
+        Ok(list
+            .iter()
+            .any(|l| (l.spec.min_runners, l.spec.max_runners) == (Some(1), Some(7)))
+            .then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        scale_set_reads(&h),
+        before,
+        "new bounds reuse the verified scale set"
+    );
     // A change to the ARS itself makes the next reconcile read it again.
     ars_api
         .patch(

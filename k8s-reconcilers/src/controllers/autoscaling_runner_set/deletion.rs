@@ -167,11 +167,18 @@ pub async fn listeners_of(
         .await?
         .items
         .into_iter()
-        .filter(|l| {
-            l.spec.autoscaling_runner_set_name.as_deref() == Some(ars.name_any().as_str())
-                && l.spec.autoscaling_runner_set_namespace == ars.namespace()
-        })
+        .filter(|l| is_listener_of(l, ars))
         .collect())
+}
+
+/// Whether `al` carries the scale-set labels of `ars` and names it in its spec.
+pub(crate) fn is_listener_of(al: &AutoscalingListener, ars: &AutoscalingRunnerSet) -> bool {
+    let name = ars.name_any();
+    let namespace = ars.namespace();
+    al.labels().get(labels::SCALE_SET_NAME) == Some(&name)
+        && al.labels().get(labels::SCALE_SET_NAMESPACE) == namespace.as_ref()
+        && al.spec.autoscaling_runner_set_name.as_deref() == Some(name.as_str())
+        && al.spec.autoscaling_runner_set_namespace == namespace
 }
 
 fn target_annotation(target: CleanupTarget) -> &'static str {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 use serde_json::json;
 
-use super::{RECHECK, desired, reconcile};
+use super::{RECHECK, State, desired, reconcile};
 use crate::crd::{AutoscalingListener, AutoscalingRunnerSet, EphemeralRunnerSet};
 use crate::names::{annotations, finalizers, listener_name};
 use crate::testing_api::{
@@ -105,7 +105,10 @@ async fn a_new_scale_set_gets_its_finalizer_first() {
     );
     let result = t
         .api
-        .run(exchanges, reconcile(Arc::new(ars), t.ctx.clone()))
+        .run(
+            exchanges,
+            reconcile(Arc::new(ars), State::uncached(t.ctx.clone())),
+        )
         .await;
     assert_eq!(result.expect("pass"), Action::await_change());
     assert_eq!(t.api.writes(), 1);
@@ -124,7 +127,10 @@ async fn a_scale_set_is_registered_then_gets_its_runner_set_and_listener() {
     exchanges.extend(mark_pending(&ars));
     let result = t
         .api
-        .run(exchanges, reconcile(Arc::new(ars), ctx.clone()))
+        .run(
+            exchanges,
+            reconcile(Arc::new(ars), State::uncached(ctx.clone())),
+        )
         .await;
     assert_eq!(result.expect("pass 1"), Action::await_change());
     let ars: AutoscalingRunnerSet = t.api.answer(4);
@@ -151,7 +157,10 @@ async fn a_scale_set_is_registered_then_gets_its_runner_set_and_listener() {
     ]);
     let result = t
         .api
-        .run(exchanges, reconcile(Arc::new(ars), ctx.clone()))
+        .run(
+            exchanges,
+            reconcile(Arc::new(ars), State::uncached(ctx.clone())),
+        )
         .await;
     assert_eq!(result.expect("pass 2"), Action::await_change());
     assert_eq!(
@@ -171,7 +180,10 @@ async fn a_scale_set_is_registered_then_gets_its_runner_set_and_listener() {
     exchanges.extend(mark_pending(&ars));
     let result = t
         .api
-        .run(exchanges, reconcile(Arc::new(ars), ctx.clone()))
+        .run(
+            exchanges,
+            reconcile(Arc::new(ars), State::uncached(ctx.clone())),
+        )
         .await;
     assert_eq!(result.expect("pass 3"), Action::await_change());
     let ars: AutoscalingRunnerSet = t.api.answer(4);
@@ -189,7 +201,10 @@ async fn a_scale_set_is_registered_then_gets_its_runner_set_and_listener() {
     })));
     let result = t
         .api
-        .run(exchanges, reconcile(Arc::new(ars.clone()), ctx.clone()))
+        .run(
+            exchanges,
+            reconcile(Arc::new(ars.clone()), State::uncached(ctx.clone())),
+        )
         .await;
     assert_eq!(result.expect("pass 4"), Action::await_change());
     let created_set: EphemeralRunnerSet = t.api.answer(3);
@@ -213,7 +228,10 @@ async fn a_scale_set_is_registered_then_gets_its_runner_set_and_listener() {
     );
     let result = t
         .api
-        .run(exchanges, reconcile(Arc::new(ars.clone()), ctx.clone()))
+        .run(
+            exchanges,
+            reconcile(Arc::new(ars.clone()), State::uncached(ctx.clone())),
+        )
         .await;
     assert_eq!(result.expect("pass 5"), Action::await_change());
     let created_listener: AutoscalingListener = t.api.answer(3);
@@ -230,7 +248,10 @@ async fn a_scale_set_is_registered_then_gets_its_runner_set_and_listener() {
     );
     let result = t
         .api
-        .run(exchanges, reconcile(Arc::new(ars), ctx.clone()))
+        .run(
+            exchanges,
+            reconcile(Arc::new(ars), State::uncached(ctx.clone())),
+        )
         .await;
     assert_eq!(result.expect("pass 6"), Action::requeue(RECHECK));
     let ars: AutoscalingRunnerSet = t.api.answer(2);
@@ -240,7 +261,7 @@ async fn a_scale_set_is_registered_then_gets_its_runner_set_and_listener() {
         .api
         .run(
             observe(Some(&created_set), std::slice::from_ref(&created_listener)),
-            reconcile(Arc::new(ars), ctx),
+            reconcile(Arc::new(ars), State::uncached(ctx)),
         )
         .await;
     assert_eq!(result.expect("pass 7"), Action::requeue(RECHECK));
@@ -266,7 +287,10 @@ async fn a_deleted_scale_set_goes_in_order_listener_runners_service_then_finaliz
     exchanges.extend(deletion_look(&[deleting(al)], Some(&runners)));
     let result = t
         .api
-        .run(exchanges, reconcile(Arc::new(ars.clone()), ctx.clone()))
+        .run(
+            exchanges,
+            reconcile(Arc::new(ars.clone()), State::uncached(ctx.clone())),
+        )
         .await;
     assert_waiting(result, Duration::from_secs(5));
     assert_eq!(t.api.writes(), 1);
@@ -287,7 +311,10 @@ async fn a_deleted_scale_set_goes_in_order_listener_runners_service_then_finaliz
     exchanges.extend(deletion_look(&[], Some(&deleting(at_zero))));
     let result = t
         .api
-        .run(exchanges, reconcile(Arc::new(ars.clone()), ctx.clone()))
+        .run(
+            exchanges,
+            reconcile(Arc::new(ars.clone()), State::uncached(ctx.clone())),
+        )
         .await;
     assert_waiting(result, Duration::from_secs(5));
     assert_eq!(t.api.writes(), 2);
@@ -323,7 +350,10 @@ async fn a_deleted_scale_set_goes_in_order_listener_runners_service_then_finaliz
             ]))
             .patched(&forgotten),
     );
-    let result = t.api.run(exchanges, reconcile(Arc::new(ars), ctx)).await;
+    let result = t
+        .api
+        .run(exchanges, reconcile(Arc::new(ars), State::uncached(ctx)))
+        .await;
     assert_eq!(result.expect("pass 3"), Action::await_change());
     assert_eq!(t.api.writes(), 2);
     assert_eq!(t.calls(), ["delete_runner_scale_set"]);
@@ -358,7 +388,10 @@ async fn a_name_beyond_the_label_limit_is_reported_and_deleted_without_a_selecto
     );
     let result = t
         .api
-        .run(exchanges, reconcile(Arc::new(ars.clone()), t.ctx.clone()))
+        .run(
+            exchanges,
+            reconcile(Arc::new(ars.clone()), State::uncached(t.ctx.clone())),
+        )
         .await;
     match result {
         Err(crate::Error::Config(message)) => assert!(
@@ -382,7 +415,10 @@ async fn a_name_beyond_the_label_limit_is_reported_and_deleted_without_a_selecto
     );
     let result = t
         .api
-        .run(exchanges, reconcile(Arc::new(deleting(ars)), t.ctx.clone()))
+        .run(
+            exchanges,
+            reconcile(Arc::new(deleting(ars)), State::uncached(t.ctx.clone())),
+        )
         .await;
     assert_eq!(result.expect("deletion"), Action::await_change());
     assert!(t.calls().is_empty(), "nothing reached the service");

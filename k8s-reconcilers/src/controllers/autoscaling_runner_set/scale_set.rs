@@ -27,8 +27,8 @@ use super::desired::url_labels;
 pub const VERIFIED_FOR: Duration = super::RECHECK;
 
 /// The scale sets last read from the service, per ARS: a reconcile driven by a runner-set
-/// change reuses the read instead of asking the service again. Any change to the ARS itself
-/// (spec, labels, annotations) makes the next reconcile read again.
+/// change reuses the read instead of asking the service again. A change to the ARS's spec
+/// (other than its runner bounds), labels or annotations makes the next reconcile read again.
 #[derive(Debug, Default)]
 pub struct VerifiedScaleSets {
     entries: Mutex<HashMap<String, Verified>>,
@@ -77,14 +77,13 @@ fn key(ars: &AutoscalingRunnerSet) -> String {
     format!("{}/{}", ars.namespace().unwrap_or_default(), ars.name_any())
 }
 
-/// What of the ARS a scale-set read depends on: identity, spec generation, labels and
-/// annotations (status writes leave it unchanged).
+/// What of the ARS a scale-set read depends on: identity, spec and labels (the ARS hash, which
+/// leaves out the runner bounds) and annotations; status writes and new bounds leave it as it is.
 fn fingerprint(ars: &AutoscalingRunnerSet) -> String {
     let meta = ars.meta();
     serde_json::json!({
         "uid": meta.uid,
-        "generation": meta.generation,
-        "labels": meta.labels,
+        "hash": super::desired::ars_hash(ars),
         "annotations": meta.annotations,
     })
     .to_string()
@@ -179,10 +178,11 @@ pub async fn observe(
 /// Carries out one scale-set step (never `InSync` or `Refuse`, which the reconciler handles).
 pub async fn execute(
     ars: &AutoscalingRunnerSet,
-    ctx: &Context,
+    state: &super::State,
     service: &Arc<dyn ActionsService>,
     step: SyncStep,
 ) -> Result<Action, Error> {
+    let ctx = &*state.ctx;
     let desired = desired(ars);
     let config_url = desired.config_url.clone();
     let api: Api<AutoscalingRunnerSet> =
@@ -263,8 +263,10 @@ pub async fn execute(
         }
         SyncStep::InSync | SyncStep::Refuse(_) => return Ok(Action::await_change()),
     };
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    let patched = api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
+    state.wrote(ars, &patched);
     Ok(Action::await_change())
 }
 
