@@ -99,9 +99,10 @@ pub struct Cli {
     #[arg(long, default_value_t = 2)]
     pub runner_max_concurrent_reconciles: u16,
 
-    /// EphemeralRunnerSet controller workers (arc-rs addition).
-    #[arg(long, default_value_t = 2)]
-    pub runner_set_max_concurrent_reconciles: u16,
+    /// EphemeralRunnerSet controller workers (arc-rs addition); as many as
+    /// `--runner-max-concurrent-reconciles` when not given.
+    #[arg(long)]
+    pub runner_set_max_concurrent_reconciles: Option<u16>,
 
     /// `""`, `bucket_rate_limiter` or `typed_rate_limiter`.
     #[arg(long, default_value = "")]
@@ -390,7 +391,8 @@ impl Cli {
             )?,
             runner_set_concurrency: positive(
                 "--runner-set-max-concurrent-reconciles",
-                self.runner_set_max_concurrent_reconciles,
+                self.runner_set_max_concurrent_reconciles
+                    .unwrap_or(self.runner_max_concurrent_reconciles),
             )?,
             qps: self.k8s_client_rate_limiter_qps,
             burst: self.k8s_client_rate_limiter_burst,
@@ -650,6 +652,10 @@ mod tests {
         );
         assert_eq!(s.watch_namespace.as_deref(), Some("runners"));
         assert_eq!(s.runner_concurrency, 4);
+        assert_eq!(
+            s.runner_set_concurrency, 4,
+            "set workers follow runner workers"
+        );
         assert_eq!(s.listener_metrics_addr, "");
         assert_eq!(s.metrics_addr, None);
         assert_eq!(s.health_addr, Some("0.0.0.0:8081".parse().unwrap()));
@@ -669,7 +675,11 @@ mod tests {
         assert_eq!(s.listener_metrics_addr, ":8080");
         assert_eq!(s.listener_metrics_endpoint, "/metrics");
         assert_eq!(s.log_filter, "debug");
-        assert_eq!(s.runner_concurrency, 2);
+        assert_eq!((s.runner_concurrency, s.runner_set_concurrency), (2, 2));
+        let own = cli(&["--runner-set-max-concurrent-reconciles=3"])
+            .settings()
+            .unwrap();
+        assert_eq!(own.runner_set_concurrency, 3);
         assert_eq!((s.qps, s.burst), (20.0, 30));
         assert!(s.leader_election.is_none());
         assert_eq!(s.listener_entrypoint, "/ghalistener");

@@ -143,9 +143,9 @@ async fn pass(ars: &AutoscalingRunnerSet, state: &State) -> Result<Action, Error
     let mut step = core::ars_step(&observation, drift);
     let mut service = None;
     if step == ArsStep::ObserveScaleSet {
-        let client = actions_service(ars, ctx).await?;
-        observation.scale_set = Some(scale_set::observe(ars, ctx, &client).await?);
-        service = Some(client);
+        let (sync, client) = scale_set::observe(ars, ctx).await?;
+        observation.scale_set = Some(sync);
+        service = client;
         step = core::ars_step(&observation, drift);
     }
     tracing::debug!(ars = %ars.name_any(), ?step, "autoscalingrunnerset step");

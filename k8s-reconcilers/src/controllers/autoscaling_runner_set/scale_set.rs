@@ -139,20 +139,21 @@ pub fn recorded(ars: &AutoscalingRunnerSet) -> Recorded {
 }
 
 /// Reads the recorded scale set (from the verified reads when the ARS is unchanged, else from
-/// the service) and returns scaleset-core's step for it.
+/// the service) and returns scaleset-core's step for it, with the service client when the
+/// service was asked. Credentials are resolved only to ask it.
 pub async fn observe(
     ars: &AutoscalingRunnerSet,
     ctx: &Context,
-    service: &Arc<dyn ActionsService>,
-) -> Result<SyncStep, Error> {
+) -> Result<(SyncStep, Option<Arc<dyn ActionsService>>), Error> {
     let recorded = recorded(ars);
     let verified = &ctx.verified_scale_sets;
-    let view = match recorded.id {
+    let (view, service) = match recorded.id {
         Some(id) => match verified.get(ars, id, Instant::now()) {
-            Some(known) => ServiceView::Found(known),
+            Some(known) => (ServiceView::Found(known), None),
             None => {
+                let service = super::actions_service(ars, ctx).await?;
                 let at = Instant::now();
-                match service
+                let view = match service
                     .get_runner_scale_set_by_id(id)
                     .await
                     .map_err(service_err)?
@@ -163,16 +164,17 @@ pub async fn observe(
                         ServiceView::Found(found)
                     }
                     None => ServiceView::Missing,
-                }
+                };
+                (view, Some(service))
             }
         },
-        None => ServiceView::Missing,
+        None => (ServiceView::Missing, None),
     };
     let step = core::sync_scale_set(&desired(ars), &recorded, &view);
     if !matches!(step, SyncStep::InSync) {
         verified.forget(ars);
     }
-    Ok(step)
+    Ok((step, service))
 }
 
 /// Carries out one scale-set step (never `InSync` or `Refuse`, which the reconciler handles).
