@@ -495,10 +495,7 @@ async fn execute(
                     "runningEphemeralRunners": target.running_ephemeral_runners,
                     "failedEphemeralRunners": target.failed_ephemeral_runners,
                 }});
-                let patched = api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-                state.wrote(ars, &patched);
+                write_status(&api, ars, state, &patch).await?;
             }
             set_condition(ars, state, true, RUNNING_REASON, RUNNING_MESSAGE, None).await?;
             Ok(Action::requeue(RECHECK))
@@ -515,15 +512,26 @@ async fn set_phase(
     phase: ArsPhase,
 ) -> Result<Action, Error> {
     let patch = json!({"status": {"phase": phase.as_str()}});
+    write_status(api, ars, state, &patch).await?;
+    Ok(Action::await_change())
+}
+
+/// Merge-patches the ARS's status and records the write.
+async fn write_status(
+    api: &Api<AutoscalingRunnerSet>,
+    ars: &AutoscalingRunnerSet,
+    state: &State,
+    patch: &serde_json::Value,
+) -> Result<(), Error> {
     let patched = api
         .patch_status(
             &ars.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(&patch),
+            &Patch::Merge(patch),
         )
         .await?;
     state.wrote(ars, &patched);
-    Ok(Action::await_change())
+    Ok(())
 }
 
 /// Phase `Failed` with a `ConfigUrlChanged` condition, and an Event the first time.
@@ -690,13 +698,6 @@ async fn set_condition(
     };
     let api: Api<AutoscalingRunnerSet> =
         Api::namespaced(state.ctx.client.clone(), &namespace(ars)?);
-    let patched = api
-        .patch_status(
-            &ars.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
-    state.wrote(ars, &patched);
+    write_status(&api, ars, state, &patch).await?;
     Ok(true)
 }

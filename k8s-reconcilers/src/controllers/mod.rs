@@ -87,6 +87,29 @@ pub(crate) async fn drain<T, E1: 'static, E2: 'static>(
         .await;
 }
 
+/// What a watch can keep in a reflector cache.
+pub(crate) trait Cacheable:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Cacheable for K where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The watch of a controller's own kind in `api`, with its cache, recorded in `queue` as
 /// triggers; the same stream `Controller::new` builds.
 pub(crate) fn watch_own<K>(
@@ -97,13 +120,7 @@ pub(crate) fn watch_own<K>(
     kube::runtime::reflector::Store<K>,
 )
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Cacheable,
 {
     use kube::runtime::WatchStreamExt;
     let (store, writer) = kube::runtime::reflector::store();
@@ -121,13 +138,7 @@ pub(crate) fn watch_cached<K>(
     kube::runtime::reflector::Store<K>,
 )
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Cacheable,
 {
     use kube::runtime::WatchStreamExt;
     let (store, writer) = kube::runtime::reflector::store();
