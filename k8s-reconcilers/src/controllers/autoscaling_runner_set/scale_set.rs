@@ -77,13 +77,13 @@ fn key(ars: &AutoscalingRunnerSet) -> String {
     format!("{}/{}", ars.namespace().unwrap_or_default(), ars.name_any())
 }
 
-/// What of the ARS a scale-set read depends on: identity, spec and labels (the ARS hash, which
-/// leaves out the runner bounds) and annotations; status writes and new bounds leave it as it is.
+/// What of the ARS a scale-set read depends on: identity and annotations. The annotations carry
+/// the ARS hash (spec without the runner bounds, and labels), which a pass stores before it
+/// observes the scale set, so status writes and new bounds leave the fingerprint as it is.
 fn fingerprint(ars: &AutoscalingRunnerSet) -> String {
     let meta = ars.meta();
     serde_json::json!({
         "uid": meta.uid,
-        "hash": super::desired::ars_hash(ars),
         "annotations": meta.annotations,
     })
     .to_string()
