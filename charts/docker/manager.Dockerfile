@@ -1,13 +1,12 @@
 # syntax=docker/dockerfile:1
 # The arc-rs manager image: /manager (the controller) and /ghalistener (the listener), because
 # the controller starts listener pods from its own image (CONTROLLER_MANAGER_CONTAINER_IMAGE),
-# as ARC does. /ghalistener is a link to /manager: started under that name, the manager binary
-# is the listener, so the image carries the shared code once. A static musl binary FROM scratch,
-# running as UID 65532.
+# as ARC does. Two binaries, as in ARC's image: a listener pod maps only the listener's code.
+# Static musl binaries FROM scratch, running as UID 65532.
 #
 # The final stage has the layout of the image `cargo xtask images` builds with podman
 # (system::images::layout; tests/suites/tests/images.rs checks that the two agree): /manager,
-# /ghalistener -> manager, the CA bundle at /etc/ssl/certs/ca-certificates.crt (where rustls-native-certs
+# /ghalistener, the CA bundle at /etc/ssl/certs/ca-certificates.crt (where rustls-native-certs
 # looks), /etc/passwd and /etc/group with root and nonroot (65532), an empty /tmp (mode 1777),
 # USER 65532:65532, WORKDIR /, ENTRYPOINT ["/manager"]. `cargo xtask images` links glibc
 # statically instead of musl; the layout is the same.
@@ -30,22 +29,22 @@ RUN case "$TARGETARCH" in \
       *) echo "unsupported TARGETARCH=$TARGETARCH" >&2; exit 1 ;; \
     esac \
  && rustup target add "$(cat /target)" \
- && cargo build --profile image --locked --target "$(cat /target)" -p manager \
+ && cargo build --profile image --locked --target "$(cat /target)" -p manager -p listener \
  && mkdir -p /out/dirs/tmp \
  && chmod 1777 /out/dirs/tmp \
- && ln -s manager /out/dirs/ghalistener \
  && printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' > /out/passwd \
  && printf '%s\n' 'root:x:0:' 'nonroot:x:65532:' > /out/group \
- && cp "target/$(cat /target)/image/manager" /out/manager
+ && cp "target/$(cat /target)/image/manager" /out/manager \
+ && cp "target/$(cat /target)/image/listener" /out/ghalistener
 
 FROM scratch
-# /tmp and the /ghalistener link: a COPY keeps the mode of what a copied directory holds, not of
-# the directory itself, and copies links as links.
+# /tmp: a COPY keeps the mode of what a copied directory holds, not of the directory itself.
 COPY --from=build /out/dirs/ /
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/passwd /etc/passwd
 COPY --from=build /out/group /etc/group
 COPY --from=build /out/manager /manager
+COPY --from=build /out/ghalistener /ghalistener
 USER 65532:65532
 WORKDIR /
 ENTRYPOINT ["/manager"]

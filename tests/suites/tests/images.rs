@@ -228,7 +228,7 @@ fn dockerfile_problems(kind: Kind) -> anyhow::Result<Vec<String>> {
             Source::ListenerBinary => file
                 .build_text
                 .contains(&format!("{}/listener\" {source}", images::PROFILE)),
-            Source::Directory | Source::Link(_) => true,
+            Source::Directory => true,
         };
         if !ok {
             problems.push(format!(
@@ -248,30 +248,13 @@ fn dockerfile_problems(kind: Kind) -> anyhow::Result<Vec<String>> {
         }
     }
     // Directories: parents of copied files are made by COPY (0755); the others come from a
-    // directory the build stage makes with their mode and the final stage copies to /. Links
-    // come from such a directory too.
+    // directory the build stage makes with their mode and the final stage copies to /.
     let roots: Vec<&str> = file
         .copies
         .iter()
         .filter(|c| c.dest == "/")
         .flat_map(|c| c.sources.iter().map(|s| s.trim_end_matches('/')))
         .collect();
-    for entry in &layout.entries {
-        let Source::Link(target) = entry.source else {
-            continue;
-        };
-        let made = roots.iter().any(|root| {
-            file.build_text
-                .contains(&format!("ln -s {target} {root}{}", entry.path))
-        });
-        if !made {
-            problems.push(format!(
-                "link {} -> {target} is not made by the build stage in a directory copied to / \
-                 (want ln -s {target} <dir>{} and COPY --from=build <dir>/ /)",
-                entry.path, entry.path
-            ));
-        }
-    }
     for dir in layout.entries.iter().filter(|e| e.is_dir()) {
         let parent = layout
             .entries
@@ -409,13 +392,10 @@ fn images_have_the_layout_and_config() -> anyhow::Result<()> {
         layout.check(&info)?;
         let manager_size = std::fs::metadata(manager_bin)?.len();
         let listener_size = std::fs::metadata(listener_bin)?.len();
+        assert_eq!(info.file_size("/ghalistener"), Some(listener_size));
         match kind {
-            // /ghalistener is the link to /manager (the layout check).
             Kind::Manager => assert_eq!(info.file_size("/manager"), Some(manager_size)),
-            Kind::Listener => {
-                assert_eq!(info.file_size("/ghalistener"), Some(listener_size));
-                assert_eq!(info.file_size("/manager"), None);
-            }
+            Kind::Listener => assert_eq!(info.file_size("/manager"), None),
         }
         assert_eq!(
             info.file_size(images::CA_BUNDLE),
@@ -694,8 +674,8 @@ fn the_dockerfile_final_stage_gives_the_layout() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What `kind`'s Dockerfile build stage leaves behind: /out (binaries, passwd, group, dirs/tmp
-/// and, for the manager, the dirs/ghalistener link) and the CA bundle.
+/// What `kind`'s Dockerfile build stage leaves behind: /out (binaries, passwd, group, dirs/tmp)
+/// and the CA bundle.
 fn stage_build_outputs(
     kind: Kind,
     stage: &Path,
@@ -717,12 +697,10 @@ fn stage_build_outputs(
     match kind {
         Kind::Manager => {
             std::fs::copy(manager, out.join("manager"))?;
-            std::os::unix::fs::symlink("manager", out.join("dirs/ghalistener"))?;
         }
-        Kind::Listener => {
-            std::fs::copy(listener, out.join("ghalistener"))?;
-        }
+        Kind::Listener => {}
     }
+    std::fs::copy(listener, out.join("ghalistener"))?;
     let certs = stage.join("etc/ssl/certs");
     std::fs::create_dir_all(&certs)?;
     std::fs::copy(images::CA_BUNDLE, certs.join("ca-certificates.crt"))?;

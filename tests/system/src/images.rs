@@ -63,7 +63,7 @@ pub const TOOLS: [(&str, &str); 4] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// The manager image: `/manager`, and `/ghalistener` because the controller starts listener
-    /// pods from its own image.
+    /// pods from its own image (as in ARC's image, two binaries).
     Manager,
     /// The listener-only image: `/ghalistener`.
     Listener,
@@ -106,8 +106,6 @@ pub enum Source {
     Group,
     /// An empty directory.
     Directory,
-    /// A symbolic link to the given path, relative to the link's directory.
-    Link(&'static str),
 }
 
 /// One path of an image: everything is owned by root (0:0).
@@ -127,14 +125,9 @@ impl Entry {
         self.source == Source::Directory
     }
 
-    /// Whether the entry is a symbolic link.
-    pub fn is_link(&self) -> bool {
-        matches!(self.source, Source::Link(_))
-    }
-
     /// Whether the entry is a regular file.
     pub fn is_file(&self) -> bool {
-        !self.is_dir() && !self.is_link()
+        !self.is_dir()
     }
 }
 
@@ -186,13 +179,10 @@ pub fn layout(kind: Kind) -> Layout {
     ];
     let entrypoint = match kind {
         Kind::Manager => {
-            // The manager binary is the listener too when started as `ghalistener`.
+            // The listener's own binary, not the manager's under another name: each listener
+            // pod then maps only the listener's code (docs/architecture.md, "Memory").
             entries.push(binary("/manager", Source::ManagerBinary));
-            entries.push(Entry {
-                path: "/ghalistener",
-                source: Source::Link("manager"),
-                mode: 0o777,
-            });
+            entries.push(binary("/ghalistener", Source::ListenerBinary));
             vec!["/manager"]
         }
         Kind::Listener => {
@@ -260,23 +250,15 @@ impl Layout {
                 problems.push(format!("{} is missing", entry.path));
                 continue;
             };
-            let want_kind = match entry.source {
-                Source::Directory => FileKind::Directory,
-                Source::Link(_) => FileKind::Link,
-                _ => FileKind::File,
+            let want_kind = if entry.is_dir() {
+                FileKind::Directory
+            } else {
+                FileKind::File
             };
             if file.kind != want_kind {
                 problems.push(format!(
                     "{} is a {:?}, want a {want_kind:?}",
                     entry.path, file.kind
-                ));
-            }
-            if let Source::Link(target) = entry.source
-                && file.link_target.as_deref() != Some(target)
-            {
-                problems.push(format!(
-                    "{} links to {:?}, want {target}",
-                    entry.path, file.link_target
                 ));
             }
             if file.mode != entry.mode {
@@ -690,12 +672,6 @@ fn stage(
             }
             Source::Passwd => write(PASSWD)?,
             Source::Group => write(GROUP)?,
-            Source::Link(target) => {
-                std::os::unix::fs::symlink(target, &path)
-                    .with_context(|| format!("linking {} to {target}", path.display()))?;
-                // A link has no mode of its own (chmod would change its target).
-                continue;
-            }
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(entry.mode))
             .with_context(|| format!("setting the mode of {}", path.display()))?;
@@ -741,8 +717,6 @@ pub struct FileInfo {
     pub gid: u64,
     /// Size in bytes (0 for directories).
     pub size: u64,
-    /// What a link points to.
-    pub link_target: Option<String>,
 }
 
 /// The type of a [`FileInfo`].
@@ -871,7 +845,6 @@ pub fn describe(archive: &Path) -> anyhow::Result<ImageInfo> {
                     mode: entry.mode & 0o7777,
                     uid: entry.uid,
                     gid: entry.gid,
-                    link_target: entry.link_target.clone(),
                     size,
                 },
             );
@@ -976,7 +949,6 @@ struct TarEntry {
     gid: u64,
     size: u64,
     typeflag: u8,
-    link_target: Option<String>,
     data: std::ops::Range<usize>,
 }
 
@@ -1000,9 +972,6 @@ fn tar_entries(bytes: &[u8]) -> anyhow::Result<Vec<TarEntry>> {
             gid: header.gid()?,
             size,
             typeflag: header.entry_type().as_byte(),
-            link_target: entry
-                .link_name()?
-                .map(|target| target.to_string_lossy().into_owned()),
             data: start..end,
         });
     }
