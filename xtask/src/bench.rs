@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Total runners of each level of the scale series (idle runners over several sets).
     #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 5000])]
     series_runners: Vec<usize>,
+    /// Jobs queued at once over the sets of each set count of the scale series, before its idle
+    /// levels (`0` skips them).
+    #[arg(long, default_value_t = 200)]
+    series_jobs: usize,
     /// Scale-set counts of the scale series; `0` alone skips the series.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 50])]
     series_sets: Vec<usize>,
@@ -162,7 +166,7 @@ struct Results {
     /// CPU from applying the idle scale set to its last pod.
     idle_cpu: Option<cpu::CpuUse>,
     idle_runners: usize,
-    series: Vec<series::Point>,
+    series: series::Series,
     /// Why the scale series stopped before its last level.
     series_stopped: Option<String>,
     jobs_per_burst: usize,
@@ -263,7 +267,12 @@ async fn measure(sys: &System, args: &BenchArgs, audit_log: &AuditLog) -> anyhow
         .copied()
         .filter(|&n| n > 0)
         .collect();
-    if let Err(e) = series::run(sys, &args.series_runners, &set_counts, &mut results.series).await {
+    let levels = series::Levels {
+        jobs: args.series_jobs,
+        runners: &args.series_runners,
+        set_counts: &set_counts,
+    };
+    if let Err(e) = series::run(sys, &levels, &mut results.series).await {
         println!("    the scale series stopped: {e:#}");
         results.series_stopped = Some(format!("{e:#}"));
     }
@@ -659,12 +668,13 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- Runs: {runs} (medians below); burst {} jobs of 5 s (maxRunners {}), turnover {} jobs of 100 ms through maxRunners {}, memory with minRunners {}; scale series of {} runners over {} scale sets (`--series-runners`, `--series-sets`).\n",
+        "- Runs: {runs} (medians below); burst {} jobs of 5 s (maxRunners {}), turnover {} jobs of 100 ms through maxRunners {}, memory with minRunners {}; scale series of {} jobs, then {} idle runners, over {} scale sets (`--series-jobs`, `--series-runners`, `--series-sets`).\n",
         args.burst,
         args.burst,
         args.turnover_jobs,
         args.turnover_runners,
         r.idle_runners,
+        args.series_jobs,
         list(&args.series_runners),
         list(&args.series_sets),
     );

@@ -12,7 +12,7 @@ use k8s_reconcilers::crd::AutoscalingRunnerSet;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
-use system::{ScaleSet, ScaleSetSpec, System};
+use system::{ScaleSet, ScaleSetSpec, System, Timeline, wait_for};
 
 use super::{MIB, rss};
 
@@ -41,17 +41,52 @@ pub(super) struct Point {
     reconcile_p95: BTreeMap<&'static str, f64>,
 }
 
-/// Runs the series: for each count of scale sets, installs them, raises their `minRunners` so
-/// that they hold each of `levels` runners in total, and uninstalls them. The levels measured
-/// before a failure stay in `points`.
+/// A job-driven level: jobs queued at once, spread evenly over the sets.
+#[derive(Debug, Clone)]
+pub(super) struct JobsPoint {
+    sets: usize,
+    jobs: usize,
+    /// From queuing the jobs to the last runner pod.
+    up: f64,
+    /// Each job's acquisition to a runner pod (milliseconds, sorted), paired in order as in
+    /// the burst.
+    acquired_to_pod: Vec<f64>,
+}
+
+/// What the series measured.
+#[derive(Debug, Default)]
+pub(super) struct Series {
+    pub(super) levels: Vec<Point>,
+    pub(super) jobs: Vec<JobsPoint>,
+}
+
+/// What the series runs: for each count of scale sets, `jobs` jobs, then each of `runners`
+/// idle runners in total.
+pub(super) struct Levels<'a> {
+    pub(super) jobs: usize,
+    pub(super) runners: &'a [usize],
+    pub(super) set_counts: &'a [usize],
+}
+
+/// How long each job of a job-driven level runs.
+const JOB: Duration = Duration::from_secs(5);
+
+/// Runs the series: for each count of scale sets, installs them, queues the jobs over them and
+/// waits until they ran, raises their `minRunners` so that they hold each level of idle runners
+/// in total, and uninstalls them. The levels measured before a failure stay in `series`.
 pub(super) async fn run(
     sys: &System,
-    levels: &[usize],
-    set_counts: &[usize],
-    points: &mut Vec<Point>,
+    levels: &Levels<'_>,
+    series: &mut Series,
 ) -> anyhow::Result<()> {
-    let top = levels.iter().copied().max().unwrap_or(0);
-    for &sets in set_counts {
+    let top = levels
+        .runners
+        .iter()
+        .copied()
+        .chain([levels.jobs])
+        .max()
+        .unwrap_or(0);
+    for &sets in levels.set_counts {
         println!("==> scale series: {sets} scale set(s)");
         let mut installed = Vec::new();
         for i in 0..sets {
@@ -64,8 +99,18 @@ pub(super) async fn run(
             );
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
+        if levels.jobs >= sets {
+            let point = jobs_level(sys, &installed, levels.jobs).await?;
+            println!(
+                "    {} jobs over {sets} set(s): all pods in {:.1} s, acquired→pod p95 {:.0} ms",
+                point.jobs,
+                point.up,
+                super::percentile(&point.acquired_to_pod, 95.0)
+            );
+            series.jobs.push(point);
+        }
         let rss_base = rss(&sys.manager_pids().await);
-        for &runners in levels.iter().filter(|&&n| n >= sets) {
+        for &runners in levels.runners.iter().filter(|&&n| n >= sets) {
             let point = level(sys, &installed, runners, rss_base).await?;
             println!(
                 "    {runners} runners over {sets} set(s): up in {:.1} s, manager RSS {}, {:.1} CPU s",
@@ -75,7 +120,7 @@ pub(super) async fn run(
                     .map_or("?".to_owned(), |b| format!("{:.1} MiB", b as f64 / MIB)),
                 point.cpu
             );
-            points.push(point);
+            series.levels.push(point);
         }
         // All at once: one after the other, removing 50 sets of 100 runners took over an hour.
         futures::future::try_join_all(
@@ -106,6 +151,48 @@ async fn wait_for_pods(sys: &System, want: usize) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Queues `jobs` jobs spread evenly over the sets (`minRunners` 0) and measures until each has
+/// its runner pod; then waits until they all ran and their runners are gone.
+async fn jobs_level(sys: &System, sets: &[ScaleSet], jobs: usize) -> anyhow::Result<JobsPoint> {
+    let timeline = Timeline::start(sys.client(), sys.runner_namespace()).await?;
+    let per_set = jobs.div_ceil(sets.len());
+    let want = per_set * sets.len();
+    let queued_at = chrono::Utc::now();
+    let ids: Vec<i64> = sets
+        .iter()
+        .flat_map(|set| sys.queue_jobs(set, per_set, JOB))
+        .collect();
+    wait_for(LEVEL_TIMEOUT, "a runner pod for every job", || async {
+        Ok(timeline.pods_created().len() >= want)
+    })
+    .await?;
+    let mut created: Vec<_> = timeline.pods_created().values().copied().collect();
+    created.sort();
+    let snap = sys.emulator().snapshot();
+    let mut acquired: Vec<_> = ids
+        .iter()
+        .filter_map(|id| snap.job(*id)?.acquired_at)
+        .collect();
+    acquired.sort();
+    let mut acquired_to_pod: Vec<f64> = acquired
+        .iter()
+        .zip(&created)
+        .map(|(a, p)| super::millis(*p - *a))
+        .collect();
+    acquired_to_pod.sort_by(f64::total_cmp);
+    let up = created
+        .get(want - 1)
+        .map_or(f64::NAN, |t| super::millis(*t - queued_at) / 1000.0);
+    sys.wait_jobs_completed(&ids, LEVEL_TIMEOUT).await?;
+    wait_for_pods(sys, 0).await?;
+    Ok(JobsPoint {
+        sets: sets.len(),
+        jobs: want,
+        up,
+        acquired_to_pod,
+    })
 }
 
 /// Raises the sets' `minRunners` to hold `runners` in total and measures the manager until
@@ -253,14 +340,16 @@ fn p95_bound(before: &Buckets, after: &Buckets) -> Option<f64> {
 }
 
 /// The series as a Markdown section.
-pub(super) fn render(points: &[Point], stopped: Option<&str>, out: &mut String) {
-    if points.is_empty() && stopped.is_none() {
+pub(super) fn render(series: &Series, stopped: Option<&str>, out: &mut String) {
+    if series.levels.is_empty() && series.jobs.is_empty() && stopped.is_none() {
         return;
     }
     let _ = writeln!(out, "## Scale series\n");
     if let Some(why) = stopped {
         let _ = writeln!(out, "The series stopped after the levels below: {why}\n");
     }
+    render_jobs(&series.jobs, out);
+    let points = &series.levels;
     let _ = writeln!(
         out,
         "Idle runners (`minRunners`, spread evenly) over 1 to 50 scale sets in one run, raised level by level (all sets of a level at once); each row is one level. *Growth* is the manager's RSS over its RSS with the same sets and no runner, per runner (goal ≤ 20 KiB). *Provisioning* is runners per second from raising `minRunners` to the last pod (goal: as fast with many sets as with one). Reconcile p95 is the upper bound of the histogram bucket (`controller_runtime_reconcile_time_seconds`) over the reconciles of that level.\n"
@@ -294,6 +383,43 @@ pub(super) fn render(points: &[Point], stopped: Option<&str>, out: &mut String) 
             p.cpu,
             p95(CONTROLLERS[0]),
             p95(CONTROLLERS[1]),
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// The job-driven levels: how soon each job has its runner over many sets against one.
+fn render_jobs(points: &[JobsPoint], out: &mut String) {
+    if points.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "Jobs queued at once, spread evenly over the scale sets (`minRunners` 0, jobs of {} s), before the idle levels of the same sets (`--series-jobs`). *All pods* is from queuing to the last runner pod; *acquired → pod* pairs the k-th acquisition with the k-th pod, as in the burst. Goal: as fast per job with many sets as with one (*per job vs 1 set*: the 1-set row's all-pods time over this row's, 100 % or more meets it).\n",
+        JOB.as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "| Scale sets | Jobs | All pods (s) | Jobs/s | Acquired → pod p50 / p95 (ms) | Per job vs 1 set |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let one = points
+        .iter()
+        .find(|p| p.sets == 1)
+        .map(|p| p.up / p.jobs as f64);
+    for p in points {
+        let versus = one.map_or("—".to_owned(), |one| {
+            format!("{:.0} %", 100.0 * one / (p.up / p.jobs as f64))
+        });
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {:.1} | {:.0} / {:.0} | {versus} |",
+            p.sets,
+            p.jobs,
+            p.up,
+            p.jobs as f64 / p.up,
+            super::percentile(&p.acquired_to_pod, 50.0),
+            super::percentile(&p.acquired_to_pod, 95.0),
         );
     }
     let _ = writeln!(out);
