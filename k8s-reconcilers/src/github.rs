@@ -30,7 +30,7 @@ use crate::error::Error;
 
 /// How long an object's resolved [`ServiceConfig`] (its Secret's credentials, proxy and CA)
 /// is reused before those objects are read again: a rotated Secret takes effect within this
-/// time, and a burst of runners reads the Secret a few times instead of twice per runner.
+/// time, and a burst of runners reads the Secret once instead of twice per runner.
 pub const RESOLVED_CONFIG_TTL: Duration = Duration::from_secs(5);
 
 /// Cache of service clients, keyed by [`ServiceConfig::cache_key`].
@@ -39,6 +39,10 @@ pub struct GithubClients {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     cache: Mutex<HashMap<String, Arc<dyn ActionsService>>>,
     resolved: Mutex<HashMap<String, (Instant, ServiceConfig)>>,
+    /// One gate per settings key: passes that miss `resolved` together wait for one of them to
+    /// read the objects, rather than each reading them (ten passes of a scale set's first
+    /// runners read its Secret ten times).
+    resolving: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl GithubClients {
@@ -49,6 +53,7 @@ impl GithubClients {
             metrics: None,
             cache: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
+            resolving: Mutex::new(HashMap::new()),
         }
     }
 
@@ -90,22 +95,38 @@ impl GithubClients {
         object: resolve::ObjectSettings<'_>,
     ) -> Result<Arc<dyn ActionsService>, Error> {
         let key = object.cache_key();
-        let now = Instant::now();
-        let cached = crate::lock(&self.resolved)
-            .get(&key)
-            .filter(|(at, _)| now.duration_since(*at) < RESOLVED_CONFIG_TTL)
-            .map(|(_, config)| config.clone());
-        let config = match cached {
+        if let Some(config) = self.resolved(&key) {
+            return self.client(&config).await;
+        }
+        let gate = crate::lock(&self.resolving)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let turn = gate.lock().await;
+        let config = match self.resolved(&key) {
             Some(config) => config,
             None => {
                 let config = resolve_service_config(kube, object).await?;
+                let now = Instant::now();
                 let mut resolved = crate::lock(&self.resolved);
                 resolved.retain(|_, (at, _)| now.duration_since(*at) < RESOLVED_CONFIG_TTL);
                 resolved.insert(key, (now, config.clone()));
+                crate::lock(&self.resolving)
+                    .retain(|k, g| Arc::strong_count(g) > 1 || resolved.contains_key(k));
                 config
             }
         };
+        drop(turn);
         self.client(&config).await
+    }
+
+    /// The resolved config of settings `key`, while it is younger than [`RESOLVED_CONFIG_TTL`].
+    fn resolved(&self, key: &str) -> Option<ServiceConfig> {
+        let now = Instant::now();
+        crate::lock(&self.resolved)
+            .get(key)
+            .filter(|(at, _)| now.duration_since(*at) < RESOLVED_CONFIG_TTL)
+            .map(|(_, config)| config.clone())
     }
 
     /// Number of cached clients.
@@ -119,3 +140,29 @@ impl GithubClients {
 }
 
 pub use resolve::ObjectSettings;
+
+#[cfg(test)]
+mod tests {
+    use crate::testing_api::{Harness, RUNNER_NS, read_credentials, runner_set};
+
+    use super::resolve::ObjectSettings;
+
+    #[tokio::test]
+    async fn passes_that_miss_together_read_the_secret_once() {
+        let mut h = Harness::new("ephemeralrunnerset");
+        let set = runner_set(7, 1, 1);
+        let settings =
+            || ObjectSettings::for_runner_spec(RUNNER_NS, &set.spec.ephemeral_runner_spec);
+        let (ctx, api) = (&h.ctx, &mut h.api);
+        let resolved = api
+            .run(
+                vec![read_credentials()],
+                futures::future::join_all(
+                    (0..5).map(|_| ctx.github.for_object(&ctx.client, settings())),
+                ),
+            )
+            .await;
+        assert!(resolved.iter().all(Result::is_ok));
+        assert_eq!(ctx.github.cached(), 1);
+    }
+}
