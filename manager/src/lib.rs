@@ -5,6 +5,7 @@
 //! Exit codes: 0 after a graceful shutdown, 1 on a runtime failure (lost leadership, a
 //! controller stopped, the API server unreachable at start), 2 on bad flags or environment.
 
+pub mod api_client;
 pub mod cli;
 pub mod leader;
 pub mod pprof;
@@ -66,7 +67,7 @@ pub async fn kube_client(
         .authority()
         .map(ToString::to_string)
         .unwrap_or_default();
-    let service = kube::client::ClientBuilder::try_from(config)?
+    let service = api_client::builder(config)?
         .with_layer(&rate_limit::TokenBucketLayer::new(qps, burst))
         .with_layer(&request_metrics::RequestMetricsLayer::new(
             metrics.rest_client_requests.clone(),
