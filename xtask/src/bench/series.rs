@@ -7,10 +7,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_reconcilers::crd::AutoscalingRunnerSet;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use system::{ScaleSet, ScaleSetSpec, System, Timeline, wait_for};
 
@@ -135,13 +134,13 @@ pub(super) async fn run(
     Ok(())
 }
 
-/// Waits until the runner namespace holds `want` runner pods or more (`0`: none at all).
+/// Waits until the runner namespace holds `want` runner pods or more (`0`: none at all), as a
+/// watch sees them.
 async fn wait_for_pods(sys: &System, want: usize) -> anyhow::Result<()> {
     let started = Instant::now();
-    let pods: Api<Pod> = Api::namespaced(sys.client(), sys.runner_namespace());
-    let selector = ListParams::default().labels(k8s_reconcilers::names::labels::EPHEMERAL_RUNNER);
+    let timeline = Timeline::start(sys.client(), sys.runner_namespace()).await?;
     loop {
-        let have = pods.list_metadata(&selector).await?.items.len();
+        let have = timeline.pods_present();
         if (want == 0 && have == 0) || (want > 0 && have >= want) {
             return Ok(());
         }
