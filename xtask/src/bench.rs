@@ -16,6 +16,7 @@ use testbed::{AuditEvent, AuditLog, AuditPolicy};
 
 use crate::workspace_root;
 
+mod apiserver_profile;
 mod cpu;
 mod series;
 
@@ -24,6 +25,9 @@ const QPS: u32 = 200;
 const BURST: u32 = 400;
 const RUNNER_WORKERS: u32 = 20;
 const MIB: f64 = 1024.0 * 1024.0;
+/// How long kube-apiserver's CPU is profiled from the start of the idle-runner phase: shorter than
+/// the phase with 1,000 runners.
+const PROFILE_SECONDS: u64 = 10;
 
 /// Flags of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
@@ -165,6 +169,8 @@ struct Results {
     idle_runners_up: Option<f64>,
     /// CPU from applying the idle scale set to its last pod.
     idle_cpu: Option<cpu::CpuUse>,
+    /// kube-apiserver's CPU profile over the start of the same phase.
+    idle_profile: Option<apiserver_profile::Profile>,
     idle_runners: usize,
     series: series::Series,
     /// Why the scale series stopped before its last level.
@@ -208,7 +214,15 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Results> {
         },
     });
     println!("==> starting the control plane with an audit log of writes");
-    let sys = System::start_audited(&audit_log, options).await?;
+    let mut apiserver_args = audit_log.apiserver_args();
+    apiserver_args.push("--profiling=true".to_owned());
+    let plane = testbed::ControlPlane::start(testbed::ControlPlaneOptions {
+        scheduling: true,
+        extra_apiserver_args: apiserver_args,
+        ..testbed::ControlPlaneOptions::default()
+    })
+    .await?;
+    let sys = System::start(plane.into(), options).await?;
     let kubernetes = sys
         .client()
         .apiserver_version()
@@ -462,6 +476,8 @@ async fn idle(sys: &System, args: &BenchArgs, results: &mut Results) -> anyhow::
     sys.emulator().reset_counters();
     let processes = named_processes(sys).await;
     let clock = cpu::CpuClock::start(&processes);
+    let timeline = Timeline::start(sys.client(), sys.runner_namespace()).await?;
+    let profile = tokio::spawn(apiserver_profile::capture(sys.client(), PROFILE_SECONDS));
     let started = Instant::now();
     let set: ScaleSet = sys
         .install_scale_set(
@@ -470,15 +486,16 @@ async fn idle(sys: &System, args: &BenchArgs, results: &mut Results) -> anyhow::
         .await?;
     wait_for(
         Duration::from_secs(300),
-        &format!("{n} EphemeralRunners with pods"),
-        || async {
-            Ok(sys.ephemeral_runners(&set).await?.len() >= n
-                && sys.runner_pods(&set).await?.len() >= n)
-        },
+        &format!("{n} runner pods"),
+        || async { Ok(timeline.pods_present() >= n) },
     )
     .await?;
     results.idle_runners_up = Some(started.elapsed().as_secs_f64());
     results.idle_cpu = Some(clock.stop(&named_processes(sys).await));
+    match profile.await? {
+        Ok(p) => results.idle_profile = Some(p),
+        Err(e) => println!("    no CPU profile of kube-apiserver: {e:#}"),
+    }
     let mut refused: std::collections::BTreeMap<(String, u16), u64> = Default::default();
     for call in sys
         .emulator()
@@ -806,6 +823,10 @@ fn render(args: &BenchArgs, r: &Results) -> String {
         r.idle_runners_up.unwrap_or(f64::NAN)
     );
     cpu_section(r, &mut out);
+    if let Some(p) = &r.idle_profile {
+        let phase = format!("{} idle runners up", r.idle_runners);
+        apiserver_profile::render(&phase, p, &mut out);
+    }
     series::render(&r.series, r.series_stopped.as_deref(), &mut out);
     let _ = writeln!(out, "## How each figure is measured\n");
     let _ = writeln!(
