@@ -91,16 +91,13 @@ pub async fn run(client: kube::Client, options: ManagerOptions) -> anyhow::Resul
             ))),
         ),
         (
-            controllers::ephemeral_runner_set::CONTROLLER,
-            Box::pin(controllers::ephemeral_runner_set::run(ctx(
-                controllers::ephemeral_runner_set::CONTROLLER,
-            ))),
-        ),
-        (
-            controllers::ephemeral_runner::CONTROLLER,
-            Box::pin(controllers::ephemeral_runner::run(ctx(
-                controllers::ephemeral_runner::CONTROLLER,
-            ))),
+            "ephemeralrunnerset and ephemeralrunner",
+            Box::pin(controllers::runner_watch::run(
+                ctx(controllers::ephemeral_runner_set::CONTROLLER),
+                Default::default(),
+                ctx(controllers::ephemeral_runner::CONTROLLER),
+                Default::default(),
+            )),
         ),
         (
             controllers::orphaned_registrations::CONTROLLER,

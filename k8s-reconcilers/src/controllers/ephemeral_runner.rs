@@ -70,14 +70,14 @@ struct State {
     made: observe::Made,
 }
 
-/// Runs the EphemeralRunner controller with ARC's defaults until its stream ends.
-pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
-    run_with(ctx, Settings::default()).await
-}
-
-/// Runs the EphemeralRunner controller with `settings` (tests shorten the backoff).
-pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<()> {
-    let runners: Api<EphemeralRunner> = watched_api(&ctx);
+/// Runs the EphemeralRunner controller with `settings` on the shared runner watch: `runners`
+/// its cache, `events` the runners it saw created or changed.
+pub(super) async fn run_on(
+    ctx: Arc<Context>,
+    settings: Settings,
+    runner_store: reflector::Store<EphemeralRunner>,
+    events: impl futures::Stream<Item = Result<EphemeralRunner, watcher::Error>> + Send + 'static,
+) -> anyhow::Result<()> {
     let pods: Api<Pod> = watched_api(&ctx);
     let concurrency = ctx.options.runner_max_concurrent_reconciles.max(1);
     let pod_selector = format!("{}=True", labels::EPHEMERAL_RUNNER);
@@ -88,12 +88,6 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         .reflect(pod_writer)
         .backoff(super::watch_backoff())
         .touched_objects();
-    let (runner_store, runner_writer) = reflector::store::<EphemeralRunner>();
-    let runner_events = watcher(runners, watcher::Config::default())
-        .modify(super::drop_managed_fields)
-        .reflect(runner_writer)
-        .backoff(super::watch_backoff())
-        .applied_objects();
     let queue = ctx.queue.clone();
     let state = Arc::new(State {
         ctx,
@@ -103,7 +97,7 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         own_writes: super::OwnWrites::default(),
         made: observe::Made::since(observe::now() + START_MARGIN),
     });
-    let results = Controller::for_stream(queue.watch_self(runner_events), runner_store)
+    let results = Controller::for_stream(queue.watch_self(events), runner_store)
         .trigger_backoff(super::watch_backoff())
         .owns_stream(queue.watch_owners::<EphemeralRunner, _, _, _>(pod_events))
         .with_config(controller::Config::default().concurrency(concurrency))

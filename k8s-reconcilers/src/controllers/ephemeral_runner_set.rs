@@ -20,7 +20,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action as Requeue, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use scaleset_core::runner_set::{
     Candidate, CleanupPlan, ObservedRunner, RunnerPhase, SetObservation, SetPolicy, SetSpec,
@@ -103,38 +103,32 @@ impl SetRecords {
     }
 }
 
-/// Runs the EphemeralRunnerSet controller with the default policy until its stream ends.
-pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
-    run_with(ctx, Settings::default()).await
-}
-
-/// Runs the EphemeralRunnerSet controller with `settings`.
-pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<()> {
+/// Runs the EphemeralRunnerSet controller with `settings` on the shared runner watch: `runners`
+/// its cache, `events` the runners it saw created, changed or deleted.
+pub(super) async fn run_on(
+    ctx: Arc<Context>,
+    settings: Settings,
+    runners: reflector::Store<EphemeralRunner>,
+    events: impl futures::Stream<Item = Result<EphemeralRunner, watcher::Error>> + Send + 'static,
+) -> anyhow::Result<()> {
     let sets: Api<EphemeralRunnerSet> = watched_api(&ctx);
-    let runners: Api<EphemeralRunner> = watched_api(&ctx);
     let shutdown = ctx.options.shutdown.signal();
     let concurrency = ctx.options.runner_set_max_concurrent_reconciles.max(1);
-    let (store, writer) = reflector::store::<EphemeralRunner>();
     let queue = ctx.queue.clone();
     let state = Arc::new(State {
         ctx,
         settings,
-        runners: runners::RunnerView::new(store),
+        runners: runners::RunnerView::new(runners),
         own_writes: super::OwnWrites::default(),
         records: SetRecords::default(),
     });
     let seen = state.clone();
-    let runner_events = watcher(runners, watcher::Config::default())
-        .modify(slim_runner)
-        .reflect(writer)
-        .backoff(super::watch_backoff())
-        .touched_objects()
-        .map(move |event| {
-            if let Ok(er) = &event {
-                seen.runners.seen(er);
-            }
-            event
-        });
+    let runner_events = events.map(move |event| {
+        if let Ok(er) = &event {
+            seen.runners.seen(er);
+        }
+        event
+    });
     let (sets, set_store) = super::watch_own(sets, &queue);
     let results = Controller::for_stream(sets, set_store)
         .trigger_backoff(super::watch_backoff())
@@ -144,13 +138,6 @@ pub async fn run_with(ctx: Arc<Context>, settings: Settings) -> anyhow::Result<(
         .run(reconcile, error_policy, state);
     super::drain(queue, results).await;
     Ok(())
-}
-
-/// What the set's runner cache keeps of an EphemeralRunner: its metadata and status, which is
-/// all a set reads of its runners; the spec (a whole pod template) is most of a runner.
-fn slim_runner(runner: &mut EphemeralRunner) {
-    super::drop_managed_fields(runner);
-    runner.spec = Default::default();
 }
 
 fn error_policy(set: Arc<EphemeralRunnerSet>, error: &Error, state: Arc<State>) -> Requeue {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_reconcilers::controllers::{ephemeral_runner, ephemeral_runner_set};
+use k8s_reconcilers::controllers::{ephemeral_runner, ephemeral_runner_set, runner_watch};
 use k8s_reconcilers::crd::{EphemeralRunner, EphemeralRunnerSet};
 use k8s_reconcilers::github::{
     ActionsService, Connector, GithubClients, JitConfig, NewScaleSet, RunnerGroup, RunnerInfo,
@@ -310,15 +310,15 @@ impl Harness {
             backoff: vec![Duration::from_millis(20)],
             ..Default::default()
         };
-        let tasks = vec![
-            tokio::spawn(async move {
-                let _ = ephemeral_runner_set::run(ers_ctx).await;
-            }),
-            tokio::spawn(async move {
-                let _ =
-                    ephemeral_runner::run_with(er_ctx, ephemeral_runner::Settings { retry }).await;
-            }),
-        ];
+        let tasks = vec![tokio::spawn(async move {
+            let _ = runner_watch::run(
+                ers_ctx,
+                Default::default(),
+                er_ctx,
+                ephemeral_runner::Settings { retry },
+            )
+            .await;
+        })];
         Ok(Self {
             client,
             ns,
