@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use http::Version;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use tower::ServiceExt;
 
@@ -63,7 +63,10 @@ async fn requests_and_watches_share_http2_and_survive_a_restart() -> anyhow::Res
     let seen = tokio::time::timeout(Duration::from_secs(30), watch).await???;
     assert_eq!(seen.len(), 20, "the watch saw every ConfigMap created");
     let versions = versions.lock().expect("versions").clone();
-    assert!(versions.len() >= 22, "20 creates, a list and a watch: {versions:?}");
+    assert!(
+        versions.len() >= 22,
+        "20 creates, a list and a watch: {versions:?}"
+    );
     assert!(
         versions.iter().all(|v| *v == Version::HTTP_2),
         "every response over HTTP/2: {versions:?}"
