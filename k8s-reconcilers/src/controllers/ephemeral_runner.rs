@@ -70,7 +70,7 @@ struct State {
     made: observe::Made,
 }
 
-/// Runs the EphemeralRunner controller with `settings` on the shared runner watch: `runners`
+/// Runs the EphemeralRunner controller with `settings` on the shared runner watch: `runner_store`
 /// its cache, `events` the runners it saw created or changed.
 pub(super) async fn run_on(
     ctx: Arc<Context>,
