@@ -1,6 +1,6 @@
 //! The manager's connection to the API server: every request and watch multiplexed over one
 //! HTTP/2 connection, as client-go's clients (ARC's among them) do. kube's default stack speaks
-//! HTTP/1.1, which holds one TLS connection per request in flight and per watch: about 60 with
+//! HTTP/1.1, which holds one TLS connection per request in flight and per watch: about 50 with
 //! 1,000 runners, each with its own buffers (docs/architecture.md#memory).
 
 use std::time::Duration;

@@ -219,15 +219,8 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Results> {
         },
     });
     println!("==> starting the control plane with an audit log of writes");
-    let mut apiserver_args = audit_log.apiserver_args();
-    apiserver_args.push("--profiling=true".to_owned());
-    let plane = testbed::ControlPlane::start(testbed::ControlPlaneOptions {
-        scheduling: true,
-        extra_apiserver_args: apiserver_args,
-        ..testbed::ControlPlaneOptions::default()
-    })
-    .await?;
-    let sys = System::start(plane.into(), options).await?;
+    // The CPU profile of the idle phase (apiserver_profile) needs the API server's pprof endpoint.
+    let sys = System::start_audited(&audit_log, &["--profiling=true"], options).await?;
     let kubernetes = sys
         .client()
         .apiserver_version()

@@ -982,7 +982,7 @@ async fn service_faults(
 #[tokio::test]
 async fn bad_input_never_crashes_sticks_or_leaks() {
     let audit = AuditLog::new(AuditPolicy::ServiceAccounts).expect("audit log");
-    let sys = System::start_audited(&audit, SystemOptions::new("camp"))
+    let sys = System::start_audited(&audit, &[], SystemOptions::new("camp"))
         .await
         .expect("system");
     let outcome = campaign(&sys, &audit).await;

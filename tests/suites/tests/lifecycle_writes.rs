@@ -61,7 +61,7 @@ fn floor() -> Requests {
 #[tokio::test]
 async fn a_runner_costs_the_manager_six_writes_and_no_reads() {
     let audit = AuditLog::new(AuditPolicy::ServiceAccounts).expect("audit log");
-    let sys = System::start_audited(&audit, SystemOptions::new("writes"))
+    let sys = System::start_audited(&audit, &[], SystemOptions::new("writes"))
         .await
         .expect("system");
     let outcome = lifecycle(&sys, &audit).await;

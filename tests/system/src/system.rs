@@ -226,11 +226,17 @@ pub(crate) fn merge(base: &mut Value, over: &Value) {
 
 impl System {
     /// [`System::start`] on a control plane of its own (with a scheduler) whose API server
-    /// writes `audit`.
-    pub async fn start_audited(audit: &AuditLog, options: SystemOptions) -> anyhow::Result<System> {
+    /// writes `audit` and gets `extra_apiserver_args` after every other flag.
+    pub async fn start_audited(
+        audit: &AuditLog,
+        extra_apiserver_args: &[&str],
+        options: SystemOptions,
+    ) -> anyhow::Result<System> {
+        let mut apiserver_args = audit.apiserver_args();
+        apiserver_args.extend(extra_apiserver_args.iter().map(|a| (*a).to_owned()));
         let plane = ControlPlane::start(ControlPlaneOptions {
             scheduling: true,
-            extra_apiserver_args: audit.apiserver_args(),
+            extra_apiserver_args: apiserver_args,
             ..ControlPlaneOptions::default()
         })
         .await?;
