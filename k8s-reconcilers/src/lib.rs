@@ -127,6 +127,7 @@ pub async fn run(client: kube::Client, options: ManagerOptions) -> anyhow::Resul
 
 /// Locks `mutex`; a lock poisoned by a panicking holder is taken as it is (every value guarded
 /// here stays consistent between statements).
+#[cfg(feature = "controllers")]
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()

@@ -20,7 +20,7 @@ use scaleset_core::listener_policy::{
 use crate::health::Health;
 use crate::kube::{PatchError, RunnerSetPatcher, runner_status_patch};
 use crate::metrics::{JobStages, Metrics};
-use crate::scaler::{Bounds, Scaler, ers_patch};
+use crate::scaler::{Bounds, Decision, Scaler, ers_patch};
 use crate::service::{Message, ScaleSetService, classify};
 use scaleset_core::completions::CompletionLog;
 use scaleset_core::time::Timestamp;
@@ -590,13 +590,17 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
             }
             self.completions
                 .completed(&job.runner_name, timestamp_now());
-            self.scaler.mark_dirty();
+            self.scaler.mark_completed();
         }
         // The count goes first: a completion it reflects must reach the set before the set can see
         // the finished runner gone, or the set replaces a runner whose job is done. The runners'
         // job patches follow, several at a time.
         if let Some(stats) = self.latest {
-            self.apply(stats.total_assigned_jobs, true).await;
+            let assigned = stats.total_assigned_jobs.max(0).unsigned_abs();
+            match self.scaler.message_step(assigned) {
+                Some(decision) => self.write(assigned, decision, true).await,
+                None => debug!(message_id, "the set already has this count; no patch"),
+            }
         }
         futures::stream::iter(started)
             .for_each_concurrent(JOB_PATCH_PARALLELISM, |job| self.patch_job_started(job))
@@ -679,10 +683,16 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
         }
     }
 
-    /// The desired-count step and the EphemeralRunnerSet patch. Patch failures are retried a few
-    /// times, then left to the next poll (which re-applies the count).
+    /// The desired-count step and the EphemeralRunnerSet patch.
     async fn apply(&mut self, assigned: i64, record: bool) {
-        let decision = self.scaler.step(assigned.max(0).unsigned_abs());
+        let assigned = assigned.max(0).unsigned_abs();
+        let decision = self.scaler.step(assigned);
+        self.write(assigned, decision, record).await;
+    }
+
+    /// The EphemeralRunnerSet patch of `decision`, the step for `assigned` jobs. Patch failures
+    /// are retried a few times, then left to the next poll (which re-applies the count).
+    async fn write(&mut self, assigned: u64, decision: Decision, record: bool) {
         info!(
             assigned,
             target = decision.target,
@@ -707,6 +717,7 @@ impl<S: ScaleSetService + Clone, P: RunnerSetPatcher> Listener<S, P> {
             let e = match self.patcher.patch_runner_set(&patch).await {
                 Ok(observed) => {
                     self.observed_patch_id = observed;
+                    self.scaler.written(decision);
                     debug!(
                         replicas = decision.target,
                         patch_id = decision.patch_id,

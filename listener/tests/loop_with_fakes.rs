@@ -79,6 +79,21 @@ fn message(id: i64, assigned: i64, jobs: Vec<JobMessage>) -> Message {
     }
 }
 
+/// A JobStarted of request `id` on runner `runner` (id 3), in repository `o/r`.
+fn started(id: i64, runner: &str) -> JobMessage {
+    JobMessage::Started(JobStarted {
+        job: JobInfo {
+            runner_request_id: id,
+            job_id: format!("j{id}"),
+            owner_name: "o".into(),
+            repository_name: "r".into(),
+            ..Default::default()
+        },
+        runner_id: 3,
+        runner_name: runner.into(),
+    })
+}
+
 fn available(id: i64) -> JobMessage {
     JobMessage::Available(JobAvailable {
         job: JobInfo {
@@ -196,18 +211,7 @@ async fn run_until(
 
 #[tokio::test]
 async fn message_is_acked_then_acquired_then_scaled() {
-    let started = JobMessage::Started(JobStarted {
-        job: JobInfo {
-            runner_request_id: 9,
-            job_id: "j9".into(),
-            owner_name: "o".into(),
-            repository_name: "r".into(),
-            ..Default::default()
-        },
-        runner_id: 3,
-        runner_name: "r-1".into(),
-    });
-    let body = vec![available(11), available(12), started];
+    let body = vec![available(11), available(12), started(9, "r-1")];
     let service = FakeService::with(|s| {
         s.create.push_back(Ok(session("s1", 1)));
         s.poll.push_back(Ok(Some(message(5, 3, body))));
@@ -240,6 +244,36 @@ async fn message_is_acked_then_acquired_then_scaled() {
             r#"er r-1 {"status":{"jobId":"j9","jobRepositoryName":"o/r","jobRequestId":9}}"#
                 .to_string(),
             r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":2,"replicas":4}}"#.to_string(),
+        ]
+    );
+}
+
+/// A batch that leaves the count as the set has it (JobStarted only) patches the runner's status
+/// and not the set; the next empty poll patches the set under the next `patchID`.
+#[tokio::test]
+async fn a_batch_without_a_new_count_does_not_patch_the_set() {
+    let service = FakeService::with(|s| {
+        s.create.push_back(Ok(session("s1", 1)));
+        s.poll
+            .push_back(Ok(Some(message(5, 2, vec![available(11)]))));
+        s.poll
+            .push_back(Ok(Some(message(6, 2, vec![started(11, "r-1")]))));
+        s.poll.push_back(Ok(None));
+    });
+    let patcher = FakePatcher::default();
+    run_until(service, patcher.clone(), settings(1, 10), |_, p| {
+        p.patches().len() >= 4
+    })
+    .await
+    .expect("clean stop");
+    assert_eq!(
+        patcher.patches(),
+        vec![
+            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":0,"replicas":2}}"#.to_string(),
+            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":1,"replicas":3}}"#.to_string(),
+            r#"er r-1 {"status":{"jobId":"j11","jobRepositoryName":"o/r","jobRequestId":11}}"#
+                .to_string(),
+            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":2,"replicas":3}}"#.to_string(),
         ]
     );
 }

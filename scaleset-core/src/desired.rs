@@ -140,14 +140,19 @@ pub struct Decision {
 
 /// The listener's scaler state: last target, patch sequence, and whether job events arrived.
 ///
-/// Call [`Scaler::step`] once at session start (initial statistics), after every handled message
-/// batch, and after every empty long poll (with the last known statistics).
+/// Call [`Scaler::step`] at session start (initial statistics), on new bounds and after every
+/// empty long poll (with the last known statistics), and [`Scaler::message_step`] after every
+/// handled message batch; report each decision that reached the set with [`Scaler::written`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scaler {
     bounds: Bounds,
     last_target: Option<u32>,
     patch_seq: Option<i64>,
     dirty: bool,
+    /// A JobCompleted was handled since the last decision that reached the set.
+    completed_unwritten: bool,
+    /// The last decision that reached the set.
+    written: Option<Decision>,
 }
 
 impl Scaler {
@@ -158,6 +163,8 @@ impl Scaler {
             last_target: None,
             patch_seq: None,
             dirty: false,
+            completed_unwritten: false,
+            written: None,
         }
     }
 
@@ -171,9 +178,21 @@ impl Scaler {
         self.bounds = bounds;
     }
 
-    /// Records that a JobStarted or JobCompleted was handled since the last step.
+    /// Records that a JobStarted was handled since the last step.
     pub fn mark_dirty(&mut self) {
         self.dirty = true;
+    }
+
+    /// Records that a JobCompleted was handled since the last step.
+    pub fn mark_completed(&mut self) {
+        self.dirty = true;
+        self.completed_unwritten = true;
+    }
+
+    /// Records that `decision` reached the set (its patch succeeded).
+    pub fn written(&mut self, decision: Decision) {
+        self.written = Some(decision);
+        self.completed_unwritten = false;
     }
 
     /// The last target, `None` before the first step.
@@ -202,6 +221,28 @@ impl Scaler {
             target,
             patch_id: if at_rest { 0 } else { seq },
         }
+    }
+
+    /// The step after a handled message batch, or `None` when its patch would tell the set
+    /// nothing new: the target equals the last one written, no job completed since, and that
+    /// patch was not a forced one (`patchID` 0 holds back no runner for a finished job, so a
+    /// job event since makes it stale).
+    ///
+    /// ARC's listener patches after every batch; a batch of JobAvailable (before the service
+    /// counts the jobs as assigned) or JobStarted only would then write the same `replicas`
+    /// under a new `patchID`. With many scale sets those patches were a tenth of the API
+    /// server's requests while runners started (docs/architecture.md#desired-count). A skipped
+    /// step leaves the sequence and the marks as they were: the next step counts the batch's
+    /// job events.
+    pub fn message_step(&mut self, assigned_jobs: u64) -> Option<Decision> {
+        let target = target_runners(self.bounds, assigned_jobs);
+        let unchanged = self
+            .written
+            .is_some_and(|w| w.target == target && w.patch_id != 0);
+        if unchanged && !self.completed_unwritten {
+            return None;
+        }
+        Some(self.step(assigned_jobs))
     }
 
     #[cfg(test)]
@@ -256,6 +297,41 @@ mod tests {
     }
 
     /// docs/architecture.md#desired-count: min=0, max=5, 6 assigned → 5 (never above maxRunners).
+    /// A batch that changes neither the target nor the completions writes nothing; one that
+    /// completes a job, changes the target, or follows a forced patch or a patch that never
+    /// reached the set does.
+    #[test]
+    fn message_step_skips_what_the_set_already_has() {
+        let mut s = Scaler::new(bounds(0, 10));
+        let first = s.step(2);
+        assert_eq!(first.patch_id, 0);
+        s.written(first);
+        s.mark_dirty();
+        let after_forced = s
+            .message_step(2)
+            .expect("a forced patch is stale after a job event");
+        assert_eq!((after_forced.target, after_forced.patch_id), (2, 1));
+        s.written(after_forced);
+        s.mark_dirty();
+        assert_eq!(s.message_step(2), None, "JobStarted only: same replicas");
+        let grown = s.message_step(3).expect("a new target is written");
+        assert_eq!((grown.target, grown.patch_id), (3, 2));
+        assert!(
+            s.message_step(3).is_some(),
+            "the last patch did not reach the set"
+        );
+        s.written(Decision {
+            target: 3,
+            patch_id: 3,
+        });
+        s.mark_completed();
+        let completed = s.message_step(3).expect("a completion is written");
+        assert_eq!(completed.patch_id, 4);
+        s.written(completed);
+        assert_eq!(s.message_step(3), None);
+        assert_eq!(s.step(3).patch_id, 5, "empty polls always step");
+    }
+
     #[test]
     fn capped_by_max_runners() {
         let mut s = Scaler::new(bounds(0, 5));

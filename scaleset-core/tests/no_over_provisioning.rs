@@ -26,7 +26,7 @@
 
 use proptest::prelude::*;
 use scaleset_core::completions::{CompletionLog, Completions};
-use scaleset_core::desired::{Bounds, Scaler};
+use scaleset_core::desired::{Bounds, Decision, Scaler};
 use scaleset_core::runner_set::{
     ObservedRunner, RunnerPhase, SetPolicy, SetSpec, UnseenWrites, plan,
 };
@@ -117,8 +117,15 @@ impl World {
         world
     }
 
+    /// The listener's step after an empty poll (and at session start): it always patches.
     fn listener_patch(&mut self) {
         let d = self.scaler.step(u64::from(self.jobs - self.completed));
+        self.write(d);
+    }
+
+    /// The listener's patch of decision `d`, which reaches the set.
+    fn write(&mut self, d: Decision) {
+        self.scaler.written(d);
         let listed = self
             .log
             .listed(d.patch_id, self.observed_by_listener, now());
@@ -228,12 +235,19 @@ impl World {
         if self.unhandled_starts.is_empty() && self.unhandled_completions.is_empty() {
             return;
         }
-        self.unhandled_starts.clear();
+        if !std::mem::take(&mut self.unhandled_starts).is_empty() {
+            self.scaler.mark_dirty();
+        }
         for runner in std::mem::take(&mut self.unhandled_completions) {
             self.log.completed(&runner, now());
+            self.scaler.mark_completed();
         }
-        self.scaler.mark_dirty();
-        self.listener_patch();
+        if let Some(d) = self
+            .scaler
+            .message_step(u64::from(self.jobs - self.completed))
+        {
+            self.write(d);
+        }
     }
 
     /// A job whose start the listener handled completes at the service.
