@@ -320,12 +320,12 @@ pub struct ScalePlan {
     pub status: SetStatus,
 }
 
-/// Shortest time between two status writes of a set that change only its counters and its
-/// `observedPatchID`: a burst changes them with nearly every runner and every listener patch.
-/// Nothing acts on the counters (the metrics are published from every pass's own counts), and
-/// the set controller acts on the `patchID` it remembers; the status is its record across
-/// restarts.
-pub const ROUTINE_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a change of a set's counters or `observedPatchID` waits before it is written,
+/// together with every such change that follows it in that time. A burst changes them with
+/// nearly every runner and every listener patch. Nothing acts on the counters at once (the
+/// metrics are published from every pass's own counts), and the set controller acts on the
+/// `patchID` it remembers; the status is its record across restarts and what users read.
+pub const ROUTINE_DELAY: Duration = Duration::from_secs(5);
 
 /// Whether a pass writes the set's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,27 +334,28 @@ pub enum StatusWrite {
     Unchanged,
     /// Write it now.
     Now,
-    /// A routine change and a recent last write: write in a later pass, after this.
+    /// A routine change, not yet [`ROUTINE_DELAY`] old: write it in a later pass, after this.
+    /// The caller records the time of the first pass that returned it as `unwritten_since`.
     After(Duration),
 }
 
-/// When to write a status that differs from the current one in `changes`; `last_write` is the
-/// time of this controller's last status write for the set, if it made one.
+/// When to write a status that differs from the current one in `changes`; `unwritten_since` is
+/// when a pass first held back a routine change that is still unwritten.
 pub fn status_write(
     changes: StatusChanges,
-    last_write: Option<Timestamp>,
+    unwritten_since: Option<Timestamp>,
     now: Timestamp,
 ) -> StatusWrite {
     match changes {
         StatusChanges::None => StatusWrite::Unchanged,
         StatusChanges::Phase => StatusWrite::Now,
         StatusChanges::Routine => {
-            let since = last_write.map(|at| now.saturating_duration_since(at));
-            match since {
-                Some(since) if since < ROUTINE_INTERVAL => {
-                    StatusWrite::After(ROUTINE_INTERVAL - since)
-                }
-                _ => StatusWrite::Now,
+            let waited =
+                unwritten_since.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+            if waited < ROUTINE_DELAY {
+                StatusWrite::After(ROUTINE_DELAY - waited)
+            } else {
+                StatusWrite::Now
             }
         }
     }

@@ -74,8 +74,9 @@ struct SetRecords(std::sync::Mutex<std::collections::HashMap<String, SetRecord>>
 
 #[derive(Clone, Copy, Default)]
 struct SetRecord {
-    /// When it last wrote the set's status.
-    status_written: Option<Timestamp>,
+    /// Since when a routine change of the set's status waits to be written
+    /// ([`status_write`]).
+    status_unwritten_since: Option<Timestamp>,
     /// The `patchID` it last acted on, which the status records at its next write.
     applied_patch_id: Option<i64>,
 }
@@ -484,10 +485,19 @@ impl Pass<'_> {
         let current = set.status.clone().unwrap_or_default();
         let target = runners::set_status(counts, &current, applied_patch_id);
         let changes = runners::status_changes(set.status.as_ref(), &target);
-        let last_write = self.records.get(set).status_written;
-        match status_write(changes, last_write, now()) {
-            StatusWrite::Unchanged => return Ok(None),
-            StatusWrite::After(wait) => return Ok(Some(wait)),
+        let since = self.records.get(set).status_unwritten_since;
+        let now = now();
+        match status_write(changes, since, now) {
+            StatusWrite::Unchanged => {
+                self.records
+                    .update(set, |r| r.status_unwritten_since = None);
+                return Ok(None);
+            }
+            StatusWrite::After(wait) => {
+                self.records
+                    .update(set, |r| r.status_unwritten_since = since.or(Some(now)));
+                return Ok(Some(wait));
+            }
             StatusWrite::Now => {}
         }
         let patch = json!({ "status": target });
@@ -500,7 +510,8 @@ impl Pass<'_> {
             )
             .await?;
         self.own_writes.wrote(&set.metadata, &patched.metadata);
-        self.records.update(set, |r| r.status_written = Some(now()));
+        self.records
+            .update(set, |r| r.status_unwritten_since = None);
         Ok(None)
     }
 

@@ -482,7 +482,7 @@ proptest! {
 }
 
 #[test]
-fn routine_changes_are_written_at_most_every_interval() {
+fn routine_changes_wait_for_the_delay_and_phases_do_not() {
     let now = Timestamp::from_unix_seconds(100);
     let recent = Some(Timestamp::from_unix_millis(99_500));
     assert_eq!(
@@ -490,16 +490,17 @@ fn routine_changes_are_written_at_most_every_interval() {
         StatusWrite::Unchanged
     );
     assert_eq!(
-        status_write(StatusChanges::Phase, recent, now),
+        status_write(StatusChanges::Phase, None, now),
         StatusWrite::Now
-    );
-    assert_eq!(
-        status_write(StatusChanges::Routine, recent, now),
-        StatusWrite::After(ROUTINE_INTERVAL - Duration::from_millis(500))
     );
     assert_eq!(
         status_write(StatusChanges::Routine, None, now),
-        StatusWrite::Now
+        StatusWrite::After(ROUTINE_DELAY),
+        "the first routine change waits the whole delay"
+    );
+    assert_eq!(
+        status_write(StatusChanges::Routine, recent, now),
+        StatusWrite::After(ROUTINE_DELAY - Duration::from_millis(500))
     );
     let long_ago = Some(Timestamp::from_unix_seconds(90));
     assert_eq!(

@@ -9,6 +9,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
+use scaleset_core::time::Timestamp;
 use serde_json::json;
 
 use super::runners::RunnerView;
@@ -67,8 +68,8 @@ impl Controller {
     }
 }
 
-/// `requeue` asks for a later pass: a status write that waits for [`ROUTINE_INTERVAL`]
-/// (`scaleset_core::runner_set::ROUTINE_INTERVAL`; core's `status_write` computes the wait).
+/// `requeue` asks for a later pass: a status write that waits for
+/// `scaleset_core::runner_set::ROUTINE_DELAY` (core's `status_write` computes the wait).
 fn assert_status_deferred(requeue: Requeue) {
     assert_ne!(
         requeue,
@@ -119,7 +120,8 @@ async fn a_set_gets_its_finalizer_then_creates_one_runner_per_missing_replica() 
     let set: EphemeralRunnerSet = t.api.answer(0);
 
     // Pass 2: three runners for `replicas: 3`, each stamped with patchID 1 and carrying both
-    // runner finalizers; then the status records patchID 1 as acted on.
+    // runner finalizers; then the set's first status (a phase: written at once) records
+    // patchID 1 as acted on.
     let new_runner = Exchange::create(runners_path()).body(json!({
         "metadata": {
             "generateName": "arc-runner-",
@@ -157,15 +159,18 @@ async fn a_set_gets_its_finalizer_then_creates_one_runner_per_missing_replica() 
     let set: EphemeralRunnerSet = t.api.answer(3);
 
     // Pass 3, before the watch delivers the creations: the set counts them all the same, but
-    // a change of counters alone waits for the interval since the last status write.
+    // a change of counters alone waits for the status delay.
     let third = t.api.run(vec![], sets.pass(&set)).await;
     assert_status_deferred(third.expect("pass 3"));
 
-    // Pass 4, on the creations' watch events, after the interval: the counters are written.
+    // Pass 4, on the creations' watch events, once the delay is over: one write carries the
+    // counters and the patchID acted on.
     for runner in &created {
         sets.watch_delivers(runner);
     }
-    sets.state.records.forget(&set);
+    sets.state.records.update(&set, |r| {
+        r.status_unwritten_since = Some(Timestamp::from_unix_seconds(0));
+    });
     let fourth = t
         .api
         .run(
@@ -253,18 +258,13 @@ async fn an_authoritative_scale_down_removes_idle_runners_and_spares_the_busy_on
                 Exchange::delete_background(runner_path("arc-runner-new")),
                 read_credentials(),
                 Exchange::delete_background(runner_path("arc-runner-idle")),
-                set_status_patch(
-                    json!({"currentReplicas": 3, "pendingEphemeralRunners": 1,
-                           "runningEphemeralRunners": 2, "failedEphemeralRunners": 0,
-                           "phase": "Running", "observedPatchID": 0}),
-                    &set,
-                ),
             ],
             Controller::new(&t, &[busy, idle, unregistered]).pass(&set),
         )
         .await;
-    assert_eq!(result.expect("pass"), Requeue::await_change());
-    assert_eq!(t.api.writes(), 3);
+    // Recording patchID 0 as acted on waits for the status delay.
+    assert_status_deferred(result.expect("pass"));
+    assert_eq!(t.api.writes(), 2);
     assert_eq!(t.calls(), ["remove_runner"]);
     let left: Vec<i64> = t.service.with(|s| s.runners.keys().copied().collect());
     assert_eq!(left, [busy_id], "the runner with a job stays registered");
