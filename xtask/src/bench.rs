@@ -34,7 +34,8 @@ const PROFILE_SECONDS: u64 = 10;
 /// Flags of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Runs of the burst and turnover phases (the table shows medians).
+    /// Runs of the burst and turnover phases and of each job level of the scale series (the
+    /// tables show medians).
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Jobs queued at once in the burst phase (maxRunners is the same).
@@ -281,6 +282,7 @@ async fn measure(sys: &System, args: &BenchArgs, audit_log: &AuditLog) -> anyhow
         .collect();
     let levels = series::Levels {
         jobs: args.series_jobs,
+        job_runs: args.runs,
         runners: &args.series_runners,
         set_counts: &set_counts,
     };
@@ -684,7 +686,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- Runs: {runs} (medians below); burst {} jobs of 5 s (maxRunners {}), turnover {} jobs of 100 ms through maxRunners {}, memory with minRunners {}; scale series of {} jobs, then {} idle runners, over {} scale sets (`--series-jobs`, `--series-runners`, `--series-sets`).\n",
+        "- Runs: {runs} (medians below); burst {} jobs of 5 s (maxRunners {}), turnover {} jobs of 100 ms through maxRunners {}, memory with minRunners {}; scale series of {} jobs ({runs} runs each), then {} idle runners, over {} scale sets (`--series-jobs`, `--series-runners`, `--series-sets`).\n",
         args.burst,
         args.burst,
         args.turnover_jobs,

@@ -40,16 +40,30 @@ pub(super) struct Point {
     reconcile_p95: BTreeMap<&'static str, f64>,
 }
 
-/// A job-driven level: jobs queued at once, spread evenly over the sets.
+/// A job-driven level: jobs queued at once, spread evenly over the sets, in one or more runs.
 #[derive(Debug, Clone)]
 pub(super) struct JobsPoint {
     sets: usize,
     jobs: usize,
-    /// From queuing the jobs to the last runner pod.
-    up: f64,
-    /// Each job's acquisition to a runner pod (milliseconds, sorted), paired in order as in
-    /// the burst.
+    /// From queuing the jobs to the last runner pod, one per run.
+    ups: Vec<f64>,
+    /// Each job's acquisition to a runner pod (milliseconds, sorted) over all runs, paired in
+    /// order within each run as in the burst.
     acquired_to_pod: Vec<f64>,
+}
+
+impl JobsPoint {
+    /// The median run's time to the last pod.
+    fn up(&self) -> f64 {
+        super::median(self.ups.clone())
+    }
+
+    /// Adds another run of the same level.
+    fn merge(&mut self, run: JobsPoint) {
+        self.ups.extend(run.ups);
+        self.acquired_to_pod.extend(run.acquired_to_pod);
+        self.acquired_to_pod.sort_by(f64::total_cmp);
+    }
 }
 
 /// What the series measured.
@@ -59,10 +73,11 @@ pub(super) struct Series {
     pub(super) jobs: Vec<JobsPoint>,
 }
 
-/// What the series runs: for each count of scale sets, `jobs` jobs, then each of `runners`
-/// idle runners in total.
+/// What the series runs: for each count of scale sets, `jobs` jobs (`job_runs` times), then
+/// each of `runners` idle runners in total.
 pub(super) struct Levels<'a> {
     pub(super) jobs: usize,
+    pub(super) job_runs: usize,
     pub(super) runners: &'a [usize],
     pub(super) set_counts: &'a [usize],
 }
@@ -99,14 +114,21 @@ pub(super) async fn run(
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
         if levels.jobs >= sets {
-            let point = jobs_level(sys, &installed, levels.jobs).await?;
-            println!(
-                "    {} jobs over {sets} set(s): all pods in {:.1} s, acquired→pod p95 {:.0} ms",
-                point.jobs,
-                point.up,
-                super::percentile(&point.acquired_to_pod, 95.0)
-            );
-            series.jobs.push(point);
+            let mut point: Option<JobsPoint> = None;
+            for _ in 0..levels.job_runs.max(1) {
+                let run = jobs_level(sys, &installed, levels.jobs).await?;
+                println!(
+                    "    {} jobs over {sets} set(s): all pods in {:.1} s, acquired→pod p95 {:.0} ms",
+                    run.jobs,
+                    run.up(),
+                    super::percentile(&run.acquired_to_pod, 95.0)
+                );
+                match &mut point {
+                    Some(point) => point.merge(run),
+                    None => point = Some(run),
+                }
+            }
+            series.jobs.extend(point);
         }
         let rss_base = rss(&sys.manager_pids().await);
         for &runners in levels.runners.iter().filter(|&&n| n >= sets) {
@@ -189,7 +211,7 @@ async fn jobs_level(sys: &System, sets: &[ScaleSet], jobs: usize) -> anyhow::Res
     Ok(JobsPoint {
         sets: sets.len(),
         jobs: want,
-        up,
+        ups: vec![up],
         acquired_to_pod,
     })
 }
@@ -392,9 +414,10 @@ fn render_jobs(points: &[JobsPoint], out: &mut String) {
     if points.is_empty() {
         return;
     }
+    let runs = points.iter().map(|p| p.ups.len()).max().unwrap_or(1);
     let _ = writeln!(
         out,
-        "Jobs queued at once, spread evenly over the scale sets (`minRunners` 0, jobs of {} s), before the idle levels of the same sets (`--series-jobs`). *All pods* is from queuing to the last runner pod; *acquired → pod* pairs the k-th acquisition with the k-th pod, as in the burst. Goal: as fast per job with many sets as with one (*per job vs 1 set*: the 1-set row's all-pods time over this row's, 100 % or more meets it).\n",
+        "Jobs queued at once, spread evenly over the scale sets (`minRunners` 0, jobs of {} s), before the idle levels of the same sets (`--series-jobs`), {runs} run(s) per set count one after the other. *All pods* is from queuing to the last runner pod (median, then each run); *acquired → pod* pairs the k-th acquisition with the k-th pod within each run, as in the burst, over all runs. Goal: as fast per job with many sets as with one (*per job vs 1 set*: the 1-set row's median all-pods time over this row's, 100 % or more meets it; in brackets, this row's slowest and fastest run against the same median).\n",
         JOB.as_secs()
     );
     let _ = writeln!(
@@ -405,18 +428,28 @@ fn render_jobs(points: &[JobsPoint], out: &mut String) {
     let one = points
         .iter()
         .find(|p| p.sets == 1)
-        .map(|p| p.up / p.jobs as f64);
+        .map(|p| p.up() / p.jobs as f64);
     for p in points {
+        let ratio = |one: f64, up: f64| 100.0 * one / (up / p.jobs as f64);
+        let slowest = p.ups.iter().copied().fold(f64::NAN, f64::max);
+        let fastest = p.ups.iter().copied().fold(f64::NAN, f64::min);
         let versus = one.map_or("—".to_owned(), |one| {
-            format!("{:.0} %", 100.0 * one / (p.up / p.jobs as f64))
+            format!(
+                "{:.0} % ({:.0}–{:.0} %)",
+                ratio(one, p.up()),
+                ratio(one, slowest),
+                ratio(one, fastest)
+            )
         });
+        let each: Vec<String> = p.ups.iter().map(|u| format!("{u:.1}")).collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {:.1} | {:.0} / {:.0} | {versus} |",
+            "| {} | {} | {:.1} ({}) | {:.1} | {:.0} / {:.0} | {versus} |",
             p.sets,
             p.jobs,
-            p.up,
-            p.jobs as f64 / p.up,
+            p.up(),
+            each.join(" / "),
+            p.jobs as f64 / p.up(),
             super::percentile(&p.acquired_to_pod, 50.0),
             super::percentile(&p.acquired_to_pod, 95.0),
         );
