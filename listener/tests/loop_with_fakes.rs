@@ -94,6 +94,13 @@ fn started(id: i64, runner: &str) -> JobMessage {
     })
 }
 
+/// The recorded status patch of [`started`]`(id, runner)`.
+fn job_patch(id: i64, runner: &str) -> String {
+    format!(
+        r#"er {runner} {{"status":{{"jobId":"j{id}","jobRepositoryName":"o/r","jobRequestId":{id}}}}}"#
+    )
+}
+
 fn available(id: i64) -> JobMessage {
     JobMessage::Available(JobAvailable {
         job: JobInfo {
@@ -175,6 +182,15 @@ impl RunnerSetPatcher for FakePatcher {
     }
 }
 
+/// The recorded EphemeralRunnerSet patch with `patchID`, `replicas` (`None`: null) and the
+/// completed-runners annotation.
+fn ers(patch_id: i64, replicas: Option<u32>, completed: &str) -> String {
+    let replicas = replicas.map_or("null".to_owned(), |r| r.to_string());
+    format!(
+        r#"ers {{"metadata":{{"annotations":{{"actions.github.com/completed-runners":"{completed}"}}}},"spec":{{"patchID":{patch_id},"replicas":{replicas}}}}}"#
+    )
+}
+
 fn settings(min: u32, max: u32) -> LoopSettings {
     let bounds = Bounds::new(min, max).expect("bounds");
     let mut s = LoopSettings::new(7, bounds, "pod-a".into());
@@ -239,11 +255,10 @@ async fn message_is_acked_then_acquired_then_scaled() {
         patcher.patches(),
         // The count of a batch goes before its runners' job patches.
         vec![
-            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":0,"replicas":2}}"#.to_string(),
-            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":1,"replicas":4}}"#.to_string(),
-            r#"er r-1 {"status":{"jobId":"j9","jobRepositoryName":"o/r","jobRequestId":9}}"#
-                .to_string(),
-            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":2,"replicas":4}}"#.to_string(),
+            ers(0, Some(2), ""),
+            ers(1, Some(4), ""),
+            job_patch(9, "r-1"),
+            ers(2, Some(4), ""),
         ]
     );
 }
@@ -269,11 +284,10 @@ async fn a_batch_without_a_new_count_does_not_patch_the_set() {
     assert_eq!(
         patcher.patches(),
         vec![
-            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":0,"replicas":2}}"#.to_string(),
-            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":1,"replicas":3}}"#.to_string(),
-            r#"er r-1 {"status":{"jobId":"j11","jobRepositoryName":"o/r","jobRequestId":11}}"#
-                .to_string(),
-            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":2,"replicas":3}}"#.to_string(),
+            ers(0, Some(2), ""),
+            ers(1, Some(3), ""),
+            job_patch(11, "r-1"),
+            ers(2, Some(3), ""),
         ]
     );
 }
@@ -321,9 +335,9 @@ async fn new_bounds_scale_at_once_and_reach_the_next_poll() {
     assert_eq!(
         patcher.patches()[..2],
         [
-            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":0,"replicas":2}}"#.to_string(),
+            ers(0, Some(2), ""),
             // min 3 + 2 assigned, at most 4
-            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":1,"replicas":4}}"#.to_string(),
+            ers(1, Some(4), ""),
         ]
     );
     assert_eq!(
@@ -372,11 +386,7 @@ async fn a_completion_is_listed_with_the_count_that_reflects_it() {
         .collect();
     assert_eq!(
         sets[..3],
-        [
-            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":0,"replicas":null}}"#,
-            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":1,"replicas":1}}"#,
-            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":"r-1"}},"spec":{"patchID":2,"replicas":null}}"#,
-        ]
+        [ers(0, None, ""), ers(1, Some(1), ""), ers(2, None, "r-1")]
     );
 }
 
@@ -402,12 +412,7 @@ async fn session_conflict_is_retried_then_succeeds() {
             .count(),
         4
     );
-    assert_eq!(
-        patcher.patches(),
-        vec![
-            r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":0,"replicas":null}}"#
-        ]
-    );
+    assert_eq!(patcher.patches(), vec![ers(0, None, "")]);
 }
 
 #[tokio::test]
@@ -457,11 +462,7 @@ async fn dropped_session_is_recreated_and_expired_token_refreshed() {
             "delete-session s2",
         ]
     );
-    assert!(
-        patcher
-            .patches()
-            .contains(&r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":1,"replicas":2}}"#.to_string())
-    );
+    assert!(patcher.patches().contains(&ers(1, Some(2), "")));
 }
 
 #[tokio::test]
@@ -528,8 +529,5 @@ async fn unreadable_parts_are_acked_and_statistics_still_scale() {
     .await
     .expect("clean stop");
     assert!(service.calls().contains(&"ack s1 3".to_string()));
-    assert_eq!(
-        patcher.patches()[1],
-        r#"ers {"metadata":{"annotations":{"actions.github.com/completed-runners":""}},"spec":{"patchID":1,"replicas":2}}"#
-    );
+    assert_eq!(patcher.patches()[1], ers(1, Some(2), ""));
 }
