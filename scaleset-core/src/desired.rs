@@ -296,7 +296,6 @@ mod tests {
         );
     }
 
-    /// docs/architecture.md#desired-count: min=0, max=5, 6 assigned → 5 (never above maxRunners).
     /// A batch that changes neither the target nor the completions writes nothing; one that
     /// completes a job, changes the target, or follows a forced patch or a patch that never
     /// reached the set does.
@@ -332,6 +331,7 @@ mod tests {
         assert_eq!(s.step(3).patch_id, 5, "empty polls always step");
     }
 
+    /// docs/architecture.md#desired-count: min=0, max=5, 6 assigned → 5 (never above maxRunners).
     #[test]
     fn capped_by_max_runners() {
         let mut s = Scaler::new(bounds(0, 5));
