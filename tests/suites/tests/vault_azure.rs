@@ -167,7 +167,12 @@ async fn pat_from_key_vault_registers_the_scale_set_and_the_listener_gets_a_runn
     );
 
     // The listener process reads the vault itself and scales for a queued job.
-    let pod = s.h.api::<Pod>(s.h.ctrl()).get(&al).await?;
+    // The listener controller writes the config Secret before it creates the pod.
+    let pods = s.h.api::<Pod>(s.h.ctrl());
+    let pod = wait_for("the listener pod", || async {
+        Ok(pods.get_opt(&al).await?)
+    })
+    .await?;
     let sa = pod
         .spec
         .and_then(|p| p.service_account_name)
