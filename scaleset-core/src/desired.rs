@@ -195,11 +195,6 @@ impl Scaler {
         self.completed_unwritten = false;
     }
 
-    /// The last target, `None` before the first step.
-    pub fn last_target(&self) -> Option<u32> {
-        self.last_target
-    }
-
     /// One desired-count step with the service's `totalAssignedJobs`.
     ///
     /// The patch sequence runs 0, 1, 2, … and wraps from 2147483647 back to 1. The step yields
