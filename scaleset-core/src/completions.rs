@@ -28,6 +28,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use crate::runner_set::ObservedRunner;
 use crate::time::Timestamp;
 
 /// The EphemeralRunnerSet annotation the listener writes with each patch: the runners whose
@@ -150,9 +151,8 @@ impl Completions {
         }
         let age = |at: Timestamp| now.saturating_duration_since(at);
         self.runners.retain(|_, c| match (c.finished, c.reflected) {
-            (Some(_), Some(_)) => false,
+            (_, Some(reflected)) => age(reflected) < REFLECTED_TTL,
             (Some(finished), None) => age(finished) < HOLD,
-            (None, Some(reflected)) => age(reflected) < REFLECTED_TTL,
             (None, None) => false,
         });
         if patch_id == 0 {
@@ -166,6 +166,18 @@ impl Completions {
             count: held.count + 1,
             until: Some(held.until.map_or(at + HOLD, |u| u.min(at + HOLD))),
         })
+    }
+
+    /// Marks the runners whose job is over ([`ObservedRunner::job_done`]): a patch the set
+    /// acted on listed its completion, or the set saw the runner finish or go with its job
+    /// (a runner the watch cache never showed, which the set's own creations still show as
+    /// live). Call it after [`Completions::held`] for the same pass. Every later count leaves
+    /// a listed job out too, so the mark lasts while the set remembers the listing
+    /// ([`REFLECTED_TTL`]).
+    pub fn mark_done(&self, runners: &mut [ObservedRunner]) {
+        for r in runners {
+            r.job_done = self.runners.contains_key(&r.name);
+        }
     }
 }
 

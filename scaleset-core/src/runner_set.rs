@@ -125,6 +125,9 @@ pub struct ObservedRunner {
     pub created_at: Timestamp,
     /// When the runner entered `Failed`, if known; `created_at` is used otherwise.
     pub failed_at: Option<Timestamp>,
+    /// The runner's job is over though the runner may still look live: the listener's count
+    /// no longer asks for it ([`crate::completions::Completions::mark_done`]).
+    pub job_done: bool,
 }
 
 impl ObservedRunner {
@@ -139,6 +142,7 @@ impl ObservedRunner {
             has_job: false,
             created_at,
             failed_at: None,
+            job_done: false,
         }
     }
 
@@ -388,6 +392,13 @@ pub fn status(runners: &[ObservedRunner], policy: &SetPolicy) -> SetStatus {
     s
 }
 
+/// How many of [`SetStatus::current_replicas`] are runners whose job is done
+/// ([`ObservedRunner::job_done`]).
+fn status_of_done(runners: &[ObservedRunner], policy: &SetPolicy) -> u32 {
+    let done: Vec<ObservedRunner> = runners.iter().filter(|r| r.job_done).cloned().collect();
+    status(&done, policy).current_replicas
+}
+
 /// Highest parsed `patch-id` among all runners, including deleting ones; 0 with none.
 pub fn latest_patch_id(runners: &[ObservedRunner]) -> i64 {
     runners
@@ -433,7 +444,11 @@ pub fn plan(
             .filter(|r| r.bucket() == Bucket::Finished)
             .map(|r| r.name.clone()),
     );
-    let total = status.current_replicas;
+    // A runner whose job is over is not one of the runners the count asks for. Counted, it
+    // stands in for a queued job until it exits, and then nothing replaces it before the
+    // listener's next patch (an empty poll, up to 50 s later); or, seen live only through the
+    // set's own creation, it makes a forced patch scale down a real idle runner instead.
+    let total = status.current_replicas - status_of_done(&kept, policy);
     if total < spec.replicas {
         let paused = !policy.count_failed
             && policy

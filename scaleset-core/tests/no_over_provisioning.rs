@@ -89,8 +89,7 @@ fn now() -> Timestamp {
 }
 
 impl World {
-    fn new(jobs: u32, min_runners: u32, safeguards: Safeguards) -> Self {
-        let bounds = Bounds::new(min_runners, 1_000).expect("valid bounds");
+    fn new(jobs: u32, bounds: Bounds, safeguards: Safeguards) -> Self {
         let mut world = World {
             jobs,
             queued: jobs,
@@ -176,10 +175,11 @@ impl World {
             held: held.count,
         };
         let cached = self.runner_cache.clone();
-        let observed = match &mut self.unseen {
+        let mut observed = match &mut self.unseen {
             Some(unseen) => unseen.overlay(cached, now()),
             None => cached,
         };
+        self.completions.mark_done(&mut observed);
         let p = plan(spec, &observed, now(), &SetPolicy::default());
         for name in &p.delete {
             self.set_deletes(name);
@@ -300,7 +300,9 @@ impl World {
         }
     }
 
-    /// After the random prefix: a fair schedule until every job completed (bounded).
+    /// After the random prefix: a fair schedule until every job completed (bounded). It has no
+    /// empty long poll: every job gets its runner through the job events alone, none waits
+    /// for the listener's next empty poll (50 s).
     fn finish(&mut self) -> bool {
         for _ in 0..10 * (self.jobs + 10) {
             if self.completed == self.jobs {
@@ -314,14 +316,18 @@ impl World {
             self.complete(0);
             self.runner_goes(0);
             self.listener_handles();
-            self.empty_poll();
         }
         self.completed == self.jobs
     }
 }
 
-fn run(jobs: u32, min_runners: u32, events: &[(u8, usize)], safeguards: Safeguards) -> World {
-    let mut world = World::new(jobs, min_runners, safeguards);
+/// `minRunners` 0, `maxRunners` 1,000.
+fn unbounded() -> Bounds {
+    Bounds::new(0, 1_000).expect("valid bounds")
+}
+
+fn run(jobs: u32, bounds: Bounds, events: &[(u8, usize)], safeguards: Safeguards) -> World {
+    let mut world = World::new(jobs, bounds, safeguards);
     for (event, pick) in events {
         world.step(*event, *pick);
     }
@@ -335,9 +341,12 @@ proptest! {
     fn a_burst_creates_one_runner_per_job(
         jobs in 1u32..40,
         min_runners in 0u32..4,
+        // Up to 1,000: more jobs than `maxRunners` wait for a runner to finish.
+        extra in prop_oneof![1u32..8, Just(1_000)],
         events in proptest::collection::vec((any::<u8>(), any::<usize>()), 0..300),
     ) {
-        let world = run(jobs, min_runners, &events, ALL);
+        let bounds = Bounds::new(min_runners, min_runners + extra).expect("valid bounds");
+        let world = run(jobs, bounds, &events, ALL);
         prop_assert!(
             world.created <= jobs + min_runners,
             "{} runners created for {jobs} jobs and minRunners {min_runners}",
@@ -367,7 +376,7 @@ fn a_runner_gone_before_the_patch_for_its_completion_is_not_replaced() {
     ];
     let without = run(
         1,
-        0,
+        unbounded(),
         &events,
         Safeguards {
             completions: false,
@@ -378,7 +387,7 @@ fn a_runner_gone_before_the_patch_for_its_completion_is_not_replaced() {
         without.created, 2,
         "the patch's replicas still count the job"
     );
-    let with = run(1, 0, &events, ALL);
+    let with = run(1, unbounded(), &events, ALL);
     assert_eq!(with.created, 1);
 }
 
@@ -412,7 +421,7 @@ fn inferring_the_applied_patch_from_the_runners_over_provisions() {
     };
     let inferred = run(
         1,
-        0,
+        unbounded(),
         &events,
         Safeguards {
             record_applied: false,
@@ -423,7 +432,7 @@ fn inferring_the_applied_patch_from_the_runners_over_provisions() {
         inferred.created, 2,
         "ARC's inference creates a second runner"
     );
-    let recorded = run(1, 0, &events, record_only);
+    let recorded = run(1, unbounded(), &events, record_only);
     assert_eq!(recorded.created, 1);
 }
 
@@ -436,7 +445,7 @@ fn planning_from_a_lagging_runner_cache_alone_over_provisions() {
     let events = [(1u8, 0usize), (0, 0), (2, 0), (5, 0), (1, 0), (0, 0)];
     let cache_alone = run(
         2,
-        0,
+        unbounded(),
         &events,
         Safeguards {
             overlay: false,
@@ -448,6 +457,39 @@ fn planning_from_a_lagging_runner_cache_alone_over_provisions() {
         "{} runners for 2 jobs",
         cache_alone.created
     );
-    let overlaid = run(2, 0, &events, ALL);
+    let overlaid = run(2, unbounded(), &events, ALL);
     assert_eq!(overlaid.created, 2);
+}
+
+/// More jobs than `maxRunners`: the second job waits for the first one's runner. The listener
+/// handles the first completion and its patch lists the runner while that runner still looks
+/// live; the set acts on that patch, and then the runner goes. Counting the runner, the set
+/// would see its count met, record the patch as acted on, and create nothing for the waiting
+/// job until the listener's next empty poll.
+#[test]
+fn a_runner_whose_job_is_done_is_replaced_before_it_exits() {
+    // Catch up and a pass (runner-1), the cache shows it, the job starts on it, the listener
+    // handles the start (patch 1), the job completes, the listener handles it (patch 2 lists
+    // runner-1), catch up and a pass on patch 2, then runner-1 goes.
+    let events = [
+        (1u8, 0usize),
+        (0, 0),
+        (7, 0),
+        (2, 0),
+        (5, 0),
+        (3, 0),
+        (5, 0),
+        (1, 0),
+        (0, 0),
+        (4, 0),
+    ];
+    let mut world = World::new(2, Bounds::new(0, 1).expect("valid bounds"), ALL);
+    for (event, pick) in events {
+        world.step(event, pick);
+    }
+    assert_eq!(
+        world.created, 2,
+        "the pass on patch 2 creates the second runner"
+    );
+    assert!(world.finish(), "the second job was left without a runner");
 }

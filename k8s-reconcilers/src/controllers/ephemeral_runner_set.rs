@@ -254,19 +254,19 @@ impl Pass<'_> {
                 self.carry_out_cleanup(set, &cleanup(&observed)).await?;
                 Ok(later.map_or_else(Requeue::await_change, Requeue::requeue))
             }
-            SetStep::Scale => self.scale(set, &observed).await,
+            SetStep::Scale => self.scale(set, observed).await,
         }
     }
 
     async fn scale(
         &self,
         set: &EphemeralRunnerSet,
-        observed: &[ObservedRunner],
+        mut observed: Vec<ObservedRunner>,
     ) -> Result<Requeue, Error> {
         if proxy::reconcile(&self.ctx.client, set).await? == proxy::ProxyOutcome::Updated {
             return Ok(Requeue::requeue(Duration::from_secs(1)));
         }
-        let held = self.view.held(set);
+        let held = self.view.completions(set, &mut observed);
         let spec = SetSpec {
             replicas: u32::try_from(set.spec.replicas).unwrap_or(0),
             patch_id: i64::from(set.spec.patch_id),
@@ -277,7 +277,7 @@ impl Pass<'_> {
                 .map(i64::from)),
             held: held.count,
         };
-        let decision = plan(spec, observed, now(), self.policy);
+        let decision = plan(spec, &observed, now(), self.policy);
         tracing::debug!(set = %set.name_any(), ?decision, "scale plan");
         self.publish_gauges(set, &decision.status);
         let mut errors = Vec::new();

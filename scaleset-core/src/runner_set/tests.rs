@@ -372,6 +372,7 @@ fn any_runners() -> impl Strategy<Value = Vec<ObservedRunner>> {
                     has_job: job,
                     created_at: t(created),
                     failed_at: None,
+                    job_done: false,
                 },
             )
             .collect()

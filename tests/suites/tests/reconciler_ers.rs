@@ -195,6 +195,29 @@ async fn a_runner_gone_before_the_patch_for_its_completion_is_not_replaced() -> 
     Ok(())
 }
 
+/// docs/architecture.md#the-patchid-protocol: the listener's patch lists a runner whose job
+/// completed while that runner still runs (its pod has not exited). Its count asks for a runner
+/// for the next job (`maxRunners` 1: the job waited for the first one's runner), and the set
+/// creates it at once: counting the listed runner, it would see its count met, record the patch
+/// as acted on, and create nothing until the listener's next patch.
+#[tokio::test]
+async fn a_listed_runner_that_still_runs_is_replaced_at_once() -> anyhow::Result<()> {
+    let h = Harness::start("ers-done", 5).await?;
+    create_set(&h, "set", 1, 1).await?;
+    listener_patch(&h, 1, 1, "").await?;
+    let first = registered_runners(&h, 1).await?.remove(0);
+    h.set_pod_status(&first.name_any(), running_status())
+        .await?;
+    h.assign_job(&first.name_any()).await?;
+    listener_patch(&h, 1, 2, &first.name_any()).await?;
+    let both = registered_runners(&h, 2).await?;
+    assert!(
+        names(&both).contains(&first.name_any()),
+        "the first runner is left to exit on its own"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn patch_id_rules_for_scale_up_and_down() -> anyhow::Result<()> {
     let h = Harness::start("ers-patch", 5).await?;

@@ -62,9 +62,9 @@ impl RunnerView {
         }
     }
 
-    /// The creations `set` holds back in a pass on its current spec
-    /// ([`Completions::held`]).
-    pub fn held(&self, set: &EphemeralRunnerSet) -> Held {
+    /// The creations `set` holds back in a pass on its current spec ([`Completions::held`]);
+    /// marks its `runners` whose job is over ([`Completions::mark_done`]).
+    pub fn completions(&self, set: &EphemeralRunnerSet, runners: &mut [ObservedRunner]) -> Held {
         let Some(uid) = set.meta().uid.as_deref() else {
             return Held::default();
         };
@@ -72,6 +72,7 @@ impl RunnerView {
         let mut all = crate::lock(&self.completions);
         let completions = all.entry(uid.to_owned()).or_default();
         let held = completions.held(listed, i64::from(set.spec.patch_id), now());
+        completions.mark_done(runners);
         if completions.is_empty() {
             all.remove(uid);
         }
@@ -164,6 +165,7 @@ pub fn observed(er: &EphemeralRunner) -> ObservedRunner {
             .map(timestamp)
             .unwrap_or_default(),
         failed_at: None,
+        job_done: false,
     }
 }
 
