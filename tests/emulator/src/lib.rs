@@ -387,7 +387,7 @@ impl Emulator {
         let deadline = state::deadline_in(wait);
         let found = self
             .shared
-            .wait_for(deadline, |st, _| match st.runner_job(&conn.runner_token) {
+            .wait_for_runner_job(deadline, |st, _| match st.runner_job(&conn.runner_token) {
                 Ok(Some(j)) => Some(Ok(j)),
                 Ok(None) => None,
                 Err(e) => Some(Err(e)),

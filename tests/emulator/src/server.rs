@@ -63,6 +63,10 @@ pub struct CallRecord {
 pub(crate) struct Shared {
     state: Mutex<State>,
     changed: watch::Sender<u64>,
+    /// [`State::runner_jobs_epoch`] as last published: the runners' job waits watch this
+    /// instead of every change. A thousand idle runners each woke on every change, which made
+    /// the test bed's own CPU time grow with the square of the runners.
+    runner_jobs: watch::Sender<u64>,
     offset: Mutex<TimeDelta>,
     calls: Mutex<VecDeque<CallRecord>>,
     /// The identity platform's token endpoint and Key Vault (crate::azure).
@@ -78,6 +82,7 @@ impl Shared {
         Arc::new(Self {
             state: Mutex::new(state),
             changed: watch::channel(0).0,
+            runner_jobs: watch::channel(0).0,
             offset: Mutex::new(TimeDelta::zero()),
             calls: Mutex::new(VecDeque::new()),
             azure: crate::azure::AzureState::default(),
@@ -108,23 +113,36 @@ impl Shared {
     /// Mutates the state, runs due transitions and wakes every waiter (long polls, runners).
     pub(crate) fn mutate<R>(&self, f: impl FnOnce(&mut State, DateTime<Utc>) -> R) -> R {
         let now = self.now();
-        let r = {
+        let (r, epoch) = {
             let mut st = lock(&self.state);
             let r = f(&mut st, now);
             st.advance(now);
-            r
+            (r, st.runner_jobs_epoch)
         };
         self.notify();
+        self.publish_runner_jobs(epoch);
         r
     }
 
     /// Runs due transitions; wakes waiters only when something changed.
     pub(crate) fn tick(&self) {
         let now = self.now();
-        let changed = lock(&self.state).advance(now);
+        let (changed, epoch) = {
+            let mut st = lock(&self.state);
+            (st.advance(now), st.runner_jobs_epoch)
+        };
         if changed {
             self.notify();
+            self.publish_runner_jobs(epoch);
         }
+    }
+
+    fn publish_runner_jobs(&self, epoch: u64) {
+        self.runner_jobs.send_if_modified(|published| {
+            let new = *published != epoch;
+            *published = epoch;
+            new
+        });
     }
 
     fn notify(&self) {
@@ -159,9 +177,28 @@ impl Shared {
     pub(crate) async fn wait_for<R>(
         &self,
         deadline: tokio::time::Instant,
+        check: impl FnMut(&mut State, DateTime<Utc>) -> Option<R>,
+    ) -> Option<R> {
+        self.wait_on(self.subscribe(), deadline, check).await
+    }
+
+    /// [`Shared::wait_for`] for a check of a runner's job ([`State::runner_job`]), re-checking
+    /// only when one can have changed ([`State::runner_jobs_epoch`]).
+    pub(crate) async fn wait_for_runner_job<R>(
+        &self,
+        deadline: tokio::time::Instant,
+        check: impl FnMut(&mut State, DateTime<Utc>) -> Option<R>,
+    ) -> Option<R> {
+        self.wait_on(self.runner_jobs.subscribe(), deadline, check)
+            .await
+    }
+
+    async fn wait_on<R>(
+        &self,
+        mut rx: watch::Receiver<u64>,
+        deadline: tokio::time::Instant,
         mut check: impl FnMut(&mut State, DateTime<Utc>) -> Option<R>,
     ) -> Option<R> {
-        let mut rx = self.subscribe();
         loop {
             rx.borrow_and_update();
             if let Some(r) = self.read(&mut check) {

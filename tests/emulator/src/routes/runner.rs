@@ -65,7 +65,7 @@ pub(crate) async fn handle(shared: &Shared, req: &Req) -> Result<Response, ApiEr
             };
             let deadline = crate::state::deadline_in(wait.min(MAX_JOB_WAIT));
             let found = shared
-                .wait_for(deadline, |st, _| match st.runner_job(&token) {
+                .wait_for_runner_job(deadline, |st, _| match st.runner_job(&token) {
                     Ok(Some(job)) => Some(Ok(job)),
                     Ok(None) => None,
                     Err(e) => Some(Err(e)),

@@ -279,6 +279,7 @@ impl State {
                 r.connected_at = None;
             }
             self.runner_tokens.retain(|_, r| r != rid);
+            self.runner_jobs_epoch += 1;
         }
         !lost.is_empty()
     }
@@ -373,6 +374,7 @@ impl State {
             if let Some(r) = self.runners.get_mut(&rid) {
                 r.job = Some(job_id);
             }
+            self.runner_jobs_epoch += 1;
             changed = true;
         }
         changed

@@ -65,6 +65,9 @@ pub struct State {
     tenant: u64,
     admin_key: [u8; 32],
     admin_generation: u64,
+    /// Bumped whenever a runner's job wait can end: a runner got a job, or lost its token.
+    /// Only such changes wake the runners' job waits ([`crate::server::Shared`]).
+    pub(crate) runner_jobs_epoch: u64,
     admin_tokens: HashMap<String, AdminClaims>,
     installation_tokens: HashMap<String, ExpiringToken<i64>>,
     registration_tokens: HashMap<String, ExpiringToken<Scope>>,
@@ -136,6 +139,7 @@ impl State {
             counters: BTreeMap::new(),
             faults: Vec::new(),
             next_fault_id: 1,
+            runner_jobs_epoch: 0,
         }
     }
 

@@ -164,6 +164,7 @@ impl State {
         self.runners.remove(&id);
         self.jit_credentials.retain(|_, c| c.runner_id != id);
         self.runner_tokens.retain(|_, r| *r != id);
+        self.runner_jobs_epoch += 1;
     }
 
     /// A simulated runner presents its JIT config; works once.
@@ -324,6 +325,7 @@ impl State {
             r.connected_at = None;
         }
         self.runner_tokens.retain(|_, r| *r != rid);
+        self.runner_jobs_epoch += 1;
         Ok(())
     }
 }
