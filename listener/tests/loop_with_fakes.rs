@@ -292,8 +292,8 @@ async fn a_batch_without_a_new_count_does_not_patch_the_set() {
     );
 }
 
-/// New bounds end the long poll, scale at once with the last statistics, and the next poll
-/// carries the new maximum.
+/// New bounds end the long poll, scale at once with the last statistics in a forced patch (idle
+/// runners above a lower bound go at once), and the next poll carries the new maximum.
 #[tokio::test]
 async fn new_bounds_scale_at_once_and_reach_the_next_poll() {
     let service = FakeService::with(|s| s.create.push_back(Ok(session("s1", 2))));
@@ -337,7 +337,7 @@ async fn new_bounds_scale_at_once_and_reach_the_next_poll() {
         [
             ers(0, Some(2), ""),
             // min 3 + 2 assigned, at most 4
-            ers(1, Some(4), ""),
+            ers(0, Some(4), ""),
         ]
     );
     assert_eq!(

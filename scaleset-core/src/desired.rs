@@ -153,6 +153,8 @@ pub struct Scaler {
     completed_unwritten: bool,
     /// The last decision that reached the set.
     written: Option<Decision>,
+    /// The next step forces its count ([`Scaler::set_bounds`]).
+    forced: bool,
 }
 
 impl Scaler {
@@ -165,6 +167,7 @@ impl Scaler {
             dirty: false,
             completed_unwritten: false,
             written: None,
+            forced: false,
         }
     }
 
@@ -173,9 +176,15 @@ impl Scaler {
         self.bounds
     }
 
-    /// New bounds (the ARS's `minRunners` or `maxRunners` changed); the next step uses them.
+    /// New bounds (the ARS's `minRunners` or `maxRunners` changed). The next step uses them
+    /// and forces its count (`patchID` 0), so idle runners above a lower bound go at once; a
+    /// positive `patchID` would leave them to drain, and idle runners have no job to finish.
+    /// ARC's listener restarts on new bounds, and its first step is a forced one too.
     pub fn set_bounds(&mut self, bounds: Bounds) {
-        self.bounds = bounds;
+        if bounds != self.bounds {
+            self.bounds = bounds;
+            self.forced = true;
+        }
     }
 
     /// Records that a JobStarted was handled since the last step.
@@ -199,9 +208,10 @@ impl Scaler {
     ///
     /// The patch sequence runs 0, 1, 2, … and wraps from 2147483647 back to 1. The step yields
     /// patchID 0 instead when nothing happened (not dirty), the target is unchanged, and it
-    /// equals `minRunners`.
+    /// equals `minRunners`, and after new bounds.
     pub fn step(&mut self, assigned_jobs: u64) -> Decision {
         let was_dirty = std::mem::take(&mut self.dirty);
+        let forced = std::mem::take(&mut self.forced);
         let seq = match self.patch_seq {
             None => 0,
             Some(s) if s >= i64::from(i32::MAX) => 1,
@@ -214,7 +224,7 @@ impl Scaler {
         self.last_target = Some(target);
         Decision {
             target,
-            patch_id: if at_rest { 0 } else { seq },
+            patch_id: if at_rest || forced { 0 } else { seq },
         }
     }
 
@@ -257,6 +267,24 @@ mod tests {
 
     /// ARC's worked example of the desired count (min=1, max=3;
     /// docs/architecture.md#desired-count).
+    #[test]
+    fn new_bounds_force_the_next_count() {
+        let mut s = Scaler::new(bounds(0, 40));
+        assert_eq!(s.step(3).patch_id, 0, "the session's first step");
+        assert_eq!(s.step(3).patch_id, 1);
+        s.set_bounds(bounds(0, 40));
+        assert_eq!(s.step(3).patch_id, 2, "the same bounds force nothing");
+        s.set_bounds(bounds(0, 2));
+        assert_eq!(
+            s.step(3),
+            Decision {
+                target: 2,
+                patch_id: 0
+            }
+        );
+        assert_eq!(s.step(3).patch_id, 4, "only the step after new bounds");
+    }
+
     #[test]
     fn listener_md_worked_example_min1_max3() {
         let mut s = Scaler::new(bounds(1, 3));
