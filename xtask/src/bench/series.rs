@@ -31,7 +31,7 @@ pub(super) struct Point {
     runners: usize,
     /// From raising `minRunners` to the last pod.
     up: f64,
-    /// Manager RSS at this level, and with the sets installed and no runner.
+    /// Manager RSS at this level, and just before it (every set installed, no runner).
     rss: Option<u64>,
     rss_base: Option<u64>,
     /// Manager CPU seconds (user + system) spent reaching this level.
@@ -73,8 +73,8 @@ pub(super) struct Series {
     pub(super) jobs: Vec<JobsPoint>,
 }
 
-/// What the series runs: for each count of scale sets, `jobs` jobs (`job_runs` times), then
-/// each of `runners` idle runners in total.
+/// What the series runs: `jobs` jobs over each count of scale sets (`job_runs` rounds), then
+/// each of `runners` idle runners in total over each count.
 pub(super) struct Levels<'a> {
     pub(super) jobs: usize,
     pub(super) job_runs: usize,
@@ -85,9 +85,14 @@ pub(super) struct Levels<'a> {
 /// How long each job of a job-driven level runs.
 const JOB: Duration = Duration::from_secs(5);
 
-/// Runs the series: for each count of scale sets, installs them, queues the jobs over them and
-/// waits until they ran, raises their `minRunners` so that they hold each level of idle runners
-/// in total, and uninstalls them. The levels measured before a failure stay in `series`.
+/// Runs the series on one cluster that holds every set count's scale sets at once, so that the
+/// set counts differ in nothing else: installs them all, runs the job levels round by round with
+/// the set counts in a rotated order each round (run times wander: in one bench the same 200
+/// jobs on one set took 4.6–8.1 s over eight bursts and 5.4–14.0 s over eight series runs after
+/// them; one set count after the other mixed that into the comparison), then for each total of
+/// idle runners raises each set count's
+/// `minRunners` in turn, rotated the same way, and lowers it to 0 again. The levels measured
+/// before a failure stay in `series`.
 pub(super) async fn run(
     sys: &System,
     levels: &Levels<'_>,
@@ -100,8 +105,9 @@ pub(super) async fn run(
         .chain([levels.jobs])
         .max()
         .unwrap_or(0);
+    let mut groups = Vec::new();
     for &sets in levels.set_counts {
-        println!("==> scale series: {sets} scale set(s)");
+        println!("==> scale series: installing {sets} scale set(s)");
         let mut installed = Vec::new();
         for i in 0..sets {
             installed.push(
@@ -112,29 +118,62 @@ pub(super) async fn run(
                 .await?,
             );
         }
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        if levels.jobs >= sets {
-            let mut point: Option<JobsPoint> = None;
-            for _ in 0..levels.job_runs.max(1) {
-                let run = jobs_level(sys, &installed, levels.jobs).await?;
-                println!(
-                    "    {} jobs over {sets} set(s): all pods in {:.1} s, acquired→pod p95 {:.0} ms",
-                    run.jobs,
-                    run.up(),
-                    super::percentile(&run.acquired_to_pod, 95.0)
-                );
-                match &mut point {
-                    Some(point) => point.merge(run),
-                    None => point = Some(run),
-                }
+        groups.push(installed);
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let measured = measure(sys, levels, &groups, series).await;
+    // All at once: one after the other, removing 50 sets of 100 runners took over an hour.
+    futures::future::try_join_all(
+        groups
+            .iter()
+            .flatten()
+            .map(|set| sys.uninstall_scale_set_within(set, LEVEL_TIMEOUT)),
+    )
+    .await?;
+    measured
+}
+
+/// The levels of [`run`], over the installed groups of scale sets (one group per set count).
+async fn measure(
+    sys: &System,
+    levels: &Levels<'_>,
+    groups: &[Vec<ScaleSet>],
+    series: &mut Series,
+) -> anyhow::Result<()> {
+    let mut jobs: Vec<Option<JobsPoint>> = vec![None; groups.len()];
+    for round in 0..levels.job_runs.max(1) {
+        for g in rotated(groups.len(), round) {
+            let sets = &groups[g];
+            if levels.jobs == 0 || levels.jobs < sets.len() {
+                continue;
             }
-            series.jobs.extend(point);
-        }
-        let rss_base = rss(&sys.manager_pids().await);
-        for &runners in levels.runners.iter().filter(|&&n| n >= sets) {
-            let point = level(sys, &installed, runners, rss_base).await?;
+            let run = jobs_level(sys, sets, levels.jobs).await?;
             println!(
-                "    {runners} runners over {sets} set(s): up in {:.1} s, manager RSS {}, {:.1} CPU s",
+                "    round {}: {} jobs over {} set(s): all pods in {:.1} s, acquired→pod p95 {:.0} ms",
+                round + 1,
+                run.jobs,
+                sets.len(),
+                run.up(),
+                super::percentile(&run.acquired_to_pod, 95.0)
+            );
+            match &mut jobs[g] {
+                Some(point) => point.merge(run),
+                None => jobs[g] = Some(run),
+            }
+        }
+    }
+    series.jobs.extend(jobs.into_iter().flatten());
+    for (i, &runners) in levels.runners.iter().enumerate() {
+        for g in rotated(groups.len(), i) {
+            let sets = &groups[g];
+            if runners < sets.len() {
+                continue;
+            }
+            let rss_base = rss(&sys.manager_pids().await);
+            let point = level(sys, sets, runners, rss_base).await?;
+            println!(
+                "    {runners} runners over {} set(s): up in {:.1} s, manager RSS {}, {:.1} CPU s",
+                sets.len(),
                 point.up,
                 point
                     .rss
@@ -142,17 +181,34 @@ pub(super) async fn run(
                 point.cpu
             );
             series.levels.push(point);
+            set_min_runners(sys, sets, 0).await?;
+            // The next level counts runner pods: none of these may linger.
+            wait_for_pods(sys, 0).await?;
         }
-        // All at once: one after the other, removing 50 sets of 100 runners took over an hour.
-        futures::future::try_join_all(
-            installed
-                .iter()
-                .map(|set| sys.uninstall_scale_set_within(set, LEVEL_TIMEOUT)),
-        )
-        .await?;
-        // The next set count's levels count runner pods: none of these may linger.
-        wait_for_pods(sys, 0).await?;
     }
+    series.levels.sort_by_key(|p| (p.sets, p.runners));
+    Ok(())
+}
+
+/// The indices `0..n` starting at `round % n`: over `n` rounds each comes once at each place.
+fn rotated(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i + round) % n.max(1))
+}
+
+/// Sets `minRunners` of every set, all at once as a single set is raised: one after the other,
+/// the last of 50 sets was raised 5.6 s after the first on a loaded machine.
+async fn set_min_runners(sys: &System, sets: &[ScaleSet], per_set: usize) -> anyhow::Result<()> {
+    futures::future::try_join_all(sets.iter().map(|set| async move {
+        let api: Api<AutoscalingRunnerSet> = Api::namespaced(sys.client(), &set.namespace);
+        api.patch(
+            &set.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "minRunners": per_set } })),
+        )
+        .await
+        .with_context(|| format!("setting minRunners of {} to {per_set}", set.name))
+    }))
+    .await?;
     Ok(())
 }
 
@@ -229,19 +285,7 @@ async fn level(
     let histograms_before = reconcile_histograms(sys).await?;
     let started = Instant::now();
     let per_set = runners.div_ceil(sets.len());
-    // All at once, as a single set is raised: one after the other, the last of 50 sets was
-    // raised 5.6 s after the first on a loaded machine.
-    futures::future::try_join_all(sets.iter().map(|set| async move {
-        let api: Api<AutoscalingRunnerSet> = Api::namespaced(sys.client(), &set.namespace);
-        api.patch(
-            &set.name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "minRunners": per_set } })),
-        )
-        .await
-        .with_context(|| format!("raising minRunners of {}", set.name))
-    }))
-    .await?;
+    set_min_runners(sys, sets, per_set).await?;
     let want = per_set * sets.len();
     wait_for_pods(sys, want).await?;
     let up = started.elapsed().as_secs_f64();
@@ -373,7 +417,7 @@ pub(super) fn render(series: &Series, stopped: Option<&str>, out: &mut String) {
     let points = &series.levels;
     let _ = writeln!(
         out,
-        "Idle runners (`minRunners`, spread evenly) over 1 to 50 scale sets in one run, raised level by level (all sets of a level at once); each row is one level. *Growth* is the manager's RSS over its RSS with the same sets and no runner, per runner (goal ≤ 20 KiB). *Provisioning* is runners per second from raising `minRunners` to the last pod (goal: as fast with many sets as with one). Reconcile p95 is the upper bound of the histogram bucket (`controller_runtime_reconcile_time_seconds`) over the reconciles of that level.\n"
+        "Idle runners (`minRunners`, spread evenly) over 1 to 50 scale sets, one run per row: for each total, each set count in a rotated order (all its sets raised at once, then lowered to 0 until no runner pod is left). *Growth* is the manager's RSS over its RSS just before the level (every set installed, no runner), per runner (goal ≤ 20 KiB). *Provisioning* is runners per second from raising `minRunners` to the last pod (goal: as fast with many sets as with one). Reconcile p95 is the upper bound of the histogram bucket (`controller_runtime_reconcile_time_seconds`) over the reconciles of that level.\n"
     );
     let _ = writeln!(
         out,
@@ -417,7 +461,7 @@ fn render_jobs(points: &[JobsPoint], out: &mut String) {
     let runs = points.iter().map(|p| p.ups.len()).max().unwrap_or(1);
     let _ = writeln!(
         out,
-        "Jobs queued at once, spread evenly over the scale sets (`minRunners` 0, jobs of {} s), before the idle levels of the same sets (`--series-jobs`), {runs} run(s) per set count one after the other. *All pods* is from queuing to the last runner pod (median, then each run); *acquired → pod* pairs the k-th acquisition with the k-th pod within each run, as in the burst, over all runs. Goal: as fast per job with many sets as with one (*per job vs 1 set*: the 1-set row's median all-pods time over this row's, 100 % or more meets it; in brackets, this row's slowest and fastest run against the same median).\n",
+        "Jobs queued at once, spread evenly over the scale sets (`minRunners` 0, jobs of {} s), before the idle levels (`--series-jobs`), {runs} round(s); every set count's sets are installed for the whole series, and each round runs the set counts in a rotated order, so that each comes first, middle and last equally often (run times wander over a bench by half and more). *All pods* is from queuing to the last runner pod (median, then each run); *acquired → pod* pairs the k-th acquisition with the k-th pod within each run, as in the burst, over all runs. Goal: as fast per job with many sets as with one (*per job vs 1 set*: the 1-set row's median all-pods time over this row's, 100 % or more meets it; in brackets, this row's slowest and fastest run against the same median).\n",
         JOB.as_secs()
     );
     let _ = writeln!(
