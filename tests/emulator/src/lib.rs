@@ -215,6 +215,25 @@ impl Emulator {
         self.shared.read(|st, _| st.snapshot())
     }
 
+    /// Waits until every job in `ids` is completed, re-checking on every state change without
+    /// a snapshot, which copies every job and scale set (a bench's thousands of them, on
+    /// every change); returns the jobs still open after `timeout`, with their phase.
+    pub async fn wait_jobs_completed(
+        &self,
+        ids: &[i64],
+        timeout: Duration,
+    ) -> Result<(), Vec<(i64, Option<JobPhase>)>> {
+        let deadline = state::deadline_in(timeout);
+        let done = self
+            .shared
+            .wait_for(deadline, |st, _| st.open_jobs(ids).is_empty().then_some(()))
+            .await;
+        match done {
+            Some(()) => Ok(()),
+            None => Err(self.shared.read(|st, _| st.open_jobs(ids))),
+        }
+    }
+
     /// Waits until `pred` holds for a snapshot, re-checking on every state change; returns the
     /// snapshot, or an error with the last snapshot's summary after `timeout`.
     pub async fn wait_until(

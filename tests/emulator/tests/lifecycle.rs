@@ -223,6 +223,12 @@ async fn library_runner_api_and_wait_until() {
     let job = emu.runner_job(&conn, WAIT).await.unwrap().unwrap();
     assert_eq!(job.runner_request_id, job_id);
     emu.runner_started(&conn).unwrap();
+    let short = std::time::Duration::from_millis(50);
+    assert_eq!(
+        emu.wait_jobs_completed(&[job_id, 999_999], short).await,
+        Err(vec![(job_id, Some(JobPhase::Running)), (999_999, None)]),
+        "the open jobs with their phase"
+    );
     emu.runner_completed(&conn, Some(actions_emulator::JobResult::Canceled))
         .unwrap();
     let snap = emu
@@ -236,8 +242,27 @@ async fn library_runner_api_and_wait_until() {
         snap.job(job_id).unwrap().result,
         Some(actions_emulator::JobResult::Canceled)
     );
+    assert_eq!(emu.wait_jobs_completed(&[job_id], WAIT).await, Ok(()));
     assert!(emu.runner_connect(&jit).is_err(), "JIT config reused");
     let _ = m1;
+
+    // a runner that waits before there is a job wakes when it gets one, not when its wait ends
+    let (_, jit3) = admin.jit(ss, "lib-runner-3").await;
+    let conn3 = emu.runner_connect(&jit3).unwrap();
+    let woken = tokio::time::timeout(WAIT, emu.runner_job(&conn3, 10 * WAIT));
+    let (got, job3) = tokio::join!(woken, async {
+        let job3 = emu.queue_job(JobSpec::with_labels(["lib-set"]));
+        emu.wait_until(WAIT, |s| {
+            s.job(job3).is_some_and(|j| j.phase == JobPhase::Available)
+        })
+        .await
+        .unwrap();
+        session.acquire(&http, &admin.s, &format!("[{job3}]")).await;
+        job3
+    });
+    let got = got.expect("woken within WAIT").unwrap().unwrap();
+    assert_eq!(got.runner_request_id, job3);
+    emu.runner_completed(&conn3, None).unwrap();
 
     // a runner lost mid-job fails the job and stays registered (offline) until removed
     let job2 = emu.queue_job(JobSpec::with_labels(["lib-set"]));

@@ -5,7 +5,7 @@ use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use actions_emulator::{Emulator, EmulatorConfig, JobPhase, JobSpec};
+use actions_emulator::{Emulator, EmulatorConfig, JobSpec};
 use anyhow::{Context, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -688,22 +688,12 @@ impl System {
 
     /// Waits until every job in `ids` is completed.
     pub async fn wait_jobs_completed(&self, ids: &[i64], timeout: Duration) -> anyhow::Result<()> {
-        let waited = self
-            .emulator
-            .wait_until(timeout, |s| {
-                ids.iter()
-                    .all(|id| s.job(*id).is_some_and(|j| j.phase == JobPhase::Completed))
-            })
-            .await;
-        if let Err(e) = waited {
-            let snap = self.emulator.snapshot();
-            let open: Vec<String> = ids
+        if let Err(open) = self.emulator.wait_jobs_completed(ids, timeout).await {
+            let open: Vec<String> = open
                 .iter()
-                .filter_map(|id| snap.job(*id))
-                .filter(|j| j.phase != JobPhase::Completed)
-                .map(|j| format!("{} {:?}", j.id, j.phase))
+                .map(|(id, phase)| format!("{id} {phase:?}"))
                 .collect();
-            return Err(e.context(format!("jobs not completed: {}", open.join(", "))));
+            anyhow::bail!("jobs not completed within {timeout:?}: {}", open.join(", "));
         }
         self.stage(&format!("{} jobs completed", ids.len()));
         Ok(())

@@ -3,6 +3,15 @@
 use super::*;
 
 impl State {
+    /// The jobs among `ids` that are not completed, with their phase (an unknown id as
+    /// `None`).
+    pub fn open_jobs(&self, ids: &[i64]) -> Vec<(i64, Option<JobPhase>)> {
+        ids.iter()
+            .map(|id| (*id, self.jobs.get(id).map(|j| j.phase)))
+            .filter(|(_, phase)| *phase != Some(JobPhase::Completed))
+            .collect()
+    }
+
     pub(super) fn emit(&mut self, scale_set_id: i64, message: Value) {
         if let Some(q) = self.queues.get_mut(&scale_set_id) {
             q.pending.push_back(message);
