@@ -31,7 +31,8 @@ pub(super) struct Point {
     runners: usize,
     /// From raising `minRunners` to the last pod.
     up: f64,
-    /// Manager RSS at this level, and just before it (every set installed, no runner).
+    /// Manager RSS at this level, and before the first idle level (every set installed, no
+    /// runner).
     rss: Option<u64>,
     rss_base: Option<u64>,
     /// Manager CPU seconds (user + system) spent reaching this level.
@@ -163,13 +164,15 @@ async fn measure(
         }
     }
     series.jobs.extend(jobs.into_iter().flatten());
+    // One base for every idle level: measured just before each level, after the runners of the
+    // last one went, the allocator's retained memory made the growth of most levels 0 or below.
+    let rss_base = rss(&sys.manager_pids().await);
     for (i, &runners) in levels.runners.iter().enumerate() {
         for g in rotated(groups.len(), i) {
             let sets = &groups[g];
             if runners < sets.len() {
                 continue;
             }
-            let rss_base = rss(&sys.manager_pids().await);
             let point = level(sys, sets, runners, rss_base).await?;
             println!(
                 "    {runners} runners over {} set(s): up in {:.1} s, manager RSS {}, {:.1} CPU s",
@@ -417,7 +420,7 @@ pub(super) fn render(series: &Series, stopped: Option<&str>, out: &mut String) {
     let points = &series.levels;
     let _ = writeln!(
         out,
-        "Idle runners (`minRunners`, spread evenly) over 1 to 50 scale sets, one run per row: for each total, each set count in a rotated order (all its sets raised at once, then lowered to 0 until no runner pod is left). *Growth* is the manager's RSS over its RSS just before the level (every set installed, no runner), per runner (goal ≤ 20 KiB). *Provisioning* is runners per second from raising `minRunners` to the last pod (goal: as fast with many sets as with one). Reconcile p95 is the upper bound of the histogram bucket (`controller_runtime_reconcile_time_seconds`) over the reconciles of that level.\n"
+        "Idle runners (`minRunners`, spread evenly) over 1 to 50 scale sets, one run per row: for each total, each set count in a rotated order (all its sets raised at once, then lowered to 0 until no runner pod is left). *Growth* is the manager's RSS over its RSS before the first idle level (every set installed, no runner), per runner (goal ≤ 20 KiB). *Provisioning* is runners per second from raising `minRunners` to the last pod (goal: as fast with many sets as with one). Reconcile p95 is the upper bound of the histogram bucket (`controller_runtime_reconcile_time_seconds`) over the reconciles of that level.\n"
     );
     let _ = writeln!(
         out,
