@@ -265,8 +265,6 @@ mod tests {
         Bounds::new(min, max).expect("valid bounds")
     }
 
-    /// ARC's worked example of the desired count (min=1, max=3;
-    /// docs/architecture.md#desired-count).
     #[test]
     fn new_bounds_force_the_next_count() {
         let mut s = Scaler::new(bounds(0, 40));
@@ -285,6 +283,8 @@ mod tests {
         assert_eq!(s.step(3).patch_id, 4, "only the step after new bounds");
     }
 
+    /// ARC's worked example of the desired count (min=1, max=3;
+    /// docs/architecture.md#desired-count).
     #[test]
     fn listener_md_worked_example_min1_max3() {
         let mut s = Scaler::new(bounds(1, 3));

@@ -394,7 +394,7 @@ pub fn status(runners: &[ObservedRunner], policy: &SetPolicy) -> SetStatus {
 
 /// How many of [`SetStatus::current_replicas`] are runners whose job is done
 /// ([`ObservedRunner::job_done`]).
-fn status_of_done(runners: &[ObservedRunner], policy: &SetPolicy) -> u32 {
+fn replicas_done(runners: &[ObservedRunner], policy: &SetPolicy) -> u32 {
     let done: Vec<ObservedRunner> = runners.iter().filter(|r| r.job_done).cloned().collect();
     status(&done, policy).current_replicas
 }
@@ -448,7 +448,7 @@ pub fn plan(
     // stands in for a queued job until it exits, and then nothing replaces it before the
     // listener's next patch (an empty poll, up to 50 s later); or, seen live only through the
     // set's own creation, it makes a forced patch scale down a real idle runner instead.
-    let total = status.current_replicas - status_of_done(&kept, policy);
+    let total = status.current_replicas - replicas_done(&kept, policy);
     if total < spec.replicas {
         let paused = !policy.count_failed
             && policy
