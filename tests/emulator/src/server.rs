@@ -110,7 +110,8 @@ impl Shared {
         f(&mut lock(&self.state), now)
     }
 
-    /// Mutates the state, runs due transitions and wakes every waiter (long polls, runners).
+    /// Mutates the state, runs due transitions and wakes every waiter of changes (long polls),
+    /// and the runners' job waits when [`State::runner_jobs_epoch`] moved.
     pub(crate) fn mutate<R>(&self, f: impl FnOnce(&mut State, DateTime<Utc>) -> R) -> R {
         let now = self.now();
         let (r, epoch) = {
