@@ -5,11 +5,11 @@
 
 mod support;
 
-use actions_emulator::{JobPhase, JobSpec};
+use actions_emulator::{Emulator, JobPhase, JobSpec};
 use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
-use support::{Admin, Client, WAIT, emulator};
+use support::{Admin, Client, Session, WAIT, emulator};
 
 fn stat(s: &Value, key: &str) -> i64 {
     s[key]
@@ -204,6 +204,18 @@ async fn job_lifecycle_over_http() {
     assert_eq!(r.status, 404, "{}", r.text());
 }
 
+/// Queues a job for the set `lib-set`, waits until the service offers it, and acquires it.
+async fn queue_and_acquire(emu: &Emulator, session: &Session, http: &Client, admin: &Admin) -> i64 {
+    let job = emu.queue_job(JobSpec::with_labels(["lib-set"]));
+    emu.wait_until(WAIT, |s| {
+        s.job(job).is_some_and(|j| j.phase == JobPhase::Available)
+    })
+    .await
+    .unwrap();
+    session.acquire(http, &admin.s, &format!("[{job}]")).await;
+    job
+}
+
 #[tokio::test]
 async fn library_runner_api_and_wait_until() {
     let emu = emulator().await;
@@ -250,28 +262,13 @@ async fn library_runner_api_and_wait_until() {
     let (_, jit3) = admin.jit(ss, "lib-runner-3").await;
     let conn3 = emu.runner_connect(&jit3).unwrap();
     let woken = tokio::time::timeout(WAIT, emu.runner_job(&conn3, 10 * WAIT));
-    let (got, job3) = tokio::join!(woken, async {
-        let job3 = emu.queue_job(JobSpec::with_labels(["lib-set"]));
-        emu.wait_until(WAIT, |s| {
-            s.job(job3).is_some_and(|j| j.phase == JobPhase::Available)
-        })
-        .await
-        .unwrap();
-        session.acquire(&http, &admin.s, &format!("[{job3}]")).await;
-        job3
-    });
+    let (got, job3) = tokio::join!(woken, queue_and_acquire(&emu, &session, &http, &admin));
     let got = got.expect("woken within WAIT").unwrap().unwrap();
     assert_eq!(got.runner_request_id, job3);
     emu.runner_completed(&conn3, None).unwrap();
 
     // a runner lost mid-job fails the job and stays registered (offline) until removed
-    let job2 = emu.queue_job(JobSpec::with_labels(["lib-set"]));
-    emu.wait_until(WAIT, |s| {
-        s.job(job2).is_some_and(|j| j.phase == JobPhase::Available)
-    })
-    .await
-    .unwrap();
-    session.acquire(&http, &admin.s, &format!("[{job2}]")).await;
+    let job2 = queue_and_acquire(&emu, &session, &http, &admin).await;
     let (rid2, jit2) = admin.jit(ss, "lib-runner-2").await;
     let conn2 = emu.runner_connect(&jit2).unwrap();
     emu.runner_job(&conn2, WAIT).await.unwrap().unwrap();
