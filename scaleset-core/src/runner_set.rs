@@ -388,15 +388,19 @@ pub fn status(runners: &[ObservedRunner], policy: &SetPolicy) -> SetStatus {
             Bucket::Deleting | Bucket::Finished => {}
         }
     }
-    s.current_replicas = s.pending + s.running + if policy.count_failed { s.failed } else { 0 };
+    s.current_replicas = replicas(runners.iter(), policy);
     s
 }
 
-/// How many of [`SetStatus::current_replicas`] are runners whose job is done
-/// ([`ObservedRunner::job_done`]).
-fn replicas_done(runners: &[ObservedRunner], policy: &SetPolicy) -> u32 {
-    let done: Vec<ObservedRunner> = runners.iter().filter(|r| r.job_done).cloned().collect();
-    status(&done, policy).current_replicas
+/// How many of `runners` count in `currentReplicas`: pending and running, and failed with
+/// [`SetPolicy::count_failed`].
+fn replicas<'a>(runners: impl Iterator<Item = &'a ObservedRunner>, policy: &SetPolicy) -> u32 {
+    let counted = |r: &&ObservedRunner| match r.bucket() {
+        Bucket::Pending | Bucket::Running => true,
+        Bucket::Failed => policy.count_failed,
+        Bucket::Deleting | Bucket::Finished | Bucket::Outdated => false,
+    };
+    u32::try_from(runners.filter(counted).count()).unwrap_or(u32::MAX)
 }
 
 /// Highest parsed `patch-id` among all runners, including deleting ones; 0 with none.
@@ -448,7 +452,7 @@ pub fn plan(
     // stands in for a queued job until it exits, and then nothing replaces it before the
     // listener's next patch (an empty poll, up to 50 s later); or, seen live only through the
     // set's own creation, it makes a forced patch scale down a real idle runner instead.
-    let total = status.current_replicas - replicas_done(&kept, policy);
+    let total = status.current_replicas - replicas(kept.iter().filter(|r| r.job_done), policy);
     if total < spec.replicas {
         let paused = !policy.count_failed
             && policy

@@ -195,7 +195,7 @@ async fn measure(
 
 /// The indices `0..n` starting at `round % n`: over `n` rounds each comes once at each place.
 fn rotated(n: usize, round: usize) -> impl Iterator<Item = usize> {
-    (0..n).map(move |i| (i + round) % n.max(1))
+    (0..n).map(move |i| (i + round) % n)
 }
 
 /// Sets `minRunners` of every set, all at once as a single set is raised: one after the other,
