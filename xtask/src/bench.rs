@@ -237,6 +237,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Results> {
     if outcome.is_err() {
         eprintln!("{}", sys.diagnostics().await);
     }
+    sys.save_logs().await;
     println!("==> stopping everything");
     sys.shutdown().await;
     outcome

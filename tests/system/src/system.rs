@@ -913,7 +913,7 @@ impl System {
 
     /// With `ARC_TEST_LOG_DIR` set, writes the whole manager and listener logs there (of pods
     /// that are gone too) as `<system>_<pod directory>_<container>.log`, whatever the outcome.
-    async fn save_logs(&self) {
+    pub async fn save_logs(&self) {
         let Some(dir) = std::env::var_os("ARC_TEST_LOG_DIR") else {
             return;
         };
