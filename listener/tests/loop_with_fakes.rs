@@ -292,6 +292,28 @@ async fn a_batch_without_a_new_count_does_not_patch_the_set() {
     );
 }
 
+/// An idle listener's first batch of a burst (JobAvailable only, nothing assigned yet) would
+/// repeat the forced patch of its session start; it writes only the count of the next batch.
+#[tokio::test]
+async fn the_first_batch_of_a_burst_does_not_repeat_the_forced_patch() {
+    let service = FakeService::with(|s| {
+        s.create.push_back(Ok(session("s1", 0)));
+        s.poll
+            .push_back(Ok(Some(message(5, 0, vec![available(11), available(12)]))));
+        s.poll.push_back(Ok(Some(message(6, 2, vec![]))));
+    });
+    let patcher = FakePatcher::default();
+    run_until(service.clone(), patcher.clone(), settings(0, 10), |s, _| {
+        s.calls().contains(&"poll s1 last=6 max=10".to_owned())
+    })
+    .await
+    .expect("clean stop");
+    assert_eq!(
+        patcher.patches(),
+        vec![ers(0, None, ""), ers(1, Some(2), "")]
+    );
+}
+
 /// New bounds end the long poll, scale at once with the last statistics in a forced patch (idle
 /// runners above a lower bound go at once), and the next poll carries the new maximum.
 #[tokio::test]

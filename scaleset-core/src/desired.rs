@@ -210,28 +210,35 @@ impl Scaler {
     /// patchID 0 instead when nothing happened (not dirty), the target is unchanged, and it
     /// equals `minRunners`, and after new bounds.
     pub fn step(&mut self, assigned_jobs: u64) -> Decision {
-        let was_dirty = std::mem::take(&mut self.dirty);
-        let forced = std::mem::take(&mut self.forced);
+        let (decision, seq) = self.next(assigned_jobs);
+        self.dirty = false;
+        self.forced = false;
+        self.patch_seq = Some(seq);
+        self.last_target = Some(decision.target);
+        decision
+    }
+
+    /// What [`Scaler::step`] would decide now, and the sequence number it takes.
+    fn next(&self, assigned_jobs: u64) -> (Decision, i64) {
         let seq = match self.patch_seq {
             None => 0,
             Some(s) if s >= i64::from(i32::MAX) => 1,
             Some(s) => s + 1,
         };
-        self.patch_seq = Some(seq);
         let target = target_runners(self.bounds, assigned_jobs);
         let at_rest =
-            !was_dirty && self.last_target == Some(target) && target == self.bounds.min_runners;
-        self.last_target = Some(target);
-        Decision {
-            target,
-            patch_id: if at_rest || forced { 0 } else { seq },
-        }
+            !self.dirty && self.last_target == Some(target) && target == self.bounds.min_runners;
+        let patch_id = if at_rest || self.forced { 0 } else { seq };
+        (Decision { target, patch_id }, seq)
     }
 
     /// The step after a handled message batch, or `None` when its patch would tell the set
     /// nothing new: the target equals the last one written, no job completed since, and that
     /// patch was not a forced one (`patchID` 0 holds back no runner for a finished job, so a
-    /// job event since makes it stale).
+    /// job event since makes it stale); or the step would repeat the forced patch the set has,
+    /// as the first batch of a burst (JobAvailable only) does after an idle listener's empty
+    /// polls: that patch changed nothing on the API server, and the listener waited for it
+    /// before it read the batch that counts the jobs.
     ///
     /// ARC's listener patches after every batch; a batch of JobAvailable (before the service
     /// counts the jobs as assigned) or JobStarted only would then write the same `replicas`
@@ -240,11 +247,11 @@ impl Scaler {
     /// step leaves the sequence and the marks as they were: the next step counts the batch's
     /// job events.
     pub fn message_step(&mut self, assigned_jobs: u64) -> Option<Decision> {
-        let target = target_runners(self.bounds, assigned_jobs);
+        let (next, _) = self.next(assigned_jobs);
         let unchanged = self
             .written
-            .is_some_and(|w| w.target == target && w.patch_id != 0);
-        if unchanged && !self.completed_unwritten {
+            .is_some_and(|w| w.target == next.target && w.patch_id != 0);
+        if (unchanged && !self.completed_unwritten) || self.written == Some(next) {
             return None;
         }
         Some(self.step(assigned_jobs))
@@ -352,6 +359,33 @@ mod tests {
         s.written(completed);
         assert_eq!(s.message_step(3), None);
         assert_eq!(s.step(3).patch_id, 5, "empty polls always step");
+    }
+
+    #[test]
+    fn message_step_does_not_repeat_a_forced_patch() {
+        let mut s = Scaler::new(bounds(1, 10));
+        let idle = s.step(0);
+        assert_eq!((idle.target, idle.patch_id), (1, 0));
+        s.written(idle);
+        let poll = s.step(0);
+        assert_eq!(poll, idle, "an empty poll at rest forces again");
+        s.written(poll);
+        assert_eq!(
+            s.message_step(0),
+            None,
+            "JobAvailable only: the same forced patch"
+        );
+        let assigned = s.message_step(2).expect("the jobs are counted");
+        assert_eq!((assigned.target, assigned.patch_id), (3, 2));
+
+        let mut s = Scaler::new(bounds(1, 10));
+        let first = s.step(0);
+        s.written(first);
+        s.mark_dirty();
+        let started = s
+            .message_step(0)
+            .expect("after a job event the forced patch is stale");
+        assert_eq!((started.target, started.patch_id), (1, 1));
     }
 
     /// docs/architecture.md#desired-count: min=0, max=5, 6 assigned → 5 (never above maxRunners).
