@@ -20,9 +20,7 @@ mod apiserver_profile;
 mod cpu;
 mod series;
 
-/// Client-side Kubernetes rate limits and EphemeralRunner workers the bench gives the manager.
-const QPS: u32 = 200;
-const BURST: u32 = 400;
+/// EphemeralRunner workers the bench gives the manager.
 const RUNNER_WORKERS: u32 = 20;
 const MIB: f64 = 1024.0 * 1024.0;
 /// How long the Actions service holds a long poll without messages.
@@ -64,6 +62,14 @@ pub struct BenchArgs {
     /// builds; the bench itself, with the emulator and the node simulator, is always optimised.
     #[arg(long)]
     debug: bool,
+    /// The manager's client-side Kubernetes rate limit (`k8sClientRateLimiterQPS`). With four
+    /// manager requests per runner started, it bounds how fast runners start
+    /// (docs/architecture.md#benchmarks-and-the-machines-floor).
+    #[arg(long, default_value_t = 200)]
+    client_qps: u32,
+    /// The manager's client-side Kubernetes burst (`k8sClientRateLimiterBurst`).
+    #[arg(long, default_value_t = 400)]
+    client_burst: u32,
     /// Where to write the report.
     #[arg(long, default_value = "docs/benchmarks.md")]
     output: PathBuf,
@@ -75,6 +81,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.runs == 0 || args.burst == 0 || args.turnover_jobs < 10 || args.turnover_runners == 0 {
         bail!(
             "--runs, --burst and --turnover-runners must be at least 1 and --turnover-jobs at least 10; fix: drop the flags to use the defaults"
+        );
+    }
+    if args.client_qps == 0 || args.client_burst == 0 {
+        bail!(
+            "--client-qps {} and --client-burst {} must be at least 1; fix: drop the flags to use the defaults (200 and 400)",
+            args.client_qps,
+            args.client_burst
         );
     }
     if cfg!(debug_assertions) {
@@ -209,8 +222,8 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Results> {
     options.node_pods = u32::try_from(most_runners / 4 + 100).unwrap_or(500);
     options.controller_values = json!({
         "flags": {
-            "k8sClientRateLimiterQPS": QPS,
-            "k8sClientRateLimiterBurst": BURST,
+            "k8sClientRateLimiterQPS": args.client_qps,
+            "k8sClientRateLimiterBurst": args.client_burst,
             "runnerMaxConcurrentReconciles": RUNNER_WORKERS,
         },
         "metrics": {
@@ -672,7 +685,7 @@ fn render(args: &BenchArgs, r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "- Set-up: Kubernetes {} control plane (etcd, kube-apiserver with an audit log of writes and of ServiceAccounts' reads, controller-manager, scheduler) on loopback, the Actions-service emulator over HTTP (long polls held {} s without messages, as GitHub's) and the node simulator with 4 Nodes (both in the bench's own process, a release build); both charts rendered with real Helm and applied; the manager and listener {} under the charts' ServiceAccounts. Manager flags from the chart: `k8sClientRateLimiterQPS: {QPS}`, `k8sClientRateLimiterBurst: {BURST}`, `runnerMaxConcurrentReconciles: {RUNNER_WORKERS}`, and the manager's metrics on port {}. Everything shares the machine's cores.",
+        "- Set-up: Kubernetes {} control plane (etcd, kube-apiserver with an audit log of writes and of ServiceAccounts' reads, controller-manager, scheduler) on loopback, the Actions-service emulator over HTTP (long polls held {} s without messages, as GitHub's) and the node simulator with 4 Nodes (both in the bench's own process, a release build); both charts rendered with real Helm and applied; the manager and listener {} under the charts' ServiceAccounts. Manager flags from the chart: `k8sClientRateLimiterQPS: {}`, `k8sClientRateLimiterBurst: {}` (`--client-qps`, `--client-burst`), `runnerMaxConcurrentReconciles: {RUNNER_WORKERS}`, and the manager's metrics on port {}. Everything shares the machine's cores.",
         r.kubernetes,
         GITHUB_LONG_POLL.as_secs(),
         match system::runtime_from_env() {
@@ -683,6 +696,8 @@ fn render(args: &BenchArgs, r: &Results) -> String {
                 if args.debug { "debug" } else { "release" }
             ),
         },
+        args.client_qps,
+        args.client_burst,
         series::METRICS_PORT
     );
     let _ = writeln!(
