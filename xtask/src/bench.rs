@@ -531,7 +531,7 @@ async fn idle(sys: &System, args: &BenchArgs, results: &mut Results) -> anyhow::
     results.manager_rss_loaded = samples.into_iter().max();
     println!(
         "    {n} runners up in {:.1} s; manager RSS {}",
-        started.elapsed().as_secs_f64(),
+        results.idle_runners_up.unwrap_or(f64::NAN),
         results
             .manager_rss_loaded
             .map_or("?".to_owned(), |b| format!("{:.1} MiB", b as f64 / MIB))
