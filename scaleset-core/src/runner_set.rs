@@ -380,27 +380,29 @@ pub enum StatusChanges {
 pub fn status(runners: &[ObservedRunner], policy: &SetPolicy) -> SetStatus {
     let mut s = SetStatus::default();
     for r in runners {
-        match r.bucket() {
+        let bucket = r.bucket();
+        match bucket {
             Bucket::Pending => s.pending += 1,
             Bucket::Running => s.running += 1,
             Bucket::Failed => s.failed += 1,
             Bucket::Outdated => s.outdated = true,
             Bucket::Deleting | Bucket::Finished => {}
         }
+        if in_replicas(bucket, policy) {
+            s.current_replicas += 1;
+        }
     }
-    s.current_replicas = replicas(runners.iter(), policy);
     s
 }
 
-/// How many of `runners` count in `currentReplicas`: pending and running, and failed with
-/// [`SetPolicy::count_failed`].
-fn replicas<'a>(runners: impl Iterator<Item = &'a ObservedRunner>, policy: &SetPolicy) -> u32 {
-    let counted = |r: &&ObservedRunner| match r.bucket() {
+/// Whether a runner in `bucket` counts in `currentReplicas`: pending and running, and failed
+/// with [`SetPolicy::count_failed`].
+fn in_replicas(bucket: Bucket, policy: &SetPolicy) -> bool {
+    match bucket {
         Bucket::Pending | Bucket::Running => true,
         Bucket::Failed => policy.count_failed,
         Bucket::Deleting | Bucket::Finished | Bucket::Outdated => false,
-    };
-    u32::try_from(runners.filter(counted).count()).unwrap_or(u32::MAX)
+    }
 }
 
 /// Highest parsed `patch-id` among all runners, including deleting ones; 0 with none.
@@ -452,7 +454,13 @@ pub fn plan(
     // stands in for a queued job until it exits, and then nothing replaces it before the
     // listener's next patch (an empty poll, up to 50 s later); or, seen live only through the
     // set's own creation, it makes a forced patch scale down a real idle runner instead.
-    let total = status.current_replicas - replicas(kept.iter().filter(|r| r.job_done), policy);
+    let done = kept
+        .iter()
+        .filter(|r| r.job_done && in_replicas(r.bucket(), policy))
+        .count();
+    let total = status
+        .current_replicas
+        .saturating_sub(u32::try_from(done).unwrap_or(u32::MAX));
     if total < spec.replicas {
         let paused = !policy.count_failed
             && policy
