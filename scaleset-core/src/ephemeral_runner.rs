@@ -42,6 +42,10 @@ use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// How long a runner whose registration the set removed waits for the set to delete it before
+/// its own controller does.
+pub const SET_DELETION_GRACE: Duration = Duration::from_secs(10);
+
 /// Pod-failure retry budget and backoff.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryPolicy {
@@ -113,6 +117,9 @@ pub struct RunnerState {
     pub last_failure: Option<Timestamp>,
     /// `metadata.creationTimestamp`.
     pub created_at: Timestamp,
+    /// How long ago the set removed this runner's registration from the service to scale
+    /// down; the set deletes the runner next.
+    pub registration_removed: Option<Duration>,
 }
 
 impl Default for RunnerState {
@@ -126,6 +133,7 @@ impl Default for RunnerState {
             failures: 0,
             last_failure: None,
             created_at: Timestamp::default(),
+            registration_removed: None,
         }
     }
 }
@@ -160,9 +168,9 @@ pub enum ServiceRemoval {
     BestEffortAfter,
     /// Nothing to remove (never registered, or the finalizer will do it).
     None,
-    /// The service removed the registration itself: an ephemeral runner that finished the job
-    /// it started. The deletion skips `RemoveRunner`, which could only answer 404 (a finalizer
-    /// that runs again later still calls it).
+    /// The registration is gone already: the service removed it after the job the runner
+    /// started, or the set or a user removed it. The deletion skips `RemoveRunner`, which could
+    /// only answer 404 (a finalizer that runs again later still calls it).
     DoneByService,
 }
 
@@ -179,8 +187,8 @@ pub enum DeleteCause {
     CreateRejected,
     /// The JIT name is registered by another scale set.
     NameTaken,
-    /// The runner's registration was removed by someone else while its pod failed: the set's
-    /// scale-down (which deletes the runner next) or a user on GitHub.
+    /// The runner's registration was removed by someone else: the set's scale-down (which
+    /// deletes the runner next) or a user on GitHub.
     RegistrationGone,
 }
 
@@ -262,6 +270,15 @@ pub fn decide(
         RunnerPhase::Succeeded | RunnerPhase::Failed | RunnerPhase::Outdated
     ) {
         return Action::CleanupTerminal;
+    }
+    if let Some(ago) = runner.registration_removed {
+        // The set deletes the runner itself just after the removal: a deletion from here too
+        // would be a second request for one runner, at the time the manager's request budget
+        // is tightest (a scale-down of many runners). It is the fallback.
+        return match SET_DELETION_GRACE.checked_sub(ago) {
+            Some(left) if !left.is_zero() => Action::Wait(Some(left)),
+            _ => delete(DeleteCause::RegistrationGone, ServiceRemoval::DoneByService),
+        };
     }
     let Some(pod) = pod else {
         return without_pod(runner, now, policy);
@@ -629,9 +646,10 @@ pub enum RetryRemoval {
 pub fn after_retry_removal(result: RemoveResult) -> RetryRemoval {
     match result {
         RemoveResult::Removed => RetryRemoval::Proceed,
-        RemoveResult::AlreadyGone => {
-            RetryRemoval::Delete(delete(DeleteCause::RegistrationGone, ServiceRemoval::None))
-        }
+        RemoveResult::AlreadyGone => RetryRemoval::Delete(delete(
+            DeleteCause::RegistrationGone,
+            ServiceRemoval::DoneByService,
+        )),
         RemoveResult::JobStillRunning | RemoveResult::Failed => {
             RetryRemoval::Wait(JOB_STILL_RUNNING_RETRY)
         }

@@ -39,6 +39,7 @@ fn state(k: Key) -> RunnerState {
         failures: k.5,
         last_failure: None,
         created_at: Timestamp::from_unix_seconds(0),
+        registration_removed: None,
     }
 }
 

@@ -32,6 +32,7 @@ use scaleset_core::ephemeral_runner::{
 use serde_json::json;
 
 use crate::Context;
+use crate::controllers::recent::RemovedRegistrations;
 use crate::controllers::{delete_ignoring_missing, namespace_of, watched_api};
 use crate::crd::EphemeralRunner;
 use crate::error::Error;
@@ -68,6 +69,7 @@ struct State {
     own_writes: super::OwnWrites,
     /// When this controller started, and the runners it created a JIT Secret for since.
     made: observe::Made,
+    removed: Arc<RemovedRegistrations>,
 }
 
 /// Runs the EphemeralRunner controller with `settings` on the shared runner watch: `runner_store`
@@ -77,6 +79,7 @@ pub(super) async fn run_on(
     settings: Settings,
     runner_store: reflector::Store<EphemeralRunner>,
     events: impl futures::Stream<Item = Result<EphemeralRunner, watcher::Error>> + Send + 'static,
+    removed: Arc<RemovedRegistrations>,
 ) -> anyhow::Result<()> {
     let pods: Api<Pod> = watched_api(&ctx);
     let concurrency = ctx.options.runner_max_concurrent_reconciles.max(1);
@@ -96,6 +99,7 @@ pub(super) async fn run_on(
         released: deletion::Released::default(),
         own_writes: super::OwnWrites::default(),
         made: observe::Made::since(observe::now() + START_MARGIN),
+        removed,
     });
     let results = Controller::for_stream(queue.watch_self(events), runner_store)
         .trigger_backoff(super::watch_backoff())
@@ -134,19 +138,33 @@ async fn reconcile(er: Arc<EphemeralRunner>, state: Arc<State>) -> Result<Requeu
         }
         let api: Api<EphemeralRunner> = Api::namespaced(ctx.client.clone(), &ns);
         let pass = Pass::new(&state, &ns);
-        let result = finalizer(
-            &api,
-            finalizers::EPHEMERAL_RUNNER,
-            er.clone(),
-            |event| async {
-                match event {
-                    Finalizer::Apply(er) => pass.apply((*er).clone()).await,
-                    Finalizer::Cleanup(er) => pass.cleanup(&er, Finish::Registration).await,
-                }
-            },
-        )
-        .await;
-        if result.is_ok() && er.metadata.deletion_timestamp.is_some() {
+        let deleting = er.metadata.deletion_timestamp.is_some();
+        let result = if deleting
+            && er
+                .finalizers()
+                .iter()
+                .any(|f| f == finalizers::EPHEMERAL_RUNNER)
+        {
+            // Both finalizers go in one patch; through the helper, its own took a second.
+            pass.cleanup(&er, Finish::External)
+                .await
+                .map_err(kube::runtime::finalizer::Error::CleanupFailed)
+        } else {
+            finalizer(
+                &api,
+                finalizers::EPHEMERAL_RUNNER,
+                er.clone(),
+                |event| async {
+                    match event {
+                        Finalizer::Apply(er) => pass.apply((*er).clone()).await,
+                        // Not reached while the branch above takes every deleting runner.
+                        Finalizer::Cleanup(er) => pass.cleanup(&er, Finish::Registration).await,
+                    }
+                },
+            )
+            .await
+        };
+        if result.is_ok() && deleting {
             state.released.insert(&er);
         }
         if state.released.contains(&er) {
@@ -176,6 +194,7 @@ struct Pass<'a> {
     released: &'a deletion::Released,
     own_writes: &'a super::OwnWrites,
     made: &'a observe::Made,
+    removed: &'a RemovedRegistrations,
     namespace: String,
     runners: Api<EphemeralRunner>,
     pods: Api<Pod>,
@@ -208,6 +227,7 @@ impl<'a> Pass<'a> {
             released: &state.released,
             own_writes: &state.own_writes,
             made: &state.made,
+            removed: &state.removed,
             namespace: ns.to_owned(),
             runners: Api::namespaced(client.clone(), ns),
             pods: Api::namespaced(client.clone(), ns),
@@ -243,7 +263,8 @@ impl<'a> Pass<'a> {
                 None => self.observe(&er, fresh).await?,
             };
             let jit_secret = seen.secret.is_some() || !seen.secret_known;
-            let runner = observe::runner_state(&er, jit_secret, seen.pod.as_ref());
+            let mut runner = observe::runner_state(&er, jit_secret, seen.pod.as_ref());
+            runner.registration_removed = self.removed.age(&runner.runner_id);
             let observed = seen.pod.as_ref().map(observe::pod_observation);
             let action = decide(&runner, observed.as_ref(), observe::now(), self.policy);
             // A failure is judged on the runner and pod as the API server has them, not the
@@ -257,9 +278,11 @@ impl<'a> Pass<'a> {
             if register && self.made.untouched(&er) {
                 checked = true;
             }
-            // A runner that completed is deleted whatever the API server adds: no read.
+            // A runner that completed, or whose registration the set removed, is deleted
+            // whatever the API server adds: no read.
             let failure = matches!(action, Action::RetryPod(_))
-                || matches!(action, Action::DeleteRunner { cause, .. } if cause != DeleteCause::Completed);
+                || matches!(action, Action::DeleteRunner { cause, .. }
+                    if !matches!(cause, DeleteCause::Completed | DeleteCause::RegistrationGone));
             if !checked && (register || failure) {
                 checked = true;
                 let Some(current) = self.runners.get_opt(&name).await? else {

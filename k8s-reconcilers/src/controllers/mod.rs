@@ -20,6 +20,7 @@ pub mod ephemeral_runner;
 pub mod ephemeral_runner_set;
 pub mod orphaned_registrations;
 mod own_writes;
+pub(crate) mod recent;
 pub mod runner_watch;
 
 pub(crate) use own_writes::OwnWrites;

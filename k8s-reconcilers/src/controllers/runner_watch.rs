@@ -1,5 +1,6 @@
 //! One watch of every EphemeralRunner for both controllers that read them: the runner controller
-//! (its own kind) and the set controller (its children), on one cache. With a watch each, the API
+//! (its own kind) and the set controller (its children), on one cache; and the registrations the
+//! set controller removed, which the runner controller need not remove again. With a watch each, the API
 //! server sent every runner's every change twice, and the manager decoded and cached it twice
 //! (docs/architecture.md#memory).
 
@@ -10,6 +11,7 @@ use futures::{FutureExt, StreamExt};
 use kube::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 
+use super::recent::RemovedRegistrations;
 use super::{drop_managed_fields, ephemeral_runner, ephemeral_runner_set, watch_backoff};
 use crate::Context;
 use crate::crd::EphemeralRunner;
@@ -58,9 +60,16 @@ pub async fn run(
         anyhow::ensure!(shutdown.triggered(), "{name} stopped unexpectedly");
         Ok(())
     };
-    let runners = ephemeral_runner::run_on(runner_ctx, runner_settings, store.clone(), applied)
-        .map(|r| until_shutdown(ephemeral_runner::CONTROLLER, r));
-    let sets = ephemeral_runner_set::run_on(set_ctx, set_settings, store, touched)
+    let removed = Arc::new(RemovedRegistrations::default());
+    let runners = ephemeral_runner::run_on(
+        runner_ctx,
+        runner_settings,
+        store.clone(),
+        applied,
+        removed.clone(),
+    )
+    .map(|r| until_shutdown(ephemeral_runner::CONTROLLER, r));
+    let sets = ephemeral_runner_set::run_on(set_ctx, set_settings, store, touched, removed)
         .map(|r| until_shutdown(ephemeral_runner_set::CONTROLLER, r));
     futures::try_join!(fan_out.map(Ok), runners, sets).map(|_| ())
 }

@@ -127,6 +127,46 @@ fn exit_zero_after_a_job_leaves_the_removal_to_the_service() {
     );
 }
 
+/// A runner whose registration the set removed to scale down is the set's to delete; if the
+/// set's deletion does not come, its own controller deletes it, without a second
+/// `RemoveRunner`, whatever its pod shows: its runner exits non-zero once the registration is
+/// gone, and that exit is the runner's end, not a failure to retry.
+#[test]
+fn a_registration_the_set_removed_ends_the_runner_without_a_retry() {
+    let removed = |ago: u64| RunnerState {
+        registration_removed: Some(Duration::from_secs(ago)),
+        ..started()
+    };
+    let gone = Action::DeleteRunner {
+        cause: DeleteCause::RegistrationGone,
+        removal: ServiceRemoval::DoneByService,
+    };
+    let running = PodObservation {
+        phase: PodPhase::Running,
+        runner: ContainerState::Running,
+        ..PodObservation::default()
+    };
+    let exited = terminated(PodPhase::Failed, 1, "Error");
+    for pod in [None, Some(&running), Some(&exited)] {
+        assert_eq!(
+            go(&removed(4), pod),
+            Action::Wait(Some(SET_DELETION_GRACE - Duration::from_secs(4))),
+            "pod {pod:?}: the set's deletion is awaited"
+        );
+        let late = SET_DELETION_GRACE.as_secs();
+        assert_eq!(go(&removed(late), pod), gone, "pod {pod:?}");
+    }
+    assert!(
+        matches!(go(&started(), Some(&exited)), Action::RetryPod(_)),
+        "the same exit of a runner still registered is retried"
+    );
+    assert_eq!(
+        after_retry_removal(RemoveResult::AlreadyGone),
+        RetryRemoval::Delete(gone),
+        "a retry that finds the registration gone deletes the runner without another removal"
+    );
+}
+
 /// docs/architecture.md#pod-states; ARC#4242: exit 7 means deprecated runner.
 #[test]
 fn exit_seven_marks_outdated() {
@@ -507,27 +547,34 @@ fn any_runner() -> impl Strategy<Value = RunnerState> {
         -1i64..3,
         any::<bool>(),
         0u32..8,
+        proptest::option::of(0u64..20),
     )
-        .prop_map(|(phase, ready, jit, id, job, failures)| RunnerState {
-            phase,
-            ready,
-            jit_secret: jit,
-            runner_id: id,
-            has_job: job,
-            failures,
-            last_failure: None,
-            created_at: t(0),
-        })
+        .prop_map(
+            |(phase, ready, jit, id, job, failures, removed)| RunnerState {
+                phase,
+                ready,
+                jit_secret: jit,
+                runner_id: id,
+                has_job: job,
+                failures,
+                last_failure: None,
+                created_at: t(0),
+                registration_removed: removed.map(Duration::from_secs),
+            },
+        )
 }
 
 proptest! {
-    /// Terminal pod observations always lead somewhere: never a plain wait.
+    /// Terminal pod observations always lead somewhere: never a plain wait, and a timed one
+    /// only for the set's deletion of a runner whose registration it removed.
     #[test]
     fn terminal_pod_states_never_dead_end(runner in any_runner(), pod in any_pod()) {
         let action = go(&runner, pod.as_ref());
         if let Some(p) = &pod {
             let terminal = matches!(p.runner, ContainerState::Terminated { .. }) || p.phase == PodPhase::Failed || p.failed_init.is_some();
-            if terminal && !p.deleting {
+            let awaits_the_set = runner.registration_removed.is_some()
+                && matches!(action, Action::Wait(Some(_)));
+            if terminal && !p.deleting && !awaits_the_set {
                 prop_assert!(!matches!(action, Action::Wait(_)), "dead end: {:?}", action);
             }
         }

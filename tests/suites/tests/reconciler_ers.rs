@@ -513,6 +513,50 @@ async fn a_burst_creates_every_runner_once_in_parallel() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A forced scale-down removes its runners side by side, never more than asked, and each
+/// registration once: the runner controller does not remove again what the set removed.
+#[tokio::test]
+async fn a_scale_down_removes_each_runner_once_and_no_more() -> anyhow::Result<()> {
+    let h = Harness::start("ers-down", 5).await?;
+    let keep = k8s_reconcilers::controllers::ephemeral_runner_set::CREATE_PARALLELISM;
+    let keep_i32 = i32::try_from(keep)?;
+    create_set(&h, "set", 3 * keep_i32, 1).await?;
+    for r in registered_runners(&h, 3 * keep).await? {
+        h.set_pod_status(&r.name_any(), running_status()).await?;
+    }
+    // The set removes the registrations it knows of: a running runner's, from its status.
+    eventually("every runner running", WAIT, || async {
+        let s = h.sets().get("set").await?.status.unwrap_or_default();
+        Ok((s.running_ephemeral_runners == 3 * keep_i32).then_some(()))
+    })
+    .await?;
+    let calls_before = h.service.remove_calls();
+    scale(&h, "set", keep_i32, 0).await?;
+    let kept = eventually("the surplus runners gone", WAIT, || async {
+        let all = h.runners().list(&Default::default()).await?.items;
+        Ok((all.len() == keep).then_some(all))
+    })
+    .await?;
+    assert_eq!(
+        h.service.runners().keys().cloned().collect::<BTreeSet<_>>(),
+        names(&kept)
+    );
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(
+            live(&h).await?.len(),
+            keep,
+            "no runner beyond the surplus goes"
+        );
+    }
+    assert_eq!(
+        h.service.remove_calls() - calls_before,
+        2 * keep,
+        "one RemoveRunner per runner removed"
+    );
+    Ok(())
+}
+
 /// Issue #20 item 2, EphemeralRunnerSet: its idle runner cannot be removed from the service (the
 /// credentials Secret is gone). After the grace period the set's finalizer goes and the runners
 /// left are reported (a Warning Event and the metric); they follow by garbage collection, each

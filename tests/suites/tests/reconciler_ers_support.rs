@@ -40,6 +40,7 @@ struct Registry {
     runners: BTreeMap<i64, RunnerInfo>,
     busy: BTreeSet<i64>,
     removed: Vec<i64>,
+    remove_calls: usize,
 }
 
 /// An in-memory Actions service: runner registrations by JIT config (listed as GitHub's REST API
@@ -67,6 +68,11 @@ impl FakeService {
     /// Runner ids removed so far, in order.
     pub fn removed(&self) -> Vec<i64> {
         self.lock().removed.clone()
+    }
+
+    /// `RemoveRunner` calls so far, whatever they answered.
+    pub fn remove_calls(&self) -> usize {
+        self.lock().remove_calls
     }
 
     /// Marks a runner as running a job (`RemoveRunner` answers `JobStillRunning`).
@@ -199,6 +205,7 @@ impl ActionsService for FakeService {
     }
     fn remove_runner(&self, id: i64) -> Fut<'_, ()> {
         Box::pin(async move {
+            self.lock().remove_calls += 1;
             match self.take(id, "RemoveRunner")? {
                 true => Ok(()),
                 false => Err(ServiceError::new(

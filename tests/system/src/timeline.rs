@@ -123,6 +123,15 @@ impl Timeline {
             .count()
     }
 
+    /// How many EphemeralRunners exist now (seen and not seen deleted).
+    pub fn runners_present(&self) -> usize {
+        let seen = lock(&self.seen);
+        seen.runners_created
+            .keys()
+            .filter(|name| !seen.runners_deleted.contains_key(*name))
+            .count()
+    }
+
     /// When each EphemeralRunner was first seen, by name.
     pub fn runners_created(&self) -> HashMap<String, DateTime<Utc>> {
         lock(&self.seen).runners_created.clone()

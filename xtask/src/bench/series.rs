@@ -31,6 +31,10 @@ pub(super) struct Point {
     runners: usize,
     /// From raising `minRunners` to the last pod.
     up: f64,
+    /// From lowering `minRunners` to 0 until no EphemeralRunner is left, and until no runner
+    /// pod is left (the garbage collector deletes the pods of deleted runners).
+    runners_gone: f64,
+    pods_gone: f64,
     /// Manager RSS at this level, and before the first idle level (every set installed, no
     /// runner).
     rss: Option<u64>,
@@ -175,18 +179,17 @@ async fn measure(
             }
             let point = level(sys, sets, runners, rss_base).await?;
             println!(
-                "    {runners} runners over {} set(s): up in {:.1} s, manager RSS {}, {:.1} CPU s",
+                "    {runners} runners over {} set(s): up in {:.1} s, runners gone in {:.1} s, pods in {:.1} s, manager RSS {}, {:.1} CPU s",
                 sets.len(),
                 point.up,
+                point.runners_gone,
+                point.pods_gone,
                 point
                     .rss
                     .map_or("?".to_owned(), |b| format!("{:.1} MiB", b as f64 / MIB)),
                 point.cpu
             );
             series.levels.push(point);
-            set_min_runners(sys, sets, 0).await?;
-            // The next level counts runner pods: none of these may linger.
-            wait_for_pods(sys, 0).await?;
         }
     }
     series.levels.sort_by_key(|p| (p.sets, p.runners));
@@ -276,7 +279,7 @@ async fn jobs_level(sys: &System, sets: &[ScaleSet], jobs: usize) -> anyhow::Res
 }
 
 /// Raises the sets' `minRunners` to hold `runners` in total and measures the manager until
-/// every runner pod exists.
+/// every runner pod exists, then lowers it to 0 and measures until no runner pod is left.
 async fn level(
     sys: &System,
     sets: &[ScaleSet],
@@ -300,6 +303,17 @@ async fn level(
         samples.extend(rss(&sys.manager_pids().await));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    // The next level counts runner pods: none of these may linger.
+    let timeline = Timeline::start(sys.client(), sys.runner_namespace()).await?;
+    let lowered = Instant::now();
+    set_min_runners(sys, sets, 0).await?;
+    wait_for(LEVEL_TIMEOUT, "no EphemeralRunner", || async {
+        Ok(timeline.runners_present() == 0)
+    })
+    .await?;
+    let runners_gone = lowered.elapsed().as_secs_f64();
+    wait_for_pods(sys, 0).await?;
+    let pods_gone = lowered.elapsed().as_secs_f64();
     let reconcile_p95 = CONTROLLERS
         .iter()
         .filter_map(|c| {
@@ -312,6 +326,8 @@ async fn level(
         sets: sets.len(),
         runners: want,
         up,
+        runners_gone,
+        pods_gone,
         rss: samples.into_iter().max(),
         rss_base,
         cpu,
@@ -420,13 +436,13 @@ pub(super) fn render(series: &Series, stopped: Option<&str>, out: &mut String) {
     let points = &series.levels;
     let _ = writeln!(
         out,
-        "Idle runners (`minRunners`, spread evenly) over 1 to 50 scale sets, one run per row: for each total, each set count in a rotated order (all its sets raised at once, then lowered to 0 until no runner pod is left). *Growth* is the manager's RSS over its RSS before the first idle level (every set installed, no runner), per runner (goal ≤ 20 KiB). *Provisioning* is runners per second from raising `minRunners` to the last pod (goal: as fast with many sets as with one). Reconcile p95 is the upper bound of the histogram bucket (`controller_runtime_reconcile_time_seconds`) over the reconciles of that level.\n"
+        "Idle runners (`minRunners`, spread evenly) over 1 to 50 scale sets, one run per row: for each total, each set count in a rotated order (all its sets raised at once, then lowered to 0 until no runner pod is left). *Growth* is the manager's RSS over its RSS before the first idle level (every set installed, no runner), per runner (goal ≤ 20 KiB). *Provisioning* is runners per second from raising `minRunners` to the last pod (goal: as fast with many sets as with one); *Gone* is from lowering it to 0 until no EphemeralRunner is left (each removed from the service and deleted), then until no runner pod is left (Kubernetes' garbage collector deletes the pods of deleted runners, at the rate its client allows). Reconcile p95 is the upper bound of the histogram bucket (`controller_runtime_reconcile_time_seconds`) over the reconciles of that level.\n"
     );
     let _ = writeln!(
         out,
-        "| Scale sets | Runners | All pods (s) | Provisioning (runners/s) | Manager RSS (MiB) | Growth (KiB/runner) | Manager CPU (s) | Reconcile p95, runner / set (s) |"
+        "| Scale sets | Runners | All pods (s) | Provisioning (runners/s) | Gone: runners / pods (s) | Manager RSS (MiB) | Growth (KiB/runner) | Manager CPU (s) | Reconcile p95, runner / set (s) |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for p in points {
         let mib = |b: Option<u64>| b.map_or(f64::NAN, |b| b as f64 / MIB);
         let growth = match (p.rss, p.rss_base) {
@@ -442,11 +458,13 @@ pub(super) fn render(series: &Series, stopped: Option<&str>, out: &mut String) {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {growth:.1} | {:.1} | {} / {} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} / {:.1} | {:.1} | {growth:.1} | {:.1} | {} / {} |",
             p.sets,
             p.runners,
             p.up,
             p.runners as f64 / p.up,
+            p.runners_gone,
+            p.pods_gone,
             mib(p.rss),
             p.cpu,
             p95(CONTROLLERS[0]),

@@ -14,11 +14,9 @@ use crate::crd::EphemeralRunner;
 use crate::error::Error;
 use crate::names::{finalizers, labels};
 
+use crate::controllers::recent::Recent;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// Which finalizers a cleanup drops when it is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,37 +29,29 @@ pub(super) enum Finish {
         /// The service already removed the registration.
         registration_gone: bool,
     },
+    /// Both, in one patch, for a runner someone else deleted (the set's scale-down or cleanup,
+    /// a user), whose pod may still run: the pod is deleted too.
+    External,
 }
-
-/// How long a released runner is remembered: far longer than its deletion's watch events take.
-const RELEASED_MEMORY: Duration = Duration::from_secs(60);
 
 /// The UIDs of runners whose finalizers a pass removed, for a while. The watch events of their
 /// deletion still show the finalizers; a pass for one of those would only send finalizer
 /// patches that fail with 404 (two writes per runner) and read the pod and Secret again.
 #[derive(Debug, Default)]
-pub(super) struct Released(Mutex<HashMap<String, Instant>>);
+pub(super) struct Released(Recent<String>);
 
 impl Released {
     /// Whether `er` is a runner this controller already released.
     pub(super) fn contains(&self, er: &EphemeralRunner) -> bool {
-        let uid = er.metadata.uid.as_deref().unwrap_or_default();
-        er.metadata.deletion_timestamp.is_some() && self.lock().contains_key(uid)
+        let uid = er.metadata.uid.clone().unwrap_or_default();
+        er.metadata.deletion_timestamp.is_some() && self.0.contains(&uid)
     }
 
-    /// Remembers `er` as released, forgetting runners released long ago.
+    /// Remembers `er` as released.
     pub(super) fn insert(&self, er: &EphemeralRunner) {
-        let Some(uid) = er.metadata.uid.clone() else {
-            return;
-        };
-        let now = Instant::now();
-        let mut released = self.lock();
-        released.retain(|_, at| now.duration_since(*at) < RELEASED_MEMORY);
-        released.insert(uid, now);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        crate::lock(&self.0)
+        if let Some(uid) = er.metadata.uid.clone() {
+            self.0.insert(uid);
+        }
     }
 }
 
@@ -81,7 +71,11 @@ impl Pass<'_> {
             Finish::Both {
                 registration_gone: true
             }
-        );
+        ) || self.removed.contains(&resources::registered_id(
+            er,
+            self.cached_pod(&name).as_ref(),
+            None,
+        ));
         let pod = if !registration_gone
             && er
                 .finalizers()
@@ -103,19 +97,20 @@ impl Pass<'_> {
         } else {
             self.cached_pod(&name)
         };
-        self.delete_orphaned_dependents(er, pod.as_ref()).await?;
+        let stop_pod = matches!(finish, Finish::External);
+        self.delete_dependents(er, pod.as_ref(), stop_pod).await?;
         if resources::uses_container_hooks(er) {
             self.delete_hook_resources(&name).await?;
         }
         let done: &[&str] = match finish {
             Finish::Registration => &[finalizers::RUNNER_REGISTRATION],
-            Finish::Both { .. } => &[
+            Finish::Both { .. } | Finish::External => &[
                 finalizers::RUNNER_REGISTRATION,
                 finalizers::EPHEMERAL_RUNNER,
             ],
         };
         self.remove_finalizers(er, done).await?;
-        if matches!(finish, Finish::Both { .. }) {
+        if !matches!(finish, Finish::Registration) {
             self.released.insert(er);
         }
         Ok(Requeue::await_change())
@@ -219,18 +214,27 @@ impl Pass<'_> {
     }
 
     /// The pod and the JIT Secret name the runner as their controlling owner, so the garbage
-    /// collector deletes them once the runner is gone. Deletes them here only when this deletion
+    /// collector deletes them once the runner is gone. Deletes them here when this deletion
     /// orphans them: the runner carries the `orphan` finalizer (`kubectl delete
     /// --cascade=orphan`), or the collector already took the runner's owner reference off them.
-    async fn delete_orphaned_dependents(
+    /// With `stop_pod`, deletes the pod anyway: the collector goes at its client's pace (20
+    /// requests a second by default), which left the pods of 1,000 scaled-down runners in place
+    /// for two minutes after the runners.
+    async fn delete_dependents(
         &self,
         er: &EphemeralRunner,
         pod: Option<&Pod>,
+        stop_pod: bool,
     ) -> Result<(), Error> {
         let name = er.name_any();
         let orphaning = er.finalizers().iter().any(|f| f == ORPHAN_FINALIZER);
         match pod {
-            Some(pod) if !orphaning && owned_by(&pod.metadata, er) => Ok(()),
+            Some(pod) if !orphaning && owned_by(&pod.metadata, er) => {
+                if stop_pod && pod.metadata.deletion_timestamp.is_none() {
+                    delete_ignoring_missing(&self.pods, &name).await?;
+                }
+                Ok(())
+            }
             Some(pod) => {
                 if pod.metadata.deletion_timestamp.is_none() {
                     delete_ignoring_missing(&self.pods, &name).await?;

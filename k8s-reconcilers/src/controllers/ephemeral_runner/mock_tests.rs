@@ -34,6 +34,7 @@ impl Controller {
             settings: Settings::default(),
             pod_store,
             released: super::deletion::Released::default(),
+            removed: Default::default(),
             own_writes: crate::controllers::OwnWrites::default(),
             made: super::observe::Made::since(super::observe::now() + super::START_MARGIN),
         });
@@ -303,14 +304,7 @@ async fn a_runner_whose_job_completed_is_deleted_in_one_pass_and_its_pod_and_sec
                     .reply(&gone),
                 // The deletion goes on in this pass: both finalizers at once; the pod and the
                 // JIT Secret are the garbage collector's (the cached pod names its owner).
-                Exchange::json_patch(object::<EphemeralRunner>(RUNNER_NS, NAME))
-                    .body_exact(json!([
-                        {"op": "test", "path": "/metadata/finalizers/1", "value": RUNNER_REGISTRATION},
-                        {"op": "remove", "path": "/metadata/finalizers/1"},
-                        {"op": "test", "path": "/metadata/finalizers/0", "value": EPHEMERAL_RUNNER},
-                        {"op": "remove", "path": "/metadata/finalizers/0"},
-                    ]))
-                    .patched(&gone),
+                both_finalizers_removed(&gone),
             ],
             runners.pass(&er),
         )
@@ -334,8 +328,6 @@ async fn a_deleted_runner_without_pod_is_removed_from_the_service_then_released(
         new_runner(scale_set),
         json!({"phase": "Pending", "runnerId": runner_id, "runnerName": NAME}),
     ));
-    let mut registration_released = er.clone();
-    registration_released.metadata.finalizers = Some(vec![EPHEMERAL_RUNNER.into()]);
     let mut runners = Controller::new(&t, &[]);
     let result = t
         .api
@@ -345,28 +337,102 @@ async fn a_deleted_runner_without_pod_is_removed_from_the_service_then_released(
                 // RemoveRunner on the service happens here; then the JIT Secret, if any, is
                 // read to see whether the deletion orphaned it.
                 Exchange::get(object::<Secret>(RUNNER_NS, NAME)).not_found(),
-                Exchange::json_patch(object::<EphemeralRunner>(RUNNER_NS, NAME))
-                    .body_exact(json!([
-                        {"op": "test", "path": "/metadata/finalizers/1", "value": RUNNER_REGISTRATION},
-                        {"op": "remove", "path": "/metadata/finalizers/1"},
-                    ]))
-                    .patched(&er),
-                // The finalizer helper drops its own finalizer.
-                Exchange::json_patch(object::<EphemeralRunner>(RUNNER_NS, NAME))
-                    .body_exact(json!([
-                        {"op": "test", "path": "/metadata/finalizers/0", "value": EPHEMERAL_RUNNER},
-                        {"op": "remove", "path": "/metadata/finalizers/0"},
-                    ]))
-                    .patched(&registration_released),
+                both_finalizers_removed(&er),
+            ],
+            runners.pass(&er),
+        )
+        .await;
+    assert_eq!(result.expect("pass"), Requeue::await_change());
+    assert_eq!(t.api.writes(), 1, "both finalizers in one patch");
+    assert_eq!(t.calls(), ["remove_runner"]);
+    assert!(t.service.with(|s| s.runners.is_empty()));
+
+    let after = t.api.run(vec![], runners.pass(&er)).await;
+    assert_eq!(after.expect("released"), Requeue::await_change());
+}
+
+/// The patch that drops both finalizers of `er` (registration at 1, main at 0) at once.
+fn both_finalizers_removed(er: &EphemeralRunner) -> Exchange {
+    Exchange::json_patch(object::<EphemeralRunner>(RUNNER_NS, NAME))
+        .body_exact(json!([
+            {"op": "test", "path": "/metadata/finalizers/1", "value": RUNNER_REGISTRATION},
+            {"op": "remove", "path": "/metadata/finalizers/1"},
+            {"op": "test", "path": "/metadata/finalizers/0", "value": EPHEMERAL_RUNNER},
+            {"op": "remove", "path": "/metadata/finalizers/0"},
+        ]))
+        .patched(er)
+}
+
+/// A runner the set scaled down `ago`: its registration removed by the set, whose deletion of
+/// the runner may come before or after the runner's pod exits for want of a registration.
+fn scaled_down(
+    t: &Harness,
+    runner_id: i64,
+    ago: std::time::Duration,
+) -> (EphemeralRunner, Pod, Controller) {
+    let er = with_status(
+        new_runner(1),
+        json!({"phase": "Running", "ready": true, "runnerId": runner_id, "runnerName": NAME}),
+    );
+    let pod = runner_pod(json!({
+        "phase": "Failed",
+        "containerStatuses": [{"name": "runner", "image": "runner", "imageID": "", "ready": false,
+                               "restartCount": 0,
+                               "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}],
+    }));
+    let runners = Controller::new(t, std::slice::from_ref(&pod));
+    runners.state.removed.insert_aged(runner_id, ago);
+    (er, pod, runners)
+}
+
+#[tokio::test]
+async fn a_runner_the_set_scaled_down_is_released_without_a_second_removal() {
+    let mut t = Harness::new(super::CONTROLLER);
+    let (er, _, mut runners) = scaled_down(&t, 77, std::time::Duration::ZERO);
+    let er = deleting(er);
+    let result = t
+        .api
+        .run(
+            vec![
+                // Its pod goes now, not at the garbage collector's pace.
+                Exchange::delete_background(object::<Pod>(RUNNER_NS, NAME)),
+                both_finalizers_removed(&er),
             ],
             runners.pass(&er),
         )
         .await;
     assert_eq!(result.expect("pass"), Requeue::await_change());
     assert_eq!(t.api.writes(), 2);
-    assert_eq!(t.calls(), ["remove_runner"]);
-    assert!(t.service.with(|s| s.runners.is_empty()));
+    assert!(t.calls().is_empty(), "no RemoveRunner: the set removed it");
+}
 
-    let after = t.api.run(vec![], runners.pass(&er)).await;
-    assert_eq!(after.expect("released"), Requeue::await_change());
+#[tokio::test]
+async fn a_runner_whose_registration_the_set_removed_is_deleted_if_the_set_does_not() {
+    let mut t = Harness::new(super::CONTROLLER);
+    let (er, _, mut runners) = scaled_down(&t, 77, std::time::Duration::from_secs(1));
+    // The set's deletion comes next: no request, no retry, a look again when it is overdue.
+    let waiting = t.api.run(vec![], runners.pass(&er)).await;
+    assert!(
+        matches!(&waiting, Ok(r) if *r != Requeue::await_change()),
+        "{waiting:?}"
+    );
+
+    let grace = scaleset_core::ephemeral_runner::SET_DELETION_GRACE;
+    let (er, _, mut runners) = scaled_down(&t, 77, grace);
+    let gone = deleting(er.clone());
+    let result = t
+        .api
+        .run(
+            vec![
+                // No fresh read and no retry: the exit is the runner's end.
+                Exchange::delete_background(object::<EphemeralRunner>(RUNNER_NS, NAME))
+                    .reply(&gone),
+                both_finalizers_removed(&gone),
+            ],
+            runners.pass(&er),
+        )
+        .await;
+    assert_eq!(result.expect("pass"), Requeue::await_change());
+    assert_eq!(t.api.writes(), 2);
+    assert!(t.calls().is_empty(), "no RemoveRunner: the set removed it");
 }

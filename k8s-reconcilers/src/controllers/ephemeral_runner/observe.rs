@@ -87,7 +87,8 @@ pub fn has_job(er: &EphemeralRunner) -> bool {
 }
 
 /// What the controller knows about the runner: its status, whether the JIT Secret exists, and
-/// the registration its pod carries before the status records it.
+/// the registration its pod carries before the status records it. Whether the set removed that
+/// registration is left for the pass to fill in: only the running manager knows.
 pub fn runner_state(er: &EphemeralRunner, jit_secret: bool, pod: Option<&Pod>) -> RunnerState {
     let status = er.status.clone().unwrap_or_default();
     let last_failure = status
@@ -110,6 +111,7 @@ pub fn runner_state(er: &EphemeralRunner, jit_secret: bool, pod: Option<&Pod>) -
             .as_ref()
             .map(timestamp)
             .unwrap_or_default(),
+        registration_removed: None,
     }
 }
 

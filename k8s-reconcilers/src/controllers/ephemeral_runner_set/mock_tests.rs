@@ -38,6 +38,7 @@ impl Controller {
             runners: RunnerView::new(store),
             own_writes: crate::controllers::OwnWrites::default(),
             records: Default::default(),
+            removed: Default::default(),
         });
         Self {
             state,
@@ -254,9 +255,10 @@ async fn an_authoritative_scale_down_removes_idle_runners_and_spares_the_busy_on
         .api
         .run(
             vec![
-                // A runner that never registered goes first and needs no service call.
-                Exchange::delete_background(runner_path("arc-runner-new")),
+                // The removals run side by side: the runner that never registered (first in
+                // line) needs no service call, so its deletion goes before the idle one's.
                 read_credentials(),
+                Exchange::delete_background(runner_path("arc-runner-new")),
                 Exchange::delete_background(runner_path("arc-runner-idle")),
             ],
             Controller::new(&t, &[busy, idle, unregistered]).pass(&set),
