@@ -297,15 +297,9 @@ async fn a_runner_whose_job_completed_is_deleted_in_one_pass_and_its_pod_and_sec
     let result = t
         .api
         .run(
-            vec![
-                // A runner that completed is deleted without reading it or its pod again;
-                // the deletion's answer is the runner with its deletion timestamp.
-                Exchange::delete_background(object::<EphemeralRunner>(RUNNER_NS, NAME))
-                    .reply(&gone),
-                // The deletion goes on in this pass: both finalizers at once; the pod and the
-                // JIT Secret are the garbage collector's (the cached pod names its owner).
-                both_finalizers_removed(&gone),
-            ],
+            // A runner that completed is deleted without reading it or its pod again; the pod
+            // and the JIT Secret are the garbage collector's (the cached pod names its owner).
+            deleted_in_one_pass(&gone),
             runners.pass(&er),
         )
         .await;
@@ -351,6 +345,15 @@ async fn a_deleted_runner_without_pod_is_removed_from_the_service_then_released(
     assert_eq!(after.expect("released"), Requeue::await_change());
 }
 
+/// A runner deleted by its own pass, which carries the deletion on: the delete, whose answer
+/// `gone` is the runner with its deletion timestamp, then both finalizers at once.
+fn deleted_in_one_pass(gone: &EphemeralRunner) -> Vec<Exchange> {
+    vec![
+        Exchange::delete_background(object::<EphemeralRunner>(RUNNER_NS, NAME)).reply(gone),
+        both_finalizers_removed(gone),
+    ]
+}
+
 /// The patch that drops both finalizers of `er` (registration at 1, main at 0) at once.
 fn both_finalizers_removed(er: &EphemeralRunner) -> Exchange {
     Exchange::json_patch(object::<EphemeralRunner>(RUNNER_NS, NAME))
@@ -369,7 +372,7 @@ fn scaled_down(
     t: &Harness,
     runner_id: i64,
     ago: std::time::Duration,
-) -> (EphemeralRunner, Pod, Controller) {
+) -> (EphemeralRunner, Controller) {
     let er = with_status(
         new_runner(1),
         json!({"phase": "Running", "ready": true, "runnerId": runner_id, "runnerName": NAME}),
@@ -382,13 +385,13 @@ fn scaled_down(
     }));
     let runners = Controller::new(t, std::slice::from_ref(&pod));
     runners.state.removed.insert_aged(runner_id, ago);
-    (er, pod, runners)
+    (er, runners)
 }
 
 #[tokio::test]
 async fn a_runner_the_set_scaled_down_is_released_without_a_second_removal() {
     let mut t = Harness::new(super::CONTROLLER);
-    let (er, _, mut runners) = scaled_down(&t, 77, std::time::Duration::ZERO);
+    let (er, mut runners) = scaled_down(&t, 77, std::time::Duration::ZERO);
     let er = deleting(er);
     let result = t
         .api
@@ -409,7 +412,7 @@ async fn a_runner_the_set_scaled_down_is_released_without_a_second_removal() {
 #[tokio::test]
 async fn a_runner_whose_registration_the_set_removed_is_deleted_if_the_set_does_not() {
     let mut t = Harness::new(super::CONTROLLER);
-    let (er, _, mut runners) = scaled_down(&t, 77, std::time::Duration::from_secs(1));
+    let (er, mut runners) = scaled_down(&t, 77, std::time::Duration::from_secs(1));
     // The set's deletion comes next: no request, no retry, a look again when it is overdue.
     let waiting = t.api.run(vec![], runners.pass(&er)).await;
     assert!(
@@ -418,17 +421,13 @@ async fn a_runner_whose_registration_the_set_removed_is_deleted_if_the_set_does_
     );
 
     let grace = scaleset_core::ephemeral_runner::SET_DELETION_GRACE;
-    let (er, _, mut runners) = scaled_down(&t, 77, grace);
+    let (er, mut runners) = scaled_down(&t, 77, grace);
     let gone = deleting(er.clone());
     let result = t
         .api
         .run(
-            vec![
-                // No fresh read and no retry: the exit is the runner's end.
-                Exchange::delete_background(object::<EphemeralRunner>(RUNNER_NS, NAME))
-                    .reply(&gone),
-                both_finalizers_removed(&gone),
-            ],
+            // No fresh read and no retry: the exit is the runner's end.
+            deleted_in_one_pass(&gone),
             runners.pass(&er),
         )
         .await;
