@@ -66,24 +66,24 @@ impl Pass<'_> {
         finish: Finish,
     ) -> Result<Requeue, Error> {
         let name = er.name_any();
-        let registration_gone = matches!(
-            finish,
-            Finish::Both {
-                registration_gone: true
-            }
-        ) || self.removed.contains(&resources::registered_id(
-            er,
-            self.cached_pod(&name).as_ref(),
-            None,
-        ));
-        let pod = if !registration_gone
+        let pod = self.cached_pod(&name);
+        let registration_gone =
+            matches!(
+                finish,
+                Finish::Both {
+                    registration_gone: true
+                }
+            ) || self
+                .removed
+                .contains(&resources::registered_id(er, pod.as_ref(), None));
+        if !registration_gone
             && er
                 .finalizers()
                 .iter()
                 .any(|f| f == finalizers::RUNNER_REGISTRATION)
         {
-            match self.release_registration(er).await {
-                Ok(pod) => pod,
+            match self.release_registration(er, pod.as_ref()).await {
+                Ok(()) => {}
                 Err(e @ Error::Waiting { .. }) => return Err(e),
                 // The service gone, the Secret missing: after the grace period the
                 // registration is left to the orphaned-registration sweep, and reported.
@@ -91,12 +91,9 @@ impl Pass<'_> {
                     let left = format!("the registration of runner {name} on the service");
                     crate::controllers::cleanup_bound::abandon_after_grace(self.ctx, er, e, &left)
                         .await?;
-                    self.cached_pod(&name)
                 }
             }
-        } else {
-            self.cached_pod(&name)
-        };
+        }
         let stop_pod = matches!(finish, Finish::External);
         self.delete_dependents(er, pod.as_ref(), stop_pod).await?;
         if resources::uses_container_hooks(er) {
@@ -116,15 +113,18 @@ impl Pass<'_> {
         Ok(Requeue::await_change())
     }
 
-    /// Removes the runner from the service, waiting while its job runs; returns the runner's
-    /// pod as the watch cache has it.
-    async fn release_registration(&self, er: &EphemeralRunner) -> Result<Option<Pod>, Error> {
+    /// Removes the runner from the service, waiting while its job runs (`pod`: the runner's
+    /// pod as the watch cache has it).
+    async fn release_registration(
+        &self,
+        er: &EphemeralRunner,
+        pod: Option<&Pod>,
+    ) -> Result<(), Error> {
         let name = er.name_any();
-        let pod = self.cached_pod(&name);
-        let mut runner_id = resources::registered_id(er, pod.as_ref(), None);
+        let mut runner_id = resources::registered_id(er, pod, None);
         if runner_id <= 0 {
             let secret = self.secrets.get_opt(&name).await?;
-            runner_id = resources::registered_id(er, pod.as_ref(), secret.as_ref());
+            runner_id = resources::registered_id(er, pod, secret.as_ref());
         }
         let service = self.service(er).await?;
         if runner_id <= 0 {
@@ -148,7 +148,7 @@ impl Pass<'_> {
                 .as_ref()
                 .map(|t| observe::now().saturating_duration_since(observe::timestamp(t)))
                 .unwrap_or_default();
-            let alive = observe::runner_alive(pod.as_ref());
+            let alive = observe::runner_alive(pod);
             match after_remove(result, alive, deleting_for, self.policy) {
                 FinalizerStep::Release | FinalizerStep::RemoveFromService { .. } => {}
                 FinalizerStep::RetryAfter(after) => {
@@ -165,7 +165,7 @@ impl Pass<'_> {
                 }
             }
         }
-        Ok(pod)
+        Ok(())
     }
 
     /// Removes those of `names` the runner has, in one JSON patch whose `test` operations make it

@@ -59,6 +59,16 @@ impl Controller {
     }
 }
 
+/// The runner pod in `phase`, its runner container terminated with `code` and `reason`.
+fn exited_pod(phase: &str, code: i32, reason: &str) -> Pod {
+    runner_pod(json!({
+        "phase": phase,
+        "containerStatuses": [{"name": "runner", "image": "runner", "imageID": "", "ready": false,
+                               "restartCount": 0,
+                               "state": {"terminated": {"exitCode": code, "reason": reason}}}],
+    }))
+}
+
 /// A runner of the set of scale set `scale_set_id`, as the set controller creates it.
 fn new_runner(scale_set_id: i64) -> EphemeralRunner {
     runner(&runner_set(scale_set_id, 1, 1), NAME, 1)
@@ -286,12 +296,7 @@ async fn a_runner_whose_job_completed_is_deleted_in_one_pass_and_its_pod_and_sec
         json!({"phase": "Running", "ready": true, "runnerId": runner_id, "runnerName": NAME,
                "jobId": "job-1"}),
     );
-    let pod = runner_pod(json!({
-        "phase": "Succeeded",
-        "containerStatuses": [{"name": "runner", "image": "runner", "imageID": "", "ready": false,
-                               "restartCount": 0,
-                               "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
-    }));
+    let pod = exited_pod("Succeeded", 0, "Completed");
     let mut runners = Controller::new(&t, std::slice::from_ref(&pod));
     let gone = deleting(er.clone());
     let result = t
@@ -377,12 +382,7 @@ fn scaled_down(
         new_runner(1),
         json!({"phase": "Running", "ready": true, "runnerId": runner_id, "runnerName": NAME}),
     );
-    let pod = runner_pod(json!({
-        "phase": "Failed",
-        "containerStatuses": [{"name": "runner", "image": "runner", "imageID": "", "ready": false,
-                               "restartCount": 0,
-                               "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}],
-    }));
+    let pod = exited_pod("Failed", 1, "Error");
     let runners = Controller::new(t, std::slice::from_ref(&pod));
     runners.state.removed.insert_aged(runner_id, ago);
     (er, runners)
