@@ -81,6 +81,17 @@ struct Input {
     planted: Vec<String>,
 }
 
+impl Input {
+    /// The name the scale set is registered under: `spec.runnerScaleSetName`, or the
+    /// AutoscalingRunnerSet's name when that is empty or missing.
+    fn scale_set_name(&self) -> &str {
+        self.ars["spec"]["runnerScaleSetName"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&self.name)
+    }
+}
+
 /// How an input ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Outcome {
@@ -803,9 +814,7 @@ async fn batch(
         if matches!(outcome, Outcome::Refused(_)) {
             continue;
         }
-        let scale_set_name = input.ars["spec"]["runnerScaleSetName"]
-            .as_str()
-            .unwrap_or_default();
+        let scale_set_name = input.scale_set_name();
         let running = snapshot
             .scale_set_by_name(scale_set_name)
             .is_some_and(|s| snapshot.active_session(s.id).is_some());
@@ -902,9 +911,7 @@ async fn batch(
     }
     let snapshot = sys.emulator().snapshot();
     for input in inputs {
-        let scale_set_name = input.ars["spec"]["runnerScaleSetName"]
-            .as_str()
-            .unwrap_or_default();
+        let scale_set_name = input.scale_set_name();
         if let Some(set) = snapshot.scale_set_by_name(scale_set_name) {
             let runners = snapshot
                 .runners
