@@ -32,7 +32,7 @@ pub(super) struct Point {
     /// From raising `minRunners` to the last pod.
     up: f64,
     /// From lowering `minRunners` to 0 until no EphemeralRunner is left, and until no runner
-    /// pod is left (the garbage collector deletes the pods of deleted runners).
+    /// pod is left (the manager deletes each scaled-down runner's pod with it).
     runners_gone: f64,
     pods_gone: f64,
     /// Manager RSS at this level, and before the first idle level (every set installed, no
@@ -436,7 +436,7 @@ pub(super) fn render(series: &Series, stopped: Option<&str>, out: &mut String) {
     let points = &series.levels;
     let _ = writeln!(
         out,
-        "Idle runners (`minRunners`, spread evenly) over 1 to 50 scale sets, one run per row: for each total, each set count in a rotated order (all its sets raised at once, then lowered to 0 until no runner pod is left). *Growth* is the manager's RSS over its RSS before the first idle level (every set installed, no runner), per runner (goal ≤ 20 KiB). *Provisioning* is runners per second from raising `minRunners` to the last pod (goal: as fast with many sets as with one); *Gone* is from lowering it to 0 until no EphemeralRunner is left (each removed from the service and deleted), then until no runner pod is left (Kubernetes' garbage collector deletes the pods of deleted runners, at the rate its client allows). Reconcile p95 is the upper bound of the histogram bucket (`controller_runtime_reconcile_time_seconds`) over the reconciles of that level.\n"
+        "Idle runners (`minRunners`, spread evenly) over 1 to 50 scale sets, one run per row: for each total, each set count in a rotated order (all its sets raised at once, then lowered to 0 until no runner pod is left). *Growth* is the manager's RSS over its RSS before the first idle level (every set installed, no runner), per runner (goal ≤ 20 KiB). *Provisioning* is runners per second from raising `minRunners` to the last pod (goal: as fast with many sets as with one); *Gone* is from lowering it to 0 until no EphemeralRunner is left (each removed from the service and deleted), then until no runner pod is left (the manager deletes a scaled-down runner's pod with the runner; left to Kubernetes' garbage collector, they went at the rate of its client). Reconcile p95 is the upper bound of the histogram bucket (`controller_runtime_reconcile_time_seconds`) over the reconciles of that level.\n"
     );
     let _ = writeln!(
         out,
